@@ -1,0 +1,240 @@
+//! A backend of sparse files: `<dir>/<volume uuid>.img`, snapshots `<uuid>@<name>.snap`.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use alcubierre_types::{ByteOffset, ByteSize, VolumeId};
+use parking_lot::RwLock;
+
+use crate::{check_io, check_size, Backend, BackendError};
+
+/// One sparse file per volume in a directory. Writes go through the page cache; `flush` is
+/// `fdatasync` of the volume's file. Discard punches holes.
+pub struct FileBackend {
+    dir: PathBuf,
+    open: RwLock<HashMap<VolumeId, Arc<File>>>,
+}
+
+fn io_err(what: &Path, source: std::io::Error) -> BackendError {
+    BackendError::Io {
+        what: what.display().to_string(),
+        source,
+    }
+}
+
+impl FileBackend {
+    /// A backend in `dir`, which is created if missing.
+    pub fn new(dir: impl Into<PathBuf>) -> Result<Self, BackendError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, e))?;
+        Ok(Self {
+            dir,
+            open: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The path of a volume's image file.
+    pub fn image_path(&self, volume: VolumeId) -> PathBuf {
+        self.dir.join(format!("{volume}.img"))
+    }
+
+    fn snapshot_path(&self, volume: VolumeId, name: &str) -> PathBuf {
+        self.dir.join(format!("{volume}@{name}.snap"))
+    }
+
+    fn file(&self, volume: VolumeId) -> Result<Arc<File>, BackendError> {
+        if let Some(f) = self.open.read().get(&volume) {
+            return Ok(f.clone());
+        }
+        let path = self.image_path(volume);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => BackendError::NotFound {
+                    what: volume.to_string(),
+                },
+                _ => io_err(&path, e),
+            })?;
+        let file = Arc::new(file);
+        self.open.write().insert(volume, file.clone());
+        Ok(file)
+    }
+
+    fn len_of(&self, volume: VolumeId, file: &File) -> Result<u64, BackendError> {
+        Ok(file
+            .metadata()
+            .map_err(|e| io_err(&self.image_path(volume), e))?
+            .len())
+    }
+}
+
+fn check_name(name: &str) -> Result<(), BackendError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(BackendError::NotFound {
+            what: format!("snapshot name {name:?} (use 1-128 of [A-Za-z0-9._-])"),
+        })
+    }
+}
+
+impl Backend for FileBackend {
+    fn create(&self, volume: VolumeId, size: ByteSize) -> Result<(), BackendError> {
+        check_size(volume, size)?;
+        let path = self.image_path(volume);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => BackendError::Exists {
+                    what: volume.to_string(),
+                },
+                _ => io_err(&path, e),
+            })?;
+        file.set_len(size.0).map_err(|e| io_err(&path, e))?;
+        file.sync_all().map_err(|e| io_err(&path, e))?;
+        self.open.write().insert(volume, Arc::new(file));
+        Ok(())
+    }
+
+    fn resize(&self, volume: VolumeId, size: ByteSize) -> Result<(), BackendError> {
+        check_size(volume, size)?;
+        let file = self.file(volume)?;
+        if size.0 < self.len_of(volume, &file)? {
+            return Err(BackendError::InvalidSize {
+                volume,
+                size: size.0,
+                reason: "images only grow",
+            });
+        }
+        file.set_len(size.0)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| io_err(&self.image_path(volume), e))
+    }
+
+    fn delete(&self, volume: VolumeId) -> Result<(), BackendError> {
+        self.open.write().remove(&volume);
+        let path = self.image_path(volume);
+        std::fs::remove_file(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => BackendError::NotFound {
+                what: volume.to_string(),
+            },
+            _ => io_err(&path, e),
+        })?;
+        let prefix = format!("{volume}@");
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn size(&self, volume: VolumeId) -> Result<ByteSize, BackendError> {
+        let file = self.file(volume)?;
+        Ok(ByteSize(self.len_of(volume, &file)?))
+    }
+
+    fn read(
+        &self,
+        volume: VolumeId,
+        offset: ByteOffset,
+        buf: &mut [u8],
+    ) -> Result<(), BackendError> {
+        let file = self.file(volume)?;
+        check_io(
+            volume,
+            self.len_of(volume, &file)?,
+            offset.0,
+            buf.len() as u64,
+        )?;
+        file.read_exact_at(buf, offset.0)
+            .map_err(|e| io_err(&self.image_path(volume), e))
+    }
+
+    fn write(&self, volume: VolumeId, offset: ByteOffset, data: &[u8]) -> Result<(), BackendError> {
+        let file = self.file(volume)?;
+        check_io(
+            volume,
+            self.len_of(volume, &file)?,
+            offset.0,
+            data.len() as u64,
+        )?;
+        file.write_all_at(data, offset.0)
+            .map_err(|e| io_err(&self.image_path(volume), e))
+    }
+
+    fn discard(
+        &self,
+        volume: VolumeId,
+        offset: ByteOffset,
+        len: ByteSize,
+    ) -> Result<(), BackendError> {
+        let file = self.file(volume)?;
+        check_io(volume, self.len_of(volume, &file)?, offset.0, len.0)?;
+        alcubierre_io::punch_hole(&file, offset.0, len.0)
+            .map_err(|e| io_err(&self.image_path(volume), e))
+    }
+
+    fn flush(&self, volume: VolumeId) -> Result<(), BackendError> {
+        self.file(volume)?
+            .sync_data()
+            .map_err(|e| io_err(&self.image_path(volume), e))
+    }
+
+    fn snapshot(&self, volume: VolumeId, name: &str) -> Result<(), BackendError> {
+        check_name(name)?;
+        let file = self.file(volume)?;
+        let target = self.snapshot_path(volume, name);
+        if target.exists() {
+            return Err(BackendError::Exists {
+                what: format!("{volume}@{name}"),
+            });
+        }
+        file.sync_data()
+            .map_err(|e| io_err(&self.image_path(volume), e))?;
+        std::fs::copy(self.image_path(volume), &target).map_err(|e| io_err(&target, e))?;
+        Ok(())
+    }
+
+    fn clone_snapshot(
+        &self,
+        source: VolumeId,
+        name: &str,
+        target: VolumeId,
+    ) -> Result<(), BackendError> {
+        check_name(name)?;
+        let snap = self.snapshot_path(source, name);
+        if !snap.exists() {
+            return Err(BackendError::NotFound {
+                what: format!("{source}@{name}"),
+            });
+        }
+        let dest = self.image_path(target);
+        if dest.exists() {
+            return Err(BackendError::Exists {
+                what: target.to_string(),
+            });
+        }
+        std::fs::copy(&snap, &dest).map_err(|e| io_err(&dest, e))?;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("files in {}", self.dir.display())
+    }
+}

@@ -1,0 +1,289 @@
+//! A backend in memory that models power loss: writes since a volume's last flush are volatile.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use alcubierre_types::{ByteOffset, ByteSize, VolumeId};
+use parking_lot::Mutex;
+
+use crate::{check_io, check_size, Backend, BackendError};
+
+const SECTOR: usize = 512;
+
+#[derive(Clone, Default)]
+struct Image {
+    durable: Vec<u8>,
+    /// Sectors changed since the last flush: their newest contents.
+    pending: BTreeMap<usize, Box<[u8; SECTOR]>>,
+}
+
+impl Image {
+    fn current(&self, offset: usize, buf: &mut [u8]) {
+        buf.copy_from_slice(&self.durable[offset..offset + buf.len()]);
+        let first = offset / SECTOR;
+        for (s, data) in self.pending.range(first..first + buf.len() / SECTOR) {
+            let at = (s - first) * SECTOR;
+            buf[at..at + SECTOR].copy_from_slice(&data[..]);
+        }
+    }
+
+    fn put(&mut self, offset: usize, data: &[u8]) {
+        for (i, chunk) in data.chunks(SECTOR).enumerate() {
+            let mut s = Box::new([0u8; SECTOR]);
+            s.copy_from_slice(chunk);
+            self.pending.insert(offset / SECTOR + i, s);
+        }
+    }
+
+    fn flush(&mut self) {
+        for (s, data) in std::mem::take(&mut self.pending) {
+            self.durable[s * SECTOR..(s + 1) * SECTOR].copy_from_slice(&data[..]);
+        }
+    }
+
+    fn snapshot(&self) -> Image {
+        let mut img = self.clone();
+        img.flush();
+        img
+    }
+}
+
+/// A [`Backend`] in memory, for tests: offsets must be multiples of 512; writes and discards
+/// are volatile until `flush`; it can be made unavailable to model a backend outage, and (with
+/// the `fault-injection` feature) lose power.
+#[derive(Default)]
+pub struct MemBackend {
+    images: Mutex<HashMap<VolumeId, Image>>,
+    snapshots: Mutex<HashMap<(VolumeId, String), Image>>,
+    down: AtomicBool,
+    writes: AtomicU64,
+    flushes: AtomicU64,
+}
+
+impl MemBackend {
+    /// An empty backend.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every operation fail with [`BackendError::Unavailable`] (`false`) or work again.
+    pub fn set_available(&self, available: bool) {
+        self.down.store(!available, Ordering::SeqCst);
+    }
+
+    /// The number of `write` calls (each extent of `write_many` counts) and of `flush` calls.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.writes.load(Ordering::Relaxed),
+            self.flushes.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The current contents of a volume's image (what a read would return).
+    pub fn contents(&self, volume: VolumeId) -> Option<Vec<u8>> {
+        let images = self.images.lock();
+        let img = images.get(&volume)?;
+        let mut buf = vec![0; img.durable.len()];
+        img.current(0, &mut buf);
+        Some(buf)
+    }
+
+    /// Loses power: each sector written since its volume's last flush survives with
+    /// probability one half; the rest are lost.
+    #[cfg(feature = "fault-injection")]
+    pub fn lose_power(&self, seed: u64) {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+        let mut images = self.images.lock();
+        let mut ids: Vec<VolumeId> = images.keys().copied().collect();
+        ids.sort();
+        for id in ids {
+            let img = images.get_mut(&id).expect("listed");
+            for (s, data) in std::mem::take(&mut img.pending) {
+                if rng.gen_bool(0.5) {
+                    img.durable[s * SECTOR..(s + 1) * SECTOR].copy_from_slice(&data[..]);
+                }
+            }
+        }
+    }
+
+    fn up(&self) -> Result<(), BackendError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(BackendError::Unavailable(
+                "memory backend is set unavailable".into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn with_image<T>(
+        &self,
+        volume: VolumeId,
+        f: impl FnOnce(&mut Image) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        self.up()?;
+        let mut images = self.images.lock();
+        let img = images
+            .get_mut(&volume)
+            .ok_or_else(|| BackendError::NotFound {
+                what: volume.to_string(),
+            })?;
+        f(img)
+    }
+}
+
+fn check_sector(volume: VolumeId, offset: u64, len: u64, size: u64) -> Result<(), BackendError> {
+    check_io(volume, size, offset, len)?;
+    if offset % SECTOR as u64 != 0 || len % SECTOR as u64 != 0 {
+        return Err(BackendError::OutOfRange {
+            volume,
+            offset,
+            len,
+            size,
+        });
+    }
+    Ok(())
+}
+
+impl Backend for MemBackend {
+    fn create(&self, volume: VolumeId, size: ByteSize) -> Result<(), BackendError> {
+        self.up()?;
+        check_size(volume, size)?;
+        let mut images = self.images.lock();
+        if images.contains_key(&volume) {
+            return Err(BackendError::Exists {
+                what: volume.to_string(),
+            });
+        }
+        images.insert(
+            volume,
+            Image {
+                durable: vec![0; size.0 as usize],
+                pending: BTreeMap::new(),
+            },
+        );
+        Ok(())
+    }
+
+    fn resize(&self, volume: VolumeId, size: ByteSize) -> Result<(), BackendError> {
+        check_size(volume, size)?;
+        self.with_image(volume, |img| {
+            if (size.0 as usize) < img.durable.len() {
+                return Err(BackendError::InvalidSize {
+                    volume,
+                    size: size.0,
+                    reason: "images only grow",
+                });
+            }
+            img.durable.resize(size.0 as usize, 0);
+            Ok(())
+        })
+    }
+
+    fn delete(&self, volume: VolumeId) -> Result<(), BackendError> {
+        self.up()?;
+        self.snapshots.lock().retain(|(v, _), _| *v != volume);
+        self.images
+            .lock()
+            .remove(&volume)
+            .map(|_| ())
+            .ok_or_else(|| BackendError::NotFound {
+                what: volume.to_string(),
+            })
+    }
+
+    fn size(&self, volume: VolumeId) -> Result<ByteSize, BackendError> {
+        self.with_image(volume, |img| Ok(ByteSize(img.durable.len() as u64)))
+    }
+
+    fn read(
+        &self,
+        volume: VolumeId,
+        offset: ByteOffset,
+        buf: &mut [u8],
+    ) -> Result<(), BackendError> {
+        self.with_image(volume, |img| {
+            check_sector(volume, offset.0, buf.len() as u64, img.durable.len() as u64)?;
+            img.current(offset.0 as usize, buf);
+            Ok(())
+        })
+    }
+
+    fn write(&self, volume: VolumeId, offset: ByteOffset, data: &[u8]) -> Result<(), BackendError> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.with_image(volume, |img| {
+            check_sector(
+                volume,
+                offset.0,
+                data.len() as u64,
+                img.durable.len() as u64,
+            )?;
+            img.put(offset.0 as usize, data);
+            Ok(())
+        })
+    }
+
+    fn discard(
+        &self,
+        volume: VolumeId,
+        offset: ByteOffset,
+        len: ByteSize,
+    ) -> Result<(), BackendError> {
+        self.with_image(volume, |img| {
+            check_sector(volume, offset.0, len.0, img.durable.len() as u64)?;
+            img.put(offset.0 as usize, &vec![0; len.0 as usize]);
+            Ok(())
+        })
+    }
+
+    fn flush(&self, volume: VolumeId) -> Result<(), BackendError> {
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.with_image(volume, |img| {
+            img.flush();
+            Ok(())
+        })
+    }
+
+    fn snapshot(&self, volume: VolumeId, name: &str) -> Result<(), BackendError> {
+        let snap = self.with_image(volume, |img| Ok(img.snapshot()))?;
+        let mut snaps = self.snapshots.lock();
+        let key = (volume, name.to_string());
+        if snaps.contains_key(&key) {
+            return Err(BackendError::Exists {
+                what: format!("{volume}@{name}"),
+            });
+        }
+        snaps.insert(key, snap);
+        Ok(())
+    }
+
+    fn clone_snapshot(
+        &self,
+        source: VolumeId,
+        name: &str,
+        target: VolumeId,
+    ) -> Result<(), BackendError> {
+        self.up()?;
+        let snap = self
+            .snapshots
+            .lock()
+            .get(&(source, name.to_string()))
+            .cloned()
+            .ok_or_else(|| BackendError::NotFound {
+                what: format!("{source}@{name}"),
+            })?;
+        let mut images = self.images.lock();
+        if images.contains_key(&target) {
+            return Err(BackendError::Exists {
+                what: target.to_string(),
+            });
+        }
+        images.insert(target, snap);
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+}

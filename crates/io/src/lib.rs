@@ -1,0 +1,45 @@
+//! Aligned buffers and direct access to the media a cache lives on.
+//!
+//! Owns: [`AlignedBuf`] (heap memory aligned to [`ALIGN`], as `O_DIRECT` requires), the
+//! [`Medium`] trait (positional read, write and sync of a cache device), [`DirectFile`] (a block
+//! device or regular file opened with `O_DIRECT`), [`MemMedium`] (memory, for tests and CPU
+//! benchmarks) and, behind the `fault-injection` feature, [`fault`]: a power-loss model that keeps
+//! durable bytes apart from written ones.
+//!
+//! Invariants: every `unsafe` block is in `buf` or `punch`, with a `SAFETY:` comment; a [`Medium`]'s
+//! `sync` returns only after every write that completed before it is durable.
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod buf;
+mod direct;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
+mod mem;
+mod punch;
+
+pub use buf::{AlignedBuf, ALIGN};
+pub use direct::DirectFile;
+pub use mem::MemMedium;
+pub use punch::punch_hole;
+
+/// A cache device: positional I/O in multiples of [`ALIGN`] at offsets aligned to [`ALIGN`].
+///
+/// `write_at` may leave data in a volatile cache; only [`Medium::sync`] makes it durable.
+/// After power loss, any subset of the 512-byte sectors written since the last completed `sync`
+/// may be missing (sectors themselves are atomic).
+pub trait Medium: Send + Sync {
+    /// The medium's size in bytes.
+    fn len(&self) -> u64;
+    /// True when the medium has no bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Reads `buf.len()` bytes at `offset`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+    /// Writes `buf` at `offset` (not yet durable).
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()>;
+    /// Makes every completed write durable (`fdatasync`, i.e. a device cache flush).
+    fn sync(&self) -> std::io::Result<()>;
+    /// A human name for logs and errors (a path, or "memory").
+    fn describe(&self) -> String;
+}

@@ -1,0 +1,224 @@
+//! Identifiers and units shared by every Alcubierre crate.
+//!
+//! Owns: the newtypes that keep bytes, logical blocks, sequence numbers and epochs apart
+//! in signatures. Invariants: a [`BlockSize`] is always 512 or 4096; a [`ByteSize`] used as
+//! a volume size is a multiple of its block size (checked by [`VolumeGeometry::new`]).
+//! This crate does no I/O.
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A volume's identity: a UUID, stable for the volume's life, shared by every replica.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct VolumeId(pub uuid::Uuid);
+
+impl VolumeId {
+    /// A new random id.
+    pub fn random() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+    /// The id as 16 big-endian bytes (the on-disk and on-wire form).
+    pub fn to_bytes(self) -> [u8; 16] {
+        *self.0.as_bytes()
+    }
+    /// The id from its 16-byte form.
+    pub fn from_bytes(b: [u8; 16]) -> Self {
+        Self(uuid::Uuid::from_bytes(b))
+    }
+}
+
+impl fmt::Debug for VolumeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "vol:{}", self.0)
+    }
+}
+
+impl fmt::Display for VolumeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A count of bytes (a size or a length).
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
+)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// `n` KiB.
+    pub const fn kib(n: u64) -> Self {
+        Self(n << 10)
+    }
+    /// `n` MiB.
+    pub const fn mib(n: u64) -> Self {
+        Self(n << 20)
+    }
+    /// `n` GiB.
+    pub const fn gib(n: u64) -> Self {
+        Self(n << 30)
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0 as f64;
+        if self.0 >= 1 << 30 {
+            write!(f, "{:.1} GiB", b / (1u64 << 30) as f64)
+        } else if self.0 >= 1 << 20 {
+            write!(f, "{:.1} MiB", b / (1u64 << 20) as f64)
+        } else if self.0 >= 1 << 10 {
+            write!(f, "{:.1} KiB", b / 1024.0)
+        } else {
+            write!(f, "{} B", self.0)
+        }
+    }
+}
+
+/// A byte offset inside a volume, an image or a device.
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
+)]
+pub struct ByteOffset(pub u64);
+
+/// A logical block address, in units of the volume's [`BlockSize`].
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
+)]
+pub struct Lba(pub u64);
+
+/// A number of logical blocks.
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
+)]
+pub struct BlockCount(pub u64);
+
+/// A replica-set epoch: raised on every change of primary or membership (SPEC §3).
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
+)]
+pub struct Epoch(pub u64);
+
+/// A journal sequence number: strictly increasing within one journal.
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
+)]
+pub struct SeqNo(pub u64);
+
+/// A volume's logical block size: 512 (reporting 4096-byte physical blocks) or 4096.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum BlockSize {
+    /// 512-byte logical blocks.
+    B512,
+    /// 4096-byte logical blocks.
+    B4096,
+}
+
+impl BlockSize {
+    /// The size in bytes.
+    pub const fn bytes(self) -> u64 {
+        match self {
+            Self::B512 => 512,
+            Self::B4096 => 4096,
+        }
+    }
+    /// From a byte count; only 512 and 4096 are valid.
+    pub fn from_bytes(n: u64) -> Result<Self, UnitError> {
+        match n {
+            512 => Ok(Self::B512),
+            4096 => Ok(Self::B4096),
+            other => Err(UnitError::BlockSize(other)),
+        }
+    }
+}
+
+/// Errors from constructing units.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UnitError {
+    /// A block size other than 512 or 4096.
+    #[error("block_size must be 512 or 4096, got {0}")]
+    BlockSize(u64),
+    /// A volume size that is zero or not a multiple of the block size.
+    #[error("size must be a non-zero multiple of the block size {block_size}, got {size} bytes")]
+    VolumeSize {
+        /// The requested size in bytes.
+        size: u64,
+        /// The volume's block size in bytes.
+        block_size: u64,
+    },
+}
+
+/// A volume's shape: its logical block size and its size.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct VolumeGeometry {
+    block_size: BlockSize,
+    size: ByteSize,
+}
+
+impl VolumeGeometry {
+    /// A geometry; `size` must be a non-zero multiple of `block_size`.
+    pub fn new(block_size: BlockSize, size: ByteSize) -> Result<Self, UnitError> {
+        if size.0 == 0 || size.0 % block_size.bytes() != 0 {
+            return Err(UnitError::VolumeSize {
+                size: size.0,
+                block_size: block_size.bytes(),
+            });
+        }
+        Ok(Self { block_size, size })
+    }
+    /// The logical block size.
+    pub fn block_size(&self) -> BlockSize {
+        self.block_size
+    }
+    /// The size in bytes.
+    pub fn size(&self) -> ByteSize {
+        self.size
+    }
+    /// The number of logical blocks.
+    pub fn blocks(&self) -> BlockCount {
+        BlockCount(self.size.0 / self.block_size.bytes())
+    }
+    /// The byte offset of `lba`.
+    pub fn offset_of(&self, lba: Lba) -> ByteOffset {
+        ByteOffset(lba.0 * self.block_size.bytes())
+    }
+    /// The byte length of `count` blocks.
+    pub fn len_of(&self, count: BlockCount) -> ByteSize {
+        ByteSize(count.0 * self.block_size.bytes())
+    }
+    /// True when `[lba, lba + count)` lies inside the volume (and does not overflow).
+    pub fn contains(&self, lba: Lba, count: BlockCount) -> bool {
+        lba.0
+            .checked_add(count.0)
+            .is_some_and(|end| end <= self.blocks().0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_rejects_bad_sizes() {
+        assert!(VolumeGeometry::new(BlockSize::B512, ByteSize(0)).is_err());
+        assert_eq!(
+            VolumeGeometry::new(BlockSize::B4096, ByteSize(4097)),
+            Err(UnitError::VolumeSize {
+                size: 4097,
+                block_size: 4096
+            })
+        );
+        assert_eq!(BlockSize::from_bytes(1024), Err(UnitError::BlockSize(1024)));
+    }
+
+    #[test]
+    fn contains_checks_overflow() {
+        let g = VolumeGeometry::new(BlockSize::B512, ByteSize::mib(1)).unwrap();
+        assert_eq!(g.blocks(), BlockCount(2048));
+        assert!(g.contains(Lba(2047), BlockCount(1)));
+        assert!(!g.contains(Lba(2047), BlockCount(2)));
+        assert!(!g.contains(Lba(u64::MAX), BlockCount(2)));
+    }
+}
