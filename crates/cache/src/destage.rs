@@ -1,0 +1,286 @@
+//! Destage: copying dirty data from the journal to the backend, then releasing its space.
+//!
+//! A *round* takes whole batches in journal order from the destage point, up to a byte budget.
+//! Within the round, each block's newest version wins and the writes are issued sorted by
+//! address and merged into extents; zeroed ranges are discarded first. Then every volume touched
+//! is flushed, and only then is the new destage point written to a checkpoint (with a device
+//! sync) and published, which lets the writer reuse the space.
+//!
+//! So at every checkpoint the backend image of each volume equals the state after a prefix of
+//! the journal (the batches destaged so far); between checkpoints it may hold part of the round
+//! in progress, like a disk's volatile write cache. A failed round is simply redone: rounds are
+//! idempotent because nothing before the checkpoint moves until the round succeeded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+
+use alcubierre_backend::Backend;
+use alcubierre_io::AlignedBuf;
+use alcubierre_types::{ByteOffset, ByteSize, VolumeId};
+
+use crate::error::CacheError;
+use crate::format::{
+    checkpoint_blocks, BatchHeader, Checkpoint, EntryKind, BLOCK, FULL_MASK,
+    SECTORS_PER_BLOCK as SPB,
+};
+use crate::partition::{Partition, SECTOR};
+
+/// What one destage round did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RoundStats {
+    /// Batches destaged.
+    pub batches: u64,
+    /// Bytes written to the backend (after merging).
+    pub bytes: u64,
+    /// Blocks found corrupt in the journal (poisoned, not destaged).
+    pub corrupt_blocks: u64,
+}
+
+#[derive(Default)]
+struct VolRound {
+    /// block -> (batch index, data block within the batch, valid mask)
+    blocks: BTreeMap<u64, (usize, u32, u8)>,
+    /// Zeroed block ranges, in journal order, with their entry seqs.
+    zeroes: Vec<(u64, u64, u64)>,
+}
+
+/// Largest extent merged into one backend write.
+const MAX_EXTENT: usize = 1 << 20;
+
+impl Partition {
+    /// Destages whole batches from the destage point, at least one and then while their data
+    /// stays under `budget` bytes. Returns what it did; `Ok` with zero batches when clean.
+    pub fn destage_round(
+        &self,
+        backend: &dyn Backend,
+        budget: u64,
+    ) -> Result<RoundStats, CacheError> {
+        let mut cursor = self.cursor.lock();
+        let head = self.head_virt.load(Ordering::Acquire);
+        let mut stats = RoundStats::default();
+        let mut virt = cursor.virt;
+        let mut seq = cursor.seq;
+        let mut entry_seq = cursor.entry_seq;
+        let mut datas: Vec<AlignedBuf> = Vec::new();
+        let mut rounds: HashMap<VolumeId, VolRound> = HashMap::new();
+        let dropped = self.index.read().dropped.clone();
+        let mut drops_seen: Vec<(VolumeId, u64)> = Vec::new();
+        let mut bytes_in = 0u64;
+        let mut poison: Vec<(VolumeId, u64, u32)> = Vec::new();
+        while virt < head && (stats.batches == 0 || bytes_in < budget) {
+            let Some(h) = self.find_batch(virt, seq)? else {
+                return Err(self.fail(format!(
+                    "dirty batch {seq} at block {virt} is unreadable during destage"
+                )));
+            };
+            let mut data = AlignedBuf::zeroed(h.data_blocks as usize * BLOCK);
+            if h.data_blocks > 0 {
+                self.medium
+                    .read_at(&mut data, self.dev_offset(h.virt + 1))
+                    .map_err(|e| self.fail(format!("reading dirty data: {e}")))?;
+            }
+            let bi = datas.len();
+            self.collect(
+                &h,
+                &data,
+                bi,
+                &dropped,
+                &mut rounds,
+                &mut drops_seen,
+                &mut poison,
+            );
+            datas.push(data);
+            bytes_in += u64::from(h.data_blocks) * BLOCK as u64;
+            if let Some(last) = h.entries.last() {
+                entry_seq = last.seq + 1;
+            }
+            virt = h.virt + 1 + u64::from(h.data_blocks);
+            seq += 1;
+            stats.batches += 1;
+        }
+        if stats.batches == 0 {
+            return Ok(stats);
+        }
+        // Apply to the backend, volume by volume, in a stable order.
+        let mut vols: Vec<VolumeId> = rounds.keys().copied().collect();
+        vols.sort();
+        for vol in &vols {
+            let r = &rounds[vol];
+            stats.bytes += self
+                .apply_round(backend, *vol, r, &datas)
+                .inspect_err(|_| {
+                    self.counters.backend_errors.fetch_add(1, Ordering::Relaxed);
+                })?;
+        }
+        // The backend has it all: release zero ranges, poison what was corrupt.
+        {
+            let mut idx = self.index.write();
+            for (vol, r) in &rounds {
+                if let Some(v) = idx.volumes.get_mut(vol) {
+                    for &(s, e, q) in &r.zeroes {
+                        v.zeroes.remove_destaged(s, e, q);
+                    }
+                }
+            }
+            for (vol, block, phys) in &poison {
+                if let Some(v) = idx.volumes.get_mut(vol) {
+                    if v.blocks.get(*block) == Some(*phys) {
+                        v.poison(*block);
+                    }
+                }
+            }
+            for (vol, s) in &drops_seen {
+                if idx.dropped.get(vol) == Some(s) {
+                    idx.dropped.remove(vol);
+                }
+            }
+        }
+        stats.corrupt_blocks = poison.len() as u64;
+        let cp = Checkpoint {
+            partition: self.id,
+            nonce: self.nonce,
+            generation: cursor.generation + 1,
+            destage_virt: virt,
+            destage_seq: seq,
+            entry_seq,
+        };
+        let slot = checkpoint_blocks(self.id)[(cp.generation % 2) as usize];
+        let mut b = AlignedBuf::zeroed(BLOCK);
+        b.copy_from_slice(&cp.encode());
+        self.medium
+            .write_at(&b, slot * BLOCK as u64)
+            .and_then(|()| self.medium.sync())
+            .map_err(|e| self.fail(format!("writing checkpoint: {e}")))?;
+        cursor.generation = cp.generation;
+        cursor.virt = virt;
+        cursor.seq = seq;
+        cursor.entry_seq = entry_seq;
+        self.destaged_virt.store(virt, Ordering::Release);
+        self.notify_space();
+        self.counters
+            .destaged_bytes
+            .fetch_add(stats.bytes, Ordering::Relaxed);
+        self.counters.destage_rounds.fetch_add(1, Ordering::Relaxed);
+        Ok(stats)
+    }
+
+    /// Adds batch `h` (data in `data`, batch number `bi` of the round) to the round's state.
+    #[allow(clippy::too_many_arguments)]
+    fn collect(
+        &self,
+        h: &BatchHeader,
+        data: &[u8],
+        bi: usize,
+        dropped: &HashMap<VolumeId, u64>,
+        rounds: &mut HashMap<VolumeId, VolRound>,
+        drops_seen: &mut Vec<(VolumeId, u64)>,
+        poison: &mut Vec<(VolumeId, u64, u32)>,
+    ) {
+        let data_phys = self.phys(h.virt) + 1;
+        for e in &h.entries {
+            if dropped.get(&e.volume).is_some_and(|&d| e.seq < d) {
+                continue;
+            }
+            match e.kind {
+                EntryKind::DropVolume => {
+                    rounds.remove(&e.volume);
+                    drops_seen.push((e.volume, e.seq));
+                }
+                EntryKind::Zero => {
+                    let r = rounds.entry(e.volume).or_default();
+                    let (s, end) = (e.first_block, e.first_block + u64::from(e.nblocks));
+                    let doomed: Vec<u64> = r.blocks.range(s..end).map(|(b, _)| *b).collect();
+                    for b in doomed {
+                        r.blocks.remove(&b);
+                    }
+                    r.zeroes.push((s, end, e.seq));
+                }
+                EntryKind::Write => {
+                    let at = e.data_offset as usize * BLOCK;
+                    let len = e.nblocks as usize * BLOCK;
+                    if e.compute_crc(&data[at..at + len]) != e.crc {
+                        tracing::error!(partition = self.id, volume = %e.volume,
+                            block = e.first_block, "journal entry corrupt at destage");
+                        for k in 0..e.nblocks {
+                            let phys = data_phys + u64::from(e.data_offset) + u64::from(k);
+                            poison.push((e.volume, e.first_block + u64::from(k), phys as u32));
+                        }
+                        continue;
+                    }
+                    let r = rounds.entry(e.volume).or_default();
+                    for k in 0..e.nblocks {
+                        r.blocks.insert(
+                            e.first_block + u64::from(k),
+                            (bi, e.data_offset + k, e.mask_of(k)),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Discards, writes (sorted, merged) and flushes one volume's part of a round; returns the
+    /// bytes written.
+    fn apply_round(
+        &self,
+        backend: &dyn Backend,
+        vol: VolumeId,
+        r: &VolRound,
+        datas: &[AlignedBuf],
+    ) -> Result<u64, CacheError> {
+        let bs = BLOCK as u64;
+        for &(s, e, _) in &r.zeroes {
+            backend.discard(vol, ByteOffset(s * bs), ByteSize((e - s) * bs))?;
+        }
+        let mut bytes = 0u64;
+        // Extents as (byte offset, data): whole blocks merged while contiguous; partial blocks
+        // as runs of valid sectors.
+        let mut bufs: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut cur: Option<(u64, Vec<u8>)> = None;
+        for (&block, &(bi, k, mask)) in &r.blocks {
+            let src = &datas[bi][k as usize * BLOCK..(k as usize + 1) * BLOCK];
+            if mask == FULL_MASK {
+                match &mut cur {
+                    Some((start, buf))
+                        if *start + buf.len() as u64 == block * bs && buf.len() < MAX_EXTENT =>
+                    {
+                        buf.extend_from_slice(src)
+                    }
+                    _ => {
+                        bufs.extend(cur.take());
+                        cur = Some((block * bs, src.to_vec()));
+                    }
+                }
+                continue;
+            }
+            bufs.extend(cur.take());
+            let mut s = 0;
+            while s < SPB {
+                if mask & (1 << s) == 0 {
+                    s += 1;
+                    continue;
+                }
+                let mut t = s;
+                while t < SPB && mask & (1 << t) != 0 {
+                    t += 1;
+                }
+                let range = (s * SECTOR) as usize..(t * SECTOR) as usize;
+                bufs.push(((block * SPB + s) * SECTOR, src[range].to_vec()));
+                s = t;
+            }
+        }
+        bufs.extend(cur.take());
+        let extents: Vec<(ByteOffset, &[u8])> = bufs
+            .iter()
+            .map(|(off, buf)| (ByteOffset(*off), buf.as_slice()))
+            .collect();
+        for (_, b) in &extents {
+            bytes += b.len() as u64;
+        }
+        if !extents.is_empty() {
+            backend.write_many(vol, &extents)?;
+        }
+        backend.flush(vol)?;
+        Ok(bytes)
+    }
+}

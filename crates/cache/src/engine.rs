@@ -1,0 +1,460 @@
+//! The engine for one cache device: format, open (recovery), volumes, and a synchronous API
+//! that the threaded service ([`crate::CacheService`]) and the deterministic tests both use.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use alcubierre_backend::Backend;
+use alcubierre_block::{check_payload, check_range, BlockError};
+use alcubierre_io::{AlignedBuf, Medium};
+use alcubierre_types::{BlockCount, ByteSize, Lba, VolumeGeometry, VolumeId};
+use bytes::Bytes;
+use parking_lot::RwLock;
+
+use crate::destage::RoundStats;
+use crate::error::CacheError;
+use crate::format::{
+    checkpoint_blocks, Checkpoint, PartitionExtent, Superblock, BLOCK, MAX_PARTITIONS,
+};
+use crate::partition::{Op, Partition, SECTOR};
+use crate::recovery::PartitionReport;
+
+/// Layout choices made when a device is formatted.
+#[derive(Clone, Debug)]
+pub struct FormatOptions {
+    /// Independent journals on the device (default 1).
+    pub partitions: u32,
+    /// Most data blocks (4 KiB) in one batch; the longest write is one block less (default
+    /// 257: 1 MiB writes, even unaligned).
+    pub max_batch_data_blocks: u32,
+}
+
+impl Default for FormatOptions {
+    fn default() -> Self {
+        Self {
+            partitions: 1,
+            max_batch_data_blocks: 257,
+        }
+    }
+}
+
+/// What recovery found when the engine opened.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveryReport {
+    /// One report per partition.
+    pub partitions: Vec<PartitionReport>,
+}
+
+impl RecoveryReport {
+    /// Sum of the partitions' replayed batches.
+    pub fn batches(&self) -> u64 {
+        self.partitions.iter().map(|p| p.batches).sum()
+    }
+    /// Sum of the partitions' poisoned blocks.
+    pub fn poisoned_blocks(&self) -> u64 {
+        self.partitions.iter().map(|p| p.poisoned_blocks).sum()
+    }
+    /// Sum of torn batches discarded.
+    pub fn torn_batches(&self) -> u64 {
+        self.partitions.iter().map(|p| p.torn_batches).sum()
+    }
+}
+
+/// Counters and gauges of an engine.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Log capacity over all partitions, bytes.
+    pub capacity_bytes: u64,
+    /// Log space holding data (dirty and clean), bytes.
+    pub used_bytes: u64,
+    /// Log space not yet destaged, bytes.
+    pub dirty_bytes: u64,
+    /// Requests committed.
+    pub ops: u64,
+    /// Batches written (group commits).
+    pub batches: u64,
+    /// Device syncs on the write path.
+    pub syncs: u64,
+    /// Bytes written to the log (headers included).
+    pub log_bytes_written: u64,
+    /// Bytes written to the backend by destage.
+    pub destaged_bytes: u64,
+    /// Destage rounds completed.
+    pub destage_rounds: u64,
+    /// Destage rounds failed by the backend.
+    pub backend_errors: u64,
+    /// Commits that had to wait for destage to free space.
+    pub throttled: u64,
+    /// Clean blocks evicted.
+    pub evicted_blocks: u64,
+    /// Blocks read from the cache.
+    pub read_hit_blocks: u64,
+    /// Blocks read from the backend.
+    pub read_miss_blocks: u64,
+    /// Cached blocks in the index.
+    pub index_blocks: u64,
+    /// Partitions that failed (fail-stop).
+    pub failed_partitions: u64,
+}
+
+/// The engine. See the module documentation.
+pub struct Engine {
+    medium: Arc<dyn Medium>,
+    superblock: Superblock,
+    partitions: Vec<Arc<Partition>>,
+    backend: Arc<dyn Backend>,
+    volumes: RwLock<HashMap<VolumeId, VolumeGeometry>>,
+    report: RecoveryReport,
+}
+
+fn io_err(medium: &dyn Medium, op: &'static str) -> impl FnOnce(std::io::Error) -> CacheError {
+    let device = medium.describe();
+    move |source| CacheError::Io { device, op, source }
+}
+
+impl Engine {
+    /// Formats `medium`: a new superblock, nonce and empty journals. Everything on it is lost.
+    pub fn format(medium: &dyn Medium, opts: &FormatOptions) -> Result<Superblock, CacheError> {
+        if opts.partitions == 0 || opts.partitions > MAX_PARTITIONS {
+            return Err(CacheError::InvalidOption {
+                field: "partitions",
+                reason: format!("must be 1..={MAX_PARTITIONS}, got {}", opts.partitions),
+            });
+        }
+        if opts.max_batch_data_blocks < 2 || opts.max_batch_data_blocks > 4096 {
+            return Err(CacheError::InvalidOption {
+                field: "max_batch_data_blocks",
+                reason: format!("must be 2..=4096, got {}", opts.max_batch_data_blocks),
+            });
+        }
+        let blocks = medium.len() / BLOCK as u64;
+        let meta = 1 + 2 * u64::from(opts.partitions);
+        let first = meta.div_ceil(256) * 256;
+        let min_part = 4 * (u64::from(opts.max_batch_data_blocks) + 1);
+        let needed = (first + min_part * u64::from(opts.partitions)) * BLOCK as u64;
+        if medium.len() < needed {
+            return Err(CacheError::TooSmall {
+                device: medium.describe(),
+                size: medium.len(),
+                needed,
+            });
+        }
+        let per = ((blocks - first) / u64::from(opts.partitions)).min(u64::from(u32::MAX));
+        let partitions = (0..u64::from(opts.partitions))
+            .map(|i| PartitionExtent {
+                start: first + i * per,
+                blocks: per,
+            })
+            .collect();
+        let sb = Superblock {
+            device_id: uuid::Uuid::new_v4(),
+            nonce: rand::random(),
+            device_blocks: blocks,
+            max_batch_data_blocks: opts.max_batch_data_blocks,
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            partitions,
+        };
+        let mut b = AlignedBuf::zeroed(BLOCK);
+        for p in 0..opts.partitions {
+            let [a, z] = checkpoint_blocks(p);
+            let cp = Checkpoint {
+                partition: p,
+                nonce: sb.nonce,
+                generation: 0,
+                destage_virt: 0,
+                destage_seq: 1,
+                entry_seq: 1,
+            };
+            b.copy_from_slice(&cp.encode());
+            medium
+                .write_at(&b, a * BLOCK as u64)
+                .map_err(io_err(medium, "writing a checkpoint"))?;
+            b.fill(0);
+            medium
+                .write_at(&b, z * BLOCK as u64)
+                .map_err(io_err(medium, "writing a checkpoint"))?;
+        }
+        medium.sync().map_err(io_err(medium, "syncing"))?;
+        // The superblock goes last: a device whose format was interrupted does not open.
+        b.copy_from_slice(&sb.encode());
+        medium
+            .write_at(&b, 0)
+            .and_then(|()| medium.sync())
+            .map_err(io_err(medium, "writing the superblock"))?;
+        Ok(sb)
+    }
+
+    /// Opens a formatted device and recovers every partition. Volumes must be attached again.
+    pub fn open(medium: Arc<dyn Medium>, backend: Arc<dyn Backend>) -> Result<Self, CacheError> {
+        let mut b = AlignedBuf::zeroed(BLOCK);
+        if medium.len() < BLOCK as u64 {
+            return Err(CacheError::TooSmall {
+                device: medium.describe(),
+                size: medium.len(),
+                needed: BLOCK as u64,
+            });
+        }
+        medium
+            .read_at(&mut b, 0)
+            .map_err(io_err(&*medium, "reading the superblock"))?;
+        let superblock = Superblock::decode(&b).map_err(|source| CacheError::Superblock {
+            device: medium.describe(),
+            source,
+        })?;
+        if superblock.device_blocks * BLOCK as u64 > medium.len() {
+            return Err(CacheError::TooSmall {
+                device: medium.describe(),
+                size: medium.len(),
+                needed: superblock.device_blocks * BLOCK as u64,
+            });
+        }
+        let mut partitions = Vec::new();
+        let mut report = RecoveryReport::default();
+        for (i, extent) in superblock.partitions.iter().enumerate() {
+            let (p, r) = Partition::recover(
+                i as u32,
+                medium.clone(),
+                *extent,
+                superblock.nonce,
+                superblock.max_batch_data_blocks,
+            )?;
+            tracing::info!(
+                partition = i,
+                batches = r.batches,
+                dirty_blocks = r.dirty_blocks,
+                torn = r.torn_batches,
+                poisoned = r.poisoned_blocks,
+                "partition recovered"
+            );
+            partitions.push(Arc::new(p));
+            report.partitions.push(r);
+        }
+        Ok(Self {
+            medium,
+            superblock,
+            partitions,
+            backend,
+            volumes: RwLock::new(HashMap::new()),
+            report,
+        })
+    }
+
+    /// What recovery found.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.report
+    }
+
+    /// The superblock.
+    pub fn superblock(&self) -> &Superblock {
+        &self.superblock
+    }
+
+    /// The device.
+    pub fn medium(&self) -> &Arc<dyn Medium> {
+        &self.medium
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The partitions.
+    pub fn partitions(&self) -> &[Arc<Partition>] {
+        &self.partitions
+    }
+
+    /// The partition that journals `volume`.
+    pub fn partition_of(&self, volume: VolumeId) -> &Arc<Partition> {
+        let i = (volume.0.as_u128() % self.partitions.len() as u128) as usize;
+        &self.partitions[i]
+    }
+
+    /// The longest single transfer.
+    pub fn max_transfer(&self) -> ByteSize {
+        ByteSize(u64::from(self.superblock.max_batch_data_blocks - 1) * BLOCK as u64)
+    }
+
+    /// Makes `volume` available for I/O with `geometry`. Its backend image must exist.
+    pub fn attach(&self, volume: VolumeId, geometry: VolumeGeometry) -> Result<(), CacheError> {
+        let mut vols = self.volumes.write();
+        if vols.contains_key(&volume) {
+            return Err(CacheError::AlreadyAttached(volume));
+        }
+        vols.insert(volume, geometry);
+        Ok(())
+    }
+
+    /// Grows an attached volume.
+    pub fn resize(&self, volume: VolumeId, geometry: VolumeGeometry) -> Result<(), CacheError> {
+        let mut vols = self.volumes.write();
+        let g = vols
+            .get_mut(&volume)
+            .ok_or(CacheError::UnknownVolume(volume))?;
+        if geometry.block_size() != g.block_size() || geometry.size() < g.size() {
+            return Err(CacheError::InvalidOption {
+                field: "size",
+                reason: format!(
+                    "volumes only grow and keep their block size ({} -> {})",
+                    g.size().0,
+                    geometry.size().0
+                ),
+            });
+        }
+        *g = geometry;
+        Ok(())
+    }
+
+    /// Stops I/O to `volume`; its dirty data stays in the journal and is still destaged.
+    pub fn detach(&self, volume: VolumeId) -> Result<(), CacheError> {
+        self.volumes
+            .write()
+            .remove(&volume)
+            .map(|_| ())
+            .ok_or(CacheError::UnknownVolume(volume))
+    }
+
+    /// The geometry of an attached volume.
+    pub fn geometry(&self, volume: VolumeId) -> Result<VolumeGeometry, CacheError> {
+        self.volumes
+            .read()
+            .get(&volume)
+            .copied()
+            .ok_or(CacheError::UnknownVolume(volume))
+    }
+
+    /// Checks a write and turns it into a journal op.
+    pub fn write_op(&self, volume: VolumeId, lba: Lba, data: Bytes) -> Result<Op, CacheError> {
+        let g = self.geometry(volume)?;
+        let count = check_payload(&g, data.len())?;
+        check_range(&g, self.max_transfer(), lba, count)?;
+        Ok(Op::Write {
+            volume,
+            sector: g.offset_of(lba).0 / SECTOR,
+            data,
+        })
+    }
+
+    /// Checks an unmap / write-zeroes request and turns it into a journal op.
+    pub fn zero_op(&self, volume: VolumeId, lba: Lba, count: BlockCount) -> Result<Op, CacheError> {
+        let g = self.geometry(volume)?;
+        check_range(&g, ByteSize(u64::MAX), lba, count)?;
+        if count.0 == 0 {
+            return Err(BlockError::OutOfRange {
+                lba: lba.0,
+                count: 0,
+                capacity: g.blocks().0,
+            }
+            .into());
+        }
+        Ok(Op::Zero {
+            volume,
+            sector: g.offset_of(lba).0 / SECTOR,
+            sectors: g.len_of(count).0 / SECTOR,
+        })
+    }
+
+    /// Commits one op and waits for it (no grouping: the service groups).
+    pub fn submit(&self, op: Op) -> Result<(), CacheError> {
+        self.partition_of(op.volume())
+            .commit(std::slice::from_ref(&op), 0)
+            .pop()
+            .expect("one result per op")
+    }
+
+    /// Writes `data` at `lba`; durable when it returns.
+    pub fn write(&self, volume: VolumeId, lba: Lba, data: Bytes) -> Result<(), CacheError> {
+        self.submit(self.write_op(volume, lba, data)?)
+    }
+
+    /// Makes `count` blocks at `lba` read as zeroes (unmap and write zeroes alike).
+    pub fn zero(&self, volume: VolumeId, lba: Lba, count: BlockCount) -> Result<(), CacheError> {
+        self.submit(self.zero_op(volume, lba, count)?)
+    }
+
+    /// Reads `count` blocks at `lba`.
+    pub fn read(&self, volume: VolumeId, lba: Lba, count: BlockCount) -> Result<Bytes, CacheError> {
+        let g = self.geometry(volume)?;
+        check_range(&g, self.max_transfer(), lba, count)?;
+        if count.0 == 0 {
+            return Ok(Bytes::new());
+        }
+        let mut out = vec![0u8; g.len_of(count).0 as usize];
+        self.partition_of(volume).read(
+            volume,
+            g.offset_of(lba).0 / SECTOR,
+            &mut out,
+            &*self.backend,
+        )?;
+        Ok(Bytes::from(out))
+    }
+
+    /// Deletes `volume` from the cache: journals the drop (its dirty data will not be destaged)
+    /// and detaches it. The backend image is the caller's to delete.
+    pub fn drop_volume(&self, volume: VolumeId) -> Result<(), CacheError> {
+        let _ = self.detach(volume);
+        self.partition_of(volume)
+            .commit(&[Op::Drop { volume }], 0)
+            .pop()
+            .expect("one result")
+    }
+
+    /// Runs one destage round on every partition with dirty data.
+    pub fn destage_round(&self, budget: u64) -> Result<RoundStats, CacheError> {
+        let mut total = RoundStats::default();
+        for p in &self.partitions {
+            let s = p.destage_round(&*self.backend, budget)?;
+            total.batches += s.batches;
+            total.bytes += s.bytes;
+            total.corrupt_blocks += s.corrupt_blocks;
+        }
+        Ok(total)
+    }
+
+    /// Destages until nothing is dirty; returns the bytes written to the backend.
+    pub fn destage_all(&self) -> Result<u64, CacheError> {
+        let mut bytes = 0;
+        loop {
+            let s = self.destage_round(64 << 20)?;
+            if s.batches == 0 {
+                return Ok(bytes);
+            }
+            bytes += s.bytes;
+        }
+    }
+
+    /// Counters and gauges.
+    pub fn stats(&self) -> CacheStats {
+        let mut s = CacheStats::default();
+        for p in &self.partitions {
+            let c = &p.counters;
+            let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            s.capacity_bytes += p.log_blocks() * BLOCK as u64;
+            s.used_bytes += p.used_blocks() * BLOCK as u64;
+            s.dirty_bytes += p.dirty_blocks() * BLOCK as u64;
+            s.ops += get(&c.ops);
+            s.batches += get(&c.batches);
+            s.syncs += get(&c.syncs);
+            s.log_bytes_written += get(&c.log_blocks_written) * BLOCK as u64;
+            s.destaged_bytes += get(&c.destaged_bytes);
+            s.destage_rounds += get(&c.destage_rounds);
+            s.backend_errors += get(&c.backend_errors);
+            s.throttled += get(&c.throttled);
+            s.evicted_blocks += get(&c.evicted_blocks);
+            s.read_hit_blocks += get(&c.read_hit_blocks);
+            s.read_miss_blocks += get(&c.read_miss_blocks);
+            s.index_blocks += p
+                .index
+                .read()
+                .volumes
+                .values()
+                .map(|v| v.blocks.len() as u64)
+                .sum::<u64>();
+            s.failed_partitions += u64::from(p.is_failed());
+        }
+        s
+    }
+}

@@ -1,0 +1,71 @@
+//! A token bucket in bytes per second, shared by the destagers of a node.
+
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+/// A token bucket: `rate` bytes per second, holding at most `burst` bytes of credit. Debt is
+/// allowed (a round larger than the credit runs, and later rounds wait it off), so the long-run
+/// rate is exact whatever the round sizes.
+pub struct RateLimiter {
+    rate: u64,
+    burst: u64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    /// A bucket of `rate` bytes/s with `burst` bytes of credit, starting full.
+    pub fn new(rate: u64, burst: u64) -> Self {
+        Self {
+            rate: rate.max(1),
+            burst,
+            state: Mutex::new((burst as f64, Instant::now())),
+        }
+    }
+
+    /// The configured rate in bytes per second.
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
+    fn refill(&self, s: &mut (f64, Instant), now: Instant) {
+        let dt = now.saturating_duration_since(s.1).as_secs_f64();
+        s.0 = (s.0 + dt * self.rate as f64).min(self.burst as f64);
+        s.1 = now;
+    }
+
+    /// How long to wait before spending more (zero when there is credit).
+    pub fn delay(&self) -> Duration {
+        let mut s = self.state.lock();
+        self.refill(&mut s, Instant::now());
+        if s.0 >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-s.0 / self.rate as f64)
+        }
+    }
+
+    /// Spends `bytes` (possibly going into debt).
+    pub fn spend(&self, bytes: u64) {
+        let mut s = self.state.lock();
+        self.refill(&mut s, Instant::now());
+        s.0 -= bytes as f64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debt_makes_callers_wait_in_proportion() {
+        let l = RateLimiter::new(1_000_000, 0);
+        assert_eq!(l.delay(), Duration::ZERO);
+        l.spend(500_000);
+        let d = l.delay();
+        assert!(
+            d > Duration::from_millis(400) && d <= Duration::from_millis(500),
+            "{d:?}"
+        );
+    }
+}

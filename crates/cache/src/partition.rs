@@ -1,0 +1,821 @@
+//! One partition of a cache device: an independent circular journal, its index, and the state
+//! the writer and the destager share.
+//!
+//! Positions in the log are *virtual* block numbers that only grow; the physical block is
+//! `virt % log_blocks`. A batch never straddles the end of the log: when it does not fit, the
+//! writer skips to the next lap. The log's live region is `[tail, head)`:
+//!
+//! ```text
+//!   tail ............ destaged ..................... head
+//!   | clean, readable | dirty: not yet in the backend |  free (reusable) ...
+//! ```
+//!
+//! * the **writer** (one at a time, [`Partition::commit`]) appends batches at `head`, and when it
+//!   needs space moves `tail` up to `destaged`, forgetting index entries that still point there;
+//! * the **destager** ([`Partition::destage_round`], in `destage.rs`) moves `destaged` towards
+//!   `head` after the backend has flushed, and records it in a checkpoint before publishing it;
+//! * **readers** hold `reclaim` shared while they use a cache location, so `tail` cannot pass
+//!   data a reader is about to read.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alcubierre_io::{AlignedBuf, Medium};
+use alcubierre_types::VolumeId;
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::error::CacheError;
+use crate::format::{
+    BatchHeader, Entry, EntryKind, PartitionExtent, BLOCK, FULL_MASK, MAX_ENTRIES,
+};
+use crate::index::{Loc, VolumeIndex};
+
+/// A request to the journal, in 512-byte sectors of the volume.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Write `data` (a whole number of sectors) at `sector`.
+    Write {
+        /// The volume.
+        volume: VolumeId,
+        /// First sector.
+        sector: u64,
+        /// The payload.
+        data: Bytes,
+    },
+    /// Make `sectors` sectors at `sector` read as zeroes.
+    Zero {
+        /// The volume.
+        volume: VolumeId,
+        /// First sector.
+        sector: u64,
+        /// Number of sectors.
+        sectors: u64,
+    },
+    /// Forget everything of the volume.
+    Drop {
+        /// The volume.
+        volume: VolumeId,
+    },
+}
+
+impl Op {
+    /// The volume the op is for.
+    pub fn volume(&self) -> VolumeId {
+        match self {
+            Op::Write { volume, .. } | Op::Zero { volume, .. } | Op::Drop { volume } => *volume,
+        }
+    }
+}
+
+pub(crate) const SECTOR: u64 = 512;
+const SPB: u64 = crate::format::SECTORS_PER_BLOCK;
+
+/// The mask of sectors `[from, to)` of a block.
+pub(crate) fn sector_mask(from: u64, to: u64) -> u8 {
+    debug_assert!(from < to && to <= SPB);
+    ((0xffu16 >> (SPB - (to - from))) << from) as u8
+}
+
+/// The writer's private state.
+pub(crate) struct WriterState {
+    pub(crate) buf: AlignedBuf,
+    pub(crate) head: u64,
+    pub(crate) head_seq: u64,
+    pub(crate) entry_seq: u64,
+    pub(crate) tail: u64,
+    pub(crate) tail_seq: u64,
+}
+
+/// The destager's private state: where destage has reached.
+pub(crate) struct Cursor {
+    pub(crate) virt: u64,
+    pub(crate) seq: u64,
+    pub(crate) entry_seq: u64,
+    pub(crate) generation: u64,
+}
+
+/// Index of every volume with data in this partition.
+#[derive(Default)]
+pub(crate) struct PartIndex {
+    pub(crate) volumes: HashMap<VolumeId, VolumeIndex>,
+    /// Volumes dropped at entry seq `s`: their entries before `s` are void.
+    pub(crate) dropped: HashMap<VolumeId, u64>,
+}
+
+/// Counters of a partition.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) ops: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) syncs: AtomicU64,
+    pub(crate) log_blocks_written: AtomicU64,
+    pub(crate) destaged_bytes: AtomicU64,
+    pub(crate) destage_rounds: AtomicU64,
+    pub(crate) backend_errors: AtomicU64,
+    pub(crate) throttled: AtomicU64,
+    pub(crate) evicted_blocks: AtomicU64,
+    pub(crate) read_hit_blocks: AtomicU64,
+    pub(crate) read_miss_blocks: AtomicU64,
+}
+
+/// A partition. See the module documentation.
+pub struct Partition {
+    pub(crate) id: u32,
+    pub(crate) medium: Arc<dyn Medium>,
+    pub(crate) extent: PartitionExtent,
+    pub(crate) nonce: u64,
+    pub(crate) max_batch_data: u32,
+    pub(crate) writer: Mutex<WriterState>,
+    pub(crate) cursor: Mutex<Cursor>,
+    /// Published head (end of the last durable batch).
+    pub(crate) head_virt: AtomicU64,
+    /// Published destage point: everything before it is in the backend.
+    pub(crate) destaged_virt: AtomicU64,
+    /// Published tail.
+    pub(crate) tail_virt: AtomicU64,
+    pub(crate) index: RwLock<PartIndex>,
+    pub(crate) reclaim: RwLock<()>,
+    failed: Mutex<Option<String>>,
+    failed_flag: AtomicBool,
+    stopping: AtomicBool,
+    space_lock: Mutex<()>,
+    space_cv: Condvar,
+    work_lock: Mutex<bool>,
+    work_cv: Condvar,
+    pub(crate) counters: Counters,
+}
+
+/// One op being turned into entries.
+struct Built {
+    entries: Vec<Entry>,
+    data_blocks: u32,
+}
+
+impl Partition {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        id: u32,
+        medium: Arc<dyn Medium>,
+        extent: PartitionExtent,
+        nonce: u64,
+        max_batch_data: u32,
+        writer: WriterState,
+        cursor: Cursor,
+        index: PartIndex,
+    ) -> Self {
+        Self {
+            id,
+            medium,
+            extent,
+            nonce,
+            max_batch_data,
+            head_virt: AtomicU64::new(writer.head),
+            tail_virt: AtomicU64::new(writer.tail),
+            destaged_virt: AtomicU64::new(cursor.virt),
+            writer: Mutex::new(writer),
+            cursor: Mutex::new(cursor),
+            index: RwLock::new(index),
+            reclaim: RwLock::new(()),
+            failed: Mutex::new(None),
+            failed_flag: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            space_lock: Mutex::new(()),
+            space_cv: Condvar::new(),
+            work_lock: Mutex::new(false),
+            work_cv: Condvar::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The partition's number on its device.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// Log length in blocks.
+    pub(crate) fn log_blocks(&self) -> u64 {
+        self.extent.blocks
+    }
+
+    pub(crate) fn phys(&self, virt: u64) -> u64 {
+        virt % self.extent.blocks
+    }
+
+    /// Byte offset on the device of virtual block `virt`.
+    pub(crate) fn dev_offset(&self, virt: u64) -> u64 {
+        (self.extent.start + self.phys(virt)) * BLOCK as u64
+    }
+
+    /// The start of the lap after the one `virt` is in.
+    pub(crate) fn next_lap(&self, virt: u64) -> u64 {
+        (virt / self.extent.blocks + 1) * self.extent.blocks
+    }
+
+    pub(crate) fn device(&self) -> String {
+        self.medium.describe()
+    }
+
+    /// Fails the partition (fail-stop) with `reason`; returns the error to report.
+    pub(crate) fn fail(&self, reason: String) -> CacheError {
+        let mut f = self.failed.lock();
+        if f.is_none() {
+            tracing::error!(partition = self.id, device = %self.device(), %reason,
+                "cache device failed; refusing further writes");
+            *f = Some(reason);
+        }
+        self.failed_flag.store(true, Ordering::SeqCst);
+        self.space_cv.notify_all();
+        self.failed_error(f.as_deref().unwrap_or_default())
+    }
+
+    fn failed_error(&self, reason: &str) -> CacheError {
+        CacheError::DeviceFailed {
+            device: self.device(),
+            partition: self.id,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// The fail-stop error, if the partition has failed.
+    pub(crate) fn check_failed(&self) -> Result<(), CacheError> {
+        if self.failed_flag.load(Ordering::SeqCst) {
+            let f = self.failed.lock();
+            return Err(self.failed_error(f.as_deref().unwrap_or_default()));
+        }
+        Ok(())
+    }
+
+    /// True once the partition has failed.
+    pub fn is_failed(&self) -> bool {
+        self.failed_flag.load(Ordering::SeqCst)
+    }
+
+    /// True once [`Partition::stop`] was called.
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Asks waiting writers and the destager to give up (shutdown).
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.space_cv.notify_all();
+        self.notify_work();
+    }
+
+    /// Wakes the destager.
+    pub(crate) fn notify_work(&self) {
+        *self.work_lock.lock() = true;
+        self.work_cv.notify_all();
+    }
+
+    /// Waits until the writer reports new dirty data, or `timeout`.
+    pub(crate) fn wait_for_work(&self, timeout: Duration) {
+        let mut pending = self.work_lock.lock();
+        if !*pending {
+            self.work_cv.wait_for(&mut pending, timeout);
+        }
+        *pending = false;
+    }
+
+    pub(crate) fn notify_space(&self) {
+        let _g = self.space_lock.lock();
+        self.space_cv.notify_all();
+    }
+
+    /// Dirty blocks (log space not yet destaged).
+    pub fn dirty_blocks(&self) -> u64 {
+        self.head_virt.load(Ordering::Acquire) - self.destaged_virt.load(Ordering::Acquire)
+    }
+
+    /// Used blocks (dirty plus clean cached).
+    pub fn used_blocks(&self) -> u64 {
+        self.head_virt.load(Ordering::Acquire) - self.tail_virt.load(Ordering::Acquire)
+    }
+
+    /// Reads the batch header at `virt` and checks it is batch `seq` of this partition.
+    pub(crate) fn header_at(&self, virt: u64, seq: u64) -> Result<Option<BatchHeader>, CacheError> {
+        let mut b = AlignedBuf::zeroed(BLOCK);
+        self.medium
+            .read_at(&mut b, self.dev_offset(virt))
+            .map_err(|e| self.fail(format!("reading the log at block {virt}: {e}")))?;
+        Ok(BatchHeader::decode(&b)
+            .ok()
+            .filter(|h| h.nonce == self.nonce && h.partition == self.id)
+            .filter(|h| h.seq == seq && h.virt == virt))
+    }
+
+    /// Finds batch `seq`, which starts at `virt` or, if the writer skipped, at the next lap.
+    pub(crate) fn find_batch(
+        &self,
+        virt: u64,
+        seq: u64,
+    ) -> Result<Option<BatchHeader>, CacheError> {
+        if let Some(h) = self.header_at(virt, seq)? {
+            return Ok(Some(h));
+        }
+        if self.phys(virt) != 0 {
+            return self.header_at(self.next_lap(virt), seq);
+        }
+        Ok(None)
+    }
+
+    /// Commits `ops` in order, in as many batches as needed: each batch is written with one
+    /// device write and made durable with one sync (group commit). Returns one result per op;
+    /// an op's `Ok` means it is durable. Only one thread may commit at a time (the lock on the
+    /// writer state enforces it).
+    pub fn commit(&self, ops: &[Op], epoch: u64) -> Vec<Result<(), CacheError>> {
+        let mut results: Vec<Option<Result<(), CacheError>>> =
+            (0..ops.len()).map(|_| None).collect();
+        let mut w = self.writer.lock();
+        if self.is_failed() {
+            return ops.iter().map(|_| self.check_failed()).collect();
+        }
+        let mut batch: Vec<Entry> = Vec::new();
+        let mut batch_ops: Vec<usize> = Vec::new();
+        let mut data_blocks: u32 = 0;
+        for (i, op) in ops.iter().enumerate() {
+            let (need_entries, need_data) = self.cost(op);
+            if !batch.is_empty()
+                && (batch.len() + need_entries > MAX_ENTRIES
+                    || data_blocks + need_data > self.max_batch_data)
+            {
+                let r = self.write_batch(&mut w, &batch, data_blocks);
+                for &j in &batch_ops {
+                    results[j] = Some(r.as_ref().map(|_| ()).map_err(|e| self.clone_err(e)));
+                }
+                batch.clear();
+                batch_ops.clear();
+                data_blocks = 0;
+            }
+            match self.build(&mut w, op, epoch, &batch, data_blocks) {
+                Ok(b) => {
+                    batch.extend(b.entries);
+                    data_blocks += b.data_blocks;
+                    batch_ops.push(i);
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        if !batch.is_empty() {
+            let r = self.write_batch(&mut w, &batch, data_blocks);
+            for &j in &batch_ops {
+                results[j] = Some(r.as_ref().map(|_| ()).map_err(|e| self.clone_err(e)));
+            }
+        }
+        drop(w);
+        self.counters
+            .ops
+            .fetch_add(ops.len() as u64, Ordering::Relaxed);
+        results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
+    }
+
+    fn clone_err(&self, e: &CacheError) -> CacheError {
+        match e {
+            CacheError::DeviceFailed { reason, .. } => self.failed_error(reason),
+            CacheError::ShuttingDown => CacheError::ShuttingDown,
+            other => self.failed_error(&other.to_string()),
+        }
+    }
+
+    /// Entries and data blocks `op` needs at most.
+    pub(crate) fn cost(&self, op: &Op) -> (usize, u32) {
+        match op {
+            Op::Write { sector, data, .. } => {
+                let n = data.len() as u64 / SECTOR;
+                let blocks = (sector + n).div_ceil(SPB) - sector / SPB;
+                (1, blocks as u32)
+            }
+            Op::Zero { sectors, .. } => {
+                let middle = sectors / SPB / u64::from(u32::MAX) + 1;
+                (2 + middle as usize, 2)
+            }
+            Op::Drop { .. } => (1, 0),
+        }
+    }
+
+    /// The current contents and valid mask of `block`, looking first at the batch being built
+    /// (whose data is in `w.buf` after the header block), then at the index.
+    fn base_block(
+        &self,
+        w: &WriterState,
+        volume: VolumeId,
+        block: u64,
+        batch: &[Entry],
+        out: &mut [u8],
+    ) -> Result<u8, CacheError> {
+        for e in batch.iter().rev() {
+            if e.volume != volume {
+                continue;
+            }
+            match e.kind {
+                EntryKind::DropVolume => return Ok(0),
+                _ if block < e.first_block || block >= e.first_block + u64::from(e.nblocks) => {}
+                EntryKind::Zero => {
+                    out.fill(0);
+                    return Ok(FULL_MASK);
+                }
+                EntryKind::Write => {
+                    let i = (block - e.first_block) as u32;
+                    let at = (1 + e.data_offset as usize + i as usize) * BLOCK;
+                    out.copy_from_slice(&w.buf[at..at + BLOCK]);
+                    return Ok(e.mask_of(i));
+                }
+            }
+        }
+        let loc = self
+            .index
+            .read()
+            .volumes
+            .get(&volume)
+            .map_or(Loc::Backend, |v| v.lookup(block));
+        match loc {
+            Loc::Cached { phys, mask } => {
+                let mut b = AlignedBuf::zeroed(BLOCK);
+                self.medium
+                    .read_at(&mut b, (self.extent.start + u64::from(phys)) * BLOCK as u64)
+                    .map_err(|e| self.fail(format!("reading cached block: {e}")))?;
+                out.copy_from_slice(&b);
+                Ok(mask)
+            }
+            Loc::Zero => {
+                out.fill(0);
+                Ok(FULL_MASK)
+            }
+            Loc::Backend => {
+                out.fill(0);
+                Ok(0)
+            }
+            Loc::Poisoned => Err(CacheError::Medium { volume, block }),
+        }
+    }
+
+    /// Turns `op` into entries whose data is placed in `w.buf` after the header and after
+    /// `data_at` blocks of earlier entries of the batch.
+    fn build(
+        &self,
+        w: &mut WriterState,
+        op: &Op,
+        epoch: u64,
+        batch: &[Entry],
+        data_at: u32,
+    ) -> Result<Built, CacheError> {
+        match op {
+            Op::Write {
+                volume,
+                sector,
+                data,
+            } => {
+                let e = self.build_write(w, *volume, *sector, data, None, epoch, batch, data_at)?;
+                Ok(Built {
+                    data_blocks: e.nblocks,
+                    entries: vec![e],
+                })
+            }
+            Op::Zero {
+                volume,
+                sector,
+                sectors,
+            } => self.build_zero(w, *volume, *sector, *sectors, epoch, batch, data_at),
+            Op::Drop { volume } => {
+                let e = self.seal_entry(
+                    w,
+                    Entry {
+                        volume: *volume,
+                        kind: EntryKind::DropVolume,
+                        head_mask: FULL_MASK,
+                        tail_mask: FULL_MASK,
+                        nblocks: 0,
+                        first_block: 0,
+                        epoch,
+                        seq: 0,
+                        data_offset: data_at,
+                        crc: 0,
+                    },
+                );
+                Ok(Built {
+                    entries: vec![e],
+                    data_blocks: 0,
+                })
+            }
+        }
+    }
+
+    fn seal_entry(&self, w: &mut WriterState, mut e: Entry) -> Entry {
+        e.seq = w.entry_seq;
+        w.entry_seq += 1;
+        let at = (1 + e.data_offset as usize) * BLOCK;
+        let len = e.data_blocks() as usize * BLOCK;
+        e.crc = e.compute_crc(&w.buf[at..at + len]);
+        e
+    }
+
+    /// A write of `sectors` at `sector`: `data` if given, else zeroes.
+    #[allow(clippy::too_many_arguments)]
+    fn build_write(
+        &self,
+        w: &mut WriterState,
+        volume: VolumeId,
+        sector: u64,
+        data: &[u8],
+        zero_sectors: Option<u64>,
+        epoch: u64,
+        batch: &[Entry],
+        data_at: u32,
+    ) -> Result<Entry, CacheError> {
+        let n = zero_sectors.unwrap_or(data.len() as u64 / SECTOR);
+        let end = sector + n;
+        let first = sector / SPB;
+        let nblocks = (end.div_ceil(SPB) - first) as u32;
+        let head_from = sector % SPB;
+        let head_to = if nblocks == 1 { end - first * SPB } else { SPB };
+        let tail_to = end - (first + u64::from(nblocks) - 1) * SPB;
+        let mut head_mask = sector_mask(head_from, head_to);
+        let mut tail_mask = if nblocks == 1 {
+            head_mask
+        } else {
+            sector_mask(0, tail_to)
+        };
+        let base = (1 + data_at as usize) * BLOCK;
+        // Merge partial edge blocks with their current contents.
+        let mut scratch = [0u8; BLOCK];
+        let edges: &[(u32, bool)] = if nblocks == 1 {
+            &[(0, true)]
+        } else {
+            &[(0, true), (nblocks - 1, false)]
+        };
+        for &(i, is_head) in edges {
+            let mask = if is_head { head_mask } else { tail_mask };
+            if mask == FULL_MASK {
+                continue;
+            }
+            let old = self.base_block(w, volume, first + u64::from(i), batch, &mut scratch)?;
+            let at = base + i as usize * BLOCK;
+            w.buf[at..at + BLOCK].copy_from_slice(&scratch);
+            let merged = mask | old;
+            if is_head {
+                head_mask = merged;
+            }
+            if !is_head || nblocks == 1 {
+                tail_mask = merged;
+            }
+        }
+        let dst = base + head_from as usize * SECTOR as usize;
+        let len = (n * SECTOR) as usize;
+        match zero_sectors {
+            None => w.buf[dst..dst + len].copy_from_slice(data),
+            Some(_) => w.buf[dst..dst + len].fill(0),
+        }
+        Ok(self.seal_entry(
+            w,
+            Entry {
+                volume,
+                kind: EntryKind::Write,
+                head_mask,
+                tail_mask,
+                nblocks,
+                first_block: first,
+                epoch,
+                seq: 0,
+                data_offset: data_at,
+                crc: 0,
+            },
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_zero(
+        &self,
+        w: &mut WriterState,
+        volume: VolumeId,
+        sector: u64,
+        sectors: u64,
+        epoch: u64,
+        batch: &[Entry],
+        data_at: u32,
+    ) -> Result<Built, CacheError> {
+        let end = sector + sectors;
+        let full_from = sector.div_ceil(SPB);
+        let full_to = end / SPB;
+        let mut entries = Vec::new();
+        let mut data_blocks = 0;
+        if full_from >= full_to {
+            // No whole block: zero the sectors as a (merged) write of one or two blocks.
+            let e =
+                self.build_write(w, volume, sector, &[], Some(sectors), epoch, batch, data_at)?;
+            data_blocks += e.nblocks;
+            entries.push(e);
+            return Ok(Built {
+                entries,
+                data_blocks,
+            });
+        }
+        if sector % SPB != 0 {
+            let n = full_from * SPB - sector;
+            let e = self.build_write(w, volume, sector, &[], Some(n), epoch, batch, data_at)?;
+            data_blocks += e.nblocks;
+            entries.push(e);
+        }
+        let mut b = full_from;
+        while b < full_to {
+            let n = (full_to - b).min(u64::from(u32::MAX));
+            let e = self.seal_entry(
+                w,
+                Entry {
+                    volume,
+                    kind: EntryKind::Zero,
+                    head_mask: FULL_MASK,
+                    tail_mask: FULL_MASK,
+                    nblocks: n as u32,
+                    first_block: b,
+                    epoch,
+                    seq: 0,
+                    data_offset: data_at + data_blocks,
+                    crc: 0,
+                },
+            );
+            entries.push(e);
+            b += n;
+        }
+        if end % SPB != 0 {
+            let all: Vec<Entry> = batch.iter().chain(entries.iter()).copied().collect();
+            let e = self.build_write(
+                w,
+                volume,
+                full_to * SPB,
+                &[],
+                Some(end - full_to * SPB),
+                epoch,
+                &all,
+                data_at + data_blocks,
+            )?;
+            data_blocks += e.nblocks;
+            entries.push(e);
+        }
+        Ok(Built {
+            entries,
+            data_blocks,
+        })
+    }
+
+    /// Writes and syncs the batch whose data is in `w.buf`, then applies it to the index.
+    fn write_batch(
+        &self,
+        w: &mut WriterState,
+        entries: &[Entry],
+        data_blocks: u32,
+    ) -> Result<(), CacheError> {
+        let need = 1 + u64::from(data_blocks);
+        let mut at = w.head;
+        if self.phys(at) + need > self.log_blocks() {
+            at = self.next_lap(at);
+        }
+        self.make_space(w, at + need)?;
+        let header = BatchHeader {
+            partition: self.id,
+            nonce: self.nonce,
+            seq: w.head_seq,
+            virt: at,
+            data_blocks,
+            entries: entries.to_vec(),
+        };
+        header.encode_into(&mut w.buf[..BLOCK]);
+        let len = need as usize * BLOCK;
+        self.medium
+            .write_at(&w.buf[..len], self.dev_offset(at))
+            .map_err(|e| self.fail(format!("journal write at block {at}: {e}")))?;
+        self.medium
+            .sync()
+            .map_err(|e| self.fail(format!("journal sync: {e}")))?;
+        self.apply(at, &header, None);
+        w.head = at + need;
+        w.head_seq += 1;
+        self.head_virt.store(w.head, Ordering::Release);
+        let c = &self.counters;
+        c.batches.fetch_add(1, Ordering::Relaxed);
+        c.syncs.fetch_add(1, Ordering::Relaxed);
+        c.log_blocks_written.fetch_add(need, Ordering::Relaxed);
+        self.notify_work();
+        Ok(())
+    }
+
+    /// Applies a durable batch at `virt` to the index. `bad` lists entries whose data failed
+    /// its checksum (recovery): their blocks are poisoned instead.
+    pub(crate) fn apply(&self, virt: u64, header: &BatchHeader, bad: Option<&[bool]>) {
+        let data_phys = self.phys(virt) + 1;
+        let mut idx = self.index.write();
+        for (i, e) in header.entries.iter().enumerate() {
+            let corrupt = bad.is_some_and(|b| b[i]);
+            match e.kind {
+                EntryKind::DropVolume => {
+                    idx.volumes.remove(&e.volume);
+                    idx.dropped.insert(e.volume, e.seq);
+                }
+                EntryKind::Zero => {
+                    let v = idx.volumes.entry(e.volume).or_default();
+                    v.zero(e.first_block, e.first_block + u64::from(e.nblocks), e.seq);
+                }
+                EntryKind::Write => {
+                    let v = idx.volumes.entry(e.volume).or_default();
+                    for k in 0..e.nblocks {
+                        let block = e.first_block + u64::from(k);
+                        if corrupt {
+                            v.poison(block);
+                        } else {
+                            let phys = data_phys + u64::from(e.data_offset) + u64::from(k);
+                            v.put(block, phys as u32, e.mask_of(k));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ensures the log can hold everything up to virtual block `end`: moves the tail over clean
+    /// batches, and waits for destage while everything in the way is dirty (backpressure).
+    fn make_space(&self, w: &mut WriterState, end: u64) -> Result<(), CacheError> {
+        let mut throttled = false;
+        while end - w.tail > self.log_blocks() {
+            let limit = self.destaged_virt.load(Ordering::Acquire);
+            if w.tail < limit {
+                // Free more than needed at once, to amortise the locks and header reads.
+                let slack = self.log_blocks() / 32;
+                let target = (end + slack).saturating_sub(self.log_blocks()).min(limit);
+                self.evict_until(w, target.max(w.tail + 1).min(limit))?;
+                continue;
+            }
+            self.check_failed()?;
+            if self.stopping.load(Ordering::SeqCst) {
+                return Err(CacheError::ShuttingDown);
+            }
+            if !throttled {
+                throttled = true;
+                self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+            }
+            self.notify_work();
+            let mut g = self.space_lock.lock();
+            if self.destaged_virt.load(Ordering::Acquire) <= w.tail {
+                self.space_cv.wait_for(&mut g, Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the tail forward over whole batches until it reaches at least `target` (which
+    /// is at most the destage point), forgetting the index entries that point into them.
+    fn evict_until(&self, w: &mut WriterState, target: u64) -> Result<(), CacheError> {
+        let mut doomed: Vec<(VolumeId, u64, u32)> = Vec::new();
+        let mut tail = w.tail;
+        let mut seq = w.tail_seq;
+        let limit = self.destaged_virt.load(Ordering::Acquire);
+        while tail < target && tail < limit {
+            let Some(h) = self.find_batch(tail, seq)? else {
+                return Err(self.fail(format!(
+                    "clean batch {seq} at block {tail} is unreadable during eviction"
+                )));
+            };
+            let data_phys = self.phys(h.virt) + 1;
+            for e in &h.entries {
+                if e.kind == EntryKind::Write {
+                    for k in 0..e.nblocks {
+                        let phys = data_phys + u64::from(e.data_offset) + u64::from(k);
+                        doomed.push((e.volume, e.first_block + u64::from(k), phys as u32));
+                    }
+                }
+            }
+            tail = h.virt + 1 + u64::from(h.data_blocks);
+            seq += 1;
+        }
+        {
+            let _readers_out = self.reclaim.write();
+            let mut idx = self.index.write();
+            for (vol, block, phys) in &doomed {
+                if let Some(v) = idx.volumes.get_mut(vol) {
+                    v.evict(*block, *phys);
+                }
+            }
+        }
+        self.counters
+            .evicted_blocks
+            .fetch_add(doomed.len() as u64, Ordering::Relaxed);
+        w.tail = tail;
+        w.tail_seq = seq;
+        self.tail_virt.store(tail, Ordering::Release);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks() {
+        assert_eq!(sector_mask(0, 8), 0xff);
+        assert_eq!(sector_mask(0, 1), 0x01);
+        assert_eq!(sector_mask(7, 8), 0x80);
+        assert_eq!(sector_mask(2, 5), 0b0001_1100);
+    }
+}

@@ -1,0 +1,151 @@
+//! The read path: merge cached blocks, zero ranges and the backend into one buffer.
+
+use std::sync::atomic::Ordering;
+
+use alcubierre_backend::Backend;
+use alcubierre_io::AlignedBuf;
+use alcubierre_types::{ByteOffset, VolumeId};
+
+use crate::error::CacheError;
+use crate::format::{BLOCK, FULL_MASK, SECTORS_PER_BLOCK as SPB};
+use crate::index::Loc;
+use crate::partition::{Partition, SECTOR};
+
+impl Partition {
+    /// Reads `out.len() / 512` sectors of `volume` at `sector` into `out`.
+    ///
+    /// Cached data is read under the `reclaim` guard (so its log space cannot be reused while it
+    /// is read); backend reads happen after the guard is released.
+    pub fn read(
+        &self,
+        volume: VolumeId,
+        sector: u64,
+        out: &mut [u8],
+        backend: &dyn Backend,
+    ) -> Result<(), CacheError> {
+        let sectors = out.len() as u64 / SECTOR;
+        let end = sector + sectors;
+        let first = sector / SPB;
+        let last = (end - 1) / SPB;
+        // The part of block `b` the request covers, as sectors [from, to) of the block and the
+        // offset in `out` where sector `from` goes.
+        let span = |b: u64| {
+            let from = if b == first { sector % SPB } else { 0 };
+            let to = if b == last { end - b * SPB } else { SPB };
+            let out_at = ((b * SPB + from - sector) * SECTOR) as usize;
+            (from, to, out_at)
+        };
+        // Blocks (and the sectors of them) still to fetch from the backend.
+        let mut from_backend: Vec<(u64, u8)> = Vec::new();
+        {
+            let _guard = self.reclaim.read();
+            let plan: Vec<Loc> = {
+                let idx = self.index.read();
+                match idx.volumes.get(&volume) {
+                    Some(v) => (first..=last).map(|b| v.lookup(b)).collect(),
+                    None => vec![Loc::Backend; (last - first + 1) as usize],
+                }
+            };
+            let mut hits = 0;
+            let mut i = 0;
+            while i < plan.len() {
+                let b = first + i as u64;
+                match plan[i] {
+                    Loc::Poisoned => return Err(CacheError::Medium { volume, block: b }),
+                    Loc::Zero => {
+                        let (from, to, at) = span(b);
+                        out[at..at + ((to - from) * SECTOR) as usize].fill(0);
+                        i += 1;
+                    }
+                    Loc::Backend => {
+                        from_backend.push((b, FULL_MASK));
+                        i += 1;
+                    }
+                    Loc::Cached { phys, .. } => {
+                        // A run of blocks stored consecutively in the log: one device read.
+                        let mut n = 1;
+                        while i + n < plan.len() {
+                            match plan[i + n] {
+                                Loc::Cached { phys: p, .. } if p == phys + n as u32 => n += 1,
+                                _ => break,
+                            }
+                        }
+                        let mut buf = AlignedBuf::zeroed(n * BLOCK);
+                        self.medium
+                            .read_at(
+                                &mut buf,
+                                (self.extent.start + u64::from(phys)) * BLOCK as u64,
+                            )
+                            .map_err(|e| CacheError::Io {
+                                device: self.device(),
+                                op: "reading cached data",
+                                source: e,
+                            })?;
+                        for k in 0..n {
+                            let b = first + (i + k) as u64;
+                            let Loc::Cached { mask, .. } = plan[i + k] else {
+                                unreachable!("run holds cached blocks only")
+                            };
+                            let (from, to, at) = span(b);
+                            let src = &buf[k * BLOCK..(k + 1) * BLOCK];
+                            for s in from..to {
+                                if mask & (1 << s) != 0 {
+                                    let o = at + ((s - from) * SECTOR) as usize;
+                                    out[o..o + SECTOR as usize].copy_from_slice(
+                                        &src[(s * SECTOR) as usize..((s + 1) * SECTOR) as usize],
+                                    );
+                                }
+                            }
+                            if mask != FULL_MASK {
+                                from_backend.push((b, !mask));
+                            }
+                        }
+                        hits += n;
+                        i += n;
+                    }
+                }
+            }
+            self.counters
+                .read_hit_blocks
+                .fetch_add(hits as u64, Ordering::Relaxed);
+        }
+        self.counters
+            .read_miss_blocks
+            .fetch_add(from_backend.len() as u64, Ordering::Relaxed);
+        // Backend: coalesce consecutive whole blocks; partial ones sector by sector.
+        let mut j = 0;
+        while j < from_backend.len() {
+            let (b, mask) = from_backend[j];
+            if mask == FULL_MASK {
+                let mut n = 1;
+                while j + n < from_backend.len() && from_backend[j + n] == (b + n as u64, FULL_MASK)
+                {
+                    n += 1;
+                }
+                let (from, _, at) = span(b);
+                let (_, to, _) = span(b + n as u64 - 1);
+                let len = (((n as u64 - 1) * SPB + to - from) * SECTOR) as usize;
+                backend.read(
+                    volume,
+                    ByteOffset((b * SPB + from) * SECTOR),
+                    &mut out[at..at + len],
+                )?;
+                j += n;
+            } else {
+                let (from, to, at) = span(b);
+                for s in from..to {
+                    if mask & (1 << s) != 0 {
+                        let o = at + ((s - from) * SECTOR) as usize;
+                        backend.read(
+                            volume,
+                            ByteOffset((b * SPB + s) * SECTOR),
+                            &mut out[o..o + SECTOR as usize],
+                        )?;
+                    }
+                }
+                j += 1;
+            }
+        }
+        Ok(())
+    }
+}

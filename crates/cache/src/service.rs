@@ -1,0 +1,333 @@
+//! Threads around an [`Engine`]: a writer and a destager per partition, a pool of readers, and
+//! [`CacheVolume`], the asynchronous [`BlockDevice`] that front ends use.
+//!
+//! * **Writer** (one per partition): takes every request queued, commits them as one group
+//!   (one device write and one sync per batch), then completes them. While it syncs, new
+//!   requests queue up and form the next group: the deeper the queue, the fewer syncs per write.
+//! * **Destager** (one per partition): sleeps until there is dirty data; then runs destage
+//!   rounds, each first paying the shared [`RateLimiter`] unless the partition's dirty fill is
+//!   above the high watermark, where it runs uncapped so writers are never stalled for a cap.
+//!   A failed round is retried with exponential backoff (the backend may be down).
+//! * **Readers**: blocking reads (cache device and backend) run on a pool so that many can be
+//!   in flight at once.
+//!
+//! Nothing polls: idle threads block on a channel or a condition variable.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use alcubierre_block::{BlockDevice, BlockError, IoFuture};
+use alcubierre_types::{BlockCount, ByteSize, Lba, VolumeGeometry, VolumeId};
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+use futures::FutureExt;
+use tokio::sync::oneshot;
+
+use crate::engine::Engine;
+use crate::error::CacheError;
+use crate::limiter::RateLimiter;
+use crate::partition::{Op, Partition};
+
+/// How the service runs.
+#[derive(Clone)]
+pub struct ServiceConfig {
+    /// Destage rate limit shared by every destager of the node; `None` for uncapped.
+    pub destage_limit: Option<Arc<RateLimiter>>,
+    /// Dirty fill (0..1) of a partition above which its destage ignores the limit.
+    pub high_watermark: f64,
+    /// Bytes of journal data per destage round.
+    pub round_bytes: u64,
+    /// Reader threads.
+    pub read_threads: usize,
+    /// Most requests committed as one group.
+    pub max_group: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            // SPEC §2: 50 MB/s per active node by default.
+            destage_limit: Some(Arc::new(RateLimiter::new(50_000_000, 4 << 20))),
+            high_watermark: 0.75,
+            round_bytes: 4 << 20,
+            read_threads: 16,
+            max_group: 128,
+        }
+    }
+}
+
+struct WriteReq {
+    op: Op,
+    done: oneshot::Sender<Result<(), CacheError>>,
+}
+
+enum WriterMsg {
+    Req(WriteReq),
+    Stop,
+}
+
+struct ReadReq {
+    volume: VolumeId,
+    lba: Lba,
+    count: BlockCount,
+    done: oneshot::Sender<Result<Bytes, CacheError>>,
+}
+
+/// A running cache: the engine plus its threads.
+pub struct CacheService {
+    engine: Arc<Engine>,
+    writers: Vec<Sender<WriterMsg>>,
+    reads: Sender<Option<ReadReq>>,
+    threads: Vec<JoinHandle<()>>,
+    read_threads: usize,
+}
+
+impl CacheService {
+    /// Starts the threads.
+    pub fn start(engine: Arc<Engine>, cfg: ServiceConfig) -> Self {
+        let mut threads = Vec::new();
+        let mut writers = Vec::new();
+        for p in engine.partitions() {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            writers.push(tx);
+            let part = p.clone();
+            let max_group = cfg.max_group;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("cache-writer-{}", p.id))
+                    .spawn(move || writer_loop(&part, &rx, max_group))
+                    .expect("spawn writer"),
+            );
+            let part = p.clone();
+            let engine2 = engine.clone();
+            let cfg2 = cfg.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("cache-destage-{}", p.id))
+                    .spawn(move || destage_loop(&engine2, &part, &cfg2))
+                    .expect("spawn destager"),
+            );
+        }
+        let (rtx, rrx) = crossbeam_channel::unbounded::<Option<ReadReq>>();
+        for i in 0..cfg.read_threads.max(1) {
+            let rx = rrx.clone();
+            let engine2 = engine.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("cache-reader-{i}"))
+                    .spawn(move || {
+                        while let Ok(Some(r)) = rx.recv() {
+                            let _ = r.done.send(engine2.read(r.volume, r.lba, r.count));
+                        }
+                    })
+                    .expect("spawn reader"),
+            );
+        }
+        Self {
+            engine,
+            writers,
+            reads: rtx,
+            threads,
+            read_threads: cfg.read_threads.max(1),
+        }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// A block device for an attached volume.
+    pub fn volume(&self, volume: VolumeId) -> Result<CacheVolume, CacheError> {
+        let geometry = self.engine.geometry(volume)?;
+        let i = self.engine.partition_of(volume).id as usize;
+        Ok(CacheVolume {
+            volume,
+            geometry,
+            engine: self.engine.clone(),
+            writer: self.writers[i].clone(),
+            reads: self.reads.clone(),
+        })
+    }
+
+    /// Stops the threads after the requests already queued; later requests fail with
+    /// "shutting down". Dirty data stays in the journal (it is durable) for the next open.
+    pub fn shutdown(self) {
+        for p in self.engine.partitions() {
+            p.stop();
+        }
+        for w in &self.writers {
+            let _ = w.send(WriterMsg::Stop);
+        }
+        for _ in 0..self.read_threads {
+            let _ = self.reads.send(None);
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn writer_loop(part: &Partition, rx: &Receiver<WriterMsg>, max_group: usize) {
+    let mut ops = Vec::with_capacity(max_group);
+    let mut dones = Vec::with_capacity(max_group);
+    let mut stop = false;
+    while !stop {
+        let Ok(first) = rx.recv() else { return };
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                WriterMsg::Req(r) => {
+                    ops.push(r.op);
+                    dones.push(r.done);
+                }
+                WriterMsg::Stop => stop = true,
+            }
+            if ops.len() < max_group && !stop {
+                next = rx.try_recv().ok();
+            }
+        }
+        if ops.is_empty() {
+            continue;
+        }
+        let results = part.commit(&ops, 0);
+        ops.clear();
+        for (done, r) in dones.drain(..).zip(results) {
+            let _ = done.send(r);
+        }
+    }
+}
+
+fn destage_loop(engine: &Engine, part: &Partition, cfg: &ServiceConfig) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if part.is_failed() || engine_stopping(part) {
+            return;
+        }
+        if part.dirty_blocks() == 0 {
+            part.wait_for_work(Duration::from_secs(1));
+            continue;
+        }
+        let fill = part.dirty_blocks() as f64 / part.log_blocks() as f64;
+        let capped = fill < cfg.high_watermark;
+        if let (true, Some(limit)) = (capped, &cfg.destage_limit) {
+            let d = limit.delay();
+            if !d.is_zero() {
+                part.wait_for_work(d.min(Duration::from_millis(200)));
+                continue;
+            }
+        }
+        match part.destage_round(&**engine.backend(), cfg.round_bytes) {
+            Ok(stats) => {
+                backoff = Duration::from_millis(50);
+                if let (true, Some(limit)) = (capped, &cfg.destage_limit) {
+                    limit.spend(stats.bytes);
+                }
+            }
+            Err(CacheError::DeviceFailed { .. }) => return,
+            Err(e) => {
+                tracing::warn!(partition = part.id, error = %e, retry_in = ?backoff,
+                    "destage failed; will retry");
+                part.wait_for_work(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn engine_stopping(part: &Partition) -> bool {
+    part.stopping()
+}
+
+/// One attached volume as an asynchronous [`BlockDevice`].
+#[derive(Clone)]
+pub struct CacheVolume {
+    volume: VolumeId,
+    geometry: VolumeGeometry,
+    engine: Arc<Engine>,
+    writer: Sender<WriterMsg>,
+    reads: Sender<Option<ReadReq>>,
+}
+
+impl CacheVolume {
+    /// The volume's id.
+    pub fn id(&self) -> VolumeId {
+        self.volume
+    }
+
+    fn submit(&self, op: Result<Op, CacheError>) -> IoFuture<()> {
+        let op = match op {
+            Ok(op) => op,
+            Err(e) => return futures::future::ready(Err(e.into())).boxed(),
+        };
+        let (tx, rx) = oneshot::channel();
+        if self
+            .writer
+            .send(WriterMsg::Req(WriteReq { op, done: tx }))
+            .is_err()
+        {
+            return futures::future::ready(Err(CacheError::ShuttingDown.into())).boxed();
+        }
+        async move {
+            match rx.await {
+                Ok(r) => r.map_err(BlockError::from),
+                Err(_) => Err(CacheError::ShuttingDown.into()),
+            }
+        }
+        .boxed()
+    }
+}
+
+impl BlockDevice for CacheVolume {
+    fn geometry(&self) -> VolumeGeometry {
+        self.engine.geometry(self.volume).unwrap_or(self.geometry)
+    }
+
+    fn max_transfer(&self) -> ByteSize {
+        self.engine.max_transfer()
+    }
+
+    fn read(&self, lba: Lba, count: BlockCount) -> IoFuture<Bytes> {
+        let (tx, rx) = oneshot::channel();
+        let req = ReadReq {
+            volume: self.volume,
+            lba,
+            count,
+            done: tx,
+        };
+        if self.reads.send(Some(req)).is_err() {
+            return futures::future::ready(Err(CacheError::ShuttingDown.into())).boxed();
+        }
+        async move {
+            match rx.await {
+                Ok(r) => r.map_err(BlockError::from),
+                Err(_) => Err(CacheError::ShuttingDown.into()),
+            }
+        }
+        .boxed()
+    }
+
+    fn write(&self, lba: Lba, data: Bytes) -> IoFuture<()> {
+        self.submit(self.engine.write_op(self.volume, lba, data))
+    }
+
+    fn write_zeroes(&self, lba: Lba, count: BlockCount) -> IoFuture<()> {
+        self.submit(self.engine.zero_op(self.volume, lba, count))
+    }
+
+    fn unmap(&self, lba: Lba, count: BlockCount) -> IoFuture<()> {
+        self.submit(self.engine.zero_op(self.volume, lba, count))
+    }
+
+    fn flush(&self) -> IoFuture<()> {
+        // Every acknowledged write is already durable (crate invariant 1); report a failed
+        // device so hosts learn of it.
+        let r = self
+            .engine
+            .partition_of(self.volume)
+            .check_failed()
+            .map_err(BlockError::from);
+        futures::future::ready(r).boxed()
+    }
+}

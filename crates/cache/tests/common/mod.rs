@@ -1,0 +1,65 @@
+//! Shared helpers for the cache engine's integration tests.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use alcubierre_backend::{Backend, MemBackend};
+use alcubierre_cache::{Engine, FormatOptions, Op};
+use alcubierre_io::Medium;
+use alcubierre_types::{BlockSize, ByteSize, VolumeGeometry, VolumeId};
+
+/// Small layouts so that tests wrap the log, evict and throttle.
+pub fn small_format(partitions: u32) -> FormatOptions {
+    FormatOptions {
+        partitions,
+        max_batch_data_blocks: 16,
+    }
+}
+
+/// A deterministic volume id.
+pub fn vol(n: u128) -> VolumeId {
+    VolumeId(uuid::Uuid::from_u128(
+        0x5eed_0000_0000_0000_0000_0000_0000_0000 | n,
+    ))
+}
+
+/// A 512-byte-block volume of `size` bytes.
+pub fn geometry(size: u64) -> VolumeGeometry {
+    VolumeGeometry::new(BlockSize::B512, ByteSize(size)).unwrap()
+}
+
+/// Opens `medium`, attaching `volumes`.
+pub fn open(
+    medium: Arc<dyn Medium>,
+    backend: Arc<MemBackend>,
+    volumes: &[(VolumeId, VolumeGeometry)],
+) -> Engine {
+    let e = Engine::open(medium, backend as Arc<dyn Backend>).expect("open");
+    for (v, g) in volumes {
+        e.attach(*v, *g).unwrap();
+    }
+    e
+}
+
+/// Destages everything when the op about to run might not find room, so that a test driving
+/// the engine from one thread never waits for a destager that is not running.
+pub fn make_room(e: &Engine, op: &Op) {
+    let p = e.partition_of(op.volume());
+    let max = u64::from(e.superblock().max_batch_data_blocks) + 1;
+    if p.dirty_blocks() + 2 * max > e.superblock().partitions[p.id() as usize].blocks {
+        e.destage_all().expect("destage");
+    }
+}
+
+/// The data a test writes: sector `s` of write `id` (never all zero).
+pub fn pattern(id: u64, sector: u64, out: &mut [u8]) {
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let v = id
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .wrapping_add(sector.wrapping_mul(0xbf58_476d_1ce4_e5b9))
+            .wrapping_add(i as u64)
+            | 1;
+        chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+    }
+    out[..8].copy_from_slice(&id.to_le_bytes());
+}
