@@ -1,0 +1,347 @@
+//! Scenario tests of the cache engine: bad input, fail-stop, eviction, backpressure, backend
+//! outage, volume drop, group commit through the threaded service.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alcubierre_backend::{Backend, MemBackend};
+use alcubierre_block::{BlockDevice, BlockError};
+use alcubierre_cache::{
+    CacheError, CacheService, Engine, FormatOptions, RateLimiter, ServiceConfig,
+};
+use alcubierre_io::fault::{CrashMedium, Fault};
+use alcubierre_io::{Medium, MemMedium};
+use alcubierre_types::{BlockCount, BlockSize, ByteSize, Lba, VolumeGeometry};
+use bytes::Bytes;
+use common::{geometry, open, small_format, vol};
+
+fn setup(
+    medium_len: usize,
+    fmt: FormatOptions,
+    vol_size: u64,
+) -> (Arc<MemMedium>, Arc<MemBackend>, Engine) {
+    let medium = Arc::new(MemMedium::new(medium_len));
+    Engine::format(&*medium, &fmt).unwrap();
+    let backend = Arc::new(MemBackend::new());
+    backend.create(vol(1), ByteSize(vol_size)).unwrap();
+    let e = open(
+        medium.clone(),
+        backend.clone(),
+        &[(vol(1), geometry(vol_size))],
+    );
+    (medium, backend, e)
+}
+
+#[test]
+fn unformatted_device_is_refused_clearly() {
+    let m: Arc<dyn Medium> = Arc::new(MemMedium::new(1 << 20));
+    let err = Engine::open(m, Arc::new(MemBackend::new())).err().unwrap();
+    assert!(matches!(err, CacheError::Superblock { .. }), "{err}");
+    assert!(err.to_string().contains("no superblock here"), "{err}");
+}
+
+#[test]
+fn corrupt_superblock_is_refused_clearly() {
+    let m = Arc::new(MemMedium::new(4 << 20));
+    Engine::format(&*m, &small_format(1)).unwrap();
+    let mut b = vec![0u8; 4096];
+    m.read_at(&mut b, 0).unwrap();
+    b[100] ^= 0xff;
+    m.write_at(&b, 0).unwrap();
+    let err = Engine::open(m, Arc::new(MemBackend::new())).err().unwrap();
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
+}
+
+#[test]
+fn other_format_version_is_refused_clearly() {
+    let m = Arc::new(MemMedium::new(4 << 20));
+    Engine::format(&*m, &small_format(1)).unwrap();
+    let mut b = vec![0u8; 4096];
+    m.read_at(&mut b, 0).unwrap();
+    b[8..12].copy_from_slice(&7u32.to_le_bytes());
+    let crc = crc32c::crc32c(&b[..4092]);
+    b[4092..].copy_from_slice(&crc.to_le_bytes());
+    m.write_at(&b, 0).unwrap();
+    let err = Engine::open(m, Arc::new(MemBackend::new())).err().unwrap();
+    assert!(
+        err.to_string()
+            .contains("format version 7; this build reads version 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn too_small_device_and_bad_options_are_refused() {
+    let m = MemMedium::new(64 << 10);
+    let err = Engine::format(&m, &FormatOptions::default()).unwrap_err();
+    assert!(matches!(err, CacheError::TooSmall { .. }), "{err}");
+    let m = MemMedium::new(64 << 20);
+    let err = Engine::format(
+        &m,
+        &FormatOptions {
+            partitions: 65,
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("partitions"), "{err}");
+    // A device that shrank after formatting.
+    let m = MemMedium::new(8 << 20);
+    Engine::format(&m, &small_format(1)).unwrap();
+    let shrunk: Arc<dyn Medium> = Arc::new(MemMedium::from_image(m.image()[..4 << 20].to_vec()));
+    let err = Engine::open(shrunk, Arc::new(MemBackend::new()))
+        .err()
+        .unwrap();
+    assert!(matches!(err, CacheError::TooSmall { .. }), "{err}");
+}
+
+#[test]
+fn out_of_range_and_misaligned_requests_are_refused() {
+    let (_m, _b, e) = setup(4 << 20, small_format(1), 1 << 20);
+    let v = vol(1);
+    let err = e
+        .write(v, Lba(2047), Bytes::from(vec![0; 1024]))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        CacheError::Request(BlockError::OutOfRange { capacity: 2048, .. })
+    ));
+    let err = e.write(v, Lba(0), Bytes::from(vec![0; 100])).unwrap_err();
+    assert!(matches!(
+        err,
+        CacheError::Request(BlockError::Misaligned { .. })
+    ));
+    let err = e.read(v, Lba(u64::MAX), BlockCount(2)).unwrap_err();
+    assert!(matches!(
+        err,
+        CacheError::Request(BlockError::OutOfRange { .. })
+    ));
+    let err = e.zero(v, Lba(10), BlockCount(0)).unwrap_err();
+    assert!(matches!(err, CacheError::Request(_)));
+    let err = e
+        .write(v, Lba(0), Bytes::from(vec![0; 1 << 20]))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        CacheError::Request(BlockError::TooLarge { .. })
+    ));
+    let err = e
+        .write(vol(9), Lba(0), Bytes::from(vec![0; 512]))
+        .unwrap_err();
+    assert!(matches!(err, CacheError::UnknownVolume(_)));
+    assert!(matches!(
+        e.attach(v, geometry(1 << 20)),
+        Err(CacheError::AlreadyAttached(_))
+    ));
+    let small = VolumeGeometry::new(BlockSize::B512, ByteSize(512 << 10)).unwrap();
+    assert!(matches!(
+        e.resize(v, small),
+        Err(CacheError::InvalidOption { .. })
+    ));
+}
+
+#[test]
+fn device_write_error_fails_stop() {
+    let m = Arc::new(CrashMedium::new(4 << 20, 1));
+    Engine::format(&*m, &small_format(1)).unwrap();
+    let b = Arc::new(MemBackend::new());
+    b.create(vol(1), ByteSize(1 << 20)).unwrap();
+    let e = open(m.clone(), b, &[(vol(1), geometry(1 << 20))]);
+    e.write(vol(1), Lba(0), Bytes::from(vec![1; 4096])).unwrap();
+    m.schedule(1, Fault::FailWrites);
+    let err = e
+        .write(vol(1), Lba(8), Bytes::from(vec![2; 4096]))
+        .unwrap_err();
+    assert!(matches!(err, CacheError::DeviceFailed { .. }), "{err}");
+    // No blind retry: every later write is refused, even though it might now succeed.
+    let err = e
+        .write(vol(1), Lba(16), Bytes::from(vec![3; 4096]))
+        .unwrap_err();
+    assert!(err.to_string().contains("refuses writes"), "{err}");
+    assert_eq!(e.stats().failed_partitions, 1);
+    // Data acknowledged before the failure is still readable.
+    assert_eq!(
+        &e.read(vol(1), Lba(0), BlockCount(8)).unwrap()[..],
+        &[1u8; 4096][..]
+    );
+}
+
+#[test]
+fn clean_data_is_evicted_and_reads_fall_back_to_backend() {
+    // 4 MiB cache, 8 MiB volume written twice over: the log wraps several times.
+    let (_m, b, e) = setup(4 << 20, small_format(1), 8 << 20);
+    let v = vol(1);
+    for pass in 0..2u8 {
+        for blk in 0..(8 << 20) / 4096u64 {
+            let op = e
+                .write_op(v, Lba(blk * 8), Bytes::from(vec![pass + 1; 4096]))
+                .unwrap();
+            common::make_room(&e, &op);
+            e.submit(op).unwrap();
+        }
+    }
+    let s = e.stats();
+    assert!(s.evicted_blocks > 2000, "{s:?}");
+    for blk in (0..2048u64).step_by(97) {
+        assert_eq!(
+            &e.read(v, Lba(blk * 8), BlockCount(8)).unwrap()[..],
+            &[2u8; 4096][..]
+        );
+    }
+    let s = e.stats();
+    assert!(s.read_miss_blocks > 0 && s.read_hit_blocks > 0, "{s:?}");
+    e.destage_all().unwrap();
+    assert!(b.contents(v).unwrap().iter().all(|&x| x == 2));
+}
+
+#[test]
+fn backend_outage_keeps_writes_flowing_and_fails_uncached_reads_clearly() {
+    let (_m, b, e) = setup(4 << 20, small_format(1), 1 << 20);
+    let v = vol(1);
+    e.write(v, Lba(0), Bytes::from(vec![5; 4096])).unwrap();
+    b.set_available(false);
+    e.write(v, Lba(8), Bytes::from(vec![6; 4096])).unwrap();
+    // Cached data reads fine; uncached data is a clear backend error.
+    assert_eq!(
+        &e.read(v, Lba(8), BlockCount(8)).unwrap()[..],
+        &[6u8; 4096][..]
+    );
+    let err = e.read(v, Lba(64), BlockCount(8)).unwrap_err();
+    assert!(matches!(err, CacheError::Backend(_)), "{err}");
+    assert!(matches!(BlockError::from(err), BlockError::Backend(_)));
+    assert!(e.destage_round(1 << 20).is_err());
+    b.set_available(true);
+    e.destage_all().unwrap();
+    let c = b.contents(v).unwrap();
+    assert!(c[..4096].iter().all(|&x| x == 5) && c[4096..8192].iter().all(|&x| x == 6));
+}
+
+#[test]
+fn dropped_volume_is_not_destaged_and_survives_reopen_as_dropped() {
+    let (m, b, e) = setup(4 << 20, small_format(1), 1 << 20);
+    let v = vol(1);
+    e.write(v, Lba(0), Bytes::from(vec![5; 4096])).unwrap();
+    e.drop_volume(v).unwrap();
+    b.delete(v).unwrap();
+    drop(e);
+    let e = open(m, b.clone(), &[]);
+    assert_eq!(e.stats().index_blocks, 0);
+    e.destage_all().unwrap(); // does not touch the deleted image
+    assert!(b.contents(v).is_none());
+}
+
+#[test]
+fn grown_volume_accepts_io_beyond_old_end() {
+    let (_m, b, e) = setup(4 << 20, small_format(1), 1 << 20);
+    let v = vol(1);
+    assert!(e.write(v, Lba(2048), Bytes::from(vec![1; 512])).is_err());
+    b.resize(v, ByteSize(2 << 20)).unwrap();
+    e.resize(v, geometry(2 << 20)).unwrap();
+    e.write(v, Lba(2048), Bytes::from(vec![1; 512])).unwrap();
+    assert_eq!(
+        &e.read(v, Lba(2048), BlockCount(1)).unwrap()[..],
+        &[1u8; 512][..]
+    );
+}
+
+/// Group commit through the threaded service: 32 writers in flight cost far fewer syncs than
+/// writes; a full cache throttles instead of failing.
+#[test]
+fn service_groups_commits_and_throttles_when_full() {
+    let medium = Arc::new(MemMedium::new(4 << 20));
+    Engine::format(&*medium, &small_format(1)).unwrap();
+    let backend = Arc::new(MemBackend::new());
+    backend.create(vol(1), ByteSize(16 << 20)).unwrap();
+    let e = Arc::new(open(
+        medium,
+        backend.clone(),
+        &[(vol(1), geometry(16 << 20))],
+    ));
+    let svc = CacheService::start(
+        e.clone(),
+        ServiceConfig {
+            // 2 MB/s: far slower than the writers, so the cache fills and must throttle, with
+            // the watermark lifting the cap so it never stalls for it.
+            destage_limit: Some(Arc::new(RateLimiter::new(2_000_000, 1 << 20))),
+            high_watermark: 0.5,
+            ..Default::default()
+        },
+    );
+    let dev = svc.volume(vol(1)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let writes = 4096u64; // 16 MiB through a 4 MiB cache
+    rt.block_on(async {
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        use futures::StreamExt;
+        for i in 0..writes {
+            let data = Bytes::from(vec![(i % 251) as u8 + 1; 4096]);
+            in_flight.push(dev.write(Lba(i * 8), data));
+            if in_flight.len() >= 32 {
+                in_flight.next().await.unwrap().unwrap();
+            }
+        }
+        while let Some(r) = in_flight.next().await {
+            r.unwrap();
+        }
+        for i in (0..writes).step_by(61) {
+            let got = dev.read(Lba(i * 8), BlockCount(8)).await.unwrap();
+            assert_eq!(got[0], (i % 251) as u8 + 1, "block {i}");
+        }
+        dev.flush().await.unwrap();
+    });
+    let s = e.stats();
+    assert_eq!(s.ops, writes);
+    assert!(
+        s.syncs * 4 < writes,
+        "group commit: {} syncs for {writes} writes",
+        s.syncs
+    );
+    assert!(s.throttled > 0, "a full cache throttles: {s:?}");
+    svc.shutdown();
+    let err = rt
+        .block_on(dev.write(Lba(0), Bytes::from(vec![0; 512])))
+        .unwrap_err();
+    assert!(matches!(err, BlockError::Unavailable(_)), "{err}");
+}
+
+#[test]
+fn destage_rate_is_capped() {
+    let medium = Arc::new(MemMedium::new(32 << 20));
+    Engine::format(&*medium, &FormatOptions::default()).unwrap();
+    let backend = Arc::new(MemBackend::new());
+    backend.create(vol(1), ByteSize(16 << 20)).unwrap();
+    let e = Arc::new(open(
+        medium,
+        backend.clone(),
+        &[(vol(1), geometry(16 << 20))],
+    ));
+    for i in 0..1024u64 {
+        e.write(vol(1), Lba(i * 16), Bytes::from(vec![1; 8192]))
+            .unwrap();
+    }
+    // 8 MiB dirty in a 32 MiB cache (below the watermark), at 20 MB/s with no burst credit.
+    let start = std::time::Instant::now();
+    let svc = CacheService::start(
+        e.clone(),
+        ServiceConfig {
+            destage_limit: Some(Arc::new(RateLimiter::new(20_000_000, 0))),
+            round_bytes: 1 << 20,
+            ..Default::default()
+        },
+    );
+    while e.stats().dirty_bytes > 0 {
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(start.elapsed() < Duration::from_secs(10), "destage stalled");
+    }
+    let took = start.elapsed();
+    // 8 MiB at 20 MB/s: at least 0.37 s even if the first round rides on no credit.
+    assert!(
+        took >= Duration::from_millis(370),
+        "cap not applied: {took:?}"
+    );
+    svc.shutdown();
+}
