@@ -6,11 +6,12 @@
 //! benchmarks) and, behind the `fault-injection` feature, [`fault`]: a power-loss model that keeps
 //! durable bytes apart from written ones.
 //!
-//! Invariants: every `unsafe` block is in `buf` or `punch`, with a `SAFETY:` comment; a [`Medium`]'s
+//! Invariants: every `unsafe` block is in `buf`, `counting` or `punch`, with a `SAFETY:` comment; a [`Medium`]'s
 //! `sync` returns only after every write that completed before it is durable.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod buf;
+mod counting;
 mod direct;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
@@ -18,6 +19,7 @@ mod mem;
 mod punch;
 
 pub use buf::{AlignedBuf, ALIGN};
+pub use counting::CountingAlloc;
 pub use direct::DirectFile;
 pub use mem::MemMedium;
 pub use punch::punch_hole;
