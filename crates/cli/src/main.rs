@@ -1,0 +1,181 @@
+//! `alcubierre`: the one binary operators use.
+//!
+//! Today it formats and inspects cache devices, runs the single-node engine demo, and runs the
+//! cache-engine benchmark. Later issues add `serve`, the cluster `demo`, and the control-plane
+//! commands (`cluster`, `node`, `volume`, `qos`, `host`, `plan`, `status`).
+#![forbid(unsafe_code)]
+
+mod bench;
+mod demo;
+mod load;
+mod sysinfo;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use alcubierre_backend::{Backend, FileBackend};
+use alcubierre_cache::{Engine, FormatOptions};
+use alcubierre_io::{DirectFile, Medium};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "alcubierre", version, about = "Alcubierre block-storage tier")]
+struct Cli {
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Formats a cache device (block device or file). Everything on it is lost.
+    Format {
+        /// The device or file.
+        #[arg(long)]
+        device: PathBuf,
+        /// Create a regular file of this many bytes first (e.g. 1073741824).
+        #[arg(long)]
+        create_size: Option<u64>,
+        /// Independent journals on the device.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+    },
+    /// Shows a cache device's superblock and what recovery finds in its journal (read-only
+    /// except for clearing the block after the journal's end).
+    Inspect {
+        /// The device or file.
+        #[arg(long)]
+        device: PathBuf,
+    },
+    /// Runs the single-node demo: a cache file and a file backend in a temporary directory.
+    Demo {
+        /// Directory for the demo's files (default: a new directory under /var/tmp).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// 4K random write and read through the cache engine to a cache file, side by side with
+    /// fio on the same file.
+    Engine(bench::EngineBenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Format {
+            device,
+            create_size,
+            partitions,
+        } => format(&device, create_size, partitions, cli.json),
+        Cmd::Inspect { device } => inspect(&device, cli.json),
+        Cmd::Demo { dir } => demo::run(dir, cli.json),
+        Cmd::Bench {
+            what: BenchCmd::Engine(args),
+        } => bench::run(&args, cli.json),
+    }
+}
+
+fn format(
+    device: &std::path::Path,
+    create_size: Option<u64>,
+    partitions: u32,
+    json: bool,
+) -> anyhow::Result<()> {
+    let medium = match create_size {
+        Some(n) => DirectFile::create_file(device, n),
+        None => DirectFile::open(device),
+    }
+    .with_context(|| format!("opening {}", device.display()))?;
+    let sb = Engine::format(
+        &medium,
+        &FormatOptions {
+            partitions,
+            ..Default::default()
+        },
+    )?;
+    if json {
+        let parts: Vec<_> = sb
+            .partitions
+            .iter()
+            .map(|p| serde_json::json!({"start_block": p.start, "blocks": p.blocks}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"device": device, "device_id": sb.device_id.to_string(),
+                "partitions": parts})
+        );
+    } else {
+        println!(
+            "formatted {} ({} partitions, {} log blocks each), device id {}",
+            device.display(),
+            sb.partitions.len(),
+            sb.partitions[0].blocks,
+            sb.device_id
+        );
+    }
+    Ok(())
+}
+
+fn inspect(device: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let medium: Arc<dyn Medium> = Arc::new(
+        DirectFile::open(device).with_context(|| format!("opening {}", device.display()))?,
+    );
+    // Inspection needs no backend data: an empty directory stands in for it.
+    let scratch = tempfile::tempdir()?;
+    let backend: Arc<dyn Backend> = Arc::new(FileBackend::new(scratch.path())?);
+    let e = Engine::open(medium, backend)?;
+    let sb = e.superblock();
+    let r = e.recovery_report();
+    if json {
+        let parts: Vec<_> = r
+            .partitions
+            .iter()
+            .map(|p| {
+                serde_json::json!({"partition": p.partition, "batches": p.batches,
+                "entries": p.entries, "torn_batches": p.torn_batches,
+                "corrupt_entries": p.corrupt_entries, "poisoned_blocks": p.poisoned_blocks,
+                "dirty_bytes": p.dirty_blocks * 4096})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"device_id": sb.device_id.to_string(), "created": sb.created,
+                "device_bytes": sb.device_blocks * 4096, "partitions": parts})
+        );
+    } else {
+        println!("device id   {}", sb.device_id);
+        println!("size        {}", alcubierre_types::ByteSize(sb.device_blocks * 4096));
+        println!("PARTITION  BATCHES  ENTRIES  DIRTY        TORN  CORRUPT  POISONED");
+        for p in &r.partitions {
+            println!(
+                "{:<10} {:<8} {:<8} {:<12} {:<5} {:<8} {}",
+                p.partition,
+                p.batches,
+                p.entries,
+                alcubierre_types::ByteSize(p.dirty_blocks * 4096).to_string(),
+                p.torn_batches,
+                p.corrupt_entries,
+                p.poisoned_blocks
+            );
+        }
+    }
+    Ok(())
+}
