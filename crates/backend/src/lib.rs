@@ -140,7 +140,7 @@ pub trait Backend: Send + Sync {
 
 /// Checks a size: non-zero and a multiple of 512.
 fn check_size(volume: VolumeId, size: ByteSize) -> Result<(), BackendError> {
-    if size.0 == 0 || size.0 % 512 != 0 {
+    if size.0 == 0 || !size.0.is_multiple_of(512) {
         return Err(BackendError::InvalidSize {
             volume,
             size: size.0,

@@ -135,7 +135,7 @@ impl MemBackend {
 
 fn check_sector(volume: VolumeId, offset: u64, len: u64, size: u64) -> Result<(), BackendError> {
     check_io(volume, size, offset, len)?;
-    if offset % SECTOR as u64 != 0 || len % SECTOR as u64 != 0 {
+    if !offset.is_multiple_of(SECTOR as u64) || !len.is_multiple_of(SECTOR as u64) {
         return Err(BackendError::OutOfRange {
             volume,
             offset,

@@ -131,7 +131,7 @@ pub fn check_range(
 pub fn check_payload(geometry: &VolumeGeometry, len: usize) -> Result<BlockCount, BlockError> {
     let bs = geometry.block_size().bytes();
     let len = len as u64;
-    if len == 0 || len % bs != 0 {
+    if len == 0 || !len.is_multiple_of(bs) {
         return Err(BlockError::Misaligned {
             len,
             expected: len.div_ceil(bs).max(1) * bs,

@@ -23,6 +23,7 @@ use crate::format::{
     checkpoint_blocks, BatchHeader, Checkpoint, EntryKind, BLOCK, FULL_MASK,
     SECTORS_PER_BLOCK as SPB,
 };
+use crate::logread::Batches;
 use crate::partition::{Partition, SECTOR};
 
 /// What one destage round did.
@@ -38,7 +39,7 @@ pub struct RoundStats {
 
 #[derive(Default)]
 struct VolRound {
-    /// block -> (batch index, data block within the batch, valid mask)
+    /// block -> (batch index in the round, data block within the batch, valid mask)
     blocks: BTreeMap<u64, (usize, u32, u8)>,
     /// Zeroed block ranges, in journal order, with their entry seqs.
     zeroes: Vec<(u64, u64, u64)>,
@@ -58,46 +59,29 @@ impl Partition {
         let mut cursor = self.cursor.lock();
         let head = self.head_virt.load(Ordering::Acquire);
         let mut stats = RoundStats::default();
-        let mut virt = cursor.virt;
-        let mut seq = cursor.seq;
-        let mut entry_seq = cursor.entry_seq;
-        let mut datas: Vec<AlignedBuf> = Vec::new();
-        let mut rounds: HashMap<VolumeId, VolRound> = HashMap::new();
         let dropped = self.index.read().dropped.clone();
+        let mut rounds: HashMap<VolumeId, VolRound> = HashMap::new();
         let mut drops_seen: Vec<(VolumeId, u64)> = Vec::new();
-        let mut bytes_in = 0u64;
         let mut poison: Vec<(VolumeId, u64, u32)> = Vec::new();
-        while virt < head && (stats.batches == 0 || bytes_in < budget) {
-            let Some(h) = self.find_batch(virt, seq)? else {
-                return Err(self.fail(format!(
-                    "dirty batch {seq} at block {virt} is unreadable during destage"
-                )));
-            };
-            let mut data = AlignedBuf::zeroed(h.data_blocks as usize * BLOCK);
-            if h.data_blocks > 0 {
-                self.medium
-                    .read_at(&mut data, self.dev_offset(h.virt + 1))
-                    .map_err(|e| self.fail(format!("reading dirty data: {e}")))?;
-            }
-            let bi = datas.len();
+        let window = budget.div_ceil(BLOCK as u64).clamp(64, 4096);
+        let read = self.read_batches(cursor.virt, cursor.seq, head, budget, window)?;
+        let mut entry_seq = cursor.entry_seq;
+        for (i, (h, _, _)) in read.batches.iter().enumerate() {
             self.collect(
-                &h,
-                &data,
-                bi,
+                h,
+                read.data(i),
+                i,
                 &dropped,
                 &mut rounds,
                 &mut drops_seen,
                 &mut poison,
             );
-            datas.push(data);
-            bytes_in += u64::from(h.data_blocks) * BLOCK as u64;
             if let Some(last) = h.entries.last() {
                 entry_seq = last.seq + 1;
             }
-            virt = h.virt + 1 + u64::from(h.data_blocks);
-            seq += 1;
-            stats.batches += 1;
         }
+        stats.batches = read.batches.len() as u64;
+        let (virt, seq) = read.next;
         if stats.batches == 0 {
             return Ok(stats);
         }
@@ -106,11 +90,9 @@ impl Partition {
         vols.sort();
         for vol in &vols {
             let r = &rounds[vol];
-            stats.bytes += self
-                .apply_round(backend, *vol, r, &datas)
-                .inspect_err(|_| {
-                    self.counters.backend_errors.fetch_add(1, Ordering::Relaxed);
-                })?;
+            stats.bytes += self.apply_round(backend, *vol, r, &read).inspect_err(|_| {
+                self.counters.backend_errors.fetch_add(1, Ordering::Relaxed);
+            })?;
         }
         // The backend has it all: release zero ranges, poison what was corrupt.
         {
@@ -226,7 +208,7 @@ impl Partition {
         backend: &dyn Backend,
         vol: VolumeId,
         r: &VolRound,
-        datas: &[AlignedBuf],
+        read: &Batches,
     ) -> Result<u64, CacheError> {
         let bs = BLOCK as u64;
         for &(s, e, _) in &r.zeroes {
@@ -238,7 +220,7 @@ impl Partition {
         let mut bufs: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut cur: Option<(u64, Vec<u8>)> = None;
         for (&block, &(bi, k, mask)) in &r.blocks {
-            let src = &datas[bi][k as usize * BLOCK..(k as usize + 1) * BLOCK];
+            let src = &read.data(bi)[k as usize * BLOCK..(k as usize + 1) * BLOCK];
             if mask == FULL_MASK {
                 match &mut cur {
                     Some((start, buf))

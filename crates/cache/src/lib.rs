@@ -30,6 +30,7 @@ mod error;
 pub mod format;
 pub mod index;
 mod limiter;
+mod logread;
 mod partition;
 mod read;
 mod recovery;

@@ -146,6 +146,8 @@ pub struct Partition {
     work_lock: Mutex<bool>,
     work_cv: Condvar,
     pub(crate) counters: Counters,
+    /// Dirty bytes from which each commit wakes the destager.
+    pub(crate) notify_bytes: AtomicU64,
 }
 
 /// One op being turned into entries.
@@ -187,6 +189,7 @@ impl Partition {
             work_lock: Mutex::new(false),
             work_cv: Condvar::new(),
             counters: Counters::default(),
+            notify_bytes: AtomicU64::new(1 << 20),
         }
     }
 
@@ -612,7 +615,7 @@ impl Partition {
                 data_blocks,
             });
         }
-        if sector % SPB != 0 {
+        if !sector.is_multiple_of(SPB) {
             let n = full_from * SPB - sector;
             let e = self.build_write(w, volume, sector, &[], Some(n), epoch, batch, data_at)?;
             data_blocks += e.nblocks;
@@ -639,7 +642,7 @@ impl Partition {
             entries.push(e);
             b += n;
         }
-        if end % SPB != 0 {
+        if !end.is_multiple_of(SPB) {
             let all: Vec<Entry> = batch.iter().chain(entries.iter()).copied().collect();
             let e = self.build_write(
                 w,
@@ -690,6 +693,7 @@ impl Partition {
             .sync()
             .map_err(|e| self.fail(format!("journal sync: {e}")))?;
         self.apply(at, &header, None);
+        let was_clean = w.head == self.destaged_virt.load(Ordering::Acquire);
         w.head = at + need;
         w.head_seq += 1;
         self.head_virt.store(w.head, Ordering::Release);
@@ -697,7 +701,13 @@ impl Partition {
         c.batches.fetch_add(1, Ordering::Relaxed);
         c.syncs.fetch_add(1, Ordering::Relaxed);
         c.log_blocks_written.fetch_add(need, Ordering::Relaxed);
-        self.notify_work();
+        // Wake the destager when dirty data appears, and when a round's worth has built up;
+        // in between it sleeps on its own timer, so small writes do not wake it each time.
+        if was_clean
+            || self.dirty_blocks() * BLOCK as u64 >= self.notify_bytes.load(Ordering::Relaxed)
+        {
+            self.notify_work();
+        }
         Ok(())
     }
 
@@ -767,15 +777,9 @@ impl Partition {
     /// is at most the destage point), forgetting the index entries that point into them.
     fn evict_until(&self, w: &mut WriterState, target: u64) -> Result<(), CacheError> {
         let mut doomed: Vec<(VolumeId, u64, u32)> = Vec::new();
-        let mut tail = w.tail;
-        let mut seq = w.tail_seq;
         let limit = self.destaged_virt.load(Ordering::Acquire);
-        while tail < target && tail < limit {
-            let Some(h) = self.find_batch(tail, seq)? else {
-                return Err(self.fail(format!(
-                    "clean batch {seq} at block {tail} is unreadable during eviction"
-                )));
-            };
+        let read = self.read_batches(w.tail, w.tail_seq, target.min(limit), u64::MAX, 64)?;
+        for (h, _, _) in &read.batches {
             let data_phys = self.phys(h.virt) + 1;
             for e in &h.entries {
                 if e.kind == EntryKind::Write {
@@ -785,8 +789,10 @@ impl Partition {
                     }
                 }
             }
-            tail = h.virt + 1 + u64::from(h.data_blocks);
-            seq += 1;
+        }
+        let (tail, seq) = read.next;
+        if tail <= w.tail {
+            return Err(self.fail(format!("eviction made no progress at block {}", w.tail)));
         }
         {
             let _readers_out = self.reclaim.write();

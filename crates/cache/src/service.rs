@@ -36,8 +36,13 @@ pub struct ServiceConfig {
     pub destage_limit: Option<Arc<RateLimiter>>,
     /// Dirty fill (0..1) of a partition above which its destage ignores the limit.
     pub high_watermark: f64,
-    /// Bytes of journal data per destage round.
+    /// Bytes of journal data per destage round (at most).
     pub round_bytes: u64,
+    /// Dirty bytes that start a round at once; less waits up to `max_dirty_age` so that rounds
+    /// (each a backend flush and a checkpoint) are not spent on a few blocks.
+    pub min_round_bytes: u64,
+    /// How long dirty data may wait for `min_round_bytes` to build up.
+    pub max_dirty_age: Duration,
     /// Reader threads.
     pub read_threads: usize,
     /// Most requests committed as one group.
@@ -51,6 +56,8 @@ impl Default for ServiceConfig {
             destage_limit: Some(Arc::new(RateLimiter::new(50_000_000, 4 << 20))),
             high_watermark: 0.75,
             round_bytes: 4 << 20,
+            min_round_bytes: 1 << 20,
+            max_dirty_age: Duration::from_millis(200),
             read_threads: 16,
             max_group: 128,
         }
@@ -89,6 +96,8 @@ impl CacheService {
         let mut threads = Vec::new();
         let mut writers = Vec::new();
         for p in engine.partitions() {
+            p.notify_bytes
+                .store(cfg.min_round_bytes, std::sync::atomic::Ordering::Relaxed);
             let (tx, rx) = crossbeam_channel::unbounded();
             writers.push(tx);
             let part = p.clone();
@@ -206,11 +215,19 @@ fn destage_loop(engine: &Engine, part: &Partition, cfg: &ServiceConfig) {
             return;
         }
         if part.dirty_blocks() == 0 {
-            part.wait_for_work(Duration::from_secs(1));
+            part.wait_for_work(Duration::from_secs(5));
             continue;
         }
         let fill = part.dirty_blocks() as f64 / part.log_blocks() as f64;
         let capped = fill < cfg.high_watermark;
+        if capped && part.dirty_blocks() * 4096 < cfg.min_round_bytes {
+            // A little dirty data: give it time to grow into a round (woken early if it does).
+            part.wait_for_work(cfg.max_dirty_age);
+            if part.dirty_blocks() * 4096 < cfg.min_round_bytes && !engine_stopping(part) {
+                let _ = run_round(engine, part, cfg, capped, &mut backoff);
+            }
+            continue;
+        }
         if let (true, Some(limit)) = (capped, &cfg.destage_limit) {
             let d = limit.delay();
             if !d.is_zero() {
@@ -218,20 +235,35 @@ fn destage_loop(engine: &Engine, part: &Partition, cfg: &ServiceConfig) {
                 continue;
             }
         }
-        match part.destage_round(&**engine.backend(), cfg.round_bytes) {
-            Ok(stats) => {
-                backoff = Duration::from_millis(50);
-                if let (true, Some(limit)) = (capped, &cfg.destage_limit) {
-                    limit.spend(stats.bytes);
-                }
+        if run_round(engine, part, cfg, capped, &mut backoff).is_err() {
+            return;
+        }
+    }
+}
+
+/// One destage round; `Err` only when the partition failed and the destager must stop.
+fn run_round(
+    engine: &Engine,
+    part: &Partition,
+    cfg: &ServiceConfig,
+    capped: bool,
+    backoff: &mut Duration,
+) -> Result<(), ()> {
+    match part.destage_round(&**engine.backend(), cfg.round_bytes) {
+        Ok(stats) => {
+            *backoff = Duration::from_millis(50);
+            if let (true, Some(limit)) = (capped, &cfg.destage_limit) {
+                limit.spend(stats.bytes);
             }
-            Err(CacheError::DeviceFailed { .. }) => return,
-            Err(e) => {
-                tracing::warn!(partition = part.id, error = %e, retry_in = ?backoff,
-                    "destage failed; will retry");
-                part.wait_for_work(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
+            Ok(())
+        }
+        Err(CacheError::DeviceFailed { .. }) => Err(()),
+        Err(e) => {
+            tracing::warn!(partition = part.id, error = %e, retry_in = ?*backoff,
+                "destage failed; will retry");
+            part.wait_for_work(*backoff);
+            *backoff = (*backoff * 2).min(Duration::from_secs(5));
+            Ok(())
         }
     }
 }

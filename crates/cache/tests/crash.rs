@@ -147,7 +147,7 @@ fn read_all(e: &Engine, vols: &[VolumeId]) -> Vec<Vec<u8>> {
 
 fn run_seed(seed: u64) {
     let mut rng = SmallRng::seed_from_u64(seed);
-    let partitions = if seed % 4 == 0 { 2 } else { 1 };
+    let partitions = if seed.is_multiple_of(4) { 2 } else { 1 };
     let mut medium = Arc::new(CrashMedium::new(MEDIUM, seed));
     Engine::format(&*medium, &small_format(partitions)).unwrap();
     let backend = Arc::new(MemBackend::new());

@@ -56,6 +56,9 @@ fn index_costs_at_most_16_bytes_per_cached_block() {
         let (per_block, cached) = fill(blocks, 42);
         println!("index memory, {name} 4K random fill: {per_block:.2} bytes per cached block ({cached} blocks)");
         assert!(cached > 50_000, "{name}: only {cached} blocks cached");
-        assert!(per_block <= 16.0, "{name}: {per_block:.2} bytes per cached 4 KiB block");
+        assert!(
+            per_block <= 16.0,
+            "{name}: {per_block:.2} bytes per cached 4 KiB block"
+        );
     }
 }

@@ -86,7 +86,11 @@ pub fn run(args: &EngineBenchArgs, json: bool) -> anyhow::Result<()> {
     let cache_path = args.dir.join("cache.img");
     let backend_dir = args.dir.join("backend");
     let _ = std::fs::remove_dir_all(&backend_dir);
-    eprintln!("creating {} MiB cache file {}", args.cache_mib, cache_path.display());
+    eprintln!(
+        "creating {} MiB cache file {}",
+        args.cache_mib,
+        cache_path.display()
+    );
     let medium = DirectFile::create_file(&cache_path, args.cache_mib << 20)
         .with_context(|| format!("creating {}", cache_path.display()))?;
     Engine::format(&medium, &FormatOptions::default())?;
@@ -258,7 +262,11 @@ fn run_fio(
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let job = &v["jobs"][0];
-    let side = if rw.contains("write") { "write" } else { "read" };
+    let side = if rw.contains("write") {
+        "write"
+    } else {
+        "read"
+    };
     let s = &job[side];
     let pct = |p: &str| s["clat_ns"]["percentile"][p].as_f64().unwrap_or(0.0) / 1000.0;
     let ios = s["total_ios"].as_f64().unwrap_or(0.0);

@@ -56,7 +56,11 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         }
     };
     let cache_path = dir.join("cache.img");
-    say(format!("cache device: {} ({})", cache_path.display(), ByteSize(CACHE)));
+    say(format!(
+        "cache device: {} ({})",
+        cache_path.display(),
+        ByteSize(CACHE)
+    ));
     let m = DirectFile::create_file(&cache_path, CACHE)
         .with_context(|| format!("creating {}", cache_path.display()))?;
     Engine::format(&m, &FormatOptions::default())?;
@@ -65,7 +69,11 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     let vol = VolumeId::random();
     backend.create(vol, ByteSize(VOLUME))?;
     let geometry = VolumeGeometry::new(BlockSize::B512, ByteSize(VOLUME))?;
-    say(format!("volume {vol}: {} in {}", ByteSize(VOLUME), backend.describe()));
+    say(format!(
+        "volume {vol}: {} in {}",
+        ByteSize(VOLUME),
+        backend.describe()
+    ));
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -156,7 +164,11 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
             alcubierre_types::ByteOffset(target(i) * 4096),
             &mut buf,
         )?;
-        anyhow::ensure!(buf[..] == block_data(i)[..], "backend block {} differs", target(i));
+        anyhow::ensure!(
+            buf[..] == block_data(i)[..],
+            "backend block {} differs",
+            target(i)
+        );
     }
     say("the backend image matches every write".into());
     if json {
@@ -181,7 +193,11 @@ fn verify(rt: &tokio::runtime::Runtime, dev: &dyn BlockDevice) -> anyhow::Result
             q.push(async move { (i, f.await) });
             if q.len() == 32 || i + 1 == WRITES {
                 while let Some((i, got)) = q.next().await {
-                    anyhow::ensure!(got? == block_data(i), "block {} reads back wrong", target(i));
+                    anyhow::ensure!(
+                        got? == block_data(i),
+                        "block {} reads back wrong",
+                        target(i)
+                    );
                     if q.len() < 32 && i + 1 < WRITES {
                         break;
                     }
@@ -189,7 +205,11 @@ fn verify(rt: &tokio::runtime::Runtime, dev: &dyn BlockDevice) -> anyhow::Result
             }
         }
         while let Some((i, got)) = q.next().await {
-            anyhow::ensure!(got? == block_data(i), "block {} reads back wrong", target(i));
+            anyhow::ensure!(
+                got? == block_data(i),
+                "block {} reads back wrong",
+                target(i)
+            );
         }
         Ok(())
     })

@@ -73,8 +73,7 @@ enum BenchCmd {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -162,7 +161,10 @@ fn inspect(device: &std::path::Path, json: bool) -> anyhow::Result<()> {
         );
     } else {
         println!("device id   {}", sb.device_id);
-        println!("size        {}", alcubierre_types::ByteSize(sb.device_blocks * 4096));
+        println!(
+            "size        {}",
+            alcubierre_types::ByteSize(sb.device_blocks * 4096)
+        );
         println!("PARTITION  BATCHES  ENTRIES  DIRTY        TORN  CORRUPT  POISONED");
         for p in &r.partitions {
             println!(

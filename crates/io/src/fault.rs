@@ -145,7 +145,10 @@ impl Medium for CrashMedium {
             return Err(eio("power is off"));
         }
         let start = offset as usize;
-        if start % SECTOR != 0 || buf.len() % SECTOR != 0 || start + buf.len() > s.durable.len() {
+        if !start.is_multiple_of(SECTOR)
+            || !buf.len().is_multiple_of(SECTOR)
+            || start + buf.len() > s.durable.len()
+        {
             return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
         }
         buf.copy_from_slice(&s.durable[start..start + buf.len()]);
@@ -160,7 +163,10 @@ impl Medium for CrashMedium {
     fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
         let mut s = self.state.lock();
         let start = offset as usize;
-        if start % SECTOR != 0 || buf.len() % SECTOR != 0 || start + buf.len() > s.durable.len() {
+        if !start.is_multiple_of(SECTOR)
+            || !buf.len().is_multiple_of(SECTOR)
+            || start + buf.len() > s.durable.len()
+        {
             return Err(std::io::Error::from_raw_os_error(libc::EINVAL));
         }
         let tick = Self::tick(&mut s);

@@ -160,7 +160,7 @@ pub struct VolumeGeometry {
 impl VolumeGeometry {
     /// A geometry; `size` must be a non-zero multiple of `block_size`.
     pub fn new(block_size: BlockSize, size: ByteSize) -> Result<Self, UnitError> {
-        if size.0 == 0 || size.0 % block_size.bytes() != 0 {
+        if size.0 == 0 || !size.0.is_multiple_of(block_size.bytes()) {
             return Err(UnitError::VolumeSize {
                 size: size.0,
                 block_size: block_size.bytes(),

@@ -1,0 +1,92 @@
+//! Reading whole batches back from the log, many per device read (destage and eviction).
+
+use alcubierre_io::AlignedBuf;
+
+use crate::error::CacheError;
+use crate::format::{BatchHeader, BLOCK};
+use crate::partition::Partition;
+
+/// Batches read from the log: their headers, and their data inside read windows.
+pub(crate) struct Batches {
+    windows: Vec<AlignedBuf>,
+    /// (header, window index, block offset of the header in the window)
+    pub(crate) batches: Vec<(BatchHeader, usize, usize)>,
+    /// Position and sequence number after the last batch read.
+    pub(crate) next: (u64, u64),
+}
+
+impl Batches {
+    /// The data blocks of batch `i`.
+    pub(crate) fn data(&self, i: usize) -> &[u8] {
+        let (h, w, at) = &self.batches[i];
+        let start = (at + 1) * BLOCK;
+        &self.windows[*w][start..start + h.data_blocks as usize * BLOCK]
+    }
+}
+
+impl Partition {
+    /// Reads consecutive batches starting with batch `seq` at `virt` (or the next lap), while
+    /// they start before `stop_at` and, after the first, their data stays within `max_bytes`.
+    /// `stop_at` must be a batch boundary or inside a skipped gap at the end of a lap.
+    /// Each device read covers up to `window` blocks (at least one whole batch).
+    pub(crate) fn read_batches(
+        &self,
+        mut virt: u64,
+        mut seq: u64,
+        mut stop_at: u64,
+        max_bytes: u64,
+        window: u64,
+    ) -> Result<Batches, CacheError> {
+        let mut out = Batches {
+            windows: Vec::new(),
+            batches: Vec::new(),
+            next: (virt, seq),
+        };
+        let mut bytes = 0u64;
+        let max_batch = u64::from(self.max_batch_data) + 1;
+        while virt < stop_at && (out.batches.is_empty() || bytes < max_bytes) {
+            let lap_end = self.next_lap(virt);
+            let len = window.max(max_batch).min(lap_end - virt);
+            let mut buf = AlignedBuf::zeroed(len as usize * BLOCK);
+            self.medium
+                .read_at(&mut buf, self.dev_offset(virt))
+                .map_err(|e| self.fail(format!("reading the log at block {virt}: {e}")))?;
+            // Parse batches from the window; `at` ends at the first block not consumed.
+            let mut at = 0u64;
+            while virt + at < stop_at && (out.batches.is_empty() || bytes < max_bytes) {
+                let block = &buf[at as usize * BLOCK..(at as usize + 1) * BLOCK];
+                let h = BatchHeader::decode(block)
+                    .ok()
+                    .filter(|h| h.nonce == self.nonce && h.partition == self.id)
+                    .filter(|h| h.seq == seq && h.virt == virt + at);
+                let Some(h) = h else { break };
+                let size = 1 + u64::from(h.data_blocks);
+                if at + size > len {
+                    break; // not wholly in this window: the next window starts at its header
+                }
+                bytes += u64::from(h.data_blocks) * BLOCK as u64;
+                out.batches.push((h, out.windows.len(), at as usize));
+                at += size;
+                seq += 1;
+                out.next = (virt + at, seq);
+                if at >= len {
+                    break;
+                }
+            }
+            if at > 0 {
+                out.windows.push(buf);
+                virt += at;
+            } else if self.phys(virt) != 0 {
+                // No batch here: the writer skipped the end of this lap. A stop inside the gap
+                // means "up to the batch after it".
+                virt = lap_end;
+                stop_at = stop_at.max(lap_end + 1);
+            } else {
+                return Err(self.fail(format!(
+                    "batch {seq} at block {virt} is unreadable in the live log"
+                )));
+            }
+        }
+        Ok(out)
+    }
+}
