@@ -15,7 +15,8 @@ use crate::{check_io, check_size, Backend, BackendError};
 /// `fdatasync` of the volume's file. Discard punches holes.
 pub struct FileBackend {
     dir: PathBuf,
-    open: RwLock<HashMap<VolumeId, Arc<File>>>,
+    /// Open images and their sizes (kept here so I/O does not `fstat` each time).
+    open: RwLock<HashMap<VolumeId, (Arc<File>, u64)>>,
 }
 
 fn io_err(what: &Path, source: std::io::Error) -> BackendError {
@@ -46,8 +47,13 @@ impl FileBackend {
     }
 
     fn file(&self, volume: VolumeId) -> Result<Arc<File>, BackendError> {
-        if let Some(f) = self.open.read().get(&volume) {
-            return Ok(f.clone());
+        Ok(self.image(volume)?.0)
+    }
+
+    /// The open image and its size.
+    fn image(&self, volume: VolumeId) -> Result<(Arc<File>, u64), BackendError> {
+        if let Some((f, len)) = self.open.read().get(&volume) {
+            return Ok((f.clone(), *len));
         }
         let path = self.image_path(volume);
         let file = OpenOptions::new()
@@ -61,8 +67,9 @@ impl FileBackend {
                 _ => io_err(&path, e),
             })?;
         let file = Arc::new(file);
-        self.open.write().insert(volume, file.clone());
-        Ok(file)
+        let len = self.len_of(volume, &file)?;
+        self.open.write().insert(volume, (file.clone(), len));
+        Ok((file, len))
     }
 
     fn len_of(&self, volume: VolumeId, file: &File) -> Result<u64, BackendError> {
@@ -105,7 +112,7 @@ impl Backend for FileBackend {
             })?;
         file.set_len(size.0).map_err(|e| io_err(&path, e))?;
         file.sync_all().map_err(|e| io_err(&path, e))?;
-        self.open.write().insert(volume, Arc::new(file));
+        self.open.write().insert(volume, (Arc::new(file), size.0));
         Ok(())
     }
 
@@ -121,7 +128,9 @@ impl Backend for FileBackend {
         }
         file.set_len(size.0)
             .and_then(|()| file.sync_all())
-            .map_err(|e| io_err(&self.image_path(volume), e))
+            .map_err(|e| io_err(&self.image_path(volume), e))?;
+        self.open.write().insert(volume, (file, size.0));
+        Ok(())
     }
 
     fn delete(&self, volume: VolumeId) -> Result<(), BackendError> {
@@ -145,8 +154,7 @@ impl Backend for FileBackend {
     }
 
     fn size(&self, volume: VolumeId) -> Result<ByteSize, BackendError> {
-        let file = self.file(volume)?;
-        Ok(ByteSize(self.len_of(volume, &file)?))
+        Ok(ByteSize(self.image(volume)?.1))
     }
 
     fn read(
@@ -155,25 +163,15 @@ impl Backend for FileBackend {
         offset: ByteOffset,
         buf: &mut [u8],
     ) -> Result<(), BackendError> {
-        let file = self.file(volume)?;
-        check_io(
-            volume,
-            self.len_of(volume, &file)?,
-            offset.0,
-            buf.len() as u64,
-        )?;
+        let (file, size) = self.image(volume)?;
+        check_io(volume, size, offset.0, buf.len() as u64)?;
         file.read_exact_at(buf, offset.0)
             .map_err(|e| io_err(&self.image_path(volume), e))
     }
 
     fn write(&self, volume: VolumeId, offset: ByteOffset, data: &[u8]) -> Result<(), BackendError> {
-        let file = self.file(volume)?;
-        check_io(
-            volume,
-            self.len_of(volume, &file)?,
-            offset.0,
-            data.len() as u64,
-        )?;
+        let (file, size) = self.image(volume)?;
+        check_io(volume, size, offset.0, data.len() as u64)?;
         file.write_all_at(data, offset.0)
             .map_err(|e| io_err(&self.image_path(volume), e))
     }
@@ -184,8 +182,8 @@ impl Backend for FileBackend {
         offset: ByteOffset,
         len: ByteSize,
     ) -> Result<(), BackendError> {
-        let file = self.file(volume)?;
-        check_io(volume, self.len_of(volume, &file)?, offset.0, len.0)?;
+        let (file, size) = self.image(volume)?;
+        check_io(volume, size, offset.0, len.0)?;
         alcubierre_io::punch_hole(&file, offset.0, len.0)
             .map_err(|e| io_err(&self.image_path(volume), e))
     }

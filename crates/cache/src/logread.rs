@@ -46,7 +46,11 @@ impl Partition {
         let max_batch = u64::from(self.max_batch_data) + 1;
         while virt < stop_at && (out.batches.is_empty() || bytes < max_bytes) {
             let lap_end = self.next_lap(virt);
-            let len = window.max(max_batch).min(lap_end - virt);
+            // Up to the window, but no further than the last batch that can start before stop_at.
+            let len = window
+                .max(max_batch)
+                .min(stop_at.saturating_sub(virt) + max_batch)
+                .min(lap_end - virt);
             let mut buf = AlignedBuf::zeroed(len as usize * BLOCK);
             self.medium
                 .read_at(&mut buf, self.dev_offset(virt))

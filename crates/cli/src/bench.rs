@@ -56,10 +56,12 @@ struct Row {
     p50_us: f64,
     p99_us: f64,
     cpu_us_per_op: f64,
+    /// Of which the destager (the cost of writing the backend, not of serving the request).
+    destage_cpu_us_per_op: f64,
 }
 
 impl Row {
-    fn from_load(workload: &str, qd: usize, r: &LoadResult) -> Self {
+    fn from_load(workload: &str, qd: usize, r: &LoadResult, destage: Duration) -> Self {
         Self {
             workload: workload.into(),
             qd,
@@ -67,6 +69,7 @@ impl Row {
             p50_us: r.lat_us(0.5),
             p99_us: r.lat_us(0.99),
             cpu_us_per_op: r.cpu_us_per_op(),
+            destage_cpu_us_per_op: destage.as_secs_f64() * 1e6 / r.ops.max(1) as f64,
         }
     }
 }
@@ -113,13 +116,15 @@ pub fn run(args: &EngineBenchArgs, json: bool) -> anyhow::Result<()> {
     let mut syncs_per_write_qd32 = 0.0;
     for &qd in &args.qd {
         let s0 = engine.stats();
+        let d0 = destage_cpu();
         let r = rt.block_on(load::run(&dev, Pattern::RandWrite, qd, span, runtime))?;
+        let d = destage_cpu().saturating_sub(d0);
         let s1 = engine.stats();
         if qd == 32 {
             syncs_per_write_qd32 = (s1.syncs - s0.syncs) as f64 / (s1.ops - s0.ops) as f64;
         }
         eprintln!("engine randwrite qd{qd}: {:.0} IOPS", r.iops());
-        rows.push(Row::from_load("randwrite", qd, &r));
+        rows.push(Row::from_load("randwrite", qd, &r, d));
     }
     // Fill the whole volume so reads hit the cache, and measure RSS per GiB cached.
     let rss0 = sysinfo::rss_bytes();
@@ -141,9 +146,11 @@ pub fn run(args: &EngineBenchArgs, json: bool) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     for &qd in &args.qd {
+        let d0 = destage_cpu();
         let r = rt.block_on(load::run(&dev, Pattern::RandRead, qd, span, runtime))?;
+        let d = destage_cpu().saturating_sub(d0);
         eprintln!("engine randread qd{qd}: {:.0} IOPS", r.iops());
-        rows.push(Row::from_load("randread", qd, &r));
+        rows.push(Row::from_load("randread", qd, &r, d));
     }
     let stats = engine.stats();
     svc.shutdown();
@@ -191,14 +198,23 @@ pub fn run(args: &EngineBenchArgs, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn destage_cpu() -> Duration {
+    sysinfo::cpu_by_role()
+        .get("cache-destage")
+        .copied()
+        .unwrap_or_default()
+}
+
 fn print_table(r: &Report) {
     println!("machine: {}", r.machine);
-    println!("| side | workload | QD | IOPS | p50 µs | p99 µs | CPU µs/op | IOPS vs engine |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| side | workload | QD | IOPS | p50 µs | p99 µs | CPU µs/op | of which destage | IOPS vs engine |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for e in &r.engine {
         println!(
-            "| engine | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | 1.00 |",
-            e.workload, e.qd, e.iops, e.p50_us, e.p99_us, e.cpu_us_per_op
+            "| engine | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | 1.00 |",
+            e.workload, e.qd, e.iops, e.p50_us, e.p99_us, e.cpu_us_per_op, e.destage_cpu_us_per_op
         );
         for f in r
             .fio
@@ -206,7 +222,7 @@ fn print_table(r: &Report) {
             .filter(|f| f.qd == e.qd && f.workload.starts_with(&e.workload))
         {
             println!(
-                "| fio | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | {:.2} |",
+                "| fio | {} | {} | {:.0} | {:.0} | {:.0} | {:.1} | - | {:.2} |",
                 f.workload,
                 f.qd,
                 f.iops,
@@ -284,5 +300,6 @@ fn run_fio(
         p50_us: pct("50.000000"),
         p99_us: pct("99.000000"),
         cpu_us_per_op: cpu_pct / 100.0 * secs * 1e6 / ios.max(1.0),
+        destage_cpu_us_per_op: 0.0,
     })
 }
