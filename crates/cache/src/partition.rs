@@ -340,6 +340,10 @@ impl Partition {
         let mut batch_ops: Vec<usize> = Vec::new();
         let mut data_blocks: u32 = 0;
         for (i, op) in ops.iter().enumerate() {
+            if let Err(e) = self.check_op(op) {
+                results[i] = Some(Err(e));
+                continue;
+            }
             let (need_entries, need_data) = self.cost(op);
             if !batch.is_empty()
                 && (batch.len() + need_entries > MAX_ENTRIES
@@ -380,6 +384,39 @@ impl Partition {
             CacheError::DeviceFailed { reason, .. } => self.failed_error(reason),
             CacheError::ShuttingDown => CacheError::ShuttingDown,
             other => self.failed_error(&other.to_string()),
+        }
+    }
+
+    /// Refuses ops that no single batch can hold or that are malformed (the engine's request
+    /// validation normally catches these first).
+    fn check_op(&self, op: &Op) -> Result<(), CacheError> {
+        let bad = |len: u64, expected: u64| {
+            Err(CacheError::Request(
+                alcubierre_block::BlockError::Misaligned {
+                    len,
+                    expected,
+                    block_size: SECTOR,
+                },
+            ))
+        };
+        match op {
+            Op::Write { data, .. } if data.is_empty() || data.len() as u64 % SECTOR != 0 => bad(
+                data.len() as u64,
+                (data.len() as u64).div_ceil(SECTOR).max(1) * SECTOR,
+            ),
+            Op::Zero { sectors: 0, .. } => bad(0, SECTOR),
+            _ => {
+                let (entries, data) = self.cost(op);
+                if entries > MAX_ENTRIES || data > self.max_batch_data {
+                    return Err(CacheError::Request(
+                        alcubierre_block::BlockError::TooLarge {
+                            len: u64::from(data) * BLOCK as u64,
+                            max: u64::from(self.max_batch_data) * BLOCK as u64,
+                        },
+                    ));
+                }
+                Ok(())
+            }
         }
     }
 

@@ -345,3 +345,48 @@ fn destage_rate_is_capped() {
     );
     svc.shutdown();
 }
+
+#[test]
+fn malformed_ops_given_to_a_partition_fail_alone() {
+    let (_m, _b, e) = setup(4 << 20, small_format(1), 1 << 20);
+    let p = e.partition_of(vol(1)).clone();
+    let ops = [
+        alcubierre_cache::Op::Write {
+            volume: vol(1),
+            sector: 0,
+            data: Bytes::new(),
+        },
+        alcubierre_cache::Op::Write {
+            volume: vol(1),
+            sector: 0,
+            data: Bytes::from(vec![1; 700]),
+        },
+        alcubierre_cache::Op::Zero {
+            volume: vol(1),
+            sector: 0,
+            sectors: 0,
+        },
+        alcubierre_cache::Op::Write {
+            volume: vol(1),
+            sector: 0,
+            data: Bytes::from(vec![9; 17 * 4096]), // more than a batch holds
+        },
+        alcubierre_cache::Op::Write {
+            volume: vol(1),
+            sector: 8,
+            data: Bytes::from(vec![2; 512]),
+        },
+    ];
+    let r = p.commit(&ops, 0);
+    assert!(
+        r[..4]
+            .iter()
+            .all(|r| matches!(r, Err(CacheError::Request(_)))),
+        "{r:?}"
+    );
+    assert!(r[4].is_ok());
+    assert_eq!(
+        &e.read(vol(1), Lba(8), BlockCount(1)).unwrap()[..],
+        &[2u8; 512][..]
+    );
+}
