@@ -130,8 +130,7 @@ impl Partition {
         let mut b = AlignedBuf::zeroed(BLOCK);
         b.copy_from_slice(&cp.encode());
         self.medium
-            .write_at(&b, slot * BLOCK as u64)
-            .and_then(|()| self.medium.sync())
+            .write_durable(&b, slot * BLOCK as u64)
             .map_err(|e| self.fail(format!("writing checkpoint: {e}")))?;
         cursor.generation = cp.generation;
         cursor.virt = virt;

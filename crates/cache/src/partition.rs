@@ -723,12 +723,11 @@ impl Partition {
         };
         header.encode_into(&mut w.buf[..BLOCK]);
         let len = need as usize * BLOCK;
+        // Everything written before is durable already (earlier batches, checkpoints), so a
+        // write durable on its own (FUA) is enough.
         self.medium
-            .write_at(&w.buf[..len], self.dev_offset(at))
+            .write_durable(&w.buf[..len], self.dev_offset(at))
             .map_err(|e| self.fail(format!("journal write at block {at}: {e}")))?;
-        self.medium
-            .sync()
-            .map_err(|e| self.fail(format!("journal sync: {e}")))?;
         self.apply(at, &header, None);
         let was_clean = w.head == self.destaged_virt.load(Ordering::Acquire);
         w.head = at + need;

@@ -160,8 +160,7 @@ impl Partition {
         if virt - cp.destage_virt < extent.blocks {
             let zero = AlignedBuf::zeroed(BLOCK);
             p.medium
-                .write_at(&zero, p.dev_offset(virt))
-                .and_then(|()| p.medium.sync())
+                .write_durable(&zero, p.dev_offset(virt))
                 .map_err(|e| CacheError::Io {
                     device: device.clone(),
                     op: "clearing the end of the journal",

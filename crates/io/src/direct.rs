@@ -81,6 +81,10 @@ impl Medium for DirectFile {
         self.file.sync_data()
     }
 
+    fn write_durable(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        crate::dsync::pwrite_dsync(&self.file, buf, offset)
+    }
+
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
@@ -105,6 +109,10 @@ mod tests {
         f.sync().unwrap();
         let mut r = AlignedBuf::zeroed(8192);
         f.read_at(&mut r, 4096).unwrap();
+        assert_eq!(&r[..], &w[..]);
+        w.fill(0xcd);
+        f.write_durable(&w, 12288).unwrap();
+        f.read_at(&mut r, 12288).unwrap();
         assert_eq!(&r[..], &w[..]);
         // Unaligned direct I/O is refused by the kernel, not silently bounced.
         let mut small = AlignedBuf::zeroed(100);

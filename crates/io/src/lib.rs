@@ -6,13 +6,14 @@
 //! benchmarks) and, behind the `fault-injection` feature, [`fault`]: a power-loss model that keeps
 //! durable bytes apart from written ones.
 //!
-//! Invariants: every `unsafe` block is in `buf`, `counting` or `punch`, with a `SAFETY:` comment; a [`Medium`]'s
+//! Invariants: every `unsafe` block is in `buf`, `counting`, `dsync` or `punch`, with a `SAFETY:` comment; a [`Medium`]'s
 //! `sync` returns only after every write that completed before it is durable.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod buf;
 mod counting;
 mod direct;
+mod dsync;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 mod mem;
@@ -42,6 +43,13 @@ pub trait Medium: Send + Sync {
     fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()>;
     /// Makes every completed write durable (`fdatasync`, i.e. a device cache flush).
     fn sync(&self) -> std::io::Result<()>;
+    /// Writes `buf` at `offset` and returns once *this* write is durable. Writes completed
+    /// earlier are not covered (a FUA write, not a flush): callers use it when everything
+    /// before is already durable. The default is a write then a sync.
+    fn write_durable(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.write_at(buf, offset)?;
+        self.sync()
+    }
     /// A human name for logs and errors (a path, or "memory").
     fn describe(&self) -> String;
 }
