@@ -400,10 +400,14 @@ impl Partition {
             ))
         };
         match op {
-            Op::Write { data, .. } if data.is_empty() || data.len() as u64 % SECTOR != 0 => bad(
-                data.len() as u64,
-                (data.len() as u64).div_ceil(SECTOR).max(1) * SECTOR,
-            ),
+            Op::Write { data, .. }
+                if data.is_empty() || !(data.len() as u64).is_multiple_of(SECTOR) =>
+            {
+                bad(
+                    data.len() as u64,
+                    (data.len() as u64).div_ceil(SECTOR).max(1) * SECTOR,
+                )
+            }
             Op::Zero { sectors: 0, .. } => bad(0, SECTOR),
             _ => {
                 let (entries, data) = self.cost(op);
