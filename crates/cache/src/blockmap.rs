@@ -218,17 +218,21 @@ impl BlockMap {
         }
     }
 
+    /// The base of the leaf that may hold `start` (or `start` when none is below it): where a
+    /// scan of keys from `start` begins.
+    fn first_base(&self, start: u64) -> u64 {
+        self.leaves
+            .range(..=start)
+            .next_back()
+            .map_or(start, |(b, _)| *b)
+    }
+
     /// Removes every key in `[start, end)`; returns how many.
     pub fn remove_range(&mut self, start: u64, end: u64) -> usize {
         if start >= end {
             return 0;
         }
-        let first = self
-            .leaves
-            .range(..=start)
-            .next_back()
-            .map(|(b, _)| *b)
-            .unwrap_or(start);
+        let first = self.first_base(start);
         let bases: Vec<u64> = self.leaves.range(first..end).map(|(b, _)| *b).collect();
         let mut removed = 0;
         for base in bases {
@@ -260,12 +264,7 @@ impl BlockMap {
         if start >= end {
             return;
         }
-        let first = self
-            .leaves
-            .range(..=start)
-            .next_back()
-            .map(|(b, _)| *b)
-            .unwrap_or(start);
+        let first = self.first_base(start);
         for (&base, leaf) in self.leaves.range(first..end) {
             for (i, &k) in leaf.keys().iter().enumerate() {
                 let key = base + u64::from(k);

@@ -52,14 +52,17 @@ impl ZeroSet {
             .is_some_and(|(_, &(end, _))| block < end)
     }
 
-    /// Cuts `[start, end)` out of every range.
-    fn cut(&mut self, start: u64, end: u64) {
-        let first = self
-            .ranges
+    /// The start of the range that may overlap `start` from below (or `start`).
+    fn first_start(&self, start: u64) -> u64 {
+        self.ranges
             .range(..start)
             .next_back()
-            .map(|(s, _)| *s)
-            .unwrap_or(start);
+            .map_or(start, |(s, _)| *s)
+    }
+
+    /// Cuts `[start, end)` out of every range.
+    fn cut(&mut self, start: u64, end: u64) {
+        let first = self.first_start(start);
         let overlapping: Vec<(u64, u64, u64)> = self
             .ranges
             .range(first..end)
@@ -85,12 +88,7 @@ impl ZeroSet {
 
     /// Forgets the parts of `[start, end)` still tagged `seq` (they are now zero in the backend).
     pub fn remove_destaged(&mut self, start: u64, end: u64, seq: u64) {
-        let first = self
-            .ranges
-            .range(..start)
-            .next_back()
-            .map(|(s, _)| *s)
-            .unwrap_or(start);
+        let first = self.first_start(start);
         let hits: Vec<(u64, u64)> = self
             .ranges
             .range(first..end)

@@ -211,7 +211,7 @@ fn writer_loop(part: &Partition, rx: &Receiver<WriterMsg>, max_group: usize) {
 fn destage_loop(engine: &Engine, part: &Partition, cfg: &ServiceConfig) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        if part.is_failed() || engine_stopping(part) {
+        if part.is_failed() || part.stopping() {
             return;
         }
         if part.dirty_blocks() == 0 {
@@ -223,7 +223,7 @@ fn destage_loop(engine: &Engine, part: &Partition, cfg: &ServiceConfig) {
         if capped && part.dirty_blocks() * 4096 < cfg.min_round_bytes {
             // A little dirty data: give it time to grow into a round (woken early if it does).
             part.wait_for_work(cfg.max_dirty_age);
-            if part.dirty_blocks() * 4096 < cfg.min_round_bytes && !engine_stopping(part) {
+            if part.dirty_blocks() * 4096 < cfg.min_round_bytes && !part.stopping() {
                 let _ = run_round(engine, part, cfg, capped, &mut backoff);
             }
             continue;
@@ -268,8 +268,16 @@ fn run_round(
     }
 }
 
-fn engine_stopping(part: &Partition) -> bool {
-    part.stopping()
+/// The future of a request handed to a service thread: its reply, or "shutting down" if the
+/// thread stopped before answering.
+fn reply<T: Send + 'static>(rx: oneshot::Receiver<Result<T, CacheError>>) -> IoFuture<T> {
+    async move {
+        match rx.await {
+            Ok(r) => r.map_err(BlockError::from),
+            Err(_) => Err(CacheError::ShuttingDown.into()),
+        }
+    }
+    .boxed()
 }
 
 /// One attached volume as an asynchronous [`BlockDevice`].
@@ -301,13 +309,7 @@ impl CacheVolume {
         {
             return futures::future::ready(Err(CacheError::ShuttingDown.into())).boxed();
         }
-        async move {
-            match rx.await {
-                Ok(r) => r.map_err(BlockError::from),
-                Err(_) => Err(CacheError::ShuttingDown.into()),
-            }
-        }
-        .boxed()
+        reply(rx)
     }
 }
 
@@ -331,13 +333,7 @@ impl BlockDevice for CacheVolume {
         if self.reads.send(Some(req)).is_err() {
             return futures::future::ready(Err(CacheError::ShuttingDown.into())).boxed();
         }
-        async move {
-            match rx.await {
-                Ok(r) => r.map_err(BlockError::from),
-                Err(_) => Err(CacheError::ShuttingDown.into()),
-            }
-        }
-        .boxed()
+        reply(rx)
     }
 
     fn write(&self, lba: Lba, data: Bytes) -> IoFuture<()> {

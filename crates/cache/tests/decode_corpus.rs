@@ -3,26 +3,8 @@
 //! randomise valid blocks. Decoders must return errors, never panic, and whatever decodes must
 //! re-encode to itself.
 
-use alcubierre_cache::format::{BatchHeader, Checkpoint, Superblock, BLOCK};
+use alcubierre_cache::format::{check_decoders as check, Superblock, BLOCK};
 use proptest::prelude::*;
-
-fn check(data: &[u8]) {
-    let mut block = [0u8; BLOCK];
-    let n = data.len().min(BLOCK);
-    block[..n].copy_from_slice(&data[..n]);
-    if let Ok(sb) = Superblock::decode(&block) {
-        assert_eq!(Superblock::decode(&sb.encode()).unwrap(), sb);
-    }
-    if let Ok(cp) = Checkpoint::decode(&block) {
-        assert_eq!(Checkpoint::decode(&cp.encode()).unwrap(), cp);
-    }
-    if let Ok(h) = BatchHeader::decode(&block) {
-        assert_eq!(BatchHeader::decode(&h.encode()).unwrap(), h);
-    }
-    let _ = BatchHeader::decode(data);
-    let _ = Superblock::decode(data);
-    let _ = Checkpoint::decode(data);
-}
 
 #[test]
 fn corpus_replays_without_panics() {

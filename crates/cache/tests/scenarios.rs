@@ -42,28 +42,31 @@ fn unformatted_device_is_refused_clearly() {
     assert!(err.to_string().contains("no superblock here"), "{err}");
 }
 
-#[test]
-fn corrupt_superblock_is_refused_clearly() {
+/// A formatted device whose superblock `edit` has changed.
+fn with_superblock(edit: impl FnOnce(&mut Vec<u8>)) -> Arc<MemMedium> {
     let m = Arc::new(MemMedium::new(4 << 20));
     Engine::format(&*m, &small_format(1)).unwrap();
     let mut b = vec![0u8; 4096];
     m.read_at(&mut b, 0).unwrap();
-    b[100] ^= 0xff;
+    edit(&mut b);
     m.write_at(&b, 0).unwrap();
+    m
+}
+
+#[test]
+fn corrupt_superblock_is_refused_clearly() {
+    let m = with_superblock(|b| b[100] ^= 0xff);
     let err = Engine::open(m, Arc::new(MemBackend::new())).err().unwrap();
     assert!(err.to_string().contains("checksum mismatch"), "{err}");
 }
 
 #[test]
 fn other_format_version_is_refused_clearly() {
-    let m = Arc::new(MemMedium::new(4 << 20));
-    Engine::format(&*m, &small_format(1)).unwrap();
-    let mut b = vec![0u8; 4096];
-    m.read_at(&mut b, 0).unwrap();
-    b[8..12].copy_from_slice(&7u32.to_le_bytes());
-    let crc = crc32c::crc32c(&b[..4092]);
-    b[4092..].copy_from_slice(&crc.to_le_bytes());
-    m.write_at(&b, 0).unwrap();
+    let m = with_superblock(|b| {
+        b[8..12].copy_from_slice(&7u32.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..4092]);
+        b[4092..].copy_from_slice(&crc.to_le_bytes());
+    });
     let err = Engine::open(m, Arc::new(MemBackend::new())).err().unwrap();
     assert!(
         err.to_string()
@@ -247,7 +250,8 @@ fn grown_volume_accepts_io_beyond_old_end() {
 }
 
 /// Group commit through the threaded service: 32 writers in flight cost far fewer syncs than
-/// writes; a full cache throttles instead of failing.
+/// writes. With the backend down the cache fills and writers are throttled, not refused; when the
+/// backend returns, destage resumes by itself and the writers finish (SPEC §2).
 #[test]
 fn service_groups_commits_and_throttles_when_full() {
     let medium = Arc::new(MemMedium::new(4 << 20));
@@ -262,13 +266,23 @@ fn service_groups_commits_and_throttles_when_full() {
     let svc = CacheService::start(
         e.clone(),
         ServiceConfig {
-            // 2 MB/s: far slower than the writers, so the cache fills and must throttle, with
-            // the watermark lifting the cap so it never stalls for it.
             destage_limit: Some(Arc::new(RateLimiter::new(2_000_000, 1 << 20))),
             high_watermark: 0.5,
             ..Default::default()
         },
     );
+    backend.set_available(false);
+    let watcher = {
+        let (e, backend) = (e.clone(), backend.clone());
+        std::thread::spawn(move || {
+            // Bring the backend back once a writer has had to wait for space.
+            let start = std::time::Instant::now();
+            while e.stats().throttled == 0 && start.elapsed() < Duration::from_secs(30) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            backend.set_available(true);
+        })
+    };
     let dev = svc.volume(vol(1)).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -293,8 +307,10 @@ fn service_groups_commits_and_throttles_when_full() {
         }
         dev.flush().await.unwrap();
     });
+    watcher.join().unwrap();
     let s = e.stats();
     assert_eq!(s.ops, writes);
+    assert!(s.backend_errors > 0, "destage met the outage: {s:?}");
     assert!(
         s.syncs * 4 < writes,
         "group commit: {} syncs for {writes} writes",

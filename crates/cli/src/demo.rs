@@ -146,6 +146,11 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
 
     let t = Instant::now();
     while engine.stats().dirty_bytes > 0 {
+        anyhow::ensure!(
+            t.elapsed() < std::time::Duration::from_secs(60),
+            "destage did not finish within 60 s ({} still dirty)",
+            ByteSize(engine.stats().dirty_bytes)
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let s = engine.stats();

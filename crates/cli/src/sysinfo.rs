@@ -4,8 +4,13 @@ use std::time::Duration;
 
 /// CPU time (user + system) of this process so far, all threads.
 pub fn process_cpu() -> Duration {
-    // Fields 14 and 15 of /proc/self/stat, in USER_HZ (100 per second on Linux).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat_cpu(std::path::Path::new("/proc/self/stat"))
+}
+
+/// User + system time from a `/proc/.../stat` file: fields 14 and 15, in USER_HZ (100 per
+/// second on Linux).
+fn stat_cpu(path: &std::path::Path) -> Duration {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let f: Vec<u64> = after
         .split_whitespace()
@@ -55,14 +60,7 @@ pub fn cpu_by_role() -> std::collections::BTreeMap<String, Duration> {
             .trim_end_matches(|c: char| c.is_ascii_digit())
             .trim_end_matches('-')
             .to_string();
-        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-        let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-        let f: Vec<u64> = after
-            .split_whitespace()
-            .map(|x| x.parse().unwrap_or(0))
-            .collect();
-        let ticks = f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
-        *out.entry(role).or_insert(Duration::ZERO) += Duration::from_millis(ticks * 10);
+        *out.entry(role).or_insert(Duration::ZERO) += stat_cpu(&t.path().join("stat"));
     }
     out
 }
