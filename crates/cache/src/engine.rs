@@ -402,6 +402,19 @@ impl Engine {
             .expect("one result")
     }
 
+    /// Snapshots `volume` in the backend as `name`, after destaging every write acknowledged
+    /// before the call (SPEC §2: flush the volume's dirty data, then snapshot). Writes that
+    /// race with the call may or may not be in the snapshot. Destage here ignores the rate limit.
+    pub fn snapshot(&self, volume: VolumeId, name: &str) -> Result<(), CacheError> {
+        let p = self.partition_of(volume);
+        let head = p.head_virt.load(Ordering::Acquire);
+        while p.destaged_virt.load(Ordering::Acquire) < head {
+            p.destage_round(&*self.backend, 64 << 20)?;
+        }
+        self.backend.snapshot(volume, name)?;
+        Ok(())
+    }
+
     /// Runs one destage round on every partition with dirty data.
     pub fn destage_round(&self, budget: u64) -> Result<RoundStats, CacheError> {
         let mut total = RoundStats::default();

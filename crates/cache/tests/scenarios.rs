@@ -406,3 +406,33 @@ fn malformed_ops_given_to_a_partition_fail_alone() {
         &[2u8; 512][..]
     );
 }
+
+#[test]
+fn snapshot_destages_first_and_clones_see_the_snapshot_time_data() {
+    let (_m, b, e) = setup(4 << 20, small_format(1), 1 << 20);
+    let v = vol(1);
+    e.write(v, Lba(0), Bytes::from(vec![1; 4096])).unwrap();
+    e.write(v, Lba(3), Bytes::from(vec![2; 512])).unwrap(); // partial block, dirty
+    assert!(e.stats().dirty_bytes > 0);
+    e.snapshot(v, "before").unwrap();
+    assert_eq!(
+        e.stats().dirty_bytes,
+        0,
+        "the snapshot destaged the volume first"
+    );
+    e.write(v, Lba(0), Bytes::from(vec![9; 4096])).unwrap();
+    b.clone_snapshot(v, "before", vol(2)).unwrap();
+    e.attach(vol(2), geometry(1 << 20)).unwrap();
+    let got = e.read(vol(2), Lba(0), BlockCount(8)).unwrap();
+    let mut want = vec![1u8; 4096];
+    want[3 * 512..4 * 512].fill(2);
+    assert_eq!(&got[..], &want[..]);
+    assert_eq!(
+        &e.read(v, Lba(0), BlockCount(8)).unwrap()[..],
+        &[9u8; 4096][..]
+    );
+    assert!(matches!(
+        e.snapshot(v, "before"),
+        Err(CacheError::Backend(_))
+    ));
+}
