@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod blockmap;
+mod build;
 mod destage;
 mod engine;
 mod error;
