@@ -157,7 +157,6 @@ impl Partition {
         drops_seen: &mut Vec<(VolumeId, u64)>,
         poison: &mut Vec<(VolumeId, u64, u32)>,
     ) {
-        let data_phys = self.phys(h.virt) + 1;
         for e in &h.entries {
             if dropped.get(&e.volume).is_some_and(|&d| e.seq < d) {
                 continue;
@@ -182,10 +181,7 @@ impl Partition {
                     if e.compute_crc(&data[at..at + len]) != e.crc {
                         tracing::error!(partition = self.id, volume = %e.volume,
                             block = e.first_block, "journal entry corrupt at destage");
-                        for k in 0..e.nblocks {
-                            let phys = data_phys + u64::from(e.data_offset) + u64::from(k);
-                            poison.push((e.volume, e.first_block + u64::from(k), phys as u32));
-                        }
+                        poison.extend(self.entry_blocks(h.virt, e).map(|(b, p)| (e.volume, b, p)));
                         continue;
                     }
                     let r = rounds.entry(e.volume).or_default();

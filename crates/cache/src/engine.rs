@@ -74,7 +74,7 @@ pub struct CacheStats {
     pub ops: u64,
     /// Batches written (group commits).
     pub batches: u64,
-    /// Device syncs on the write path.
+    /// Durable device writes on the write path (one per batch).
     pub syncs: u64,
     /// Bytes written to the log (headers included).
     pub log_bytes_written: u64,
@@ -450,7 +450,8 @@ impl Engine {
             s.dirty_bytes += p.dirty_blocks() * BLOCK as u64;
             s.ops += get(&c.ops);
             s.batches += get(&c.batches);
-            s.syncs += get(&c.syncs);
+            // Each batch is one durable write (a FUA write or a write and a flush).
+            s.syncs += get(&c.batches);
             s.log_bytes_written += get(&c.log_blocks_written) * BLOCK as u64;
             s.destaged_bytes += get(&c.destaged_bytes);
             s.destage_rounds += get(&c.destage_rounds);

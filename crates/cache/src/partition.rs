@@ -101,7 +101,6 @@ pub(crate) struct PartIndex {
 pub(crate) struct Counters {
     pub(crate) ops: AtomicU64,
     pub(crate) batches: AtomicU64,
-    pub(crate) syncs: AtomicU64,
     pub(crate) log_blocks_written: AtomicU64,
     pub(crate) destaged_bytes: AtomicU64,
     pub(crate) destage_rounds: AtomicU64,
@@ -407,7 +406,6 @@ impl Partition {
         self.head_virt.store(w.head, Ordering::Release);
         let c = &self.counters;
         c.batches.fetch_add(1, Ordering::Relaxed);
-        c.syncs.fetch_add(1, Ordering::Relaxed);
         c.log_blocks_written.fetch_add(need, Ordering::Relaxed);
         // Wake the destager when dirty data appears, and when a round's worth has built up;
         // in between it sleeps on its own timer, so small writes do not wake it each time.
@@ -419,10 +417,21 @@ impl Partition {
         Ok(())
     }
 
+    /// The blocks a write entry of the batch at `batch_virt` covers: (volume block, partition-
+    /// relative log block holding its data).
+    pub(crate) fn entry_blocks(
+        &self,
+        batch_virt: u64,
+        e: &Entry,
+    ) -> impl Iterator<Item = (u64, u32)> {
+        let data = self.phys(batch_virt) + 1 + u64::from(e.data_offset);
+        let first = e.first_block;
+        (0..u64::from(e.data_blocks())).map(move |k| (first + k, (data + k) as u32))
+    }
+
     /// Applies a durable batch at `virt` to the index. `bad` lists entries whose data failed
     /// its checksum (recovery): their blocks are poisoned instead.
     pub(crate) fn apply(&self, virt: u64, header: &BatchHeader, bad: Option<&[bool]>) {
-        let data_phys = self.phys(virt) + 1;
         let mut idx = self.index.write();
         for (i, e) in header.entries.iter().enumerate() {
             let corrupt = bad.is_some_and(|b| b[i]);
@@ -437,13 +446,11 @@ impl Partition {
                 }
                 EntryKind::Write => {
                     let v = idx.volumes.entry(e.volume).or_default();
-                    for k in 0..e.nblocks {
-                        let block = e.first_block + u64::from(k);
+                    for (k, (block, phys)) in self.entry_blocks(virt, e).enumerate() {
                         if corrupt {
                             v.poison(block);
                         } else {
-                            let phys = data_phys + u64::from(e.data_offset) + u64::from(k);
-                            v.put(block, phys as u32, e.mask_of(k));
+                            v.put(block, phys, e.mask_of(k as u32));
                         }
                     }
                 }
@@ -488,14 +495,8 @@ impl Partition {
         let limit = self.destaged_virt.load(Ordering::Acquire);
         let read = self.read_batches(w.tail, w.tail_seq, target.min(limit), u64::MAX, 64)?;
         for (h, _, _) in &read.batches {
-            let data_phys = self.phys(h.virt) + 1;
-            for e in &h.entries {
-                if e.kind == EntryKind::Write {
-                    for k in 0..e.nblocks {
-                        let phys = data_phys + u64::from(e.data_offset) + u64::from(k);
-                        doomed.push((e.volume, e.first_block + u64::from(k), phys as u32));
-                    }
-                }
+            for e in h.entries.iter().filter(|e| e.kind == EntryKind::Write) {
+                doomed.extend(self.entry_blocks(h.virt, e).map(|(b, p)| (e.volume, b, p)));
             }
         }
         let (tail, seq) = read.next;
