@@ -6,8 +6,10 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod config;
 mod demo;
 mod load;
+mod serve;
 mod sysinfo;
 
 use std::path::PathBuf;
@@ -56,6 +58,12 @@ enum Cmd {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Runs a node from a config file: cache, backend, NVMe/TCP target (see docs/serve.md).
+    Serve {
+        /// The node's config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -86,6 +94,7 @@ fn main() -> anyhow::Result<()> {
         } => format(&device, create_size, partitions, cli.json),
         Cmd::Inspect { device } => inspect(&device, cli.json),
         Cmd::Demo { dir } => demo::run(dir, cli.json),
+        Cmd::Serve { config } => serve::run(&config, cli.json),
         Cmd::Bench {
             what: BenchCmd::Engine(args),
         } => bench::run(&args, cli.json),

@@ -20,6 +20,7 @@
 pub mod capsule;
 pub mod controller;
 pub mod driver;
+pub mod harness;
 pub mod identify;
 pub mod initiator;
 pub mod pdu;

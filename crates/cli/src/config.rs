@@ -1,0 +1,374 @@
+//! The node configuration file of `alcubierre serve` (TOML). Unknown keys are errors; every
+//! error names the field. Example (`docs/serve.md` explains each key):
+//!
+//! ```toml
+//! [node]
+//! name = "node-1"
+//!
+//! [cache]
+//! device = "/var/lib/alcubierre/cache.img"   # NVMe block device or file
+//! create_size = "4GiB"                       # file only: create and format when missing
+//! partitions = 1
+//! destage_rate = "50MB"                      # bytes per second
+//!
+//! [backend]
+//! kind = "file"                              # "file" (a directory) for now; "rbd" later
+//! dir = "/var/lib/alcubierre/backend"
+//!
+//! [nvmf]
+//! listen = ["0.0.0.0:4420"]                 # I/O portals (also serve discovery)
+//! discovery_listen = ["0.0.0.0:8009"]        # discovery only
+//! advertise = ["192.0.2.10"]                 # addresses hosts reach this node by
+//!
+//! [[volume]]
+//! name = "vol1"
+//! size = "10GiB"
+//! block_size = 4096
+//! hosts = ["nqn.2014-08.org.nvmexpress:uuid:..."]   # or ["*"] for any host
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use alcubierre_types::{BlockSize, ByteSize, VolumeId};
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node.
+    #[serde(default)]
+    pub node: NodeSection,
+    /// The cache device; absent only when every volume is `memory = true`.
+    pub cache: Option<CacheSection>,
+    /// The capacity backend.
+    pub backend: Option<BackendSection>,
+    /// NVMe/TCP front end.
+    pub nvmf: NvmfSection,
+    /// Exported volumes.
+    #[serde(default, rename = "volume")]
+    pub volumes: Vec<VolumeSection>,
+}
+
+/// `[node]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Node name, for logs.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// First NVMe controller id of this node (ranges must not overlap across the cluster).
+    #[serde(default = "default_cntlid_base")]
+    pub cntlid_base: u16,
+    /// Number of controller ids.
+    #[serde(default = "default_cntlid_count")]
+    pub cntlid_count: u16,
+    /// This node's ANA group id (1-based, distinct per node).
+    #[serde(default = "default_ana_group")]
+    pub ana_group: u32,
+    /// Runtime worker threads (default: one per CPU).
+    pub threads: Option<usize>,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            name: default_name(),
+            cntlid_base: default_cntlid_base(),
+            cntlid_count: default_cntlid_count(),
+            ana_group: default_ana_group(),
+            threads: None,
+        }
+    }
+}
+
+fn default_name() -> String {
+    "node-1".into()
+}
+fn default_cntlid_base() -> u16 {
+    1
+}
+fn default_cntlid_count() -> u16 {
+    4096
+}
+fn default_ana_group() -> u32 {
+    1
+}
+
+/// `[cache]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    /// Block device or file.
+    pub device: PathBuf,
+    /// Create (and format) a file of this size when `device` does not exist.
+    pub create_size: Option<Size>,
+    /// Journals on the device when formatting.
+    #[serde(default = "one")]
+    pub partitions: u32,
+    /// Destage rate limit in bytes per second (default 50 MB/s).
+    #[serde(default = "default_rate")]
+    pub destage_rate: Size,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_rate() -> Size {
+    Size(50_000_000)
+}
+
+/// `[backend]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSection {
+    /// Backend kind: `file`.
+    pub kind: String,
+    /// Directory of the file backend.
+    pub dir: Option<PathBuf>,
+}
+
+/// `[nvmf]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NvmfSection {
+    /// Listen addresses; each serves I/O and discovery.
+    pub listen: Vec<SocketAddr>,
+    /// Extra discovery listeners (port 8009 by convention); not listed as I/O portals.
+    #[serde(default)]
+    pub discovery_listen: Vec<SocketAddr>,
+    /// Addresses hosts reach this node by (default: the listen addresses that are not
+    /// wildcards).
+    #[serde(default)]
+    pub advertise: Vec<String>,
+    /// In-capsule data size for I/O queues, bytes.
+    #[serde(default = "default_icd")]
+    pub in_capsule_data: u32,
+}
+
+fn default_icd() -> u32 {
+    8192
+}
+
+/// `[[volume]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSection {
+    /// Name; the volume id is derived from it unless `id` is given.
+    pub name: String,
+    /// Volume UUID.
+    pub id: Option<uuid::Uuid>,
+    /// Size.
+    pub size: Size,
+    /// 512 or 4096.
+    #[serde(default = "default_bs")]
+    pub block_size: u64,
+    /// Host NQNs allowed to connect; `["*"]` allows any.
+    pub hosts: Vec<String>,
+    /// Serve from memory without the cache (front-end benchmarks only; not durable).
+    #[serde(default)]
+    pub memory: bool,
+}
+
+fn default_bs() -> u64 {
+    4096
+}
+
+impl VolumeSection {
+    /// The volume id: `id`, or a UUID v5 of the name (stable across restarts).
+    pub fn volume_id(&self) -> VolumeId {
+        const NS: uuid::Uuid = uuid::Uuid::from_u128(0x6a1c_b1e2_0000_4000_8000_a1c0_b1e2_a1c0);
+        VolumeId(
+            self.id
+                .unwrap_or_else(|| uuid::Uuid::new_v5(&NS, self.name.as_bytes())),
+        )
+    }
+}
+
+/// A byte size written as a number or a string with a unit (`"4GiB"`, `"50MB"`, `"512KiB"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => parse_size(&s).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses `"10GiB"`, `"50MB"`, `"4096"`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("size {s:?} does not start with a number"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "TiB" | "T" => 1 << 40,
+        u => {
+            return Err(format!(
+                "unknown size unit {u:?} in {s:?} (use B, KB, MB, GB, KiB, MiB, GiB, TiB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+impl NodeConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in config {}", path.display()))
+    }
+
+    /// Parses and validates config text.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let c: NodeConfig = toml::from_str(text)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.nvmf.listen.is_empty() {
+            bail!("nvmf.listen: at least one address is needed");
+        }
+        if self.node.cntlid_base == 0
+            || self.node.cntlid_base as u32 + self.node.cntlid_count as u32 > 0xfff0
+        {
+            bail!("node.cntlid_base/cntlid_count: controller ids must lie in 1..=65519");
+        }
+        if self.node.ana_group == 0 {
+            bail!("node.ana_group: must be at least 1");
+        }
+        if self.nvmf.in_capsule_data < 4096 || self.nvmf.in_capsule_data > 1 << 20 {
+            bail!("nvmf.in_capsule_data: must be between 4096 and 1048576 bytes");
+        }
+        let mut ids = std::collections::HashSet::new();
+        for (i, v) in self.volumes.iter().enumerate() {
+            let f = |k: &str| format!("volume[{i}] ({}).{k}", v.name);
+            if v.name.is_empty() {
+                bail!("volume[{i}].name: must not be empty");
+            }
+            BlockSize::from_bytes(v.block_size)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f("block_size")))?;
+            if v.size.0 == 0 || v.size.0 % v.block_size != 0 {
+                bail!(
+                    "{}: {} is not a positive multiple of the block size",
+                    f("size"),
+                    ByteSize(v.size.0)
+                );
+            }
+            if v.hosts.is_empty() {
+                bail!(
+                    "{}: list the host NQNs allowed, or [\"*\"] for any host",
+                    f("hosts")
+                );
+            }
+            if !ids.insert(v.volume_id()) {
+                bail!("{}: two volumes have the same id", f("id"));
+            }
+            if !v.memory && self.cache.is_none() {
+                bail!(
+                    "{}: needs a [cache] section (or memory = true)",
+                    f("memory")
+                );
+            }
+            if !v.memory && self.backend.is_none() {
+                bail!("{}: needs a [backend] section", f("memory"));
+            }
+        }
+        if let Some(b) = &self.backend {
+            match b.kind.as_str() {
+                "file" if b.dir.is_none() => bail!("backend.dir: required for kind = \"file\""),
+                "file" => {}
+                k => bail!("backend.kind: unknown kind {k:?} (supported: \"file\")"),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[cache]
+device = "/tmp/c.img"
+create_size = "1GiB"
+[backend]
+kind = "file"
+dir = "/tmp/b"
+[nvmf]
+listen = ["127.0.0.1:4420"]
+[[volume]]
+name = "v"
+size = "1GiB"
+hosts = ["*"]
+"#;
+
+    #[test]
+    fn parses_and_defaults() {
+        let c = NodeConfig::parse(GOOD).unwrap();
+        assert_eq!(c.cache.as_ref().unwrap().create_size, Some(Size(1 << 30)));
+        assert_eq!(c.cache.unwrap().destage_rate, Size(50_000_000));
+        assert_eq!(c.volumes[0].block_size, 4096);
+        assert_eq!(c.volumes[0].volume_id(), c.volumes[0].volume_id());
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            (
+                GOOD.replace("size = \"1GiB\"\nhosts", "size = \"1000\"\nhosts"),
+                "volume[0] (v).size",
+            ),
+            (
+                GOOD.replace("hosts = [\"*\"]", "hosts = []"),
+                "volume[0] (v).hosts",
+            ),
+            (
+                GOOD.replace("kind = \"file\"", "kind = \"ceph\""),
+                "backend.kind",
+            ),
+            (
+                GOOD.replace("size = \"1GiB\"\nhosts", "size = \"1XB\"\nhosts"),
+                "unknown size unit",
+            ),
+            (GOOD.replace("[nvmf]", "[nvmf]\nbogus = 1"), "bogus"),
+            (
+                GOOD.replace("listen = [\"127.0.0.1:4420\"]", "listen = [\"nope\"]"),
+                "listen",
+            ),
+            (
+                GOOD.replace("hosts = [\"*\"]", "hosts = [\"*\"]\nblock_size = 1000"),
+                "block_size",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = format!("{:#}", NodeConfig::parse(&text).unwrap_err());
+            assert!(e.contains(want), "{want:?} not in {e:?}");
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! `alcubierre serve`: one node from a config file: the cache engine on its device, the
+//! backend, and the NVMe/TCP target exporting the configured volumes. Runs until SIGINT or
+//! SIGTERM, then stops accepting, stops the cache threads (every acknowledged write is already
+//! in the journal) and exits.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use alcubierre_backend::{Backend, BackendError, FileBackend};
+use alcubierre_block::{BlockDevice, MemBlockDevice};
+use alcubierre_cache::{CacheService, Engine, FormatOptions, RateLimiter, ServiceConfig};
+use alcubierre_io::{DirectFile, Medium};
+use alcubierre_nvmf::{HostAcl, Listener, Portal, Subsystem, Target, TargetConfig};
+use alcubierre_types::{BlockSize, ByteSize, VolumeGeometry};
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::config::NodeConfig;
+
+/// A running node.
+pub struct Node {
+    /// The NVMe/TCP target.
+    pub target: Arc<Target>,
+    /// Bound addresses: I/O portals, then discovery-only listeners.
+    pub listeners: Vec<Listener>,
+    service: Option<CacheService>,
+    /// What was exported.
+    pub volumes: Vec<ExportedVolume>,
+}
+
+/// One exported volume, as printed at start-up.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExportedVolume {
+    /// Name from the config.
+    pub name: String,
+    /// Volume id.
+    pub id: String,
+    /// Subsystem NQN.
+    pub nqn: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Whether it is served from memory (benchmarks).
+    pub memory: bool,
+}
+
+fn portals(cfg: &NodeConfig) -> Vec<Portal> {
+    let mut ports: Vec<u16> = cfg.nvmf.listen.iter().map(SocketAddr::port).collect();
+    ports.dedup();
+    let mut out = Vec::new();
+    if cfg.nvmf.advertise.is_empty() {
+        for a in &cfg.nvmf.listen {
+            if a.ip().is_unspecified() {
+                tracing::warn!(
+                    "nvmf.listen {a} is a wildcard and nvmf.advertise is empty: discovery will \
+                     advertise the address each host connected to"
+                );
+                return Vec::new();
+            }
+            out.push(Portal {
+                addr: a.ip().to_string(),
+                port: a.port(),
+                port_id: out.len() as u16 + 1,
+            });
+        }
+    } else {
+        for addr in &cfg.nvmf.advertise {
+            for p in &ports {
+                out.push(Portal {
+                    addr: addr.clone(),
+                    port: *p,
+                    port_id: out.len() as u16 + 1,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Opens the cache device, creating and formatting a file when asked to.
+fn open_cache(cfg: &NodeConfig) -> anyhow::Result<Option<CacheService>> {
+    let (Some(c), Some(b)) = (&cfg.cache, &cfg.backend) else {
+        return Ok(None);
+    };
+    if !cfg.volumes.iter().any(|v| !v.memory) {
+        return Ok(None);
+    }
+    if !c.device.exists() {
+        let Some(size) = c.create_size else {
+            bail!(
+                "cache.device: {} does not exist (set cache.create_size to create a file, or run \
+                 `alcubierre format`)",
+                c.device.display()
+            );
+        };
+        let m = DirectFile::create_file(&c.device, size.0)
+            .with_context(|| format!("cache.device: creating {}", c.device.display()))?;
+        Engine::format(
+            &m,
+            &FormatOptions {
+                partitions: c.partitions,
+                ..FormatOptions::default()
+            },
+        )
+        .context("cache.device: formatting")?;
+        tracing::info!(device = %c.device.display(), size = %ByteSize(size.0), "cache device created and formatted");
+    }
+    let dir = b.dir.as_ref().expect("validated");
+    let backend: Arc<dyn Backend> = Arc::new(
+        FileBackend::new(dir.clone()).with_context(|| format!("backend.dir: {}", dir.display()))?,
+    );
+    let medium: Arc<dyn Medium> = Arc::new(
+        DirectFile::open(&c.device)
+            .with_context(|| format!("cache.device: opening {}", c.device.display()))?,
+    );
+    let engine = Arc::new(
+        Engine::open(medium, backend.clone()).context("cache.device: opening the engine")?,
+    );
+    let rep = engine.recovery_report();
+    tracing::info!(?rep, "cache recovered");
+    for v in cfg.volumes.iter().filter(|v| !v.memory) {
+        let id = v.volume_id();
+        match backend.size(id) {
+            Ok(s) if s.0 < v.size.0 => backend.resize(id, ByteSize(v.size.0))?,
+            Ok(s) if s.0 > v.size.0 => bail!(
+                "volume {}: size {} is smaller than the existing image ({}); shrinking is not supported",
+                v.name,
+                ByteSize(v.size.0),
+                s
+            ),
+            Ok(_) => {}
+            Err(BackendError::NotFound { .. }) => backend.create(id, ByteSize(v.size.0))?,
+            Err(e) => return Err(e).with_context(|| format!("volume {}: backend", v.name)),
+        }
+        let g = VolumeGeometry::new(BlockSize::from_bytes(v.block_size)?, ByteSize(v.size.0))?;
+        engine.attach(id, g)?;
+    }
+    let svc = CacheService::start(
+        engine,
+        ServiceConfig {
+            destage_limit: Some(Arc::new(RateLimiter::new(c.destage_rate.0, 0))),
+            ..ServiceConfig::default()
+        },
+    );
+    Ok(Some(svc))
+}
+
+/// Starts a node (inside a tokio runtime).
+pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
+    let service = open_cache(cfg)?;
+    let target = Arc::new(Target::new(TargetConfig {
+        cntlid_base: cfg.node.cntlid_base,
+        cntlid_count: cfg.node.cntlid_count,
+        in_capsule_data: cfg.nvmf.in_capsule_data,
+        portals: portals(cfg),
+        ..TargetConfig::default()
+    }));
+    let mut volumes = Vec::new();
+    for v in &cfg.volumes {
+        let id = v.volume_id();
+        let g = VolumeGeometry::new(BlockSize::from_bytes(v.block_size)?, ByteSize(v.size.0))?;
+        let dev: Arc<dyn BlockDevice> = if v.memory {
+            Arc::new(MemBlockDevice::new(g))
+        } else {
+            Arc::new(service.as_ref().expect("cache opened").volume(id)?)
+        };
+        let acl = if v.hosts.iter().any(|h| h == "*") {
+            HostAcl::Any
+        } else {
+            HostAcl::Only(v.hosts.clone())
+        };
+        let s = Arc::new(Subsystem::new(id, dev, acl, cfg.node.ana_group));
+        volumes.push(ExportedVolume {
+            name: v.name.clone(),
+            id: id.to_string(),
+            nqn: s.nqn.clone(),
+            size: v.size.0,
+            memory: v.memory,
+        });
+        target.add_subsystem(s);
+    }
+    let mut listeners = Vec::new();
+    for (i, a) in cfg
+        .nvmf
+        .listen
+        .iter()
+        .chain(&cfg.nvmf.discovery_listen)
+        .enumerate()
+    {
+        let l = Listener::bind(target.clone(), *a, i as u16 + 1)
+            .await
+            .with_context(|| format!("nvmf.listen: binding {a}"))?;
+        listeners.push(l);
+    }
+    Ok(Node {
+        target,
+        listeners,
+        service,
+        volumes,
+    })
+}
+
+impl Node {
+    /// Stops accepting and stops the cache service.
+    pub fn stop(mut self) {
+        self.listeners.clear();
+        if let Some(s) = self.service.take() {
+            s.shutdown();
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Ready<'a> {
+    node: &'a str,
+    listening: Vec<String>,
+    volumes: &'a [ExportedVolume],
+}
+
+/// `alcubierre serve --config FILE`.
+pub fn run(config: &Path, json: bool) -> anyhow::Result<()> {
+    let cfg = NodeConfig::load(config)?;
+    let threads = cfg
+        .node
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .thread_name("nvmf")
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let node = start(&cfg).await?;
+        let ready = Ready {
+            node: &cfg.node.name,
+            listening: node.listeners.iter().map(|l| l.local_addr().to_string()).collect(),
+            volumes: &node.volumes,
+        };
+        if json {
+            println!("{}", serde_json::to_string(&ready)?);
+        } else {
+            println!("node {} serving NVMe/TCP on {}", ready.node, ready.listening.join(", "));
+            for v in &node.volumes {
+                println!(
+                    "  volume {} ({}, {}{}): {}",
+                    v.name,
+                    v.id,
+                    ByteSize(v.size),
+                    if v.memory { ", memory" } else { "" },
+                    v.nqn
+                );
+            }
+            if let Some(p) = node.target.config.portals.first() {
+                println!(
+                    "connect: nvme discover -t tcp -a {} -s {}; nvme connect-all -t tcp -a {} -s {}",
+                    p.addr, p.port, p.addr, p.port
+                );
+            }
+        }
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down");
+        node.stop();
+        anyhow::Ok(())
+    })?;
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    Ok(())
+}
