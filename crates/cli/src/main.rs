@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod bench_nvmf;
 mod config;
 mod demo;
 mod load;
@@ -76,6 +77,9 @@ enum BenchCmd {
     /// 4K random write and read through the cache engine to a cache file, side by side with
     /// fio on the same file.
     Engine(bench::EngineBenchArgs),
+    /// 4K random read and write over NVMe/TCP on loopback, memory- and cache-backed volumes,
+    /// with target and initiator CPU time per I/O.
+    Nvmf(bench_nvmf::NvmfBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -98,6 +102,9 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench {
             what: BenchCmd::Engine(args),
         } => bench::run(&args, cli.json),
+        Cmd::Bench {
+            what: BenchCmd::Nvmf(args),
+        } => bench_nvmf::run(&args, cli.json),
     }
 }
 

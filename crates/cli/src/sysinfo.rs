@@ -7,6 +7,11 @@ pub fn process_cpu() -> Duration {
     stat_cpu(std::path::Path::new("/proc/self/stat"))
 }
 
+/// CPU time (user + system) of another process so far, all threads.
+pub fn pid_cpu(pid: u32) -> Duration {
+    stat_cpu(std::path::Path::new(&format!("/proc/{pid}/stat")))
+}
+
 /// User + system time from a `/proc/.../stat` file: fields 14 and 15, in USER_HZ (100 per
 /// second on Linux).
 fn stat_cpu(path: &std::path::Path) -> Duration {

@@ -335,10 +335,10 @@ impl QueuePair {
             (Kind::Io(_), log_id::RESV_NOTIFICATION) => vec![0; 64],
             _ => return fail(Status::INVALID_LOG_PAGE),
         };
-        if offset > page.len() as u64 {
-            return fail(Status::INVALID_FIELD);
-        }
-        let mut d = page[offset as usize..].to_vec();
+        // Hosts size some pages from Identify limits (the ANA log from NANAGRPID and MNAN) and
+        // read them in chunks: bytes past the current content read as zeroes.
+        let start = (offset.min(page.len() as u64)) as usize;
+        let mut d = page[start..].to_vec();
         d.resize(len as usize, 0);
         if !rae {
             ctrl.clear_event(lid);
