@@ -70,6 +70,8 @@ struct Report {
     target_threads: usize,
     digests: bool,
     rows: Vec<Row>,
+    /// Target CPU time over 5 idle seconds with a host connected (no busy polling: ~0).
+    idle_target_cpu_ms: Option<f64>,
 }
 
 struct Server {
@@ -83,12 +85,16 @@ impl Drop for Server {
     }
 }
 
-fn start_target(args: &NvmfBenchArgs) -> anyhow::Result<(Server, SocketAddr, Vec<(String, String)>)> {
+fn start_target(
+    args: &NvmfBenchArgs,
+) -> anyhow::Result<(Server, SocketAddr, Vec<(String, String)>)> {
     std::fs::create_dir_all(&args.dir)?;
     let dir = std::fs::canonicalize(&args.dir)?;
     let _ = std::fs::remove_file(dir.join("cache.img"));
     let _ = std::fs::remove_dir_all(dir.join("backend"));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let cfg = format!(
         r#"
 [node]
@@ -165,7 +171,9 @@ async fn workload(
     let data = Bytes::from(vec![0x5a; 4096]);
     let mut started = vec![Instant::now(); 65536];
     let mut lat_ns = Vec::with_capacity(1 << 20);
-    let submit = |q: &mut alcubierre_nvmf::initiator::HostQueue, rng: &mut rand::rngs::SmallRng, started: &mut Vec<Instant>| {
+    let submit = |q: &mut alcubierre_nvmf::initiator::HostQueue,
+                  rng: &mut rand::rngs::SmallRng,
+                  started: &mut Vec<Instant>| {
         let lba = rng.gen_range(0..blocks);
         let cid = if write {
             q.submit(cmd::write(lba, 1), Some(data.clone()), 0)
@@ -220,7 +228,12 @@ async fn prefill(c: &mut HostController, blocks: u64) -> anyhow::Result<()> {
 /// Runs the benchmark and prints a table (or JSON).
 pub fn run(args: &NvmfBenchArgs, json: bool) -> anyhow::Result<()> {
     let (_server, addr, vols, pid) = match (&args.addr, &args.nqn) {
-        (Some(a), Some(n)) => (None, *a, vec![("external".to_string(), n.clone())], args.target_pid),
+        (Some(a), Some(n)) => (
+            None,
+            *a,
+            vec![("external".to_string(), n.clone())],
+            args.target_pid,
+        ),
         _ => {
             let (s, a, v) = start_target(args)?;
             let pid = s.child.id();
@@ -230,7 +243,9 @@ pub fn run(args: &NvmfBenchArgs, json: bool) -> anyhow::Result<()> {
     if vols.is_empty() {
         bail!("the target exports no volume");
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let cfg = HostConfig {
         digests: if args.digests {
             Digests {
@@ -248,6 +263,7 @@ pub fn run(args: &NvmfBenchArgs, json: bool) -> anyhow::Result<()> {
     };
     let runtime = Duration::from_secs(args.runtime);
     let mut rows = Vec::new();
+    let mut idle = None;
     rt.block_on(async {
         for (name, nqn) in &vols {
             let mut c = HostController::connect(addr, nqn, &cfg, 1).await?;
@@ -291,6 +307,16 @@ pub fn run(args: &NvmfBenchArgs, json: bool) -> anyhow::Result<()> {
             }
             let _ = c.disconnect().await;
         }
+        // Idle: a host stays connected (admin and I/O queue), nothing is sent for 5 s.
+        let (_, nqn) = &vols[0];
+        let c = HostController::connect(addr, nqn, &cfg, 1).await?;
+        let t0 = pid.map(sysinfo::pid_cpu);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        idle = match (pid, t0) {
+            (Some(p), Some(t0)) => Some(sysinfo::pid_cpu(p).saturating_sub(t0).as_secs_f64() * 1e3),
+            _ => None,
+        };
+        drop(c);
         anyhow::Ok(())
     })?;
     let report = Report {
@@ -298,10 +324,14 @@ pub fn run(args: &NvmfBenchArgs, json: bool) -> anyhow::Result<()> {
         target_threads: args.target_threads,
         digests: args.digests,
         rows,
+        idle_target_cpu_ms: idle,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
+        if let Some(ms) = report.idle_target_cpu_ms {
+            println!("idle target CPU with a host connected: {ms:.0} ms over 5 s");
+        }
         println!("machine: {}", report.machine);
     }
     Ok(())

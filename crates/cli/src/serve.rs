@@ -224,11 +224,18 @@ pub fn run(config: &Path, json: bool) -> anyhow::Result<()> {
         .node
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .thread_name("nvmf")
-        .enable_all()
-        .build()?;
+    // One thread: a current-thread runtime (no work stealing, no cross-thread wake-ups).
+    let rt = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("nvmf")
+            .enable_all()
+            .build()?
+    };
     rt.block_on(async {
         let node = start(&cfg).await?;
         let ready = Ready {

@@ -62,7 +62,8 @@ fn start(cfg: &Path) -> Server {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
     Server {
         child,
         addr: v["listening"][0].as_str().unwrap().parse().unwrap(),
@@ -89,12 +90,16 @@ async fn acknowledged_writes_survive_sigkill() {
     std::fs::write(&cfg, config(dir.path(), port)).unwrap();
     let s = start(&cfg);
 
-    let disc = HostController::discover(s.addr, &HostConfig::default()).await.unwrap();
+    let disc = HostController::discover(s.addr, &HostConfig::default())
+        .await
+        .unwrap();
     assert_eq!(disc.len(), 1);
     assert_eq!(disc[0].subnqn, s.nqn);
     assert_eq!(disc[0].traddr, "127.0.0.1");
 
-    let mut c = HostController::connect(s.addr, &s.nqn, &HostConfig::default(), 1).await.unwrap();
+    let mut c = HostController::connect(s.addr, &s.nqn, &HostConfig::default(), 1)
+        .await
+        .unwrap();
     let (nsze, bs) = c.namespace().await.unwrap();
     assert_eq!((nsze, bs), (65536, 4096));
     let q = &mut c.io[0];
@@ -112,7 +117,9 @@ async fn acknowledged_writes_survive_sigkill() {
     drop(s); // SIGKILL: destage is held at 1 MB/s, so most data is only in the journal.
 
     let s = start(&cfg);
-    let mut c = HostController::connect(s.addr, &s.nqn, &HostConfig::default(), 1).await.unwrap();
+    let mut c = HostController::connect(s.addr, &s.nqn, &HostConfig::default(), 1)
+        .await
+        .unwrap();
     for i in 0..512u64 {
         let got = c.read(0, i * 7 % 65536, 1, 4096).await.unwrap();
         assert_eq!(got, block(i), "block of write {i}");
@@ -125,7 +132,11 @@ async fn acknowledged_writes_survive_sigkill() {
 fn bad_config_names_the_field() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let cfg = dir.path().join("node.toml");
-    std::fs::write(&cfg, config(dir.path(), 1).replace("size = \"256MiB\"", "size = \"256XB\"")).unwrap();
+    std::fs::write(
+        &cfg,
+        config(dir.path(), 1).replace("size = \"256MiB\"", "size = \"256XB\""),
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_alcubierre"))
         .args(["serve", "--config"])
         .arg(&cfg)

@@ -655,3 +655,59 @@ async fn reservations_fence_other_hosts() {
         .unwrap();
     b.write(0, 0, pattern(1, 4096), 4096).await.unwrap();
 }
+
+#[tokio::test]
+async fn namespace_change_event_and_changed_list_log() {
+    // Base 1.4 section 5.2 and figure 210: a Namespace Attribute Changed notice (e.g. after a
+    // resize) completes an AER with log page 04h, which then lists NSID 1; reading it without
+    // RAE re-arms the event.
+    let s = setup(HostAcl::Any).await;
+    let mut c = HostController::connect(
+        s.listener.local_addr(),
+        &s.subsys.nqn,
+        &HostConfig::default(),
+        1,
+    )
+    .await
+    .unwrap();
+    c.admin
+        .execute(cmd::set_features(feat::ASYNC_EVENT, 1 << 8), None, 0)
+        .await
+        .unwrap()
+        .ok()
+        .unwrap();
+    for round in 0..2 {
+        let aer = c.admin.submit(cmd::new(admin_op::ASYNC_EVENT, 0), None, 0);
+        s.subsys
+            .notify(alcubierre_nvmf::subsystem::SubsystemEvent::NamespaceChanged);
+        let (cid, comp) = tokio::time::timeout(Duration::from_secs(5), c.admin.next())
+            .await
+            .expect("AER completes")
+            .unwrap();
+        assert_eq!((cid, comp.cqe.dw0), (aer, 0x0004_0002), "round {round}");
+        let log = c
+            .admin
+            .execute(
+                cmd::get_log_page(log_id::CHANGED_NS, 0, 4096, 0),
+                None,
+                4096,
+            )
+            .await
+            .unwrap()
+            .ok()
+            .unwrap();
+        assert_eq!(&log.data[0..8], &[1, 0, 0, 0, 0, 0, 0, 0]);
+    }
+    let log = c
+        .admin
+        .execute(
+            cmd::get_log_page(log_id::CHANGED_NS, 0, 4096, 0),
+            None,
+            4096,
+        )
+        .await
+        .unwrap()
+        .ok()
+        .unwrap();
+    assert!(log.data.iter().all(|b| *b == 0), "cleared once read");
+}
