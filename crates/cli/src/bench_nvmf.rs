@@ -78,6 +78,9 @@ struct Server {
     child: Child,
 }
 
+/// (volume name, subsystem NQN).
+type NamedVolume = (String, String);
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -87,7 +90,7 @@ impl Drop for Server {
 
 fn start_target(
     args: &NvmfBenchArgs,
-) -> anyhow::Result<(Server, SocketAddr, Vec<(String, String)>)> {
+) -> anyhow::Result<(Server, SocketAddr, Vec<NamedVolume>)> {
     std::fs::create_dir_all(&args.dir)?;
     let dir = std::fs::canonicalize(&args.dir)?;
     let _ = std::fs::remove_file(dir.join("cache.img"));
