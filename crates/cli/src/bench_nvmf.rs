@@ -38,6 +38,12 @@ pub struct NvmfBenchArgs {
     /// Working set per volume in MiB (prefilled before the reads).
     #[arg(long, default_value_t = 256)]
     span_mib: u64,
+    /// Target busy polling after work, microseconds (nvmf.busy_poll_us; 0: sleep at once).
+    #[arg(long, default_value_t = 0)]
+    target_poll_us: u32,
+    /// The initiator busy-polls its socket (as SPDK's perf does) instead of sleeping.
+    #[arg(long)]
+    poll: bool,
     /// Header and data digests on.
     #[arg(long)]
     digests: bool,
@@ -68,6 +74,8 @@ struct Row {
 struct Report {
     machine: String,
     target_threads: usize,
+    target_poll_us: u32,
+    initiator_poll: bool,
     digests: bool,
     rows: Vec<Row>,
     /// Target CPU time over 5 idle seconds with a host connected (no busy polling: ~0).
@@ -111,6 +119,7 @@ kind = "file"
 dir = "{dir}/backend"
 [nvmf]
 listen = ["127.0.0.1:{port}"]
+busy_poll_us = {poll}
 [[volume]]
 name = "memory"
 size = "{span}MiB"
@@ -122,6 +131,7 @@ size = "{span}MiB"
 hosts = ["*"]
 "#,
         threads = args.target_threads,
+        poll = args.target_poll_us,
         dir = dir.display(),
         cache = args.span_mib * 4,
         span = args.span_mib,
@@ -262,12 +272,24 @@ pub fn run(args: &NvmfBenchArgs, json: bool) -> anyhow::Result<()> {
         // The client is one task that does not send Keep Alive; KATO 0 disables the timer
         // (Fabrics 1.1 section 3.3) rather than letting it expire mid-run.
         kato: Duration::ZERO,
+        poll: args.poll,
         ..HostConfig::default()
     };
     let runtime = Duration::from_secs(args.runtime);
     let mut rows = Vec::new();
     let mut idle = None;
     rt.block_on(async {
+        // Idle first (before any write leaves dirty data to destage): a host stays connected
+        // (admin and I/O queue) and sends nothing for 5 s.
+        let (_, nqn) = &vols[0];
+        let c = HostController::connect(addr, nqn, &cfg, 1).await?;
+        let t0 = pid.map(sysinfo::pid_cpu);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        idle = match (pid, t0) {
+            (Some(p), Some(t0)) => Some(sysinfo::pid_cpu(p).saturating_sub(t0).as_secs_f64() * 1e3),
+            _ => None,
+        };
+        drop(c);
         for (name, nqn) in &vols {
             let mut c = HostController::connect(addr, nqn, &cfg, 1).await?;
             let (nsze, bs) = c.namespace().await?;
@@ -310,21 +332,13 @@ pub fn run(args: &NvmfBenchArgs, json: bool) -> anyhow::Result<()> {
             }
             let _ = c.disconnect().await;
         }
-        // Idle: a host stays connected (admin and I/O queue), nothing is sent for 5 s.
-        let (_, nqn) = &vols[0];
-        let c = HostController::connect(addr, nqn, &cfg, 1).await?;
-        let t0 = pid.map(sysinfo::pid_cpu);
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        idle = match (pid, t0) {
-            (Some(p), Some(t0)) => Some(sysinfo::pid_cpu(p).saturating_sub(t0).as_secs_f64() * 1e3),
-            _ => None,
-        };
-        drop(c);
         anyhow::Ok(())
     })?;
     let report = Report {
         machine: sysinfo::machine(),
         target_threads: args.target_threads,
+        target_poll_us: args.target_poll_us,
+        initiator_poll: args.poll,
         digests: args.digests,
         rows,
         idle_target_cpu_ms: idle,

@@ -146,6 +146,9 @@ pub struct NvmfSection {
     /// In-capsule data size for I/O queues, bytes.
     #[serde(default = "default_icd")]
     pub in_capsule_data: u32,
+    /// Microseconds a connection keeps polling after work before it sleeps (0: never).
+    #[serde(default)]
+    pub busy_poll_us: u32,
 }
 
 fn default_icd() -> u32 {
@@ -260,6 +263,9 @@ impl NodeConfig {
         }
         if self.node.ana_group == 0 {
             bail!("node.ana_group: must be at least 1");
+        }
+        if self.nvmf.busy_poll_us > 10_000 {
+            bail!("nvmf.busy_poll_us: at most 10000 microseconds");
         }
         if self.nvmf.in_capsule_data < 4096 || self.nvmf.in_capsule_data > 1 << 20 {
             bail!("nvmf.in_capsule_data: must be between 4096 and 1048576 bytes");

@@ -153,6 +153,7 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
         cntlid_count: cfg.node.cntlid_count,
         in_capsule_data: cfg.nvmf.in_capsule_data,
         portals: portals(cfg),
+        busy_poll: std::time::Duration::from_micros(cfg.nvmf.busy_poll_us as u64),
         ..TargetConfig::default()
     }));
     let mut volumes = Vec::new();

@@ -84,6 +84,12 @@ async fn connection(target: Arc<Target>, stream: TcpStream, port_id: u16) -> std
         port: local.port(),
         port_id,
     };
+    let busy_poll = target.config.busy_poll;
+    let mut scratch = if busy_poll.is_zero() {
+        Vec::new()
+    } else {
+        vec![0u8; READ_CHUNK]
+    };
     let mut qp = QueuePair::new(target, portal);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut ios = FuturesUnordered::new();
@@ -113,6 +119,41 @@ async fn connection(target: Arc<Target>, stream: TcpStream, port_id: u16) -> std
         if watch.is_none() {
             watch = qp.controller().map(|c| c.watch());
         }
+        // Optional bounded polling before sleeping (TargetConfig::busy_poll).
+        if !busy_poll.is_zero() {
+            let until = Instant::now() + busy_poll;
+            let mut progressed = false;
+            let mut eof = false;
+            while Instant::now() < until {
+                if let Some(Some((cid, res))) = ios.next().now_or_never() {
+                    qp.io_done(cid, res, &mut out);
+                    progressed = true;
+                    break;
+                }
+                match poll_read(rd.as_ref(), &mut scratch, &mut rbuf) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(_) => {
+                        feed(&mut qp, &mut rbuf, &mut out, peer);
+                        progressed = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::hint::spin_loop(),
+                    Err(_) => {
+                        eof = true;
+                        break;
+                    }
+                }
+            }
+            if eof {
+                break Ok(());
+            }
+            if progressed {
+                continue;
+            }
+        }
         let deadline = qp.deadline();
         tokio::select! {
             r = rd.read_buf(&mut rbuf) => {
@@ -121,26 +162,7 @@ async fn connection(target: Arc<Target>, stream: TcpStream, port_id: u16) -> std
                     Ok(_) => {}
                     Err(e) => break Err(e),
                 }
-                let now = Instant::now();
-                loop {
-                    match qp.decoder().decode(&mut rbuf) {
-                        Ok(Some(pdu)) => {
-                            qp.receive(pdu, now, &mut out);
-                            if out.close.is_some() {
-                                break;
-                            }
-                        }
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::warn!(%peer, "malformed PDU: {e}");
-                            qp.decode_error(e, &mut out);
-                            break;
-                        }
-                    }
-                }
-                if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
-                    rbuf.reserve(READ_CHUNK);
-                }
+                feed(&mut qp, &mut rbuf, &mut out, peer);
             }
             Some((cid, res)) = ios.next(), if !ios.is_empty() => qp.io_done(cid, res, &mut out),
             changed = async {
@@ -165,4 +187,42 @@ async fn connection(target: Arc<Target>, stream: TcpStream, port_id: u16) -> std
     qp.shutdown();
     let _ = wr.shutdown().await;
     result
+}
+
+/// One non-blocking `recv` straight on the socket (tokio's `try_read` would only consult the
+/// readiness its reactor last saw, which a polling loop never lets it refresh).
+pub(crate) fn poll_read(
+    s: &TcpStream,
+    scratch: &mut [u8],
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    use std::io::Read;
+    let sock = socket2::SockRef::from(s);
+    let n = (&*sock).read(scratch)?;
+    buf.extend_from_slice(&scratch[..n]);
+    Ok(n)
+}
+
+/// Decodes every whole PDU in `rbuf` and feeds it to the queue pair.
+fn feed(qp: &mut QueuePair, rbuf: &mut BytesMut, out: &mut Output, peer: SocketAddr) {
+    let now = Instant::now();
+    loop {
+        match qp.decoder().decode(rbuf) {
+            Ok(Some(pdu)) => {
+                qp.receive(pdu, now, out);
+                if out.close.is_some() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(%peer, "malformed PDU: {e}");
+                qp.decode_error(e, out);
+                break;
+            }
+        }
+    }
+    if rbuf.capacity() - rbuf.len() < READ_CHUNK / 4 {
+        rbuf.reserve(READ_CHUNK);
+    }
 }

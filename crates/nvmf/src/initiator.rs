@@ -67,6 +67,8 @@ pub struct HostConfig {
     pub disable_sqflow: bool,
     /// I/O queue size.
     pub queue_size: u16,
+    /// Busy-poll the sockets instead of sleeping (like SPDK's perf; for benchmarks).
+    pub poll: bool,
 }
 
 impl Default for HostConfig {
@@ -78,6 +80,7 @@ impl Default for HostConfig {
             kato: Duration::from_secs(5),
             disable_sqflow: false,
             queue_size: 128,
+            poll: false,
         }
     }
 }
@@ -123,6 +126,9 @@ pub struct HostQueue {
     maxh2cdata: u32,
     /// Queue id after Connect.
     pub qid: u16,
+    /// Busy-poll the socket.
+    pub poll: bool,
+    scratch: Vec<u8>,
 }
 
 impl HostQueue {
@@ -141,6 +147,8 @@ impl HostQueue {
             in_capsule: 8192,
             maxh2cdata: 0,
             qid: 0,
+            poll: false,
+            scratch: Vec::new(),
         };
         let dgst = digests.header as u8 | ((digests.data as u8) << 1);
         Encoder::ic_req(
@@ -189,6 +197,20 @@ impl HostQueue {
                 return Ok(p);
             }
             self.rbuf.reserve(64 * 1024);
+            if self.poll {
+                if self.scratch.is_empty() {
+                    self.scratch = vec![0; 256 * 1024];
+                }
+                match crate::driver::poll_read(&self.stream, &mut self.scratch, &mut self.rbuf) {
+                    Ok(0) => return Err(InitiatorError::Closed),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::hint::spin_loop();
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                continue;
+            }
             if self.stream.read_buf(&mut self.rbuf).await? == 0 {
                 return Err(InitiatorError::Closed);
             }
@@ -562,6 +584,7 @@ impl HostController {
             .await?
             .ok()?;
             q.qid = qid;
+            q.poll = cfg.poll;
             q.set_in_capsule(in_capsule);
             io.push(q);
         }
