@@ -96,9 +96,7 @@ impl Drop for Server {
     }
 }
 
-fn start_target(
-    args: &NvmfBenchArgs,
-) -> anyhow::Result<(Server, SocketAddr, Vec<NamedVolume>)> {
+fn start_target(args: &NvmfBenchArgs) -> anyhow::Result<(Server, SocketAddr, Vec<NamedVolume>)> {
     std::fs::create_dir_all(&args.dir)?;
     let dir = std::fs::canonicalize(&args.dir)?;
     let _ = std::fs::remove_file(dir.join("cache.img"));

@@ -111,68 +111,35 @@ pub fn sample_sessions() -> Vec<Vec<u8>> {
         };
         let enc = Encoder { digests, pda: 0 };
         let mut b = BytesMut::new();
-        Encoder::ic_req(
-            &mut b,
-            &IcReq {
-                pfv: 0,
-                hpda: 0,
-                dgst: hd as u8 | ((dd as u8) << 1),
-                maxr2t: 0,
-            },
-        );
+        let ic = IcReq {
+            pfv: 0,
+            hpda: 0,
+            dgst: hd as u8 | ((dd as u8) << 1),
+            maxr2t: 0,
+        };
+        Encoder::ic_req(&mut b, &ic);
         let cd = cmd::connect_data([7; 16], 0xffff, &nqn, host);
         capsule(&enc, &mut b, cmd::connect(0, 31, 5000, false), 1, &cd, 0);
-        capsule(&enc, &mut b, cmd::property_get(prop::CAP, true), 2, &[], 0);
-        capsule(
-            &enc,
-            &mut b,
-            cmd::property_set(prop::CC, 1 | (6 << 16) | (4 << 20)),
-            3,
-            &[],
-            0,
-        );
-        capsule(
-            &enc,
-            &mut b,
-            cmd::identify(cns::CONTROLLER, 0),
-            4,
-            &[],
-            4096,
-        );
-        capsule(
-            &enc,
-            &mut b,
-            cmd::set_features(feat::NUM_QUEUES, 0),
-            5,
-            &[],
-            0,
-        );
-        capsule(&enc, &mut b, cmd::identify(cns::NAMESPACE, 1), 6, &[], 4096);
-        capsule(
-            &enc,
-            &mut b,
-            cmd::get_log_page(log_id::ANA, 0, 4096, 0),
-            7,
-            &[],
-            4096,
-        );
+        let startup = [
+            (cmd::property_get(prop::CAP, true), 0),
+            (cmd::property_set(prop::CC, 1 | (6 << 16) | (4 << 20)), 0),
+            (cmd::identify(cns::CONTROLLER, 0), 4096),
+            (cmd::set_features(feat::NUM_QUEUES, 0), 0),
+            (cmd::identify(cns::NAMESPACE, 1), 4096),
+            (cmd::get_log_page(log_id::ANA, 0, 4096, 0), 4096),
+        ];
+        for (cid, (sqe, in_len)) in (2..).zip(startup) {
+            capsule(&enc, &mut b, sqe, cid, &[], in_len);
+        }
         let mut admin = b.to_vec();
         let mut io = BytesMut::new();
-        Encoder::ic_req(
-            &mut io,
-            &IcReq {
-                pfv: 0,
-                hpda: 0,
-                dgst: hd as u8 | ((dd as u8) << 1),
-                maxr2t: 0,
-            },
-        );
+        Encoder::ic_req(&mut io, &ic);
         // Controller ids start at 1 in the harness target.
         let cd = cmd::connect_data([7; 16], 1, &nqn, host);
         capsule(&enc, &mut io, cmd::connect(1, 127, 0, false), 1, &cd, 0);
         capsule(&enc, &mut io, cmd::write(0, 8), 2, &[0xab; 4096], 0);
-        // 32 KiB at LBA 8: beyond the in-capsule size, so it goes by R2T.
         capsule(&enc, &mut io, cmd::read(0, 8), 3, &[], 4096);
+        // 32 KiB at LBA 8: beyond the in-capsule size, so it goes by R2T.
         let mut w = cmd::write(8, 64);
         w.set_cid(4);
         w.set_sgl(0, 32768, SGL_TRANSPORT);

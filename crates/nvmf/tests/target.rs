@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use alcubierre_block::MemBlockDevice;
 use alcubierre_nvmf::capsule::Sqe;
-use alcubierre_nvmf::initiator::{cmd, HostConfig, HostController, HostQueue, InitiatorError};
+use alcubierre_nvmf::initiator::{
+    cmd, Completion, HostConfig, HostController, HostQueue, InitiatorError,
+};
 use alcubierre_nvmf::pdu::{Digests, Pdu};
 use alcubierre_nvmf::spec::{admin_op, cns, feat, fes, io_op, log_id};
 use alcubierre_nvmf::{
@@ -54,6 +56,14 @@ fn pattern(seed: u8, len: usize) -> Bytes {
             .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
             .collect::<Vec<u8>>(),
     )
+}
+
+async fn ok(q: &mut HostQueue, sqe: Sqe, out: Option<Bytes>, in_len: u32) -> Completion {
+    q.execute(sqe, out, in_len).await.unwrap().ok().unwrap()
+}
+
+async fn err(q: &mut HostQueue, sqe: Sqe, out: Option<Bytes>, in_len: u32) -> Status {
+    status_of(q.execute(sqe, out, in_len).await.unwrap().ok())
 }
 
 fn status_of(r: Result<impl std::fmt::Debug, InitiatorError>) -> Status {
@@ -164,49 +174,27 @@ async fn io_errors_get_their_nvme_status() {
     .await
     .unwrap();
     let q = &mut c.io[0];
-    let st = status_of(
-        q.execute(cmd::read(16384, 1), None, 4096)
-            .await
-            .unwrap()
-            .ok(),
-    );
+    let st = err(q, cmd::read(16384, 1), None, 4096).await;
     assert_eq!(st, Status::LBA_OUT_OF_RANGE);
-    let st = status_of(
-        q.execute(cmd::read(u64::MAX, 2), None, 8192)
-            .await
-            .unwrap()
-            .ok(),
-    );
+    let st = err(q, cmd::read(u64::MAX, 2), None, 8192).await;
     assert_eq!(st, Status::LBA_OUT_OF_RANGE);
     let mut bad_ns = cmd::read(0, 1);
     bad_ns.set_nsid(2);
+    assert_eq!(err(q, bad_ns, None, 4096).await, Status::INVALID_NS);
     assert_eq!(
-        status_of(q.execute(bad_ns, None, 4096).await.unwrap().ok()),
-        Status::INVALID_NS
-    );
-    assert_eq!(
-        status_of(q.execute(cmd::new(0x7e, 1), None, 0).await.unwrap().ok()),
+        err(q, cmd::new(0x7e, 1), None, 0).await,
         Status::INVALID_OPCODE
     );
     assert_eq!(
-        status_of(
-            q.execute(cmd::read(0, 2048), None, 8 << 20)
-                .await
-                .unwrap()
-                .ok()
-        ),
+        err(q, cmd::read(0, 2048), None, 8 << 20).await,
         Status::INVALID_FIELD
     );
     assert_eq!(
-        status_of(q.execute(cmd::read(0, 2), None, 4096).await.unwrap().ok()),
+        err(q, cmd::read(0, 2), None, 4096).await,
         Status::SGL_LENGTH_INVALID
     );
     // The queue still works.
-    q.execute(cmd::read(0, 1), None, 4096)
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
+    ok(q, cmd::read(0, 1), None, 4096).await;
 }
 
 #[tokio::test]
@@ -224,23 +212,10 @@ async fn compare_write_zeroes_and_deallocate() {
     let d = pattern(5, 8192);
     c.write(0, 20, d.clone(), 4096).await.unwrap();
     let q = &mut c.io[0];
-    q.execute(cmd::rw(io_op::COMPARE, 20, 2), Some(d.clone()), 0)
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
-    let st = status_of(
-        q.execute(cmd::rw(io_op::COMPARE, 20, 2), Some(pattern(6, 8192)), 0)
-            .await
-            .unwrap()
-            .ok(),
-    );
+    ok(q, cmd::rw(io_op::COMPARE, 20, 2), Some(d.clone()), 0).await;
+    let st = err(q, cmd::rw(io_op::COMPARE, 20, 2), Some(pattern(6, 8192)), 0).await;
     assert_eq!(st, Status::COMPARE_FAILURE);
-    q.execute(cmd::rw(io_op::WRITE_ZEROES, 20, 1), None, 0)
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
+    ok(q, cmd::rw(io_op::WRITE_ZEROES, 20, 1), None, 0).await;
     // Deallocate block 21 with one DSM range (NLB is 1-based in ranges, figure 364).
     let mut dsm = cmd::new(io_op::DSM, 1);
     dsm.set_cdw(10, 0);
@@ -248,11 +223,7 @@ async fn compare_write_zeroes_and_deallocate() {
     let mut range = vec![0u8; 16];
     range[4..8].copy_from_slice(&1u32.to_le_bytes());
     range[8..16].copy_from_slice(&21u64.to_le_bytes());
-    q.execute(dsm, Some(Bytes::from(range)), 0)
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
+    ok(q, dsm, Some(Bytes::from(range)), 0).await;
     let r = c.read(0, 20, 2, 4096).await.unwrap();
     assert!(r.iter().all(|b| *b == 0));
 }
@@ -364,27 +335,12 @@ async fn admin_commands_linux_asks_for() {
     assert_eq!(u16::from_le_bytes([id[78], id[79]]), c.cntlid);
     assert_eq!(id[111], 1, "I/O controller");
     assert!(id[768..].starts_with(s.subsys.nqn.as_bytes()));
-    let list = a
-        .execute(cmd::identify(cns::ACTIVE_NS_LIST, 0), None, 4096)
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
+    let list = ok(a, cmd::identify(cns::ACTIVE_NS_LIST, 0), None, 4096).await;
     assert_eq!(&list.data[0..8], &[1, 0, 0, 0, 0, 0, 0, 0]);
-    let desc = a
-        .execute(cmd::identify(cns::NS_DESC_LIST, 1), None, 4096)
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
+    let desc = ok(a, cmd::identify(cns::NS_DESC_LIST, 1), None, 4096).await;
     assert_eq!(desc.data[0], 2, "NGUID descriptor first");
     assert_eq!(&desc.data[4..20], s.subsys.volume.0.as_bytes());
-    let ana = a
-        .execute(cmd::get_log_page(log_id::ANA, 0, 4096, 0), None, 4096)
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
+    let ana = ok(a, cmd::get_log_page(log_id::ANA, 0, 4096, 0), None, 4096).await;
     assert_eq!(ana.data[32], AnaState::Optimized as u8);
     for lid in [
         log_id::ERROR,
@@ -393,63 +349,26 @@ async fn admin_commands_linux_asks_for() {
         log_id::CHANGED_NS,
         log_id::CMD_EFFECTS,
     ] {
-        a.execute(cmd::get_log_page(lid, 0xffff_ffff, 512, 0), None, 512)
-            .await
-            .unwrap()
-            .ok()
-            .unwrap();
+        ok(a, cmd::get_log_page(lid, 0xffff_ffff, 512, 0), None, 512).await;
     }
     assert_eq!(
-        status_of(
-            a.execute(cmd::get_log_page(0x42, 0, 512, 0), None, 512)
-                .await
-                .unwrap()
-                .ok()
-        ),
+        err(a, cmd::get_log_page(0x42, 0, 512, 0), None, 512).await,
         Status::INVALID_LOG_PAGE
     );
     assert_eq!(
-        status_of(
-            a.execute(cmd::identify(0x1f, 0), None, 4096)
-                .await
-                .unwrap()
-                .ok()
-        ),
+        err(a, cmd::identify(0x1f, 0), None, 4096).await,
         Status::INVALID_FIELD
     );
     assert_eq!(
-        status_of(
-            a.execute(cmd::identify(cns::NAMESPACE, 9), None, 4096)
-                .await
-                .unwrap()
-                .ok()
-        ),
+        err(a, cmd::identify(cns::NAMESPACE, 9), None, 4096).await,
         Status::INVALID_NS
     );
-    a.execute(cmd::set_features(feat::KATO, 7000), None, 0)
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
-    let k = a
-        .execute(cmd::get_features(feat::KATO, 0), None, 0)
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
+    ok(a, cmd::set_features(feat::KATO, 7000), None, 0).await;
+    let k = ok(a, cmd::get_features(feat::KATO, 0), None, 0).await;
     assert_eq!(k.cqe.dw0, 7000);
-    a.execute(cmd::new(admin_op::KEEP_ALIVE, 0), None, 0)
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
+    ok(a, cmd::new(admin_op::KEEP_ALIVE, 0), None, 0).await;
     assert_eq!(
-        status_of(
-            a.execute(cmd::set_features(feat::VOLATILE_WC, 1), None, 0)
-                .await
-                .unwrap()
-                .ok()
-        ),
+        err(a, cmd::set_features(feat::VOLATILE_WC, 1), None, 0).await,
         Status::INVALID_FIELD
     );
 }
@@ -467,12 +386,13 @@ async fn ana_change_raises_an_event_and_blocks_io() {
     )
     .await
     .unwrap();
-    c.admin
-        .execute(cmd::set_features(feat::ASYNC_EVENT, 1 << 11), None, 0)
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
+    ok(
+        &mut c.admin,
+        cmd::set_features(feat::ASYNC_EVENT, 1 << 11),
+        None,
+        0,
+    )
+    .await;
     let aer = c.admin.submit(cmd::new(admin_op::ASYNC_EVENT, 0), None, 0);
     s.subsys.set_ana(AnaState::Inaccessible);
     let (cid, comp) = tokio::time::timeout(Duration::from_secs(5), c.admin.next())
@@ -484,13 +404,7 @@ async fn ana_change_raises_an_event_and_blocks_io() {
         comp.cqe.dw0, 0x000c_0302,
         "notice, ANA change, log page 0Ch"
     );
-    let st = status_of(
-        c.io[0]
-            .execute(cmd::read(0, 1), None, 4096)
-            .await
-            .unwrap()
-            .ok(),
-    );
+    let st = err(&mut c.io[0], cmd::read(0, 1), None, 4096).await;
     assert_eq!(st, Status::ANA_INACCESSIBLE);
     s.subsys.set_ana(AnaState::Optimized);
     c.read(0, 0, 1, 4096).await.unwrap();
@@ -610,26 +524,23 @@ async fn reservations_fence_other_hosts() {
         d.extend_from_slice(&n.to_le_bytes());
         Bytes::from(d)
     };
-    a.io[0]
-        .execute(cmd::new(io_op::RESV_REGISTER, 1), Some(keys(0, 0xaa)), 0)
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
-    b.io[0]
-        .execute(cmd::new(io_op::RESV_REGISTER, 1), Some(keys(0, 0xbb)), 0)
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
+    ok(
+        &mut a.io[0],
+        cmd::new(io_op::RESV_REGISTER, 1),
+        Some(keys(0, 0xaa)),
+        0,
+    )
+    .await;
+    ok(
+        &mut b.io[0],
+        cmd::new(io_op::RESV_REGISTER, 1),
+        Some(keys(0, 0xbb)),
+        0,
+    )
+    .await;
     let mut acq = cmd::new(io_op::RESV_ACQUIRE, 1);
     acq.set_cdw(10, 1 << 8); // Write Exclusive
-    a.io[0]
-        .execute(acq, Some(keys(0xaa, 0)), 0)
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
+    ok(&mut a.io[0], acq, Some(keys(0xaa, 0)), 0).await;
     let st = status_of(b.write(0, 0, pattern(1, 4096), 4096).await);
     assert_eq!(st, Status::RESERVATION_CONFLICT);
     b.read(0, 0, 1, 4096).await.unwrap();
@@ -637,22 +548,18 @@ async fn reservations_fence_other_hosts() {
     let mut rep = cmd::new(io_op::RESV_REPORT, 1);
     rep.set_cdw(10, 4096 / 4 - 1);
     rep.set_cdw(11, 1);
-    let r = b.io[0]
-        .execute(rep, None, 4096)
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
+    let r = ok(&mut b.io[0], rep, None, 4096).await;
     assert_eq!(r.data[4], 1, "RTYPE Write Exclusive");
     assert_eq!(u16::from_le_bytes([r.data[5], r.data[6]]), 2);
     let mut rel = cmd::new(io_op::RESV_RELEASE, 1);
     rel.set_cdw(10, 1 << 8);
-    a.io[0]
-        .execute(rel, Some(Bytes::from(0xaau64.to_le_bytes().to_vec())), 0)
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
+    ok(
+        &mut a.io[0],
+        rel,
+        Some(Bytes::from(0xaau64.to_le_bytes().to_vec())),
+        0,
+    )
+    .await;
     b.write(0, 0, pattern(1, 4096), 4096).await.unwrap();
 }
 
@@ -670,12 +577,13 @@ async fn namespace_change_event_and_changed_list_log() {
     )
     .await
     .unwrap();
-    c.admin
-        .execute(cmd::set_features(feat::ASYNC_EVENT, 1 << 8), None, 0)
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
+    ok(
+        &mut c.admin,
+        cmd::set_features(feat::ASYNC_EVENT, 1 << 8),
+        None,
+        0,
+    )
+    .await;
     for round in 0..2 {
         let aer = c.admin.submit(cmd::new(admin_op::ASYNC_EVENT, 0), None, 0);
         s.subsys
@@ -685,29 +593,21 @@ async fn namespace_change_event_and_changed_list_log() {
             .expect("AER completes")
             .unwrap();
         assert_eq!((cid, comp.cqe.dw0), (aer, 0x0004_0002), "round {round}");
-        let log = c
-            .admin
-            .execute(
-                cmd::get_log_page(log_id::CHANGED_NS, 0, 4096, 0),
-                None,
-                4096,
-            )
-            .await
-            .unwrap()
-            .ok()
-            .unwrap();
-        assert_eq!(&log.data[0..8], &[1, 0, 0, 0, 0, 0, 0, 0]);
-    }
-    let log = c
-        .admin
-        .execute(
+        let log = ok(
+            &mut c.admin,
             cmd::get_log_page(log_id::CHANGED_NS, 0, 4096, 0),
             None,
             4096,
         )
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
+        .await;
+        assert_eq!(&log.data[0..8], &[1, 0, 0, 0, 0, 0, 0, 0]);
+    }
+    let log = ok(
+        &mut c.admin,
+        cmd::get_log_page(log_id::CHANGED_NS, 0, 4096, 0),
+        None,
+        4096,
+    )
+    .await;
     assert!(log.data.iter().all(|b| *b == 0), "cleared once read");
 }
