@@ -275,9 +275,12 @@ fn service_groups_commits_and_throttles_when_full() {
     let watcher = {
         let (e, backend) = (e.clone(), backend.clone());
         std::thread::spawn(move || {
-            // Bring the backend back once a writer has had to wait for space.
+            // Bring the backend back once a writer has had to wait for space and destage has
+            // met the outage (both, or the order of the two would decide the test).
             let start = std::time::Instant::now();
-            while e.stats().throttled == 0 && start.elapsed() < Duration::from_secs(30) {
+            while (e.stats().throttled == 0 || e.stats().backend_errors == 0)
+                && start.elapsed() < Duration::from_secs(30)
+            {
                 std::thread::sleep(Duration::from_millis(5));
             }
             backend.set_available(true);
