@@ -10,6 +10,7 @@ mod bench_nvmf;
 mod config;
 mod demo;
 mod load;
+mod plan;
 mod serve;
 mod sysinfo;
 
@@ -65,6 +66,8 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Sizes a cluster with the seed's planning rules (cache disks, OSDs, CPU threads, destage).
+    Plan(plan::PlanArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -82,7 +85,15 @@ enum BenchCmd {
     Nvmf(bench_nvmf::NvmfBenchArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() {
+    if let Err(e) = run() {
+        // One line per cause, no backtrace: errors name the field and say what to do.
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -99,6 +110,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Inspect { device } => inspect(&device, cli.json),
         Cmd::Demo { dir } => demo::run(dir, cli.json),
         Cmd::Serve { config } => serve::run(&config, cli.json),
+        Cmd::Plan(args) => plan::run(&args, cli.json),
         Cmd::Bench {
             what: BenchCmd::Engine(args),
         } => bench::run(&args, cli.json),

@@ -1,0 +1,112 @@
+//! `alcubierre plan`: sizing from the seed's rules (`alcubierre_control::plan`).
+
+use alcubierre_control::plan::{plan, PlanInput};
+
+/// Options of `plan`.
+#[derive(clap::Args)]
+pub struct PlanArgs {
+    /// High-performance (cache) nodes.
+    #[arg(long)]
+    nodes: u32,
+    /// Usable capacity needed, TB.
+    #[arg(long)]
+    usable_tb: f64,
+    /// Cache disks per node (1 or 2).
+    #[arg(long, default_value_t = 1)]
+    cache_disks: u32,
+    /// Ceph replicas (raw capacity = usable x replicas).
+    #[arg(long, default_value_t = 3)]
+    ceph_replicas: u32,
+    /// Ceph OSDs planned in total.
+    #[arg(long)]
+    osds: Option<u32>,
+    /// CPU clock, GHz.
+    #[arg(long)]
+    cpu_ghz: Option<f64>,
+    /// Cores per socket.
+    #[arg(long)]
+    cores_per_socket: Option<u32>,
+    /// Sockets per node.
+    #[arg(long)]
+    sockets: Option<u32>,
+    /// Size of the planned cache disks, TB.
+    #[arg(long)]
+    cache_disk_tb: Option<f64>,
+}
+
+/// Prints the plan.
+pub fn run(a: &PlanArgs, json: bool) -> anyhow::Result<()> {
+    let p = plan(&PlanInput {
+        nodes: a.nodes,
+        usable_tb: a.usable_tb,
+        ceph_replicas: a.ceph_replicas,
+        cache_disks_per_node: a.cache_disks,
+        osds: a.osds,
+        cpu_ghz: a.cpu_ghz,
+        cores_per_socket: a.cores_per_socket,
+        sockets: a.sockets,
+        cache_disk_tb: a.cache_disk_tb,
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&p)?);
+        return Ok(());
+    }
+    let rows = [
+        (
+            "raw capacity",
+            format!("{:.1} TB ({:.1} TB per node)", p.raw_tb, p.raw_tb_per_node),
+        ),
+        (
+            "cache per disk",
+            format!(
+                ">= {:.3} TB (the seed states it as {:.1} TB); buy >= {:.2} TB, 2 TB recommended",
+                p.cache_tb_per_disk, p.cache_tb_per_disk_seed, p.cache_tb_per_disk_min
+            ),
+        ),
+        (
+            "Ceph OSDs",
+            format!(
+                ">= {} (nodes x 8); {} for the 1,200-IOPS headroom; planned {} ({} per node)",
+                p.min_osds, p.headroom_osds, p.osds, p.osds_per_node
+            ),
+        ),
+        (
+            "Ceph IOPS",
+            format!(
+                "{} vs tier peak {} (needs a tenth)",
+                p.ceph_iops, p.tier_peak_iops
+            ),
+        ),
+        (
+            "CPU threads per node",
+            format!(
+                ">= {} (OSDs per node x 3 + 8 + {})",
+                p.threads_per_node,
+                if p.large_nodes { 16 } else { 8 }
+            ),
+        ),
+        (
+            "destage rate",
+            format!("{} MB/s (nodes x 50 MB/s)", p.destage_mb_per_s),
+        ),
+        (
+            "multipath paths",
+            format!(
+                "iSCSI {}, NVMe/TCP {}, NVMe/RDMA {}",
+                p.multipath_paths.0, p.multipath_paths.1, p.multipath_paths.2
+            ),
+        ),
+        (
+            "baseline test",
+            format!("{} VMs with 100 GB volumes", p.baseline_vms),
+        ),
+        ("recommended node", p.recommended_node.clone()),
+    ];
+    for (k, v) in rows {
+        println!("{k:<22} {v}");
+    }
+    for w in &p.warnings {
+        println!("warning: {w}");
+    }
+    Ok(())
+}
