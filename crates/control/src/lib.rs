@@ -1,6 +1,17 @@
-//! The control plane. Today: [`plan`], the seed's sizing rules (section 3 of
-//! `shared/seed/README.md`) as a pure function behind `alcubierre plan`. Activation, placement,
-//! failure handling and the REST API follow (issue 5); they reach the data path only through
-//! `types`, `store` and narrow interfaces.
+//! The control plane. Built so far, as pure functions with their rules in the docs:
+//! * [`plan`]: the seed's sizing rules (section 3 of `shared/seed/README.md`), `alcubierre plan`;
+//! * [`model`]: nodes, cache devices, activation / service / cache states and the activation table;
+//! * [`activation`]: the rules an activation must pass (3 nodes first, same cache configuration,
+//!   healthy caches, heartbeat, licence);
+//! * [`placement`]: replicas on distinct eligible nodes, by free cache then load;
+//! * [`cluster`]: the validated cluster configuration, node groups and their data addresses.
+//!
+//! Next (issue 5): node registration and heartbeats on the store, the leader's reconcilers, the
+//! REST API. The control plane reaches the data path only through `types`, `store` and narrow
+//! interfaces.
 
+pub mod activation;
+pub mod cluster;
+pub mod model;
+pub mod placement;
 pub mod plan;

@@ -1,0 +1,368 @@
+//! The cluster configuration (the seed's "server-side solution configuration", section 4 step 2),
+//! validated field by field. Node groups such as `node-[10-12]` give each node of the group a
+//! data address: the group's start address goes to the lowest-numbered node, the next address to
+//! the next node, all inside the group's subnet.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+/// Data and replica transports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// TCP.
+    Tcp,
+    /// RDMA (RoCE).
+    Rdma,
+}
+
+/// Multipath paths per host, per protocol (seed: iSCSI 4, NVMe/TCP 1, NVMe/RDMA 2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Multipath {
+    /// iSCSI paths.
+    pub iscsi: u32,
+    /// NVMe/TCP paths.
+    pub nvme_tcp: u32,
+    /// NVMe/RDMA paths.
+    pub nvme_rdma: u32,
+}
+
+impl Default for Multipath {
+    fn default() -> Self {
+        Self {
+            iscsi: 4,
+            nvme_tcp: 1,
+            nvme_rdma: 2,
+        }
+    }
+}
+
+/// A group of nodes sharing a data subnet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeGroup {
+    /// `node-[10-12]`, or a single name.
+    pub nodes: String,
+    /// Data subnet, `192.168.10.0/24`.
+    pub subnet: String,
+    /// Address of the lowest-numbered node.
+    pub start: String,
+}
+
+/// The cluster configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Data (front-end) transport.
+    #[serde(default = "tcp")]
+    pub data_transport: Transport,
+    /// Replica transport.
+    #[serde(default = "tcp")]
+    pub replica_transport: Transport,
+    /// Node groups and their data subnets.
+    #[serde(default)]
+    pub node_groups: Vec<NodeGroup>,
+    /// Journals per cache device.
+    #[serde(default = "one")]
+    pub partitions_per_cache_device: u32,
+    /// Move a lost replica to another node automatically.
+    #[serde(default = "yes")]
+    pub dynamic_migration: bool,
+    /// How long a lost replica's node may come back before it is replaced, seconds.
+    #[serde(default = "default_delay")]
+    pub migration_delay_s: u64,
+    /// Destage rate in bytes per second; default: active nodes x 50 MB/s.
+    pub destage_rate: Option<u64>,
+    /// Multipath defaults.
+    #[serde(default)]
+    pub multipath: Multipath,
+    /// Heartbeat interval, milliseconds.
+    #[serde(default = "default_hb")]
+    pub heartbeat_interval_ms: u64,
+    /// A node without heartbeat for this long is unavailable, milliseconds.
+    #[serde(default = "default_hb_timeout")]
+    pub heartbeat_timeout_ms: u64,
+}
+
+fn tcp() -> Transport {
+    Transport::Tcp
+}
+fn one() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+fn default_delay() -> u64 {
+    600
+}
+fn default_hb() -> u64 {
+    1000
+}
+fn default_hb_timeout() -> u64 {
+    5000
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        serde_json::from_str("{}").expect("defaults")
+    }
+}
+
+/// A configuration error naming the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ConfigError {
+    /// The field, as a path (`node_groups[0].start`).
+    pub field: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+fn bad(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Expands `node-[10-12]` to `node-10`, `node-11`, `node-12`; a plain name to itself.
+pub fn expand_group(pattern: &str) -> Result<Vec<String>, String> {
+    let Some(open) = pattern.find('[') else {
+        if pattern.is_empty() {
+            return Err("empty node name".into());
+        }
+        return Ok(vec![pattern.to_string()]);
+    };
+    let close = pattern[open..]
+        .find(']')
+        .map(|c| open + c)
+        .ok_or_else(|| format!("{pattern:?}: missing ']'"))?;
+    let (prefix, range, suffix) = (
+        &pattern[..open],
+        &pattern[open + 1..close],
+        &pattern[close + 1..],
+    );
+    let (a, b) = range
+        .split_once('-')
+        .ok_or_else(|| format!("{pattern:?}: the range must be [FIRST-LAST]"))?;
+    let width = a.len();
+    let (a, b): (u32, u32) = (
+        a.parse()
+            .map_err(|_| format!("{pattern:?}: {a:?} is not a number"))?,
+        b.parse()
+            .map_err(|_| format!("{pattern:?}: {b:?} is not a number"))?,
+    );
+    if a > b || b - a > 1000 {
+        return Err(format!(
+            "{pattern:?}: the range is empty or longer than 1000 nodes"
+        ));
+    }
+    Ok((a..=b)
+        .map(|i| format!("{prefix}{i:0width$}{suffix}"))
+        .collect())
+}
+
+fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u32), String> {
+    let (ip, len) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not ADDRESS/PREFIX"))?;
+    let ip: Ipv4Addr = ip
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IPv4 address"))?;
+    let len: u32 = len
+        .parse()
+        .map_err(|_| format!("prefix {len:?} is not a number"))?;
+    if !(8..=30).contains(&len) {
+        return Err(format!("prefix /{len} is outside /8../30"));
+    }
+    Ok((ip, len))
+}
+
+impl ClusterConfig {
+    /// Checks every field; the first error names it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=16).contains(&self.partitions_per_cache_device) {
+            return Err(bad(
+                "partitions_per_cache_device",
+                "must be between 1 and 16",
+            ));
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return Err(bad("heartbeat_interval_ms", "must be positive"));
+        }
+        if self.heartbeat_timeout_ms < 2 * self.heartbeat_interval_ms {
+            return Err(bad(
+                "heartbeat_timeout_ms",
+                format!(
+                    "must be at least twice heartbeat_interval_ms ({})",
+                    self.heartbeat_interval_ms
+                ),
+            ));
+        }
+        if self.destage_rate == Some(0) {
+            return Err(bad("destage_rate", "must be positive (bytes per second)"));
+        }
+        for (k, v) in [
+            ("multipath.iscsi", self.multipath.iscsi),
+            ("multipath.nvme_tcp", self.multipath.nvme_tcp),
+            ("multipath.nvme_rdma", self.multipath.nvme_rdma),
+        ] {
+            if !(1..=8).contains(&v) {
+                return Err(bad(k, "must be between 1 and 8 paths"));
+            }
+        }
+        let mut seen = BTreeMap::new();
+        for (i, g) in self.node_groups.iter().enumerate() {
+            let f = |k: &str| format!("node_groups[{i}].{k}");
+            let names = expand_group(&g.nodes).map_err(|e| bad(f("nodes"), e))?;
+            for n in &names {
+                if let Some(j) = seen.insert(n.clone(), i) {
+                    return Err(bad(f("nodes"), format!("{n} is also in node_groups[{j}]")));
+                }
+            }
+            let (net, len) = parse_subnet(&g.subnet).map_err(|e| bad(f("subnet"), e))?;
+            let start: Ipv4Addr = g
+                .start
+                .parse()
+                .map_err(|_| bad(f("start"), format!("{:?} is not an IPv4 address", g.start)))?;
+            let mask = u32::MAX << (32 - len);
+            let base = u32::from(net) & mask;
+            let last = start.to_bits() as u64 + names.len() as u64 - 1;
+            let broadcast = (base | !mask) as u64;
+            if start.to_bits() & mask != base || start.to_bits() == base || last >= broadcast {
+                return Err(bad(
+                    f("start"),
+                    format!(
+                        "{} addresses from {start} do not fit in {} (host addresses only)",
+                        names.len(),
+                        g.subnet
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The data address of every node in a group, in node order.
+    pub fn data_addresses(&self) -> BTreeMap<String, Ipv4Addr> {
+        let mut out = BTreeMap::new();
+        for g in &self.node_groups {
+            let (Ok(names), Ok(start)) = (expand_group(&g.nodes), g.start.parse::<Ipv4Addr>())
+            else {
+                continue;
+            };
+            for (i, n) in names.into_iter().enumerate() {
+                out.insert(n, Ipv4Addr::from_bits(start.to_bits() + i as u32));
+            }
+        }
+        out
+    }
+
+    /// The destage rate for `active_nodes`: the configured one or nodes x 50 MB/s.
+    pub fn destage_rate(&self, active_nodes: u32) -> u64 {
+        self.destage_rate
+            .unwrap_or(active_nodes.max(1) as u64 * 50_000_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_seed() {
+        let c = ClusterConfig::default();
+        assert_eq!(c.partitions_per_cache_device, 1);
+        assert!(c.dynamic_migration);
+        assert_eq!(
+            c.multipath,
+            Multipath {
+                iscsi: 4,
+                nvme_tcp: 1,
+                nvme_rdma: 2
+            }
+        );
+        assert_eq!(c.destage_rate(3), 150_000_000);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn node_groups_assign_addresses_in_node_order() {
+        assert_eq!(
+            expand_group("node-[10-12]").unwrap(),
+            ["node-10", "node-11", "node-12"]
+        );
+        assert_eq!(expand_group("n[08-10]").unwrap(), ["n08", "n09", "n10"]);
+        assert!(expand_group("node-[12-10]").is_err());
+        let c = ClusterConfig {
+            node_groups: vec![NodeGroup {
+                nodes: "node-[10-12]".into(),
+                subnet: "192.168.10.0/24".into(),
+                start: "192.168.10.100".into(),
+            }],
+            ..ClusterConfig::default()
+        };
+        c.validate().unwrap();
+        let a = c.data_addresses();
+        assert_eq!(a["node-10"], Ipv4Addr::new(192, 168, 10, 100));
+        assert_eq!(a["node-12"], Ipv4Addr::new(192, 168, 10, 102));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let group = |nodes: &str, subnet: &str, start: &str| NodeGroup {
+            nodes: nodes.into(),
+            subnet: subnet.into(),
+            start: start.into(),
+        };
+        let cases = [
+            (
+                vec![group("node-[1-3]", "10.0.0.0/24", "10.0.1.5")],
+                "node_groups[0].start",
+            ),
+            (
+                vec![group("node-[1-3]", "10.0.0.0/24", "10.0.0.254")],
+                "node_groups[0].start",
+            ),
+            (
+                vec![group("node-[1-3]", "10.0.0.0", "10.0.0.5")],
+                "node_groups[0].subnet",
+            ),
+            (
+                vec![group("node-[1-", "10.0.0.0/24", "10.0.0.5")],
+                "node_groups[0].nodes",
+            ),
+            (
+                vec![
+                    group("node-[1-3]", "10.0.0.0/24", "10.0.0.5"),
+                    group("node-3", "10.0.1.0/24", "10.0.1.5"),
+                ],
+                "node_groups[1].nodes",
+            ),
+        ];
+        for (groups, field) in cases {
+            let c = ClusterConfig {
+                node_groups: groups,
+                ..ClusterConfig::default()
+            };
+            assert_eq!(c.validate().unwrap_err().field, field);
+        }
+        let c = ClusterConfig {
+            heartbeat_timeout_ms: 1500,
+            ..ClusterConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().field, "heartbeat_timeout_ms");
+        let c = ClusterConfig {
+            partitions_per_cache_device: 0,
+            ..ClusterConfig::default()
+        };
+        assert_eq!(
+            c.validate().unwrap_err().field,
+            "partitions_per_cache_device"
+        );
+        let e = serde_json::from_str::<ClusterConfig>(r#"{"bogus": 1}"#).unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+    }
+}
