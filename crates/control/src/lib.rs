@@ -15,3 +15,4 @@ pub mod cluster;
 pub mod model;
 pub mod placement;
 pub mod plan;
+pub mod registry;

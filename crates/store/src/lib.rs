@@ -22,6 +22,7 @@ use futures::future::BoxFuture;
 pub mod election;
 mod embedded;
 mod etcd;
+pub mod testing;
 
 pub use embedded::MemStore;
 pub use etcd::EtcdStore;

@@ -1,26 +1,12 @@
 //! One conformance suite, run against the embedded store and against a real etcd server that the
 //! test starts (Debian's `etcd-server`) and stops by PID. Both must behave the same.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use alcubierre_store::election::{campaign, leader, resign};
+use alcubierre_store::testing::EtcdServer;
 use alcubierre_store::{Compare, EtcdStore, MemStore, Store, StoreError, Txn, TxnOp, WatchEvent};
-
-/// A throwaway single-member etcd on loopback.
-struct Etcd {
-    child: Child,
-    endpoint: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -28,56 +14,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn start_etcd() -> Etcd {
-    let dir = tempfile::tempdir().unwrap();
-    let (c, p) = (free_port(), free_port());
-    let endpoint = format!("http://127.0.0.1:{c}");
-    let peer = format!("http://127.0.0.1:{p}");
-    let child = Command::new("etcd")
-        .args(["--name", "conformance", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--listen-client-urls",
-            &endpoint,
-            "--advertise-client-urls",
-            &endpoint,
-        ])
-        .args([
-            "--listen-peer-urls",
-            &peer,
-            "--initial-advertise-peer-urls",
-            &peer,
-        ])
-        .args(["--initial-cluster", &format!("conformance={peer}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("etcd must be installed (Debian package etcd-server; .ci/run installs it)");
-    Etcd {
-        child,
-        endpoint,
-        _dir: dir,
-    }
-}
-
-async fn connect_etcd(e: &Etcd) -> EtcdStore {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(s) =
-            EtcdStore::connect(std::slice::from_ref(&e.endpoint), Duration::from_secs(2)).await
-        {
-            if s.revision().await.is_ok() {
-                return s;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "etcd did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn next_event(w: &mut alcubierre_store::Watch) -> WatchEvent {
@@ -277,8 +213,8 @@ async fn embedded_store_conforms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_store_conforms() {
-    let e = start_etcd();
-    let s = connect_etcd(&e).await;
+    let e = EtcdServer::start().unwrap();
+    let s = e.connect().await;
     suite(Arc::new(s)).await;
 }
 

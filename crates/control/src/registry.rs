@@ -1,0 +1,312 @@
+//! Nodes in the metadata store: registration, heartbeats and activation.
+//!
+//! Keys:
+//! * `nodes/<name>`: the node's record ([`Node`], JSON), kept across restarts;
+//! * `alive/<name>`: attached to the node's heartbeat lease. It exists while heartbeats arrive,
+//!   so a node's service state is *available* exactly while the key exists; when a node dies its
+//!   lease expires after the heartbeat timeout and the key goes, with a watch event.
+//!
+//! Activation writes every candidate's transition in one transaction that also checks that no
+//! record changed since it was read (compare-and-swap on each record's revision).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alcubierre_store::{Compare, LeaseId, Revision, Store, StoreError, Txn, TxnOp};
+
+use crate::activation::{self, ActivationError, Licence};
+use crate::model::{transition, Activation, ActivationEvent, Node, Service, TransitionError};
+
+/// Prefix of node records.
+pub const NODES: &str = "nodes/";
+/// Prefix of liveness keys.
+pub const ALIVE: &str = "alive/";
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A record in the store does not parse.
+    #[error("node record {key} is corrupt: {reason}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// The parse error.
+        reason: String,
+    },
+    /// No such node.
+    #[error("node {0} is not registered")]
+    UnknownNode(String),
+    /// The activation rules refused.
+    #[error(transparent)]
+    Activation(#[from] ActivationError),
+    /// The state table refused.
+    #[error("node {node}: {source}")]
+    Transition {
+        /// The node.
+        node: String,
+        /// The refused transition.
+        source: TransitionError,
+    },
+    /// Records changed while the operation ran; retry.
+    #[error("node records changed concurrently; retry")]
+    Conflict,
+}
+
+fn encode(n: &Node) -> Vec<u8> {
+    serde_json::to_vec(n).expect("node serialises")
+}
+
+fn decode(key: &str, v: &[u8]) -> Result<Node, RegistryError> {
+    serde_json::from_slice(v).map_err(|e| RegistryError::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Registers a node, or updates its devices and addresses while keeping its activation state.
+pub async fn register(store: &dyn Store, node: &Node) -> Result<Node, RegistryError> {
+    let key = format!("{NODES}{}", node.name);
+    loop {
+        let cur = store.get(&key).await?;
+        let (record, cmp) = match &cur {
+            Some(kv) => {
+                let old = decode(&key, &kv.value)?;
+                (
+                    Node {
+                        activation: old.activation,
+                        ..node.clone()
+                    },
+                    Compare::ModRevision(key.clone(), kv.mod_revision),
+                )
+            }
+            None => (
+                Node {
+                    activation: Activation::Registered,
+                    ..node.clone()
+                },
+                Compare::Missing(key.clone()),
+            ),
+        };
+        let r = store
+            .txn(Txn {
+                when: vec![cmp],
+                then: vec![TxnOp::Put {
+                    key: key.clone(),
+                    value: encode(&record),
+                    lease: None,
+                }],
+                otherwise: vec![],
+            })
+            .await?;
+        if r.succeeded {
+            return Ok(record);
+        }
+    }
+}
+
+/// Every registered node with its record revision, by name.
+pub async fn nodes(store: &dyn Store) -> Result<BTreeMap<String, (Node, Revision)>, RegistryError> {
+    let mut out = BTreeMap::new();
+    for kv in store.list(NODES).await? {
+        let n = decode(&kv.key, &kv.value)?;
+        out.insert(n.name.clone(), (n, kv.mod_revision));
+    }
+    Ok(out)
+}
+
+/// The service state of every node that has a liveness key or a record.
+pub async fn service_states(store: &dyn Store) -> Result<BTreeMap<String, Service>, RegistryError> {
+    let mut out: BTreeMap<String, Service> = store
+        .list(NODES)
+        .await?
+        .into_iter()
+        .filter_map(|kv| {
+            kv.key
+                .strip_prefix(NODES)
+                .map(|n| (n.to_string(), Service::Unavailable))
+        })
+        .collect();
+    for kv in store.list(ALIVE).await? {
+        if let Some(n) = kv.key.strip_prefix(ALIVE) {
+            out.insert(n.to_string(), Service::Available);
+        }
+    }
+    Ok(out)
+}
+
+/// Activates `names`: checks the rules against the current records and moves each candidate to
+/// Activating, atomically. Nodes finish with [`finish_activation`].
+pub async fn activate(
+    store: &dyn Store,
+    names: &[String],
+    licence: &Licence,
+    now: u64,
+) -> Result<(), RegistryError> {
+    let all = nodes(store).await?;
+    let services = service_states(store).await?;
+    let mut cands = Vec::new();
+    for n in names {
+        let (node, rev) = all
+            .get(n)
+            .ok_or_else(|| RegistryError::UnknownNode(n.clone()))?;
+        cands.push((
+            node,
+            *rev,
+            services.get(n).copied().unwrap_or(Service::Unavailable),
+        ));
+    }
+    let active: Vec<&Node> = all
+        .values()
+        .map(|(n, _)| n)
+        .filter(|n| n.activation == Activation::Active)
+        .collect();
+    let with_service: Vec<(&Node, Service)> = cands.iter().map(|(n, _, s)| (*n, *s)).collect();
+    activation::check(&with_service, &active, licence, now)?;
+    let mut when = Vec::new();
+    let mut then = Vec::new();
+    for (node, rev, _) in &cands {
+        let next = transition(&node.activation, ActivationEvent::Activate).map_err(|source| {
+            RegistryError::Transition {
+                node: node.name.clone(),
+                source,
+            }
+        })?;
+        let key = format!("{NODES}{}", node.name);
+        when.push(Compare::ModRevision(key.clone(), *rev));
+        then.push(TxnOp::Put {
+            key,
+            value: encode(&Node {
+                activation: next,
+                ..(*node).clone()
+            }),
+            lease: None,
+        });
+    }
+    if !store
+        .txn(Txn {
+            when,
+            then,
+            otherwise: vec![],
+        })
+        .await?
+        .succeeded
+    {
+        return Err(RegistryError::Conflict);
+    }
+    Ok(())
+}
+
+/// Applies one activation event to one node (the node reports success or failure; the operator
+/// deactivates).
+pub async fn apply(
+    store: &dyn Store,
+    name: &str,
+    ev: ActivationEvent,
+) -> Result<Node, RegistryError> {
+    let key = format!("{NODES}{name}");
+    loop {
+        let kv = store
+            .get(&key)
+            .await?
+            .ok_or_else(|| RegistryError::UnknownNode(name.to_string()))?;
+        let node = decode(&key, &kv.value)?;
+        let next = transition(&node.activation, ev.clone()).map_err(|source| {
+            RegistryError::Transition {
+                node: name.to_string(),
+                source,
+            }
+        })?;
+        let updated = Node {
+            activation: next,
+            ..node
+        };
+        let r = store
+            .txn(Txn {
+                when: vec![Compare::ModRevision(key.clone(), kv.mod_revision)],
+                then: vec![TxnOp::Put {
+                    key: key.clone(),
+                    value: encode(&updated),
+                    lease: None,
+                }],
+                otherwise: vec![],
+            })
+            .await?;
+        if r.succeeded {
+            return Ok(updated);
+        }
+    }
+}
+
+/// A node finishing its activation: success when its cache devices are all healthy.
+pub async fn finish_activation(store: &dyn Store, node: &Node) -> Result<Node, RegistryError> {
+    let ev = match node
+        .cache
+        .iter()
+        .find(|c| c.state != crate::model::CacheState::Healthy)
+    {
+        None => ActivationEvent::Succeeded,
+        Some(c) => ActivationEvent::Failed(format!("cache device {} is {:?}", c.path, c.state)),
+    };
+    apply(store, &node.name, ev).await
+}
+
+/// A running heartbeat: keeps `alive/<name>` on a lease of `timeout`, refreshed every
+/// `interval`. Dropping it stops the heartbeats (the key expires after the timeout), as a
+/// crashed node's would.
+pub struct Heartbeat {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Heartbeat {
+    /// Starts heartbeating for `name`.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        name: &str,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let key = format!("{ALIVE}{name}");
+        let mut lease = Self::announce(&*store, &key, timeout).await?;
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match store.keep_alive(lease).await {
+                    Ok(()) => {}
+                    Err(StoreError::LeaseNotFound(_)) => {
+                        // Expired (e.g. the store was unreachable for longer than the timeout):
+                        // announce again.
+                        tracing::warn!(key, "heartbeat lease expired; re-announcing");
+                        match Self::announce(&*store, &key, timeout).await {
+                            Ok(l) => lease = l,
+                            Err(e) => tracing::warn!(key, "re-announce failed: {e}"),
+                        }
+                    }
+                    Err(e) => tracing::warn!(key, "heartbeat failed: {e}"),
+                }
+            }
+        });
+        Ok(Self { task })
+    }
+
+    async fn announce(
+        store: &dyn Store,
+        key: &str,
+        timeout: Duration,
+    ) -> Result<LeaseId, StoreError> {
+        let lease = store.grant(timeout).await?;
+        store.put(key, b"1".to_vec(), Some(lease)).await?;
+        Ok(lease)
+    }
+}
