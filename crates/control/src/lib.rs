@@ -16,3 +16,4 @@ pub mod model;
 pub mod placement;
 pub mod plan;
 pub mod registry;
+pub mod volumes;

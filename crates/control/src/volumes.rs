@@ -1,0 +1,404 @@
+//! Volumes, QoS policies and hosts in the metadata store.
+//!
+//! Keys: `volumes/<uuid>` (the [`Volume`]), `volume-names/<name>` (name -> uuid, so names are
+//! unique: created in the same transaction as the volume, compared as missing), `qos/<name>`,
+//! `hosts/<name>`. A volume's replicas are placed on distinct eligible nodes
+//! ([`crate::placement`]) when it is created; the leader's reconcilers (next) make the nodes
+//! export it.
+
+use std::collections::BTreeMap;
+
+use alcubierre_store::{Compare, Store, StoreError, Txn, TxnOp};
+use serde::{Deserialize, Serialize};
+
+use crate::activation::Licence;
+use crate::model::{Activation, CacheState, Service};
+use crate::placement::{place, Candidate, PlacementError};
+use crate::registry::{nodes, service_states, RegistryError};
+
+/// A volume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// UUID.
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// 512 or 4096.
+    pub block_size: u64,
+    /// Nodes holding its replicas; the first is the preferred primary.
+    pub replicas: Vec<String>,
+    /// QoS policy name.
+    pub qos: Option<String>,
+    /// Host names allowed to attach.
+    pub hosts: Vec<String>,
+    /// Replica-set epoch (raised by every membership or primary change).
+    pub epoch: u64,
+}
+
+/// A QoS policy (the seed's example: `write_iops_sec = 5000`, `write_MiB_sec = 100`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QosPolicy {
+    /// Read IOPS limit.
+    pub read_iops: Option<u64>,
+    /// Write IOPS limit.
+    pub write_iops: Option<u64>,
+    /// Read bytes per second.
+    pub read_bps: Option<u64>,
+    /// Write bytes per second.
+    pub write_bps: Option<u64>,
+}
+
+/// A host (initiator) and its credentials.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    /// Name.
+    pub name: String,
+    /// NVMe host NQN.
+    pub nqn: Option<String>,
+    /// iSCSI initiator IQN.
+    pub iqn: Option<String>,
+    /// CHAP user and secret (iSCSI).
+    pub chap: Option<(String, String)>,
+}
+
+/// What creating a volume needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolume {
+    /// Unique name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// 512 or 4096 (default 4096).
+    #[serde(default = "default_bs")]
+    pub block_size: u64,
+    /// QoS policy name.
+    #[serde(default)]
+    pub qos: Option<String>,
+    /// Host names allowed to attach.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+fn default_bs() -> u64 {
+    4096
+}
+
+/// Why a volume operation failed; each names the field or object.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Reading nodes failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A request field is invalid.
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The name is taken.
+    #[error("name: a volume named {0:?} exists")]
+    NameTaken(String),
+    /// No such volume.
+    #[error("volume {0} not found")]
+    NotFound(String),
+    /// Not enough eligible nodes.
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
+    /// The licence's capacity would be exceeded.
+    #[error("size: the licence allows {max} bytes of volumes; this would make {would}")]
+    LicenceCapacity {
+        /// The limit.
+        max: u64,
+        /// The total after the operation.
+        would: u64,
+    },
+    /// A stored record does not parse.
+    #[error("record {0} is corrupt")]
+    Corrupt(String),
+    /// Records changed concurrently; retry.
+    #[error("volumes changed concurrently; retry")]
+    Conflict,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> VolumeError {
+    VolumeError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// Replicas per volume.
+pub const REPLICAS: usize = 3;
+
+/// Every volume, by id.
+pub async fn list(store: &dyn Store) -> Result<BTreeMap<String, Volume>, VolumeError> {
+    let mut out = BTreeMap::new();
+    for kv in store.list("volumes/").await? {
+        let v: Volume =
+            serde_json::from_slice(&kv.value).map_err(|_| VolumeError::Corrupt(kv.key.clone()))?;
+        out.insert(v.id.clone(), v);
+    }
+    Ok(out)
+}
+
+/// A volume by id or name.
+pub async fn find(store: &dyn Store, id_or_name: &str) -> Result<(Volume, i64), VolumeError> {
+    let id = match store.get(&format!("volume-names/{id_or_name}")).await? {
+        Some(kv) => String::from_utf8_lossy(&kv.value).into_owned(),
+        None => id_or_name.to_string(),
+    };
+    let kv = store
+        .get(&format!("volumes/{id}"))
+        .await?
+        .ok_or_else(|| VolumeError::NotFound(id_or_name.to_string()))?;
+    let v = serde_json::from_slice(&kv.value).map_err(|_| VolumeError::Corrupt(kv.key.clone()))?;
+    Ok((v, kv.mod_revision))
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// Creates a volume: validates the request, places 3 replicas, writes it with a unique name.
+pub async fn create(
+    store: &dyn Store,
+    req: &CreateVolume,
+    id: String,
+    licence: &Licence,
+) -> Result<Volume, VolumeError> {
+    if !valid_name(&req.name) {
+        return Err(invalid("name", "1-64 characters from A-Z a-z 0-9 - _ ."));
+    }
+    if req.block_size != 512 && req.block_size != 4096 {
+        return Err(invalid(
+            "block_size",
+            format!("{} is not 512 or 4096", req.block_size),
+        ));
+    }
+    if req.size == 0 || !req.size.is_multiple_of(req.block_size) {
+        return Err(invalid(
+            "size",
+            format!("{} is not a positive multiple of the block size", req.size),
+        ));
+    }
+    if let Some(q) = &req.qos {
+        if store.get(&format!("qos/{q}")).await?.is_none() {
+            return Err(invalid("qos", format!("no QoS policy named {q:?}")));
+        }
+    }
+    for h in &req.hosts {
+        if store.get(&format!("hosts/{h}")).await?.is_none() {
+            return Err(invalid("hosts", format!("no host named {h:?}")));
+        }
+    }
+    let existing = list(store).await?;
+    if let Some(max) = licence.max_capacity {
+        let would = existing.values().map(|v| v.size).sum::<u64>() + req.size;
+        if would > max {
+            return Err(VolumeError::LicenceCapacity { max, would });
+        }
+    }
+    let all = nodes(store).await?;
+    let services = service_states(store).await?;
+    let mut load: BTreeMap<&str, u32> = BTreeMap::new();
+    for v in existing.values() {
+        for r in &v.replicas {
+            *load.entry(r.as_str()).or_default() += 1;
+        }
+    }
+    let candidates: Vec<Candidate> = all
+        .values()
+        .map(|(n, _)| Candidate {
+            name: n.name.clone(),
+            eligible: n.activation == Activation::Active
+                && services.get(&n.name) == Some(&Service::Available)
+                && n.cache.iter().all(|c| c.state == CacheState::Healthy),
+            free_cache: n.cache_bytes(),
+            replicas: load.get(n.name.as_str()).copied().unwrap_or(0),
+        })
+        .collect();
+    let replicas = place(&candidates, REPLICAS, &[])?;
+    let v = Volume {
+        id: id.clone(),
+        name: req.name.clone(),
+        size: req.size,
+        block_size: req.block_size,
+        replicas,
+        qos: req.qos.clone(),
+        hosts: req.hosts.clone(),
+        epoch: 1,
+    };
+    let name_key = format!("volume-names/{}", req.name);
+    let r = store
+        .txn(Txn {
+            when: vec![
+                Compare::Missing(name_key.clone()),
+                Compare::Missing(format!("volumes/{id}")),
+            ],
+            then: vec![
+                TxnOp::Put {
+                    key: name_key,
+                    value: id.clone().into_bytes(),
+                    lease: None,
+                },
+                TxnOp::Put {
+                    key: format!("volumes/{id}"),
+                    value: serde_json::to_vec(&v).expect("serialises"),
+                    lease: None,
+                },
+            ],
+            otherwise: vec![],
+        })
+        .await?;
+    if !r.succeeded {
+        return Err(VolumeError::NameTaken(req.name.clone()));
+    }
+    Ok(v)
+}
+
+/// Grows a volume (online: nodes apply the new size and tell hosts).
+pub async fn resize(
+    store: &dyn Store,
+    id_or_name: &str,
+    size: u64,
+    licence: &Licence,
+) -> Result<Volume, VolumeError> {
+    let (mut v, rev) = find(store, id_or_name).await?;
+    if size < v.size {
+        return Err(invalid(
+            "size",
+            format!("{size} is smaller than {}; volumes only grow", v.size),
+        ));
+    }
+    if !size.is_multiple_of(v.block_size) {
+        return Err(invalid(
+            "size",
+            format!(
+                "{size} is not a multiple of the block size {}",
+                v.block_size
+            ),
+        ));
+    }
+    if let Some(max) = licence.max_capacity {
+        let would = list(store).await?.values().map(|x| x.size).sum::<u64>() - v.size + size;
+        if would > max {
+            return Err(VolumeError::LicenceCapacity { max, would });
+        }
+    }
+    v.size = size;
+    let key = format!("volumes/{}", v.id);
+    let r = store
+        .txn(Txn {
+            when: vec![Compare::ModRevision(key.clone(), rev)],
+            then: vec![TxnOp::Put {
+                key,
+                value: serde_json::to_vec(&v).expect("serialises"),
+                lease: None,
+            }],
+            otherwise: vec![],
+        })
+        .await?;
+    if !r.succeeded {
+        return Err(VolumeError::Conflict);
+    }
+    Ok(v)
+}
+
+/// Deletes a volume and its name.
+pub async fn delete(store: &dyn Store, id_or_name: &str) -> Result<Volume, VolumeError> {
+    let (v, rev) = find(store, id_or_name).await?;
+    let key = format!("volumes/{}", v.id);
+    let r = store
+        .txn(Txn {
+            when: vec![Compare::ModRevision(key.clone(), rev)],
+            then: vec![
+                TxnOp::Delete { key },
+                TxnOp::Delete {
+                    key: format!("volume-names/{}", v.name),
+                },
+            ],
+            otherwise: vec![],
+        })
+        .await?;
+    if !r.succeeded {
+        return Err(VolumeError::Conflict);
+    }
+    Ok(v)
+}
+
+/// Creates or replaces a QoS policy.
+pub async fn put_qos(store: &dyn Store, name: &str, q: &QosPolicy) -> Result<(), VolumeError> {
+    if !valid_name(name) {
+        return Err(invalid("name", "1-64 characters from A-Z a-z 0-9 - _ ."));
+    }
+    if [q.read_iops, q.write_iops, q.read_bps, q.write_bps].contains(&Some(0)) {
+        return Err(invalid(
+            "limits",
+            "a limit of 0 would stop I/O; omit it for no limit",
+        ));
+    }
+    store
+        .put(
+            &format!("qos/{name}"),
+            serde_json::to_vec(q).expect("serialises"),
+            None,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Creates or replaces a host.
+pub async fn put_host(store: &dyn Store, h: &Host) -> Result<(), VolumeError> {
+    if !valid_name(&h.name) {
+        return Err(invalid("name", "1-64 characters from A-Z a-z 0-9 - _ ."));
+    }
+    if h.nqn.is_none() && h.iqn.is_none() {
+        return Err(invalid("nqn", "a host needs an NVMe NQN or an iSCSI IQN"));
+    }
+    if let Some(n) = &h.nqn {
+        if !n.starts_with("nqn.") || n.len() > 223 {
+            return Err(invalid(
+                "nqn",
+                format!("{n:?} is not an NQN (nqn.yyyy-mm.domain:...)"),
+            ));
+        }
+    }
+    if let Some(i) = &h.iqn {
+        if !(i.starts_with("iqn.") || i.starts_with("eui.")) || i.len() > 223 {
+            return Err(invalid(
+                "iqn",
+                format!("{i:?} is not an iSCSI name (iqn. or eui.)"),
+            ));
+        }
+    }
+    if let Some((_, secret)) = &h.chap {
+        // RFC 7143 section 12.1.3: CHAP secrets of at least 12 bytes.
+        if secret.len() < 12 || secret.len() > 16 {
+            return Err(invalid(
+                "chap",
+                "the CHAP secret must be 12 to 16 characters",
+            ));
+        }
+    }
+    store
+        .put(
+            &format!("hosts/{}", h.name),
+            serde_json::to_vec(h).expect("serialises"),
+            None,
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! Volumes, QoS policies and hosts on the store: placement on distinct active nodes, unique
+//! names, validation naming the field, grow-only resize, licence capacity, delete.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alcubierre_control::activation::Licence;
+use alcubierre_control::model::{Activation, CacheDevice, CacheState, Node};
+use alcubierre_control::registry::{activate, finish_activation, nodes, register, Heartbeat};
+use alcubierre_control::volumes::{
+    create, delete, find, list, put_host, put_qos, resize, CreateVolume, Host, QosPolicy,
+    VolumeError,
+};
+use alcubierre_store::{MemStore, Store};
+
+async fn cluster(n: usize) -> (Arc<dyn Store>, Vec<Heartbeat>) {
+    let store: Arc<dyn Store> = Arc::new(MemStore::new());
+    let mut beats = Vec::new();
+    let names: Vec<String> = (1..=n).map(|i| format!("node-{i}")).collect();
+    for name in &names {
+        register(
+            &*store,
+            &Node {
+                name: name.clone(),
+                management: String::new(),
+                replica: String::new(),
+                cache: vec![CacheDevice {
+                    path: "/dev/nvme0n1".into(),
+                    size: 2_000_000_000_000,
+                    state: CacheState::Healthy,
+                }],
+                activation: Activation::Registered,
+            },
+        )
+        .await
+        .unwrap();
+        beats.push(
+            Heartbeat::start(
+                store.clone(),
+                name,
+                Duration::from_millis(500),
+                Duration::from_secs(5),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    if n >= 3 {
+        activate(&*store, &names, &Licence::default(), 0)
+            .await
+            .unwrap();
+        for (_, (node, _)) in nodes(&*store).await.unwrap() {
+            finish_activation(&*store, &node).await.unwrap();
+        }
+    }
+    (store, beats)
+}
+
+fn req(name: &str, size: u64) -> CreateVolume {
+    CreateVolume {
+        name: name.into(),
+        size,
+        block_size: 4096,
+        qos: None,
+        hosts: vec![],
+    }
+}
+
+fn field(e: VolumeError) -> &'static str {
+    match e {
+        VolumeError::Invalid { field, .. } => field,
+        e => panic!("expected an invalid field, got {e}"),
+    }
+}
+
+#[tokio::test]
+async fn create_places_three_distinct_balanced_replicas() {
+    let (store, _b) = cluster(4).await;
+    let s = &*store;
+    let l = Licence::default();
+    for i in 0..8 {
+        let v = create(s, &req(&format!("v{i}"), 1 << 30), format!("id-{i}"), &l)
+            .await
+            .unwrap();
+        let mut r = v.replicas.clone();
+        r.sort();
+        r.dedup();
+        assert_eq!(r.len(), 3, "distinct nodes: {:?}", v.replicas);
+    }
+    let mut per_node = std::collections::BTreeMap::new();
+    for v in list(s).await.unwrap().values() {
+        for r in &v.replicas {
+            *per_node.entry(r.clone()).or_insert(0) += 1;
+        }
+    }
+    assert!(per_node.values().all(|c| *c == 6), "balanced: {per_node:?}");
+    assert!(matches!(
+        create(s, &req("v0", 1 << 30), "id-x".into(), &l).await,
+        Err(VolumeError::NameTaken(_))
+    ));
+    assert_eq!(find(s, "v3").await.unwrap().0.id, "id-3");
+}
+
+#[tokio::test]
+async fn validation_names_the_field() {
+    let (store, _b) = cluster(3).await;
+    let s = &*store;
+    let l = Licence::default();
+    assert_eq!(
+        field(create(s, &req("", 4096), "a".into(), &l).await.unwrap_err()),
+        "name"
+    );
+    assert_eq!(
+        field(
+            create(s, &req("bad name", 4096), "a".into(), &l)
+                .await
+                .unwrap_err()
+        ),
+        "name"
+    );
+    assert_eq!(
+        field(
+            create(s, &req("v", 1000), "a".into(), &l)
+                .await
+                .unwrap_err()
+        ),
+        "size"
+    );
+    let mut r = req("v", 4096);
+    r.block_size = 1024;
+    assert_eq!(
+        field(create(s, &r, "a".into(), &l).await.unwrap_err()),
+        "block_size"
+    );
+    let mut r = req("v", 4096);
+    r.qos = Some("gold".into());
+    assert_eq!(
+        field(create(s, &r, "a".into(), &l).await.unwrap_err()),
+        "qos"
+    );
+    put_qos(
+        s,
+        "gold",
+        &QosPolicy {
+            write_iops: Some(5000),
+            write_bps: Some(100 << 20),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    create(s, &r, "a".into(), &l).await.unwrap();
+    let mut r = req("w", 4096);
+    r.hosts = vec!["h1".into()];
+    assert_eq!(
+        field(create(s, &r, "b".into(), &l).await.unwrap_err()),
+        "hosts"
+    );
+    let host = |nqn: Option<&str>, chap: Option<(&str, &str)>| Host {
+        name: "h1".into(),
+        nqn: nqn.map(str::to_string),
+        iqn: None,
+        chap: chap.map(|(u, p)| (u.to_string(), p.to_string())),
+    };
+    assert_eq!(
+        field(put_host(s, &host(None, None)).await.unwrap_err()),
+        "nqn"
+    );
+    assert_eq!(
+        field(put_host(s, &host(Some("host1"), None)).await.unwrap_err()),
+        "nqn"
+    );
+    assert_eq!(
+        field(
+            put_host(
+                s,
+                &host(Some("nqn.2014-08.org.example:h1"), Some(("u", "short")))
+            )
+            .await
+            .unwrap_err()
+        ),
+        "chap"
+    );
+    put_host(
+        s,
+        &host(
+            Some("nqn.2014-08.org.example:h1"),
+            Some(("u", "twelve-chars")),
+        ),
+    )
+    .await
+    .unwrap();
+    create(s, &r, "b".into(), &l).await.unwrap();
+    assert_eq!(
+        field(
+            put_qos(
+                s,
+                "zero",
+                &QosPolicy {
+                    read_iops: Some(0),
+                    ..Default::default()
+                }
+            )
+            .await
+            .unwrap_err()
+        ),
+        "limits"
+    );
+}
+
+#[tokio::test]
+async fn placement_needs_three_active_nodes() {
+    let (store, _b) = cluster(2).await;
+    let e = create(&*store, &req("v", 4096), "a".into(), &Licence::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "3 replicas need 3 eligible nodes (active, available, cache healthy); 0 are"
+    );
+}
+
+#[tokio::test]
+async fn resize_grows_only_and_licence_caps_capacity() {
+    let (store, _b) = cluster(3).await;
+    let s = &*store;
+    let l = Licence {
+        max_capacity: Some(3 << 30),
+        ..Licence::default()
+    };
+    create(s, &req("v", 1 << 30), "a".into(), &l).await.unwrap();
+    assert_eq!(resize(s, "v", 2 << 30, &l).await.unwrap().size, 2 << 30);
+    assert_eq!(
+        field(resize(s, "v", 1 << 30, &l).await.unwrap_err()),
+        "size"
+    );
+    assert!(matches!(
+        resize(s, "v", 4 << 30, &l).await,
+        Err(VolumeError::LicenceCapacity { .. })
+    ));
+    assert!(matches!(
+        create(s, &req("w", 2 << 30), "b".into(), &l).await,
+        Err(VolumeError::LicenceCapacity { .. })
+    ));
+    delete(s, "v").await.unwrap();
+    assert!(matches!(find(s, "v").await, Err(VolumeError::NotFound(_))));
+    create(s, &req("v", 3 << 30), "c".into(), &l).await.unwrap();
+}
