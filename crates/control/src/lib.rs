@@ -11,6 +11,7 @@
 //! interfaces.
 
 pub mod activation;
+pub mod api;
 pub mod cluster;
 pub mod model;
 pub mod placement;

@@ -1,0 +1,489 @@
+//! The REST API, `/api/v1` (axum). Every request but `GET /metrics` needs
+//! `Authorization: Bearer <token>`. Errors are JSON `{"error": "...", "field": "..."}` with the
+//! status that fits: 400 (bad field), 401, 404, 409 (conflict, name taken), 503 (store).
+//! The routes are listed once in [`ROUTES`]; `docs/api/openapi.json` documents the same set and
+//! a test keeps the two equal.
+
+use std::sync::Arc;
+
+use alcubierre_store::Store;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::activation::{ActivationError, Licence};
+use crate::cluster::ClusterConfig;
+use crate::model::{ActivationEvent, Node, Service};
+use crate::plan::{plan, PlanInput};
+use crate::registry::{self, RegistryError};
+use crate::volumes::{self, CreateVolume, Host, QosPolicy, VolumeError};
+
+/// Every route: method and path (axum syntax). The OpenAPI document lists the same.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/cluster/config"),
+    ("PUT", "/api/v1/cluster/config"),
+    ("GET", "/api/v1/nodes"),
+    ("POST", "/api/v1/nodes/activate"),
+    ("POST", "/api/v1/nodes/{name}/deactivate"),
+    ("GET", "/api/v1/volumes"),
+    ("POST", "/api/v1/volumes"),
+    ("GET", "/api/v1/volumes/{id}"),
+    ("DELETE", "/api/v1/volumes/{id}"),
+    ("POST", "/api/v1/volumes/{id}/resize"),
+    ("GET", "/api/v1/qos"),
+    ("PUT", "/api/v1/qos/{name}"),
+    ("GET", "/api/v1/hosts"),
+    ("PUT", "/api/v1/hosts/{name}"),
+    ("GET", "/api/v1/plan"),
+    ("GET", "/metrics"),
+];
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The metadata store.
+    pub store: Arc<dyn Store>,
+    /// The bearer token clients must send.
+    pub token: Arc<String>,
+    /// Licence limits.
+    pub licence: Licence,
+    /// Unix time source (tests fix it).
+    pub now: fn() -> u64,
+}
+
+/// An API error.
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if let Some(f) = self.field {
+            body["field"] = json!(f);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+fn err(status: StatusCode, message: impl Into<String>, field: Option<&str>) -> ApiError {
+    ApiError {
+        status,
+        message: message.into(),
+        field: field.map(str::to_string),
+    }
+}
+
+impl From<VolumeError> for ApiError {
+    fn from(e: VolumeError) -> Self {
+        let m = e.to_string();
+        match e {
+            VolumeError::Invalid { field, .. } => err(StatusCode::BAD_REQUEST, m, Some(field)),
+            VolumeError::LicenceCapacity { .. } => err(StatusCode::BAD_REQUEST, m, Some("size")),
+            VolumeError::NameTaken(_) => err(StatusCode::CONFLICT, m, Some("name")),
+            VolumeError::NotFound(_) => err(StatusCode::NOT_FOUND, m, None),
+            VolumeError::Placement(_) | VolumeError::Conflict => err(StatusCode::CONFLICT, m, None),
+            VolumeError::Store(_) | VolumeError::Registry(_) | VolumeError::Corrupt(_) => {
+                err(StatusCode::SERVICE_UNAVAILABLE, m, None)
+            }
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let m = e.to_string();
+        match e {
+            RegistryError::UnknownNode(_) => err(StatusCode::NOT_FOUND, m, Some("nodes")),
+            RegistryError::Activation(ActivationError::TooFewNodes { .. }) => {
+                err(StatusCode::CONFLICT, m, Some("nodes"))
+            }
+            RegistryError::Activation(_)
+            | RegistryError::Transition { .. }
+            | RegistryError::Conflict => err(StatusCode::CONFLICT, m, None),
+            RegistryError::Store(_) | RegistryError::Corrupt { .. } => {
+                err(StatusCode::SERVICE_UNAVAILABLE, m, None)
+            }
+        }
+    }
+}
+
+impl From<alcubierre_store::StoreError> for ApiError {
+    fn from(e: alcubierre_store::StoreError) -> Self {
+        err(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None)
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+fn authorize(s: &ApiState, h: &HeaderMap) -> Result<(), ApiError> {
+    let ok = h
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == s.token.as_str());
+    if ok {
+        Ok(())
+    } else {
+        Err(err(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (Authorization: Bearer <token>)",
+            None,
+        ))
+    }
+}
+
+/// A node as the API shows it.
+#[derive(Serialize)]
+struct NodeView {
+    #[serde(flatten)]
+    node: Node,
+    service: Service,
+}
+
+async fn list_nodes(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Vec<NodeView>> {
+    authorize(&s, &h)?;
+    let services = registry::service_states(&*s.store).await?;
+    let nodes = registry::nodes(&*s.store).await?;
+    Ok(Json(
+        nodes
+            .into_values()
+            .map(|(node, _)| NodeView {
+                service: services
+                    .get(&node.name)
+                    .copied()
+                    .unwrap_or(Service::Unavailable),
+                node,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActivateReq {
+    nodes: Vec<String>,
+}
+
+async fn activate(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Json(r): Json<ActivateReq>,
+) -> ApiResult<serde_json::Value> {
+    authorize(&s, &h)?;
+    if r.nodes.is_empty() {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "nodes: list at least one node",
+            Some("nodes"),
+        ));
+    }
+    registry::activate(&*s.store, &r.nodes, &s.licence, (s.now)()).await?;
+    Ok(Json(json!({ "activating": r.nodes })))
+}
+
+async fn deactivate(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Node> {
+    authorize(&s, &h)?;
+    Ok(Json(
+        registry::apply(&*s.store, &name, ActivationEvent::Deactivate).await?,
+    ))
+}
+
+async fn list_volumes(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Vec<volumes::Volume>> {
+    authorize(&s, &h)?;
+    Ok(Json(
+        volumes::list(&*s.store).await?.into_values().collect(),
+    ))
+}
+
+async fn create_volume(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Json(r): Json<CreateVolume>,
+) -> Result<(StatusCode, Json<volumes::Volume>), ApiError> {
+    authorize(&s, &h)?;
+    let id = new_id();
+    let v = volumes::create(&*s.store, &r, id, &s.licence).await?;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// A fresh volume id (UUID v4 text) from the OS's random source.
+fn new_id() -> String {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+async fn get_volume(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<volumes::Volume> {
+    authorize(&s, &h)?;
+    Ok(Json(volumes::find(&*s.store, &id).await?.0))
+}
+
+async fn delete_volume(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<volumes::Volume> {
+    authorize(&s, &h)?;
+    Ok(Json(volumes::delete(&*s.store, &id).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResizeReq {
+    size: u64,
+}
+
+async fn resize_volume(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Json(r): Json<ResizeReq>,
+) -> ApiResult<volumes::Volume> {
+    authorize(&s, &h)?;
+    Ok(Json(
+        volumes::resize(&*s.store, &id, r.size, &s.licence).await?,
+    ))
+}
+
+async fn list_prefix<T: serde::de::DeserializeOwned>(
+    s: &ApiState,
+    prefix: &str,
+) -> Result<Vec<T>, ApiError> {
+    let mut out = Vec::new();
+    for kv in s.store.list(prefix).await? {
+        out.push(serde_json::from_slice(&kv.value).map_err(|_| {
+            err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("record {} is corrupt", kv.key),
+                None,
+            )
+        })?);
+    }
+    Ok(out)
+}
+
+async fn list_qos(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<serde_json::Value> {
+    authorize(&s, &h)?;
+    let mut out = serde_json::Map::new();
+    for kv in s.store.list("qos/").await? {
+        let q: QosPolicy = serde_json::from_slice(&kv.value)
+            .map_err(|_| err(StatusCode::SERVICE_UNAVAILABLE, "corrupt QoS record", None))?;
+        out.insert(kv.key["qos/".len()..].to_string(), json!(q));
+    }
+    Ok(Json(serde_json::Value::Object(out)))
+}
+
+async fn put_qos(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(q): Json<QosPolicy>,
+) -> ApiResult<QosPolicy> {
+    authorize(&s, &h)?;
+    volumes::put_qos(&*s.store, &name, &q).await?;
+    Ok(Json(q))
+}
+
+async fn list_hosts(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Vec<serde_json::Value>> {
+    authorize(&s, &h)?;
+    let hosts: Vec<Host> = list_prefix(&s, "hosts/").await?;
+    // CHAP secrets are write-only.
+    Ok(Json(
+        hosts
+            .into_iter()
+            .map(|h| json!({ "name": h.name, "nqn": h.nqn, "iqn": h.iqn, "chap_user": h.chap.map(|c| c.0) }))
+            .collect(),
+    ))
+}
+
+async fn put_host(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Json(mut host): Json<Host>,
+) -> ApiResult<serde_json::Value> {
+    authorize(&s, &h)?;
+    if host.name != name {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            format!("name: {:?} differs from the path's {name:?}", host.name),
+            Some("name"),
+        ));
+    }
+    host.name = name;
+    volumes::put_host(&*s.store, &host).await?;
+    Ok(Json(json!({ "name": host.name })))
+}
+
+const CONFIG_KEY: &str = "cluster/config";
+
+async fn get_config(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<ClusterConfig> {
+    authorize(&s, &h)?;
+    Ok(Json(match s.store.get(CONFIG_KEY).await? {
+        Some(kv) => serde_json::from_slice(&kv.value).map_err(|_| {
+            err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "corrupt cluster config",
+                None,
+            )
+        })?,
+        None => ClusterConfig::default(),
+    }))
+}
+
+async fn put_config(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Json(c): Json<ClusterConfig>,
+) -> ApiResult<ClusterConfig> {
+    authorize(&s, &h)?;
+    c.validate()
+        .map_err(|e| err(StatusCode::BAD_REQUEST, e.to_string(), Some(&e.field)))?;
+    s.store
+        .put(
+            CONFIG_KEY,
+            serde_json::to_vec(&c).expect("serialises"),
+            None,
+        )
+        .await?;
+    Ok(Json(c))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanQuery {
+    nodes: u32,
+    usable_tb: f64,
+    #[serde(default = "one")]
+    cache_disks: u32,
+    #[serde(default = "three")]
+    ceph_replicas: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+fn three() -> u32 {
+    3
+}
+
+async fn get_plan(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Query(q): Query<PlanQuery>,
+) -> ApiResult<crate::plan::Plan> {
+    authorize(&s, &h)?;
+    let p = plan(&PlanInput {
+        nodes: q.nodes,
+        usable_tb: q.usable_tb,
+        ceph_replicas: q.ceph_replicas,
+        cache_disks_per_node: q.cache_disks,
+        osds: None,
+        cpu_ghz: None,
+        cores_per_socket: None,
+        sockets: None,
+        cache_disk_tb: None,
+    })
+    .map_err(|e| {
+        let crate::plan::PlanError::Invalid { field, .. } = &e;
+        err(StatusCode::BAD_REQUEST, e.to_string(), Some(field))
+    })?;
+    Ok(Json(p))
+}
+
+async fn metrics(State(s): State<ApiState>) -> Result<String, ApiError> {
+    let nodes = registry::nodes(&*s.store).await?;
+    let services = registry::service_states(&*s.store).await?;
+    let vols = volumes::list(&*s.store).await?;
+    let mut out = String::new();
+    out.push_str("# HELP alcubierre_node_available 1 when the node's heartbeat is alive.\n");
+    out.push_str("# TYPE alcubierre_node_available gauge\n");
+    for (name, (node, _)) in &nodes {
+        let up = services.get(name) == Some(&Service::Available);
+        out.push_str(&format!(
+            "alcubierre_node_available{{node=\"{name}\",activation=\"{}\"}} {}\n",
+            node.activation.name(),
+            up as u8
+        ));
+    }
+    out.push_str("# HELP alcubierre_node_cache_bytes Cache device capacity of the node.\n");
+    out.push_str("# TYPE alcubierre_node_cache_bytes gauge\n");
+    for (name, (node, _)) in &nodes {
+        out.push_str(&format!(
+            "alcubierre_node_cache_bytes{{node=\"{name}\"}} {}\n",
+            node.cache_bytes()
+        ));
+    }
+    out.push_str(
+        "# HELP alcubierre_volumes Volumes in the cluster.\n# TYPE alcubierre_volumes gauge\n",
+    );
+    out.push_str(&format!("alcubierre_volumes {}\n", vols.len()));
+    out.push_str("# HELP alcubierre_volume_size_bytes Provisioned size of each volume.\n");
+    out.push_str("# TYPE alcubierre_volume_size_bytes gauge\n");
+    for v in vols.values() {
+        out.push_str(&format!(
+            "alcubierre_volume_size_bytes{{volume=\"{}\",name=\"{}\"}} {}\n",
+            v.id, v.name, v.size
+        ));
+    }
+    Ok(out)
+}
+
+async fn not_found() -> ApiError {
+    err(
+        StatusCode::NOT_FOUND,
+        "no such endpoint (see docs/api/openapi.json)",
+        None,
+    )
+}
+
+/// The router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/v1/cluster/config", get(get_config).put(put_config))
+        .route("/api/v1/nodes", get(list_nodes))
+        .route("/api/v1/nodes/activate", post(activate))
+        .route("/api/v1/nodes/{name}/deactivate", post(deactivate))
+        .route("/api/v1/volumes", get(list_volumes).post(create_volume))
+        .route(
+            "/api/v1/volumes/{id}",
+            get(get_volume).delete(delete_volume),
+        )
+        .route("/api/v1/volumes/{id}/resize", post(resize_volume))
+        .route("/api/v1/qos", get(list_qos))
+        .route("/api/v1/qos/{name}", put(put_qos))
+        .route("/api/v1/hosts", get(list_hosts))
+        .route("/api/v1/hosts/{name}", put(put_host))
+        .route("/api/v1/plan", get(get_plan))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .with_state(state)
+}
