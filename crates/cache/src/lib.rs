@@ -44,4 +44,4 @@ pub use error::CacheError;
 pub use limiter::RateLimiter;
 pub use partition::{Op, Partition};
 pub use recovery::PartitionReport;
-pub use service::{CacheService, CacheVolume, ServiceConfig};
+pub use service::{CacheService, CacheVolume, ServiceConfig, VolumeOpener};

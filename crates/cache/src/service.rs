@@ -149,15 +149,17 @@ impl CacheService {
 
     /// A block device for an attached volume.
     pub fn volume(&self, volume: VolumeId) -> Result<CacheVolume, CacheError> {
-        let geometry = self.engine.geometry(volume)?;
-        let i = self.engine.partition_of(volume).id as usize;
-        Ok(CacheVolume {
-            volume,
-            geometry,
+        self.volumes().volume(volume)
+    }
+
+    /// A handle that opens volumes of this service from elsewhere (e.g. a reconciler task),
+    /// while the service itself stays with its owner for [`CacheService::shutdown`].
+    pub fn volumes(&self) -> VolumeOpener {
+        VolumeOpener {
             engine: self.engine.clone(),
-            writer: self.writers[i].clone(),
+            writers: self.writers.clone(),
             reads: self.reads.clone(),
-        })
+        }
     }
 
     /// Stops the threads after the requests already queued; later requests fail with
@@ -278,6 +280,29 @@ fn reply<T: Send + 'static>(rx: oneshot::Receiver<Result<T, CacheError>>) -> IoF
         }
     }
     .boxed()
+}
+
+/// Opens [`CacheVolume`]s of a running [`CacheService`]; cheap to clone.
+#[derive(Clone)]
+pub struct VolumeOpener {
+    engine: Arc<Engine>,
+    writers: Vec<Sender<WriterMsg>>,
+    reads: Sender<Option<ReadReq>>,
+}
+
+impl VolumeOpener {
+    /// A block device for an attached volume.
+    pub fn volume(&self, volume: VolumeId) -> Result<CacheVolume, CacheError> {
+        let geometry = self.engine.geometry(volume)?;
+        let i = self.engine.partition_of(volume).id as usize;
+        Ok(CacheVolume {
+            volume,
+            geometry,
+            engine: self.engine.clone(),
+            writer: self.writers[i].clone(),
+            reads: self.reads.clone(),
+        })
+    }
 }
 
 /// One attached volume as an asynchronous [`BlockDevice`].

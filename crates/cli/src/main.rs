@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_nvmf;
+mod cluster_demo;
 mod config;
 mod demo;
 mod load;
@@ -54,11 +55,16 @@ enum Cmd {
         #[arg(long)]
         device: PathBuf,
     },
-    /// Runs the single-node demo: a cache file and a file backend in a temporary directory.
+    /// Runs a whole cluster on this machine: 3 nodes, embedded store, file caches and backend,
+    /// activated, one volume exported over NVMe/TCP on loopback, the REST API; until Ctrl-C.
     Demo {
         /// Directory for the demo's files (default: a new directory under /var/tmp).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Run the single-node cache-engine walk-through instead (write, crash, recover,
+        /// destage, compare) and exit.
+        #[arg(long)]
+        engine: bool,
     },
     /// Runs a node from a config file: cache, backend, NVMe/TCP target (see docs/serve.md).
     Serve {
@@ -108,7 +114,8 @@ fn run() -> anyhow::Result<()> {
             partitions,
         } => format(&device, create_size, partitions, cli.json),
         Cmd::Inspect { device } => inspect(&device, cli.json),
-        Cmd::Demo { dir } => demo::run(dir, cli.json),
+        Cmd::Demo { dir, engine: true } => demo::run(dir, cli.json),
+        Cmd::Demo { dir, engine: false } => cluster_demo::run(dir, cli.json),
         Cmd::Serve { config } => serve::run(&config, cli.json),
         Cmd::Plan(args) => plan::run(&args, cli.json),
         Cmd::Bench {

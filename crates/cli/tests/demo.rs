@@ -7,7 +7,7 @@ fn demo_runs_end_to_end() {
     // Under target/: the demo's cache file needs a file system with O_DIRECT.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_alcubierre"))
-        .args(["demo", "--dir"])
+        .args(["demo", "--engine", "--dir"])
         .arg(dir.path())
         .output()
         .unwrap();

@@ -1,0 +1,339 @@
+//! `alcubierre demo`: a whole cluster on this machine. Three nodes in one process share an
+//! embedded metadata store; each has a file-backed cache device, a file backend directory and an
+//! NVMe/TCP listener on loopback; they register and heartbeat, are activated through the
+//! activation rules, and a 1 GiB volume is created through placement. Each node runs a small
+//! reconciler that watches the store's volumes and exports those whose first replica it is.
+//! The REST API serves on loopback with a random token. Runs until Ctrl-C / SIGTERM.
+//!
+//! Until replication (issue 6) exists, only a volume's first replica node exports it; the other
+//! two replicas are placements without data.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alcubierre_backend::{Backend, BackendError, FileBackend};
+use alcubierre_cache::{CacheService, Engine, FormatOptions, ServiceConfig};
+use alcubierre_control::activation::Licence;
+use alcubierre_control::api::{router, ApiState};
+use alcubierre_control::model::{Activation, CacheDevice, CacheState, Node};
+use alcubierre_control::registry::{self, Heartbeat};
+use alcubierre_control::volumes::{self, CreateVolume};
+use alcubierre_io::{DirectFile, Medium};
+use alcubierre_nvmf::{HostAcl, Listener, Subsystem, Target, TargetConfig};
+use alcubierre_store::{MemStore, Store, WatchEvent};
+use alcubierre_types::{BlockSize, ByteSize, VolumeGeometry, VolumeId};
+use anyhow::Context;
+use serde::Serialize;
+
+const NODES: usize = 3;
+const CACHE: u64 = 256 << 20;
+const VOLUME: u64 = 1 << 30;
+
+struct DemoNode {
+    name: String,
+    listener: Listener,
+    _heartbeat: Heartbeat,
+    service: CacheService,
+    _reconciler: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Serialize)]
+struct Ready {
+    dir: String,
+    api: String,
+    token: String,
+    nodes: Vec<(String, String)>,
+    volume: String,
+    volume_id: String,
+    nqn: String,
+    primary: String,
+    primary_addr: String,
+}
+
+fn random_token() -> String {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Watches `volumes/` and exports the volumes this node is the first replica of.
+async fn reconcile(
+    store: Arc<dyn Store>,
+    name: String,
+    engine: Arc<Engine>,
+    service_volume: impl Fn(VolumeId) -> anyhow::Result<Arc<dyn alcubierre_block::BlockDevice>>
+        + Send
+        + 'static,
+    backend: Arc<dyn Backend>,
+    target: Arc<Target>,
+    ana_group: u32,
+) {
+    let mut exported: HashSet<String> = HashSet::new();
+    let Ok(mut w) = store.watch("volumes/", Some(1)).await else {
+        tracing::error!(node = %name, "cannot watch volumes");
+        return;
+    };
+    while let Some(ev) = w.next().await {
+        let Ok(WatchEvent::Put(kv)) = ev else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_slice::<volumes::Volume>(&kv.value) else {
+            continue;
+        };
+        if v.replicas.first() != Some(&name) || exported.contains(&v.id) {
+            continue;
+        }
+        let apply = || -> anyhow::Result<()> {
+            let id = VolumeId(v.id.parse()?);
+            match backend.size(id) {
+                Err(BackendError::NotFound { .. }) => backend.create(id, ByteSize(v.size))?,
+                Err(e) => return Err(e.into()),
+                Ok(_) => {}
+            }
+            let g = VolumeGeometry::new(BlockSize::from_bytes(v.block_size)?, ByteSize(v.size))?;
+            engine.attach(id, g)?;
+            let dev = service_volume(id)?;
+            target.add_subsystem(Arc::new(Subsystem::new(id, dev, HostAcl::Any, ana_group)));
+            Ok(())
+        };
+        match apply() {
+            Ok(()) => {
+                tracing::info!(node = %name, volume = %v.name, "exported");
+                exported.insert(v.id.clone());
+            }
+            Err(e) => tracing::error!(node = %name, volume = %v.name, "export failed: {e:#}"),
+        }
+    }
+}
+
+async fn start_node(
+    i: usize,
+    dir: &Path,
+    store: Arc<dyn Store>,
+    backend: Arc<dyn Backend>,
+) -> anyhow::Result<DemoNode> {
+    let name = format!("node-{i}");
+    let ndir = dir.join(&name);
+    std::fs::create_dir_all(&ndir)?;
+    let cache_path = ndir.join("cache.img");
+    let m = DirectFile::create_file(&cache_path, CACHE)
+        .with_context(|| format!("creating {}", cache_path.display()))?;
+    Engine::format(&m, &FormatOptions::default())?;
+    drop(m);
+    let medium: Arc<dyn Medium> = Arc::new(DirectFile::open(&cache_path)?);
+    let engine = Arc::new(Engine::open(medium, backend.clone())?);
+    let service = CacheService::start(engine.clone(), ServiceConfig::default());
+    let target = Arc::new(Target::new(TargetConfig {
+        cntlid_base: (i as u16) * 1000,
+        cntlid_count: 1000,
+        ..TargetConfig::default()
+    }));
+    // The usual ports when free (4420, 4421, ...), any port otherwise.
+    let preferred: SocketAddr = format!("127.0.0.1:{}", 4419 + i).parse()?;
+    let listener = match Listener::bind(target.clone(), preferred, 1).await {
+        Ok(l) => l,
+        Err(_) => Listener::bind(target.clone(), "127.0.0.1:0".parse()?, 1).await?,
+    };
+    let node = Node {
+        name: name.clone(),
+        management: String::new(),
+        replica: String::new(),
+        cache: vec![CacheDevice {
+            path: cache_path.display().to_string(),
+            size: CACHE,
+            state: CacheState::Healthy,
+        }],
+        activation: Activation::Registered,
+    };
+    registry::register(&*store, &node).await?;
+    let hb = Heartbeat::start(
+        store.clone(),
+        &name,
+        Duration::from_secs(1),
+        Duration::from_secs(5),
+    )
+    .await?;
+    let svc_for_reconciler = service.volumes();
+    let reconciler = tokio::spawn(reconcile(
+        store,
+        name.clone(),
+        engine,
+        move |id| {
+            Ok(Arc::new(svc_for_reconciler.volume(id)?) as Arc<dyn alcubierre_block::BlockDevice>)
+        },
+        backend,
+        target,
+        i as u32,
+    ));
+    Ok(DemoNode {
+        name,
+        listener,
+        _heartbeat: hb,
+        service,
+        _reconciler: reconciler,
+    })
+}
+
+/// Runs the cluster demo.
+pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let tmp;
+    let dir = match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d)?;
+            d
+        }
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("alcubierre-demo-")
+                .tempdir_in("/var/tmp")?;
+            tmp.path().to_path_buf()
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let backend: Arc<dyn Backend> = Arc::new(FileBackend::new(dir.join("backend"))?);
+        let mut nodes = Vec::new();
+        for i in 1..=NODES {
+            nodes.push(start_node(i, &dir, store.clone(), backend.clone()).await?);
+        }
+        let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+        registry::activate(&*store, &names, &Licence::default(), 0).await?;
+        for (_, (n, _)) in registry::nodes(&*store).await? {
+            registry::finish_activation(&*store, &n).await?;
+        }
+        let token = random_token();
+        let api = match tokio::net::TcpListener::bind("127.0.0.1:8080").await {
+            Ok(l) => l,
+            Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        };
+        let api_addr = api.local_addr()?;
+        let app = router(ApiState {
+            store: store.clone(),
+            token: Arc::new(token.clone()),
+            licence: Licence::default(),
+            now: || {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            },
+        });
+        let api_task = tokio::spawn(async move { axum::serve(api, app).await });
+        let id = uuid::Uuid::new_v4().to_string();
+        let v = volumes::create(
+            &*store,
+            &CreateVolume {
+                name: "demo".into(),
+                size: VOLUME,
+                block_size: 4096,
+                qos: None,
+                hosts: vec![],
+            },
+            id.clone(),
+            &Licence::default(),
+        )
+        .await?;
+        let primary = v.replicas[0].clone();
+        let pnode = nodes
+            .iter()
+            .find(|n| n.name == primary)
+            .expect("placed on a demo node");
+        let paddr: SocketAddr = pnode.listener.local_addr();
+        let nqn = alcubierre_nvmf::volume_nqn(VolumeId(id.parse()?));
+        // Wait for the primary's reconciler to export it.
+        let t0 = std::time::Instant::now();
+        loop {
+            let d =
+                alcubierre_nvmf::initiator::HostController::discover(paddr, &Default::default())
+                    .await;
+            if d.is_ok_and(|e| e.iter().any(|e| e.subnqn == nqn)) {
+                break;
+            }
+            anyhow::ensure!(
+                t0.elapsed() < Duration::from_secs(10),
+                "the volume was not exported"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let ready = Ready {
+            dir: dir.display().to_string(),
+            api: format!("http://{api_addr}"),
+            token: token.clone(),
+            nodes: nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.listener.local_addr().to_string()))
+                .collect(),
+            volume: v.name.clone(),
+            volume_id: id.clone(),
+            nqn: nqn.clone(),
+            primary: primary.clone(),
+            primary_addr: paddr.to_string(),
+        };
+        if json {
+            println!("{}", serde_json::to_string(&ready)?);
+        } else {
+            println!(
+                "Alcubierre demo: {NODES} nodes, embedded store, files under {}",
+                ready.dir
+            );
+            for (n, a) in &ready.nodes {
+                println!(
+                    "  {n}: active, NVMe/TCP on {a}, cache {} file",
+                    ByteSize(CACHE)
+                );
+            }
+            println!(
+                "volume {} ({}), {} replicas on {}; exported by {primary} until replication lands",
+                v.name,
+                id,
+                v.replicas.len(),
+                v.replicas.join(", ")
+            );
+            println!("connect a Linux host (modprobe nvme-tcp first):");
+            println!(
+                "  nvme discover -t tcp -a {} -s {}",
+                paddr.ip(),
+                paddr.port()
+            );
+            println!(
+                "  nvme connect -t tcp -a {} -s {} -n {nqn}",
+                paddr.ip(),
+                paddr.port()
+            );
+            println!("REST API: {} (token {token})", ready.api);
+            println!(
+                "  curl -H 'Authorization: Bearer {token}' {}/api/v1/nodes",
+                ready.api
+            );
+            println!("  curl {}/metrics", ready.api);
+            println!("Ctrl-C stops the demo.");
+        }
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        api_task.abort();
+        for n in nodes {
+            drop(n.listener);
+            n.service.shutdown();
+        }
+        if !json {
+            println!("stopped");
+        }
+        anyhow::Ok(())
+    })?;
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
