@@ -28,6 +28,8 @@ use alcubierre_types::{BlockSize, ByteSize, VolumeGeometry, VolumeId};
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::demo::demo_dir;
+
 const NODES: usize = 3;
 const CACHE: u64 = 256 << 20;
 const VOLUME: u64 = 1 << 30;
@@ -182,19 +184,7 @@ async fn start_node(
 
 /// Runs the cluster demo.
 pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
-    let tmp;
-    let dir = match dir {
-        Some(d) => {
-            std::fs::create_dir_all(&d)?;
-            d
-        }
-        None => {
-            tmp = tempfile::Builder::new()
-                .prefix("alcubierre-demo-")
-                .tempdir_in("/var/tmp")?;
-            tmp.path().to_path_buf()
-        }
-    };
+    let (dir, _tmp) = demo_dir(dir)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -36,20 +36,25 @@ fn target(i: u64) -> u64 {
     (i * 7919) % (WRITES * 4)
 }
 
-pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
-    let tmp;
-    let dir = match dir {
+/// The demo's directory: the one given (created if needed), or a new temporary directory under
+/// /var/tmp (removed when the returned guard drops).
+pub fn demo_dir(dir: Option<PathBuf>) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    Ok(match dir {
         Some(d) => {
             std::fs::create_dir_all(&d)?;
-            d
+            (d, None)
         }
         None => {
-            tmp = tempfile::Builder::new()
+            let tmp = tempfile::Builder::new()
                 .prefix("alcubierre-demo-")
                 .tempdir_in("/var/tmp")?;
-            tmp.path().to_path_buf()
+            (tmp.path().to_path_buf(), Some(tmp))
         }
-    };
+    })
+}
+
+pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let (dir, _tmp) = demo_dir(dir)?;
     let say = |s: String| {
         if !json {
             println!("{s}");

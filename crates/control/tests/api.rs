@@ -1,13 +1,13 @@
 //! The REST API through its router (every route, authentication, errors as JSON naming the
 //! field) and the checked-in OpenAPI document against the router's route table.
 
+mod common;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use alcubierre_control::activation::Licence;
 use alcubierre_control::api::{router, ApiState, ROUTES};
-use alcubierre_control::model::{Activation, CacheDevice, CacheState, Node};
-use alcubierre_control::registry::{register, Heartbeat};
+use alcubierre_control::registry::Heartbeat;
 use alcubierre_store::{MemStore, Store};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -43,36 +43,7 @@ async fn call(
 
 async fn app() -> (axum::Router, Vec<Heartbeat>) {
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
-    let mut beats = Vec::new();
-    for i in 1..=3 {
-        let name = format!("node-{i}");
-        register(
-            &*store,
-            &Node {
-                name: name.clone(),
-                management: String::new(),
-                replica: String::new(),
-                cache: vec![CacheDevice {
-                    path: "/dev/nvme0n1".into(),
-                    size: 2_000_000_000_000,
-                    state: CacheState::Healthy,
-                }],
-                activation: Activation::Registered,
-            },
-        )
-        .await
-        .unwrap();
-        beats.push(
-            Heartbeat::start(
-                store.clone(),
-                &name,
-                Duration::from_millis(500),
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap(),
-        );
-    }
+    let beats = common::register_nodes(&store, 3).await;
     let state = ApiState {
         store,
         token: Arc::new("secret-token".into()),

@@ -1,12 +1,12 @@
 //! Volumes, QoS policies and hosts on the store: placement on distinct active nodes, unique
 //! names, validation naming the field, grow-only resize, licence capacity, delete.
 
+mod common;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use alcubierre_control::activation::Licence;
-use alcubierre_control::model::{Activation, CacheDevice, CacheState, Node};
-use alcubierre_control::registry::{activate, finish_activation, nodes, register, Heartbeat};
+use alcubierre_control::registry::{activate, finish_activation, nodes, Heartbeat};
 use alcubierre_control::volumes::{
     create, delete, find, list, put_host, put_qos, resize, CreateVolume, Host, QosPolicy,
     VolumeError,
@@ -15,36 +15,8 @@ use alcubierre_store::{MemStore, Store};
 
 async fn cluster(n: usize) -> (Arc<dyn Store>, Vec<Heartbeat>) {
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
-    let mut beats = Vec::new();
+    let beats = common::register_nodes(&store, n).await;
     let names: Vec<String> = (1..=n).map(|i| format!("node-{i}")).collect();
-    for name in &names {
-        register(
-            &*store,
-            &Node {
-                name: name.clone(),
-                management: String::new(),
-                replica: String::new(),
-                cache: vec![CacheDevice {
-                    path: "/dev/nvme0n1".into(),
-                    size: 2_000_000_000_000,
-                    state: CacheState::Healthy,
-                }],
-                activation: Activation::Registered,
-            },
-        )
-        .await
-        .unwrap();
-        beats.push(
-            Heartbeat::start(
-                store.clone(),
-                name,
-                Duration::from_millis(500),
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap(),
-        );
-    }
     if n >= 3 {
         activate(&*store, &names, &Licence::default(), 0)
             .await

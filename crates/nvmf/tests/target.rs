@@ -23,6 +23,20 @@ struct Setup {
     subsys: Arc<Subsystem>,
 }
 
+impl Setup {
+    /// A host with the default config and one I/O queue.
+    async fn connect(&self) -> HostController {
+        HostController::connect(
+            self.listener.local_addr(),
+            &self.subsys.nqn,
+            &HostConfig::default(),
+            1,
+        )
+        .await
+        .unwrap()
+    }
+}
+
 async fn setup(acl: HostAcl) -> Setup {
     let g = VolumeGeometry::new(BlockSize::B4096, ByteSize::mib(64)).unwrap();
     let target = Arc::new(Target::new(TargetConfig {
@@ -131,14 +145,7 @@ async fn write_read_round_trip_in_capsule_and_r2t_with_digests() {
 async fn deep_queue_of_mixed_commands_verifies() {
     // Many commands in flight on one queue, completions in any order (Base 1.4 section 4.1).
     let s = setup(HostAcl::Any).await;
-    let mut c = HostController::connect(
-        s.listener.local_addr(),
-        &s.subsys.nqn,
-        &HostConfig::default(),
-        1,
-    )
-    .await
-    .unwrap();
+    let mut c = s.connect().await;
     let q = &mut c.io[0];
     let mut expect = std::collections::HashMap::new();
     for i in 0..64u64 {
@@ -165,14 +172,7 @@ async fn io_errors_get_their_nvme_status() {
     // Base 1.4 section 6.9 / 4.6.1.2.2: LBA Out of Range; Invalid Namespace; Invalid Opcode;
     // MDTS exceeded is Invalid Field; SGL length mismatch is Data SGL Length Invalid.
     let s = setup(HostAcl::Any).await;
-    let mut c = HostController::connect(
-        s.listener.local_addr(),
-        &s.subsys.nqn,
-        &HostConfig::default(),
-        1,
-    )
-    .await
-    .unwrap();
+    let mut c = s.connect().await;
     let q = &mut c.io[0];
     let st = err(q, cmd::read(16384, 1), None, 4096).await;
     assert_eq!(st, Status::LBA_OUT_OF_RANGE);
@@ -201,14 +201,7 @@ async fn io_errors_get_their_nvme_status() {
 async fn compare_write_zeroes_and_deallocate() {
     // Base 1.4 sections 6.2 (Compare), 6.16 (Write Zeroes), 6.7 (Dataset Management).
     let s = setup(HostAcl::Any).await;
-    let mut c = HostController::connect(
-        s.listener.local_addr(),
-        &s.subsys.nqn,
-        &HostConfig::default(),
-        1,
-    )
-    .await
-    .unwrap();
+    let mut c = s.connect().await;
     let d = pattern(5, 8192);
     c.write(0, 20, d.clone(), 4096).await.unwrap();
     let q = &mut c.io[0];
@@ -322,14 +315,7 @@ async fn io_queue_connect_is_checked() {
 async fn admin_commands_linux_asks_for() {
     // Base 1.4 sections 5.15 (Identify CNS 00h-03h), 5.14 (log pages), 5.21/5.9 (features).
     let s = setup(HostAcl::Any).await;
-    let mut c = HostController::connect(
-        s.listener.local_addr(),
-        &s.subsys.nqn,
-        &HostConfig::default(),
-        1,
-    )
-    .await
-    .unwrap();
+    let mut c = s.connect().await;
     let a = &mut c.admin;
     let id = &c.id_ctrl;
     assert_eq!(u16::from_le_bytes([id[78], id[79]]), c.cntlid);
@@ -378,14 +364,7 @@ async fn ana_change_raises_an_event_and_blocks_io() {
     // Base 1.4 section 8.20: ANA change notice through an AER; I/O in the Inaccessible state
     // fails with the path status so multipath hosts use another path.
     let s = setup(HostAcl::Any).await;
-    let mut c = HostController::connect(
-        s.listener.local_addr(),
-        &s.subsys.nqn,
-        &HostConfig::default(),
-        1,
-    )
-    .await
-    .unwrap();
+    let mut c = s.connect().await;
     ok(
         &mut c.admin,
         cmd::set_features(feat::ASYNC_EVENT, 1 << 11),
@@ -440,14 +419,7 @@ async fn malformed_pdus_terminate_only_their_connection() {
     // TCP 1.0 section 3.6.2.4 / 7.4.6: a bad header gets a C2HTermReq with FES and FEI, then
     // the connection closes; other connections keep working.
     let s = setup(HostAcl::Any).await;
-    let mut good = HostController::connect(
-        s.listener.local_addr(),
-        &s.subsys.nqn,
-        &HostConfig::default(),
-        1,
-    )
-    .await
-    .unwrap();
+    let mut good = s.connect().await;
     let mut bad = HostQueue::open(s.listener.local_addr(), Digests::default())
         .await
         .unwrap();
@@ -569,14 +541,7 @@ async fn namespace_change_event_and_changed_list_log() {
     // resize) completes an AER with log page 04h, which then lists NSID 1; reading it without
     // RAE re-arms the event.
     let s = setup(HostAcl::Any).await;
-    let mut c = HostController::connect(
-        s.listener.local_addr(),
-        &s.subsys.nqn,
-        &HostConfig::default(),
-        1,
-    )
-    .await
-    .unwrap();
+    let mut c = s.connect().await;
     ok(
         &mut c.admin,
         cmd::set_features(feat::ASYNC_EVENT, 1 << 8),
