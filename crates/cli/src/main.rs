@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_nvmf;
+mod client;
 mod cluster_demo;
 mod config;
 mod demo;
@@ -72,6 +73,46 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Nodes: list, activate, deactivate (over the REST API).
+    Node {
+        #[command(flatten)]
+        api: client::ApiArgs,
+        #[command(subcommand)]
+        cmd: client::NodeCmd,
+    },
+    /// Volumes: create, list, show, resize, delete (over the REST API).
+    Volume {
+        #[command(flatten)]
+        api: client::ApiArgs,
+        #[command(subcommand)]
+        cmd: client::VolumeCmd,
+    },
+    /// QoS policies (over the REST API).
+    Qos {
+        #[command(flatten)]
+        api: client::ApiArgs,
+        #[command(subcommand)]
+        cmd: client::QosCmd,
+    },
+    /// Hosts and their credentials (over the REST API).
+    Host {
+        #[command(flatten)]
+        api: client::ApiArgs,
+        #[command(subcommand)]
+        cmd: client::HostCmd,
+    },
+    /// The cluster configuration (over the REST API).
+    Cluster {
+        #[command(flatten)]
+        api: client::ApiArgs,
+        #[command(subcommand)]
+        cmd: client::ClusterCmd,
+    },
+    /// Nodes and volumes at a glance (over the REST API).
+    Status {
+        #[command(flatten)]
+        api: client::ApiArgs,
+    },
     /// Sizes a cluster with the seed's planning rules (cache disks, OSDs, CPU threads, destage).
     Plan(plan::PlanArgs),
     /// Benchmarks.
@@ -118,6 +159,12 @@ fn run() -> anyhow::Result<()> {
         Cmd::Demo { dir, engine: false } => cluster_demo::run(dir, cli.json),
         Cmd::Serve { config } => serve::run(&config, cli.json),
         Cmd::Plan(args) => plan::run(&args, cli.json),
+        Cmd::Node { api, cmd } => client::node(&api, cmd, cli.json),
+        Cmd::Volume { api, cmd } => client::volume(&api, cmd, cli.json),
+        Cmd::Qos { api, cmd } => client::qos(&api, cmd, cli.json),
+        Cmd::Host { api, cmd } => client::host(&api, cmd, cli.json),
+        Cmd::Cluster { api, cmd } => client::cluster(&api, cmd, cli.json),
+        Cmd::Status { api } => client::status(&api, cli.json),
         Cmd::Bench {
             what: BenchCmd::Engine(args),
         } => bench::run(&args, cli.json),

@@ -1,0 +1,458 @@
+//! The operator commands over the REST API: `node`, `volume`, `qos`, `host`, `cluster`,
+//! `status`. A small blocking HTTP/1.1 client (JSON in, JSON out); tables by default, `--json`
+//! prints the API's JSON. `--api` / `ALCUBIERRE_API` and `--token` / `ALCUBIERRE_TOKEN` say
+//! where and who.
+
+use std::io::{Read, Write};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::config::parse_size;
+
+/// Where the API is and the token to use.
+#[derive(clap::Args, Clone)]
+pub struct ApiArgs {
+    /// API base URL.
+    #[arg(
+        long,
+        env = "ALCUBIERRE_API",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    api: String,
+    /// Bearer token.
+    #[arg(
+        long,
+        env = "ALCUBIERRE_TOKEN",
+        default_value = "",
+        global = true,
+        hide_env_values = true
+    )]
+    token: String,
+}
+
+/// One request; returns the JSON body of a 2xx answer, or the API's error message.
+fn request(a: &ApiArgs, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+    let hostport = a
+        .api
+        .strip_prefix("http://")
+        .with_context(|| format!("--api {:?}: only http:// URLs are supported", a.api))?
+        .trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(hostport)
+        .with_context(|| format!("connecting to the API at {}", a.api))?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        a.token,
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let status: u16 = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .context("malformed HTTP status line")?;
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
+    if !(200..300).contains(&status) {
+        let msg = v["error"]
+            .as_str()
+            .map_or_else(|| body.to_string(), str::to_string);
+        bail!("{msg} (HTTP {status})");
+    }
+    Ok(v)
+}
+
+fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (i, c) in r.iter().enumerate() {
+            w[i] = w[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    println!(
+        "{}",
+        line(headers.iter().map(|h| h.to_string()).collect()).trim_end()
+    );
+    for r in rows {
+        println!("{}", line(r).trim_end());
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        v => v.to_string(),
+    }
+}
+
+fn out(v: &Value, json: bool, table: impl FnOnce(&Value)) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        table(v);
+    }
+}
+
+fn nodes_table(v: &Value) {
+    let rows = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|n| {
+                    let cache = n["cache"].as_array().map_or(String::new(), |c| {
+                        c.iter()
+                            .map(|d| {
+                                format!(
+                                    "{} {}",
+                                    alcubierre_types::ByteSize(d["size"].as_u64().unwrap_or(0)),
+                                    s(&d["state"])
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    });
+                    vec![
+                        s(&n["name"]),
+                        s(&n["activation"]["state"]),
+                        s(&n["service"]),
+                        cache,
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    print_table(&["NODE", "ACTIVATION", "SERVICE", "CACHE"], rows);
+}
+
+fn volumes_table(v: &Value) {
+    let list = match v {
+        Value::Array(a) => a.clone(),
+        v => vec![v.clone()],
+    };
+    let rows = list
+        .iter()
+        .map(|x| {
+            vec![
+                s(&x["name"]),
+                s(&x["id"]),
+                alcubierre_types::ByteSize(x["size"].as_u64().unwrap_or(0)).to_string(),
+                x["replicas"].as_array().map_or(String::new(), |r| {
+                    r.iter().map(s).collect::<Vec<_>>().join(",")
+                }),
+                s(&x["qos"]),
+            ]
+        })
+        .collect();
+    print_table(&["NAME", "ID", "SIZE", "REPLICAS", "QOS"], rows);
+}
+
+/// `alcubierre node ...`.
+#[derive(clap::Subcommand)]
+pub enum NodeCmd {
+    /// Nodes with activation, service and cache states.
+    List,
+    /// Activates nodes (the first activation needs at least 3).
+    Activate {
+        /// Node names.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Deactivates a node.
+    Deactivate {
+        /// Node name.
+        node: String,
+    },
+}
+
+/// `alcubierre volume ...`.
+#[derive(clap::Subcommand)]
+pub enum VolumeCmd {
+    /// Creates a volume (3 replicas on distinct active nodes).
+    Create {
+        /// Name.
+        name: String,
+        /// Size, e.g. 10GiB.
+        #[arg(long)]
+        size: String,
+        /// 512 or 4096.
+        #[arg(long, default_value_t = 4096)]
+        block_size: u64,
+        /// QoS policy.
+        #[arg(long)]
+        qos: Option<String>,
+        /// Hosts allowed to attach (repeat).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+    },
+    /// Lists volumes.
+    List,
+    /// Shows a volume (by name or id).
+    Show {
+        /// Name or id.
+        volume: String,
+    },
+    /// Grows a volume.
+    Resize {
+        /// Name or id.
+        volume: String,
+        /// New size.
+        #[arg(long)]
+        size: String,
+    },
+    /// Deletes a volume.
+    Delete {
+        /// Name or id.
+        volume: String,
+    },
+}
+
+/// `alcubierre qos ...`.
+#[derive(clap::Subcommand)]
+pub enum QosCmd {
+    /// Creates or replaces a policy.
+    Set {
+        /// Name.
+        name: String,
+        /// Read IOPS limit.
+        #[arg(long)]
+        read_iops: Option<u64>,
+        /// Write IOPS limit.
+        #[arg(long)]
+        write_iops: Option<u64>,
+        /// Read bandwidth (e.g. 100MiB).
+        #[arg(long)]
+        read_bw: Option<String>,
+        /// Write bandwidth.
+        #[arg(long)]
+        write_bw: Option<String>,
+    },
+    /// Lists policies.
+    List,
+}
+
+/// `alcubierre host ...`.
+#[derive(clap::Subcommand)]
+pub enum HostCmd {
+    /// Creates or replaces a host.
+    Set {
+        /// Name.
+        name: String,
+        /// NVMe host NQN.
+        #[arg(long)]
+        nqn: Option<String>,
+        /// iSCSI initiator name.
+        #[arg(long)]
+        iqn: Option<String>,
+        /// CHAP user (with --chap-secret).
+        #[arg(long, requires = "chap_secret")]
+        chap_user: Option<String>,
+        /// CHAP secret (12-16 characters).
+        #[arg(long, requires = "chap_user")]
+        chap_secret: Option<String>,
+    },
+    /// Lists hosts (secrets are not shown).
+    List,
+}
+
+/// `alcubierre cluster ...`.
+#[derive(clap::Subcommand)]
+pub enum ClusterCmd {
+    /// Shows the cluster configuration.
+    Show,
+    /// Validates and saves a configuration (JSON file).
+    Set {
+        /// The file.
+        file: std::path::PathBuf,
+    },
+}
+
+fn size(field: &str, v: &str) -> anyhow::Result<u64> {
+    parse_size(v).map_err(|e| anyhow::anyhow!("--{field}: {e}"))
+}
+
+/// Runs `node`.
+pub fn node(a: &ApiArgs, c: NodeCmd, json: bool) -> anyhow::Result<()> {
+    match c {
+        NodeCmd::List => out(
+            &request(a, "GET", "/api/v1/nodes", None)?,
+            json,
+            nodes_table,
+        ),
+        NodeCmd::Activate { nodes } => {
+            let v = request(
+                a,
+                "POST",
+                "/api/v1/nodes/activate",
+                Some(&json!({ "nodes": nodes })),
+            )?;
+            out(&v, json, |_| println!("activating {}", nodes.join(", ")));
+        }
+        NodeCmd::Deactivate { node } => {
+            let v = request(a, "POST", &format!("/api/v1/nodes/{node}/deactivate"), None)?;
+            out(&v, json, |_| println!("{node} deactivated"));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `volume`.
+pub fn volume(a: &ApiArgs, c: VolumeCmd, json: bool) -> anyhow::Result<()> {
+    let v = match c {
+        VolumeCmd::Create {
+            name,
+            size: sz,
+            block_size,
+            qos,
+            hosts,
+        } => {
+            let body = json!({ "name": name, "size": size("size", &sz)?, "block_size": block_size, "qos": qos, "hosts": hosts });
+            request(a, "POST", "/api/v1/volumes", Some(&body))?
+        }
+        VolumeCmd::List => request(a, "GET", "/api/v1/volumes", None)?,
+        VolumeCmd::Show { volume } => {
+            request(a, "GET", &format!("/api/v1/volumes/{volume}"), None)?
+        }
+        VolumeCmd::Resize { volume, size: sz } => request(
+            a,
+            "POST",
+            &format!("/api/v1/volumes/{volume}/resize"),
+            Some(&json!({ "size": size("size", &sz)? })),
+        )?,
+        VolumeCmd::Delete { volume } => {
+            request(a, "DELETE", &format!("/api/v1/volumes/{volume}"), None)?
+        }
+    };
+    out(&v, json, volumes_table);
+    Ok(())
+}
+
+/// Runs `qos`.
+pub fn qos(a: &ApiArgs, c: QosCmd, json: bool) -> anyhow::Result<()> {
+    match c {
+        QosCmd::Set {
+            name,
+            read_iops,
+            write_iops,
+            read_bw,
+            write_bw,
+        } => {
+            let bw = |f: &str, v: Option<String>| v.map(|v| size(f, &v)).transpose();
+            let body = json!({
+                "read_iops": read_iops, "write_iops": write_iops,
+                "read_bps": bw("read-bw", read_bw)?, "write_bps": bw("write-bw", write_bw)?,
+            });
+            let v = request(a, "PUT", &format!("/api/v1/qos/{name}"), Some(&body))?;
+            out(&v, json, |_| println!("QoS policy {name} saved"));
+        }
+        QosCmd::List => out(&request(a, "GET", "/api/v1/qos", None)?, json, |v| {
+            let rows = v
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, q)| {
+                            vec![
+                                k.clone(),
+                                s(&q["read_iops"]),
+                                s(&q["write_iops"]),
+                                s(&q["read_bps"]),
+                                s(&q["write_bps"]),
+                            ]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            print_table(
+                &["NAME", "READ IOPS", "WRITE IOPS", "READ B/S", "WRITE B/S"],
+                rows,
+            );
+        }),
+    }
+    Ok(())
+}
+
+/// Runs `host`.
+pub fn host(a: &ApiArgs, c: HostCmd, json: bool) -> anyhow::Result<()> {
+    match c {
+        HostCmd::Set {
+            name,
+            nqn,
+            iqn,
+            chap_user,
+            chap_secret,
+        } => {
+            let chap = chap_user.zip(chap_secret);
+            let body = json!({ "name": name, "nqn": nqn, "iqn": iqn, "chap": chap });
+            let v = request(a, "PUT", &format!("/api/v1/hosts/{name}"), Some(&body))?;
+            out(&v, json, |_| println!("host {name} saved"));
+        }
+        HostCmd::List => out(&request(a, "GET", "/api/v1/hosts", None)?, json, |v| {
+            let rows = v
+                .as_array()
+                .map(|l| {
+                    l.iter()
+                        .map(|h| {
+                            vec![
+                                s(&h["name"]),
+                                s(&h["nqn"]),
+                                s(&h["iqn"]),
+                                s(&h["chap_user"]),
+                            ]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            print_table(&["NAME", "NQN", "IQN", "CHAP USER"], rows);
+        }),
+    }
+    Ok(())
+}
+
+/// Runs `cluster`.
+pub fn cluster(a: &ApiArgs, c: ClusterCmd, json: bool) -> anyhow::Result<()> {
+    let v = match c {
+        ClusterCmd::Show => request(a, "GET", "/api/v1/cluster/config", None)?,
+        ClusterCmd::Set { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let body: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not JSON", file.display()))?;
+            request(a, "PUT", "/api/v1/cluster/config", Some(&body))?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    let _ = json;
+    Ok(())
+}
+
+/// Runs `status`: nodes and volumes.
+pub fn status(a: &ApiArgs, json: bool) -> anyhow::Result<()> {
+    let nodes = request(a, "GET", "/api/v1/nodes", None)?;
+    let vols = request(a, "GET", "/api/v1/volumes", None)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "nodes": nodes, "volumes": vols }))?
+        );
+        return Ok(());
+    }
+    nodes_table(&nodes);
+    println!();
+    volumes_table(&vols);
+    Ok(())
+}

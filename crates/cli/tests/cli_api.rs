@@ -1,0 +1,123 @@
+//! The operator commands against a running cluster (the demo's API): tables, JSON, and errors
+//! that name the field.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn cli(api: &str, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_alcubierre"))
+        .args(args)
+        .env("ALCUBIERRE_API", api)
+        .env("ALCUBIERRE_TOKEN", token)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn operator_commands_over_the_api() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_alcubierre"))
+        .args(["--json", "demo", "--dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _demo = Demo(child);
+    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (api, token) = (
+        ready["api"].as_str().unwrap(),
+        ready["token"].as_str().unwrap(),
+    );
+
+    let (ok, out, err) = cli(api, token, &["node", "list"]);
+    assert!(ok, "{err}");
+    assert!(out.starts_with("NODE"), "{out}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.contains("active") && l.contains("available"))
+            .count(),
+        3,
+        "{out}"
+    );
+
+    let (ok, out, err) = cli(api, token, &["volume", "create", "data1", "--size", "2GiB"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("data1") && out.contains("2.0 GiB"), "{out}");
+    let (ok, out, _) = cli(api, token, &["--json", "volume", "list"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2, "demo + data1");
+    let (ok, out, _) = cli(api, token, &["volume", "resize", "data1", "--size", "3GiB"]);
+    assert!(ok && out.contains("3.0 GiB"), "{out}");
+
+    let (ok, _, err) = cli(api, token, &["volume", "create", "bad", "--size", "10XB"]);
+    assert!(!ok);
+    assert!(err.contains("--size") && err.contains("XB"), "{err}");
+    let (ok, _, err) = cli(api, token, &["volume", "create", "data1", "--size", "1GiB"]);
+    assert!(
+        !ok && err.contains("name") && err.contains("HTTP 409"),
+        "{err}"
+    );
+    let (ok, _, err) = cli(api, "wrong", &["status"]);
+    assert!(!ok && err.contains("HTTP 401"), "{err}");
+    let (ok, _, err) = cli(
+        api,
+        token,
+        &[
+            "host",
+            "set",
+            "h1",
+            "--nqn",
+            "nqn.2014-08.org.example:h1",
+            "--chap-user",
+            "u",
+            "--chap-secret",
+            "short",
+        ],
+    );
+    assert!(!ok && err.contains("chap"), "{err}");
+    let (ok, out, err) = cli(
+        api,
+        token,
+        &[
+            "qos",
+            "set",
+            "gold",
+            "--write-iops",
+            "5000",
+            "--write-bw",
+            "100MiB",
+        ],
+    );
+    assert!(ok, "{err}: {out}");
+    let (ok, out, _) = cli(api, token, &["qos", "list"]);
+    assert!(
+        ok && out.contains("gold") && out.contains("104857600"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(api, token, &["status"]);
+    assert!(
+        ok && out.contains("NODE") && out.contains("REPLICAS"),
+        "{out}"
+    );
+    let (ok, out, _) = cli(api, token, &["volume", "delete", "data1"]);
+    assert!(ok, "{out}");
+}
