@@ -465,6 +465,14 @@ async fn not_found() -> ApiError {
     )
 }
 
+async fn method_not_allowed() -> ApiError {
+    err(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method not allowed on this endpoint (see docs/api/openapi.json)",
+        None,
+    )
+}
+
 /// The router.
 pub fn router(state: ApiState) -> Router {
     Router::new()
@@ -485,5 +493,6 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/plan", get(get_plan))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }

@@ -169,6 +169,9 @@ async fn operator_flow_through_the_api() {
     let (s, v) = call(&app, "GET", "/api/v1/nothing", None, T).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(v["error"].is_string());
+    let (s, v) = call(&app, "DELETE", "/api/v1/nodes", None, T).await;
+    assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(v["error"].is_string(), "{v}");
     let (s, v) = call(&app, "GET", "/metrics", None, None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(
