@@ -50,6 +50,29 @@ pub struct NodeConfig {
     /// Exported volumes.
     #[serde(default, rename = "volume")]
     pub volumes: Vec<VolumeSection>,
+    /// Join a cluster: register in its metadata store and heartbeat.
+    pub cluster: Option<ClusterSection>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// etcd client URLs (`http://host:2379`).
+    pub etcd: Vec<String>,
+    /// Heartbeat interval, milliseconds.
+    #[serde(default = "default_hb")]
+    pub heartbeat_interval_ms: u64,
+    /// Lease TTL: without heartbeats for this long the node is unavailable, milliseconds.
+    #[serde(default = "default_hb_timeout")]
+    pub heartbeat_timeout_ms: u64,
+}
+
+fn default_hb() -> u64 {
+    1000
+}
+fn default_hb_timeout() -> u64 {
+    5000
 }
 
 /// `[node]`.
@@ -302,6 +325,18 @@ impl NodeConfig {
             }
             if !v.memory && self.backend.is_none() {
                 bail!("{}: needs a [backend] section", f("memory"));
+            }
+        }
+        if let Some(c) = &self.cluster {
+            if c.etcd.is_empty() {
+                bail!("cluster.etcd: list at least one etcd URL");
+            }
+            if let Some(u) = c.etcd.iter().find(|u| !u.starts_with("http://")) {
+                bail!("cluster.etcd: {u:?} is not an http:// URL");
+            }
+            if c.heartbeat_interval_ms == 0 || c.heartbeat_timeout_ms < 2 * c.heartbeat_interval_ms
+            {
+                bail!("cluster.heartbeat_timeout_ms: must be at least twice a positive heartbeat_interval_ms");
             }
         }
         if let Some(b) = &self.backend {

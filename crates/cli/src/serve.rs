@@ -25,6 +25,7 @@ pub struct Node {
     /// Bound addresses: I/O portals, then discovery-only listeners.
     pub listeners: Vec<Listener>,
     service: Option<CacheService>,
+    _heartbeat: Option<alcubierre_control::registry::Heartbeat>,
     /// What was exported.
     pub volumes: Vec<ExportedVolume>,
 }
@@ -193,12 +194,59 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
             .with_context(|| format!("nvmf.listen: binding {a}"))?;
         listeners.push(l);
     }
+    let heartbeat = match &cfg.cluster {
+        Some(c) => Some(join_cluster(cfg, c, service.as_ref()).await?),
+        None => None,
+    };
     Ok(Node {
         target,
         listeners,
         service,
+        _heartbeat: heartbeat,
         volumes,
     })
+}
+
+/// Registers this node in the cluster's store and starts its heartbeat.
+async fn join_cluster(
+    cfg: &NodeConfig,
+    c: &crate::config::ClusterSection,
+    service: Option<&CacheService>,
+) -> anyhow::Result<alcubierre_control::registry::Heartbeat> {
+    use alcubierre_control::model::{Activation, CacheDevice, CacheState, Node as NodeRecord};
+    use std::time::Duration;
+    let store = alcubierre_store::EtcdStore::connect(&c.etcd, Duration::from_secs(5))
+        .await
+        .with_context(|| format!("cluster.etcd: cannot reach {}", c.etcd.join(", ")))?;
+    let store: Arc<dyn alcubierre_store::Store> = Arc::new(store);
+    let cache = match (&cfg.cache, service) {
+        (Some(cs), Some(svc)) => vec![CacheDevice {
+            path: cs.device.display().to_string(),
+            size: svc.engine().medium().len(),
+            state: CacheState::Healthy,
+        }],
+        _ => Vec::new(),
+    };
+    let record = NodeRecord {
+        name: cfg.node.name.clone(),
+        management: String::new(),
+        replica: String::new(),
+        cache,
+        activation: Activation::Registered,
+    };
+    alcubierre_control::registry::register(&*store, &record)
+        .await
+        .context("cluster: registering this node")?;
+    let hb = alcubierre_control::registry::Heartbeat::start(
+        store,
+        &cfg.node.name,
+        Duration::from_millis(c.heartbeat_interval_ms),
+        Duration::from_millis(c.heartbeat_timeout_ms),
+    )
+    .await
+    .context("cluster: starting the heartbeat")?;
+    tracing::info!(node = %cfg.node.name, "joined the cluster");
+    Ok(hb)
 }
 
 impl Node {
