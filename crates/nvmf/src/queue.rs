@@ -152,7 +152,7 @@ enum Inflight {
 pub(crate) struct Resp {
     pub dw0: u32,
     pub dw1: u32,
-    pub data: Option<Vec<u8>>,
+    pub data: Option<Bytes>,
 }
 
 impl Resp {
@@ -162,9 +162,10 @@ impl Resp {
             ..Self::default()
         }
     }
-    pub fn data(d: Vec<u8>) -> Self {
+    /// Data for the host: a built structure (`Vec<u8>`) or device data (`Bytes`, not copied).
+    pub fn data(d: impl Into<Bytes>) -> Self {
         Self {
-            data: Some(d),
+            data: Some(d.into()),
             ..Self::default()
         }
     }
@@ -583,11 +584,10 @@ impl QueuePair {
                     fail(Status::COMPARE_FAILURE)
                 }
             }
-            (Ok(d), None) if !d.is_empty() => Ok(Some(Resp::data(d.to_vec()))),
+            (Ok(d), None) if !d.is_empty() => Ok(Some(Resp::data(d))),
             (Ok(_), None) => Ok(Some(Resp::default())),
             (Err(e), _) => fail(block_status(&e)),
         };
-        // Read data goes out without the extra copy of Resp::data where possible.
         self.complete(out, cid, r, xfer);
     }
 
