@@ -1,20 +1,20 @@
 //! `alcubierre demo`: a whole cluster on this machine. Three nodes in one process share an
 //! embedded metadata store; each has a file-backed cache device, a file backend directory and an
 //! NVMe/TCP listener on loopback; they register and heartbeat, are activated through the
-//! activation rules, and a 1 GiB volume is created through placement. Each node runs a small
-//! reconciler that watches the store's volumes and exports those whose first replica it is.
+//! activation rules, and a 1 GiB volume is created through placement. Each node runs the same
+//! agent as `serve` in a cluster (`agent.rs`): it finishes its activation and exports the
+//! volumes whose first replica it is.
 //! The REST API serves on loopback with a random token. Runs until Ctrl-C / SIGTERM.
 //!
 //! Until replication (issue 6) exists, only a volume's first replica node exports it; the other
 //! two replicas are placements without data.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use alcubierre_backend::{Backend, BackendError, FileBackend};
+use alcubierre_backend::{Backend, FileBackend};
 use alcubierre_cache::{CacheService, Engine, FormatOptions, ServiceConfig};
 use alcubierre_control::activation::Licence;
 use alcubierre_control::api::{router, ApiState};
@@ -22,12 +22,13 @@ use alcubierre_control::model::{Activation, CacheDevice, CacheState, Node};
 use alcubierre_control::registry::{self, Heartbeat};
 use alcubierre_control::volumes::{self, CreateVolume};
 use alcubierre_io::{DirectFile, Medium};
-use alcubierre_nvmf::{HostAcl, Listener, Subsystem, Target, TargetConfig};
-use alcubierre_store::{MemStore, Store, WatchEvent};
-use alcubierre_types::{BlockSize, ByteSize, VolumeGeometry, VolumeId};
+use alcubierre_nvmf::{Listener, Target, TargetConfig};
+use alcubierre_store::{MemStore, Store};
+use alcubierre_types::{ByteSize, VolumeId};
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::agent::{wait_active, Agent, NodeParts};
 use crate::demo::demo_dir;
 
 const NODES: usize = 3;
@@ -39,7 +40,7 @@ struct DemoNode {
     listener: Listener,
     _heartbeat: Heartbeat,
     service: CacheService,
-    _reconciler: tokio::task::JoinHandle<()>,
+    _agent: Agent,
 }
 
 #[derive(Serialize)]
@@ -62,56 +63,6 @@ fn random_token() -> String {
         let _ = f.read_exact(&mut b);
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Watches `volumes/` and exports the volumes this node is the first replica of.
-async fn reconcile(
-    store: Arc<dyn Store>,
-    name: String,
-    engine: Arc<Engine>,
-    service_volume: impl Fn(VolumeId) -> anyhow::Result<Arc<dyn alcubierre_block::BlockDevice>>
-        + Send
-        + 'static,
-    backend: Arc<dyn Backend>,
-    target: Arc<Target>,
-    ana_group: u32,
-) {
-    let mut exported: HashSet<String> = HashSet::new();
-    let Ok(mut w) = store.watch("volumes/", Some(1)).await else {
-        tracing::error!(node = %name, "cannot watch volumes");
-        return;
-    };
-    while let Some(ev) = w.next().await {
-        let Ok(WatchEvent::Put(kv)) = ev else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_slice::<volumes::Volume>(&kv.value) else {
-            continue;
-        };
-        if v.replicas.first() != Some(&name) || exported.contains(&v.id) {
-            continue;
-        }
-        let apply = || -> anyhow::Result<()> {
-            let id = VolumeId(v.id.parse()?);
-            match backend.size(id) {
-                Err(BackendError::NotFound { .. }) => backend.create(id, ByteSize(v.size))?,
-                Err(e) => return Err(e.into()),
-                Ok(_) => {}
-            }
-            let g = VolumeGeometry::new(BlockSize::from_bytes(v.block_size)?, ByteSize(v.size))?;
-            engine.attach(id, g)?;
-            let dev = service_volume(id)?;
-            target.add_subsystem(Arc::new(Subsystem::new(id, dev, HostAcl::Any, ana_group)));
-            Ok(())
-        };
-        match apply() {
-            Ok(()) => {
-                tracing::info!(node = %name, volume = %v.name, "exported");
-                exported.insert(v.id.clone());
-            }
-            Err(e) => tracing::error!(node = %name, volume = %v.name, "export failed: {e:#}"),
-        }
-    }
 }
 
 async fn start_node(
@@ -161,24 +112,22 @@ async fn start_node(
         Duration::from_secs(5),
     )
     .await?;
-    let svc_for_reconciler = service.volumes();
-    let reconciler = tokio::spawn(reconcile(
+    let agent = Agent::start(
         store,
-        name.clone(),
-        engine,
-        move |id| {
-            Ok(Arc::new(svc_for_reconciler.volume(id)?) as Arc<dyn alcubierre_block::BlockDevice>)
+        NodeParts {
+            name: name.clone(),
+            engine,
+            volumes: service.volumes(),
+            target,
+            ana_group: i as u32,
         },
-        backend,
-        target,
-        i as u32,
-    ));
+    );
     Ok(DemoNode {
         name,
         listener,
         _heartbeat: hb,
         service,
-        _reconciler: reconciler,
+        _agent: agent,
     })
 }
 
@@ -198,9 +147,8 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         }
         let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
         registry::activate(&*store, &names, &Licence::default(), 0).await?;
-        for (_, (n, _)) in registry::nodes(&*store).await? {
-            registry::finish_activation(&*store, &n).await?;
-        }
+        // Each node's agent finishes its own activation.
+        wait_active(&*store, &names, Duration::from_secs(10)).await?;
         let token = random_token();
         let api = match tokio::net::TcpListener::bind("127.0.0.1:8080").await {
             Ok(l) => l,

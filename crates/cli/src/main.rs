@@ -5,6 +5,7 @@
 //! commands (`cluster`, `node`, `volume`, `qos`, `host`, `plan`, `status`).
 #![forbid(unsafe_code)]
 
+mod agent;
 mod bench;
 mod bench_nvmf;
 mod client;
