@@ -66,6 +66,10 @@ pub struct ClusterSection {
     /// Lease TTL: without heartbeats for this long the node is unavailable, milliseconds.
     #[serde(default = "default_hb_timeout")]
     pub heartbeat_timeout_ms: u64,
+    /// Serve the REST API here (any node can: it is stateless over the store).
+    pub api_listen: Option<SocketAddr>,
+    /// The API's bearer token (or the environment's ALCUBIERRE_TOKEN).
+    pub api_token: Option<String>,
 }
 
 fn default_hb() -> u64 {

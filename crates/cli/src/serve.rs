@@ -25,7 +25,7 @@ pub struct Node {
     /// Bound addresses: I/O portals, then discovery-only listeners.
     pub listeners: Vec<Listener>,
     service: Option<CacheService>,
-    _heartbeat: Option<alcubierre_control::registry::Heartbeat>,
+    cluster: Option<Cluster>,
     /// What was exported.
     pub volumes: Vec<ExportedVolume>,
 }
@@ -194,17 +194,34 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
             .with_context(|| format!("nvmf.listen: binding {a}"))?;
         listeners.push(l);
     }
-    let heartbeat = match &cfg.cluster {
-        Some(c) => Some(join_cluster(cfg, c, service.as_ref()).await?),
+    let cluster = match &cfg.cluster {
+        Some(c) => Some(join_cluster(cfg, c, service.as_ref(), &target).await?),
         None => None,
     };
     Ok(Node {
         target,
         listeners,
         service,
-        _heartbeat: heartbeat,
+        cluster,
         volumes,
     })
+}
+
+/// What a node runs when it is part of a cluster.
+struct Cluster {
+    _heartbeat: alcubierre_control::registry::Heartbeat,
+    _agent: Option<crate::agent::Agent>,
+    api: Option<tokio::task::JoinHandle<()>>,
+    /// The API's bound address.
+    api_addr: Option<SocketAddr>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(t) = &self.api {
+            t.abort();
+        }
+    }
 }
 
 /// Registers this node in the cluster's store and starts its heartbeat.
@@ -212,7 +229,8 @@ async fn join_cluster(
     cfg: &NodeConfig,
     c: &crate::config::ClusterSection,
     service: Option<&CacheService>,
-) -> anyhow::Result<alcubierre_control::registry::Heartbeat> {
+    target: &Arc<Target>,
+) -> anyhow::Result<Cluster> {
     use alcubierre_control::model::{Activation, CacheDevice, CacheState, Node as NodeRecord};
     use std::time::Duration;
     let store = alcubierre_store::EtcdStore::connect(&c.etcd, Duration::from_secs(5))
@@ -238,7 +256,7 @@ async fn join_cluster(
         .await
         .context("cluster: registering this node")?;
     let hb = alcubierre_control::registry::Heartbeat::start(
-        store,
+        store.clone(),
         &cfg.node.name,
         Duration::from_millis(c.heartbeat_interval_ms),
         Duration::from_millis(c.heartbeat_timeout_ms),
@@ -246,7 +264,55 @@ async fn join_cluster(
     .await
     .context("cluster: starting the heartbeat")?;
     tracing::info!(node = %cfg.node.name, "joined the cluster");
-    Ok(hb)
+    let agent = service.map(|svc| {
+        crate::agent::Agent::start(
+            store.clone(),
+            crate::agent::NodeParts {
+                name: cfg.node.name.clone(),
+                engine: svc.engine().clone(),
+                volumes: svc.volumes(),
+                target: target.clone(),
+                ana_group: cfg.node.ana_group,
+            },
+        )
+    });
+    let (api, api_addr) = match c.api_listen {
+        Some(addr) => {
+            let token = c
+                .api_token
+                .clone()
+                .or_else(|| std::env::var("ALCUBIERRE_TOKEN").ok())
+                .filter(|t| !t.is_empty())
+                .context("cluster.api_token: set it (or ALCUBIERRE_TOKEN) to serve the API")?;
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cluster.api_listen: binding {addr}"))?;
+            let bound = l.local_addr()?;
+            let app = alcubierre_control::api::router(alcubierre_control::api::ApiState {
+                store,
+                token: Arc::new(token),
+                licence: alcubierre_control::activation::Licence::default(),
+                now: || {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs())
+                },
+            });
+            let t = tokio::spawn(async move {
+                if let Err(e) = axum::serve(l, app).await {
+                    tracing::error!("API server stopped: {e}");
+                }
+            });
+            (Some(t), Some(bound))
+        }
+        None => (None, None),
+    };
+    Ok(Cluster {
+        _heartbeat: hb,
+        _agent: agent,
+        api,
+        api_addr,
+    })
 }
 
 impl Node {
@@ -264,6 +330,7 @@ struct Ready<'a> {
     node: &'a str,
     listening: Vec<String>,
     volumes: &'a [ExportedVolume],
+    api: Option<String>,
 }
 
 /// `alcubierre serve --config FILE`.
@@ -291,6 +358,11 @@ pub fn run(config: &Path, json: bool) -> anyhow::Result<()> {
             node: &cfg.node.name,
             listening: node.listeners.iter().map(|l| l.local_addr().to_string()).collect(),
             volumes: &node.volumes,
+            api: node
+                .cluster
+                .as_ref()
+                .and_then(|c| c.api_addr)
+                .map(|a| format!("http://{a}")),
         };
         if json {
             println!("{}", serde_json::to_string(&ready)?);

@@ -21,6 +21,16 @@ impl Drop for Proc {
 }
 
 fn start_node(dir: &std::path::Path, i: usize, etcd: &str) -> Proc {
+    start_node_with(dir, i, etcd, "").0
+}
+
+/// Starts node-i with `extra` lines in its [cluster] section; returns it and its ready line.
+fn start_node_with(
+    dir: &std::path::Path,
+    i: usize,
+    etcd: &str,
+    extra: &str,
+) -> (Proc, serde_json::Value) {
     let d = dir.join(format!("node-{i}"));
     std::fs::create_dir_all(&d).unwrap();
     let cfg = d.join("node.toml");
@@ -43,6 +53,7 @@ listen = ["127.0.0.1:0"]
 etcd = ["{etcd}"]
 heartbeat_interval_ms = 300
 heartbeat_timeout_ms = 2000
+{extra}
 [[volume]]
 name = "v{i}"
 size = "64MiB"
@@ -66,7 +77,7 @@ hosts = ["*"]
         line.contains("listening"),
         "node-{i} did not start: {line:?}"
     );
-    Proc(child)
+    (Proc(child), serde_json::from_str(&line).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,4 +120,129 @@ async fn killed_node_becomes_unavailable_within_the_timeout() {
         matches!(e, RegistryError::Activation(ActivationError::Unavailable { ref node }) if node == "node-2"),
         "{e}"
     );
+}
+
+fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken-for-tests\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    (
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|x| x.1.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_processes_form_a_cluster_and_export_a_placed_volume() {
+    let etcd = EtcdServer::start().unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let api_extra = "api_listen = \"127.0.0.1:0\"\napi_token = \"t0ken-for-tests\"";
+    let mut procs = Vec::new();
+    let mut ready = Vec::new();
+    for i in 1..=3 {
+        let (p, r) = start_node_with(
+            dir.path(),
+            i,
+            &etcd.endpoint,
+            if i == 1 { api_extra } else { "" },
+        );
+        procs.push(p);
+        ready.push(r);
+    }
+    let api = ready[0]["api"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    // Activate through the API; each node's agent finishes its own activation.
+    let (st, body) = {
+        let api = api.clone();
+        tokio::task::spawn_blocking(move || {
+            http(
+                &api,
+                "POST",
+                "/api/v1/nodes/activate",
+                r#"{"nodes":["node-1","node-2","node-3"]}"#,
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(st, 200, "{body}");
+    let store = etcd.connect().await;
+    let names: Vec<String> = (1..=3).map(|i| format!("node-{i}")).collect();
+    let t0 = Instant::now();
+    loop {
+        let n = alcubierre_control::registry::nodes(&store).await.unwrap();
+        if names
+            .iter()
+            .all(|x| n[x].0.activation == alcubierre_control::model::Activation::Active)
+        {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "not all active: {n:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Create a volume; its first replica's node exports it.
+    let (st, body) = {
+        let api = api.clone();
+        tokio::task::spawn_blocking(move || {
+            http(
+                &api,
+                "POST",
+                "/api/v1/volumes",
+                r#"{"name":"shared","size":33554432}"#,
+            )
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(st, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let primary = v["replicas"][0].as_str().unwrap();
+    let idx: usize = primary
+        .trim_start_matches("node-")
+        .parse::<usize>()
+        .unwrap()
+        - 1;
+    let addr: std::net::SocketAddr = ready[idx]["listening"][0]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let nqn = alcubierre_nvmf::volume_nqn(alcubierre_types::VolumeId(
+        v["id"].as_str().unwrap().parse().unwrap(),
+    ));
+    let t0 = Instant::now();
+    let mut c = loop {
+        match alcubierre_nvmf::initiator::HostController::connect(
+            addr,
+            &nqn,
+            &Default::default(),
+            1,
+        )
+        .await
+        {
+            Ok(c) => break c,
+            Err(e) => assert!(t0.elapsed() < Duration::from_secs(10), "not exported: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let data = bytes::Bytes::from(vec![0x3c; 8192]);
+    c.write(0, 7, data.clone(), 4096).await.unwrap();
+    assert_eq!(c.read(0, 7, 2, 4096).await.unwrap(), data);
 }
