@@ -1,17 +1,9 @@
 //! The operator commands against a running cluster (the demo's API): tables, JSON, and errors
 //! that name the field.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
 
-struct Demo(std::process::Child);
-
-impl Drop for Demo {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::Command;
 
 fn cli(api: &str, token: &str, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_alcubierre"))
@@ -30,18 +22,8 @@ fn cli(api: &str, token: &str, args: &[&str]) -> (bool, String, String) {
 #[test]
 fn operator_commands_over_the_api() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_alcubierre"))
-        .args(["--json", "demo", "--dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _demo = Demo(child);
-    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (_demo, ready) =
+        common::spawn_ready(&["demo".as_ref(), "--dir".as_ref(), dir.path().as_os_str()]);
     let (api, token) = (
         ready["api"].as_str().unwrap(),
         ready["token"].as_str().unwrap(),

@@ -2,43 +2,18 @@
 //! NVMe/TCP. The test connects with the crate's initiator, writes and reads back, asks the REST
 //! API, and stops the demo with SIGTERM (it must exit cleanly).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 
 use alcubierre_nvmf::initiator::{HostConfig, HostController};
 use bytes::Bytes;
 
-fn http_get(addr: &str, path: &str, token: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_demo_serves_a_volume() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_alcubierre"))
-        .args(["--json", "demo", "--dir"])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let ready: serde_json::Value =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let (mut demo, ready) =
+        common::spawn_ready(&["demo".as_ref(), "--dir".as_ref(), dir.path().as_os_str()]);
     let addr = ready["primary_addr"].as_str().unwrap().parse().unwrap();
     let nqn = ready["nqn"].as_str().unwrap();
 
@@ -60,7 +35,7 @@ async fn cluster_demo_serves_a_volume() {
     let token = ready["token"].as_str().unwrap().to_string();
     let (status, body) = tokio::task::spawn_blocking({
         let (api, token) = (api.clone(), token.clone());
-        move || http_get(&api, "/api/v1/nodes", &token)
+        move || common::http(&api, "GET", "/api/v1/nodes", &token, "")
     })
     .await
     .unwrap();
@@ -72,18 +47,19 @@ async fn cluster_demo_serves_a_volume() {
         .unwrap()
         .iter()
         .all(|n| n["activation"]["state"] == "active" && n["service"] == "available"));
-    let (status, _) =
-        tokio::task::spawn_blocking(move || http_get(&api, "/api/v1/volumes/demo", "wrong"))
-            .await
-            .unwrap();
+    let (status, _) = tokio::task::spawn_blocking(move || {
+        common::http(&api, "GET", "/api/v1/volumes/demo", "wrong", "")
+    })
+    .await
+    .unwrap();
     assert_eq!(status, 401);
 
     let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &demo.0.id().to_string()])
         .status()
         .unwrap();
     assert!(kill.success());
-    let status = child.wait().unwrap();
+    let status = demo.0.wait().unwrap();
     assert!(
         status.success(),
         "the demo exits cleanly on SIGTERM: {status:?}"

@@ -2,8 +2,8 @@
 //! heartbeat; one is killed with SIGKILL and its service state flips to unavailable within the
 //! configured heartbeat timeout, while the others stay available; activation then refuses it.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use alcubierre_control::activation::{ActivationError, Licence};
@@ -11,16 +11,7 @@ use alcubierre_control::model::Service;
 use alcubierre_control::registry::{activate, service_states, RegistryError};
 use alcubierre_store::testing::EtcdServer;
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_node(dir: &std::path::Path, i: usize, etcd: &str) -> Proc {
+fn start_node(dir: &std::path::Path, i: usize, etcd: &str) -> common::Proc {
     start_node_with(dir, i, etcd, "").0
 }
 
@@ -30,7 +21,7 @@ fn start_node_with(
     i: usize,
     etcd: &str,
     extra: &str,
-) -> (Proc, serde_json::Value) {
+) -> (common::Proc, serde_json::Value) {
     let d = dir.join(format!("node-{i}"));
     std::fs::create_dir_all(&d).unwrap();
     let cfg = d.join("node.toml");
@@ -63,21 +54,9 @@ hosts = ["*"]
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_alcubierre"))
-        .args(["--json", "serve", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.contains("listening"),
-        "node-{i} did not start: {line:?}"
-    );
-    (Proc(child), serde_json::from_str(&line).unwrap())
+    let (p, v) = common::spawn_ready(&["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()]);
+    assert!(v["listening"].is_array(), "node-{i} did not start: {v}");
+    (p, v)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +64,7 @@ async fn killed_node_becomes_unavailable_within_the_timeout() {
     let etcd = EtcdServer::start().unwrap();
     let store = etcd.connect().await;
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let mut nodes: Vec<Proc> = (1..=3)
+    let mut nodes: Vec<common::Proc> = (1..=3)
         .map(|i| start_node(dir.path(), i, &etcd.endpoint))
         .collect();
     let st = service_states(&store).await.unwrap();
@@ -122,27 +101,6 @@ async fn killed_node_becomes_unavailable_within_the_timeout() {
     );
 }
 
-fn http(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken-for-tests\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    (
-        status,
-        out.split_once("\r\n\r\n")
-            .map(|x| x.1.to_string())
-            .unwrap_or_default(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_processes_form_a_cluster_and_export_a_placed_volume() {
     let etcd = EtcdServer::start().unwrap();
@@ -169,10 +127,11 @@ async fn serve_processes_form_a_cluster_and_export_a_placed_volume() {
     let (st, body) = {
         let api = api.clone();
         tokio::task::spawn_blocking(move || {
-            http(
+            common::http(
                 &api,
                 "POST",
                 "/api/v1/nodes/activate",
+                "t0ken-for-tests",
                 r#"{"nodes":["node-1","node-2","node-3"]}"#,
             )
         })
@@ -201,10 +160,11 @@ async fn serve_processes_form_a_cluster_and_export_a_placed_volume() {
     let (st, body) = {
         let api = api.clone();
         tokio::task::spawn_blocking(move || {
-            http(
+            common::http(
                 &api,
                 "POST",
                 "/api/v1/volumes",
+                "t0ken-for-tests",
                 r#"{"name":"shared","size":33554432}"#,
             )
         })

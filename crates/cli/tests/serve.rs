@@ -2,25 +2,19 @@
 //! The process is killed with SIGKILL mid-life and restarted: every acknowledged write must
 //! read back (the cache journal replays; NVMe/TCP acknowledges only durable writes).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 
 use alcubierre_nvmf::initiator::{cmd, HostConfig, HostController};
 use bytes::Bytes;
 
 struct Server {
-    child: Child,
+    _proc: common::Proc,
     addr: SocketAddr,
     nqn: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn config(dir: &Path, port: u16) -> String {
@@ -52,20 +46,9 @@ hosts = ["*"]
 }
 
 fn start(cfg: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_alcubierre"))
-        .args(["--json", "serve", "--config"])
-        .arg(cfg)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let (p, v) = common::spawn_ready(&["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()]);
     Server {
-        child,
+        _proc: p,
         addr: v["listening"][0].as_str().unwrap().parse().unwrap(),
         nqn: v["volumes"][0]["nqn"].as_str().unwrap().to_string(),
     }
