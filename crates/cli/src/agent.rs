@@ -124,27 +124,3 @@ async fn volumes(store: Arc<dyn Store>, p: Arc<NodeParts>) {
         }
     }
 }
-
-/// Waits until every named node is active (or `timeout` passes).
-pub async fn wait_active(
-    store: &dyn Store,
-    names: &[String],
-    timeout: std::time::Duration,
-) -> anyhow::Result<()> {
-    let t0 = std::time::Instant::now();
-    loop {
-        let nodes = registry::nodes(store).await?;
-        if names.iter().all(|n| {
-            nodes
-                .get(n)
-                .is_some_and(|(r, _)| r.activation == Activation::Active)
-        }) {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            t0.elapsed() < timeout,
-            "nodes did not become active in {timeout:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}

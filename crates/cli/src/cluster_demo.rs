@@ -28,7 +28,7 @@ use alcubierre_types::{ByteSize, VolumeId};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::agent::{wait_active, Agent, NodeParts};
+use crate::agent::{Agent, NodeParts};
 use crate::demo::demo_dir;
 
 const NODES: usize = 3;
@@ -148,7 +148,7 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
         registry::activate(&*store, &names, &Licence::default(), 0).await?;
         // Each node's agent finishes its own activation.
-        wait_active(&*store, &names, Duration::from_secs(10)).await?;
+        registry::wait_active(&*store, &names, Duration::from_secs(10)).await?;
         let token = random_token();
         let api = match tokio::net::TcpListener::bind("127.0.0.1:8080").await {
             Ok(l) => l,

@@ -101,6 +101,14 @@ async fn killed_node_becomes_unavailable_within_the_timeout() {
     );
 }
 
+/// POST with the test token, off the async workers.
+async fn post(api: &str, path: &'static str, body: &'static str) -> (u16, String) {
+    let api = api.to_string();
+    tokio::task::spawn_blocking(move || common::http(&api, "POST", path, "t0ken-for-tests", body))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_processes_form_a_cluster_and_export_a_placed_volume() {
     let etcd = EtcdServer::start().unwrap();
@@ -124,53 +132,25 @@ async fn serve_processes_form_a_cluster_and_export_a_placed_volume() {
         .trim_start_matches("http://")
         .to_string();
     // Activate through the API; each node's agent finishes its own activation.
-    let (st, body) = {
-        let api = api.clone();
-        tokio::task::spawn_blocking(move || {
-            common::http(
-                &api,
-                "POST",
-                "/api/v1/nodes/activate",
-                "t0ken-for-tests",
-                r#"{"nodes":["node-1","node-2","node-3"]}"#,
-            )
-        })
-        .await
-        .unwrap()
-    };
+    let (st, body) = post(
+        &api,
+        "/api/v1/nodes/activate",
+        r#"{"nodes":["node-1","node-2","node-3"]}"#,
+    )
+    .await;
     assert_eq!(st, 200, "{body}");
     let store = etcd.connect().await;
     let names: Vec<String> = (1..=3).map(|i| format!("node-{i}")).collect();
-    let t0 = Instant::now();
-    loop {
-        let n = alcubierre_control::registry::nodes(&store).await.unwrap();
-        if names
-            .iter()
-            .all(|x| n[x].0.activation == alcubierre_control::model::Activation::Active)
-        {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "not all active: {n:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Create a volume; its first replica's node exports it.
-    let (st, body) = {
-        let api = api.clone();
-        tokio::task::spawn_blocking(move || {
-            common::http(
-                &api,
-                "POST",
-                "/api/v1/volumes",
-                "t0ken-for-tests",
-                r#"{"name":"shared","size":33554432}"#,
-            )
-        })
+    alcubierre_control::registry::wait_active(&store, &names, Duration::from_secs(10))
         .await
-        .unwrap()
-    };
+        .unwrap();
+    // Create a volume; its first replica's node exports it.
+    let (st, body) = post(
+        &api,
+        "/api/v1/volumes",
+        r#"{"name":"shared","size":33554432}"#,
+    )
+    .await;
     assert_eq!(st, 201, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let primary = v["replicas"][0].as_str().unwrap();

@@ -106,7 +106,8 @@ impl From<RegistryError> for ApiError {
             }
             RegistryError::Activation(_)
             | RegistryError::Transition { .. }
-            | RegistryError::Conflict => err(StatusCode::CONFLICT, m, None),
+            | RegistryError::Conflict
+            | RegistryError::NotActive { .. } => err(StatusCode::CONFLICT, m, None),
             RegistryError::Store(_) | RegistryError::Corrupt { .. } => {
                 err(StatusCode::SERVICE_UNAVAILABLE, m, None)
             }

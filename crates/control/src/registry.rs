@@ -54,6 +54,14 @@ pub enum RegistryError {
     /// Records changed while the operation ran; retry.
     #[error("node records changed concurrently; retry")]
     Conflict,
+    /// Nodes did not finish activating in time.
+    #[error("nodes {nodes:?} did not become active within {timeout:?}")]
+    NotActive {
+        /// The nodes still not active.
+        nodes: Vec<String>,
+        /// How long it waited.
+        timeout: Duration,
+    },
 }
 
 fn encode(n: &Node) -> Vec<u8> {
@@ -308,5 +316,35 @@ impl Heartbeat {
         let lease = store.grant(timeout).await?;
         store.put(key, b"1".to_vec(), Some(lease)).await?;
         Ok(lease)
+    }
+}
+
+/// Waits until every node in `names` is active (their agents finish activation), or fails after
+/// `timeout` naming the ones that are not.
+pub async fn wait_active(
+    store: &dyn Store,
+    names: &[String],
+    timeout: Duration,
+) -> Result<(), RegistryError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let all = nodes(store).await?;
+        let pending: Vec<&String> = names
+            .iter()
+            .filter(|n| {
+                !all.get(*n)
+                    .is_some_and(|(r, _)| r.activation == Activation::Active)
+            })
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(RegistryError::NotActive {
+                nodes: pending.into_iter().cloned().collect(),
+                timeout,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

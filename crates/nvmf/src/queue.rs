@@ -144,7 +144,8 @@ enum Inflight {
         compare: Option<Bytes>,
         xfer: u32,
     },
-    Aer,
+    /// Answered later by something other than the device (an Asynchronous Event Request).
+    Held,
 }
 
 /// A successful completion: dwords 0/1 and data for the host.
@@ -536,8 +537,8 @@ impl QueuePair {
             self.io(&sqe, data, xfer, out)
         };
         if matches!(r, Ok(None)) {
-            // Running: remember it so a duplicate CID is refused.
-            self.inflight.entry(cid).or_insert(Inflight::Aer);
+            // Answered later: remember it so a duplicate CID is refused.
+            self.inflight.entry(cid).or_insert(Inflight::Held);
         }
         self.complete(out, cid, r, xfer);
         if let Some(reason) = self.pending_close.take() {
