@@ -24,8 +24,10 @@
 #![forbid(unsafe_code)]
 
 mod mem;
+pub mod metered;
 
 pub use mem::MemBlockDevice;
+pub use metered::{IoStats, Metered};
 
 use alcubierre_types::{BlockCount, ByteSize, Lba, VolumeGeometry};
 use bytes::Bytes;

@@ -1,5 +1,6 @@
 //! A token bucket in bytes per second, shared by the destagers of a node.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -8,7 +9,7 @@ use parking_lot::Mutex;
 /// allowed (a round larger than the credit runs, and later rounds wait it off), so the long-run
 /// rate is exact whatever the round sizes.
 pub struct RateLimiter {
-    rate: u64,
+    rate: AtomicU64,
     burst: u64,
     state: Mutex<(f64, Instant)>,
 }
@@ -17,7 +18,7 @@ impl RateLimiter {
     /// A bucket of `rate` bytes/s with `burst` bytes of credit, starting full.
     pub fn new(rate: u64, burst: u64) -> Self {
         Self {
-            rate: rate.max(1),
+            rate: AtomicU64::new(rate.max(1)),
             burst,
             state: Mutex::new((burst as f64, Instant::now())),
         }
@@ -25,12 +26,19 @@ impl RateLimiter {
 
     /// The configured rate in bytes per second.
     pub fn rate(&self) -> u64 {
-        self.rate
+        self.rate.load(Ordering::Relaxed)
+    }
+
+    /// Changes the rate from now on (the cluster configuration is applied while running).
+    pub fn set_rate(&self, rate: u64) {
+        let mut s = self.state.lock();
+        self.refill(&mut s, Instant::now());
+        self.rate.store(rate.max(1), Ordering::Relaxed);
     }
 
     fn refill(&self, s: &mut (f64, Instant), now: Instant) {
         let dt = now.saturating_duration_since(s.1).as_secs_f64();
-        s.0 = (s.0 + dt * self.rate as f64).min(self.burst as f64);
+        s.0 = (s.0 + dt * self.rate() as f64).min(self.burst as f64);
         s.1 = now;
     }
 
@@ -41,7 +49,7 @@ impl RateLimiter {
         if s.0 >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-s.0 / self.rate as f64)
+            Duration::from_secs_f64(-s.0 / self.rate() as f64)
         }
     }
 
@@ -67,5 +75,15 @@ mod tests {
             d > Duration::from_millis(400) && d <= Duration::from_millis(500),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn a_new_rate_applies_to_the_debt() {
+        let l = RateLimiter::new(1_000_000, 0);
+        l.spend(1_000_000);
+        l.set_rate(10_000_000);
+        assert_eq!(l.rate(), 10_000_000);
+        let d = l.delay();
+        assert!(d <= Duration::from_millis(100), "{d:?}");
     }
 }

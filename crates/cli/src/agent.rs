@@ -1,21 +1,34 @@
 //! A node's agent in a cluster: it applies the desired state the store holds.
 //! * Activation: when its record turns `activating`, it checks its cache devices and reports
 //!   success or failure (`registry::finish_activation`).
-//! * Volumes: it watches `volumes/` and exports over NVMe/TCP the volumes whose first replica it
-//!   is (creating the backend image and attaching the volume to its cache first). Until
-//!   replication exists (issue 6), the other replicas hold no data.
+//! * Volumes: whenever a volume or a host changes, it compares the volumes whose primary it is
+//!   with what it exports, and converges: it exports new ones over NVMe/TCP (creating the
+//!   backend image and attaching the volume to its cache first), grows resized ones (the hosts
+//!   get a Namespace Attribute Changed event), applies access lists (the volume's hosts' NQNs; an
+//!   empty list lets any host in), and stops exporting volumes that moved away or were deleted
+//!   (a deleted volume's cached data is dropped and its backend image deleted). Until
+//!   replication exists (issue 6), only the primary holds data.
+//! * Configuration: when the cluster configuration changes it applies the heartbeat interval and
+//!   timeout (a new lease) and its share of the destage rate, without a restart.
 
-use std::collections::HashSet;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use alcubierre_backend::BackendError;
-use alcubierre_cache::{Engine, VolumeOpener};
+use alcubierre_block::{IoStats, Metered};
+use alcubierre_cache::{Engine, RateLimiter, VolumeOpener};
+use alcubierre_control::cluster::{self, CONFIG_KEY};
 use alcubierre_control::model::{Activation, Node};
-use alcubierre_control::registry;
-use alcubierre_control::volumes::Volume;
-use alcubierre_nvmf::{HostAcl, Subsystem, Target};
+use alcubierre_control::registry::{self, Heartbeat};
+use alcubierre_control::volumes::{Host, Volume};
+use alcubierre_nvmf::{volume_nqn, HostAcl, Subsystem, SubsystemEvent, Target};
 use alcubierre_store::{Store, WatchEvent};
 use alcubierre_types::{BlockSize, ByteSize, VolumeGeometry, VolumeId};
+use parking_lot::RwLock;
+
+/// Per-volume I/O statistics of the volumes a node exports, by volume id (with the name).
+pub type VolumeStats = Arc<RwLock<BTreeMap<String, (String, Arc<IoStats>)>>>;
 
 /// The running agent; dropping it stops it.
 pub struct Agent {
@@ -42,15 +55,20 @@ pub struct NodeParts {
     pub target: Arc<Target>,
     /// Its ANA group.
     pub ana_group: u32,
+    /// Its destagers' shared rate limit.
+    pub destage_limit: Option<Arc<RateLimiter>>,
+    /// Where it publishes the I/O statistics of the volumes it exports.
+    pub stats: VolumeStats,
 }
 
 impl Agent {
-    /// Starts the agent.
-    pub fn start(store: Arc<dyn Store>, parts: NodeParts) -> Self {
+    /// Starts the agent; it takes over `heartbeat` to apply configuration changes to it.
+    pub fn start(store: Arc<dyn Store>, parts: NodeParts, heartbeat: Heartbeat) -> Self {
         let parts = Arc::new(parts);
         let tasks = vec![
             tokio::spawn(activation(store.clone(), parts.name.clone())),
-            tokio::spawn(volumes(store, parts)),
+            tokio::spawn(volumes(store.clone(), parts.clone())),
+            tokio::spawn(config(store, parts, heartbeat)),
         ];
         Self { tasks }
     }
@@ -83,44 +101,251 @@ async fn activation(store: Arc<dyn Store>, name: String) {
     }
 }
 
-fn export(p: &NodeParts, v: &Volume) -> anyhow::Result<()> {
+/// What the agent exported for a volume.
+struct Exported {
+    name: String,
+    size: u64,
+    acl: HostAcl,
+}
+
+/// The access list of `v`: its hosts' NQNs, or any host when it names none.
+fn acl(v: &Volume, hosts: &BTreeMap<String, Host>) -> HostAcl {
+    if v.hosts.is_empty() {
+        return HostAcl::Any;
+    }
+    HostAcl::Only(
+        v.hosts
+            .iter()
+            .filter_map(|h| hosts.get(h).and_then(|h| h.nqn.clone()))
+            .collect(),
+    )
+}
+
+fn geometry(v: &Volume) -> anyhow::Result<VolumeGeometry> {
+    Ok(VolumeGeometry::new(
+        BlockSize::from_bytes(v.block_size)?,
+        ByteSize(v.size),
+    )?)
+}
+
+fn export(p: &NodeParts, v: &Volume, acl: HostAcl) -> anyhow::Result<()> {
     let id = VolumeId(v.id.parse()?);
     let backend = p.engine.backend();
     match backend.size(id) {
         Err(BackendError::NotFound { .. }) => backend.create(id, ByteSize(v.size))?,
         Err(e) => return Err(e.into()),
+        Ok(s) if s.0 < v.size => backend.resize(id, ByteSize(v.size))?,
         Ok(_) => {}
     }
-    let g = VolumeGeometry::new(BlockSize::from_bytes(v.block_size)?, ByteSize(v.size))?;
-    p.engine.attach(id, g)?;
-    let dev = Arc::new(p.volumes.volume(id)?);
+    match p.engine.attach(id, geometry(v)?) {
+        Ok(()) | Err(alcubierre_cache::CacheError::AlreadyAttached(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let stats = Arc::new(IoStats::default());
+    let dev = Arc::new(Metered::new(p.volumes.volume(id)?, stats.clone()));
     p.target
-        .add_subsystem(Arc::new(Subsystem::new(id, dev, HostAcl::Any, p.ana_group)));
+        .add_subsystem(Arc::new(Subsystem::new(id, dev, acl, p.ana_group)));
+    p.stats
+        .write()
+        .insert(v.id.clone(), (v.name.clone(), stats));
+    Ok(())
+}
+
+fn grow(p: &NodeParts, v: &Volume) -> anyhow::Result<()> {
+    let id = VolumeId(v.id.parse()?);
+    p.engine.backend().resize(id, ByteSize(v.size))?;
+    p.engine.resize(id, geometry(v)?)?;
+    if let Some(s) = p.target.subsystem(&volume_nqn(id)) {
+        s.notify(SubsystemEvent::NamespaceChanged);
+    }
+    Ok(())
+}
+
+/// Stops exporting `id`; when `deleted`, drops its cached data and deletes its backend image.
+fn unexport(p: &NodeParts, id: &str, deleted: bool) -> anyhow::Result<()> {
+    let vid = VolumeId(id.parse()?);
+    p.target.remove_subsystem(&volume_nqn(vid));
+    p.stats.write().remove(id);
+    if deleted {
+        p.engine.drop_volume(vid)?;
+        match p.engine.backend().delete(vid) {
+            Ok(()) | Err(BackendError::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    } else {
+        // Its dirty data stays in the journal and is still destaged.
+        let _ = p.engine.detach(vid);
+    }
+    Ok(())
+}
+
+async fn converge(
+    store: &dyn Store,
+    p: &NodeParts,
+    exported: &mut BTreeMap<String, Exported>,
+) -> anyhow::Result<()> {
+    let mut hosts = BTreeMap::new();
+    for kv in store.list("hosts/").await? {
+        if let Ok(h) = serde_json::from_slice::<Host>(&kv.value) {
+            hosts.insert(h.name.clone(), h);
+        }
+    }
+    let mut all = BTreeMap::new();
+    for kv in store.list("volumes/").await? {
+        if let Ok(v) = serde_json::from_slice::<Volume>(&kv.value) {
+            all.insert(v.id.clone(), v);
+        }
+    }
+    let gone: Vec<String> = exported
+        .keys()
+        .filter(|id| all.get(*id).is_none_or(|v| v.primary != p.name))
+        .cloned()
+        .collect();
+    for id in gone {
+        let deleted = !all.contains_key(&id);
+        let e = exported.remove(&id).expect("listed");
+        match unexport(p, &id, deleted) {
+            Ok(()) if deleted => tracing::info!(node = %p.name, volume = %e.name, "deleted"),
+            Ok(()) => {
+                tracing::info!(node = %p.name, volume = %e.name, "no longer primary; unexported")
+            }
+            Err(err) => {
+                tracing::error!(node = %p.name, volume = %e.name, "unexport failed: {err:#}")
+            }
+        }
+    }
+    for v in all.values().filter(|v| v.primary == p.name) {
+        let want = acl(v, &hosts);
+        match exported.get_mut(&v.id) {
+            None => match export(p, v, want.clone()) {
+                Ok(()) => {
+                    tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch, "exported");
+                    exported.insert(
+                        v.id.clone(),
+                        Exported {
+                            name: v.name.clone(),
+                            size: v.size,
+                            acl: want,
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(node = %p.name, volume = %v.name, "export failed: {e:#}")
+                }
+            },
+            Some(e) => {
+                if v.size > e.size {
+                    match grow(p, v) {
+                        Ok(()) => {
+                            tracing::info!(node = %p.name, volume = %v.name, size = v.size, "grown");
+                            e.size = v.size;
+                        }
+                        Err(err) => {
+                            tracing::error!(node = %p.name, volume = %v.name, "resize failed: {err:#}")
+                        }
+                    }
+                }
+                if e.acl != want {
+                    let id = VolumeId(v.id.parse()?);
+                    if let Some(s) = p.target.subsystem(&volume_nqn(id)) {
+                        s.set_acl(want.clone());
+                    }
+                    e.acl = want;
+                }
+            }
+        }
+    }
     Ok(())
 }
 
 async fn volumes(store: Arc<dyn Store>, p: Arc<NodeParts>) {
-    let mut exported: HashSet<String> = HashSet::new();
-    let Ok(mut w) = store.watch("volumes/", Some(1)).await else {
-        tracing::error!(node = %p.name, "cannot watch volumes");
-        return;
-    };
-    while let Some(ev) = w.next().await {
-        let Ok(WatchEvent::Put(kv)) = ev else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_slice::<Volume>(&kv.value) else {
-            continue;
-        };
-        if v.replicas.first() != Some(&p.name) || exported.contains(&v.id) {
-            continue;
-        }
-        match export(&p, &v) {
-            Ok(()) => {
-                tracing::info!(node = %p.name, volume = %v.name, "exported");
-                exported.insert(v.id.clone());
+    let mut exported = BTreeMap::new();
+    loop {
+        // Watch first, then read: nothing written in between is missed.
+        let rev = store.revision().await.unwrap_or(0);
+        let (w1, w2) = match (
+            store.watch("volumes/", Some(rev + 1)).await,
+            store.watch("hosts/", Some(rev + 1)).await,
+        ) {
+            (Ok(a), Ok(b)) => (a, b),
+            _ => {
+                tracing::warn!(node = %p.name, "cannot watch volumes; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
             }
-            Err(e) => tracing::error!(node = %p.name, volume = %v.name, "export failed: {e:#}"),
+        };
+        let (mut w1, mut w2) = (w1, w2);
+        loop {
+            if let Err(e) = converge(&*store, &p, &mut exported).await {
+                tracing::warn!(node = %p.name, "applying volumes failed: {e:#}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let ev = tokio::select! {
+                e = w1.next() => e,
+                e = w2.next() => e,
+            };
+            if !matches!(ev, Some(Ok(_))) {
+                break; // the watch failed: start over
+            }
         }
     }
+}
+
+/// Applies the cluster configuration: heartbeat timing and this node's destage share.
+async fn config(store: Arc<dyn Store>, p: Arc<NodeParts>, mut heartbeat: Heartbeat) {
+    loop {
+        let rev = store.revision().await.unwrap_or(0);
+        let (Ok(mut w1), Ok(mut w2)) = (
+            store.watch(CONFIG_KEY, Some(rev + 1)).await,
+            store.watch(registry::NODES, Some(rev + 1)).await,
+        ) else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        loop {
+            match apply_config(&*store, &p, &mut heartbeat).await {
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(node = %p.name, "applying the cluster config failed: {e:#}")
+                }
+            }
+            let ev = tokio::select! {
+                e = w1.next() => e,
+                e = w2.next() => e,
+            };
+            if !matches!(ev, Some(Ok(_))) {
+                break;
+            }
+        }
+    }
+}
+
+async fn apply_config(
+    store: &dyn Store,
+    p: &NodeParts,
+    heartbeat: &mut Heartbeat,
+) -> anyhow::Result<()> {
+    let c = cluster::load(store).await?;
+    let timing = (
+        Duration::from_millis(c.heartbeat_interval_ms),
+        Duration::from_millis(c.heartbeat_timeout_ms),
+    );
+    if store.get(CONFIG_KEY).await?.is_some() && heartbeat.timing() != timing {
+        *heartbeat = heartbeat.restart(timing.0, timing.1).await?;
+        tracing::info!(node = %p.name, interval = ?timing.0, timeout = ?timing.1, "heartbeat timing applied");
+    }
+    if let Some(limit) = &p.destage_limit {
+        let active = registry::nodes(store)
+            .await?
+            .values()
+            .filter(|(n, _)| n.activation == Activation::Active)
+            .count()
+            .max(1) as u32;
+        let share = c.destage_rate(active) / active as u64;
+        if limit.rate() != share {
+            limit.set_rate(share);
+            tracing::info!(node = %p.name, rate = share, "destage rate applied");
+        }
+    }
+    Ok(())
 }

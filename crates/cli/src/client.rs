@@ -127,12 +127,11 @@ fn nodes_table(v: &Value) {
                             .collect::<Vec<_>>()
                             .join(", ")
                     });
-                    vec![
-                        s(&n["name"]),
-                        s(&n["activation"]["state"]),
-                        s(&n["service"]),
-                        cache,
-                    ]
+                    let mut activation = s(&n["activation"]["state"]);
+                    if n["draining"].as_bool() == Some(true) {
+                        activation.push_str(", draining");
+                    }
+                    vec![s(&n["name"]), activation, s(&n["service"]), cache]
                 })
                 .collect()
         })
@@ -155,11 +154,21 @@ fn volumes_table(v: &Value) {
                 x["replicas"].as_array().map_or(String::new(), |r| {
                     r.iter().map(s).collect::<Vec<_>>().join(",")
                 }),
+                s(&x["primary"]),
+                format!(
+                    "{}/{}",
+                    x["in_sync"].as_array().map_or(0, Vec::len),
+                    x["replicas"].as_array().map_or(0, Vec::len)
+                ),
+                s(&x["epoch"]),
                 s(&x["qos"]),
             ]
         })
         .collect();
-    print_table(&["NAME", "ID", "SIZE", "REPLICAS", "QOS"], rows);
+    print_table(
+        &["NAME", "ID", "SIZE", "REPLICAS", "PRIMARY", "IN SYNC", "EPOCH", "QOS"],
+        rows,
+    );
 }
 
 /// `alcubierre node ...`.
@@ -177,6 +186,14 @@ pub enum NodeCmd {
     Deactivate {
         /// Node name.
         node: String,
+    },
+    /// Drains a node: it takes no new replicas and the leader moves its replicas away.
+    Drain {
+        /// Node name.
+        node: String,
+        /// Stop draining instead.
+        #[arg(long)]
+        stop: bool,
     },
 }
 
@@ -306,6 +323,17 @@ pub fn node(a: &ApiArgs, c: NodeCmd, json: bool) -> anyhow::Result<()> {
         NodeCmd::Deactivate { node } => {
             let v = request(a, "POST", &format!("/api/v1/nodes/{node}/deactivate"), None)?;
             out(&v, json, |_| println!("{node} deactivated"));
+        }
+        NodeCmd::Drain { node, stop } => {
+            let verb = if stop { "undrain" } else { "drain" };
+            let v = request(a, "POST", &format!("/api/v1/nodes/{node}/{verb}"), None)?;
+            out(&v, json, |_| {
+                if stop {
+                    println!("{node} no longer draining")
+                } else {
+                    println!("{node} draining; `alcubierre status` shows the volumes still on it")
+                }
+            });
         }
     }
     Ok(())
@@ -440,17 +468,43 @@ pub fn cluster(a: &ApiArgs, c: ClusterCmd, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `status`: nodes and volumes.
+/// Runs `status`: the summary, nodes and volumes.
 pub fn status(a: &ApiArgs, json: bool) -> anyhow::Result<()> {
+    let st = request(a, "GET", "/api/v1/status", None)?;
     let nodes = request(a, "GET", "/api/v1/nodes", None)?;
     let vols = request(a, "GET", "/api/v1/volumes", None)?;
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({ "nodes": nodes, "volumes": vols }))?
+            serde_json::to_string_pretty(
+                &json!({ "status": st, "nodes": nodes, "volumes": vols })
+            )?
         );
         return Ok(());
     }
+    let list = |v: &Value| {
+        v.as_array()
+            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(", "))
+            .filter(|x| !x.is_empty())
+            .unwrap_or_else(|| "none".into())
+    };
+    println!(
+        "leader {}; nodes {} active of {}, {} available; volumes {} ({} provisioned, cache {})",
+        st["leader"].as_str().unwrap_or("none (no node is leading)"),
+        st["active"],
+        st["nodes"],
+        st["available"],
+        st["volumes"],
+        alcubierre_types::ByteSize(st["provisioned_bytes"].as_u64().unwrap_or(0)),
+        alcubierre_types::ByteSize(st["capacity_bytes"].as_u64().unwrap_or(0)),
+    );
+    println!(
+        "degraded: {}; unavailable: {}; draining: {}",
+        list(&st["degraded"]),
+        list(&st["unavailable"]),
+        list(&st["draining"])
+    );
+    println!();
     nodes_table(&nodes);
     println!();
     volumes_table(&vols);

@@ -38,9 +38,10 @@ const VOLUME: u64 = 1 << 30;
 struct DemoNode {
     name: String,
     listener: Listener,
-    _heartbeat: Heartbeat,
     service: CacheService,
+    metrics: Option<crate::metrics::NodeSources>,
     _agent: Agent,
+    leader: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Serialize)]
@@ -81,7 +82,14 @@ async fn start_node(
     drop(m);
     let medium: Arc<dyn Medium> = Arc::new(DirectFile::open(&cache_path)?);
     let engine = Arc::new(Engine::open(medium, backend.clone())?);
-    let service = CacheService::start(engine.clone(), ServiceConfig::default());
+    let limit = Arc::new(alcubierre_cache::RateLimiter::new(50_000_000, 0));
+    let service = CacheService::start(
+        engine.clone(),
+        ServiceConfig {
+            destage_limit: Some(limit.clone()),
+            ..ServiceConfig::default()
+        },
+    );
     let target = Arc::new(Target::new(TargetConfig {
         cntlid_base: (i as u16) * 1000,
         cntlid_count: 1000,
@@ -103,6 +111,7 @@ async fn start_node(
             state: CacheState::Healthy,
         }],
         activation: Activation::Registered,
+        draining: false,
     };
     registry::register(&*store, &node).await?;
     let hb = Heartbeat::start(
@@ -112,6 +121,14 @@ async fn start_node(
         Duration::from_secs(5),
     )
     .await?;
+    let stats = crate::agent::VolumeStats::default();
+    let metrics = crate::metrics::NodeSources {
+        node: name.clone(),
+        engine: Some(engine.clone()),
+        destage_limit: Some(limit.clone()),
+        volumes: stats.clone(),
+    };
+    let leader = tokio::spawn(alcubierre_control::leader::run(store.clone(), name.clone()));
     let agent = Agent::start(
         store,
         NodeParts {
@@ -120,14 +137,18 @@ async fn start_node(
             volumes: service.volumes(),
             target,
             ana_group: i as u32,
+            destage_limit: Some(limit),
+            stats,
         },
+        hb,
     );
     Ok(DemoNode {
         name,
         listener,
-        _heartbeat: hb,
         service,
+        metrics: Some(metrics),
         _agent: agent,
+        leader,
     })
 }
 
@@ -141,7 +162,7 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
     rt.block_on(async {
         let store: Arc<dyn Store> = Arc::new(MemStore::new());
         let backend: Arc<dyn Backend> = Arc::new(FileBackend::new(dir.join("backend"))?);
-        let mut nodes = Vec::new();
+        let mut nodes: Vec<DemoNode> = Vec::new();
         for i in 1..=NODES {
             nodes.push(start_node(i, &dir, store.clone(), backend.clone()).await?);
         }
@@ -155,6 +176,7 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
             Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
         };
         let api_addr = api.local_addr()?;
+        let sources = nodes.iter_mut().filter_map(|n| n.metrics.take()).collect();
         let app = router(ApiState {
             store: store.clone(),
             token: Arc::new(token.clone()),
@@ -164,6 +186,7 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs())
             },
+            node_metrics: Some(crate::metrics::renderer(sources)),
         });
         let api_task = tokio::spawn(async move { axum::serve(api, app).await });
         let id = uuid::Uuid::new_v4().to_string();
@@ -264,6 +287,8 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         }
         api_task.abort();
         for n in nodes {
+            n.leader.abort();
+            drop(n._agent);
             drop(n.listener);
             n.service.shutdown();
         }

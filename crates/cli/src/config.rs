@@ -342,6 +342,9 @@ impl NodeConfig {
             {
                 bail!("cluster.heartbeat_timeout_ms: must be at least twice a positive heartbeat_interval_ms");
             }
+            if self.cache.is_none() || self.backend.is_none() {
+                bail!("cluster: a node in a cluster needs a [cache] and a [backend] section");
+            }
         }
         if let Some(b) = &self.backend {
             match b.kind.as_str() {

@@ -13,6 +13,7 @@ mod cluster_demo;
 mod config;
 mod demo;
 mod load;
+mod metrics;
 mod plan;
 mod serve;
 mod sysinfo;

@@ -79,11 +79,11 @@ fn portals(cfg: &NodeConfig) -> Vec<Portal> {
 }
 
 /// Opens the cache device, creating and formatting a file when asked to.
-fn open_cache(cfg: &NodeConfig) -> anyhow::Result<Option<CacheService>> {
+fn open_cache(cfg: &NodeConfig) -> anyhow::Result<Option<(CacheService, Arc<RateLimiter>)>> {
     let (Some(c), Some(b)) = (&cfg.cache, &cfg.backend) else {
         return Ok(None);
     };
-    if !cfg.volumes.iter().any(|v| !v.memory) {
+    if cfg.cluster.is_none() && !cfg.volumes.iter().any(|v| !v.memory) {
         return Ok(None);
     }
     if !c.device.exists() {
@@ -136,19 +136,23 @@ fn open_cache(cfg: &NodeConfig) -> anyhow::Result<Option<CacheService>> {
         let g = VolumeGeometry::new(BlockSize::from_bytes(v.block_size)?, ByteSize(v.size.0))?;
         engine.attach(id, g)?;
     }
+    let limit = Arc::new(RateLimiter::new(c.destage_rate.0, 0));
     let svc = CacheService::start(
         engine,
         ServiceConfig {
-            destage_limit: Some(Arc::new(RateLimiter::new(c.destage_rate.0, 0))),
+            destage_limit: Some(limit.clone()),
             ..ServiceConfig::default()
         },
     );
-    Ok(Some(svc))
+    Ok(Some((svc, limit)))
 }
 
 /// Starts a node (inside a tokio runtime).
 pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
-    let service = open_cache(cfg)?;
+    let (service, destage_limit) = match open_cache(cfg)? {
+        Some((s, l)) => (Some(s), Some(l)),
+        None => (None, None),
+    };
     let target = Arc::new(Target::new(TargetConfig {
         cntlid_base: cfg.node.cntlid_base,
         cntlid_count: cfg.node.cntlid_count,
@@ -195,7 +199,7 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
         listeners.push(l);
     }
     let cluster = match &cfg.cluster {
-        Some(c) => Some(join_cluster(cfg, c, service.as_ref(), &target).await?),
+        Some(c) => Some(join_cluster(cfg, c, service.as_ref(), destage_limit, &target).await?),
         None => None,
     };
     Ok(Node {
@@ -209,8 +213,8 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
 
 /// What a node runs when it is part of a cluster.
 struct Cluster {
-    _heartbeat: alcubierre_control::registry::Heartbeat,
-    _agent: Option<crate::agent::Agent>,
+    _agent: crate::agent::Agent,
+    leader: tokio::task::JoinHandle<()>,
     api: Option<tokio::task::JoinHandle<()>>,
     /// The API's bound address.
     api_addr: Option<SocketAddr>,
@@ -218,6 +222,7 @@ struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        self.leader.abort();
         if let Some(t) = &self.api {
             t.abort();
         }
@@ -229,6 +234,7 @@ async fn join_cluster(
     cfg: &NodeConfig,
     c: &crate::config::ClusterSection,
     service: Option<&CacheService>,
+    destage_limit: Option<Arc<RateLimiter>>,
     target: &Arc<Target>,
 ) -> anyhow::Result<Cluster> {
     use alcubierre_control::model::{Activation, CacheDevice, CacheState, Node as NodeRecord};
@@ -251,6 +257,7 @@ async fn join_cluster(
         replica: String::new(),
         cache,
         activation: Activation::Registered,
+        draining: false,
     };
     alcubierre_control::registry::register(&*store, &record)
         .await
@@ -264,18 +271,33 @@ async fn join_cluster(
     .await
     .context("cluster: starting the heartbeat")?;
     tracing::info!(node = %cfg.node.name, "joined the cluster");
-    let agent = service.map(|svc| {
-        crate::agent::Agent::start(
-            store.clone(),
-            crate::agent::NodeParts {
-                name: cfg.node.name.clone(),
-                engine: svc.engine().clone(),
-                volumes: svc.volumes(),
-                target: target.clone(),
-                ana_group: cfg.node.ana_group,
-            },
-        )
-    });
+    let Some(svc) = service else {
+        bail!("cluster: a node in a cluster needs [cache] and [backend]");
+    };
+    let stats = crate::agent::VolumeStats::default();
+    let agent = crate::agent::Agent::start(
+        store.clone(),
+        crate::agent::NodeParts {
+            name: cfg.node.name.clone(),
+            engine: svc.engine().clone(),
+            volumes: svc.volumes(),
+            target: target.clone(),
+            ana_group: cfg.node.ana_group,
+            destage_limit: destage_limit.clone(),
+            stats: stats.clone(),
+        },
+        hb,
+    );
+    let leader = tokio::spawn(alcubierre_control::leader::run(
+        store.clone(),
+        cfg.node.name.clone(),
+    ));
+    let node_metrics = crate::metrics::renderer(vec![crate::metrics::NodeSources {
+        node: cfg.node.name.clone(),
+        engine: Some(svc.engine().clone()),
+        destage_limit,
+        volumes: stats,
+    }]);
     let (api, api_addr) = match c.api_listen {
         Some(addr) => {
             let token = c
@@ -297,6 +319,7 @@ async fn join_cluster(
                         .duration_since(std::time::UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs())
                 },
+                node_metrics: Some(node_metrics),
             });
             let t = tokio::spawn(async move {
                 if let Err(e) = axum::serve(l, app).await {
@@ -308,8 +331,8 @@ async fn join_cluster(
         None => (None, None),
     };
     Ok(Cluster {
-        _heartbeat: hb,
         _agent: agent,
+        leader,
         api,
         api_addr,
     })

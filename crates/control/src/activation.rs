@@ -199,6 +199,7 @@ mod tests {
                 })
                 .collect(),
             activation: Activation::Registered,
+            draining: false,
         }
     }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::activation::{ActivationError, Licence};
-use crate::cluster::ClusterConfig;
+use crate::cluster::{self, ClusterConfig, StoredConfigError};
 use crate::model::{ActivationEvent, Node, Service};
 use crate::plan::{plan, PlanInput};
 use crate::registry::{self, RegistryError};
@@ -29,6 +29,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/nodes"),
     ("POST", "/api/v1/nodes/activate"),
     ("POST", "/api/v1/nodes/{name}/deactivate"),
+    ("POST", "/api/v1/nodes/{name}/drain"),
+    ("POST", "/api/v1/nodes/{name}/undrain"),
+    ("GET", "/api/v1/status"),
     ("GET", "/api/v1/volumes"),
     ("POST", "/api/v1/volumes"),
     ("GET", "/api/v1/volumes/{id}"),
@@ -40,7 +43,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/v1/hosts/{name}"),
     ("GET", "/api/v1/plan"),
     ("GET", "/metrics"),
+    ("GET", "/"),
 ];
+
+/// Renders a node's own metrics (its volumes' I/O, its cache) for `/metrics`.
+pub type NodeMetrics = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -53,6 +60,8 @@ pub struct ApiState {
     pub licence: Licence,
     /// Unix time source (tests fix it).
     pub now: fn() -> u64,
+    /// The serving node's own metrics, appended to the cluster's.
+    pub node_metrics: Option<NodeMetrics>,
 }
 
 /// An API error.
@@ -200,6 +209,92 @@ async fn deactivate(
     ))
 }
 
+async fn drain(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Node> {
+    authorize(&s, &h)?;
+    Ok(Json(registry::set_draining(&*s.store, &name, true).await?))
+}
+
+async fn undrain(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Node> {
+    authorize(&s, &h)?;
+    Ok(Json(registry::set_draining(&*s.store, &name, false).await?))
+}
+
+/// The cluster at a glance.
+#[derive(Serialize)]
+struct Status {
+    leader: Option<String>,
+    nodes: usize,
+    active: usize,
+    available: usize,
+    draining: Vec<String>,
+    volumes: usize,
+    /// Volumes with fewer in-sync replicas than replicas.
+    degraded: Vec<String>,
+    /// Volumes whose primary is not up (no I/O).
+    unavailable: Vec<String>,
+    capacity_bytes: u64,
+    provisioned_bytes: u64,
+}
+
+async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Status> {
+    authorize(&s, &h)?;
+    let nodes = registry::nodes(&*s.store).await?;
+    let services = registry::service_states(&*s.store).await?;
+    let vols = volumes::list(&*s.store).await?;
+    let up = |n: &str| {
+        nodes
+            .get(n)
+            .is_some_and(|(r, _)| r.activation == crate::model::Activation::Active)
+            && services.get(n) == Some(&Service::Available)
+    };
+    Ok(Json(Status {
+        leader: crate::leader::current(&*s.store).await?,
+        nodes: nodes.len(),
+        active: nodes
+            .values()
+            .filter(|(n, _)| n.activation == crate::model::Activation::Active)
+            .count(),
+        available: services
+            .values()
+            .filter(|s| **s == Service::Available)
+            .count(),
+        draining: nodes
+            .values()
+            .filter(|(n, _)| n.draining)
+            .map(|(n, _)| n.name.clone())
+            .collect(),
+        volumes: vols.len(),
+        degraded: vols
+            .values()
+            .filter(|v| v.in_sync.len() < v.replicas.len())
+            .map(|v| v.name.clone())
+            .collect(),
+        unavailable: vols
+            .values()
+            .filter(|v| !up(&v.primary))
+            .map(|v| v.name.clone())
+            .collect(),
+        capacity_bytes: nodes
+            .values()
+            .filter(|(n, _)| n.activation == crate::model::Activation::Active)
+            .map(|(n, _)| n.cache_bytes())
+            .sum(),
+        provisioned_bytes: vols.values().map(|v| v.size).sum(),
+    }))
+}
+
+async fn console() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("console.html"))
+}
+
 async fn list_volumes(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Vec<volumes::Volume>> {
     authorize(&s, &h)?;
     Ok(Json(
@@ -344,20 +439,21 @@ async fn put_host(
     Ok(Json(json!({ "name": host.name })))
 }
 
-const CONFIG_KEY: &str = "cluster/config";
+impl From<StoredConfigError> for ApiError {
+    fn from(e: StoredConfigError) -> Self {
+        let m = e.to_string();
+        match e {
+            StoredConfigError::Invalid(c) => err(StatusCode::BAD_REQUEST, m, Some(&c.field)),
+            StoredConfigError::Store(_) | StoredConfigError::Corrupt(_) => {
+                err(StatusCode::SERVICE_UNAVAILABLE, m, None)
+            }
+        }
+    }
+}
 
 async fn get_config(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<ClusterConfig> {
     authorize(&s, &h)?;
-    Ok(Json(match s.store.get(CONFIG_KEY).await? {
-        Some(kv) => serde_json::from_slice(&kv.value).map_err(|_| {
-            err(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "corrupt cluster config",
-                None,
-            )
-        })?,
-        None => ClusterConfig::default(),
-    }))
+    Ok(Json(cluster::load(&*s.store).await?))
 }
 
 async fn put_config(
@@ -366,15 +462,7 @@ async fn put_config(
     Json(c): Json<ClusterConfig>,
 ) -> ApiResult<ClusterConfig> {
     authorize(&s, &h)?;
-    c.validate()
-        .map_err(|e| err(StatusCode::BAD_REQUEST, e.to_string(), Some(&e.field)))?;
-    s.store
-        .put(
-            CONFIG_KEY,
-            serde_json::to_vec(&c).expect("serialises"),
-            None,
-        )
-        .await?;
+    cluster::save(&*s.store, &c).await?;
     Ok(Json(c))
 }
 
@@ -455,6 +543,22 @@ async fn metrics(State(s): State<ApiState>) -> Result<String, ApiError> {
             v.id, v.name, v.size
         ));
     }
+    out.push_str(
+        "# HELP alcubierre_volume_in_sync_replicas Replicas holding every acknowledged write.\n",
+    );
+    out.push_str("# TYPE alcubierre_volume_in_sync_replicas gauge\n");
+    for v in vols.values() {
+        out.push_str(&format!(
+            "alcubierre_volume_in_sync_replicas{{volume=\"{}\",name=\"{}\",primary=\"{}\"}} {}\n",
+            v.id,
+            v.name,
+            v.primary,
+            v.in_sync.len()
+        ));
+    }
+    if let Some(f) = &s.node_metrics {
+        out.push_str(&f());
+    }
     Ok(out)
 }
 
@@ -481,6 +585,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/activate", post(activate))
         .route("/api/v1/nodes/{name}/deactivate", post(deactivate))
+        .route("/api/v1/nodes/{name}/drain", post(drain))
+        .route("/api/v1/nodes/{name}/undrain", post(undrain))
+        .route("/api/v1/status", get(status))
+        .route("/", get(console))
         .route("/api/v1/volumes", get(list_volumes).post(create_volume))
         .route(
             "/api/v1/volumes/{id}",

@@ -4,9 +4,33 @@
 //! the next node, all inside the group's subnet.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
+use alcubierre_store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+
+/// Where the cluster configuration is stored.
+pub const CONFIG_KEY: &str = "cluster/config";
+
+/// The backend the cluster destages to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BackendAddress {
+    /// A directory of sparse files, one per volume (one machine, or a shared file system).
+    File {
+        /// Absolute path of the directory.
+        path: String,
+    },
+    /// A Ceph cluster's RBD pool.
+    Rbd {
+        /// Monitor addresses, `ip:port` (msgr2 3300 or legacy 6789).
+        monitors: Vec<String>,
+        /// The pool holding the images.
+        pool: String,
+    },
+}
 
 /// Data and replica transports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +78,9 @@ pub struct NodeGroup {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
+    /// The backend; saved only after a connectivity test passes ([`probe_backend`]).
+    #[serde(default)]
+    pub backend: Option<BackendAddress>,
     /// Data (front-end) transport.
     #[serde(default = "tcp")]
     pub data_transport: Transport,
@@ -189,8 +216,20 @@ impl ClusterConfig {
                 "must be between 1 and 16",
             ));
         }
-        if self.heartbeat_interval_ms == 0 {
-            return Err(bad("heartbeat_interval_ms", "must be positive"));
+        if !(100..=60_000).contains(&self.heartbeat_interval_ms) {
+            return Err(bad(
+                "heartbeat_interval_ms",
+                "must be between 100 and 60000 milliseconds",
+            ));
+        }
+        if self.heartbeat_timeout_ms > 600_000 {
+            return Err(bad(
+                "heartbeat_timeout_ms",
+                "must be at most 600000 milliseconds",
+            ));
+        }
+        if self.migration_delay_s > 7 * 86_400 {
+            return Err(bad("migration_delay_s", "must be at most 604800 (a week)"));
         }
         if self.heartbeat_timeout_ms < 2 * self.heartbeat_interval_ms {
             return Err(bad(
@@ -211,6 +250,40 @@ impl ClusterConfig {
         ] {
             if !(1..=8).contains(&v) {
                 return Err(bad(k, "must be between 1 and 8 paths"));
+            }
+        }
+        match &self.backend {
+            None => {}
+            Some(BackendAddress::File { path }) if !path.starts_with('/') => {
+                return Err(bad(
+                    "backend.path",
+                    format!("{path:?} is not an absolute path"),
+                ));
+            }
+            Some(BackendAddress::File { .. }) => {}
+            Some(BackendAddress::Rbd { monitors, pool }) => {
+                if monitors.is_empty() {
+                    return Err(bad(
+                        "backend.monitors",
+                        "at least one monitor address is needed",
+                    ));
+                }
+                for (i, m) in monitors.iter().enumerate() {
+                    if m.parse::<SocketAddr>().is_err() {
+                        return Err(bad(
+                            format!("backend.monitors[{i}]"),
+                            format!("{m:?} is not ip:port"),
+                        ));
+                    }
+                }
+                if pool.is_empty()
+                    || pool.len() > 128
+                    || !pool
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                {
+                    return Err(bad("backend.pool", format!("{pool:?} is not a pool name")));
+                }
             }
         }
         let mut seen = BTreeMap::new();
@@ -265,6 +338,108 @@ impl ClusterConfig {
         self.destage_rate
             .unwrap_or(active_nodes.max(1) as u64 * 50_000_000)
     }
+}
+
+/// The stored configuration, or the defaults when none was saved.
+pub async fn load(store: &dyn Store) -> Result<ClusterConfig, StoredConfigError> {
+    match store.get(CONFIG_KEY).await? {
+        Some(kv) => {
+            serde_json::from_slice(&kv.value).map_err(|e| StoredConfigError::Corrupt(e.to_string()))
+        }
+        None => Ok(ClusterConfig::default()),
+    }
+}
+
+/// Why the stored configuration could not be read or saved.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredConfigError {
+    /// A field is invalid or the backend did not answer.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The stored record does not parse.
+    #[error("the stored cluster configuration ({CONFIG_KEY}) does not parse: {0}")]
+    Corrupt(String),
+}
+
+/// Validates `c`, runs the backend connectivity test when the backend changed, and saves it.
+/// Nodes watch the key and apply it while running.
+pub async fn save(store: &dyn Store, c: &ClusterConfig) -> Result<(), StoredConfigError> {
+    c.validate()?;
+    let old = load(store).await?;
+    if c.backend != old.backend {
+        if let Some(b) = &c.backend {
+            probe_backend(b, Duration::from_secs(3)).await?;
+        }
+    }
+    store
+        .put(CONFIG_KEY, serde_json::to_vec(c).expect("serialises"), None)
+        .await?;
+    Ok(())
+}
+
+/// The backend connectivity test: a file backend's directory must exist and take a synced file;
+/// a Ceph backend needs a majority of its monitors to answer with Ceph's banner (`ceph v2` for
+/// msgr2, `ceph v027` for msgr1) within `timeout`.
+pub async fn probe_backend(b: &BackendAddress, timeout: Duration) -> Result<(), ConfigError> {
+    match b {
+        BackendAddress::File { path } => {
+            let probe = std::path::Path::new(path)
+                .join(format!(".alcubierre-probe-{}", std::process::id()));
+            let r = (|| -> std::io::Result<()> {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&probe)?;
+                f.write_all(b"alcubierre backend probe\n")?;
+                f.sync_all()?;
+                std::fs::remove_file(&probe)
+            })();
+            r.map_err(|e| bad("backend.path", format!("{path}: {e}")))
+        }
+        BackendAddress::Rbd { monitors, .. } => {
+            let mut failures = Vec::new();
+            for m in monitors {
+                if let Err(e) = probe_monitor(m, timeout).await {
+                    failures.push(format!("{m}: {e}"));
+                }
+            }
+            if failures.len() * 2 >= monitors.len() {
+                return Err(bad(
+                    "backend.monitors",
+                    format!(
+                        "no majority of monitors answered as Ceph ({})",
+                        failures.join("; ")
+                    ),
+                ));
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn probe_monitor(addr: &str, timeout: Duration) -> Result<(), String> {
+    let addr: SocketAddr = addr.parse().map_err(|_| "not ip:port".to_string())?;
+    let talk = async {
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut banner = [0u8; 8];
+        s.read_exact(&mut banner)
+            .await
+            .map_err(|e| format!("no banner: {e}"))?;
+        if banner.starts_with(b"ceph v") {
+            Ok(())
+        } else {
+            Err(format!(
+                "answered {:?}, not a Ceph monitor",
+                String::from_utf8_lossy(&banner)
+            ))
+        }
+    };
+    tokio::time::timeout(timeout, talk)
+        .await
+        .map_err(|_| format!("no answer within {timeout:?}"))?
 }
 
 #[cfg(test)]
@@ -364,5 +539,89 @@ mod tests {
         );
         let e = serde_json::from_str::<ClusterConfig>(r#"{"bogus": 1}"#).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn backend_fields_are_checked() {
+        let mut c = ClusterConfig {
+            backend: Some(BackendAddress::File {
+                path: "rel/dir".into(),
+            }),
+            ..ClusterConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().field, "backend.path");
+        c.backend = Some(BackendAddress::Rbd {
+            monitors: vec!["127.0.0.1:3300".into(), "mon-a".into()],
+            pool: "rbd".into(),
+        });
+        assert_eq!(c.validate().unwrap_err().field, "backend.monitors[1]");
+        c.backend = Some(BackendAddress::Rbd {
+            monitors: vec!["127.0.0.1:3300".into()],
+            pool: "a pool".into(),
+        });
+        assert_eq!(c.validate().unwrap_err().field, "backend.pool");
+        let j: ClusterConfig = serde_json::from_str(
+            r#"{"backend":{"kind":"rbd","monitors":["[::1]:3300"],"pool":"volumes"}}"#,
+        )
+        .unwrap();
+        j.validate().unwrap();
+    }
+
+    #[tokio::test]
+    async fn file_backend_probe_needs_a_writable_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let ok = BackendAddress::File {
+            path: d.path().display().to_string(),
+        };
+        probe_backend(&ok, Duration::from_secs(1)).await.unwrap();
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            0,
+            "probe removed"
+        );
+        let missing = BackendAddress::File {
+            path: d.path().join("nope").display().to_string(),
+        };
+        let e = probe_backend(&missing, Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(e.field, "backend.path");
+        assert!(e.reason.contains("nope"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn rbd_probe_wants_a_majority_of_ceph_banners() {
+        // A closed port, a listener that speaks something else, and one that sends msgr2's
+        // banner (a real monitor's first bytes; a real Ceph cluster is issue 7's test).
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let serve = |banner: &'static [u8]| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let a = l.local_addr().unwrap().to_string();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                while let Ok((mut s, _)) = l.accept() {
+                    let _ = s.write_all(banner);
+                }
+            });
+            a
+        };
+        let ceph = serve(b"ceph v2\n");
+        let http = serve(b"HTTP/1.1 400 Bad Request\r\n");
+        let rbd = |m: Vec<&String>| BackendAddress::Rbd {
+            monitors: m.into_iter().cloned().collect(),
+            pool: "rbd".into(),
+        };
+        let t = Duration::from_secs(2);
+        probe_backend(&rbd(vec![&ceph]), t).await.unwrap();
+        let e = probe_backend(&rbd(vec![&ceph, &closed]), t)
+            .await
+            .unwrap_err();
+        assert_eq!(e.field, "backend.monitors");
+        assert!(e.reason.contains(&closed), "{e}");
+        let e = probe_backend(&rbd(vec![&http]), t).await.unwrap_err();
+        assert!(e.reason.contains("not a Ceph monitor"), "{e}");
     }
 }

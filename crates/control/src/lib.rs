@@ -4,17 +4,23 @@
 //! * [`activation`]: the rules an activation must pass (3 nodes first, same cache configuration,
 //!   healthy caches, heartbeat, licence);
 //! * [`placement`]: replicas on distinct eligible nodes, by free cache then load;
-//! * [`cluster`]: the validated cluster configuration, node groups and their data addresses.
+//! * [`cluster`]: the validated cluster configuration, node groups and their data addresses, the
+//!   backend connectivity test;
+//! * [`registry`]: nodes in the store, heartbeats on leases, activation and draining;
+//! * [`volumes`]: volumes, QoS policies and hosts in the store;
+//! * [`reconcile`]: the leader's rules for replica sets (failover, out-of-sync, migration);
+//! * [`leader`]: the election and the reconcile loop, fenced by the leadership's revision;
+//! * [`api`]: the REST API and Prometheus metrics.
 //!
-//! Next (issue 5): node registration and heartbeats on the store, the leader's reconcilers, the
-//! REST API. The control plane reaches the data path only through `types`, `store` and narrow
-//! interfaces.
+//! The control plane reaches the data path only through `types`, `store` and narrow interfaces.
 
 pub mod activation;
 pub mod api;
 pub mod cluster;
+pub mod leader;
 pub mod model;
 pub mod placement;
 pub mod plan;
+pub mod reconcile;
 pub mod registry;
 pub mod volumes;

@@ -140,6 +140,9 @@ pub struct Node {
     pub cache: Vec<CacheDevice>,
     /// Activation state.
     pub activation: Activation,
+    /// Being drained: it takes no new replicas and the leader moves its replicas away.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 impl Node {

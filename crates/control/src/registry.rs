@@ -86,6 +86,7 @@ pub async fn register(store: &dyn Store, node: &Node) -> Result<Node, RegistryEr
                 (
                     Node {
                         activation: old.activation,
+                        draining: old.draining,
                         ..node.clone()
                     },
                     Compare::ModRevision(key.clone(), kv.mod_revision),
@@ -94,6 +95,7 @@ pub async fn register(store: &dyn Store, node: &Node) -> Result<Node, RegistryEr
             None => (
                 Node {
                     activation: Activation::Registered,
+                    draining: false,
                     ..node.clone()
                 },
                 Compare::Missing(key.clone()),
@@ -189,6 +191,7 @@ pub async fn activate(
             key,
             value: encode(&Node {
                 activation: next,
+                draining: false,
                 ..(*node).clone()
             }),
             lease: None,
@@ -249,6 +252,47 @@ pub async fn apply(
     }
 }
 
+/// Starts (or stops) draining a node: it takes no new replicas and the leader moves its
+/// replicas to other nodes. Only an active node can be drained.
+pub async fn set_draining(
+    store: &dyn Store,
+    name: &str,
+    draining: bool,
+) -> Result<Node, RegistryError> {
+    let key = format!("{NODES}{name}");
+    loop {
+        let kv = store
+            .get(&key)
+            .await?
+            .ok_or_else(|| RegistryError::UnknownNode(name.to_string()))?;
+        let node = decode(&key, &kv.value)?;
+        if draining && node.activation != Activation::Active {
+            return Err(RegistryError::Transition {
+                node: name.to_string(),
+                source: TransitionError {
+                    from: node.activation.name(),
+                    event: "be drained",
+                },
+            });
+        }
+        let updated = Node { draining, ..node };
+        let r = store
+            .txn(Txn {
+                when: vec![Compare::ModRevision(key.clone(), kv.mod_revision)],
+                then: vec![TxnOp::Put {
+                    key: key.clone(),
+                    value: encode(&updated),
+                    lease: None,
+                }],
+                otherwise: vec![],
+            })
+            .await?;
+        if r.succeeded {
+            return Ok(updated);
+        }
+    }
+}
+
 /// A node finishing its activation: success when its cache devices are all healthy.
 pub async fn finish_activation(store: &dyn Store, node: &Node) -> Result<Node, RegistryError> {
     let ev = match node
@@ -267,6 +311,9 @@ pub async fn finish_activation(store: &dyn Store, node: &Node) -> Result<Node, R
 /// crashed node's would.
 pub struct Heartbeat {
     task: tokio::task::JoinHandle<()>,
+    store: Arc<dyn Store>,
+    name: String,
+    timing: (Duration, Duration),
 }
 
 impl Drop for Heartbeat {
@@ -285,6 +332,7 @@ impl Heartbeat {
     ) -> Result<Self, StoreError> {
         let key = format!("{ALIVE}{name}");
         let mut lease = Self::announce(&*store, &key, timeout).await?;
+        let handle = store.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -305,7 +353,23 @@ impl Heartbeat {
                 }
             }
         });
-        Ok(Self { task })
+        Ok(Self {
+            task,
+            store: handle,
+            name: name.to_string(),
+            timing: (interval, timeout),
+        })
+    }
+
+    /// The interval and timeout in use.
+    pub fn timing(&self) -> (Duration, Duration) {
+        self.timing
+    }
+
+    /// A heartbeat for the same node with new timing: the key moves to a new lease at once (the
+    /// node stays available throughout); drop `self` afterwards.
+    pub async fn restart(&self, interval: Duration, timeout: Duration) -> Result<Self, StoreError> {
+        Self::start(self.store.clone(), &self.name, interval, timeout).await
     }
 
     async fn announce(

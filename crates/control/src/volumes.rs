@@ -27,14 +27,26 @@ pub struct Volume {
     pub size: u64,
     /// 512 or 4096.
     pub block_size: u64,
-    /// Nodes holding its replicas; the first is the preferred primary.
+    /// Nodes holding its replicas (the replica set); the first is the preferred primary.
     pub replicas: Vec<String>,
+    /// The replica that serves I/O: the only node that exports the volume.
+    pub primary: String,
+    /// Replicas known to hold every acknowledged write; the primary is always one. Until
+    /// replication exists (issue 6) writes reach only the primary, so only it is in sync.
+    pub in_sync: Vec<String>,
     /// QoS policy name.
     pub qos: Option<String>,
     /// Host names allowed to attach.
     pub hosts: Vec<String>,
-    /// Replica-set epoch (raised by every membership or primary change).
+    /// Replica-set epoch (raised by every membership, in-sync or primary change).
     pub epoch: u64,
+}
+
+impl Volume {
+    /// Whether the volume has a replica on `node`.
+    pub fn has_replica(&self, node: &str) -> bool {
+        self.replicas.iter().any(|r| r == node)
+    }
 }
 
 /// A QoS policy (the seed's example: `write_iops_sec = 5000`, `write_MiB_sec = 100`).
@@ -236,6 +248,8 @@ pub async fn create(
         name: req.name.clone(),
         size: req.size,
         block_size: req.block_size,
+        primary: replicas[0].clone(),
+        in_sync: vec![replicas[0].clone()],
         replicas,
         qos: req.qos.clone(),
         hosts: req.hosts.clone(),

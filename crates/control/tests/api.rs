@@ -49,6 +49,7 @@ async fn app() -> (axum::Router, Vec<Heartbeat>) {
         token: Arc::new("secret-token".into()),
         licence: Licence::default(),
         now: || 0,
+        node_metrics: None,
     };
     (router(state), beats)
 }

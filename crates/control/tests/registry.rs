@@ -25,6 +25,7 @@ fn node(name: &str, size: u64) -> Node {
             state: CacheState::Healthy,
         }],
         activation: Activation::Registered,
+        draining: false,
     }
 }
 

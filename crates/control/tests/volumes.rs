@@ -6,26 +6,15 @@ mod common;
 use std::sync::Arc;
 
 use alcubierre_control::activation::Licence;
-use alcubierre_control::registry::{activate, finish_activation, nodes, Heartbeat};
+use alcubierre_control::registry::Heartbeat;
 use alcubierre_control::volumes::{
     create, delete, find, list, put_host, put_qos, resize, CreateVolume, Host, QosPolicy,
     VolumeError,
 };
-use alcubierre_store::{MemStore, Store};
+use alcubierre_store::Store;
 
 async fn cluster(n: usize) -> (Arc<dyn Store>, Vec<Heartbeat>) {
-    let store: Arc<dyn Store> = Arc::new(MemStore::new());
-    let beats = common::register_nodes(&store, n).await;
-    let names: Vec<String> = (1..=n).map(|i| format!("node-{i}")).collect();
-    if n >= 3 {
-        activate(&*store, &names, &Licence::default(), 0)
-            .await
-            .unwrap();
-        for (_, (node, _)) in nodes(&*store).await.unwrap() {
-            finish_activation(&*store, &node).await.unwrap();
-        }
-    }
-    (store, beats)
+    common::active_cluster(n, std::time::Duration::from_secs(5)).await
 }
 
 fn req(name: &str, size: u64) -> CreateVolume {

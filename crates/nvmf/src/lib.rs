@@ -36,4 +36,6 @@ mod io;
 pub use driver::{serve, Listener};
 pub use queue::QueuePair;
 pub use status::Status;
-pub use subsystem::{volume_nqn, AnaState, HostAcl, Portal, Subsystem, Target, TargetConfig};
+pub use subsystem::{
+    volume_nqn, AnaState, HostAcl, Portal, Subsystem, SubsystemEvent, Target, TargetConfig,
+};

@@ -19,25 +19,51 @@ pub fn node(name: &str) -> Node {
             state: CacheState::Healthy,
         }],
         activation: Activation::Registered,
+        draining: false,
     }
 }
 
-/// Registers `node-1..=node-n` and starts their heartbeats.
+/// Registers `node-1..=node-n` and starts their heartbeats (5 s timeout).
+#[allow(dead_code)] // not every test binary uses it
 pub async fn register_nodes(store: &Arc<dyn Store>, n: usize) -> Vec<Heartbeat> {
+    register_nodes_with(store, n, Duration::from_secs(5)).await
+}
+
+/// Registers `node-1..=node-n` and starts their heartbeats with `timeout`.
+pub async fn register_nodes_with(
+    store: &Arc<dyn Store>,
+    n: usize,
+    timeout: Duration,
+) -> Vec<Heartbeat> {
     let mut beats = Vec::new();
     for i in 1..=n {
         let name = format!("node-{i}");
         register(&**store, &node(&name)).await.unwrap();
         beats.push(
-            Heartbeat::start(
-                store.clone(),
-                &name,
-                Duration::from_millis(500),
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap(),
+            Heartbeat::start(store.clone(), &name, timeout / 5, timeout)
+                .await
+                .unwrap(),
         );
     }
     beats
+}
+
+/// `node-1..=node-n` registered, heartbeating (with `timeout`) and active, on a fresh
+/// embedded store.
+#[allow(dead_code)] // not every test binary uses it
+pub async fn active_cluster(n: usize, timeout: Duration) -> (Arc<dyn Store>, Vec<Heartbeat>) {
+    use alcubierre_control::activation::Licence;
+    use alcubierre_control::registry::{activate, finish_activation, nodes};
+    let store: Arc<dyn Store> = Arc::new(alcubierre_store::MemStore::new());
+    let beats = register_nodes_with(&store, n, timeout).await;
+    let names: Vec<String> = (1..=n).map(|i| format!("node-{i}")).collect();
+    if n >= 3 {
+        activate(&*store, &names, &Licence::default(), 0)
+            .await
+            .unwrap();
+        for (_, (node, _)) in nodes(&*store).await.unwrap() {
+            finish_activation(&*store, &node).await.unwrap();
+        }
+    }
+    (store, beats)
 }

@@ -1,0 +1,199 @@
+//! A node's own Prometheus metrics, appended to the cluster-wide ones of `/metrics`: per-volume
+//! I/O (operations, bytes, errors, latency histograms) of the volumes it exports, and its cache
+//! (capacity, used and dirty bytes, destaged bytes, the destage rate limit, hits and misses).
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use alcubierre_block::metered::{DirStats, LATENCY_BOUNDS_US};
+use alcubierre_cache::{Engine, RateLimiter};
+use alcubierre_control::api::NodeMetrics;
+
+use crate::agent::VolumeStats;
+
+/// What a node reports.
+pub struct NodeSources {
+    /// The node's name (the `node` label).
+    pub node: String,
+    /// Its cache engine, if it has one.
+    pub engine: Option<Arc<Engine>>,
+    /// Its destage limit.
+    pub destage_limit: Option<Arc<RateLimiter>>,
+    /// Its exported volumes' statistics.
+    pub volumes: VolumeStats,
+}
+
+/// The renderer the API calls on every scrape, for one node or several (the demo's three nodes
+/// in one process): each family is written once, with every node's samples.
+pub fn renderer(srcs: Vec<NodeSources>) -> NodeMetrics {
+    Arc::new(move || {
+        let mut fams = Families::default();
+        for s in &srcs {
+            render(&mut fams, s);
+        }
+        fams.text()
+    })
+}
+
+/// Metric families in first-seen order, each with its samples.
+#[derive(Default)]
+struct Families {
+    order: Vec<(String, String)>,
+    samples: std::collections::HashMap<String, String>,
+}
+
+impl Families {
+    fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut String {
+        if !self.samples.contains_key(name) {
+            self.order.push((
+                name.to_string(),
+                format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"),
+            ));
+            self.samples.insert(name.to_string(), String::new());
+        }
+        self.samples.get_mut(name).expect("inserted")
+    }
+
+    fn text(&self) -> String {
+        let mut out = String::new();
+        for (name, head) in &self.order {
+            out.push_str(head);
+            out.push_str(&self.samples[name]);
+        }
+        out
+    }
+}
+
+fn render(fams: &mut Families, src: &NodeSources) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let node = &src.node;
+    let vols: Vec<(String, String, Arc<alcubierre_block::IoStats>)> = src
+        .volumes
+        .read()
+        .iter()
+        .map(|(id, (name, s))| (id.clone(), name.clone(), s.clone()))
+        .collect();
+    type Pick = fn(&alcubierre_block::IoStats) -> &DirStats;
+    let dirs: [(&str, Pick); 3] = [
+        ("read", |s| &s.read),
+        ("write", |s| &s.write),
+        ("flush", |s| &s.flush),
+    ];
+    for (metric, help, get) in [
+        (
+            "alcubierre_volume_ops_total",
+            "I/O operations completed, by operation.",
+            (|d: &DirStats| d.ops.load(Relaxed)) as fn(&DirStats) -> u64,
+        ),
+        (
+            "alcubierre_volume_bytes_total",
+            "Bytes read or written (write includes write zeroes and unmap ranges).",
+            |d: &DirStats| d.bytes.load(Relaxed),
+        ),
+        (
+            "alcubierre_volume_errors_total",
+            "I/O operations that failed, by operation.",
+            |d: &DirStats| d.errors.load(Relaxed),
+        ),
+    ] {
+        let out = fams.family(metric, "counter", help);
+        for (id, name, s) in &vols {
+            for (op, pick) in dirs {
+                let _ = writeln!(
+                    out,
+                    "{metric}{{node=\"{node}\",volume=\"{id}\",name=\"{name}\",op=\"{op}\"}} {}",
+                    get(pick(s))
+                );
+            }
+        }
+    }
+    let metric = "alcubierre_volume_latency_seconds";
+    let out = fams.family(
+        metric,
+        "histogram",
+        "I/O latency at the node, from request to completion, by operation.",
+    );
+    for (id, name, s) in &vols {
+        for (op, pick) in dirs {
+            let (counts, sum) = pick(s).latency.snapshot();
+            let labels = format!("node=\"{node}\",volume=\"{id}\",name=\"{name}\",op=\"{op}\"");
+            for (i, c) in counts.iter().enumerate() {
+                let le = LATENCY_BOUNDS_US
+                    .get(i)
+                    .map_or("+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
+                let _ = writeln!(out, "{metric}_bucket{{{labels},le=\"{le}\"}} {c}");
+            }
+            let _ = writeln!(out, "{metric}_sum{{{labels}}} {sum}");
+            let _ = writeln!(
+                out,
+                "{metric}_count{{{labels}}} {}",
+                counts.last().unwrap_or(&0)
+            );
+        }
+    }
+    if let Some(e) = &src.engine {
+        let st = e.stats();
+        for (metric, kind, help, v) in [
+            (
+                "alcubierre_cache_capacity_bytes",
+                "gauge",
+                "Journal capacity of the node's cache device.",
+                st.capacity_bytes,
+            ),
+            (
+                "alcubierre_cache_used_bytes",
+                "gauge",
+                "Journal space holding data (dirty and clean).",
+                st.used_bytes,
+            ),
+            (
+                "alcubierre_cache_dirty_bytes",
+                "gauge",
+                "Journal data not yet destaged to the backend.",
+                st.dirty_bytes,
+            ),
+            (
+                "alcubierre_cache_destaged_bytes_total",
+                "counter",
+                "Bytes written to the backend by destage.",
+                st.destaged_bytes,
+            ),
+            (
+                "alcubierre_cache_read_hit_blocks_total",
+                "counter",
+                "Blocks read from the cache.",
+                st.read_hit_blocks,
+            ),
+            (
+                "alcubierre_cache_read_miss_blocks_total",
+                "counter",
+                "Blocks read from the backend.",
+                st.read_miss_blocks,
+            ),
+            (
+                "alcubierre_cache_backend_errors_total",
+                "counter",
+                "Destage rounds the backend failed.",
+                st.backend_errors,
+            ),
+            (
+                "alcubierre_cache_failed_partitions",
+                "gauge",
+                "Journal partitions stopped after a device error (fail-stop).",
+                st.failed_partitions,
+            ),
+        ] {
+            let out = fams.family(metric, kind, help);
+            let _ = writeln!(out, "{metric}{{node=\"{node}\"}} {v}");
+        }
+    }
+    if let Some(l) = &src.destage_limit {
+        let metric = "alcubierre_cache_destage_rate_limit_bytes";
+        let out = fams.family(
+            metric,
+            "gauge",
+            "This node's destage rate limit, bytes per second.",
+        );
+        let _ = writeln!(out, "{metric}{{node=\"{node}\"}} {}", l.rate());
+    }
+}
