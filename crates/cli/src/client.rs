@@ -166,7 +166,9 @@ fn volumes_table(v: &Value) {
         })
         .collect();
     print_table(
-        &["NAME", "ID", "SIZE", "REPLICAS", "PRIMARY", "IN SYNC", "EPOCH", "QOS"],
+        &[
+            "NAME", "ID", "SIZE", "REPLICAS", "PRIMARY", "IN SYNC", "EPOCH", "QOS",
+        ],
         rows,
     );
 }

@@ -1,6 +1,8 @@
 //! Nodes joining a cluster on a real etcd: three `alcubierre serve` processes register and
-//! heartbeat; one is killed with SIGKILL and its service state flips to unavailable within the
-//! configured heartbeat timeout, while the others stay available; activation then refuses it.
+//! heartbeat; the cluster configuration changes their heartbeat timeout while they run; one is
+//! killed with SIGKILL and its service state flips to unavailable within the new timeout, while
+//! the others stay available; activation then refuses it. A four-node cluster serves, grows,
+//! protects and heals a volume.
 
 mod common;
 
@@ -10,6 +12,7 @@ use alcubierre_control::activation::{ActivationError, Licence};
 use alcubierre_control::model::Service;
 use alcubierre_control::registry::{activate, service_states, RegistryError};
 use alcubierre_store::testing::EtcdServer;
+use alcubierre_store::Store;
 
 fn start_node(dir: &std::path::Path, i: usize, etcd: &str) -> common::Proc {
     start_node_with(dir, i, etcd, "").0
@@ -43,7 +46,7 @@ listen = ["127.0.0.1:0"]
 [cluster]
 etcd = ["{etcd}"]
 heartbeat_interval_ms = 300
-heartbeat_timeout_ms = 2000
+heartbeat_timeout_ms = 3000
 {extra}
 [[volume]]
 name = "v{i}"
@@ -71,6 +74,28 @@ async fn killed_node_becomes_unavailable_within_the_timeout() {
     assert_eq!(st.len(), 3, "{st:?}");
     assert!(st.values().all(|s| *s == Service::Available), "{st:?}");
 
+    // The cluster configuration shortens the heartbeat timeout from the nodes' 3 s to 2 s (etcd's
+    // shortest lease with its default election timeout); the running nodes apply it (a new
+    // lease) without a restart.
+    let lease_before = store.get("alive/node-2").await.unwrap().unwrap().lease;
+    alcubierre_control::cluster::save(
+        &store,
+        &alcubierre_control::cluster::ClusterConfig {
+            heartbeat_interval_ms: 300,
+            heartbeat_timeout_ms: 2000,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let t0 = Instant::now();
+    while store.get("alive/node-2").await.unwrap().unwrap().lease == lease_before {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "new heartbeat timing not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let killed = Instant::now();
     nodes[1].0.kill().unwrap();
     nodes[1].0.wait().unwrap();
@@ -88,8 +113,12 @@ async fn killed_node_becomes_unavailable_within_the_timeout() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let took = killed.elapsed();
-    eprintln!("node-2 unavailable {took:?} after SIGKILL (timeout 2 s)");
+    eprintln!("node-2 unavailable {took:?} after SIGKILL (timeout 2 s, applied while running)");
     assert!(took >= Duration::from_millis(1000), "too early: {took:?}");
+    assert!(
+        took < Duration::from_millis(2900),
+        "the 3 s timeout still applies: {took:?}"
+    );
 
     let names: Vec<String> = (1..=3).map(|i| format!("node-{i}")).collect();
     let e = activate(&store, &names, &Licence::default(), 0)
@@ -101,88 +130,274 @@ async fn killed_node_becomes_unavailable_within_the_timeout() {
     );
 }
 
-/// POST with the test token, off the async workers.
-async fn post(api: &str, path: &'static str, body: &'static str) -> (u16, String) {
-    let api = api.to_string();
-    tokio::task::spawn_blocking(move || common::http(&api, "POST", path, "t0ken-for-tests", body))
+/// An API call with the test token, off the async workers.
+async fn call(api: &str, method: &'static str, path: &str, body: &str) -> (u16, String) {
+    let (api, path, body) = (api.to_string(), path.to_string(), body.to_string());
+    tokio::task::spawn_blocking(move || common::http(&api, method, &path, "t0ken-for-tests", &body))
         .await
         .unwrap()
 }
 
+async fn json_call(api: &str, method: &'static str, path: &str, body: &str) -> serde_json::Value {
+    let (st, b) = call(api, method, path, body).await;
+    assert!((200..300).contains(&st), "{method} {path}: {st} {b}");
+    serde_json::from_str(&b).unwrap()
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, for at most `secs`.
+async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let t0 = Instant::now();
+    loop {
+        if let Some(x) = f().await {
+            return x;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn node_index(name: &str) -> usize {
+    name.trim_start_matches("node-").parse::<usize>().unwrap() - 1
+}
+
+/// Four `alcubierre serve` processes on a real etcd, each serving the API: activation through
+/// the API, a placed volume exported by its primary, online growth seen by the host, per-volume
+/// metrics, host access lists, a replica moved off a killed node by the leader, and delete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn serve_processes_form_a_cluster_and_export_a_placed_volume() {
+async fn serve_processes_form_a_cluster_that_serves_and_heals_volumes() {
+    use alcubierre_nvmf::initiator::{HostConfig, HostController};
     let etcd = EtcdServer::start().unwrap();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let api_extra = "api_listen = \"127.0.0.1:0\"\napi_token = \"t0ken-for-tests\"";
     let mut procs = Vec::new();
     let mut ready = Vec::new();
-    for i in 1..=3 {
-        let (p, r) = start_node_with(
-            dir.path(),
-            i,
-            &etcd.endpoint,
-            if i == 1 { api_extra } else { "" },
-        );
+    for i in 1..=4 {
+        let (p, r) = start_node_with(dir.path(), i, &etcd.endpoint, api_extra);
         procs.push(p);
         ready.push(r);
     }
-    let api = ready[0]["api"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches("http://")
-        .to_string();
-    // Activate through the API; each node's agent finishes its own activation.
-    let (st, body) = post(
+    let apis: Vec<String> = ready
+        .iter()
+        .map(|r| {
+            r["api"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("http://")
+                .to_string()
+        })
+        .collect();
+    let api = apis[0].clone();
+    // The web console is served at the root.
+    let (st, html) = call(&api, "GET", "/", "").await;
+    assert_eq!(st, 200);
+    assert!(html.contains("<title>Alcubierre console</title>"), "{html}");
+    // The cluster configuration: a short migration delay (applied by the running leader).
+    let cfg = json_call(
         &api,
-        "/api/v1/nodes/activate",
-        r#"{"nodes":["node-1","node-2","node-3"]}"#,
+        "PUT",
+        "/api/v1/cluster/config",
+        r#"{"migration_delay_s":1,"heartbeat_interval_ms":300,"heartbeat_timeout_ms":2000}"#,
     )
     .await;
-    assert_eq!(st, 200, "{body}");
+    assert_eq!(cfg["migration_delay_s"], 1);
+    // A backend that does not answer is refused before it is saved, naming the field.
+    let (st, body) = call(
+        &api,
+        "PUT",
+        "/api/v1/cluster/config",
+        r#"{"backend":{"kind":"rbd","monitors":["127.0.0.1:9"],"pool":"rbd"}}"#,
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("backend.monitors"), "{body}");
+    // Activation through the API; each node's agent finishes its own activation.
+    json_call(
+        &api,
+        "POST",
+        "/api/v1/nodes/activate",
+        r#"{"nodes":["node-1","node-2","node-3","node-4"]}"#,
+    )
+    .await;
     let store = etcd.connect().await;
-    let names: Vec<String> = (1..=3).map(|i| format!("node-{i}")).collect();
+    let names: Vec<String> = (1..=4).map(|i| format!("node-{i}")).collect();
     alcubierre_control::registry::wait_active(&store, &names, Duration::from_secs(10))
         .await
         .unwrap();
-    // Create a volume; its first replica's node exports it.
-    let (st, body) = post(
+    let leader = eventually(10, "a leader", || async {
+        let st = json_call(&api, "GET", "/api/v1/status", "").await;
+        st["leader"].as_str().map(str::to_string)
+    })
+    .await;
+    eprintln!("leader: {leader}");
+
+    // A host and a volume only it may attach.
+    let host_nqn = "nqn.2014-08.org.example:host-a";
+    json_call(
         &api,
+        "PUT",
+        "/api/v1/hosts/host-a",
+        &format!(r#"{{"nqn":"{host_nqn}"}}"#),
+    )
+    .await;
+    let (st, body) = call(
+        &api,
+        "POST",
         "/api/v1/volumes",
-        r#"{"name":"shared","size":33554432}"#,
+        r#"{"name":"shared","size":33554432,"hosts":["host-a"]}"#,
     )
     .await;
     assert_eq!(st, 201, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let primary = v["replicas"][0].as_str().unwrap();
-    let idx: usize = primary
-        .trim_start_matches("node-")
-        .parse::<usize>()
-        .unwrap()
-        - 1;
-    let addr: std::net::SocketAddr = ready[idx]["listening"][0]
+    let id = v["id"].as_str().unwrap().to_string();
+    let primary = v["primary"].as_str().unwrap().to_string();
+    assert_eq!(v["replicas"][0], v["primary"]);
+    let pidx = node_index(&primary);
+    let addr: std::net::SocketAddr = ready[pidx]["listening"][0]
         .as_str()
         .unwrap()
         .parse()
         .unwrap();
-    let nqn = alcubierre_nvmf::volume_nqn(alcubierre_types::VolumeId(
-        v["id"].as_str().unwrap().parse().unwrap(),
-    ));
-    let t0 = Instant::now();
-    let mut c = loop {
-        match alcubierre_nvmf::initiator::HostController::connect(
-            addr,
-            &nqn,
-            &Default::default(),
-            1,
-        )
-        .await
-        {
-            Ok(c) => break c,
-            Err(e) => assert!(t0.elapsed() < Duration::from_secs(10), "not exported: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let nqn = alcubierre_nvmf::volume_nqn(alcubierre_types::VolumeId(id.parse().unwrap()));
+    let host = HostConfig {
+        hostnqn: host_nqn.into(),
+        ..HostConfig::default()
     };
+    let mut c = eventually(10, "the volume exported", || async {
+        HostController::connect(addr, &nqn, &host, 1).await.ok()
+    })
+    .await;
+    // Another host is refused.
+    let e = HostController::connect(addr, &nqn, &HostConfig::default(), 1)
+        .await
+        .err()
+        .expect("a host not on the access list must be refused");
+    // Connect Invalid Host (command specific status 84h).
+    assert!(e.to_string().contains("sc=0x84"), "{e}");
     let data = bytes::Bytes::from(vec![0x3c; 8192]);
     c.write(0, 7, data.clone(), 4096).await.unwrap();
     assert_eq!(c.read(0, 7, 2, 4096).await.unwrap(), data);
+    assert_eq!(c.namespace().await.unwrap(), (8192, 4096));
+
+    // The primary's /metrics counts the volume's I/O.
+    let (st, m) = call(&apis[pidx], "GET", "/metrics", "").await;
+    assert_eq!(st, 200);
+    let line = |op: &str, what: &str| {
+        format!(
+            "alcubierre_volume_{what}_total{{node=\"{primary}\",volume=\"{id}\",name=\"shared\",op=\"{op}\"}}"
+        )
+    };
+    assert!(m.contains(&format!("{} 1\n", line("write", "ops"))), "{m}");
+    assert!(
+        m.contains(&format!("{} 8192\n", line("write", "bytes"))),
+        "{m}"
+    );
+    assert!(m.contains(&format!("{} 1\n", line("read", "ops"))), "{m}");
+    assert!(
+        m.contains("alcubierre_volume_latency_seconds_bucket{"),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!(
+            "alcubierre_cache_dirty_bytes{{node=\"{primary}\"}}"
+        )),
+        "{m}"
+    );
+    // The default destage share: 50 MB/s per node.
+    assert!(
+        m.contains(&format!(
+            "alcubierre_cache_destage_rate_limit_bytes{{node=\"{primary}\"}} 50000000"
+        )),
+        "{m}"
+    );
+    // A new destage rate is applied to running nodes: 4 active nodes share 80 MB/s.
+    json_call(
+        &api,
+        "PUT",
+        "/api/v1/cluster/config",
+        r#"{"migration_delay_s":1,"heartbeat_interval_ms":300,"heartbeat_timeout_ms":2000,"destage_rate":80000000}"#,
+    )
+    .await;
+    let want = format!("alcubierre_cache_destage_rate_limit_bytes{{node=\"{primary}\"}} 20000000");
+    eventually(10, "the new destage rate applied", || async {
+        let (_, m) = call(&apis[pidx], "GET", "/metrics", "").await;
+        m.contains(&want).then_some(())
+    })
+    .await;
+
+    // Online growth: the host sees the new size on the same connection.
+    json_call(
+        &api,
+        "POST",
+        &format!("/api/v1/volumes/{id}/resize"),
+        r#"{"size":67108864}"#,
+    )
+    .await;
+    let t0 = Instant::now();
+    while c.namespace().await.unwrap().0 != 16384 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the namespace did not grow"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.write(0, 16383, bytes::Bytes::from(vec![9u8; 4096]), 4096)
+        .await
+        .unwrap();
+
+    // A secondary is killed: after the heartbeat timeout and the migration delay, the leader
+    // moves its replica to the fourth node; the primary keeps serving meanwhile.
+    let secondary = v["replicas"][1].as_str().unwrap().to_string();
+    let spare = names
+        .iter()
+        .find(|n| !v["replicas"].as_array().unwrap().iter().any(|r| r == *n))
+        .unwrap()
+        .clone();
+    let sidx = node_index(&secondary);
+    procs[sidx].0.kill().unwrap();
+    procs[sidx].0.wait().unwrap();
+    let killed = Instant::now();
+    // Ask a node that is still up.
+    let live_api = apis[(0..4).find(|i| *i != sidx).unwrap()].clone();
+    let healed = eventually(20, "the lost replica moved", || async {
+        let v = json_call(&live_api, "GET", &format!("/api/v1/volumes/{id}"), "").await;
+        let r = v["replicas"].as_array().unwrap();
+        (!r.iter().any(|x| x == secondary.as_str())).then_some(v)
+    })
+    .await;
+    eprintln!(
+        "replica moved {:?} after SIGKILL: {healed}",
+        killed.elapsed()
+    );
+    assert!(
+        killed.elapsed() >= Duration::from_secs(2),
+        "before the timeout and delay"
+    );
+    assert_eq!(healed["primary"].as_str(), Some(primary.as_str()));
+    assert!(
+        healed["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == spare.as_str()),
+        "{healed}"
+    );
+    assert!(healed["epoch"].as_u64().unwrap() > v["epoch"].as_u64().unwrap());
+    assert_eq!(c.read(0, 7, 2, 4096).await.unwrap(), data, "I/O continues");
+
+    // Delete: the primary stops exporting it.
+    json_call(&live_api, "DELETE", &format!("/api/v1/volumes/{id}"), "").await;
+    eventually(10, "the volume unexported", || async {
+        HostController::connect(addr, &nqn, &host, 1)
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
 }

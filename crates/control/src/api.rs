@@ -132,6 +132,53 @@ impl From<alcubierre_store::StoreError> for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
+/// The field a deserialisation message names (`missing field `name``, `unknown field `x``).
+fn field_of(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once("field `")?;
+    Some(rest.split_once('`')?.0.to_string())
+}
+
+/// A JSON request body whose rejections are API errors (JSON, with the field when known).
+struct Body<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(r) => {
+                let m = r.body_text();
+                let f = field_of(&m);
+                Err(err(r.status(), m, f.as_deref()))
+            }
+        }
+    }
+}
+
+/// Query parameters whose rejections are API errors.
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestParts<S>
+    for Params<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Params(v)),
+            Err(r) => {
+                let m = r.body_text();
+                let f = field_of(&m);
+                Err(err(r.status(), m, f.as_deref()))
+            }
+        }
+    }
+}
+
 fn authorize(s: &ApiState, h: &HeaderMap) -> Result<(), ApiError> {
     let ok = h
         .get("authorization")
@@ -184,7 +231,7 @@ struct ActivateReq {
 async fn activate(
     State(s): State<ApiState>,
     h: HeaderMap,
-    Json(r): Json<ActivateReq>,
+    Body(r): Body<ActivateReq>,
 ) -> ApiResult<serde_json::Value> {
     authorize(&s, &h)?;
     if r.nodes.is_empty() {
@@ -305,7 +352,7 @@ async fn list_volumes(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Vec<
 async fn create_volume(
     State(s): State<ApiState>,
     h: HeaderMap,
-    Json(r): Json<CreateVolume>,
+    Body(r): Body<CreateVolume>,
 ) -> Result<(StatusCode, Json<volumes::Volume>), ApiError> {
     authorize(&s, &h)?;
     let id = new_id();
@@ -361,7 +408,7 @@ async fn resize_volume(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path(id): Path<String>,
-    Json(r): Json<ResizeReq>,
+    Body(r): Body<ResizeReq>,
 ) -> ApiResult<volumes::Volume> {
     authorize(&s, &h)?;
     Ok(Json(
@@ -401,7 +448,7 @@ async fn put_qos(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path(name): Path<String>,
-    Json(q): Json<QosPolicy>,
+    Body(q): Body<QosPolicy>,
 ) -> ApiResult<QosPolicy> {
     authorize(&s, &h)?;
     volumes::put_qos(&*s.store, &name, &q).await?;
@@ -424,10 +471,10 @@ async fn put_host(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path(name): Path<String>,
-    Json(mut host): Json<Host>,
+    Body(mut host): Body<Host>,
 ) -> ApiResult<serde_json::Value> {
     authorize(&s, &h)?;
-    if host.name != name {
+    if !host.name.is_empty() && host.name != name {
         return Err(err(
             StatusCode::BAD_REQUEST,
             format!("name: {:?} differs from the path's {name:?}", host.name),
@@ -459,7 +506,7 @@ async fn get_config(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Cluste
 async fn put_config(
     State(s): State<ApiState>,
     h: HeaderMap,
-    Json(c): Json<ClusterConfig>,
+    Body(c): Body<ClusterConfig>,
 ) -> ApiResult<ClusterConfig> {
     authorize(&s, &h)?;
     cluster::save(&*s.store, &c).await?;
@@ -487,7 +534,7 @@ fn three() -> u32 {
 async fn get_plan(
     State(s): State<ApiState>,
     h: HeaderMap,
-    Query(q): Query<PlanQuery>,
+    Params(q): Params<PlanQuery>,
 ) -> ApiResult<crate::plan::Plan> {
     authorize(&s, &h)?;
     let p = plan(&PlanInput {

@@ -107,17 +107,40 @@ const OSD_IOPS: u64 = 1_200;
 
 /// Applies the rules.
 pub fn plan(i: &PlanInput) -> Result<Plan, PlanError> {
-    if i.nodes == 0 {
-        return Err(invalid("nodes", "must be at least 1"));
+    // Bounds keep every product in range (no overflow, whatever the input).
+    if !(1..=10_000).contains(&i.nodes) {
+        return Err(invalid("nodes", "must be between 1 and 10000"));
     }
-    if !(i.usable_tb.is_finite() && i.usable_tb > 0.0) {
-        return Err(invalid("usable-tb", "must be a positive number of TB"));
+    if !(i.usable_tb.is_finite() && i.usable_tb > 0.0 && i.usable_tb <= 1e6) {
+        return Err(invalid(
+            "usable-tb",
+            "must be a positive number of TB, at most 1000000",
+        ));
     }
-    if i.ceph_replicas == 0 {
-        return Err(invalid("ceph-replicas", "must be at least 1"));
+    if !(1..=10).contains(&i.ceph_replicas) {
+        return Err(invalid("ceph-replicas", "must be between 1 and 10"));
     }
-    if i.cache_disks_per_node == 0 {
-        return Err(invalid("cache-disks", "must be at least 1"));
+    if !(1..=16).contains(&i.cache_disks_per_node) {
+        return Err(invalid("cache-disks", "must be between 1 and 16"));
+    }
+    if i.osds.is_some_and(|o| !(1..=1_000_000).contains(&o)) {
+        return Err(invalid("osds", "must be between 1 and 1000000"));
+    }
+    if i.cores_per_socket.is_some_and(|c| !(1..=1024).contains(&c)) {
+        return Err(invalid("cores-per-socket", "must be between 1 and 1024"));
+    }
+    if i.sockets.is_some_and(|c| !(1..=16).contains(&c)) {
+        return Err(invalid("sockets", "must be between 1 and 16"));
+    }
+    if i.cpu_ghz
+        .is_some_and(|g| !(g.is_finite() && g > 0.0 && g <= 100.0))
+    {
+        return Err(invalid("cpu-ghz", "must be a positive clock in GHz"));
+    }
+    if i.cache_disk_tb
+        .is_some_and(|t| !(t.is_finite() && t > 0.0 && t <= 1e4))
+    {
+        return Err(invalid("cache-disk-tb", "must be a positive size in TB"));
     }
     let mut warnings = Vec::new();
     if i.nodes < 3 {
@@ -315,8 +338,18 @@ mod tests {
     fn impossible_inputs_name_the_field() {
         assert_eq!(
             plan(&input(0, 1.0, 1)).unwrap_err(),
-            invalid("nodes", "must be at least 1")
+            invalid("nodes", "must be between 1 and 10000")
         );
+        // Found by schemathesis: huge inputs are refused, not overflowed.
+        assert_eq!(
+            plan(&input(85_899_346, 1.0, 1)).unwrap_err(),
+            invalid("nodes", "must be between 1 and 10000")
+        );
+        let mut big = input(10_000, 1e6, 16);
+        big.osds = Some(1_000_000);
+        big.cores_per_socket = Some(1024);
+        big.sockets = Some(16);
+        plan(&big).unwrap();
         assert!(matches!(
             plan(&input(3, -1.0, 1)),
             Err(PlanError::Invalid {

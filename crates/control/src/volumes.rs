@@ -67,7 +67,8 @@ pub struct QosPolicy {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Host {
-    /// Name.
+    /// Name (the API takes it from the path; a body may omit it).
+    #[serde(default)]
     pub name: String,
     /// NVMe host NQN.
     pub nqn: Option<String>,

@@ -224,3 +224,56 @@ async fn every_route_is_served() {
         );
     }
 }
+
+#[tokio::test]
+async fn bad_bodies_get_json_errors_naming_the_field() {
+    let (app, _b) = app().await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/v1/volumes",
+        Some(json!({"size": 4096})),
+        T,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["field"], "name", "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("missing field"),
+        "{v}"
+    );
+    let (s, v) = call(
+        &app,
+        "PUT",
+        "/api/v1/cluster/config",
+        Some(json!({"heartbeat_interval_ms": 50})),
+        T,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["field"], "heartbeat_interval_ms", "{v}");
+    let (s, v) = call(&app, "GET", "/api/v1/plan?nodes=x", None, T).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(v["error"].is_string(), "{v}");
+}
+
+#[tokio::test]
+async fn status_drain_and_console() {
+    let (app, _b) = app().await;
+    let (s, v) = call(&app, "GET", "/api/v1/status", None, T).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["nodes"], 3);
+    assert_eq!(v["active"], 0);
+    assert_eq!(v["available"], 3);
+    assert_eq!(v["leader"], Value::Null);
+    // Only an active node can be drained.
+    let (s, v) = call(&app, "POST", "/api/v1/nodes/node-1/drain", None, T).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("registered"), "{v}");
+    let (s, v) = call(&app, "POST", "/api/v1/nodes/node-9/undrain", None, T).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    // The console needs no token (it asks for one) and is HTML.
+    let (s, v) = call(&app, "GET", "/", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v.as_str().unwrap().contains("/api/v1/status"));
+}

@@ -213,6 +213,14 @@ impl Store for EtcdStore {
         async move {
             let secs = ttl.as_secs_f64().ceil().max(1.0) as i64;
             let r = c.lease_grant(secs, None).await.map_err(err)?;
+            if r.ttl() > secs {
+                // etcd's shortest lease is 1.5 election timeouts (2 s with its defaults).
+                tracing::warn!(
+                    asked = secs,
+                    granted = r.ttl(),
+                    "etcd granted a longer lease than asked (its minimum TTL)"
+                );
+            }
             Ok(r.id())
         }
         .boxed()
