@@ -30,27 +30,49 @@ pub struct ApiArgs {
         hide_env_values = true
     )]
     token: String,
+    /// CA certificates (PEM) to verify an https:// API (default: the system bundle).
+    #[arg(long, env = "ALCUBIERRE_CA_CERT", global = true)]
+    ca_cert: Option<std::path::PathBuf>,
 }
 
 /// One request; returns the JSON body of a 2xx answer, or the API's error message.
 fn request(a: &ApiArgs, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
-    let hostport = a
-        .api
-        .strip_prefix("http://")
-        .with_context(|| format!("--api {:?}: only http:// URLs are supported", a.api))?
-        .trim_end_matches('/');
-    let mut s = std::net::TcpStream::connect(hostport)
-        .with_context(|| format!("connecting to the API at {}", a.api))?;
+    let (tls, hostport) = if let Some(h) = a.api.strip_prefix("http://") {
+        (false, h)
+    } else if let Some(h) = a.api.strip_prefix("https://") {
+        (true, h)
+    } else {
+        bail!("--api {:?}: use an http:// or https:// URL", a.api);
+    };
+    let hostport = hostport.trim_end_matches('/');
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    write!(
-        s,
+    let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {}\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         a.token,
         body.len()
-    )?;
+    );
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
+    if tls {
+        let ca = a
+            .ca_cert
+            .clone()
+            .unwrap_or_else(|| crate::tls::SYSTEM_CA.into());
+        let mut s = crate::tls::connect(hostport, crate::tls::client_config(&ca)?)?;
+        s.write_all(req.as_bytes())
+            .with_context(|| format!("TLS to the API at {} (is --ca-cert right?)", a.api))?;
+        if let Err(e) = s.read_to_end(&mut raw) {
+            // A server that closes without close_notify after a whole answer is fine.
+            if e.kind() != std::io::ErrorKind::UnexpectedEof || raw.is_empty() {
+                return Err(e).context("reading the API's answer");
+            }
+        }
+    } else {
+        let mut s = std::net::TcpStream::connect(hostport)
+            .with_context(|| format!("connecting to the API at {}", a.api))?;
+        s.write_all(req.as_bytes())?;
+        s.read_to_end(&mut raw)?;
+    }
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text
         .split_once("\r\n\r\n")

@@ -70,6 +70,10 @@ pub struct ClusterSection {
     pub api_listen: Option<SocketAddr>,
     /// The API's bearer token (or the environment's ALCUBIERRE_TOKEN).
     pub api_token: Option<String>,
+    /// Serve the API over TLS with this PEM certificate chain (with `api_tls_key`).
+    pub api_tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's PEM private key.
+    pub api_tls_key: Option<std::path::PathBuf>,
 }
 
 fn default_hb() -> u64 {
@@ -344,6 +348,14 @@ impl NodeConfig {
             }
             if self.cache.is_none() || self.backend.is_none() {
                 bail!("cluster: a node in a cluster needs a [cache] and a [backend] section");
+            }
+            match (&c.api_tls_cert, &c.api_tls_key) {
+                (Some(_), None) => bail!("cluster.api_tls_key: required with api_tls_cert"),
+                (None, Some(_)) => bail!("cluster.api_tls_cert: required with api_tls_key"),
+                (Some(_), Some(_)) if c.api_listen.is_none() => {
+                    bail!("cluster.api_listen: required to serve the API over TLS")
+                }
+                _ => {}
             }
         }
         if let Some(b) = &self.backend {

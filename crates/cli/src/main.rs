@@ -17,6 +17,7 @@ mod metrics;
 mod plan;
 mod serve;
 mod sysinfo;
+mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;

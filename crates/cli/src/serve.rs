@@ -216,8 +216,8 @@ struct Cluster {
     _agent: crate::agent::Agent,
     leader: tokio::task::JoinHandle<()>,
     api: Option<tokio::task::JoinHandle<()>>,
-    /// The API's bound address.
-    api_addr: Option<SocketAddr>,
+    /// The API's URL.
+    api_addr: Option<String>,
 }
 
 impl Drop for Cluster {
@@ -306,6 +306,10 @@ async fn join_cluster(
                 .or_else(|| std::env::var("ALCUBIERRE_TOKEN").ok())
                 .filter(|t| !t.is_empty())
                 .context("cluster.api_token: set it (or ALCUBIERRE_TOKEN) to serve the API")?;
+            let tls = match (&c.api_tls_cert, &c.api_tls_key) {
+                (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+                _ => None,
+            };
             let l = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cluster.api_listen: binding {addr}"))?;
@@ -321,12 +325,23 @@ async fn join_cluster(
                 },
                 node_metrics: Some(node_metrics),
             });
-            let t = tokio::spawn(async move {
-                if let Err(e) = axum::serve(l, app).await {
-                    tracing::error!("API server stopped: {e}");
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let t = match tls {
+                Some(cfg) => {
+                    let l = crate::tls::TlsListener::new(l, cfg)?;
+                    tokio::spawn(async move {
+                        if let Err(e) = axum::serve(l, app).await {
+                            tracing::error!("API server stopped: {e}");
+                        }
+                    })
                 }
-            });
-            (Some(t), Some(bound))
+                None => tokio::spawn(async move {
+                    if let Err(e) = axum::serve(l, app).await {
+                        tracing::error!("API server stopped: {e}");
+                    }
+                }),
+            };
+            (Some(t), Some(format!("{scheme}://{bound}")))
         }
         None => (None, None),
     };
@@ -384,8 +399,7 @@ pub fn run(config: &Path, json: bool) -> anyhow::Result<()> {
             api: node
                 .cluster
                 .as_ref()
-                .and_then(|c| c.api_addr)
-                .map(|a| format!("http://{a}")),
+                .and_then(|c| c.api_addr.clone()),
         };
         if json {
             println!("{}", serde_json::to_string(&ready)?);

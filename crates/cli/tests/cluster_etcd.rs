@@ -401,3 +401,61 @@ async fn serve_processes_form_a_cluster_that_serves_and_heals_volumes() {
     })
     .await;
 }
+
+/// The API over TLS: the CLI verifies the node's certificate against `--ca-cert`; a client that
+/// does not trust it, or speaks plain HTTP, gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_serves_tls() {
+    let etcd = EtcdServer::start().unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    // A private CA and a node certificate it signs for 127.0.0.1, as an operator would make.
+    let d = dir.path();
+    let (ca, cert, key) = (d.join("ca.crt"), d.join("api.crt"), d.join("api.key"));
+    common::certs::make_certs(d);
+    let extra = format!(
+        "api_listen = \"127.0.0.1:0\"\napi_token = \"t0ken-for-tests\"\napi_tls_cert = \"{}\"\napi_tls_key = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let (_p, ready) = start_node_with(dir.path(), 1, &etcd.endpoint, &extra);
+    let api = ready["api"].as_str().unwrap().to_string();
+    assert!(api.starts_with("https://127.0.0.1:"), "{api}");
+    // `alcubierre [--json] node <API options> list`
+    let cli = |args: &[&str]| {
+        let (head, sub) = args.split_at(args.len() - 1);
+        std::process::Command::new(env!("CARGO_BIN_EXE_alcubierre"))
+            .args(head)
+            .args(["--api", &api, "--token", "t0ken-for-tests"])
+            .args(sub)
+            .env_remove("ALCUBIERRE_CA_CERT")
+            .output()
+            .unwrap()
+    };
+    let out = cli(&["--json", "node", "--ca-cert", ca.to_str().unwrap(), "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nodes: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(nodes[0]["name"], "node-1", "{nodes}");
+    // The system CAs do not vouch for the private CA.
+    let out = cli(&["node", "list"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("certificate"), "{err}");
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let hostport = api.trim_start_matches("https://").to_string();
+    let r = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&hostport).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let _ = s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    })
+    .await
+    .unwrap();
+    assert!(!r.starts_with(b"HTTP/"), "{}", String::from_utf8_lossy(&r));
+}

@@ -2,6 +2,8 @@
 //! minimal HTTP/1.1 request.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
