@@ -36,7 +36,12 @@ pub struct ApiArgs {
 }
 
 /// One request; returns the JSON body of a 2xx answer, or the API's error message.
-fn request(a: &ApiArgs, method: &str, path: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+pub fn request(
+    a: &ApiArgs,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> anyhow::Result<Value> {
     let (tls, hostport) = if let Some(h) = a.api.strip_prefix("http://") {
         (false, h)
     } else if let Some(h) = a.api.strip_prefix("https://") {
@@ -256,6 +261,13 @@ pub enum VolumeCmd {
         #[arg(long)]
         size: String,
     },
+    /// Sets the hosts allowed to attach a volume (none: any host).
+    Hosts {
+        /// Name or id.
+        volume: String,
+        /// Host names (see `alcubierre host`).
+        hosts: Vec<String>,
+    },
     /// Deletes a volume.
     Delete {
         /// Name or id.
@@ -385,6 +397,12 @@ pub fn volume(a: &ApiArgs, c: VolumeCmd, json: bool) -> anyhow::Result<()> {
             "POST",
             &format!("/api/v1/volumes/{volume}/resize"),
             Some(&json!({ "size": size("size", &sz)? })),
+        )?,
+        VolumeCmd::Hosts { volume, hosts } => request(
+            a,
+            "PUT",
+            &format!("/api/v1/volumes/{volume}/hosts"),
+            Some(&json!({ "hosts": hosts })),
         )?,
         VolumeCmd::Delete { volume } => {
             request(a, "DELETE", &format!("/api/v1/volumes/{volume}"), None)?

@@ -112,6 +112,9 @@ async fn start_node(
         }],
         activation: Activation::Registered,
         draining: false,
+        cpu_threads: std::thread::available_parallelism()
+            .ok()
+            .map(|n| n.get() as u32),
     };
     registry::register(&*store, &node).await?;
     let hb = Heartbeat::start(
@@ -270,12 +273,14 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
                 paddr.ip(),
                 paddr.port()
             );
+            println!("web console: {}/ (token {token})", ready.api);
             println!("REST API: {} (token {token})", ready.api);
             println!(
                 "  curl -H 'Authorization: Bearer {token}' {}/api/v1/nodes",
                 ready.api
             );
             println!("  curl {}/metrics", ready.api);
+            println!("  alcubierre status --api {} --token {token}", ready.api);
             println!("Ctrl-C stops the demo.");
         }
         use std::io::Write;

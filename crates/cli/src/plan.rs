@@ -1,13 +1,20 @@
-//! `alcubierre plan`: sizing from the seed's rules (`alcubierre_control::plan`).
+//! `alcubierre plan`: sizing from the seed's rules (`alcubierre_control::plan`); with `--check`,
+//! the live cluster (over the API) graded against them.
 
 use alcubierre_control::plan::{plan, PlanInput};
 
 /// Options of `plan`.
 #[derive(clap::Args)]
 pub struct PlanArgs {
-    /// High-performance (cache) nodes.
+    /// High-performance (cache) nodes (with --check: the cluster's active nodes).
+    #[arg(long, required_unless_present = "check")]
+    nodes: Option<u32>,
+    /// Check the live cluster's active nodes, cache disks, CPU threads and destage rate
+    /// against the plan for --usable-tb (over the API); exits 1 when a rule fails.
     #[arg(long)]
-    nodes: u32,
+    check: bool,
+    #[command(flatten)]
+    api: crate::client::ApiArgs,
     /// Usable capacity needed, TB.
     #[arg(long)]
     usable_tb: f64,
@@ -36,8 +43,11 @@ pub struct PlanArgs {
 
 /// Prints the plan.
 pub fn run(a: &PlanArgs, json: bool) -> anyhow::Result<()> {
+    if a.check {
+        return check(a, json);
+    }
     let p = plan(&PlanInput {
-        nodes: a.nodes,
+        nodes: a.nodes.expect("required without --check"),
         usable_tb: a.usable_tb,
         ceph_replicas: a.ceph_replicas,
         cache_disks_per_node: a.cache_disks,
@@ -108,5 +118,32 @@ pub fn run(a: &PlanArgs, json: bool) -> anyhow::Result<()> {
     for w in &p.warnings {
         println!("warning: {w}");
     }
+    Ok(())
+}
+
+fn check(a: &PlanArgs, json: bool) -> anyhow::Result<()> {
+    let mut q = format!(
+        "/api/v1/plan/check?usable_tb={}&ceph_replicas={}",
+        a.usable_tb, a.ceph_replicas
+    );
+    if let Some(o) = a.osds {
+        q.push_str(&format!("&osds={o}"));
+    }
+    let c = crate::client::request(&a.api, "GET", &q, None)?;
+    let findings = c["findings"].as_array().cloned().unwrap_or_default();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+    } else {
+        for f in &findings {
+            println!(
+                "{:<5} {:<22} {}",
+                f["level"].as_str().unwrap_or("?"),
+                f["rule"].as_str().unwrap_or("?"),
+                f["detail"].as_str().unwrap_or("")
+            );
+        }
+    }
+    let failed = findings.iter().filter(|f| f["level"] == "fail").count();
+    anyhow::ensure!(failed == 0, "{failed} planning rule(s) failed");
     Ok(())
 }

@@ -258,6 +258,9 @@ async fn join_cluster(
         cache,
         activation: Activation::Registered,
         draining: false,
+        cpu_threads: std::thread::available_parallelism()
+            .ok()
+            .map(|n| n.get() as u32),
     };
     alcubierre_control::registry::register(&*store, &record)
         .await

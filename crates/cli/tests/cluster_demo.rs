@@ -47,6 +47,33 @@ async fn cluster_demo_serves_a_volume() {
         .unwrap()
         .iter()
         .all(|n| n["activation"]["state"] == "active" && n["service"] == "available"));
+    // `plan --check` grades the live cluster: the demo's small cache files are far below what
+    // 40 TB usable needs (a failed rule, exit 1) and fit a tiny capacity.
+    let plan_check = |tb: &str| {
+        Command::new(env!("CARGO_BIN_EXE_alcubierre"))
+            .args(["--json", "plan", "--check", "--usable-tb", tb, "--api"])
+            .arg(format!("http://{api}"))
+            .args(["--token", &token])
+            .output()
+            .unwrap()
+    };
+    let big = plan_check("40");
+    assert!(!big.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&big.stdout).unwrap();
+    let size = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "cache disk size")
+        .unwrap();
+    assert_eq!(size["level"], "fail", "{report}");
+    assert!(String::from_utf8_lossy(&big.stderr).contains("1 planning rule(s) failed"));
+    let tiny = plan_check("0.0001");
+    assert!(
+        tiny.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tiny.stdout)
+    );
     let (status, _) = tokio::task::spawn_blocking(move || {
         common::http(&api, "GET", "/api/v1/volumes/demo", "wrong", "")
     })

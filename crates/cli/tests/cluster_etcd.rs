@@ -285,6 +285,32 @@ async fn serve_processes_form_a_cluster_that_serves_and_heals_volumes() {
     assert_eq!(c.read(0, 7, 2, 4096).await.unwrap(), data);
     assert_eq!(c.namespace().await.unwrap(), (8192, 4096));
 
+    // Opening the volume to any host applies to the live export.
+    let opened = json_call(
+        &api,
+        "PUT",
+        &format!("/api/v1/volumes/{id}/hosts"),
+        r#"{"hosts":[]}"#,
+    )
+    .await;
+    assert_eq!(opened["hosts"], serde_json::json!([]));
+    let other = eventually(10, "any host admitted", || async {
+        HostController::connect(addr, &nqn, &HostConfig::default(), 1)
+            .await
+            .ok()
+    })
+    .await;
+    drop(other);
+    let (st, body) = call(
+        &api,
+        "PUT",
+        &format!("/api/v1/volumes/{id}/hosts"),
+        r#"{"hosts":["nobody"]}"#,
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("\"field\":\"hosts\""), "{body}");
+
     // The primary's /metrics counts the volume's I/O.
     let (st, m) = call(&apis[pidx], "GET", "/metrics", "").await;
     assert_eq!(st, 200);

@@ -200,6 +200,7 @@ mod tests {
                 .collect(),
             activation: Activation::Registered,
             draining: false,
+            cpu_threads: None,
         }
     }
 

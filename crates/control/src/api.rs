@@ -37,11 +37,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/volumes/{id}"),
     ("DELETE", "/api/v1/volumes/{id}"),
     ("POST", "/api/v1/volumes/{id}/resize"),
+    ("PUT", "/api/v1/volumes/{id}/hosts"),
     ("GET", "/api/v1/qos"),
     ("PUT", "/api/v1/qos/{name}"),
     ("GET", "/api/v1/hosts"),
     ("PUT", "/api/v1/hosts/{name}"),
     ("GET", "/api/v1/plan"),
+    ("GET", "/api/v1/plan/check"),
     ("GET", "/metrics"),
     ("GET", "/"),
 ];
@@ -416,6 +418,22 @@ async fn resize_volume(
     ))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostsReq {
+    hosts: Vec<String>,
+}
+
+async fn set_volume_hosts(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Body(r): Body<HostsReq>,
+) -> ApiResult<volumes::Volume> {
+    authorize(&s, &h)?;
+    Ok(Json(volumes::set_hosts(&*s.store, &id, &r.hosts).await?))
+}
+
 async fn list_prefix<T: serde::de::DeserializeOwned>(
     s: &ApiState,
     prefix: &str,
@@ -555,6 +573,44 @@ async fn get_plan(
     Ok(Json(p))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckQuery {
+    usable_tb: f64,
+    #[serde(default = "three")]
+    ceph_replicas: u32,
+    osds: Option<u32>,
+}
+
+async fn check_plan(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Params(q): Params<CheckQuery>,
+) -> ApiResult<crate::plan::Check> {
+    authorize(&s, &h)?;
+    let nodes = registry::nodes(&*s.store).await?;
+    let config = cluster::load(&*s.store).await?;
+    let active: Vec<&Node> = nodes
+        .values()
+        .map(|(n, _)| n)
+        .filter(|n| n.activation == crate::model::Activation::Active)
+        .collect();
+    let live: Vec<crate::plan::LiveNode> = active
+        .iter()
+        .map(|n| crate::plan::LiveNode {
+            name: &n.name,
+            cache_bytes: n.cache.iter().map(|c| c.size).collect(),
+            cpu_threads: n.cpu_threads,
+        })
+        .collect();
+    let rate = config.destage_rate(active.len() as u32);
+    let c = crate::plan::check(&live, rate, q.usable_tb, q.ceph_replicas, q.osds).map_err(|e| {
+        let crate::plan::PlanError::Invalid { field, .. } = &e;
+        err(StatusCode::BAD_REQUEST, e.to_string(), Some(field))
+    })?;
+    Ok(Json(c))
+}
+
 async fn metrics(State(s): State<ApiState>) -> Result<String, ApiError> {
     let nodes = registry::nodes(&*s.store).await?;
     let services = registry::service_states(&*s.store).await?;
@@ -642,11 +698,13 @@ pub fn router(state: ApiState) -> Router {
             get(get_volume).delete(delete_volume),
         )
         .route("/api/v1/volumes/{id}/resize", post(resize_volume))
+        .route("/api/v1/volumes/{id}/hosts", put(set_volume_hosts))
         .route("/api/v1/qos", get(list_qos))
         .route("/api/v1/qos/{name}", put(put_qos))
         .route("/api/v1/hosts", get(list_hosts))
         .route("/api/v1/hosts/{name}", put(put_host))
         .route("/api/v1/plan", get(get_plan))
+        .route("/api/v1/plan/check", get(check_plan))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

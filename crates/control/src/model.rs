@@ -143,6 +143,9 @@ pub struct Node {
     /// Being drained: it takes no new replicas and the leader moves its replicas away.
     #[serde(default)]
     pub draining: bool,
+    /// CPU threads, as the node reports them (for `plan --check`).
+    #[serde(default)]
+    pub cpu_threads: Option<u32>,
 }
 
 impl Node {

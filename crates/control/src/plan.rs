@@ -256,6 +256,175 @@ pub fn plan(i: &PlanInput) -> Result<Plan, PlanError> {
     })
 }
 
+/// How serious a finding of [`check`] is.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// Meets the rule.
+    Ok,
+    /// Below a recommendation.
+    Warn,
+    /// Breaks a rule the seed states as a requirement.
+    Fail,
+}
+
+/// One checked rule.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Finding {
+    /// How serious.
+    pub level: Level,
+    /// Which rule.
+    pub rule: &'static str,
+    /// What was found, with the numbers.
+    pub detail: String,
+}
+
+/// A live cluster checked against the plan for its size.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Check {
+    /// The plan for the cluster's active node count and cache disks.
+    pub plan: Plan,
+    /// Each rule's result.
+    pub findings: Vec<Finding>,
+}
+
+/// What a live cluster offers, per active node.
+pub struct LiveNode<'a> {
+    /// Name.
+    pub name: &'a str,
+    /// Cache device sizes, bytes.
+    pub cache_bytes: Vec<u64>,
+    /// CPU threads, when the node reported them.
+    pub cpu_threads: Option<u32>,
+}
+
+/// `plan --check`: checks live nodes and the configured destage rate (bytes/s) against the
+/// plan for `usable_tb` (with `ceph_replicas` and, if known, `osds`).
+pub fn check(
+    nodes: &[LiveNode],
+    destage_rate: u64,
+    usable_tb: f64,
+    ceph_replicas: u32,
+    osds: Option<u32>,
+) -> Result<Check, PlanError> {
+    let disks = nodes
+        .iter()
+        .map(|n| n.cache_bytes.len())
+        .max()
+        .unwrap_or(1)
+        .max(1) as u32;
+    let plan = plan(&PlanInput {
+        nodes: (nodes.len() as u32).max(1),
+        usable_tb,
+        ceph_replicas,
+        cache_disks_per_node: disks,
+        osds,
+        cpu_ghz: None,
+        cores_per_socket: None,
+        sockets: None,
+        cache_disk_tb: None,
+    })?;
+    let mut f = Vec::new();
+    let mut add = |level, rule, detail: String| {
+        f.push(Finding {
+            level,
+            rule,
+            detail,
+        })
+    };
+    add(
+        if nodes.len() >= 3 {
+            Level::Ok
+        } else {
+            Level::Fail
+        },
+        "nodes",
+        format!("{} active nodes (at least 3)", nodes.len()),
+    );
+    let counts: std::collections::BTreeSet<usize> =
+        nodes.iter().map(|n| n.cache_bytes.len()).collect();
+    add(
+        if counts.len() <= 1 && counts.iter().all(|c| (1..=2).contains(c)) {
+            Level::Ok
+        } else {
+            Level::Fail
+        },
+        "cache disks per node",
+        format!("{counts:?} (1 or 2, the same on every node)"),
+    );
+    let need = plan.cache_tb_per_disk * 1e12;
+    let smallest = nodes
+        .iter()
+        .flat_map(|n| n.cache_bytes.iter().map(move |b| (n.name, *b)))
+        .min_by_key(|(_, b)| *b);
+    if let Some((name, b)) = smallest {
+        let level = if (b as f64) < need {
+            Level::Fail
+        } else if (b as f64) < plan.cache_tb_per_disk_min * 1e12 {
+            Level::Warn
+        } else {
+            Level::Ok
+        };
+        add(
+            level,
+            "cache disk size",
+            format!(
+                "smallest {:.3} TB on {name}; the rule needs {:.3} TB (raw {:.1} TB / ({} nodes x {disks} disks x 12)), {:.1} TB recommended",
+                b as f64 / 1e12,
+                plan.cache_tb_per_disk,
+                plan.raw_tb,
+                nodes.len(),
+                plan.cache_tb_per_disk_min
+            ),
+        );
+    }
+    for n in nodes {
+        if let Some(t) = n.cpu_threads {
+            add(
+                if t >= plan.threads_per_node {
+                    Level::Ok
+                } else {
+                    Level::Warn
+                },
+                "CPU threads",
+                format!(
+                    "{}: {t} threads; the plan wants {}",
+                    n.name, plan.threads_per_node
+                ),
+            );
+        }
+    }
+    let want = plan.destage_mb_per_s as u64 * 1_000_000;
+    add(
+        if destage_rate >= want {
+            Level::Ok
+        } else {
+            Level::Warn
+        },
+        "destage rate",
+        format!(
+            "{} MB/s configured; the seed's rule gives {} MB/s (active nodes x 50 MB/s)",
+            destage_rate / 1_000_000,
+            plan.destage_mb_per_s
+        ),
+    );
+    if let Some(o) = osds {
+        add(
+            if o >= plan.min_osds.max(plan.headroom_osds) {
+                Level::Ok
+            } else {
+                Level::Warn
+            },
+            "Ceph OSDs",
+            format!(
+                "{o} OSDs; at least {} (nodes x 8) and {} for the 1,200-IOPS headroom rule",
+                plan.min_osds, plan.headroom_osds
+            ),
+        );
+    }
+    Ok(Check { plan, findings: f })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,5 +533,41 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn check_grades_a_live_cluster() {
+        let node = |name, tb: f64, threads| LiveNode {
+            name,
+            cache_bytes: vec![(tb * 1e12) as u64; 2],
+            cpu_threads: Some(threads),
+        };
+        // The seed's example: 3 nodes, 40 TB usable, 2 disks each of 1.6 TB: the rule's
+        // 1.667 TB is not met.
+        let nodes = [node("a", 1.6, 64), node("b", 2.0, 64), node("c", 2.0, 8)];
+        let c = check(&nodes, 150_000_000, 40.0, 3, Some(30)).unwrap();
+        let level = |rule: &str| {
+            c.findings
+                .iter()
+                .filter(|f| f.rule == rule)
+                .map(|f| f.level)
+                .max_by_key(|l| *l as u8)
+                .unwrap()
+        };
+        assert_eq!(level("nodes"), Level::Ok);
+        assert_eq!(level("cache disks per node"), Level::Ok);
+        assert_eq!(level("cache disk size"), Level::Fail, "{:?}", c.findings);
+        assert_eq!(level("CPU threads"), Level::Warn);
+        assert_eq!(level("destage rate"), Level::Ok);
+        assert_eq!(level("Ceph OSDs"), Level::Ok);
+        let small = check(&nodes[..2], 50_000_000, 40.0, 3, None).unwrap();
+        assert!(small
+            .findings
+            .iter()
+            .any(|f| f.rule == "nodes" && f.level == Level::Fail));
+        assert!(small
+            .findings
+            .iter()
+            .any(|f| f.rule == "destage rate" && f.level == Level::Warn));
     }
 }

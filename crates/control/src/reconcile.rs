@@ -215,6 +215,7 @@ mod tests {
             }],
             activation,
             draining: false,
+            cpu_threads: None,
         }
     }
 

@@ -284,36 +284,14 @@ pub async fn create(
     Ok(v)
 }
 
-/// Grows a volume (online: nodes apply the new size and tell hosts).
-pub async fn resize(
+/// Applies `f` to a volume and writes it if it was not changed meanwhile.
+async fn update(
     store: &dyn Store,
     id_or_name: &str,
-    size: u64,
-    licence: &Licence,
+    f: impl FnOnce(&mut Volume) -> Result<(), VolumeError>,
 ) -> Result<Volume, VolumeError> {
     let (mut v, rev) = find(store, id_or_name).await?;
-    if size < v.size {
-        return Err(invalid(
-            "size",
-            format!("{size} is smaller than {}; volumes only grow", v.size),
-        ));
-    }
-    if !size.is_multiple_of(v.block_size) {
-        return Err(invalid(
-            "size",
-            format!(
-                "{size} is not a multiple of the block size {}",
-                v.block_size
-            ),
-        ));
-    }
-    if let Some(max) = licence.max_capacity {
-        let would = list(store).await?.values().map(|x| x.size).sum::<u64>() - v.size + size;
-        if would > max {
-            return Err(VolumeError::LicenceCapacity { max, would });
-        }
-    }
-    v.size = size;
+    f(&mut v)?;
     let key = format!("volumes/{}", v.id);
     let r = store
         .txn(Txn {
@@ -330,6 +308,64 @@ pub async fn resize(
         return Err(VolumeError::Conflict);
     }
     Ok(v)
+}
+
+/// Grows a volume (online: nodes apply the new size and tell hosts).
+pub async fn resize(
+    store: &dyn Store,
+    id_or_name: &str,
+    size: u64,
+    licence: &Licence,
+) -> Result<Volume, VolumeError> {
+    let total: u64 = list(store).await?.values().map(|x| x.size).sum();
+    update(store, id_or_name, |v| {
+        if size < v.size {
+            return Err(invalid(
+                "size",
+                format!("{size} is smaller than {}; volumes only grow", v.size),
+            ));
+        }
+        if !size.is_multiple_of(v.block_size) {
+            return Err(invalid(
+                "size",
+                format!(
+                    "{size} is not a multiple of the block size {}",
+                    v.block_size
+                ),
+            ));
+        }
+        if let Some(max) = licence.max_capacity {
+            let would = total - v.size + size;
+            if would > max {
+                return Err(VolumeError::LicenceCapacity { max, would });
+            }
+        }
+        v.size = size;
+        Ok(())
+    })
+    .await
+}
+
+/// Sets the hosts allowed to attach a volume (an empty list lets any host in); exporting
+/// nodes apply it to live subsystems.
+pub async fn set_hosts(
+    store: &dyn Store,
+    id_or_name: &str,
+    hosts: &[String],
+) -> Result<Volume, VolumeError> {
+    for h in hosts {
+        if store.get(&format!("hosts/{h}")).await?.is_none() {
+            return Err(invalid("hosts", format!("no host named {h:?}")));
+        }
+    }
+    let mut hosts = hosts.to_vec();
+    hosts.sort();
+    hosts.dedup();
+    update(store, id_or_name, |v| {
+        v.hosts = hosts;
+        Ok(())
+    })
+    .await
 }
 
 /// Deletes a volume and its name.

@@ -26,6 +26,7 @@ fn node(name: &str, size: u64) -> Node {
         }],
         activation: Activation::Registered,
         draining: false,
+        cpu_threads: None,
     }
 }
 

@@ -20,6 +20,7 @@ pub fn node(name: &str) -> Node {
         }],
         activation: Activation::Registered,
         draining: false,
+        cpu_threads: None,
     }
 }
 
