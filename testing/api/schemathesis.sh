@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Property-based tests of the REST API from its checked-in OpenAPI document (schemathesis, from
 # PyPI): starts `alcubierre demo`, generates requests for every operation, and fails on any 5xx
-# or any 4xx without a message.
+# or any 4xx without a message. First it runs the web console's script against the demo.
 #
 # Usage: testing/api/schemathesis.sh <path-to-alcubierre-binary>
 # The virtualenv is cached in ${ALCUBIERRE_ST_VENV:-/var/tmp/alcubierre-st} (created when missing).
@@ -30,6 +30,13 @@ for _ in $(seq 200); do
 done
 API=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["api"])' <"$WORK/ready.json")
 TOKEN=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' <"$WORK/ready.json")
+# The web console's script against the live demo, before schemathesis changes it (Node.js; CI installs it).
+if command -v node >/dev/null; then
+	node "$ROOT/testing/console/smoke.js" "$ROOT/crates/control/src/console.html" "$API" "$TOKEN"
+elif [[ -n ${CI:-} ]]; then
+	echo "node (Node.js) is missing: cannot check the console" >&2
+	exit 1
+fi
 cd "$HERE"
 SCHEMATHESIS_HOOKS=hooks "$VENV/bin/schemathesis" run "$ROOT/docs/api/openapi.json" \
 	--url "$API" -H "Authorization: Bearer $TOKEN" \
