@@ -1,13 +1,15 @@
 //! A node's agent in a cluster: it applies the desired state the store holds.
 //! * Activation: when its record turns `activating`, it checks its cache devices and reports
 //!   success or failure (`registry::finish_activation`).
-//! * Volumes: whenever a volume or a host changes, it compares the volumes whose primary it is
+//! * Volumes: whenever a volume, a host or a QoS policy changes, it compares the volumes whose primary it is
 //!   with what it exports, and converges: it exports new ones over NVMe/TCP (creating the
 //!   backend image and attaching the volume to its cache first), grows resized ones (the hosts
 //!   get a Namespace Attribute Changed event), applies access lists (the volume's hosts' NQNs; an
-//!   empty list lets any host in), and stops exporting volumes that moved away or were deleted
+//!   empty list lets any host in) and QoS policies, and stops exporting volumes that moved away or were deleted
 //!   (a deleted volume's cached data is dropped and its backend image deleted). Until
 //!   replication exists (issue 6), only the primary holds data.
+//! * Cache health: it reports its cache device failed (every journal partition stopped after a
+//!   device error) or degraded (some did), so the leader moves its replicas.
 //! * Configuration: when the cluster configuration changes it applies the heartbeat interval and
 //!   timeout (a new lease) and its share of the destage rate, without a restart.
 
@@ -21,14 +23,26 @@ use alcubierre_cache::{Engine, RateLimiter, VolumeOpener};
 use alcubierre_control::cluster::{self, CONFIG_KEY};
 use alcubierre_control::model::{Activation, Node};
 use alcubierre_control::registry::{self, Heartbeat};
-use alcubierre_control::volumes::{Host, Volume};
+use alcubierre_control::volumes::{Host, QosPolicy, Volume};
 use alcubierre_nvmf::{volume_nqn, HostAcl, Subsystem, SubsystemEvent, Target};
 use alcubierre_store::{Store, WatchEvent};
 use alcubierre_types::{BlockSize, ByteSize, VolumeGeometry, VolumeId};
 use parking_lot::RwLock;
 
-/// Per-volume I/O statistics of the volumes a node exports, by volume id (with the name).
-pub type VolumeStats = Arc<RwLock<BTreeMap<String, (String, Arc<IoStats>)>>>;
+use crate::qos::{Limited, Qos};
+
+/// What a node publishes about a volume it exports.
+pub struct VolumeMetrics {
+    /// The volume's name.
+    pub name: String,
+    /// Its I/O statistics.
+    pub io: Arc<IoStats>,
+    /// Its QoS limits in force.
+    pub qos: Arc<Qos>,
+}
+
+/// The volumes a node exports, by volume id.
+pub type VolumeStats = Arc<RwLock<BTreeMap<String, VolumeMetrics>>>;
 
 /// The running agent; dropping it stops it.
 pub struct Agent {
@@ -68,7 +82,8 @@ impl Agent {
         let tasks = vec![
             tokio::spawn(activation(store.clone(), parts.name.clone())),
             tokio::spawn(volumes(store.clone(), parts.clone())),
-            tokio::spawn(config(store, parts, heartbeat)),
+            tokio::spawn(config(store.clone(), parts.clone(), heartbeat)),
+            tokio::spawn(cache_health(store, parts)),
         ];
         Self { tasks }
     }
@@ -106,6 +121,8 @@ struct Exported {
     name: String,
     size: u64,
     acl: HostAcl,
+    qos: Arc<Qos>,
+    policy: Option<QosPolicy>,
 }
 
 /// The access list of `v`: its hosts' NQNs, or any host when it names none.
@@ -128,7 +145,7 @@ fn geometry(v: &Volume) -> anyhow::Result<VolumeGeometry> {
     )?)
 }
 
-fn export(p: &NodeParts, v: &Volume, acl: HostAcl) -> anyhow::Result<()> {
+fn export(p: &NodeParts, v: &Volume, acl: HostAcl, qos: Arc<Qos>) -> anyhow::Result<()> {
     let id = VolumeId(v.id.parse()?);
     let backend = p.engine.backend();
     match backend.size(id) {
@@ -142,12 +159,21 @@ fn export(p: &NodeParts, v: &Volume, acl: HostAcl) -> anyhow::Result<()> {
         Err(e) => return Err(e.into()),
     }
     let stats = Arc::new(IoStats::default());
-    let dev = Arc::new(Metered::new(p.volumes.volume(id)?, stats.clone()));
+    // Metered outside the QoS wait: latency is what the host sees.
+    let dev = Arc::new(Metered::new(
+        Limited::new(p.volumes.volume(id)?, qos.clone()),
+        stats.clone(),
+    ));
     p.target
         .add_subsystem(Arc::new(Subsystem::new(id, dev, acl, p.ana_group)));
-    p.stats
-        .write()
-        .insert(v.id.clone(), (v.name.clone(), stats));
+    p.stats.write().insert(
+        v.id.clone(),
+        VolumeMetrics {
+            name: v.name.clone(),
+            io: stats,
+            qos,
+        },
+    );
     Ok(())
 }
 
@@ -190,6 +216,15 @@ async fn converge(
             hosts.insert(h.name.clone(), h);
         }
     }
+    let mut policies = BTreeMap::new();
+    for kv in store.list("qos/").await? {
+        if let (Some(name), Ok(q)) = (
+            kv.key.strip_prefix("qos/"),
+            serde_json::from_slice::<QosPolicy>(&kv.value),
+        ) {
+            policies.insert(name.to_string(), q);
+        }
+    }
     let mut all = BTreeMap::new();
     for kv in store.list("volumes/").await? {
         if let Ok(v) = serde_json::from_slice::<Volume>(&kv.value) {
@@ -216,24 +251,36 @@ async fn converge(
     }
     for v in all.values().filter(|v| v.primary == p.name) {
         let want = acl(v, &hosts);
+        let policy = v.qos.as_ref().and_then(|q| policies.get(q)).cloned();
         match exported.get_mut(&v.id) {
-            None => match export(p, v, want.clone()) {
-                Ok(()) => {
-                    tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch, "exported");
-                    exported.insert(
-                        v.id.clone(),
-                        Exported {
-                            name: v.name.clone(),
-                            size: v.size,
-                            acl: want,
-                        },
-                    );
+            None => {
+                let qos = Arc::new(Qos::default());
+                qos.apply(policy.as_ref());
+                match export(p, v, want.clone(), qos.clone()) {
+                    Ok(()) => {
+                        tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch, "exported");
+                        exported.insert(
+                            v.id.clone(),
+                            Exported {
+                                name: v.name.clone(),
+                                size: v.size,
+                                acl: want,
+                                qos,
+                                policy,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(node = %p.name, volume = %v.name, "export failed: {e:#}")
+                    }
                 }
-                Err(e) => {
-                    tracing::error!(node = %p.name, volume = %v.name, "export failed: {e:#}")
-                }
-            },
+            }
             Some(e) => {
+                if e.policy != policy {
+                    e.qos.apply(policy.as_ref());
+                    tracing::info!(node = %p.name, volume = %v.name, ?policy, "QoS applied");
+                    e.policy = policy;
+                }
                 if v.size > e.size {
                     match grow(p, v) {
                         Ok(()) => {
@@ -263,18 +310,18 @@ async fn volumes(store: Arc<dyn Store>, p: Arc<NodeParts>) {
     loop {
         // Watch first, then read: nothing written in between is missed.
         let rev = store.revision().await.unwrap_or(0);
-        let (w1, w2) = match (
+        let (mut w1, mut w2, mut w3) = match (
             store.watch("volumes/", Some(rev + 1)).await,
             store.watch("hosts/", Some(rev + 1)).await,
+            store.watch("qos/", Some(rev + 1)).await,
         ) {
-            (Ok(a), Ok(b)) => (a, b),
+            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
             _ => {
                 tracing::warn!(node = %p.name, "cannot watch volumes; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
-        let (mut w1, mut w2) = (w1, w2);
         loop {
             if let Err(e) = converge(&*store, &p, &mut exported).await {
                 tracing::warn!(node = %p.name, "applying volumes failed: {e:#}");
@@ -283,10 +330,40 @@ async fn volumes(store: Arc<dyn Store>, p: Arc<NodeParts>) {
             let ev = tokio::select! {
                 e = w1.next() => e,
                 e = w2.next() => e,
+                e = w3.next() => e,
             };
             if !matches!(ev, Some(Ok(_))) {
                 break; // the watch failed: start over
             }
+        }
+    }
+}
+
+/// Reports the cache device's health: failed when every journal partition has failed
+/// (fail-stop after a device error), degraded when some have.
+async fn cache_health(store: Arc<dyn Store>, p: Arc<NodeParts>) {
+    use alcubierre_control::model::CacheState;
+    let mut reported = CacheState::Healthy;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let parts = p.engine.partitions();
+        let failed = parts.iter().filter(|x| x.is_failed()).count();
+        let state = if failed == 0 {
+            CacheState::Healthy
+        } else if failed == parts.len() {
+            CacheState::Failed
+        } else {
+            CacheState::Degraded
+        };
+        if state == reported {
+            continue;
+        }
+        match registry::set_cache_states(&*store, &p.name, &[state]).await {
+            Ok(_) => {
+                tracing::warn!(node = %p.name, ?state, failed, "cache device state reported");
+                reported = state;
+            }
+            Err(e) => tracing::warn!(node = %p.name, "reporting the cache state failed: {e}"),
         }
     }
 }
@@ -348,4 +425,109 @@ async fn apply_config(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alcubierre_backend::MemBackend;
+    use alcubierre_block::BlockDevice;
+    use alcubierre_cache::{CacheService, FormatOptions, ServiceConfig};
+    use alcubierre_control::model::{CacheDevice, CacheState};
+    use alcubierre_io::fault::{CrashMedium, Fault};
+    use alcubierre_io::Medium;
+    use alcubierre_store::MemStore;
+
+    /// A cache device that starts failing writes: the journal stops (fail-stop) and the agent
+    /// reports the device failed in the node record, where the leader acts on it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_cache_device_is_reported() {
+        let store: Arc<dyn Store> = Arc::new(MemStore::new());
+        let medium = Arc::new(CrashMedium::new(64 << 20, 1));
+        Engine::format(&*medium, &FormatOptions::default()).unwrap();
+        let engine = Arc::new(
+            Engine::open(
+                medium.clone() as Arc<dyn Medium>,
+                Arc::new(MemBackend::new()),
+            )
+            .unwrap(),
+        );
+        let svc = CacheService::start(engine.clone(), ServiceConfig::default());
+        let node = Node {
+            name: "n1".into(),
+            management: String::new(),
+            replica: String::new(),
+            cache: vec![CacheDevice {
+                path: "mem".into(),
+                size: 64 << 20,
+                state: CacheState::Healthy,
+            }],
+            activation: Activation::Registered,
+            draining: false,
+            cpu_threads: None,
+            portals: Vec::new(),
+        };
+        registry::register(&*store, &node).await.unwrap();
+        let hb = Heartbeat::start(
+            store.clone(),
+            "n1",
+            Duration::from_millis(200),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        let target = Arc::new(Target::new(Default::default()));
+        let _agent = Agent::start(
+            store.clone(),
+            NodeParts {
+                name: "n1".into(),
+                engine: engine.clone(),
+                volumes: svc.volumes(),
+                target,
+                ana_group: 1,
+                destage_limit: None,
+                stats: VolumeStats::default(),
+            },
+            hb,
+        );
+        let id = VolumeId(uuid::Uuid::new_v4());
+        engine.backend().create(id, ByteSize::mib(1)).unwrap();
+        engine
+            .attach(
+                id,
+                VolumeGeometry::new(BlockSize::B4096, ByteSize::mib(1)).unwrap(),
+            )
+            .unwrap();
+        medium.schedule(1, Fault::FailWrites);
+        let r = svc
+            .volume(id)
+            .unwrap()
+            .write(
+                alcubierre_types::Lba(0),
+                bytes::Bytes::from(vec![1u8; 4096]),
+            )
+            .await;
+        assert!(
+            r.is_err(),
+            "a write on a failing device is not acknowledged"
+        );
+        let t0 = std::time::Instant::now();
+        loop {
+            let (n, _) = registry::nodes(&*store)
+                .await
+                .unwrap()
+                .remove("n1")
+                .unwrap();
+            if n.cache[0].state == CacheState::Failed {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "not reported: {n:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drop(_agent);
+        svc.shutdown();
+    }
 }

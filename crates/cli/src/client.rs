@@ -268,6 +268,13 @@ pub enum VolumeCmd {
         /// Host names (see `alcubierre host`).
         hosts: Vec<String>,
     },
+    /// Sets a volume's QoS policy (none: no limits).
+    Qos {
+        /// Name or id.
+        volume: String,
+        /// Policy name (see `alcubierre qos`).
+        policy: Option<String>,
+    },
     /// Deletes a volume.
     Delete {
         /// Name or id.
@@ -403,6 +410,12 @@ pub fn volume(a: &ApiArgs, c: VolumeCmd, json: bool) -> anyhow::Result<()> {
             "PUT",
             &format!("/api/v1/volumes/{volume}/hosts"),
             Some(&json!({ "hosts": hosts })),
+        )?,
+        VolumeCmd::Qos { volume, policy } => request(
+            a,
+            "PUT",
+            &format!("/api/v1/volumes/{volume}/qos"),
+            Some(&json!({ "qos": policy })),
         )?,
         VolumeCmd::Delete { volume } => {
             request(a, "DELETE", &format!("/api/v1/volumes/{volume}"), None)?

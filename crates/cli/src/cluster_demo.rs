@@ -115,6 +115,7 @@ async fn start_node(
         cpu_threads: std::thread::available_parallelism()
             .ok()
             .map(|n| n.get() as u32),
+        portals: vec![listener.local_addr().to_string()],
     };
     registry::register(&*store, &node).await?;
     let hb = Heartbeat::start(

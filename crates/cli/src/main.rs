@@ -15,6 +15,7 @@ mod demo;
 mod load;
 mod metrics;
 mod plan;
+mod qos;
 mod serve;
 mod sysinfo;
 mod tls;

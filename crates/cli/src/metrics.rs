@@ -71,8 +71,26 @@ fn render(fams: &mut Families, src: &NodeSources) {
         .volumes
         .read()
         .iter()
-        .map(|(id, (name, s))| (id.clone(), name.clone(), s.clone()))
+        .map(|(id, m)| (id.clone(), m.name.clone(), m.io.clone()))
         .collect();
+    {
+        let out = fams.family(
+            "alcubierre_volume_qos_limit",
+            "gauge",
+            "QoS limits in force on the exporting node (IOPS or bytes per second).",
+        );
+        for (id, m) in src.volumes.read().iter() {
+            for (kind, v) in m.qos.limits() {
+                if let Some(v) = v {
+                    let _ = writeln!(
+                        out,
+                        "alcubierre_volume_qos_limit{{node=\"{node}\",volume=\"{id}\",name=\"{}\",limit=\"{kind}\"}} {v}",
+                        m.name
+                    );
+                }
+            }
+        }
+    }
     type Pick = fn(&alcubierre_block::IoStats) -> &DirStats;
     let dirs: [(&str, Pick); 3] = [
         ("read", |s| &s.read),

@@ -199,7 +199,23 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
         listeners.push(l);
     }
     let cluster = match &cfg.cluster {
-        Some(c) => Some(join_cluster(cfg, c, service.as_ref(), destage_limit, &target).await?),
+        Some(c) => {
+            // What hosts reach: the advertised portals, else the bound I/O listeners.
+            let portals: Vec<String> = if target.config.portals.is_empty() {
+                listeners[..cfg.nvmf.listen.len()]
+                    .iter()
+                    .map(|l| l.local_addr().to_string())
+                    .collect()
+            } else {
+                target
+                    .config
+                    .portals
+                    .iter()
+                    .map(|p| format!("{}:{}", p.addr, p.port))
+                    .collect()
+            };
+            Some(join_cluster(cfg, c, service.as_ref(), destage_limit, &target, portals).await?)
+        }
         None => None,
     };
     Ok(Node {
@@ -236,6 +252,7 @@ async fn join_cluster(
     service: Option<&CacheService>,
     destage_limit: Option<Arc<RateLimiter>>,
     target: &Arc<Target>,
+    portals: Vec<String>,
 ) -> anyhow::Result<Cluster> {
     use alcubierre_control::model::{Activation, CacheDevice, CacheState, Node as NodeRecord};
     use std::time::Duration;
@@ -253,7 +270,14 @@ async fn join_cluster(
     };
     let record = NodeRecord {
         name: cfg.node.name.clone(),
-        management: String::new(),
+        management: c.api_listen.map_or(String::new(), |a| {
+            let scheme = if c.api_tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            format!("{scheme}://{a}")
+        }),
         replica: String::new(),
         cache,
         activation: Activation::Registered,
@@ -261,6 +285,7 @@ async fn join_cluster(
         cpu_threads: std::thread::available_parallelism()
             .ok()
             .map(|n| n.get() as u32),
+        portals,
     };
     alcubierre_control::registry::register(&*store, &record)
         .await

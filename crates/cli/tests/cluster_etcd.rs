@@ -311,6 +311,34 @@ async fn serve_processes_form_a_cluster_that_serves_and_heals_volumes() {
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("\"field\":\"hosts\""), "{body}");
 
+    // A QoS policy on the volume is applied by the exporting node, and so is a change to it.
+    json_call(&api, "PUT", "/api/v1/qos/gold", r#"{"write_iops":500}"#).await;
+    json_call(
+        &api,
+        "PUT",
+        &format!("/api/v1/volumes/{id}/qos"),
+        r#"{"qos":"gold"}"#,
+    )
+    .await;
+    let limit = |n: u32| {
+        format!(
+            "alcubierre_volume_qos_limit{{node=\"{primary}\",volume=\"{id}\",name=\"shared\",limit=\"write_iops\"}} {n}\n"
+        )
+    };
+    let want = limit(500);
+    eventually(10, "the QoS policy applied", || async {
+        let (_, m) = call(&apis[pidx], "GET", "/metrics", "").await;
+        m.contains(&want).then_some(())
+    })
+    .await;
+    json_call(&api, "PUT", "/api/v1/qos/gold", r#"{"write_iops":1000}"#).await;
+    let want = limit(1000);
+    eventually(10, "the changed QoS policy applied", || async {
+        let (_, m) = call(&apis[pidx], "GET", "/metrics", "").await;
+        m.contains(&want).then_some(())
+    })
+    .await;
+
     // The primary's /metrics counts the volume's I/O.
     let (st, m) = call(&apis[pidx], "GET", "/metrics", "").await;
     assert_eq!(st, 200);

@@ -38,6 +38,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/v1/volumes/{id}"),
     ("POST", "/api/v1/volumes/{id}/resize"),
     ("PUT", "/api/v1/volumes/{id}/hosts"),
+    ("PUT", "/api/v1/volumes/{id}/qos"),
     ("GET", "/api/v1/qos"),
     ("PUT", "/api/v1/qos/{name}"),
     ("GET", "/api/v1/hosts"),
@@ -434,6 +435,24 @@ async fn set_volume_hosts(
     Ok(Json(volumes::set_hosts(&*s.store, &id, &r.hosts).await?))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QosReq {
+    qos: Option<String>,
+}
+
+async fn set_volume_qos(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Body(r): Body<QosReq>,
+) -> ApiResult<volumes::Volume> {
+    authorize(&s, &h)?;
+    Ok(Json(
+        volumes::set_qos(&*s.store, &id, r.qos.as_deref()).await?,
+    ))
+}
+
 async fn list_prefix<T: serde::de::DeserializeOwned>(
     s: &ApiState,
     prefix: &str,
@@ -699,6 +718,7 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/volumes/{id}/resize", post(resize_volume))
         .route("/api/v1/volumes/{id}/hosts", put(set_volume_hosts))
+        .route("/api/v1/volumes/{id}/qos", put(set_volume_qos))
         .route("/api/v1/qos", get(list_qos))
         .route("/api/v1/qos/{name}", put(put_qos))
         .route("/api/v1/hosts", get(list_hosts))

@@ -146,6 +146,9 @@ pub struct Node {
     /// CPU threads, as the node reports them (for `plan --check`).
     #[serde(default)]
     pub cpu_threads: Option<u32>,
+    /// NVMe/TCP I/O portals hosts reach the node on (`ip:port`).
+    #[serde(default)]
+    pub portals: Vec<String>,
 }
 
 impl Node {

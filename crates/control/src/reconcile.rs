@@ -2,6 +2,8 @@
 //! their service states, how long each has been unavailable, the cluster configuration) to the
 //! volume's next replica set. [`crate::leader`] runs them and writes the result.
 //!
+//! A node is *up* when it is active, available, and none of its cache devices failed.
+//!
 //! Rules, applied in order to each volume; any change raises the epoch once:
 //! 1. **Lost secondary**: an in-sync replica other than the primary whose node is not *up*
 //!    (active and available) leaves the in-sync set, so the primary stops waiting for it.
@@ -10,7 +12,8 @@
 //!    primary leaves the in-sync set. With no such replica the volume stays as it is
 //!    (unavailable, or drained later): only an in-sync replica may serve, never a stale one.
 //! 3. **Migration**: a non-primary replica is replaced by a node chosen by placement when its
-//!    node is gone from the registry, deactivated, draining, or (with dynamic migration on)
+//!    node is gone from the registry, deactivated, draining, its cache device is not healthy, or
+//!    (with dynamic migration on)
 //!    unavailable for at least the migration delay. The new replica is out of sync until it is
 //!    rebuilt (issue 6).
 
@@ -35,12 +38,12 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
-    /// Active and available.
+    /// Active, available, and no cache device failed (a failed journal refuses writes).
     pub fn up(&self, node: &str) -> bool {
-        self.nodes
-            .get(node)
-            .is_some_and(|n| n.activation == Activation::Active)
-            && self.services.get(node) == Some(&Service::Available)
+        self.nodes.get(node).is_some_and(|n| {
+            n.activation == Activation::Active
+                && n.cache.iter().all(|c| c.state != CacheState::Failed)
+        }) && self.services.get(node) == Some(&Service::Available)
     }
 
     fn draining(&self, node: &str) -> bool {
@@ -54,6 +57,11 @@ impl View<'_> {
         };
         if n.draining {
             return Some("its node is draining".into());
+        }
+        if let Some(c) = n.cache.iter().find(|c| c.state != CacheState::Healthy) {
+            return Some(
+                format!("its node's cache device {} is {:?}", c.path, c.state).to_lowercase(),
+            );
         }
         match n.activation {
             Activation::Deactivated => return Some("its node is deactivated".into()),
@@ -216,6 +224,7 @@ mod tests {
             activation,
             draining: false,
             cpu_threads: None,
+            portals: Vec::new(),
         }
     }
 
@@ -402,5 +411,20 @@ mod tests {
         r.dedup();
         assert_eq!(r.len(), 3, "distinct nodes: {:?}", v.replicas);
         assert!(!v.has_replica("n1") && !v.has_replica("n2"));
+    }
+
+    #[test]
+    fn failed_cache_moves_replicas_and_fails_the_primary_over() {
+        let mut c = Cluster::new(5);
+        c.nodes.get_mut("n1").unwrap().cache[0].state = CacheState::Degraded;
+        c.nodes.get_mut("n0").unwrap().cache[0].state = CacheState::Failed;
+        let mut v = volume(&["n0", "n2"]);
+        let ch = c.run(&mut v);
+        assert!(ch.contains(&Change::Failover {
+            from: "n0".into(),
+            to: "n2".into()
+        }));
+        assert!(!v.has_replica("n0") && !v.has_replica("n1"), "{v:?}");
+        assert_eq!(v.in_sync, ["n2"]);
     }
 }

@@ -293,6 +293,39 @@ pub async fn set_draining(
     }
 }
 
+/// Records the health of a node's cache devices (in device order), as the node observes them.
+pub async fn set_cache_states(
+    store: &dyn Store,
+    name: &str,
+    states: &[crate::model::CacheState],
+) -> Result<Node, RegistryError> {
+    let key = format!("{NODES}{name}");
+    loop {
+        let kv = store
+            .get(&key)
+            .await?
+            .ok_or_else(|| RegistryError::UnknownNode(name.to_string()))?;
+        let mut node = decode(&key, &kv.value)?;
+        for (d, s) in node.cache.iter_mut().zip(states) {
+            d.state = *s;
+        }
+        let r = store
+            .txn(Txn {
+                when: vec![Compare::ModRevision(key.clone(), kv.mod_revision)],
+                then: vec![TxnOp::Put {
+                    key: key.clone(),
+                    value: encode(&node),
+                    lease: None,
+                }],
+                otherwise: vec![],
+            })
+            .await?;
+        if r.succeeded {
+            return Ok(node);
+        }
+    }
+}
+
 /// A node finishing its activation: success when its cache devices are all healthy.
 pub async fn finish_activation(store: &dyn Store, node: &Node) -> Result<Node, RegistryError> {
     let ev = match node

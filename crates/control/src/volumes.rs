@@ -346,6 +346,24 @@ pub async fn resize(
     .await
 }
 
+/// Sets (or clears) a volume's QoS policy; exporting nodes apply it at once.
+pub async fn set_qos(
+    store: &dyn Store,
+    id_or_name: &str,
+    qos: Option<&str>,
+) -> Result<Volume, VolumeError> {
+    if let Some(q) = qos {
+        if store.get(&format!("qos/{q}")).await?.is_none() {
+            return Err(invalid("qos", format!("no QoS policy named {q:?}")));
+        }
+    }
+    update(store, id_or_name, |v| {
+        v.qos = qos.map(str::to_string);
+        Ok(())
+    })
+    .await
+}
+
 /// Sets the hosts allowed to attach a volume (an empty list lets any host in); exporting
 /// nodes apply it to live subsystems.
 pub async fn set_hosts(

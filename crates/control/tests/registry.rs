@@ -27,6 +27,7 @@ fn node(name: &str, size: u64) -> Node {
         activation: Activation::Registered,
         draining: false,
         cpu_threads: None,
+        portals: Vec::new(),
     }
 }
 
