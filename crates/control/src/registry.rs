@@ -211,12 +211,12 @@ pub async fn activate(
     Ok(())
 }
 
-/// Applies one activation event to one node (the node reports success or failure; the operator
-/// deactivates).
-pub async fn apply(
+/// Applies `f` to a node's record and writes it with compare-and-swap, re-reading and retrying
+/// when the record changed meanwhile.
+async fn update_node(
     store: &dyn Store,
     name: &str,
-    ev: ActivationEvent,
+    f: impl Fn(Node) -> Result<Node, RegistryError>,
 ) -> Result<Node, RegistryError> {
     let key = format!("{NODES}{name}");
     loop {
@@ -224,17 +224,7 @@ pub async fn apply(
             .get(&key)
             .await?
             .ok_or_else(|| RegistryError::UnknownNode(name.to_string()))?;
-        let node = decode(&key, &kv.value)?;
-        let next = transition(&node.activation, ev.clone()).map_err(|source| {
-            RegistryError::Transition {
-                node: name.to_string(),
-                source,
-            }
-        })?;
-        let updated = Node {
-            activation: next,
-            ..node
-        };
+        let updated = f(decode(&key, &kv.value)?)?;
         let r = store
             .txn(Txn {
                 when: vec![Compare::ModRevision(key.clone(), kv.mod_revision)],
@@ -250,6 +240,28 @@ pub async fn apply(
             return Ok(updated);
         }
     }
+}
+
+/// Applies one activation event to one node (the node reports success or failure; the operator
+/// deactivates).
+pub async fn apply(
+    store: &dyn Store,
+    name: &str,
+    ev: ActivationEvent,
+) -> Result<Node, RegistryError> {
+    update_node(store, name, |node| {
+        let next = transition(&node.activation, ev.clone()).map_err(|source| {
+            RegistryError::Transition {
+                node: name.to_string(),
+                source,
+            }
+        })?;
+        Ok(Node {
+            activation: next,
+            ..node
+        })
+    })
+    .await
 }
 
 /// Starts (or stops) draining a node: it takes no new replicas and the leader moves its
@@ -259,13 +271,7 @@ pub async fn set_draining(
     name: &str,
     draining: bool,
 ) -> Result<Node, RegistryError> {
-    let key = format!("{NODES}{name}");
-    loop {
-        let kv = store
-            .get(&key)
-            .await?
-            .ok_or_else(|| RegistryError::UnknownNode(name.to_string()))?;
-        let node = decode(&key, &kv.value)?;
+    update_node(store, name, |node| {
         if draining && node.activation != Activation::Active {
             return Err(RegistryError::Transition {
                 node: name.to_string(),
@@ -275,22 +281,9 @@ pub async fn set_draining(
                 },
             });
         }
-        let updated = Node { draining, ..node };
-        let r = store
-            .txn(Txn {
-                when: vec![Compare::ModRevision(key.clone(), kv.mod_revision)],
-                then: vec![TxnOp::Put {
-                    key: key.clone(),
-                    value: encode(&updated),
-                    lease: None,
-                }],
-                otherwise: vec![],
-            })
-            .await?;
-        if r.succeeded {
-            return Ok(updated);
-        }
-    }
+        Ok(Node { draining, ..node })
+    })
+    .await
 }
 
 /// Records the health of a node's cache devices (in device order), as the node observes them.
@@ -299,31 +292,13 @@ pub async fn set_cache_states(
     name: &str,
     states: &[crate::model::CacheState],
 ) -> Result<Node, RegistryError> {
-    let key = format!("{NODES}{name}");
-    loop {
-        let kv = store
-            .get(&key)
-            .await?
-            .ok_or_else(|| RegistryError::UnknownNode(name.to_string()))?;
-        let mut node = decode(&key, &kv.value)?;
+    update_node(store, name, |mut node| {
         for (d, s) in node.cache.iter_mut().zip(states) {
             d.state = *s;
         }
-        let r = store
-            .txn(Txn {
-                when: vec![Compare::ModRevision(key.clone(), kv.mod_revision)],
-                then: vec![TxnOp::Put {
-                    key: key.clone(),
-                    value: encode(&node),
-                    lease: None,
-                }],
-                otherwise: vec![],
-            })
-            .await?;
-        if r.succeeded {
-            return Ok(node);
-        }
-    }
+        Ok(node)
+    })
+    .await
 }
 
 /// A node finishing its activation: success when its cache devices are all healthy.
