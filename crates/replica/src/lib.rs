@@ -1,0 +1,38 @@
+//! Three-way replication of a volume's writes between nodes' caches (issue 6).
+//!
+//! This crate holds the protocol as pure state machines: [`primary::Primary`] orders writes,
+//! sends them to followers and decides when a write may be acknowledged; [`follower::Follower`]
+//! appends them in order and reports what is durable. Neither does I/O: inputs (host writes,
+//! messages, durable notifications, membership from the store, time) go in; actions (messages to
+//! send, writes to persist, acknowledgements, requests to the leader) come out, so the
+//! deterministic simulation (`tests/sim.rs`) drives exactly the code that runs in nodes. The
+//! rules they implement are numbered in `docs/design/replication.md`.
+
+#![forbid(unsafe_code)]
+
+pub mod follower;
+pub mod primary;
+pub mod wire;
+
+/// A write's position: the epoch it was assigned in and its sequence number. Sequence numbers
+/// start at 1; `Pos::default()` (0, 0) is "before the first write".
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pos {
+    /// The epoch of the primary that assigned it.
+    pub epoch: u64,
+    /// The sequence number.
+    pub seq: u64,
+}
+
+/// A replica set as the store holds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    /// The epoch.
+    pub epoch: u64,
+    /// The primary.
+    pub primary: String,
+    /// Every member.
+    pub replicas: Vec<String>,
+    /// Members holding every acknowledged write (the primary is one).
+    pub in_sync: Vec<String>,
+}

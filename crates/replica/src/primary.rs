@@ -1,0 +1,630 @@
+//! The primary's side of a volume (rules 1, 2, 3, 4, 6, 7 and 8 of the design).
+
+use std::collections::BTreeMap;
+
+use crate::wire::{Msg, Payload, VERSION};
+use crate::{Membership, Pos};
+
+/// Settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Fewest in-sync members (the primary included) for a write to be acknowledged.
+    pub min_insync: usize,
+    /// A follower that does not acknowledge for this long (ms) is reported lost.
+    pub timeout_ms: u64,
+    /// How often to retry connecting to a follower (ms).
+    pub retry_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            min_insync: 2,
+            timeout_ms: 3000,
+            retry_ms: 500,
+        }
+    }
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send on the connection to `to`, after everything sent or replayed to it before.
+    Send {
+        /// The follower.
+        to: String,
+        /// The message.
+        msg: Msg,
+    },
+    /// Send the writes `(after, upto]` from the local log to `to`, in order, as
+    /// [`Msg::Write`]s of the current epoch, before any later `Send` to it.
+    Replay {
+        /// The follower.
+        to: String,
+        /// Last write it has.
+        after: u64,
+        /// Last write to send.
+        upto: u64,
+    },
+    /// Persist a write in the local journal, then call [`Primary::local_durable`] (in order).
+    Persist {
+        /// Its position.
+        pos: Pos,
+        /// What it does.
+        payload: Payload,
+    },
+    /// Every host write up to `upto` may be acknowledged.
+    Acked {
+        /// The highest acknowledged sequence number.
+        upto: u64,
+    },
+    /// Open a connection to `to` and call [`Primary::connected`] (or
+    /// [`Primary::disconnected`] on failure).
+    Connect {
+        /// The follower.
+        to: String,
+    },
+    /// Close the connection to `to`.
+    Close {
+        /// The follower.
+        to: String,
+    },
+    /// Ask the leader to drop `node` from the in-sync set of epoch `epoch`.
+    AskDrop {
+        /// The follower.
+        node: String,
+        /// The epoch the request is based on.
+        epoch: u64,
+    },
+    /// Ask the leader to add `node` to the in-sync set of epoch `epoch` (it has every
+    /// acknowledged write).
+    AskAdd {
+        /// The follower.
+        node: String,
+        /// The epoch the request is based on.
+        epoch: u64,
+    },
+    /// A newer epoch exists: stop serving the volume; pending writes are not acknowledged here.
+    Demoted {
+        /// The newer epoch.
+        epoch: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    /// No connection; retry after `at`.
+    Down { retry_at: u64 },
+    /// Connecting, or Open sent.
+    Opening,
+    /// Writes flow.
+    Streaming,
+}
+
+#[derive(Debug)]
+struct Peer {
+    link: Link,
+    /// Highest sequence number durable on it (kept across reconnections: it does not go back
+    /// except by a reset).
+    acked: u64,
+    /// Since when it has owed an acknowledgement, or been disconnected while needed.
+    owing_since: Option<u64>,
+    asked_drop: bool,
+    asked_add: bool,
+    /// When the last request about it went to the leader (requests can be lost: retried).
+    asked_at: u64,
+    /// Its log diverged: rebuild it once it is out of the in-sync set.
+    needs_rebuild: bool,
+}
+
+/// Why a host write was not taken.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// This node is no longer the primary.
+    #[error("not the primary (epoch {0} is newer)")]
+    NotPrimary(u64),
+}
+
+/// The primary of one volume.
+pub struct Primary {
+    volume: [u8; 16],
+    me: String,
+    cfg: Config,
+    m: Membership,
+    /// Last assigned sequence number.
+    head: u64,
+    /// Highest locally durable sequence number.
+    durable: u64,
+    /// Highest sequence number acknowledged to hosts.
+    acked: u64,
+    /// The destage point: everything up to it is in the backend.
+    destaged: Pos,
+    /// Runs of sequence numbers by epoch: `(first seq, epoch)`, ascending.
+    epochs: Vec<(u64, u64)>,
+    peers: BTreeMap<String, Peer>,
+    now: u64,
+    lease_until: u64,
+    demoted: Option<u64>,
+}
+
+impl Primary {
+    /// Takes the primary role for `volume` with `m` (its `primary` must be `me`), the local log
+    /// ending at `last` (`log_epochs`: the epoch of each run of its sequence numbers, as
+    /// `(first seq, epoch)` ascending, from the journal) with writes up to `destaged` in the
+    /// backend, at time `now` (ms). The epoch must be one this node has not served as primary
+    /// in before (the leader raises it when a primary restarts), so no `(epoch, seq)` is ever
+    /// assigned twice.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        volume: [u8; 16],
+        me: &str,
+        m: Membership,
+        last: Pos,
+        log_epochs: &[(u64, u64)],
+        destaged: Pos,
+        cfg: Config,
+        now: u64,
+    ) -> (Self, Vec<Action>) {
+        let mut p = Primary {
+            volume,
+            me: me.to_string(),
+            cfg,
+            head: last.seq,
+            durable: last.seq,
+            acked: last.seq,
+            destaged,
+            epochs: std::iter::once((0, 0))
+                .chain(log_epochs.iter().copied())
+                .collect(),
+            peers: BTreeMap::new(),
+            now,
+            lease_until: 0,
+            demoted: None,
+            m: m.clone(),
+        };
+        let mut out = Vec::new();
+        p.apply_membership(m, &mut out);
+        (p, out)
+    }
+
+    /// The current epoch.
+    pub fn epoch(&self) -> u64 {
+        self.m.epoch
+    }
+
+    /// The last assigned sequence number.
+    pub fn head(&self) -> u64 {
+        self.head
+    }
+
+    /// The highest sequence number acknowledged to hosts.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// Its state in one line, for logs and test failures.
+    pub fn describe(&self) -> String {
+        format!(
+            "epoch {} head {} durable {} acked {} destaged {:?} lease_until {} now {} demoted {:?} peers {:?}",
+            self.m.epoch,
+            self.head,
+            self.durable,
+            self.acked,
+            self.destaged,
+            self.lease_until,
+            self.now,
+            self.demoted,
+            self.peers
+        )
+    }
+
+    /// Whether it may serve (reads too): not demoted and the lease is valid.
+    pub fn serving(&self) -> bool {
+        self.demoted.is_none() && self.now < self.lease_until
+    }
+
+    /// The epoch a sequence number was assigned in (0: unknown / before the log).
+    fn epoch_of(&self, seq: u64) -> u64 {
+        match self.epochs.iter().rev().find(|(first, _)| *first <= seq) {
+            Some((_, e)) => *e,
+            None => 0,
+        }
+    }
+
+    fn peer(&mut self, n: &str) -> Option<&mut Peer> {
+        self.peers.get_mut(n)
+    }
+
+    /// A host write: its sequence number, or why not.
+    pub fn write(&mut self, payload: Payload) -> Result<(u64, Vec<Action>), WriteError> {
+        if let Some(e) = self.demoted {
+            return Err(WriteError::NotPrimary(e));
+        }
+        self.head += 1;
+        let pos = Pos {
+            epoch: self.m.epoch,
+            seq: self.head,
+        };
+        if self.epochs.last().map(|(_, e)| *e) != Some(pos.epoch) {
+            self.epochs.push((pos.seq, pos.epoch));
+        }
+        let mut out = vec![Action::Persist {
+            pos,
+            payload: payload.clone(),
+        }];
+        let now = self.now;
+        for (n, p) in &mut self.peers {
+            if p.link == Link::Streaming {
+                out.push(Action::Send {
+                    to: n.clone(),
+                    msg: Msg::Write {
+                        epoch: pos.epoch,
+                        pos,
+                        payload: payload.clone(),
+                    },
+                });
+            }
+            if p.owing_since.is_none() {
+                p.owing_since = Some(now);
+            }
+        }
+        Ok((self.head, out))
+    }
+
+    /// The local journal made everything up to `seq` durable.
+    pub fn local_durable(&mut self, seq: u64) -> Vec<Action> {
+        self.durable = self.durable.max(seq.min(self.head));
+        let mut out = Vec::new();
+        self.commit(&mut out);
+        out
+    }
+
+    /// The destage point advanced: everything up to `pos` is in the backend (flushed).
+    pub fn destaged(&mut self, pos: Pos) -> Vec<Action> {
+        let mut out = Vec::new();
+        if pos.seq <= self.destaged.seq {
+            return out;
+        }
+        self.destaged = pos;
+        for (n, p) in &self.peers {
+            if p.link == Link::Streaming {
+                out.push(Action::Send {
+                    to: n.clone(),
+                    msg: Msg::Release {
+                        epoch: self.m.epoch,
+                        seq: pos.seq,
+                    },
+                });
+            }
+        }
+        out
+    }
+
+    /// Time passes; `lease_until` is when the node's store lease runs out.
+    pub fn tick(&mut self, now: u64, lease_until: u64) -> Vec<Action> {
+        self.now = now;
+        self.lease_until = lease_until;
+        let mut out = Vec::new();
+        let epoch = self.m.epoch;
+        let in_sync = self.m.in_sync.clone();
+        for (n, p) in &mut self.peers {
+            if (p.asked_drop || p.asked_add)
+                && now.saturating_sub(p.asked_at) >= self.cfg.timeout_ms
+            {
+                // No new epoch came of it: the request or its answer was lost; ask again.
+                p.asked_drop = false;
+                p.asked_add = false;
+            }
+            if p.needs_rebuild && in_sync.contains(n) && !p.asked_drop && self.demoted.is_none() {
+                p.asked_drop = true;
+                p.asked_at = now;
+                out.push(Action::AskDrop {
+                    node: n.clone(),
+                    epoch,
+                });
+            }
+            if let Link::Down { retry_at } = p.link {
+                if now >= retry_at {
+                    p.link = Link::Opening;
+                    out.push(Action::Connect { to: n.clone() });
+                }
+            }
+            let late = p
+                .owing_since
+                .is_some_and(|t| now.saturating_sub(t) >= self.cfg.timeout_ms);
+            if late && in_sync.contains(n) && !p.asked_drop && self.demoted.is_none() {
+                p.asked_drop = true;
+                p.asked_at = now;
+                out.push(Action::AskDrop {
+                    node: n.clone(),
+                    epoch,
+                });
+            }
+        }
+        self.commit(&mut out);
+        out
+    }
+
+    /// The driver connected to `to`.
+    pub fn connected(&mut self, to: &str) -> Vec<Action> {
+        let (volume, epoch) = (self.volume, self.m.epoch);
+        match self.peer(to) {
+            Some(p) => {
+                p.link = Link::Opening;
+                vec![Action::Send {
+                    to: to.to_string(),
+                    msg: Msg::Open {
+                        version: VERSION,
+                        volume,
+                        epoch,
+                    },
+                }]
+            }
+            None => vec![Action::Close { to: to.to_string() }],
+        }
+    }
+
+    /// The connection to `to` failed or closed.
+    pub fn disconnected(&mut self, to: &str) -> Vec<Action> {
+        let (now, retry) = (self.now, self.cfg.retry_ms);
+        if let Some(p) = self.peer(to) {
+            p.link = Link::Down {
+                retry_at: now + retry,
+            };
+            if p.owing_since.is_none() {
+                p.owing_since = Some(now);
+            }
+        }
+        Vec::new()
+    }
+
+    /// A message from follower `from`.
+    pub fn on_msg(&mut self, from: &str, msg: Msg) -> Vec<Action> {
+        let mut out = Vec::new();
+        if !self.peers.contains_key(from) {
+            out.push(Action::Close {
+                to: from.to_string(),
+            });
+            return out;
+        }
+        match msg {
+            Msg::Refused { epoch, .. } => {
+                if epoch > self.m.epoch {
+                    self.demote(epoch, &mut out);
+                } else {
+                    out.push(Action::Close {
+                        to: from.to_string(),
+                    });
+                    self.disconnected(from);
+                }
+            }
+            Msg::Opened { epoch, last } => {
+                if epoch != self.m.epoch {
+                    out.push(Action::Close {
+                        to: from.to_string(),
+                    });
+                    self.disconnected(from);
+                    return out;
+                }
+                self.opened(from, last, &mut out);
+            }
+            Msg::Ack { epoch, seq } => {
+                if epoch > self.m.epoch {
+                    self.demote(epoch, &mut out);
+                    return out;
+                }
+                let head = self.head;
+                let p = self.peers.get_mut(from).expect("checked");
+                if p.link != Link::Streaming {
+                    return out;
+                }
+                if seq > p.acked {
+                    p.acked = seq.min(head);
+                }
+                p.owing_since = if p.acked >= head {
+                    None
+                } else {
+                    Some(self.now)
+                };
+                self.commit(&mut out);
+            }
+            // Followers do not send these.
+            Msg::Open { .. } | Msg::Reset { .. } | Msg::Write { .. } | Msg::Release { .. } => {
+                out.push(Action::Close {
+                    to: from.to_string(),
+                });
+                self.disconnected(from);
+            }
+        }
+        out
+    }
+
+    fn opened(&mut self, from: &str, last: Pos, out: &mut Vec<Action>) {
+        let matches = last.seq <= self.head
+            && last.seq >= self.destaged.seq
+            && (last.seq == 0 || self.epoch_of(last.seq) == last.epoch);
+        let in_sync = self.m.in_sync.iter().any(|n| n == from);
+        let (head, destaged, epoch) = (self.head, self.destaged, self.m.epoch);
+        let p = self.peers.get_mut(from).expect("checked");
+        if matches {
+            p.link = Link::Streaming;
+            p.needs_rebuild = false;
+            p.acked = p.acked.min(last.seq);
+            out.push(Action::Replay {
+                to: from.to_string(),
+                after: last.seq,
+                upto: head,
+            });
+            out.push(Action::Send {
+                to: from.to_string(),
+                msg: Msg::Release {
+                    epoch,
+                    seq: destaged.seq,
+                },
+            });
+        } else if in_sync {
+            // It holds every acknowledged write but also writes this log never had: it must
+            // leave the in-sync set before its log is discarded (rule 7).
+            p.needs_rebuild = true;
+            p.link = Link::Opening;
+            if !p.asked_drop {
+                p.asked_drop = true;
+                p.asked_at = self.now;
+                out.push(Action::AskDrop {
+                    node: from.to_string(),
+                    epoch,
+                });
+            }
+        } else {
+            Self::rebuild(from, p, destaged, head, epoch, out);
+        }
+    }
+
+    fn rebuild(
+        to: &str,
+        p: &mut Peer,
+        destaged: Pos,
+        head: u64,
+        epoch: u64,
+        out: &mut Vec<Action>,
+    ) {
+        p.link = Link::Streaming;
+        p.needs_rebuild = false;
+        p.acked = destaged.seq;
+        out.push(Action::Send {
+            to: to.to_string(),
+            msg: Msg::Reset {
+                epoch,
+                base: destaged,
+            },
+        });
+        out.push(Action::Replay {
+            to: to.to_string(),
+            after: destaged.seq,
+            upto: head,
+        });
+    }
+
+    fn demote(&mut self, epoch: u64, out: &mut Vec<Action>) {
+        if self.demoted.is_none() {
+            self.demoted = Some(epoch);
+            out.push(Action::Demoted { epoch });
+            for n in self.peers.keys() {
+                out.push(Action::Close { to: n.clone() });
+            }
+        }
+    }
+
+    /// The store's replica set changed.
+    pub fn membership(&mut self, m: Membership) -> Vec<Action> {
+        let mut out = Vec::new();
+        if m.epoch < self.m.epoch || self.demoted.is_some() {
+            return out;
+        }
+        if m.primary != self.me {
+            self.demote(m.epoch, &mut out);
+            return out;
+        }
+        if m.epoch > self.m.epoch {
+            // The new epoch is announced by reopening every connection.
+            for (n, p) in &mut self.peers {
+                if p.link != (Link::Down { retry_at: 0 }) {
+                    out.push(Action::Close { to: n.clone() });
+                }
+                p.link = Link::Down { retry_at: 0 };
+            }
+        }
+        self.apply_membership(m, &mut out);
+        out
+    }
+
+    fn apply_membership(&mut self, m: Membership, out: &mut Vec<Action>) {
+        let gone: Vec<String> = self
+            .peers
+            .keys()
+            .filter(|n| !m.replicas.contains(n))
+            .cloned()
+            .collect();
+        for n in gone {
+            self.peers.remove(&n);
+            out.push(Action::Close { to: n });
+        }
+        for n in &m.replicas {
+            if *n == self.me || self.peers.contains_key(n) {
+                continue;
+            }
+            self.peers.insert(
+                n.clone(),
+                Peer {
+                    link: Link::Opening,
+                    acked: 0,
+                    owing_since: Some(self.now),
+                    asked_drop: false,
+                    asked_add: false,
+                    asked_at: 0,
+                    needs_rebuild: false,
+                },
+            );
+            out.push(Action::Connect { to: n.clone() });
+        }
+        let (head, destaged, epoch) = (self.head, self.destaged, m.epoch);
+        let new_epoch = epoch != self.m.epoch;
+        for (n, p) in &mut self.peers {
+            if new_epoch {
+                // Requests name the epoch they are based on; the leader ignores stale ones, so
+                // they are made again in the new epoch where still needed.
+                p.asked_drop = false;
+                p.asked_add = false;
+            }
+            let in_sync = m.in_sync.contains(n);
+            if in_sync {
+                p.asked_add = false;
+            } else {
+                p.asked_drop = false;
+                if p.needs_rebuild && p.link == Link::Opening && self.m.epoch == epoch {
+                    Self::rebuild(n, p, destaged, head, epoch, out);
+                }
+            }
+        }
+        self.m = m;
+        self.commit(out);
+    }
+
+    /// Acknowledges what rule 2 allows, and asks to add caught-up followers.
+    fn commit(&mut self, out: &mut Vec<Action>) {
+        if self.demoted.is_some() {
+            return;
+        }
+        let mut c = self.durable;
+        let mut members = 0;
+        for n in &self.m.in_sync {
+            members += 1;
+            if *n == self.me {
+                continue;
+            }
+            c = c.min(self.peers.get(n).map_or(0, |p| p.acked));
+        }
+        let me_in = self.m.in_sync.contains(&self.me);
+        if me_in && members >= self.cfg.min_insync && self.now < self.lease_until && c > self.acked
+        {
+            self.acked = c;
+            out.push(Action::Acked { upto: c });
+        }
+        let (epoch, now) = (self.m.epoch, self.now);
+        for (n, p) in &mut self.peers {
+            if !self.m.in_sync.contains(n)
+                && p.link == Link::Streaming
+                && !p.asked_add
+                && p.acked >= self.acked
+                && p.acked >= self.durable.min(self.head)
+            {
+                p.asked_add = true;
+                p.asked_at = now;
+                out.push(Action::AskAdd {
+                    node: n.clone(),
+                    epoch,
+                });
+            }
+        }
+    }
+}

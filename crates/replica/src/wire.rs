@@ -1,0 +1,399 @@
+//! The replication wire format, version 1: length-delimited frames between a primary and a
+//! follower, one TCP connection per follower and volume.
+//!
+//! Frame: `u32 length` (of what follows, little endian), `u8 type`, then the type's fields, all
+//! little endian. The first frame on a connection is [`Msg::Open`] from the primary; it carries
+//! the protocol version, and a follower answers a version it does not speak with
+//! [`Msg::Refused`]. Every field is checked before any allocation; a frame longer than
+//! [`MAX_FRAME`] or with trailing bytes is an error, never a panic.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::Pos;
+
+/// The protocol version this build speaks.
+pub const VERSION: u16 = 1;
+/// The largest frame: a 1 MiB write plus headers.
+pub const MAX_FRAME: usize = (1 << 20) + 256;
+
+/// What a write carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload {
+    /// Data at a byte offset of the volume (a whole number of 512-byte sectors).
+    Write {
+        /// Byte offset.
+        offset: u64,
+        /// The data.
+        data: Bytes,
+    },
+    /// Zeroes over a range (write zeroes, unmap).
+    Zero {
+        /// Byte offset.
+        offset: u64,
+        /// Length in bytes.
+        len: u64,
+    },
+}
+
+/// A message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Msg {
+    /// Primary -> follower, first on a connection: "I am the primary of `volume` in `epoch`".
+    Open {
+        /// Protocol version.
+        version: u16,
+        /// The volume.
+        volume: [u8; 16],
+        /// The primary's epoch.
+        epoch: u64,
+    },
+    /// Follower -> primary: accepted; the newest write in its log.
+    Opened {
+        /// The follower's epoch (now the primary's).
+        epoch: u64,
+        /// Its newest write.
+        last: Pos,
+    },
+    /// Follower -> primary: refused: the follower knows a newer epoch, or speaks another version.
+    Refused {
+        /// The follower's epoch.
+        epoch: u64,
+        /// The follower's protocol version.
+        version: u16,
+    },
+    /// Primary -> follower: forget the volume's writes; everything up to `base` is in the backend.
+    Reset {
+        /// The sender's epoch.
+        epoch: u64,
+        /// The destage point: the follower's log restarts after it.
+        base: Pos,
+    },
+    /// Primary -> follower: a write to append.
+    Write {
+        /// The sender's epoch.
+        epoch: u64,
+        /// The write's position (the epoch it was assigned in, and its sequence number).
+        pos: Pos,
+        /// What it does.
+        payload: Payload,
+    },
+    /// Follower -> primary: every write up to `seq` is durable here.
+    Ack {
+        /// The follower's epoch.
+        epoch: u64,
+        /// The highest durable sequence number.
+        seq: u64,
+    },
+    /// Primary -> follower: every write up to `seq` is in the backend; release it.
+    Release {
+        /// The sender's epoch.
+        epoch: u64,
+        /// The destaged sequence number.
+        seq: u64,
+    },
+}
+
+/// Why bytes are not a message.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The frame is longer than [`MAX_FRAME`].
+    #[error("frame of {0} bytes exceeds the maximum of {MAX_FRAME}")]
+    TooLong(usize),
+    /// Unknown message type.
+    #[error("unknown message type {0}")]
+    UnknownType(u8),
+    /// A field does not fit the frame, or bytes are left over.
+    #[error("message type {kind} has a bad length ({len} bytes)")]
+    BadLength {
+        /// The type.
+        kind: u8,
+        /// The frame's body length.
+        len: usize,
+    },
+    /// A field's value is invalid.
+    #[error("{0}")]
+    Invalid(&'static str),
+}
+
+const OPEN: u8 = 1;
+const OPENED: u8 = 2;
+const REFUSED: u8 = 3;
+const RESET: u8 = 4;
+const WRITE: u8 = 5;
+const ZERO: u8 = 6;
+const ACK: u8 = 7;
+const RELEASE: u8 = 8;
+
+fn pos(b: &mut BytesMut, p: Pos) {
+    b.put_u64_le(p.epoch);
+    b.put_u64_le(p.seq);
+}
+
+impl Msg {
+    /// Appends the framed message to `out`.
+    pub fn encode(&self, out: &mut BytesMut) {
+        let start = out.len();
+        out.put_u32_le(0);
+        match self {
+            Msg::Open {
+                version,
+                volume,
+                epoch,
+            } => {
+                out.put_u8(OPEN);
+                out.put_u16_le(*version);
+                out.put_slice(volume);
+                out.put_u64_le(*epoch);
+            }
+            Msg::Opened { epoch, last } => {
+                out.put_u8(OPENED);
+                out.put_u64_le(*epoch);
+                pos(out, *last);
+            }
+            Msg::Refused { epoch, version } => {
+                out.put_u8(REFUSED);
+                out.put_u64_le(*epoch);
+                out.put_u16_le(*version);
+            }
+            Msg::Reset { epoch, base } => {
+                out.put_u8(RESET);
+                out.put_u64_le(*epoch);
+                pos(out, *base);
+            }
+            Msg::Write {
+                epoch,
+                pos: p,
+                payload,
+            } => match payload {
+                Payload::Write { offset, data } => {
+                    out.put_u8(WRITE);
+                    out.put_u64_le(*epoch);
+                    pos(out, *p);
+                    out.put_u64_le(*offset);
+                    out.put_slice(data);
+                }
+                Payload::Zero { offset, len } => {
+                    out.put_u8(ZERO);
+                    out.put_u64_le(*epoch);
+                    pos(out, *p);
+                    out.put_u64_le(*offset);
+                    out.put_u64_le(*len);
+                }
+            },
+            Msg::Ack { epoch, seq } => {
+                out.put_u8(ACK);
+                out.put_u64_le(*epoch);
+                out.put_u64_le(*seq);
+            }
+            Msg::Release { epoch, seq } => {
+                out.put_u8(RELEASE);
+                out.put_u64_le(*epoch);
+                out.put_u64_le(*seq);
+            }
+        }
+        let len = (out.len() - start - 4) as u32;
+        out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    }
+
+    /// Decodes one frame from the front of `buf`: `Ok(None)` when more bytes are needed, else
+    /// the message and the bytes it used.
+    pub fn decode(buf: &[u8]) -> Result<Option<(Msg, usize)>, WireError> {
+        if buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+        if len > MAX_FRAME {
+            return Err(WireError::TooLong(len));
+        }
+        if buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let body = &buf[4..4 + len];
+        let (&kind, f) = body
+            .split_first()
+            .ok_or(WireError::BadLength { kind: 0, len })?;
+        let bad = WireError::BadLength { kind, len };
+        let u64_at = |i: usize| u64::from_le_bytes(f[i..i + 8].try_into().expect("8 bytes"));
+        let pos_at = |i: usize| Pos {
+            epoch: u64_at(i),
+            seq: u64_at(i + 8),
+        };
+        let need = |n: usize| {
+            if f.len() == n {
+                Ok(())
+            } else {
+                Err(bad.clone())
+            }
+        };
+        let m = match kind {
+            OPEN => {
+                need(26)?;
+                Msg::Open {
+                    version: u16::from_le_bytes([f[0], f[1]]),
+                    volume: f[2..18].try_into().expect("16 bytes"),
+                    epoch: u64_at(18),
+                }
+            }
+            OPENED => {
+                need(24)?;
+                Msg::Opened {
+                    epoch: u64_at(0),
+                    last: pos_at(8),
+                }
+            }
+            REFUSED => {
+                need(10)?;
+                Msg::Refused {
+                    epoch: u64_at(0),
+                    version: u16::from_le_bytes([f[8], f[9]]),
+                }
+            }
+            RESET => {
+                need(24)?;
+                Msg::Reset {
+                    epoch: u64_at(0),
+                    base: pos_at(8),
+                }
+            }
+            WRITE => {
+                if f.len() < 32 {
+                    return Err(bad);
+                }
+                let data = &f[32..];
+                if data.is_empty() || data.len() % 512 != 0 {
+                    return Err(WireError::Invalid(
+                        "write data must be a positive multiple of 512 bytes",
+                    ));
+                }
+                let offset = u64_at(24);
+                if offset % 512 != 0 {
+                    return Err(WireError::Invalid("write offset must be sector aligned"));
+                }
+                Msg::Write {
+                    epoch: u64_at(0),
+                    pos: pos_at(8),
+                    payload: Payload::Write {
+                        offset,
+                        data: Bytes::copy_from_slice(data),
+                    },
+                }
+            }
+            ZERO => {
+                need(40)?;
+                let (offset, len) = (u64_at(24), u64_at(32));
+                if offset % 512 != 0 || len % 512 != 0 || len == 0 {
+                    return Err(WireError::Invalid(
+                        "zero ranges must be positive and sector aligned",
+                    ));
+                }
+                Msg::Write {
+                    epoch: u64_at(0),
+                    pos: pos_at(8),
+                    payload: Payload::Zero { offset, len },
+                }
+            }
+            ACK => {
+                need(16)?;
+                Msg::Ack {
+                    epoch: u64_at(0),
+                    seq: u64_at(8),
+                }
+            }
+            RELEASE => {
+                need(16)?;
+                Msg::Release {
+                    epoch: u64_at(0),
+                    seq: u64_at(8),
+                }
+            }
+            k => return Err(WireError::UnknownType(k)),
+        };
+        Ok(Some((m, 4 + len)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<Msg> {
+        let p = Pos { epoch: 3, seq: 99 };
+        vec![
+            Msg::Open {
+                version: VERSION,
+                volume: [7; 16],
+                epoch: 4,
+            },
+            Msg::Opened { epoch: 4, last: p },
+            Msg::Refused {
+                epoch: 5,
+                version: 1,
+            },
+            Msg::Reset { epoch: 4, base: p },
+            Msg::Write {
+                epoch: 4,
+                pos: p,
+                payload: Payload::Write {
+                    offset: 4096,
+                    data: Bytes::from(vec![9u8; 1024]),
+                },
+            },
+            Msg::Write {
+                epoch: 4,
+                pos: p,
+                payload: Payload::Zero {
+                    offset: 512,
+                    len: 1 << 20,
+                },
+            },
+            Msg::Ack { epoch: 4, seq: 98 },
+            Msg::Release { epoch: 4, seq: 50 },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_and_needs_its_whole_frame() {
+        for m in all() {
+            let mut b = BytesMut::new();
+            m.encode(&mut b);
+            let (d, used) = Msg::decode(&b).unwrap().unwrap();
+            assert_eq!(d, m);
+            assert_eq!(used, b.len());
+            for cut in 0..b.len() {
+                assert_eq!(Msg::decode(&b[..cut]).unwrap(), None, "{m:?} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_errors() {
+        assert_eq!(
+            Msg::decode(&[0xff, 0xff, 0xff, 0x7f]),
+            Err(WireError::TooLong(0x7fff_ffff))
+        );
+        assert_eq!(
+            Msg::decode(&[1, 0, 0, 0, 42]),
+            Err(WireError::UnknownType(42))
+        );
+        assert!(matches!(
+            Msg::decode(&[0, 0, 0, 0]),
+            Err(WireError::BadLength { .. })
+        ));
+        // An ack with a trailing byte.
+        let mut b = BytesMut::new();
+        Msg::Ack { epoch: 1, seq: 2 }.encode(&mut b);
+        b.put_u8(0);
+        b[0] += 1;
+        assert!(matches!(
+            Msg::decode(&b),
+            Err(WireError::BadLength { kind: ACK, .. })
+        ));
+        // A write of 100 bytes.
+        let mut b = BytesMut::new();
+        b.put_u32_le(33 + 100);
+        b.put_u8(WRITE);
+        b.put_slice(&[0u8; 32]);
+        b.put_slice(&[0u8; 100]);
+        assert!(matches!(Msg::decode(&b), Err(WireError::Invalid(_))));
+    }
+}
