@@ -7,7 +7,7 @@ use alcubierre_types::VolumeId;
 use crate::error::CacheError;
 use crate::format::{Entry, EntryKind, BLOCK, FULL_MASK, MAX_ENTRIES, SECTORS_PER_BLOCK as SPB};
 use crate::index::Loc;
-use crate::partition::{Op, Partition, WriterState, SECTOR};
+use crate::partition::{Op, Partition, Tag, WriterState, SECTOR};
 
 /// The mask of sectors `[from, to)` of a block.
 pub(crate) fn sector_mask(from: u64, to: u64) -> u8 {
@@ -137,7 +137,7 @@ impl Partition {
         &self,
         w: &mut WriterState,
         op: &Op,
-        epoch: u64,
+        tag: Tag,
         batch: &[Entry],
         data_at: u32,
     ) -> Result<Built, CacheError> {
@@ -147,7 +147,7 @@ impl Partition {
                 sector,
                 data,
             } => {
-                let e = self.build_write(w, *volume, *sector, data, None, epoch, batch, data_at)?;
+                let e = self.build_write(w, *volume, *sector, data, None, tag, batch, data_at)?;
                 Ok(Built {
                     data_blocks: e.nblocks,
                     entries: vec![e],
@@ -157,7 +157,7 @@ impl Partition {
                 volume,
                 sector,
                 sectors,
-            } => self.build_zero(w, *volume, *sector, *sectors, epoch, batch, data_at),
+            } => self.build_zero(w, *volume, *sector, *sectors, tag, batch, data_at),
             Op::Drop { volume } => {
                 let e = self.seal_entry(
                     w,
@@ -168,7 +168,8 @@ impl Partition {
                         tail_mask: FULL_MASK,
                         nblocks: 0,
                         first_block: 0,
-                        epoch,
+                        epoch: tag.epoch,
+                        rep_seq: tag.seq,
                         seq: 0,
                         data_offset: data_at,
                         crc: 0,
@@ -200,7 +201,7 @@ impl Partition {
         sector: u64,
         data: &[u8],
         zero_sectors: Option<u64>,
-        epoch: u64,
+        tag: Tag,
         batch: &[Entry],
         data_at: u32,
     ) -> Result<Entry, CacheError> {
@@ -256,7 +257,8 @@ impl Partition {
                 tail_mask,
                 nblocks,
                 first_block: first,
-                epoch,
+                epoch: tag.epoch,
+                rep_seq: tag.seq,
                 seq: 0,
                 data_offset: data_at,
                 crc: 0,
@@ -271,7 +273,7 @@ impl Partition {
         volume: VolumeId,
         sector: u64,
         sectors: u64,
-        epoch: u64,
+        tag: Tag,
         batch: &[Entry],
         data_at: u32,
     ) -> Result<Built, CacheError> {
@@ -282,8 +284,7 @@ impl Partition {
         let mut data_blocks = 0;
         if full_from >= full_to {
             // No whole block: zero the sectors as a (merged) write of one or two blocks.
-            let e =
-                self.build_write(w, volume, sector, &[], Some(sectors), epoch, batch, data_at)?;
+            let e = self.build_write(w, volume, sector, &[], Some(sectors), tag, batch, data_at)?;
             data_blocks += e.nblocks;
             entries.push(e);
             return Ok(Built {
@@ -293,7 +294,7 @@ impl Partition {
         }
         if !sector.is_multiple_of(SPB) {
             let n = full_from * SPB - sector;
-            let e = self.build_write(w, volume, sector, &[], Some(n), epoch, batch, data_at)?;
+            let e = self.build_write(w, volume, sector, &[], Some(n), tag, batch, data_at)?;
             data_blocks += e.nblocks;
             entries.push(e);
         }
@@ -309,7 +310,8 @@ impl Partition {
                     tail_mask: FULL_MASK,
                     nblocks: n as u32,
                     first_block: b,
-                    epoch,
+                    epoch: tag.epoch,
+                    rep_seq: tag.seq,
                     seq: 0,
                     data_offset: data_at + data_blocks,
                     crc: 0,
@@ -326,7 +328,7 @@ impl Partition {
                 full_to * SPB,
                 &[],
                 Some(end - full_to * SPB),
-                epoch,
+                tag,
                 &all,
                 data_at + data_blocks,
             )?;

@@ -317,6 +317,16 @@ impl Engine {
             .ok_or(CacheError::UnknownVolume(volume))
     }
 
+    /// A volume's replication log in this journal (empty when it holds no tagged write).
+    pub fn replication_log(&self, volume: VolumeId) -> crate::partition::RepLog {
+        self.partition_of(volume)
+            .replog
+            .lock()
+            .get(&volume)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// The geometry of an attached volume.
     pub fn geometry(&self, volume: VolumeId) -> Result<VolumeGeometry, CacheError> {
         self.volumes

@@ -354,6 +354,9 @@ pub struct Entry {
     pub seq: u64,
     /// For writes: the first data block, counted from the start of the batch's data area.
     pub data_offset: u32,
+    /// The volume write's replication sequence number (0: not replicated). Every entry made
+    /// from one write carries it.
+    pub rep_seq: u64,
     /// CRC-32C over the descriptor's first 60 bytes followed by the entry's data.
     pub crc: u32,
 }
@@ -390,7 +393,7 @@ impl Entry {
         put64(b, 32, self.epoch);
         put64(b, 40, self.seq);
         put32(b, 48, self.data_offset);
-        b[52..60].fill(0);
+        put64(b, 52, self.rep_seq);
         put32(b, 60, self.crc);
     }
 
@@ -488,6 +491,7 @@ impl BatchHeader {
                 epoch: u64_at(e, 32),
                 seq: u64_at(e, 40),
                 data_offset: u32_at(e, 48),
+                rep_seq: u64_at(e, 52),
                 crc: u32_at(e, 60),
             };
             let data_end = u64::from(entry.data_offset) + u64::from(entry.data_blocks());
@@ -564,6 +568,7 @@ mod tests {
                     epoch: 4,
                     seq: 100,
                     data_offset: 0,
+                    rep_seq: 77,
                     crc: 5,
                 },
                 Entry {
@@ -576,6 +581,7 @@ mod tests {
                     epoch: 4,
                     seq: 101,
                     data_offset: 3,
+                    rep_seq: 0,
                     crc: 6,
                 },
             ],

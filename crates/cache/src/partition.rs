@@ -59,6 +59,16 @@ pub enum Op {
     },
 }
 
+/// Where a replicated write stands in its volume's replication log: the epoch its primary
+/// assigned it in and its sequence number (0: not replicated).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Tag {
+    /// The replica-set epoch.
+    pub epoch: u64,
+    /// The volume's replication sequence number.
+    pub seq: u64,
+}
+
 impl Op {
     /// The volume the op is for.
     pub fn volume(&self) -> VolumeId {
@@ -138,6 +148,31 @@ pub struct Partition {
     pub(crate) counters: Counters,
     /// Dirty bytes from which each commit wakes the destager.
     pub(crate) notify_bytes: AtomicU64,
+    /// Per volume: the replication log held in this journal (tagged entries after the destage
+    /// point at open, plus every tagged entry committed since).
+    pub(crate) replog: Mutex<std::collections::HashMap<VolumeId, RepLog>>,
+}
+
+/// A volume's replication log in a journal: the newest tagged write and the epoch of each run
+/// of sequence numbers, as `(first seq, epoch)` ascending.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RepLog {
+    /// The newest tagged write.
+    pub last: Tag,
+    /// Runs of sequence numbers by epoch.
+    pub runs: Vec<(u64, u64)>,
+}
+
+impl RepLog {
+    fn note(&mut self, t: Tag) {
+        if t.seq == 0 || t.seq < self.last.seq {
+            return;
+        }
+        if self.runs.last().map(|r| r.1) != Some(t.epoch) {
+            self.runs.push((t.seq, t.epoch));
+        }
+        self.last = t;
+    }
 }
 
 impl Partition {
@@ -174,6 +209,7 @@ impl Partition {
             work_cv: Condvar::new(),
             counters: Counters::default(),
             notify_bytes: AtomicU64::new(1 << 20),
+            replog: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -314,6 +350,14 @@ impl Partition {
     /// an op's `Ok` means it is durable. Only one thread may commit at a time (the lock on the
     /// writer state enforces it).
     pub fn commit(&self, ops: &[Op], epoch: u64) -> Vec<Result<(), CacheError>> {
+        let tags = vec![Tag { epoch, seq: 0 }; ops.len()];
+        self.commit_tagged(ops, &tags)
+    }
+
+    /// [`Partition::commit`] with a replication tag per op (`tags[i]` for `ops[i]`), kept in
+    /// the op's journal entries and recovered with them.
+    pub fn commit_tagged(&self, ops: &[Op], tags: &[Tag]) -> Vec<Result<(), CacheError>> {
+        assert_eq!(ops.len(), tags.len(), "one tag per op");
         let mut results: Vec<Option<Result<(), CacheError>>> =
             (0..ops.len()).map(|_| None).collect();
         let mut w = self.writer.lock();
@@ -323,7 +367,7 @@ impl Partition {
         let mut batch: Vec<Entry> = Vec::new();
         let mut batch_ops: Vec<usize> = Vec::new();
         let mut data_blocks: u32 = 0;
-        for (i, op) in ops.iter().enumerate() {
+        for (i, (op, tag)) in ops.iter().zip(tags).enumerate() {
             if let Err(e) = self.check_op(op) {
                 results[i] = Some(Err(e));
                 continue;
@@ -341,7 +385,7 @@ impl Partition {
                 batch_ops.clear();
                 data_blocks = 0;
             }
-            match self.build(&mut w, op, epoch, &batch, data_blocks) {
+            match self.build(&mut w, op, *tag, &batch, data_blocks) {
                 Ok(b) => {
                     batch.extend(b.entries);
                     data_blocks += b.data_blocks;
@@ -433,8 +477,17 @@ impl Partition {
     /// its checksum (recovery): their blocks are poisoned instead.
     pub(crate) fn apply(&self, virt: u64, header: &BatchHeader, bad: Option<&[bool]>) {
         let mut idx = self.index.write();
+        let mut replog = self.replog.lock();
         for (i, e) in header.entries.iter().enumerate() {
             let corrupt = bad.is_some_and(|b| b[i]);
+            if e.kind == EntryKind::DropVolume {
+                replog.remove(&e.volume);
+            } else if e.rep_seq > 0 {
+                replog.entry(e.volume).or_default().note(Tag {
+                    epoch: e.epoch,
+                    seq: e.rep_seq,
+                });
+            }
             match e.kind {
                 EntryKind::DropVolume => {
                     idx.volumes.remove(&e.volume);

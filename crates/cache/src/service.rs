@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use crate::engine::Engine;
 use crate::error::CacheError;
 use crate::limiter::RateLimiter;
-use crate::partition::{Op, Partition};
+use crate::partition::{Op, Partition, Tag};
 
 /// How the service runs.
 #[derive(Clone)]
@@ -66,6 +66,7 @@ impl Default for ServiceConfig {
 
 struct WriteReq {
     op: Op,
+    tag: Tag,
     done: oneshot::Sender<Result<(), CacheError>>,
 }
 
@@ -182,6 +183,7 @@ impl CacheService {
 
 fn writer_loop(part: &Partition, rx: &Receiver<WriterMsg>, max_group: usize) {
     let mut ops = Vec::with_capacity(max_group);
+    let mut tags = Vec::with_capacity(max_group);
     let mut dones = Vec::with_capacity(max_group);
     let mut stop = false;
     while !stop {
@@ -191,6 +193,7 @@ fn writer_loop(part: &Partition, rx: &Receiver<WriterMsg>, max_group: usize) {
             match msg {
                 WriterMsg::Req(r) => {
                     ops.push(r.op);
+                    tags.push(r.tag);
                     dones.push(r.done);
                 }
                 WriterMsg::Stop => stop = true,
@@ -202,8 +205,9 @@ fn writer_loop(part: &Partition, rx: &Receiver<WriterMsg>, max_group: usize) {
         if ops.is_empty() {
             continue;
         }
-        let results = part.commit(&ops, 0);
+        let results = part.commit_tagged(&ops, &tags);
         ops.clear();
+        tags.clear();
         for (done, r) in dones.drain(..).zip(results) {
             let _ = done.send(r);
         }
@@ -321,7 +325,21 @@ impl CacheVolume {
         self.volume
     }
 
+    /// A replicated write: durable with its replication tag (see [`Engine::replication_log`]).
+    pub fn write_tagged(&self, lba: Lba, data: Bytes, tag: Tag) -> IoFuture<()> {
+        self.submit_tagged(self.engine.write_op(self.volume, lba, data), tag)
+    }
+
+    /// Replicated write zeroes / unmap.
+    pub fn zero_tagged(&self, lba: Lba, count: BlockCount, tag: Tag) -> IoFuture<()> {
+        self.submit_tagged(self.engine.zero_op(self.volume, lba, count), tag)
+    }
+
     fn submit(&self, op: Result<Op, CacheError>) -> IoFuture<()> {
+        self.submit_tagged(op, Tag::default())
+    }
+
+    fn submit_tagged(&self, op: Result<Op, CacheError>, tag: Tag) -> IoFuture<()> {
         let op = match op {
             Ok(op) => op,
             Err(e) => return futures::future::ready(Err(e.into())).boxed(),
@@ -329,7 +347,7 @@ impl CacheVolume {
         let (tx, rx) = oneshot::channel();
         if self
             .writer
-            .send(WriterMsg::Req(WriteReq { op, done: tx }))
+            .send(WriterMsg::Req(WriteReq { op, tag, done: tx }))
             .is_err()
         {
             return futures::future::ready(Err(CacheError::ShuttingDown.into())).boxed();
