@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod follower;
+pub mod harness;
 pub mod primary;
 pub mod wire;
 

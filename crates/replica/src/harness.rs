@@ -1,0 +1,44 @@
+//! Drives the decoder and both state machines from raw bytes; used by the fuzz target
+//! (`fuzz/fuzz_targets/decode_replica.rs`) and the corpus replay test, so hostile input reaches
+//! the same code in both.
+
+use crate::follower::Follower;
+use crate::primary::{Config, Primary};
+use crate::wire::Msg;
+use crate::{Membership, Pos};
+
+/// Decodes frames from `data` until it runs out or a frame is bad; every message goes to a
+/// follower and to a primary (as if from one of its followers).
+pub fn run(data: &[u8]) {
+    let m = Membership {
+        epoch: 3,
+        primary: "p".into(),
+        replicas: vec!["p".into(), "f".into()],
+        in_sync: vec!["p".into(), "f".into()],
+    };
+    let mut f = Follower::new([1; 16], 3, Pos { epoch: 2, seq: 5 });
+    let (mut p, _) = Primary::new(
+        [1; 16],
+        "p",
+        m,
+        Pos { epoch: 3, seq: 9 },
+        &[(1, 2), (7, 3)],
+        Pos { epoch: 2, seq: 2 },
+        Config::default(),
+        0,
+    );
+    let _ = p.connected("f");
+    let mut at = 0;
+    while at < data.len() {
+        match Msg::decode(&data[at..]) {
+            Ok(Some((msg, used))) => {
+                at += used;
+                let _ = f.on_msg(msg.clone());
+                let _ = f.local_durable(at as u64);
+                let _ = p.on_msg("f", msg);
+                let _ = p.tick(at as u64, at as u64 + 100);
+            }
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
