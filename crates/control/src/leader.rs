@@ -6,7 +6,9 @@
 //! transaction that compares the volume's revision *and* the leadership key's revision, so a
 //! deposed leader (its lease expired while it was paused) cannot overwrite a newer leader's
 //! decisions: fencing by the store. Rounds run when a node record, a heartbeat or a volume
-//! changes, and every second (for the migration delay).
+//! changes, when a primary leaves a request (`replica-requests/<volume>/<node>`: drop or add an
+//! in-sync member, or a new epoch after its restart; handled first, each in one transaction with
+//! its volume), and every second (for the migration delay).
 //!
 //! How long a node has been unavailable is measured by the leader from when it first saw it so;
 //! a new leader starts counting afresh, which delays a migration, never hastens one.
@@ -21,12 +23,33 @@ use alcubierre_store::{Compare, Store, StoreError, Txn, TxnOp};
 
 use crate::cluster;
 use crate::model::Service;
-use crate::reconcile::{reconcile, Change, View};
+use crate::reconcile::{apply_request, reconcile, Change, ReplicaRequest, View};
 use crate::registry;
 use crate::volumes;
 
 /// The election's name.
 pub const ELECTION: &str = "leader";
+
+/// Where primaries leave requests for the leader.
+pub const REQUESTS: &str = "replica-requests/";
+
+/// A primary asks the leader to change its volume's replica set (`node` is the member the
+/// request is about; a newer request about the same member replaces an unhandled one).
+pub async fn request(
+    store: &dyn Store,
+    volume: &str,
+    node: &str,
+    req: &ReplicaRequest,
+) -> Result<(), StoreError> {
+    store
+        .put(
+            &format!("{REQUESTS}{volume}/{node}"),
+            serde_json::to_vec(req).expect("serialises"),
+            None,
+        )
+        .await?;
+    Ok(())
+}
 
 /// The current leader's name, if any.
 pub async fn current(store: &dyn Store) -> Result<Option<String>, StoreError> {
@@ -93,6 +116,7 @@ async fn lead(store: &Arc<dyn Store>, l: &Leadership, lost: &AtomicBool) -> Resu
         store.watch(registry::NODES, None).await?,
         store.watch(registry::ALIVE, None).await?,
         store.watch("volumes/", None).await?,
+        store.watch(REQUESTS, None).await?,
     );
     loop {
         if lost.load(Ordering::SeqCst) {
@@ -111,6 +135,7 @@ async fn lead(store: &Arc<dyn Store>, l: &Leadership, lost: &AtomicBool) -> Resu
             e = watches.0.next() => e,
             e = watches.1.next() => e,
             e = watches.2.next() => e,
+            e = watches.3.next() => e,
             _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
         };
         match ev {
@@ -157,6 +182,9 @@ impl Leader {
             down_for: &down_for,
             config: &config,
         };
+        if !self.requests(store, l, &view).await? {
+            return Ok(false);
+        }
         let mut vols = Vec::new();
         for kv in store.list("volumes/").await? {
             match serde_json::from_slice::<volumes::Volume>(&kv.value) {
@@ -190,20 +218,91 @@ impl Leader {
                     otherwise: vec![],
                 })
                 .await?;
-            if !r.succeeded {
-                let held = store
-                    .get(&l.key)
-                    .await?
-                    .is_some_and(|kv| kv.mod_revision == l.revision);
-                if !held {
-                    return Ok(false);
-                }
-                // The volume changed meanwhile (resized, deleted): the next round sees it.
+            // On a conflict either the leadership was lost, or the volume changed meanwhile
+            // (resized, deleted) and the next round sees it.
+            if !r.succeeded && !still_leader(store, l).await? {
+                return Ok(false);
             }
         }
         self.stuck = stuck;
         Ok(true)
     }
+}
+
+impl Leader {
+    /// Handles the primaries' requests: each applied one is written with its volume in one
+    /// transaction that also deletes it; refused ones are deleted. `Ok(false)` when the
+    /// leadership was lost.
+    async fn requests(
+        &mut self,
+        store: &dyn Store,
+        l: &Leadership,
+        view: &View<'_>,
+    ) -> Result<bool, RoundError> {
+        for kv in store.list(REQUESTS).await? {
+            let delete = TxnOp::Delete {
+                key: kv.key.clone(),
+            };
+            let vol_id = kv
+                .key
+                .strip_prefix(REQUESTS)
+                .and_then(|r| r.split('/').next())
+                .unwrap_or_default()
+                .to_string();
+            let parsed = serde_json::from_slice::<ReplicaRequest>(&kv.value);
+            let found = volumes::find(store, &vol_id).await;
+            let (req, (mut v, rev)) = match (parsed, found) {
+                (Ok(r), Ok(f)) => (r, f),
+                _ => {
+                    tracing::warn!(key = %kv.key, "dropping a request for no volume or unreadable");
+                    store
+                        .txn(Txn {
+                            when: vec![Compare::ModRevision(kv.key.clone(), kv.mod_revision)],
+                            then: vec![delete],
+                            otherwise: vec![],
+                        })
+                        .await?;
+                    continue;
+                }
+            };
+            let key = format!("volumes/{}", v.id);
+            let mut then = vec![delete];
+            match apply_request(&mut v, &req, view) {
+                Ok(()) => {
+                    tracing::info!(volume = %v.name, ?req, epoch = v.epoch, "replica set changed at the primary's request");
+                    then.push(TxnOp::Put {
+                        key: key.clone(),
+                        value: serde_json::to_vec(&v).expect("serialises"),
+                        lease: None,
+                    });
+                }
+                Err(why) => tracing::info!(volume = %v.name, ?req, "request refused: {why}"),
+            }
+            let r = store
+                .txn(Txn {
+                    when: vec![
+                        Compare::ModRevision(kv.key.clone(), kv.mod_revision),
+                        Compare::ModRevision(key, rev),
+                        Compare::ModRevision(l.key.clone(), l.revision),
+                    ],
+                    then,
+                    otherwise: vec![],
+                })
+                .await?;
+            if !r.succeeded && !still_leader(store, l).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// Whether `l` still holds the leadership (its key unchanged since it was won).
+async fn still_leader(store: &dyn Store, l: &Leadership) -> Result<bool, StoreError> {
+    Ok(store
+        .get(&l.key)
+        .await?
+        .is_some_and(|kv| kv.mod_revision == l.revision))
 }
 
 fn log_change(

@@ -102,6 +102,79 @@ impl View<'_> {
     }
 }
 
+/// A primary's request about its replica set (rules 4 and 7 of docs/design/replication.md),
+/// stored at `replica-requests/<volume>/<node>` until the leader handles it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ReplicaRequest {
+    /// `node` stopped acknowledging: drop it from the in-sync set.
+    Drop {
+        /// The follower.
+        node: String,
+        /// The epoch the primary saw.
+        epoch: u64,
+        /// The requesting primary.
+        from: String,
+    },
+    /// `node` holds every acknowledged write: add it to the in-sync set.
+    Add {
+        /// The follower.
+        node: String,
+        /// The epoch the primary saw.
+        epoch: u64,
+        /// The requesting primary.
+        from: String,
+    },
+    /// The primary's node restarted: it needs a new epoch before it serves again (so that no
+    /// `(epoch, seq)` is ever assigned twice).
+    Restarted {
+        /// The epoch it found.
+        epoch: u64,
+        /// The restarted primary.
+        from: String,
+    },
+}
+
+/// Applies a primary's request to `v`, raising its epoch; `Err` says why it is refused (stale
+/// epoch, not from the primary, not applicable), and then `v` is unchanged.
+pub fn apply_request(
+    v: &mut Volume,
+    req: &ReplicaRequest,
+    view: &View,
+) -> Result<(), &'static str> {
+    let (epoch, from) = match req {
+        ReplicaRequest::Drop { epoch, from, .. }
+        | ReplicaRequest::Add { epoch, from, .. }
+        | ReplicaRequest::Restarted { epoch, from } => (*epoch, from),
+    };
+    if *from != v.primary {
+        return Err("only the primary may ask");
+    }
+    if epoch != v.epoch {
+        return Err("made in an older epoch");
+    }
+    match req {
+        ReplicaRequest::Drop { node, .. } => {
+            if *node == v.primary || !v.in_sync.contains(node) {
+                return Err("not an in-sync follower");
+            }
+            v.in_sync.retain(|n| n != node);
+        }
+        ReplicaRequest::Add { node, .. } => {
+            if !v.has_replica(node) || v.in_sync.contains(node) {
+                return Err("not an out-of-sync member");
+            }
+            if !view.up(node) {
+                return Err("its node is not up");
+            }
+            v.in_sync.push(node.clone());
+        }
+        ReplicaRequest::Restarted { .. } => {}
+    }
+    v.epoch += 1;
+    Ok(())
+}
+
 /// One change the rules made, for the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Change {
@@ -426,5 +499,57 @@ mod tests {
         }));
         assert!(!v.has_replica("n0") && !v.has_replica("n1"), "{v:?}");
         assert_eq!(v.in_sync, ["n2"]);
+    }
+
+    #[test]
+    fn primaries_requests_change_the_set_under_a_new_epoch() {
+        let c = Cluster::new(4);
+        let view = View {
+            nodes: &c.nodes,
+            services: &c.services,
+            down_for: &c.down_for,
+            config: &c.config,
+        };
+        let mut v = volume(&["n0", "n1", "n2"]);
+        let drop = |node: &str, epoch, from: &str| ReplicaRequest::Drop {
+            node: node.into(),
+            epoch,
+            from: from.into(),
+        };
+        assert_eq!(
+            apply_request(&mut v, &drop("n1", 1, "n2"), &view),
+            Err("only the primary may ask")
+        );
+        assert_eq!(
+            apply_request(&mut v, &drop("n1", 0, "n0"), &view),
+            Err("made in an older epoch")
+        );
+        assert_eq!(
+            apply_request(&mut v, &drop("n0", 1, "n0"), &view),
+            Err("not an in-sync follower")
+        );
+        apply_request(&mut v, &drop("n1", 1, "n0"), &view).unwrap();
+        assert_eq!(
+            (v.in_sync.clone(), v.epoch),
+            (vec!["n0".to_string(), "n2".into()], 2)
+        );
+        let add = ReplicaRequest::Add {
+            node: "n1".into(),
+            epoch: 2,
+            from: "n0".into(),
+        };
+        apply_request(&mut v, &add, &view).unwrap();
+        assert_eq!(v.in_sync, ["n0", "n2", "n1"]);
+        assert_eq!(
+            apply_request(&mut v, &add, &view),
+            Err("made in an older epoch"),
+            "a replayed request is stale"
+        );
+        let restarted = ReplicaRequest::Restarted {
+            epoch: 3,
+            from: "n0".into(),
+        };
+        apply_request(&mut v, &restarted, &view).unwrap();
+        assert_eq!(v.epoch, 4);
     }
 }

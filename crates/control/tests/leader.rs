@@ -161,3 +161,52 @@ async fn a_deposed_leader_cannot_write() {
     assert!(!moved.has_replica(&v.replicas[2]));
     assert_eq!(moved.epoch, v.epoch + 1);
 }
+
+#[tokio::test]
+async fn the_leader_handles_primaries_requests() {
+    use alcubierre_control::reconcile::ReplicaRequest;
+    let (store, _beats) = common::active_cluster(4, Duration::from_secs(5)).await;
+    let v = volumes::create(&*store, &req("v"), "vol-1".into(), &Licence::default())
+        .await
+        .unwrap();
+    // Until replication fills it, only the primary is in sync; the primary asks to add one.
+    let follower = v.replicas[1].clone();
+    let add = ReplicaRequest::Add {
+        node: follower.clone(),
+        epoch: v.epoch,
+        from: v.primary.clone(),
+    };
+    leader::request(&*store, &v.id, &follower, &add)
+        .await
+        .unwrap();
+    // A request from a node that is not the primary is refused.
+    let other = v.replicas[2].clone();
+    let bogus = ReplicaRequest::Drop {
+        node: v.primary.clone(),
+        epoch: v.epoch,
+        from: other.clone(),
+    };
+    leader::request(&*store, &v.id, &other, &bogus)
+        .await
+        .unwrap();
+    let lease = store.grant(Duration::from_secs(5)).await.unwrap();
+    let l = election::campaign(&*store, leader::ELECTION, "l", lease)
+        .await
+        .unwrap();
+    assert!(Leader::default().round(&*store, &l).await.unwrap());
+    let (after, _) = volumes::find(&*store, "vol-1").await.unwrap();
+    assert_eq!(after.in_sync, [v.primary.clone(), follower.clone()]);
+    assert_eq!(after.epoch, v.epoch + 1);
+    assert!(
+        store.list(leader::REQUESTS).await.unwrap().is_empty(),
+        "handled and refused requests are gone"
+    );
+    // The same request again is stale (older epoch): nothing changes.
+    leader::request(&*store, &v.id, &follower, &add)
+        .await
+        .unwrap();
+    assert!(Leader::default().round(&*store, &l).await.unwrap());
+    let (same, _) = volumes::find(&*store, "vol-1").await.unwrap();
+    assert_eq!(same, after);
+    assert!(store.list(leader::REQUESTS).await.unwrap().is_empty());
+}
