@@ -71,7 +71,7 @@ impl Partition {
                 let middle = sectors / SPB / u64::from(u32::MAX) + 1;
                 (2 + middle as usize, 2)
             }
-            Op::Drop { .. } => (1, 0),
+            Op::Drop { .. } | Op::Release { .. } => (1, 0),
         }
     }
 
@@ -91,6 +91,7 @@ impl Partition {
             }
             match e.kind {
                 EntryKind::DropVolume => return Ok(0),
+                EntryKind::Release => {}
                 _ if block < e.first_block || block >= e.first_block + u64::from(e.nblocks) => {}
                 EntryKind::Zero => {
                     out.fill(0);
@@ -158,6 +159,28 @@ impl Partition {
                 sector,
                 sectors,
             } => self.build_zero(w, *volume, *sector, *sectors, tag, batch, data_at),
+            Op::Release { volume, seq } => {
+                let e = self.seal_entry(
+                    w,
+                    Entry {
+                        volume: *volume,
+                        kind: EntryKind::Release,
+                        head_mask: FULL_MASK,
+                        tail_mask: FULL_MASK,
+                        nblocks: 0,
+                        first_block: 0,
+                        epoch: tag.epoch,
+                        seq: 0,
+                        data_offset: data_at,
+                        rep_seq: *seq,
+                        crc: 0,
+                    },
+                );
+                Ok(Built {
+                    entries: vec![e],
+                    data_blocks: 0,
+                })
+            }
             Op::Drop { volume } => {
                 let e = self.seal_entry(
                     w,

@@ -64,14 +64,51 @@ impl Partition {
         let mut drops_seen: Vec<(VolumeId, u64)> = Vec::new();
         let mut poison: Vec<(VolumeId, u64, u32)> = Vec::new();
         let window = budget.div_ceil(BLOCK as u64).clamp(64, 4096);
-        let read = self.read_batches(cursor.virt, cursor.seq, head, budget, window)?;
+        let mut read = self.read_batches(cursor.virt, cursor.seq, head, budget, window)?;
+        // Replicated writes: released ones are skipped; a follower's unreleased ones stop the
+        // round before their batch (the primary destages them; see docs/design/replication.md).
+        let released: HashMap<VolumeId, u64> = self
+            .replog
+            .lock()
+            .iter()
+            .map(|(v, r)| (*v, r.released))
+            .collect();
+        let primaries = self.primaries.lock().clone();
+        let held = |e: &crate::format::Entry| {
+            e.rep_seq > 0
+                && matches!(e.kind, EntryKind::Write | EntryKind::Zero)
+                && dropped.get(&e.volume).is_none_or(|&d| e.seq >= d)
+                && e.rep_seq > released.get(&e.volume).copied().unwrap_or(0)
+                && !primaries.contains(&e.volume)
+        };
+        if let Some(cut) = read
+            .batches
+            .iter()
+            .position(|(h, _, _)| h.entries.iter().any(held))
+        {
+            read.next = (read.batches[cut].0.virt, read.batches[cut].0.seq);
+            read.batches.truncate(cut);
+        }
+        let mut skipped: Vec<(VolumeId, crate::format::Entry, u64)> = Vec::new();
         let mut entry_seq = cursor.entry_seq;
         for (i, (h, _, _)) in read.batches.iter().enumerate() {
+            let is_released = |e: &crate::format::Entry| {
+                e.rep_seq > 0
+                    && matches!(e.kind, EntryKind::Write | EntryKind::Zero)
+                    && e.rep_seq <= released.get(&e.volume).copied().unwrap_or(0)
+            };
+            skipped.extend(
+                h.entries
+                    .iter()
+                    .filter(|e| is_released(e))
+                    .map(|e| (e.volume, *e, h.virt)),
+            );
             self.collect(
                 h,
                 read.data(i),
                 i,
                 &dropped,
+                &|e| is_released(e),
                 &mut rounds,
                 &mut drops_seen,
                 &mut poison,
@@ -116,6 +153,26 @@ impl Partition {
                     idx.dropped.remove(vol);
                 }
             }
+            // Released replicated writes leave the index: the backend has them or newer, and a
+            // follower never keeps them as clean cache (rule 8).
+            for (vol, e, virt) in &skipped {
+                let Some(v) = idx.volumes.get_mut(vol) else {
+                    continue;
+                };
+                match e.kind {
+                    EntryKind::Write => {
+                        for (block, phys) in self.entry_blocks(*virt, e) {
+                            v.evict(block, phys);
+                        }
+                    }
+                    EntryKind::Zero => v.zeroes.remove_destaged(
+                        e.first_block,
+                        e.first_block + u64::from(e.nblocks),
+                        e.seq,
+                    ),
+                    _ => {}
+                }
+            }
         }
         stats.corrupt_blocks = poison.len() as u64;
         let cp = Checkpoint {
@@ -153,15 +210,17 @@ impl Partition {
         data: &[u8],
         bi: usize,
         dropped: &HashMap<VolumeId, u64>,
+        released: &dyn Fn(&crate::format::Entry) -> bool,
         rounds: &mut HashMap<VolumeId, VolRound>,
         drops_seen: &mut Vec<(VolumeId, u64)>,
         poison: &mut Vec<(VolumeId, u64, u32)>,
     ) {
         for e in &h.entries {
-            if dropped.get(&e.volume).is_some_and(|&d| e.seq < d) {
+            if dropped.get(&e.volume).is_some_and(|&d| e.seq < d) || released(e) {
                 continue;
             }
             match e.kind {
+                EntryKind::Release => {}
                 EntryKind::DropVolume => {
                     rounds.remove(&e.volume);
                     drops_seen.push((e.volume, e.seq));

@@ -327,6 +327,43 @@ impl Engine {
             .unwrap_or_default()
     }
 
+    /// Sets how the destager treats `volume`'s replicated writes (a follower's wait for the
+    /// primary's release). Not persistent: after a restart every volume holding replicated
+    /// writes is a follower until its role is set again.
+    pub fn set_replica_role(&self, volume: VolumeId, role: crate::partition::ReplicaRole) {
+        let p = self.partition_of(volume);
+        {
+            let mut set = p.primaries.lock();
+            match role {
+                crate::partition::ReplicaRole::Primary => set.insert(volume),
+                crate::partition::ReplicaRole::Follower => set.remove(&volume),
+            };
+        }
+        p.notify_work();
+    }
+
+    /// A follower's writes of `volume` up to replication sequence number `seq` are in the
+    /// backend: journals it (durably) so they are never destaged here, and lets their space go.
+    ///
+    /// The release takes effect in memory first, so a journal full of held writes can still
+    /// be destaged to make room for the release's own entry. A crash before that entry is
+    /// durable loses only the release: the primary sends it again when it reconnects.
+    pub fn release(&self, volume: VolumeId, seq: u64) -> Result<(), CacheError> {
+        let p = self.partition_of(volume);
+        {
+            let mut logs = p.replog.lock();
+            let r = logs.entry(volume).or_default();
+            r.released = r.released.max(seq);
+        }
+        p.notify_work();
+        let r = p
+            .commit(&[Op::Release { volume, seq }], 0)
+            .pop()
+            .expect("one result");
+        p.notify_work();
+        r
+    }
+
     /// The geometry of an attached volume.
     pub fn geometry(&self, volume: VolumeId) -> Result<VolumeGeometry, CacheError> {
         self.volumes

@@ -313,6 +313,9 @@ pub enum EntryKind {
     Zero,
     /// The volume was deleted: everything before this entry of this volume is void.
     DropVolume,
+    /// A follower's writes of the volume up to replication sequence number `rep_seq` are in the
+    /// backend (the primary destaged them): they are never destaged from here. No data.
+    Release,
 }
 
 impl EntryKind {
@@ -321,6 +324,7 @@ impl EntryKind {
             Self::Write => 1,
             Self::Zero => 2,
             Self::DropVolume => 3,
+            Self::Release => 4,
         }
     }
     fn from_code(c: u8) -> Option<Self> {
@@ -328,6 +332,7 @@ impl EntryKind {
             1 => Some(Self::Write),
             2 => Some(Self::Zero),
             3 => Some(Self::DropVolume),
+            4 => Some(Self::Release),
             _ => None,
         }
     }
@@ -366,7 +371,7 @@ impl Entry {
     pub fn data_blocks(&self) -> u32 {
         match self.kind {
             EntryKind::Write => self.nblocks,
-            EntryKind::Zero | EntryKind::DropVolume => 0,
+            EntryKind::Zero | EntryKind::DropVolume | EntryKind::Release => 0,
         }
     }
 
@@ -479,7 +484,7 @@ impl BatchHeader {
                 what: W,
                 field: "entry kind",
                 value: e[16].into(),
-                reason: "must be 1, 2 or 3",
+                reason: "must be 1, 2, 3 or 4",
             })?;
             let entry = Entry {
                 volume: VolumeId::from_bytes(e[..16].try_into().expect("16 bytes")),
@@ -496,7 +501,8 @@ impl BatchHeader {
             };
             let data_end = u64::from(entry.data_offset) + u64::from(entry.data_blocks());
             if data_end > u64::from(data_blocks)
-                || (kind != EntryKind::DropVolume && entry.nblocks == 0)
+                || (!matches!(kind, EntryKind::DropVolume | EntryKind::Release)
+                    && entry.nblocks == 0)
                 || entry
                     .first_block
                     .checked_add(entry.nblocks.into())

@@ -57,6 +57,13 @@ pub enum Op {
         /// The volume.
         volume: VolumeId,
     },
+    /// A follower's writes up to replication sequence number `seq` are in the backend.
+    Release {
+        /// The volume.
+        volume: VolumeId,
+        /// The released sequence number.
+        seq: u64,
+    },
 }
 
 /// Where a replicated write stands in its volume's replication log: the epoch its primary
@@ -73,7 +80,10 @@ impl Op {
     /// The volume the op is for.
     pub fn volume(&self) -> VolumeId {
         match self {
-            Op::Write { volume, .. } | Op::Zero { volume, .. } | Op::Drop { volume } => *volume,
+            Op::Write { volume, .. }
+            | Op::Zero { volume, .. }
+            | Op::Drop { volume }
+            | Op::Release { volume, .. } => *volume,
         }
     }
 }
@@ -151,6 +161,8 @@ pub struct Partition {
     /// Per volume: the replication log held in this journal (tagged entries after the destage
     /// point at open, plus every tagged entry committed since).
     pub(crate) replog: Mutex<std::collections::HashMap<VolumeId, RepLog>>,
+    /// Volumes this node is primary of (their replicated writes are destaged here).
+    pub(crate) primaries: Mutex<std::collections::HashSet<VolumeId>>,
 }
 
 /// A volume's replication log in a journal: the newest tagged write and the epoch of each run
@@ -161,6 +173,18 @@ pub struct RepLog {
     pub last: Tag,
     /// Runs of sequence numbers by epoch.
     pub runs: Vec<(u64, u64)>,
+    /// Writes up to this sequence number are in the backend (released by the primary).
+    pub released: u64,
+}
+
+/// How the destager treats a volume's replicated writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaRole {
+    /// This node destages them.
+    Primary,
+    /// The primary destages them; they leave this journal when it releases them. Every volume
+    /// holding replicated writes is a follower until told otherwise (e.g. after a restart).
+    Follower,
 }
 
 impl RepLog {
@@ -210,6 +234,7 @@ impl Partition {
             counters: Counters::default(),
             notify_bytes: AtomicU64::new(1 << 20),
             replog: Mutex::new(std::collections::HashMap::new()),
+            primaries: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -482,6 +507,9 @@ impl Partition {
             let corrupt = bad.is_some_and(|b| b[i]);
             if e.kind == EntryKind::DropVolume {
                 replog.remove(&e.volume);
+            } else if e.kind == EntryKind::Release {
+                let r = replog.entry(e.volume).or_default();
+                r.released = r.released.max(e.rep_seq);
             } else if e.rep_seq > 0 {
                 replog.entry(e.volume).or_default().note(Tag {
                     epoch: e.epoch,
@@ -489,6 +517,7 @@ impl Partition {
                 });
             }
             match e.kind {
+                EntryKind::Release => {}
                 EntryKind::DropVolume => {
                     idx.volumes.remove(&e.volume);
                     idx.dropped.insert(e.volume, e.seq);

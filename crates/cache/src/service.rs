@@ -261,6 +261,11 @@ fn run_round(
             if let (true, Some(limit)) = (capped, &cfg.destage_limit) {
                 limit.spend(stats.bytes);
             }
+            if stats.batches == 0 {
+                // Dirty but nothing can go: a follower's writes wait for the primary's release
+                // (or a new role). Sleep until woken rather than spin.
+                part.wait_for_work(Duration::from_millis(200));
+            }
             Ok(())
         }
         Err(CacheError::DeviceFailed { .. }) => Err(()),

@@ -47,6 +47,7 @@ fn tags_are_journaled_and_recovered() {
     let want = RepLog {
         last: tag(5, 3),
         runs: vec![(1, 4), (3, 5)],
+        released: 0,
     };
     assert_eq!(e.replication_log(a), want);
     assert_eq!(e.replication_log(b), RepLog::default(), "untagged");
@@ -60,4 +61,88 @@ fn tags_are_journaled_and_recovered() {
     drop(e);
     let e = open(medium, backend, &[(b, g)]);
     assert_eq!(e.replication_log(a), RepLog::default());
+}
+
+fn backend_block(b: &MemBackend, v: alcubierre_types::VolumeId, block: u64) -> u8 {
+    let mut buf = vec![0u8; 4096];
+    b.read(v, alcubierre_types::ByteOffset(block * 4096), &mut buf)
+        .unwrap();
+    buf[0]
+}
+
+/// A follower's replicated writes stay in its journal until the primary releases them; released
+/// ones are never written to the backend from here and leave the index; a volume made primary
+/// destages its own. The release survives a restart; the role does not (a follower again).
+#[test]
+fn a_follower_holds_replicated_writes_until_released() {
+    use alcubierre_cache::ReplicaRole;
+    let medium: Arc<dyn Medium> = Arc::new(MemMedium::new(4 << 20));
+    Engine::format(&*medium, &small_format(1)).unwrap();
+    let backend = Arc::new(MemBackend::new());
+    let (a, b) = (vol(1), vol(2));
+    let g = alcubierre_types::VolumeGeometry::new(
+        alcubierre_types::BlockSize::B4096,
+        alcubierre_types::ByteSize(1 << 20),
+    )
+    .unwrap();
+    for v in [a, b] {
+        backend
+            .create(v, alcubierre_types::ByteSize(1 << 20))
+            .unwrap();
+    }
+    let e = open(medium.clone(), backend.clone(), &[(a, g), (b, g)]);
+    let p = e.partition_of(a).clone();
+    let write = |v, block: u64, byte: u8, t: Tag| {
+        let op = e
+            .write_op(v, Lba(block), Bytes::from(vec![byte; 4096]))
+            .unwrap();
+        p.commit_tagged(&[op], &[t]).pop().unwrap().unwrap();
+    };
+    write(b, 0, 0xbb, Tag::default()); // batch 1: not replicated
+    write(a, 0, 0x11, tag(3, 1)); // batch 2
+    write(a, 1, 0x22, tag(3, 2)); // batch 3
+    e.destage_all().unwrap();
+    assert_eq!(
+        backend_block(&backend, b, 0),
+        0xbb,
+        "untagged writes destage"
+    );
+    assert_eq!(
+        backend_block(&backend, a, 0),
+        0,
+        "the follower's writes wait"
+    );
+    assert_eq!(&e.read(a, Lba(0), BlockCount(1)).unwrap()[..1], &[0x11]);
+
+    e.release(a, 1).unwrap();
+    e.destage_all().unwrap();
+    assert_eq!(
+        backend_block(&backend, a, 0),
+        0,
+        "a released write is the primary's to destage, not written from here"
+    );
+    assert_eq!(
+        &e.read(a, Lba(0), BlockCount(1)).unwrap()[..1],
+        &[0],
+        "and it left the index: reads go to the backend"
+    );
+    assert_eq!(backend_block(&backend, a, 1), 0, "seq 2 still waits");
+    assert_eq!(e.replication_log(a).released, 1);
+
+    drop(e);
+    let e = open(medium.clone(), backend.clone(), &[(a, g), (b, g)]);
+    assert_eq!(e.replication_log(a).released, 1, "the release is journaled");
+    e.destage_all().unwrap();
+    assert_eq!(
+        backend_block(&backend, a, 1),
+        0,
+        "still a follower after a restart"
+    );
+    e.set_replica_role(a, ReplicaRole::Primary);
+    e.destage_all().unwrap();
+    assert_eq!(
+        backend_block(&backend, a, 1),
+        0x22,
+        "a primary destages its writes"
+    );
 }
