@@ -90,6 +90,7 @@ impl Partition {
             read.batches.truncate(cut);
         }
         let mut skipped: Vec<(VolumeId, crate::format::Entry, u64)> = Vec::new();
+        let mut destaged_tags: HashMap<VolumeId, u64> = HashMap::new();
         let mut entry_seq = cursor.entry_seq;
         for (i, (h, _, _)) in read.batches.iter().enumerate() {
             let is_released = |e: &crate::format::Entry| {
@@ -103,6 +104,15 @@ impl Partition {
                     .filter(|e| is_released(e))
                     .map(|e| (e.volume, *e, h.virt)),
             );
+            for e in &h.entries {
+                if e.rep_seq > 0
+                    && matches!(e.kind, EntryKind::Write | EntryKind::Zero)
+                    && !is_released(e)
+                {
+                    let d = destaged_tags.entry(e.volume).or_default();
+                    *d = (*d).max(e.rep_seq);
+                }
+            }
             self.collect(
                 h,
                 read.data(i),
@@ -194,6 +204,14 @@ impl Partition {
         cursor.seq = seq;
         cursor.entry_seq = entry_seq;
         self.destaged_virt.store(virt, Ordering::Release);
+        {
+            let mut logs = self.replog.lock();
+            for (vol, seq) in destaged_tags {
+                if let Some(r) = logs.get_mut(&vol) {
+                    r.destaged = r.destaged.max(seq);
+                }
+            }
+        }
         self.notify_space();
         self.counters
             .destaged_bytes

@@ -175,6 +175,8 @@ pub struct RepLog {
     pub runs: Vec<(u64, u64)>,
     /// Writes up to this sequence number are in the backend (released by the primary).
     pub released: u64,
+    /// The highest sequence number this journal has destaged (as primary) since it opened.
+    pub destaged: u64,
 }
 
 /// How the destager treats a volume's replicated writes.

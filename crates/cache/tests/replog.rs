@@ -48,6 +48,7 @@ fn tags_are_journaled_and_recovered() {
         last: tag(5, 3),
         runs: vec![(1, 4), (3, 5)],
         released: 0,
+        destaged: 0,
     };
     assert_eq!(e.replication_log(a), want);
     assert_eq!(e.replication_log(b), RepLog::default(), "untagged");
