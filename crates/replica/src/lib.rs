@@ -12,7 +12,10 @@
 
 pub mod follower;
 pub mod harness;
+pub mod link;
+pub mod node;
 pub mod primary;
+pub mod volume;
 pub mod wire;
 
 /// A write's position: the epoch it was assigned in and its sequence number. Sequence numbers

@@ -1,0 +1,263 @@
+//! A node's follower side: the replica listener and the follower volumes it feeds.
+//!
+//! The listener accepts a primary's connection, reads its first frame (`Open`) and hands the
+//! connection to that volume's [`FollowerVolume`]; a newer connection replaces an older one. A
+//! follower volume runs the [`Follower`] state machine and applies its actions to the local
+//! cache: writes are submitted to the journal in the order they arrive (so the journal's order
+//! is the sequence order), acknowledged when durable, released when the primary says so.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alcubierre_cache::{CacheVolume, Engine, Tag, VolumeOpener};
+use alcubierre_types::{BlockCount, Lba, VolumeGeometry, VolumeId};
+use parking_lot::Mutex;
+use tokio::net::TcpListener;
+
+use crate::follower::{Action, Follower};
+use crate::link;
+use crate::wire::{Msg, Payload, VERSION};
+use crate::Pos;
+
+/// One volume this node follows.
+pub struct FollowerVolume {
+    volume: VolumeId,
+    engine: Arc<Engine>,
+    dev: CacheVolume,
+    geometry: VolumeGeometry,
+    core: Mutex<Follower>,
+    /// The connection in use (its number and sender).
+    conn: Mutex<Option<(u64, link::Sender)>>,
+    next_conn: AtomicU64,
+}
+
+impl FollowerVolume {
+    /// Follows `volume` (attached to `engine`), knowing `epoch` from the store; its log is what
+    /// the journal holds.
+    pub fn new(
+        engine: Arc<Engine>,
+        opener: &VolumeOpener,
+        volume: VolumeId,
+        epoch: u64,
+    ) -> Result<Arc<Self>, alcubierre_cache::CacheError> {
+        let log = engine.replication_log(volume);
+        let last = Pos {
+            epoch: log.last.epoch,
+            seq: log.last.seq.max(log.released),
+        };
+        engine.set_replica_role(volume, alcubierre_cache::ReplicaRole::Follower);
+        Ok(Arc::new(Self {
+            volume,
+            geometry: engine.geometry(volume)?,
+            dev: opener.volume(volume)?,
+            engine,
+            core: Mutex::new(Follower::new(*volume.0.as_bytes(), epoch, last)),
+            conn: Mutex::new(None),
+            next_conn: AtomicU64::new(1),
+        }))
+    }
+
+    /// The volume.
+    pub fn volume(&self) -> VolumeId {
+        self.volume
+    }
+
+    /// The newest write it holds.
+    pub fn last(&self) -> Pos {
+        self.core.lock().last()
+    }
+
+    /// Stops following: the current connection closes and nothing more is applied from it.
+    pub fn stop(&self) {
+        self.conn.lock().take();
+    }
+
+    /// The store shows epoch `e`.
+    pub fn store_epoch(self: &Arc<Self>, e: u64) {
+        let acts = self.core.lock().store_epoch(e);
+        let id = self.conn.lock().as_ref().map_or(0, |c| c.0);
+        self.run(id, acts);
+    }
+
+    fn run(self: &Arc<Self>, conn: u64, acts: Vec<Action>) {
+        for a in acts {
+            match a {
+                Action::Send { msg } => {
+                    if let Some((id, tx)) = &*self.conn.lock() {
+                        if *id == conn {
+                            let _ = tx.send(msg);
+                        }
+                    }
+                }
+                Action::Close => {
+                    let mut c = self.conn.lock();
+                    if c.as_ref().is_some_and(|(id, _)| *id == conn) {
+                        *c = None;
+                    }
+                }
+                Action::Persist { pos, payload } => {
+                    let tag = Tag {
+                        epoch: pos.epoch,
+                        seq: pos.seq,
+                    };
+                    let bs = self.geometry.block_size().bytes();
+                    let f = match payload {
+                        Payload::Write { offset, data } => {
+                            self.dev.write_tagged(Lba(offset / bs), data, tag)
+                        }
+                        Payload::Zero { offset, len } => {
+                            self.dev
+                                .zero_tagged(Lba(offset / bs), BlockCount(len / bs), tag)
+                        }
+                    };
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        match f.await {
+                            Ok(()) => {
+                                let acts = me.core.lock().local_durable(pos.seq);
+                                me.run(conn, acts);
+                            }
+                            Err(e) => {
+                                tracing::error!(volume = %me.volume, seq = pos.seq,
+                                    "a replicated write failed here: {e}");
+                                me.conn.lock().take();
+                            }
+                        }
+                    });
+                }
+                Action::Discard => {
+                    // A rebuild starts: the journal forgets the volume; it comes back attached.
+                    if let Err(e) = self.engine.drop_volume(self.volume) {
+                        tracing::error!(volume = %self.volume, "discarding for a rebuild failed: {e}");
+                        self.conn.lock().take();
+                        continue;
+                    }
+                    let _ = self.engine.attach(self.volume, self.geometry);
+                    self.engine
+                        .set_replica_role(self.volume, alcubierre_cache::ReplicaRole::Follower);
+                }
+                Action::Release { seq } => {
+                    let (engine, volume) = (self.engine.clone(), self.volume);
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = engine.release(volume, seq) {
+                            tracing::warn!(%volume, seq, "journaling a release failed: {e}");
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Whether connection `id` is the one in use.
+    fn current(&self, id: u64) -> bool {
+        self.conn.lock().as_ref().is_some_and(|(c, _)| *c == id)
+    }
+
+    /// Serves a primary's connection, whose first frame was `first`.
+    async fn serve(self: Arc<Self>, tx: link::Sender, mut rx: link::Receiver, first: Msg) {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        self.core.lock().disconnected();
+        *self.conn.lock() = Some((id, tx));
+        let mut next = Some(first);
+        while let Some(m) = next.take() {
+            if !self.current(id) {
+                break;
+            }
+            let acts = self.core.lock().on_msg(m);
+            self.run(id, acts);
+            if !self.current(id) {
+                break;
+            }
+            next = rx.recv().await.flatten();
+        }
+        let mut c = self.conn.lock();
+        if c.as_ref().is_some_and(|(c, _)| *c == id) {
+            *c = None;
+            self.core.lock().disconnected();
+        }
+    }
+}
+
+/// The node's replica listener.
+pub struct ReplicaServer {
+    followers: Mutex<HashMap<[u8; 16], Arc<FollowerVolume>>>,
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ReplicaServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ReplicaServer {
+    /// Listens on `addr`.
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<Arc<Self>> {
+        let l = TcpListener::bind(addr).await?;
+        let addr = l.local_addr()?;
+        let server = Arc::new_cyclic(|weak: &std::sync::Weak<ReplicaServer>| {
+            let weak = weak.clone();
+            let task = tokio::spawn(async move {
+                loop {
+                    let Ok((s, peer)) = l.accept().await else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    let Some(me) = weak.upgrade() else { return };
+                    tokio::spawn(async move { me.accept(s, peer).await });
+                }
+            });
+            ReplicaServer {
+                followers: Mutex::new(HashMap::new()),
+                addr,
+                task,
+            }
+        });
+        Ok(server)
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts following a volume.
+    pub fn add(&self, f: Arc<FollowerVolume>) {
+        self.followers.lock().insert(*f.volume.0.as_bytes(), f);
+    }
+
+    /// Stops following a volume (its connection closes).
+    pub fn remove(&self, volume: VolumeId) -> Option<Arc<FollowerVolume>> {
+        let f = self.followers.lock().remove(volume.0.as_bytes());
+        if let Some(f) = &f {
+            f.stop();
+        }
+        f
+    }
+
+    async fn accept(self: Arc<Self>, s: tokio::net::TcpStream, peer: SocketAddr) {
+        let (tx, mut rx) = link::spawn(s);
+        let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        let Ok(Some(Some(first))) = first else {
+            return;
+        };
+        let Msg::Open { volume, .. } = &first else {
+            tracing::warn!(%peer, "replication connection did not start with Open");
+            return;
+        };
+        let f = self.followers.lock().get(volume).cloned();
+        match f {
+            Some(f) => f.serve(tx, rx, first).await,
+            None => {
+                let _ = tx.send(Msg::Refused {
+                    epoch: 0,
+                    version: VERSION,
+                });
+            }
+        }
+    }
+}

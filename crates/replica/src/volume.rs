@@ -1,0 +1,502 @@
+//! A replicated volume on its primary: a [`BlockDevice`] whose writes go through the
+//! [`Primary`] state machine. Each write is journaled locally with its `(epoch, seq)` and sent to
+//! every follower; it completes when the state machine acknowledges it (rule 2). Reads are
+//! served from the local cache while the primary serves (not demoted, lease valid).
+//!
+//! Actions are carried out under the state machine's lock, so local journal submissions and
+//! sends to each follower happen in sequence order. Writes after the destage point are kept in
+//! memory for resync and rebuild (bounded; a follower that needs older writes stays out of sync
+//! until reading them back from the journal exists).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alcubierre_block::{BlockDevice, BlockError, IoFuture};
+use alcubierre_cache::{CacheVolume, Engine, ReplicaRole, Tag};
+use alcubierre_types::{BlockCount, ByteSize, Lba, VolumeGeometry, VolumeId};
+use bytes::Bytes;
+use futures::FutureExt;
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::link;
+use crate::primary::{Action, Config, Primary};
+use crate::wire::{Msg, Payload};
+use crate::{Membership, Pos};
+
+/// What the primary asks of the control plane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ask {
+    /// Drop `node` from the in-sync set of `epoch`.
+    Drop {
+        /// The follower.
+        node: String,
+        /// The epoch.
+        epoch: u64,
+    },
+    /// Add `node` to the in-sync set of `epoch`.
+    Add {
+        /// The follower.
+        node: String,
+        /// The epoch.
+        epoch: u64,
+    },
+}
+
+/// Where the primary's requests go (the node agent writes them to the store).
+pub trait Control: Send + Sync {
+    /// Asks the leader; answers come back as a new [`Membership`].
+    fn ask(&self, volume: VolumeId, ask: Ask);
+}
+
+/// The node's store lease, shared by its primaries: milliseconds since `base` until which the
+/// node may serve.
+#[derive(Clone)]
+pub struct Lease {
+    base: Instant,
+    until_ms: Arc<AtomicU64>,
+}
+
+impl Default for Lease {
+    fn default() -> Self {
+        Self {
+            base: Instant::now(),
+            until_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Lease {
+    /// Milliseconds since the lease's base.
+    pub fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
+    /// The lease runs until `d` from now.
+    pub fn renew(&self, d: Duration) {
+        let until = self.now_ms() + d.as_millis() as u64;
+        self.until_ms.fetch_max(until, Ordering::AcqRel);
+    }
+
+    /// Ends the lease now.
+    pub fn revoke(&self) {
+        self.until_ms.store(0, Ordering::Release);
+    }
+
+    fn until(&self) -> u64 {
+        self.until_ms.load(Ordering::Acquire)
+    }
+}
+
+/// Most bytes of written data kept in memory for resync.
+const WINDOW_BYTES: usize = 256 << 20;
+
+struct Window {
+    entries: VecDeque<(Pos, Payload)>,
+    bytes: usize,
+    /// Writes up to here are not in the window.
+    floor: u64,
+}
+
+struct Inner {
+    core: Primary,
+    pending: BTreeMap<u64, oneshot::Sender<Result<(), BlockError>>>,
+    links: HashMap<String, (u64, link::Sender)>,
+    window: Window,
+    destaged: u64,
+}
+
+/// A volume this node is primary of.
+pub struct PrimaryVolume {
+    volume: VolumeId,
+    dev: CacheVolume,
+    engine: Arc<Engine>,
+    geometry: VolumeGeometry,
+    peers: Mutex<HashMap<String, SocketAddr>>,
+    control: Arc<dyn Control>,
+    lease: Lease,
+    inner: Mutex<Inner>,
+    next_conn: AtomicU64,
+    failed: Mutex<Option<String>>,
+    /// Itself, for the tasks it starts from `&self` (block device calls).
+    this: std::sync::Weak<PrimaryVolume>,
+}
+
+impl PrimaryVolume {
+    /// Takes the primary role of `volume` (attached to `engine`) in `m`; followers are reached
+    /// at `peers`. Starts its timer task.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        engine: Arc<Engine>,
+        dev: CacheVolume,
+        me: &str,
+        m: Membership,
+        peers: HashMap<String, SocketAddr>,
+        control: Arc<dyn Control>,
+        lease: Lease,
+        cfg: Config,
+    ) -> Result<Arc<Self>, alcubierre_cache::CacheError> {
+        let volume = dev.id();
+        let geometry = engine.geometry(volume)?;
+        let log = engine.replication_log(volume);
+        let last = Pos {
+            epoch: log.last.epoch,
+            seq: log.last.seq.max(log.released),
+        };
+        // What this journal holds as released is in the backend.
+        let destaged = Pos {
+            epoch: epoch_in(&log.runs, log.released),
+            seq: log.released,
+        };
+        engine.set_replica_role(volume, ReplicaRole::Primary);
+        let (core, acts) = Primary::new(
+            *volume.0.as_bytes(),
+            me,
+            m,
+            last,
+            &log.runs,
+            destaged,
+            cfg,
+            lease.now_ms(),
+        );
+        let v = Arc::new_cyclic(|this| Self {
+            this: this.clone(),
+            volume,
+            dev,
+            engine,
+            geometry,
+            peers: Mutex::new(peers),
+            control,
+            lease,
+            inner: Mutex::new(Inner {
+                core,
+                pending: BTreeMap::new(),
+                links: HashMap::new(),
+                window: Window {
+                    entries: VecDeque::new(),
+                    bytes: 0,
+                    floor: log.last.seq.max(log.released),
+                },
+                destaged: log.released,
+            }),
+            next_conn: AtomicU64::new(1),
+            failed: Mutex::new(None),
+        });
+        {
+            let mut inner = v.inner.lock();
+            v.run(&mut inner, acts);
+        }
+        let weak = Arc::downgrade(&v);
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_millis(50));
+            loop {
+                t.tick().await;
+                let Some(v) = weak.upgrade() else { return };
+                v.tick();
+            }
+        });
+        Ok(v)
+    }
+
+    /// The store's replica set changed; `peers` are the members' replica addresses.
+    pub fn membership(self: &Arc<Self>, m: Membership, peers: HashMap<String, SocketAddr>) {
+        *self.peers.lock() = peers;
+        let mut inner = self.inner.lock();
+        let acts = inner.core.membership(m);
+        self.run(&mut inner, acts);
+    }
+
+    /// The state machine's state, for logs and tests.
+    pub fn describe(&self) -> String {
+        self.inner.lock().core.describe()
+    }
+
+    /// Whether it serves.
+    pub fn serving(&self) -> bool {
+        self.inner.lock().core.serving() && self.failed.lock().is_none()
+    }
+
+    fn tick(self: &Arc<Self>) {
+        let destaged = self.engine.replication_log(self.volume).destaged;
+        let mut inner = self.inner.lock();
+        let now = self.lease.now_ms();
+        let mut acts = inner.core.tick(now, self.lease.until());
+        if destaged > inner.destaged {
+            inner.destaged = destaged;
+            let epoch = inner
+                .window
+                .entries
+                .iter()
+                .find(|(p, _)| p.seq == destaged)
+                .map_or(0, |(p, _)| p.epoch);
+            acts.extend(inner.core.destaged(Pos {
+                epoch,
+                seq: destaged,
+            }));
+            let w = &mut inner.window;
+            while w.entries.front().is_some_and(|(p, _)| p.seq <= destaged) {
+                let (p, pl) = w.entries.pop_front().expect("front");
+                w.bytes -= payload_bytes(&pl);
+                w.floor = p.seq;
+            }
+        }
+        self.run(&mut inner, acts);
+    }
+
+    /// Carries out the state machine's actions (under its lock, so order holds).
+    fn run(self: &Arc<Self>, inner: &mut Inner, acts: Vec<Action>) {
+        for a in acts {
+            match a {
+                Action::Send { to, msg } => {
+                    if let Some((_, tx)) = inner.links.get(&to) {
+                        let _ = tx.send(msg);
+                    }
+                }
+                Action::Replay { to, after, upto } => {
+                    let Some((_, tx)) = inner.links.get(&to) else {
+                        continue;
+                    };
+                    if after < inner.window.floor {
+                        tracing::warn!(volume = %self.volume, follower = %to, after,
+                            floor = inner.window.floor,
+                            "resync needs writes no longer in memory; the follower stays out of sync");
+                        inner.links.remove(&to);
+                        continue;
+                    }
+                    let epoch = inner.core.epoch();
+                    for (pos, pl) in &inner.window.entries {
+                        if pos.seq > after && pos.seq <= upto {
+                            let _ = tx.send(Msg::Write {
+                                epoch,
+                                pos: *pos,
+                                payload: pl.clone(),
+                            });
+                        }
+                    }
+                }
+                Action::Persist { pos, payload } => {
+                    let w = &mut inner.window;
+                    w.bytes += payload_bytes(&payload);
+                    w.entries.push_back((pos, payload.clone()));
+                    while w.bytes > WINDOW_BYTES {
+                        let (p, pl) = w.entries.pop_front().expect("over the limit");
+                        w.bytes -= payload_bytes(&pl);
+                        w.floor = p.seq;
+                    }
+                    let tag = Tag {
+                        epoch: pos.epoch,
+                        seq: pos.seq,
+                    };
+                    let bs = self.geometry.block_size().bytes();
+                    let f = match payload {
+                        Payload::Write { offset, data } => {
+                            self.dev.write_tagged(Lba(offset / bs), data, tag)
+                        }
+                        Payload::Zero { offset, len } => {
+                            self.dev
+                                .zero_tagged(Lba(offset / bs), BlockCount(len / bs), tag)
+                        }
+                    };
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let r = f.await;
+                        let mut inner = me.inner.lock();
+                        match r {
+                            Ok(()) => {
+                                let acts = inner.core.local_durable(pos.seq);
+                                me.run(&mut inner, acts);
+                            }
+                            Err(e) => {
+                                // The local journal failed (fail-stop): nothing more is
+                                // acknowledged here.
+                                *me.failed.lock() = Some(e.to_string());
+                                for (_, tx) in std::mem::take(&mut inner.pending) {
+                                    let _ = tx.send(Err(e.clone()));
+                                }
+                            }
+                        }
+                    });
+                }
+                Action::Acked { upto } => {
+                    let rest = inner.pending.split_off(&(upto + 1));
+                    for (_, tx) in std::mem::replace(&mut inner.pending, rest) {
+                        let _ = tx.send(Ok(()));
+                    }
+                }
+                Action::Connect { to } => self.connect(to),
+                Action::Close { to } => {
+                    inner.links.remove(&to);
+                }
+                Action::AskDrop { node, epoch } => {
+                    self.control.ask(self.volume, Ask::Drop { node, epoch })
+                }
+                Action::AskAdd { node, epoch } => {
+                    self.control.ask(self.volume, Ask::Add { node, epoch })
+                }
+                Action::Demoted { epoch } => {
+                    tracing::warn!(volume = %self.volume, epoch, "demoted: a newer epoch exists");
+                    let e = BlockError::Unavailable(format!(
+                        "this node is no longer the volume's primary (epoch {epoch})"
+                    ));
+                    for (_, tx) in std::mem::take(&mut inner.pending) {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                    inner.links.clear();
+                }
+            }
+        }
+    }
+
+    fn connect(self: &Arc<Self>, to: String) {
+        let addr = self.peers.lock().get(&to).copied();
+        let me = self.clone();
+        tokio::spawn(async move {
+            let stream = match addr {
+                Some(a) => {
+                    tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(a))
+                        .await
+                }
+                None => Ok(Err(std::io::Error::other("no replica address"))),
+            };
+            let Ok(Ok(stream)) = stream else {
+                let mut inner = me.inner.lock();
+                let acts = inner.core.disconnected(&to);
+                me.run(&mut inner, acts);
+                return;
+            };
+            let (tx, mut rx) = link::spawn(stream);
+            let id = me.next_conn.fetch_add(1, Ordering::Relaxed);
+            {
+                let mut inner = me.inner.lock();
+                inner.links.insert(to.clone(), (id, tx));
+                let acts = inner.core.connected(&to);
+                me.run(&mut inner, acts);
+            }
+            while let Some(Some(m)) = rx.recv().await {
+                let mut inner = me.inner.lock();
+                if inner.links.get(&to).map(|l| l.0) != Some(id) {
+                    return;
+                }
+                let acts = inner.core.on_msg(&to, m);
+                me.run(&mut inner, acts);
+            }
+            let mut inner = me.inner.lock();
+            if inner.links.get(&to).map(|l| l.0) == Some(id) {
+                inner.links.remove(&to);
+                let acts = inner.core.disconnected(&to);
+                me.run(&mut inner, acts);
+            }
+        });
+    }
+
+    fn submit(&self, payload: Payload) -> IoFuture<()> {
+        if let Some(e) = &*self.failed.lock() {
+            return futures::future::ready(Err(BlockError::DeviceFailed(e.clone()))).boxed();
+        }
+        let (tx, rx) = oneshot::channel();
+        let me = self.arc();
+        {
+            let mut inner = self.inner.lock();
+            match inner.core.write(payload) {
+                Ok((seq, acts)) => {
+                    inner.pending.insert(seq, tx);
+                    me.run(&mut inner, acts);
+                }
+                Err(e) => {
+                    return futures::future::ready(Err(BlockError::Unavailable(e.to_string())))
+                        .boxed()
+                }
+            }
+        }
+        async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(BlockError::Unavailable(
+                    "the replicated volume stopped".into(),
+                ))
+            })
+        }
+        .boxed()
+    }
+
+    fn arc(&self) -> Arc<Self> {
+        self.this
+            .upgrade()
+            .expect("a PrimaryVolume lives in the Arc `start` made")
+    }
+
+    fn range(&self, lba: Lba, count: BlockCount) -> Result<(u64, u64), BlockError> {
+        let g = self.geometry();
+        alcubierre_block::check_range(&g, self.max_transfer(), lba, count)?;
+        let bs = g.block_size().bytes();
+        Ok((lba.0 * bs, count.0 * bs))
+    }
+}
+
+impl BlockDevice for PrimaryVolume {
+    fn geometry(&self) -> VolumeGeometry {
+        self.engine.geometry(self.volume).unwrap_or(self.geometry)
+    }
+
+    fn max_transfer(&self) -> ByteSize {
+        self.dev.max_transfer()
+    }
+
+    fn read(&self, lba: Lba, count: BlockCount) -> IoFuture<Bytes> {
+        if !self.serving() {
+            return futures::future::ready(Err(BlockError::Unavailable(
+                "not serving: no valid lease or no longer the primary".into(),
+            )))
+            .boxed();
+        }
+        self.dev.read(lba, count)
+    }
+
+    fn write(&self, lba: Lba, data: Bytes) -> IoFuture<()> {
+        let g = self.geometry();
+        let n = match alcubierre_block::check_payload(&g, data.len()) {
+            Ok(n) => n,
+            Err(e) => return futures::future::ready(Err(e)).boxed(),
+        };
+        match self.range(lba, n) {
+            Ok((offset, _)) => self.submit(Payload::Write { offset, data }),
+            Err(e) => futures::future::ready(Err(e)).boxed(),
+        }
+    }
+
+    fn write_zeroes(&self, lba: Lba, count: BlockCount) -> IoFuture<()> {
+        match self.range(lba, count) {
+            Ok((offset, len)) => self.submit(Payload::Zero { offset, len }),
+            Err(e) => futures::future::ready(Err(e)).boxed(),
+        }
+    }
+
+    fn unmap(&self, lba: Lba, count: BlockCount) -> IoFuture<()> {
+        self.write_zeroes(lba, count)
+    }
+
+    fn flush(&self) -> IoFuture<()> {
+        // An acknowledged write is durable on every in-sync replica already.
+        let r = match &*self.failed.lock() {
+            Some(e) => Err(BlockError::DeviceFailed(e.clone())),
+            None => Ok(()),
+        };
+        futures::future::ready(r).boxed()
+    }
+}
+
+fn payload_bytes(p: &Payload) -> usize {
+    match p {
+        Payload::Write { data, .. } => data.len(),
+        Payload::Zero { .. } => 64,
+    }
+}
+
+fn epoch_in(runs: &[(u64, u64)], seq: u64) -> u64 {
+    runs.iter()
+        .rev()
+        .find(|(first, _)| *first <= seq)
+        .map_or(0, |(_, e)| *e)
+}

@@ -1,0 +1,242 @@
+//! Three nodes in one process, each with its own cache engine, replicating one volume over
+//! loopback TCP through the real transport: writes are acknowledged only once durable on every
+//! in-sync replica; a lost follower holds writes until the leader (played by the test) drops it,
+//! then it resyncs and rejoins; after the primary is gone, a follower promoted in a new epoch
+//! serves every acknowledged write.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alcubierre_backend::{Backend, MemBackend};
+use alcubierre_block::BlockDevice;
+use alcubierre_cache::{CacheService, Engine, FormatOptions, ServiceConfig};
+use alcubierre_io::{Medium, MemMedium};
+use alcubierre_replica::node::{FollowerVolume, ReplicaServer};
+use alcubierre_replica::primary::Config;
+use alcubierre_replica::volume::{Ask, Control, Lease, PrimaryVolume};
+use alcubierre_replica::Membership;
+use alcubierre_types::{BlockCount, BlockSize, ByteSize, Lba, VolumeGeometry, VolumeId};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+struct Node {
+    engine: Arc<Engine>,
+    svc: CacheService,
+    server: Arc<ReplicaServer>,
+}
+
+async fn node(backend: Arc<MemBackend>, vol: VolumeId, g: VolumeGeometry) -> Node {
+    let m: Arc<dyn Medium> = Arc::new(MemMedium::new(32 << 20));
+    Engine::format(&*m, &FormatOptions::default()).unwrap();
+    let engine = Arc::new(Engine::open(m, backend as Arc<dyn Backend>).unwrap());
+    engine.attach(vol, g).unwrap();
+    let svc = CacheService::start(
+        engine.clone(),
+        ServiceConfig {
+            destage_limit: None,
+            ..ServiceConfig::default()
+        },
+    );
+    let server = ReplicaServer::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    Node {
+        engine,
+        svc,
+        server,
+    }
+}
+
+struct Asks(mpsc::UnboundedSender<Ask>);
+
+impl Control for Asks {
+    fn ask(&self, _volume: VolumeId, ask: Ask) {
+        let _ = self.0.send(ask);
+    }
+}
+
+fn block(i: u64, round: u8) -> Bytes {
+    let mut d = vec![round; 4096];
+    d[..8].copy_from_slice(&i.to_le_bytes());
+    Bytes::from(d)
+}
+
+fn set(epoch: u64, primary: &str, in_sync: &[&str]) -> Membership {
+    Membership {
+        epoch,
+        primary: primary.into(),
+        replicas: vec!["n0".into(), "n1".into(), "n2".into()],
+        in_sync: in_sync.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
+    let backend = Arc::new(MemBackend::new());
+    let vol = VolumeId(uuid::Uuid::new_v4());
+    backend.create(vol, ByteSize::mib(4)).unwrap();
+    let g = VolumeGeometry::new(BlockSize::B4096, ByteSize::mib(4)).unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(node(backend.clone(), vol, g).await);
+    }
+    let addrs = |nodes: &[Node]| -> HashMap<String, SocketAddr> {
+        nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (format!("n{i}"), n.server.local_addr()))
+            .collect()
+    };
+    let mut followers = Vec::new();
+    for n in &nodes[1..] {
+        let f = FollowerVolume::new(n.engine.clone(), &n.svc.volumes(), vol, 1).unwrap();
+        n.server.add(f.clone());
+        followers.push(f);
+    }
+    let (ask_tx, mut asks) = mpsc::unbounded_channel();
+    let lease = Lease::default();
+    lease.renew(Duration::from_secs(3600));
+    let cfg = Config {
+        min_insync: 2,
+        timeout_ms: 300,
+        retry_ms: 100,
+    };
+    let p = PrimaryVolume::start(
+        nodes[0].engine.clone(),
+        nodes[0].svc.volume(vol).unwrap(),
+        "n0",
+        set(1, "n0", &["n0", "n1", "n2"]),
+        addrs(&nodes),
+        Arc::new(Asks(ask_tx.clone())),
+        lease.clone(),
+        cfg.clone(),
+    )
+    .unwrap();
+
+    // 1. Writes are acknowledged once on all three journals.
+    for i in 0..64 {
+        p.write(Lba(i), block(i, 1)).await.unwrap();
+    }
+    for n in &nodes {
+        for i in 0..64 {
+            assert_eq!(
+                n.engine.read(vol, Lba(i), BlockCount(1)).unwrap(),
+                block(i, 1)
+            );
+        }
+        assert_eq!(n.engine.replication_log(vol).last.seq, 64);
+    }
+
+    // 2. n2 is lost: a write waits for it until the leader drops it from the in-sync set.
+    nodes[2].server.remove(vol);
+    let replaced = ReplicaServer::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let old = std::mem::replace(&mut nodes[2].server, replaced);
+    drop(old); // its listener and connection close
+    let pw = p.clone();
+    let w = tokio::spawn(async move { pw.write(Lba(100), block(100, 2)).await });
+    let ask = tokio::time::timeout(Duration::from_secs(5), asks.recv())
+        .await
+        .expect("the primary asks")
+        .unwrap();
+    assert_eq!(
+        ask,
+        Ask::Drop {
+            node: "n2".into(),
+            epoch: 1
+        }
+    );
+    assert!(!w.is_finished(), "not acknowledged without n2 or a new set");
+    p.membership(set(2, "n0", &["n0", "n1"]), addrs(&nodes));
+    followers[0].store_epoch(2);
+    tokio::time::timeout(Duration::from_secs(5), w)
+        .await
+        .expect("acknowledged in the new epoch")
+        .unwrap()
+        .unwrap();
+    for i in 0..16 {
+        p.write(Lba(200 + i), block(200 + i, 3)).await.unwrap();
+    }
+
+    // 3. n2 comes back (same journal, new listener): it resyncs, the primary asks to add it.
+    let f2 = FollowerVolume::new(nodes[2].engine.clone(), &nodes[2].svc.volumes(), vol, 2).unwrap();
+    nodes[2].server.add(f2.clone());
+    p.membership(set(2, "n0", &["n0", "n1"]), addrs(&nodes));
+    let ask = loop {
+        let a = tokio::time::timeout(Duration::from_secs(5), asks.recv())
+            .await
+            .expect("the primary asks to add n2")
+            .unwrap();
+        if matches!(a, Ask::Add { .. }) {
+            break a;
+        }
+    };
+    assert_eq!(
+        ask,
+        Ask::Add {
+            node: "n2".into(),
+            epoch: 2
+        }
+    );
+    p.membership(set(3, "n0", &["n0", "n1", "n2"]), addrs(&nodes));
+    followers[0].store_epoch(3);
+    f2.store_epoch(3);
+    p.write(Lba(300), block(300, 4)).await.unwrap();
+    assert_eq!(
+        nodes[2].engine.read(vol, Lba(210), BlockCount(1)).unwrap(),
+        block(210, 3),
+        "n2 caught up with what it missed"
+    );
+    assert_eq!(
+        nodes[2].engine.read(vol, Lba(300), BlockCount(1)).unwrap(),
+        block(300, 4)
+    );
+
+    // 4. The primary is gone; n1 is promoted in epoch 4 and serves every acknowledged write.
+    let acked: Vec<(u64, Bytes)> = (0..64)
+        .map(|i| (i, block(i, 1)))
+        .chain([(100, block(100, 2)), (300, block(300, 4))])
+        .chain((0..16).map(|i| (200 + i, block(200 + i, 3))))
+        .collect();
+    lease.revoke();
+    drop(p);
+    nodes[1].server.remove(vol);
+    let (ask_tx2, _asks2) = mpsc::unbounded_channel();
+    let lease1 = Lease::default();
+    lease1.renew(Duration::from_secs(3600));
+    let p1 = PrimaryVolume::start(
+        nodes[1].engine.clone(),
+        nodes[1].svc.volume(vol).unwrap(),
+        "n1",
+        set(4, "n1", &["n1", "n2"]),
+        addrs(&nodes),
+        Arc::new(Asks(ask_tx2)),
+        lease1,
+        cfg,
+    )
+    .unwrap();
+    f2.store_epoch(4);
+    // Give the timer a tick to see the lease.
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    for (i, d) in &acked {
+        assert_eq!(
+            &p1.read(Lba(*i), BlockCount(1)).await.unwrap(),
+            d,
+            "block {i}"
+        );
+    }
+    p1.write(Lba(400), block(400, 5)).await.unwrap();
+    assert_eq!(
+        nodes[2].engine.read(vol, Lba(400), BlockCount(1)).unwrap(),
+        block(400, 5),
+        "the new primary replicates to n2"
+    );
+    assert_eq!(nodes[2].engine.replication_log(vol).last.epoch, 4);
+    drop(p1);
+    for n in nodes {
+        n.svc.shutdown();
+    }
+}
