@@ -54,6 +54,31 @@ pub trait BlockDevice: Send + Sync {
     fn flush(&self) -> IoFuture<()>;
 }
 
+/// A shared device is a device (e.g. a replicated volume also held by its agent).
+impl<D: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<D> {
+    fn geometry(&self) -> VolumeGeometry {
+        (**self).geometry()
+    }
+    fn max_transfer(&self) -> ByteSize {
+        (**self).max_transfer()
+    }
+    fn read(&self, lba: Lba, count: BlockCount) -> IoFuture<Bytes> {
+        (**self).read(lba, count)
+    }
+    fn write(&self, lba: Lba, data: Bytes) -> IoFuture<()> {
+        (**self).write(lba, data)
+    }
+    fn write_zeroes(&self, lba: Lba, count: BlockCount) -> IoFuture<()> {
+        (**self).write_zeroes(lba, count)
+    }
+    fn unmap(&self, lba: Lba, count: BlockCount) -> IoFuture<()> {
+        (**self).unmap(lba, count)
+    }
+    fn flush(&self) -> IoFuture<()> {
+        (**self).flush()
+    }
+}
+
 /// Why a block request failed; each variant tells the front end which status to return.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BlockError {

@@ -13,7 +13,9 @@
 //! * Configuration: when the cluster configuration changes it applies the heartbeat interval and
 //!   timeout (a new lease) and its share of the destage rate, without a restart.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +23,16 @@ use alcubierre_backend::BackendError;
 use alcubierre_block::{IoStats, Metered};
 use alcubierre_cache::{Engine, RateLimiter, VolumeOpener};
 use alcubierre_control::cluster::{self, CONFIG_KEY};
+use alcubierre_control::leader;
 use alcubierre_control::model::{Activation, Node};
-use alcubierre_control::registry::{self, Heartbeat};
+use alcubierre_control::reconcile::ReplicaRequest;
+use alcubierre_control::registry::{self, Heartbeat, LastOk};
 use alcubierre_control::volumes::{Host, QosPolicy, Volume};
 use alcubierre_nvmf::{volume_nqn, HostAcl, Subsystem, SubsystemEvent, Target};
+use alcubierre_replica::node::{FollowerVolume, ReplicaServer};
+use alcubierre_replica::primary::Config as ReplicaConfig;
+use alcubierre_replica::volume::{Ask, Control, Lease, PrimaryVolume};
+use alcubierre_replica::Membership;
 use alcubierre_store::{Store, WatchEvent};
 use alcubierre_types::{BlockSize, ByteSize, VolumeGeometry, VolumeId};
 use parking_lot::RwLock;
@@ -73,16 +81,23 @@ pub struct NodeParts {
     pub destage_limit: Option<Arc<RateLimiter>>,
     /// Where it publishes the I/O statistics of the volumes it exports.
     pub stats: VolumeStats,
+    /// Its replica listener (followers); `None`: it does not replicate (single node).
+    pub replica: Option<Arc<ReplicaServer>>,
+    /// Its replication lease, kept by the heartbeat.
+    pub lease: Lease,
 }
 
 impl Agent {
     /// Starts the agent; it takes over `heartbeat` to apply configuration changes to it.
     pub fn start(store: Arc<dyn Store>, parts: NodeParts, heartbeat: Heartbeat) -> Self {
         let parts = Arc::new(parts);
+        let timeout = Arc::new(AtomicU64::new(heartbeat.timing().1.as_millis() as u64));
+        let last_ok = heartbeat.last_ok();
         let tasks = vec![
             tokio::spawn(activation(store.clone(), parts.name.clone())),
             tokio::spawn(volumes(store.clone(), parts.clone())),
-            tokio::spawn(config(store.clone(), parts.clone(), heartbeat)),
+            tokio::spawn(lease(parts.clone(), last_ok, timeout.clone())),
+            tokio::spawn(config(store.clone(), parts.clone(), heartbeat, timeout)),
             tokio::spawn(cache_health(store, parts)),
         ];
         Self { tasks }
@@ -116,13 +131,34 @@ async fn activation(store: Arc<dyn Store>, name: String) {
     }
 }
 
-/// What the agent exported for a volume.
+/// What the agent exported for a volume it is primary of.
 struct Exported {
     name: String,
     size: u64,
     acl: HostAcl,
     qos: Arc<Qos>,
     policy: Option<QosPolicy>,
+    primary: Arc<PrimaryVolume>,
+    epoch: u64,
+}
+
+/// A volume this node follows.
+struct Following {
+    follower: Arc<FollowerVolume>,
+    epoch: u64,
+    size: u64,
+}
+
+/// The agent's state for volumes.
+#[derive(Default)]
+struct Local {
+    exported: BTreeMap<String, Exported>,
+    following: BTreeMap<String, Following>,
+    /// Volumes this node was primary of when it started: it serves them again only in a newer
+    /// epoch (so no `(epoch, seq)` is assigned twice across its restarts).
+    floors: BTreeMap<String, u64>,
+    /// The store revision when the agent started: volumes created later have no floor.
+    start_rev: i64,
 }
 
 /// The access list of `v`: its hosts' NQNs, or any host when it names none.
@@ -145,11 +181,24 @@ fn geometry(v: &Volume) -> anyhow::Result<VolumeGeometry> {
     )?)
 }
 
-fn export(p: &NodeParts, v: &Volume, acl: HostAcl, qos: Arc<Qos>) -> anyhow::Result<()> {
+fn membership(v: &Volume) -> Membership {
+    Membership {
+        epoch: v.epoch,
+        primary: v.primary.clone(),
+        replicas: v.replicas.clone(),
+        in_sync: v.in_sync.clone(),
+    }
+}
+
+/// Makes sure the backend image exists at the volume's size and the cache has it attached.
+fn attach(p: &NodeParts, v: &Volume) -> anyhow::Result<VolumeId> {
     let id = VolumeId(v.id.parse()?);
     let backend = p.engine.backend();
     match backend.size(id) {
-        Err(BackendError::NotFound { .. }) => backend.create(id, ByteSize(v.size))?,
+        Err(BackendError::NotFound { .. }) => match backend.create(id, ByteSize(v.size)) {
+            Ok(()) | Err(BackendError::Exists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        },
         Err(e) => return Err(e.into()),
         Ok(s) if s.0 < v.size => backend.resize(id, ByteSize(v.size))?,
         Ok(_) => {}
@@ -158,10 +207,44 @@ fn export(p: &NodeParts, v: &Volume, acl: HostAcl, qos: Arc<Qos>) -> anyhow::Res
         Ok(()) | Err(alcubierre_cache::CacheError::AlreadyAttached(_)) => {}
         Err(e) => return Err(e.into()),
     }
+    Ok(id)
+}
+
+/// The replica addresses of `v`'s members, from their node records.
+fn peers(v: &Volume, nodes: &BTreeMap<String, Node>) -> HashMap<String, SocketAddr> {
+    v.replicas
+        .iter()
+        .filter_map(|r| {
+            let a = nodes.get(r)?.replica.parse().ok()?;
+            Some((r.clone(), a))
+        })
+        .collect()
+}
+
+/// Starts serving `v` as its primary and exports it.
+fn export(
+    p: &NodeParts,
+    v: &Volume,
+    acl: HostAcl,
+    qos: Arc<Qos>,
+    nodes: &BTreeMap<String, Node>,
+    control: Arc<dyn Control>,
+) -> anyhow::Result<Arc<PrimaryVolume>> {
+    let id = attach(p, v)?;
+    let primary = PrimaryVolume::start(
+        p.engine.clone(),
+        p.volumes.volume(id)?,
+        &p.name,
+        membership(v),
+        peers(v, nodes),
+        control,
+        p.lease.clone(),
+        ReplicaConfig::default(),
+    )?;
     let stats = Arc::new(IoStats::default());
     // Metered outside the QoS wait: latency is what the host sees.
     let dev = Arc::new(Metered::new(
-        Limited::new(p.volumes.volume(id)?, qos.clone()),
+        Limited::new(primary.clone(), qos.clone()),
         stats.clone(),
     ));
     p.target
@@ -174,12 +257,14 @@ fn export(p: &NodeParts, v: &Volume, acl: HostAcl, qos: Arc<Qos>) -> anyhow::Res
             qos,
         },
     );
-    Ok(())
+    Ok(primary)
 }
 
-fn grow(p: &NodeParts, v: &Volume) -> anyhow::Result<()> {
+fn grow(p: &NodeParts, v: &Volume, notify: bool) -> anyhow::Result<()> {
     let id = VolumeId(v.id.parse()?);
-    p.engine.backend().resize(id, ByteSize(v.size))?;
+    if notify {
+        p.engine.backend().resize(id, ByteSize(v.size))?;
+    }
     p.engine.resize(id, geometry(v)?)?;
     if let Some(s) = p.target.subsystem(&volume_nqn(id)) {
         s.notify(SubsystemEvent::NamespaceChanged);
@@ -198,18 +283,58 @@ fn unexport(p: &NodeParts, id: &str, deleted: bool) -> anyhow::Result<()> {
             Ok(()) | Err(BackendError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-    } else {
-        // Its dirty data stays in the journal and is still destaged.
-        let _ = p.engine.detach(vid);
     }
     Ok(())
 }
 
-async fn converge(
-    store: &dyn Store,
-    p: &NodeParts,
-    exported: &mut BTreeMap<String, Exported>,
-) -> anyhow::Result<()> {
+/// Stops following `id`; its journal entries are dropped when it is no longer a member.
+fn unfollow(p: &NodeParts, id: &str, member: bool) -> anyhow::Result<()> {
+    let vid = VolumeId(id.parse()?);
+    if let Some(server) = &p.replica {
+        server.remove(vid);
+    }
+    if !member {
+        p.engine.drop_volume(vid)?;
+    }
+    Ok(())
+}
+
+/// Sends the primary's requests to the leader through the store.
+struct AgentControl {
+    store: Arc<dyn Store>,
+    me: String,
+}
+
+impl Control for AgentControl {
+    fn ask(&self, volume: VolumeId, ask: Ask) {
+        let (store, me) = (self.store.clone(), self.me.clone());
+        tokio::spawn(async move {
+            let (node, req) = match ask {
+                Ask::Drop { node, epoch } => (
+                    node.clone(),
+                    ReplicaRequest::Drop {
+                        node,
+                        epoch,
+                        from: me,
+                    },
+                ),
+                Ask::Add { node, epoch } => (
+                    node.clone(),
+                    ReplicaRequest::Add {
+                        node,
+                        epoch,
+                        from: me,
+                    },
+                ),
+            };
+            if let Err(e) = leader::request(&*store, &volume.to_string(), &node, &req).await {
+                tracing::warn!(%volume, ?req, "sending a request to the leader failed: {e}");
+            }
+        });
+    }
+}
+
+async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> anyhow::Result<()> {
     let mut hosts = BTreeMap::new();
     for kv in store.list("hosts/").await? {
         if let Ok(h) = serde_json::from_slice::<Host>(&kv.value) {
@@ -225,20 +350,33 @@ async fn converge(
             policies.insert(name.to_string(), q);
         }
     }
+    let nodes: BTreeMap<String, Node> = registry::nodes(&**store)
+        .await?
+        .into_iter()
+        .map(|(k, (n, _))| (k, n))
+        .collect();
     let mut all = BTreeMap::new();
+    let mut created = BTreeMap::new();
     for kv in store.list("volumes/").await? {
         if let Ok(v) = serde_json::from_slice::<Volume>(&kv.value) {
+            created.insert(v.id.clone(), kv.create_revision);
             all.insert(v.id.clone(), v);
         }
     }
-    let gone: Vec<String> = exported
+    let control: Arc<dyn Control> = Arc::new(AgentControl {
+        store: store.clone(),
+        me: p.name.clone(),
+    });
+    // Exports that end: deleted, or no longer primary here.
+    let gone: Vec<String> = local
+        .exported
         .keys()
         .filter(|id| all.get(*id).is_none_or(|v| v.primary != p.name))
         .cloned()
         .collect();
     for id in gone {
         let deleted = !all.contains_key(&id);
-        let e = exported.remove(&id).expect("listed");
+        let e = local.exported.remove(&id).expect("listed");
         match unexport(p, &id, deleted) {
             Ok(()) if deleted => tracing::info!(node = %p.name, volume = %e.name, "deleted"),
             Ok(()) => {
@@ -249,55 +387,122 @@ async fn converge(
             }
         }
     }
-    for v in all.values().filter(|v| v.primary == p.name) {
-        let want = acl(v, &hosts);
-        let policy = v.qos.as_ref().and_then(|q| policies.get(q)).cloned();
-        match exported.get_mut(&v.id) {
-            None => {
-                let qos = Arc::new(Qos::default());
-                qos.apply(policy.as_ref());
-                match export(p, v, want.clone(), qos.clone()) {
-                    Ok(()) => {
-                        tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch, "exported");
-                        exported.insert(
-                            v.id.clone(),
-                            Exported {
-                                name: v.name.clone(),
-                                size: v.size,
-                                acl: want,
-                                qos,
-                                policy,
-                            },
-                        );
+    // Followings that end: deleted, promoted here, or no longer a member.
+    let done: Vec<String> = local
+        .following
+        .keys()
+        .filter(|id| {
+            all.get(*id)
+                .is_none_or(|v| v.primary == p.name || !v.has_replica(&p.name))
+        })
+        .cloned()
+        .collect();
+    for id in done {
+        let member = all.get(&id).is_some_and(|v| v.has_replica(&p.name));
+        local.following.remove(&id);
+        if let Err(e) = unfollow(p, &id, member) {
+            tracing::error!(node = %p.name, volume = %id, "unfollow failed: {e:#}");
+        }
+    }
+    for v in all.values() {
+        if v.primary == p.name {
+            let want = acl(v, &hosts);
+            let policy = v.qos.as_ref().and_then(|q| policies.get(q)).cloned();
+            match local.exported.get_mut(&v.id) {
+                None => {
+                    // After a restart: serve only in a newer epoch than the one found.
+                    if created.get(&v.id).copied().unwrap_or(0) <= local.start_rev {
+                        let floor = *local.floors.entry(v.id.clone()).or_insert(v.epoch);
+                        if v.epoch <= floor {
+                            let req = ReplicaRequest::Restarted {
+                                epoch: v.epoch,
+                                from: p.name.clone(),
+                            };
+                            leader::request(&**store, &v.id, &p.name, &req).await?;
+                            tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch,
+                                "restarted primary: waiting for a new epoch");
+                            continue;
+                        }
                     }
-                    Err(e) => {
-                        tracing::error!(node = %p.name, volume = %v.name, "export failed: {e:#}")
+                    let qos = Arc::new(Qos::default());
+                    qos.apply(policy.as_ref());
+                    match export(p, v, want.clone(), qos.clone(), &nodes, control.clone()) {
+                        Ok(primary) => {
+                            tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch, "serving as primary");
+                            local.exported.insert(
+                                v.id.clone(),
+                                Exported {
+                                    name: v.name.clone(),
+                                    size: v.size,
+                                    acl: want,
+                                    qos,
+                                    policy,
+                                    primary,
+                                    epoch: v.epoch,
+                                },
+                            );
+                        }
+                        Err(e) => {
+                            tracing::error!(node = %p.name, volume = %v.name, "export failed: {e:#}")
+                        }
+                    }
+                }
+                Some(e) => {
+                    if v.epoch != e.epoch {
+                        e.primary.membership(membership(v), peers(v, &nodes));
+                        e.epoch = v.epoch;
+                    }
+                    if e.policy != policy {
+                        e.qos.apply(policy.as_ref());
+                        tracing::info!(node = %p.name, volume = %v.name, ?policy, "QoS applied");
+                        e.policy = policy;
+                    }
+                    if v.size > e.size {
+                        match grow(p, v, true) {
+                            Ok(()) => {
+                                tracing::info!(node = %p.name, volume = %v.name, size = v.size, "grown");
+                                e.size = v.size;
+                            }
+                            Err(err) => {
+                                tracing::error!(node = %p.name, volume = %v.name, "resize failed: {err:#}")
+                            }
+                        }
+                    }
+                    if e.acl != want {
+                        let id = VolumeId(v.id.parse()?);
+                        if let Some(s) = p.target.subsystem(&volume_nqn(id)) {
+                            s.set_acl(want.clone());
+                        }
+                        e.acl = want;
                     }
                 }
             }
-            Some(e) => {
-                if e.policy != policy {
-                    e.qos.apply(policy.as_ref());
-                    tracing::info!(node = %p.name, volume = %v.name, ?policy, "QoS applied");
-                    e.policy = policy;
+        } else if v.has_replica(&p.name) {
+            let Some(server) = &p.replica else { continue };
+            match local.following.get_mut(&v.id) {
+                None => {
+                    let id = attach(p, v)?;
+                    let f = FollowerVolume::new(p.engine.clone(), &p.volumes, id, v.epoch)?;
+                    server.add(f.clone());
+                    tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch, last = ?f.last(), "following");
+                    local.following.insert(
+                        v.id.clone(),
+                        Following {
+                            follower: f,
+                            epoch: v.epoch,
+                            size: v.size,
+                        },
+                    );
                 }
-                if v.size > e.size {
-                    match grow(p, v) {
-                        Ok(()) => {
-                            tracing::info!(node = %p.name, volume = %v.name, size = v.size, "grown");
-                            e.size = v.size;
-                        }
-                        Err(err) => {
-                            tracing::error!(node = %p.name, volume = %v.name, "resize failed: {err:#}")
-                        }
+                Some(f) => {
+                    if v.epoch != f.epoch {
+                        f.follower.store_epoch(v.epoch);
+                        f.epoch = v.epoch;
                     }
-                }
-                if e.acl != want {
-                    let id = VolumeId(v.id.parse()?);
-                    if let Some(s) = p.target.subsystem(&volume_nqn(id)) {
-                        s.set_acl(want.clone());
+                    if v.size > f.size {
+                        grow(p, v, false)?;
+                        f.size = v.size;
                     }
-                    e.acl = want;
                 }
             }
         }
@@ -306,16 +511,20 @@ async fn converge(
 }
 
 async fn volumes(store: Arc<dyn Store>, p: Arc<NodeParts>) {
-    let mut exported = BTreeMap::new();
+    let mut local = Local {
+        start_rev: store.revision().await.unwrap_or(0),
+        ..Local::default()
+    };
     loop {
         // Watch first, then read: nothing written in between is missed.
         let rev = store.revision().await.unwrap_or(0);
-        let (mut w1, mut w2, mut w3) = match (
+        let (mut w1, mut w2, mut w3, mut w4) = match (
             store.watch("volumes/", Some(rev + 1)).await,
             store.watch("hosts/", Some(rev + 1)).await,
             store.watch("qos/", Some(rev + 1)).await,
+            store.watch(registry::NODES, Some(rev + 1)).await,
         ) {
-            (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+            (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
             _ => {
                 tracing::warn!(node = %p.name, "cannot watch volumes; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -323,7 +532,7 @@ async fn volumes(store: Arc<dyn Store>, p: Arc<NodeParts>) {
             }
         };
         loop {
-            if let Err(e) = converge(&*store, &p, &mut exported).await {
+            if let Err(e) = converge(&store, &p, &mut local).await {
                 tracing::warn!(node = %p.name, "applying volumes failed: {e:#}");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -331,10 +540,26 @@ async fn volumes(store: Arc<dyn Store>, p: Arc<NodeParts>) {
                 e = w1.next() => e,
                 e = w2.next() => e,
                 e = w3.next() => e,
+                e = w4.next() => e,
+                // Retry pending work (e.g. a restarted primary waiting for its new epoch).
+                _ = tokio::time::sleep(Duration::from_secs(2)) => Some(Ok(WatchEvent::Delete { key: String::new(), revision: 0 })),
             };
             if !matches!(ev, Some(Ok(_))) {
                 break; // the watch failed: start over
             }
+        }
+    }
+}
+
+/// Keeps the node's replication lease: it runs half a heartbeat timeout from the start of the
+/// newest successful heartbeat round trip (docs/design/replication.md rule 6).
+async fn lease(p: Arc<NodeParts>, last_ok: LastOk, timeout: Arc<AtomicU64>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let t = *last_ok.lock().expect("not poisoned");
+        if let Some(t) = t {
+            let half = Duration::from_millis(timeout.load(Ordering::Relaxed) / 2);
+            p.lease.renew_from(t, half);
         }
     }
 }
@@ -369,7 +594,12 @@ async fn cache_health(store: Arc<dyn Store>, p: Arc<NodeParts>) {
 }
 
 /// Applies the cluster configuration: heartbeat timing and this node's destage share.
-async fn config(store: Arc<dyn Store>, p: Arc<NodeParts>, mut heartbeat: Heartbeat) {
+async fn config(
+    store: Arc<dyn Store>,
+    p: Arc<NodeParts>,
+    mut heartbeat: Heartbeat,
+    timeout: Arc<AtomicU64>,
+) {
     loop {
         let rev = store.revision().await.unwrap_or(0);
         let (Ok(mut w1), Ok(mut w2)) = (
@@ -381,7 +611,7 @@ async fn config(store: Arc<dyn Store>, p: Arc<NodeParts>, mut heartbeat: Heartbe
         };
         loop {
             match apply_config(&*store, &p, &mut heartbeat).await {
-                Ok(()) => {}
+                Ok(()) => timeout.store(heartbeat.timing().1.as_millis() as u64, Ordering::Relaxed),
                 Err(e) => {
                     tracing::warn!(node = %p.name, "applying the cluster config failed: {e:#}")
                 }
@@ -487,6 +717,8 @@ mod tests {
                 ana_group: 1,
                 destage_limit: None,
                 stats: VolumeStats::default(),
+                replica: None,
+                lease: Default::default(),
             },
             hb,
         );

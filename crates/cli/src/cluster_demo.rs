@@ -101,10 +101,11 @@ async fn start_node(
         Ok(l) => l,
         Err(_) => Listener::bind(target.clone(), "127.0.0.1:0".parse()?, 1).await?,
     };
+    let replica = alcubierre_replica::node::ReplicaServer::bind("127.0.0.1:0".parse()?).await?;
     let node = Node {
         name: name.clone(),
         management: String::new(),
-        replica: String::new(),
+        replica: replica.local_addr().to_string(),
         cache: vec![CacheDevice {
             path: cache_path.display().to_string(),
             size: CACHE,
@@ -143,6 +144,8 @@ async fn start_node(
             ana_group: i as u32,
             destage_limit: Some(limit),
             stats,
+            replica: Some(replica),
+            lease: Default::default(),
         },
         hb,
     );

@@ -70,6 +70,9 @@ pub struct ClusterSection {
     pub api_listen: Option<SocketAddr>,
     /// The API's bearer token (or the environment's ALCUBIERRE_TOKEN).
     pub api_token: Option<String>,
+    /// Where followers listen for their primaries (`ip:port`, reachable by the other nodes);
+    /// default: the first NVMe/TCP listen address (127.0.0.1 if that is a wildcard), any port.
+    pub replica_listen: Option<SocketAddr>,
     /// Serve the API over TLS with this PEM certificate chain (with `api_tls_key`).
     pub api_tls_cert: Option<std::path::PathBuf>,
     /// The certificate's PEM private key.

@@ -268,6 +268,19 @@ async fn join_cluster(
         }],
         _ => Vec::new(),
     };
+    let replica_addr = c.replica_listen.unwrap_or_else(|| {
+        let ip = cfg
+            .nvmf
+            .listen
+            .first()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified())
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        SocketAddr::new(ip, 0)
+    });
+    let replica = alcubierre_replica::node::ReplicaServer::bind(replica_addr)
+        .await
+        .with_context(|| format!("cluster.replica_listen: binding {replica_addr}"))?;
     let record = NodeRecord {
         name: cfg.node.name.clone(),
         management: c.api_listen.map_or(String::new(), |a| {
@@ -278,7 +291,7 @@ async fn join_cluster(
             };
             format!("{scheme}://{a}")
         }),
-        replica: String::new(),
+        replica: replica.local_addr().to_string(),
         cache,
         activation: Activation::Registered,
         draining: false,
@@ -313,6 +326,8 @@ async fn join_cluster(
             ana_group: cfg.node.ana_group,
             destage_limit: destage_limit.clone(),
             stats: stats.clone(),
+            replica: Some(replica),
+            lease: Default::default(),
         },
         hb,
     );

@@ -513,3 +513,135 @@ async fn the_api_serves_tls() {
     .unwrap();
     assert!(!r.starts_with(b"HTTP/"), "{}", String::from_utf8_lossy(&r));
 }
+
+/// Replication across processes: three `serve` nodes on etcd; a host writes through the
+/// primary; the primary is killed with SIGKILL; the leader promotes an in-sync follower, which
+/// exports the volume with every acknowledged write. Prints the failover time (kill to the first
+/// successful write on the new primary).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_primary_fails_over_with_every_acknowledged_write() {
+    use alcubierre_nvmf::initiator::HostController;
+    let etcd = EtcdServer::start().unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let api_extra = "api_listen = \"127.0.0.1:0\"\napi_token = \"t0ken-for-tests\"";
+    let mut procs = Vec::new();
+    let mut ready = Vec::new();
+    for i in 1..=3 {
+        let (p, r) = start_node_with(dir.path(), i, &etcd.endpoint, api_extra);
+        procs.push(p);
+        ready.push(r);
+    }
+    let apis: Vec<String> = ready
+        .iter()
+        .map(|r| {
+            r["api"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("http://")
+                .to_string()
+        })
+        .collect();
+    json_call(
+        &apis[0],
+        "PUT",
+        "/api/v1/cluster/config",
+        r#"{"heartbeat_interval_ms":300,"heartbeat_timeout_ms":2000}"#,
+    )
+    .await;
+    json_call(
+        &apis[0],
+        "POST",
+        "/api/v1/nodes/activate",
+        r#"{"nodes":["node-1","node-2","node-3"]}"#,
+    )
+    .await;
+    let store = etcd.connect().await;
+    let names: Vec<String> = (1..=3).map(|i| format!("node-{i}")).collect();
+    alcubierre_control::registry::wait_active(&store, &names, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let v = json_call(
+        &apis[0],
+        "POST",
+        "/api/v1/volumes",
+        r#"{"name":"r","size":16777216}"#,
+    )
+    .await;
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(v["in_sync"].as_array().unwrap().len(), 3);
+    let nqn = alcubierre_nvmf::volume_nqn(alcubierre_types::VolumeId(id.parse().unwrap()));
+    let portal = |name: &str| -> std::net::SocketAddr {
+        ready[node_index(name)]["listening"][0]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let primary = v["primary"].as_str().unwrap().to_string();
+    let addr = portal(&primary);
+    let mut c = eventually(10, "the volume exported", || async {
+        HostController::connect(addr, &nqn, &Default::default(), 1)
+            .await
+            .ok()
+    })
+    .await;
+    let block = |i: u64| {
+        let mut d = vec![(i % 251) as u8; 4096];
+        d[..8].copy_from_slice(&i.to_le_bytes());
+        bytes::Bytes::from(d)
+    };
+    for i in 0..64 {
+        c.write(0, i * 7, block(i), 4096).await.unwrap();
+    }
+    drop(c);
+
+    let pidx = node_index(&primary);
+    procs[pidx].0.kill().unwrap();
+    procs[pidx].0.wait().unwrap();
+    let killed = Instant::now();
+    let live = apis[(0..3).find(|i| *i != pidx).unwrap()].clone();
+    let new_primary = eventually(20, "a new primary", || async {
+        let v = json_call(&live, "GET", &format!("/api/v1/volumes/{id}"), "").await;
+        let p = v["primary"].as_str().unwrap().to_string();
+        (p != primary).then_some(p)
+    })
+    .await;
+    let addr = portal(&new_primary);
+    let mut c = eventually(
+        20,
+        "the new primary exports it and takes a write",
+        || async {
+            let mut c = match HostController::connect(addr, &nqn, &Default::default(), 1).await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("connect to the new primary: {e}");
+                    return None;
+                }
+            };
+            if let Err(e) = c.write(0, 1000, block(1000), 4096).await {
+                eprintln!("write on the new primary: {e}");
+                return None;
+            }
+            Some(c)
+        },
+    )
+    .await;
+    let failover = killed.elapsed();
+    eprintln!("failover: primary {primary} killed, {new_primary} took a write after {failover:?}");
+    for i in 0..64 {
+        assert_eq!(
+            c.read(0, i * 7, 1, 4096).await.unwrap(),
+            block(i),
+            "block {i}"
+        );
+    }
+    let v = json_call(&live, "GET", &format!("/api/v1/volumes/{id}"), "").await;
+    assert!(
+        !v["in_sync"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == primary.as_str()),
+        "{v}"
+    );
+}

@@ -322,7 +322,12 @@ pub struct Heartbeat {
     store: Arc<dyn Store>,
     name: String,
     timing: (Duration, Duration),
+    last_ok: LastOk,
 }
+
+/// When the newest successful heartbeat round trip started (shared across restarts of the
+/// heartbeat): the node's store lease runs from there.
+pub type LastOk = Arc<std::sync::Mutex<Option<std::time::Instant>>>;
 
 impl Drop for Heartbeat {
     fn drop(&mut self) {
@@ -338,16 +343,32 @@ impl Heartbeat {
         interval: Duration,
         timeout: Duration,
     ) -> Result<Self, StoreError> {
+        Self::start_with(store, name, interval, timeout, LastOk::default()).await
+    }
+
+    async fn start_with(
+        store: Arc<dyn Store>,
+        name: &str,
+        interval: Duration,
+        timeout: Duration,
+        last_ok: LastOk,
+    ) -> Result<Self, StoreError> {
         let key = format!("{ALIVE}{name}");
+        let t0 = std::time::Instant::now();
         let mut lease = Self::announce(&*store, &key, timeout).await?;
+        *last_ok.lock().expect("not poisoned") = Some(t0);
         let handle = store.clone();
+        let clock = last_ok.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
+                let t0 = std::time::Instant::now();
                 match store.keep_alive(lease).await {
-                    Ok(()) => {}
+                    Ok(()) => {
+                        *clock.lock().expect("not poisoned") = Some(t0);
+                    }
                     Err(StoreError::LeaseNotFound(_)) => {
                         // Expired (e.g. the store was unreachable for longer than the timeout):
                         // announce again.
@@ -366,7 +387,13 @@ impl Heartbeat {
             store: handle,
             name: name.to_string(),
             timing: (interval, timeout),
+            last_ok,
         })
+    }
+
+    /// The shared clock of successful round trips.
+    pub fn last_ok(&self) -> LastOk {
+        self.last_ok.clone()
     }
 
     /// The interval and timeout in use.
@@ -377,7 +404,14 @@ impl Heartbeat {
     /// A heartbeat for the same node with new timing: the key moves to a new lease at once (the
     /// node stays available throughout); drop `self` afterwards.
     pub async fn restart(&self, interval: Duration, timeout: Duration) -> Result<Self, StoreError> {
-        Self::start(self.store.clone(), &self.name, interval, timeout).await
+        Self::start_with(
+            self.store.clone(),
+            &self.name,
+            interval,
+            timeout,
+            self.last_ok.clone(),
+        )
+        .await
     }
 
     async fn announce(

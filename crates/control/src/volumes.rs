@@ -31,8 +31,7 @@ pub struct Volume {
     pub replicas: Vec<String>,
     /// The replica that serves I/O: the only node that exports the volume.
     pub primary: String,
-    /// Replicas known to hold every acknowledged write; the primary is always one. Until
-    /// replication exists (issue 6) writes reach only the primary, so only it is in sync.
+    /// Replicas known to hold every acknowledged write; the primary is always one.
     pub in_sync: Vec<String>,
     /// QoS policy name.
     pub qos: Option<String>,
@@ -250,7 +249,8 @@ pub async fn create(
         size: req.size,
         block_size: req.block_size,
         primary: replicas[0].clone(),
-        in_sync: vec![replicas[0].clone()],
+        // A new volume holds no write yet: every replica has all of them.
+        in_sync: replicas.clone(),
         replicas,
         qos: req.qos.clone(),
         hosts: req.hosts.clone(),

@@ -70,7 +70,7 @@ async fn leader_migrates_a_lost_replica_and_hands_over() {
         .await
         .unwrap();
     assert_eq!(v.primary, v.replicas[0]);
-    assert_eq!(v.in_sync, std::slice::from_ref(&v.primary));
+    assert_eq!(v.in_sync, v.replicas, "a new volume is in sync everywhere");
     let spare = (1..=4)
         .map(|i| format!("node-{i}"))
         .find(|n| !v.has_replica(n))
@@ -91,7 +91,11 @@ async fn leader_migrates_a_lost_replica_and_hands_over() {
     assert_eq!(moved.primary, v.primary);
     assert!(moved.has_replica(&spare), "{moved:?}");
     assert_eq!(moved.replicas.len(), 3);
-    assert_eq!(moved.in_sync, std::slice::from_ref(&v.primary));
+    let kept: Vec<String> = v.in_sync.iter().filter(|n| **n != lost).cloned().collect();
+    assert_eq!(
+        moved.in_sync, kept,
+        "the lost one left, the new one needs a rebuild"
+    );
     assert!(moved.epoch > v.epoch);
 
     // The leader dies (its task stops without resigning): the other candidate takes over once
@@ -169,14 +173,14 @@ async fn the_leader_handles_primaries_requests() {
     let v = volumes::create(&*store, &req("v"), "vol-1".into(), &Licence::default())
         .await
         .unwrap();
-    // Until replication fills it, only the primary is in sync; the primary asks to add one.
+    // The primary asks to drop a follower, then (caught up again) to add it back.
     let follower = v.replicas[1].clone();
-    let add = ReplicaRequest::Add {
+    let drop_it = ReplicaRequest::Drop {
         node: follower.clone(),
         epoch: v.epoch,
         from: v.primary.clone(),
     };
-    leader::request(&*store, &v.id, &follower, &add)
+    leader::request(&*store, &v.id, &follower, &drop_it)
         .await
         .unwrap();
     // A request from a node that is not the primary is refused.
@@ -194,13 +198,25 @@ async fn the_leader_handles_primaries_requests() {
         .await
         .unwrap();
     assert!(Leader::default().round(&*store, &l).await.unwrap());
-    let (after, _) = volumes::find(&*store, "vol-1").await.unwrap();
-    assert_eq!(after.in_sync, [v.primary.clone(), follower.clone()]);
-    assert_eq!(after.epoch, v.epoch + 1);
+    let (dropped, _) = volumes::find(&*store, "vol-1").await.unwrap();
+    assert_eq!(dropped.in_sync, [v.primary.clone(), other.clone()]);
+    assert_eq!(dropped.epoch, v.epoch + 1);
     assert!(
         store.list(leader::REQUESTS).await.unwrap().is_empty(),
         "handled and refused requests are gone"
     );
+    let add = ReplicaRequest::Add {
+        node: follower.clone(),
+        epoch: dropped.epoch,
+        from: v.primary.clone(),
+    };
+    leader::request(&*store, &v.id, &follower, &add)
+        .await
+        .unwrap();
+    assert!(Leader::default().round(&*store, &l).await.unwrap());
+    let (after, _) = volumes::find(&*store, "vol-1").await.unwrap();
+    assert_eq!(after.in_sync, [v.primary.clone(), other, follower.clone()]);
+    assert_eq!(after.epoch, v.epoch + 2);
     // The same request again is stale (older epoch): nothing changes.
     leader::request(&*store, &v.id, &follower, &add)
         .await

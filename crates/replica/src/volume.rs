@@ -81,6 +81,13 @@ impl Lease {
         self.until_ms.fetch_max(until, Ordering::AcqRel);
     }
 
+    /// The lease runs until `d` after `start` (e.g. when a successful store round trip began).
+    pub fn renew_from(&self, start: Instant, d: Duration) {
+        let from = start.saturating_duration_since(self.base).as_millis() as u64;
+        self.until_ms
+            .fetch_max(from + d.as_millis() as u64, Ordering::AcqRel);
+    }
+
     /// Ends the lease now.
     pub fn revoke(&self) {
         self.until_ms.store(0, Ordering::Release);
