@@ -1,13 +1,18 @@
 //! A node's agent in a cluster: it applies the desired state the store holds.
 //! * Activation: when its record turns `activating`, it checks its cache devices and reports
 //!   success or failure (`registry::finish_activation`).
-//! * Volumes: whenever a volume, a host or a QoS policy changes, it compares the volumes whose primary it is
-//!   with what it exports, and converges: it exports new ones over NVMe/TCP (creating the
-//!   backend image and attaching the volume to its cache first), grows resized ones (the hosts
-//!   get a Namespace Attribute Changed event), applies access lists (the volume's hosts' NQNs; an
-//!   empty list lets any host in) and QoS policies, and stops exporting volumes that moved away or were deleted
-//!   (a deleted volume's cached data is dropped and its backend image deleted). Until
-//!   replication exists (issue 6), only the primary holds data.
+//! * Volumes: whenever a volume, a host, a QoS policy or a node record changes, it converges on
+//!   the store's replica sets. A volume whose primary it is runs as a replicated volume
+//!   (`alcubierre_replica::volume::PrimaryVolume`) exported over NVMe/TCP, with its access list
+//!   (the volume's hosts' NQNs; an empty list lets any host in) and QoS policy; a volume it is a
+//!   follower of is registered with its replica listener. It grows resized volumes (hosts get a
+//!   Namespace Attribute Changed event), follows epoch changes, sends the primary's requests to
+//!   the leader, switches roles on failover, and stops serving volumes that moved away or were
+//!   deleted (a deleted volume's cached data is dropped and its backend image deleted; a
+//!   replica that left the set drops its journal entries). After a restart it serves a volume
+//!   it was primary of only in a new epoch it asks the leader for.
+//! * Lease: the replication lease runs half a heartbeat timeout from the newest successful
+//!   heartbeat round trip.
 //! * Cache health: it reports its cache device failed (every journal partition stopped after a
 //!   device error) or degraded (some did), so the leader moves its replicas.
 //! * Configuration: when the cluster configuration changes it applies the heartbeat interval and

@@ -2,12 +2,9 @@
 //! embedded metadata store; each has a file-backed cache device, a file backend directory and an
 //! NVMe/TCP listener on loopback; they register and heartbeat, are activated through the
 //! activation rules, and a 1 GiB volume is created through placement. Each node runs the same
-//! agent as `serve` in a cluster (`agent.rs`): it finishes its activation and exports the
-//! volumes whose first replica it is.
+//! agent as `serve` in a cluster (`agent.rs`) and a replica listener: the volume's primary
+//! exports it and replicates every write to the other two nodes' caches before acknowledging it.
 //! The REST API serves on loopback with a random token. Runs until Ctrl-C / SIGTERM.
-//!
-//! Until replication (issue 6) exists, only a volume's first replica node exports it; the other
-//! two replicas are placements without data.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -260,7 +257,7 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
                 );
             }
             println!(
-                "volume {} ({}), {} replicas on {}; exported by {primary} until replication lands",
+                "volume {} ({}), {} replicas on {} (every write durable on all three); primary {primary}",
                 v.name,
                 id,
                 v.replicas.len(),
