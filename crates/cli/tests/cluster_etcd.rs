@@ -130,6 +130,30 @@ async fn killed_node_becomes_unavailable_within_the_timeout() {
     );
 }
 
+/// Starts node-1..=node-n, each serving the API with the test token; returns the processes,
+/// their ready lines and their API addresses.
+fn start_api_nodes(
+    dir: &std::path::Path,
+    n: usize,
+    etcd: &str,
+) -> (Vec<common::Proc>, Vec<serde_json::Value>, Vec<String>) {
+    let api_extra = "api_listen = \"127.0.0.1:0\"\napi_token = \"t0ken-for-tests\"";
+    let (procs, ready): (Vec<_>, Vec<_>) = (1..=n)
+        .map(|i| start_node_with(dir, i, etcd, api_extra))
+        .unzip();
+    let apis = ready
+        .iter()
+        .map(|r| {
+            r["api"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("http://")
+                .to_string()
+        })
+        .collect();
+    (procs, ready, apis)
+}
+
 /// An API call with the test token, off the async workers.
 async fn call(api: &str, method: &'static str, path: &str, body: &str) -> (u16, String) {
     let (api, path, body) = (api.to_string(), path.to_string(), body.to_string());
@@ -175,24 +199,7 @@ async fn serve_processes_form_a_cluster_that_serves_and_heals_volumes() {
     use alcubierre_nvmf::initiator::{HostConfig, HostController};
     let etcd = EtcdServer::start().unwrap();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let api_extra = "api_listen = \"127.0.0.1:0\"\napi_token = \"t0ken-for-tests\"";
-    let mut procs = Vec::new();
-    let mut ready = Vec::new();
-    for i in 1..=4 {
-        let (p, r) = start_node_with(dir.path(), i, &etcd.endpoint, api_extra);
-        procs.push(p);
-        ready.push(r);
-    }
-    let apis: Vec<String> = ready
-        .iter()
-        .map(|r| {
-            r["api"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("http://")
-                .to_string()
-        })
-        .collect();
+    let (mut procs, ready, apis) = start_api_nodes(dir.path(), 4, &etcd.endpoint);
     let api = apis[0].clone();
     // The web console is served at the root.
     let (st, html) = call(&api, "GET", "/", "").await;
@@ -523,24 +530,7 @@ async fn a_killed_primary_fails_over_with_every_acknowledged_write() {
     use alcubierre_nvmf::initiator::HostController;
     let etcd = EtcdServer::start().unwrap();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let api_extra = "api_listen = \"127.0.0.1:0\"\napi_token = \"t0ken-for-tests\"";
-    let mut procs = Vec::new();
-    let mut ready = Vec::new();
-    for i in 1..=3 {
-        let (p, r) = start_node_with(dir.path(), i, &etcd.endpoint, api_extra);
-        procs.push(p);
-        ready.push(r);
-    }
-    let apis: Vec<String> = ready
-        .iter()
-        .map(|r| {
-            r["api"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("http://")
-                .to_string()
-        })
-        .collect();
+    let (mut procs, ready, apis) = start_api_nodes(dir.path(), 3, &etcd.endpoint);
     json_call(
         &apis[0],
         "PUT",

@@ -12,14 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use alcubierre_cache::{CacheVolume, Engine, Tag, VolumeOpener};
-use alcubierre_types::{BlockCount, Lba, VolumeGeometry, VolumeId};
+use alcubierre_cache::{CacheVolume, Engine, VolumeOpener};
+use alcubierre_types::{VolumeGeometry, VolumeId};
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 
 use crate::follower::{Action, Follower};
 use crate::link;
-use crate::wire::{Msg, Payload, VERSION};
+use crate::wire::{Msg, VERSION};
 use crate::Pos;
 
 /// One volume this node follows.
@@ -99,20 +99,7 @@ impl FollowerVolume {
                     }
                 }
                 Action::Persist { pos, payload } => {
-                    let tag = Tag {
-                        epoch: pos.epoch,
-                        seq: pos.seq,
-                    };
-                    let bs = self.geometry.block_size().bytes();
-                    let f = match payload {
-                        Payload::Write { offset, data } => {
-                            self.dev.write_tagged(Lba(offset / bs), data, tag)
-                        }
-                        Payload::Zero { offset, len } => {
-                            self.dev
-                                .zero_tagged(Lba(offset / bs), BlockCount(len / bs), tag)
-                        }
-                    };
+                    let f = crate::volume::persist(&self.dev, &self.geometry, pos, payload);
                     let me = self.clone();
                     tokio::spawn(async move {
                         match f.await {

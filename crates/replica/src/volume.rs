@@ -293,20 +293,7 @@ impl PrimaryVolume {
                         w.bytes -= payload_bytes(&pl);
                         w.floor = p.seq;
                     }
-                    let tag = Tag {
-                        epoch: pos.epoch,
-                        seq: pos.seq,
-                    };
-                    let bs = self.geometry.block_size().bytes();
-                    let f = match payload {
-                        Payload::Write { offset, data } => {
-                            self.dev.write_tagged(Lba(offset / bs), data, tag)
-                        }
-                        Payload::Zero { offset, len } => {
-                            self.dev
-                                .zero_tagged(Lba(offset / bs), BlockCount(len / bs), tag)
-                        }
-                    };
+                    let f = persist(&self.dev, &self.geometry, pos, payload);
                     let me = self.clone();
                     tokio::spawn(async move {
                         let r = f.await;
@@ -491,6 +478,26 @@ impl BlockDevice for PrimaryVolume {
             None => Ok(()),
         };
         futures::future::ready(r).boxed()
+    }
+}
+
+/// Submits a replicated write to the local journal (in call order) with its tag.
+pub(crate) fn persist(
+    dev: &CacheVolume,
+    geometry: &VolumeGeometry,
+    pos: Pos,
+    payload: Payload,
+) -> IoFuture<()> {
+    let tag = Tag {
+        epoch: pos.epoch,
+        seq: pos.seq,
+    };
+    let bs = geometry.block_size().bytes();
+    match payload {
+        Payload::Write { offset, data } => dev.write_tagged(Lba(offset / bs), data, tag),
+        Payload::Zero { offset, len } => {
+            dev.zero_tagged(Lba(offset / bs), BlockCount(len / bs), tag)
+        }
     }
 }
 
