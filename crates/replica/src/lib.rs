@@ -5,7 +5,7 @@
 //! appends them in order and reports what is durable. Neither does I/O: inputs (host writes,
 //! messages, durable notifications, membership from the store, time) go in; actions (messages to
 //! send, writes to persist, acknowledgements, requests to the leader) come out, so the
-//! deterministic simulation (`tests/sim.rs`) drives exactly the code that runs in nodes. The
+//! deterministic simulation (`tests/sim/`) drives exactly the code that runs in nodes. The
 //! rules they implement are numbered in `docs/design/replication.md`.
 
 #![forbid(unsafe_code)]
