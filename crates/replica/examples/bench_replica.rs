@@ -3,8 +3,9 @@
 //! against the same writes on one engine without replication. Reports IOPS, latency
 //! percentiles and CPU time per write (this process: primary, followers and the client).
 //!
-//! `cargo run --release -p alcubierre-replica --example bench_replica [seconds] [dir]`
-//! (default 5 s per run, files under /var/tmp).
+//! `cargo run --release -p alcubierre-replica --example bench_replica [seconds] [dir|mem]`
+//! (default 5 s per run, files under /var/tmp; `mem`: memory media, no device syncs, which
+//! isolates the replication path's own cost).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -82,8 +83,14 @@ fn report(name: &str, qd: usize, secs: u64, (n, lat, cpu): (u64, Vec<Duration>, 
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let secs: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
-    let dir = std::path::PathBuf::from(args.get(2).cloned().unwrap_or("/var/tmp".into()))
-        .join(format!("alcubierre-bench-replica-{}", std::process::id()));
+    let mem = args.get(2).is_some_and(|a| a == "mem");
+    let dir = std::path::PathBuf::from(
+        args.get(2)
+            .filter(|_| !mem)
+            .cloned()
+            .unwrap_or("/var/tmp".into()),
+    )
+    .join(format!("alcubierre-bench-replica-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let backend = Arc::new(MemBackend::new());
     let vol = VolumeId(uuid::Uuid::new_v4());
@@ -93,11 +100,17 @@ async fn main() {
     let mut services = Vec::new();
     let mut servers = Vec::new();
     for i in 0..3 {
-        let path = dir.join(format!("cache-{i}.img"));
-        let m = DirectFile::create_file(&path, 1 << 30).unwrap();
-        Engine::format(&m, &FormatOptions::default()).unwrap();
-        drop(m);
-        let m: Arc<dyn Medium> = Arc::new(DirectFile::open(&path).unwrap());
+        let m: Arc<dyn Medium> = if mem {
+            let m = Arc::new(alcubierre_io::MemMedium::new(1 << 30));
+            Engine::format(&*m, &FormatOptions::default()).unwrap();
+            m
+        } else {
+            let path = dir.join(format!("cache-{i}.img"));
+            let m = DirectFile::create_file(&path, 1 << 30).unwrap();
+            Engine::format(&m, &FormatOptions::default()).unwrap();
+            drop(m);
+            Arc::new(DirectFile::open(&path).unwrap())
+        };
         let e = Arc::new(Engine::open(m, backend.clone() as Arc<dyn Backend>).unwrap());
         e.attach(vol, g).unwrap();
         let svc = CacheService::start(
@@ -116,9 +129,13 @@ async fn main() {
         services.push(svc);
     }
     println!(
-        "machine: {} CPUs; cache files in {}",
+        "machine: {} CPUs; cache media: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        dir.display()
+        if mem {
+            "memory".to_string()
+        } else {
+            dir.display().to_string()
+        }
     );
     // One replica: the primary's engine alone (the same cache path without replication).
     let single: Arc<dyn BlockDevice> = Arc::new(services[0].volume(vol).unwrap());
@@ -159,6 +176,15 @@ async fn main() {
     let rep: Arc<dyn BlockDevice> = p.clone();
     for qd in [1, 32] {
         report("3 replicas", qd, secs, run(rep.clone(), qd, secs).await);
+    }
+    for (i, e) in engines.iter().enumerate() {
+        let st = e.stats();
+        println!(
+            "engine n{i}: {} writes in {} batches ({:.1} per batch)",
+            st.ops,
+            st.batches,
+            st.ops as f64 / st.batches.max(1) as f64
+        );
     }
     drop(rep);
     drop(p);
