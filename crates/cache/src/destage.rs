@@ -74,13 +74,14 @@ impl Partition {
             .map(|(v, r)| (*v, r.released))
             .collect();
         let primaries = self.primaries.lock().clone();
+        let released_of = |e: &crate::format::Entry| released.get(&e.volume).copied().unwrap_or(0);
         let held = |e: &crate::format::Entry| {
-            e.rep_seq > 0
-                && matches!(e.kind, EntryKind::Write | EntryKind::Zero)
+            e.replicated()
                 && dropped.get(&e.volume).is_none_or(|&d| e.seq >= d)
-                && e.rep_seq > released.get(&e.volume).copied().unwrap_or(0)
+                && e.rep_seq > released_of(e)
                 && !primaries.contains(&e.volume)
         };
+        let is_released = |e: &crate::format::Entry| e.replicated() && e.rep_seq <= released_of(e);
         if let Some(cut) = read
             .batches
             .iter()
@@ -93,11 +94,6 @@ impl Partition {
         let mut destaged_tags: HashMap<VolumeId, u64> = HashMap::new();
         let mut entry_seq = cursor.entry_seq;
         for (i, (h, _, _)) in read.batches.iter().enumerate() {
-            let is_released = |e: &crate::format::Entry| {
-                e.rep_seq > 0
-                    && matches!(e.kind, EntryKind::Write | EntryKind::Zero)
-                    && e.rep_seq <= released.get(&e.volume).copied().unwrap_or(0)
-            };
             skipped.extend(
                 h.entries
                     .iter()
@@ -105,10 +101,7 @@ impl Partition {
                     .map(|e| (e.volume, *e, h.virt)),
             );
             for e in &h.entries {
-                if e.rep_seq > 0
-                    && matches!(e.kind, EntryKind::Write | EntryKind::Zero)
-                    && !is_released(e)
-                {
+                if e.replicated() && !is_released(e) {
                     let d = destaged_tags.entry(e.volume).or_default();
                     *d = (*d).max(e.rep_seq);
                 }
@@ -118,7 +111,7 @@ impl Partition {
                 read.data(i),
                 i,
                 &dropped,
-                &|e| is_released(e),
+                &is_released,
                 &mut rounds,
                 &mut drops_seen,
                 &mut poison,

@@ -367,6 +367,12 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// Whether it is (part of) a replicated write or zero range, which a follower holds until
+    /// the primary releases it.
+    pub fn replicated(&self) -> bool {
+        self.rep_seq > 0 && matches!(self.kind, EntryKind::Write | EntryKind::Zero)
+    }
+
     /// The number of data blocks this entry carries in the batch.
     pub fn data_blocks(&self) -> u32 {
         match self.kind {

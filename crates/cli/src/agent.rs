@@ -265,9 +265,10 @@ fn export(
     Ok(primary)
 }
 
-fn grow(p: &NodeParts, v: &Volume, notify: bool) -> anyhow::Result<()> {
+/// Grows `v` in the cache (and, on the primary, its backend image); hosts get an event.
+fn grow(p: &NodeParts, v: &Volume, resize_backend: bool) -> anyhow::Result<()> {
     let id = VolumeId(v.id.parse()?);
-    if notify {
+    if resize_backend {
         p.engine.backend().resize(id, ByteSize(v.size))?;
     }
     p.engine.resize(id, geometry(v)?)?;

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alcubierre_store::election::{self, Leadership};
-use alcubierre_store::{Compare, Store, StoreError, Txn, TxnOp};
+use alcubierre_store::{put_if, Compare, Store, StoreError, Txn, TxnOp};
 
 use crate::cluster;
 use crate::model::Service;
@@ -204,23 +204,19 @@ impl Leader {
                 continue;
             }
             let key = format!("volumes/{}", v.id);
-            let r = store
-                .txn(Txn {
-                    when: vec![
-                        Compare::ModRevision(key.clone(), *rev),
-                        Compare::ModRevision(l.key.clone(), l.revision),
-                    ],
-                    then: vec![TxnOp::Put {
-                        key,
-                        value: serde_json::to_vec(&next).expect("serialises"),
-                        lease: None,
-                    }],
-                    otherwise: vec![],
-                })
-                .await?;
+            let written = put_if(
+                store,
+                vec![
+                    Compare::ModRevision(key.clone(), *rev),
+                    Compare::ModRevision(l.key.clone(), l.revision),
+                ],
+                &key,
+                serde_json::to_vec(&next).expect("serialises"),
+            )
+            .await?;
             // On a conflict either the leadership was lost, or the volume changed meanwhile
             // (resized, deleted) and the next round sees it.
-            if !r.succeeded && !still_leader(store, l).await? {
+            if !written && !still_leader(store, l).await? {
                 return Ok(false);
             }
         }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alcubierre_store::{Compare, LeaseId, Revision, Store, StoreError, Txn, TxnOp};
+use alcubierre_store::{put_if, Compare, LeaseId, Revision, Store, StoreError, Txn, TxnOp};
 
 use crate::activation::{self, ActivationError, Licence};
 use crate::model::{transition, Activation, ActivationEvent, Node, Service, TransitionError};
@@ -101,18 +101,7 @@ pub async fn register(store: &dyn Store, node: &Node) -> Result<Node, RegistryEr
                 Compare::Missing(key.clone()),
             ),
         };
-        let r = store
-            .txn(Txn {
-                when: vec![cmp],
-                then: vec![TxnOp::Put {
-                    key: key.clone(),
-                    value: encode(&record),
-                    lease: None,
-                }],
-                otherwise: vec![],
-            })
-            .await?;
-        if r.succeeded {
+        if put_if(store, vec![cmp], &key, encode(&record)).await? {
             return Ok(record);
         }
     }
@@ -225,18 +214,8 @@ async fn update_node(
             .await?
             .ok_or_else(|| RegistryError::UnknownNode(name.to_string()))?;
         let updated = f(decode(&key, &kv.value)?)?;
-        let r = store
-            .txn(Txn {
-                when: vec![Compare::ModRevision(key.clone(), kv.mod_revision)],
-                then: vec![TxnOp::Put {
-                    key: key.clone(),
-                    value: encode(&updated),
-                    lease: None,
-                }],
-                otherwise: vec![],
-            })
-            .await?;
-        if r.succeeded {
+        let cmp = vec![Compare::ModRevision(key.clone(), kv.mod_revision)];
+        if put_if(store, cmp, &key, encode(&updated)).await? {
             return Ok(updated);
         }
     }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use alcubierre_store::{Compare, Store, StoreError, Txn, TxnOp};
+use alcubierre_store::{put_if, Compare, Store, StoreError, Txn, TxnOp};
 use serde::{Deserialize, Serialize};
 
 use crate::activation::Licence;
@@ -293,18 +293,15 @@ async fn update(
     let (mut v, rev) = find(store, id_or_name).await?;
     f(&mut v)?;
     let key = format!("volumes/{}", v.id);
-    let r = store
-        .txn(Txn {
-            when: vec![Compare::ModRevision(key.clone(), rev)],
-            then: vec![TxnOp::Put {
-                key,
-                value: serde_json::to_vec(&v).expect("serialises"),
-                lease: None,
-            }],
-            otherwise: vec![],
-        })
-        .await?;
-    if !r.succeeded {
+    let cmp = vec![Compare::ModRevision(key.clone(), rev)];
+    if !put_if(
+        store,
+        cmp,
+        &key,
+        serde_json::to_vec(&v).expect("serialises"),
+    )
+    .await?
+    {
         return Err(VolumeError::Conflict);
     }
     Ok(v)

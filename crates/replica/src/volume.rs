@@ -421,9 +421,14 @@ impl PrimaryVolume {
             .expect("a PrimaryVolume lives in the Arc `start` made")
     }
 
-    fn range(&self, lba: Lba, count: BlockCount) -> Result<(u64, u64), BlockError> {
-        let g = self.geometry();
-        alcubierre_block::check_range(&g, self.max_transfer(), lba, count)?;
+    /// The byte range of a request, checked against `g` (looked up once per request).
+    fn range(
+        &self,
+        g: &VolumeGeometry,
+        lba: Lba,
+        count: BlockCount,
+    ) -> Result<(u64, u64), BlockError> {
+        alcubierre_block::check_range(g, self.max_transfer(), lba, count)?;
         let bs = g.block_size().bytes();
         Ok((lba.0 * bs, count.0 * bs))
     }
@@ -454,14 +459,14 @@ impl BlockDevice for PrimaryVolume {
             Ok(n) => n,
             Err(e) => return futures::future::ready(Err(e)).boxed(),
         };
-        match self.range(lba, n) {
+        match self.range(&g, lba, n) {
             Ok((offset, _)) => self.submit(Payload::Write { offset, data }),
             Err(e) => futures::future::ready(Err(e)).boxed(),
         }
     }
 
     fn write_zeroes(&self, lba: Lba, count: BlockCount) -> IoFuture<()> {
-        match self.range(lba, count) {
+        match self.range(&self.geometry(), lba, count) {
             Ok((offset, len)) => self.submit(Payload::Zero { offset, len }),
             Err(e) => futures::future::ready(Err(e)).boxed(),
         }

@@ -148,6 +148,27 @@ impl Watch {
     }
 }
 
+/// Sets `key` to `value` (no lease) if every comparison holds; whether it did.
+pub async fn put_if(
+    store: &dyn Store,
+    when: Vec<Compare>,
+    key: &str,
+    value: Vec<u8>,
+) -> Result<bool, StoreError> {
+    let r = store
+        .txn(Txn {
+            when,
+            then: vec![TxnOp::Put {
+                key: key.to_string(),
+                value,
+                lease: None,
+            }],
+            otherwise: vec![],
+        })
+        .await?;
+    Ok(r.succeeded)
+}
+
 /// The metadata store interface.
 pub trait Store: Send + Sync {
     /// One key.
