@@ -123,6 +123,7 @@ impl Partition {
         stats.batches = read.batches.len() as u64;
         let (virt, seq) = read.next;
         if stats.batches == 0 {
+            self.recycle(read);
             return Ok(stats);
         }
         // Apply to the backend, volume by volume, in a stable order.
@@ -178,6 +179,7 @@ impl Partition {
             }
         }
         stats.corrupt_blocks = poison.len() as u64;
+        self.recycle(read);
         let cp = Checkpoint {
             partition: self.id,
             nonce: self.nonce,

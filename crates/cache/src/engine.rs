@@ -339,7 +339,7 @@ impl Engine {
                 crate::partition::ReplicaRole::Follower => set.remove(&volume),
             };
         }
-        p.notify_work();
+        p.notify_unhold();
     }
 
     /// A follower's writes of `volume` up to replication sequence number `seq` are in the
@@ -355,7 +355,7 @@ impl Engine {
             let r = logs.entry(volume).or_default();
             r.released = r.released.max(seq);
         }
-        p.notify_work();
+        p.notify_unhold();
         let r = p
             .commit(&[Op::Release { volume, seq }], 0)
             .pop()
@@ -443,10 +443,13 @@ impl Engine {
     /// and detaches it. The backend image is the caller's to delete.
     pub fn drop_volume(&self, volume: VolumeId) -> Result<(), CacheError> {
         let _ = self.detach(volume);
-        self.partition_of(volume)
+        let p = self.partition_of(volume);
+        let r = p
             .commit(&[Op::Drop { volume }], 0)
             .pop()
-            .expect("one result")
+            .expect("one result");
+        p.notify_unhold();
+        r
     }
 
     /// Snapshots `volume` in the backend as `name`, after destaging every write acknowledged
@@ -456,7 +459,10 @@ impl Engine {
         let p = self.partition_of(volume);
         let head = p.head_virt.load(Ordering::Acquire);
         while p.destaged_virt.load(Ordering::Acquire) < head {
-            p.destage_round(&*self.backend, 64 << 20)?;
+            if p.destage_round(&*self.backend, 64 << 20)?.batches == 0 {
+                // Another volume's follower writes wait for their primary's release.
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
         }
         self.backend.snapshot(volume, name)?;
         Ok(())

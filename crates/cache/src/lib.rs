@@ -44,4 +44,4 @@ pub use error::CacheError;
 pub use limiter::RateLimiter;
 pub use partition::{Op, Partition, RepLog, ReplicaRole, Tag};
 pub use recovery::PartitionReport;
-pub use service::{CacheService, CacheVolume, ServiceConfig, VolumeOpener};
+pub use service::{CacheService, CacheVolume, ServiceConfig, VolumeOpener, WriteCallback};

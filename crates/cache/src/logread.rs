@@ -24,7 +24,33 @@ impl Batches {
     }
 }
 
+/// Read windows kept for reuse per partition, so a round does not allocate and zero its
+/// windows again (at most this many, of at most [`MAX_KEPT_BYTES`] each).
+const KEPT_WINDOWS: usize = 4;
+const MAX_KEPT_BYTES: usize = 16 << 20;
+
 impl Partition {
+    /// A read window of `len` bytes, reused when one is kept.
+    fn read_buf(&self, len: usize) -> AlignedBuf {
+        let mut kept = self.read_bufs.lock();
+        if let Some(i) = kept.iter().position(|b| b.capacity() >= len) {
+            let mut b = kept.swap_remove(i);
+            b.set_len(len);
+            return b;
+        }
+        AlignedBuf::zeroed(len)
+    }
+
+    /// Gives a round's read windows back for reuse.
+    pub(crate) fn recycle(&self, read: Batches) {
+        let mut kept = self.read_bufs.lock();
+        for b in read.windows {
+            if kept.len() < KEPT_WINDOWS && b.capacity() <= MAX_KEPT_BYTES {
+                kept.push(b);
+            }
+        }
+    }
+
     /// Reads consecutive batches starting with batch `seq` at `virt` (or the next lap), while
     /// they start before `stop_at` and, after the first, their data stays within `max_bytes`.
     /// `stop_at` must be a batch boundary or inside a skipped gap at the end of a lap.
@@ -51,7 +77,7 @@ impl Partition {
                 .max(max_batch)
                 .min(stop_at.saturating_sub(virt) + max_batch)
                 .min(lap_end - virt);
-            let mut buf = AlignedBuf::zeroed(len as usize * BLOCK);
+            let mut buf = self.read_buf(len as usize * BLOCK);
             self.medium
                 .read_at(&mut buf, self.dev_offset(virt))
                 .map_err(|e| self.fail(format!("reading the log at block {virt}: {e}")))?;

@@ -163,6 +163,12 @@ pub struct Partition {
     pub(crate) replog: Mutex<std::collections::HashMap<VolumeId, RepLog>>,
     /// Volumes this node is primary of (their replicated writes are destaged here).
     pub(crate) primaries: Mutex<std::collections::HashSet<VolumeId>>,
+    /// Bumped by whatever can let a follower's held writes go (a release, a role change, a
+    /// drop), so a destager stopped at held writes sleeps until then instead of re-reading
+    /// the log on every commit.
+    pub(crate) hold_gen: AtomicU64,
+    /// Read windows kept for reuse (see `logread`).
+    pub(crate) read_bufs: Mutex<Vec<alcubierre_io::AlignedBuf>>,
 }
 
 /// A volume's replication log in a journal: the newest tagged write and the epoch of each run
@@ -237,6 +243,8 @@ impl Partition {
             notify_bytes: AtomicU64::new(1 << 20),
             replog: Mutex::new(std::collections::HashMap::new()),
             primaries: Mutex::new(std::collections::HashSet::new()),
+            hold_gen: AtomicU64::new(0),
+            read_bufs: Mutex::new(Vec::new()),
         }
     }
 
@@ -312,6 +320,12 @@ impl Partition {
     pub(crate) fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.space_cv.notify_all();
+        self.notify_work();
+    }
+
+    /// Something that can let held writes go happened: wakes the destager.
+    pub(crate) fn notify_unhold(&self) {
+        self.hold_gen.fetch_add(1, Ordering::AcqRel);
         self.notify_work();
     }
 
@@ -584,6 +598,7 @@ impl Partition {
             }
         }
         let (tail, seq) = read.next;
+        self.recycle(read);
         if tail <= w.tail {
             return Err(self.fail(format!("eviction made no progress at block {}", w.tail)));
         }

@@ -49,13 +49,26 @@ impl AlignedBuf {
         assert!(len <= self.len, "truncate beyond length");
         self.len = len;
     }
+
+    /// Bytes allocated (the most [`AlignedBuf::set_len`] allows).
+    pub fn capacity(&self) -> usize {
+        self.layout.size()
+    }
+
+    /// Sets the visible length to any `len` within the capacity, for reusing a buffer. Bytes
+    /// beyond the old length hold whatever an earlier use left there (they are initialised).
+    pub fn set_len(&mut self, len: usize) {
+        assert!(len <= self.capacity(), "set_len beyond capacity");
+        self.len = len;
+    }
 }
 
 impl Deref for AlignedBuf {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        // SAFETY: ptr points to an allocation of layout.size() >= len initialised bytes
-        // (alloc_zeroed), owned by self and alive for &self's lifetime.
+        // SAFETY: ptr points to an allocation of layout.size() >= len bytes, all initialised
+        // (alloc_zeroed, then only written through &mut [u8]), owned by self and alive for
+        // &self's lifetime.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }

@@ -1,69 +1,341 @@
-//! One replication connection: frames out through a writer task (which batches whatever is
-//! queued into one socket write), frames in through a reader task. Dropping every sender closes
-//! the connection; the reader reports the end with `None`.
+//! One replication connection.
+//!
+//! Frames go out from the caller's thread: [`Sender::send`] encodes the frame into the
+//! connection's buffer and, when nothing is queued ahead of it, writes it to the socket at once,
+//! so a frame costs no task wake-up. What the socket does not take at once stays queued and a
+//! flusher task writes it when the socket becomes writable; later frames queue behind it, so
+//! frames leave in call order. Frames come in on a reader task that hands each to its owner's
+//! handler inside that task (again no wake-up in between). Dropping every sender closes the
+//! connection (after what is queued is written); the reader then reports the end with `None`.
 
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::cell::{Cell, RefCell};
+use std::io::ErrorKind;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use parking_lot::Mutex;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::wire::Msg;
 
-/// Sends frames on a connection.
-pub type Sender = mpsc::UnboundedSender<Msg>;
-/// Frames received; `None` once the connection ended (closed, reset, or a bad frame).
-pub type Receiver = mpsc::UnboundedReceiver<Option<Msg>>;
+/// The connection is closed (by us, by the peer, or after an error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
 
-/// Starts the tasks of a connection.
-pub fn spawn(stream: TcpStream) -> (Sender, Receiver) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
-    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Msg>();
-    let (in_tx, in_rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut buf = BytesMut::new();
-        while let Some(m) = out_rx.recv().await {
-            m.encode(&mut buf);
-            while let Ok(m) = out_rx.try_recv() {
-                m.encode(&mut buf);
-                if buf.len() > 4 << 20 {
-                    break;
-                }
+struct Out {
+    buf: BytesMut,
+    /// The flusher owns the socket's writes until the buffer is empty.
+    flushing: bool,
+    /// Every sender is gone.
+    closed: bool,
+    /// A write failed; nothing more is sent.
+    failed: bool,
+    /// Queued by a deferred send, on its thread's list to flush.
+    deferred: bool,
+}
+
+thread_local! {
+    static DEFERRING: Cell<bool> = const { Cell::new(false) };
+    static DEFERRED: RefCell<Vec<Arc<Shared>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's sends deferred: their frames are queued, and written by the
+/// next [`flush_deferred`] on this thread. Several frames (e.g. the acknowledgements of one
+/// journal commit group) then leave in one socket write.
+pub fn deferring<R>(f: impl FnOnce() -> R) -> R {
+    let was = DEFERRING.with(|d| d.replace(true));
+    let r = f();
+    DEFERRING.with(|d| d.set(was));
+    r
+}
+
+/// Writes what deferred sends on this thread queued.
+pub fn flush_deferred() {
+    let list = DEFERRED.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    for shared in list {
+        let mut out = shared.out.lock();
+        out.deferred = false;
+        let _ = shared.start_write(out);
+    }
+}
+
+struct Shared {
+    stream: TcpStream,
+    out: Mutex<Out>,
+    wake: Notify,
+}
+
+impl Shared {
+    /// Writes what the socket takes now; `Ok(true)` when the buffer is empty.
+    fn write_now(&self, out: &mut Out) -> std::io::Result<bool> {
+        while !out.buf.is_empty() {
+            match self.stream.try_write(&out.buf) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => out.buf.advance(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
             }
-            if wr.write_all(&buf).await.is_err() {
-                return;
-            }
-            buf.clear();
         }
-        let _ = wr.shutdown().await;
-    });
-    tokio::spawn(async move {
-        let mut buf = BytesMut::with_capacity(64 << 10);
+        Ok(true)
+    }
+
+    /// Writes the queue now unless the flusher owns it; what the socket does not take goes to
+    /// the flusher.
+    fn start_write(&self, mut out: parking_lot::MutexGuard<'_, Out>) -> Result<(), Closed> {
+        if out.flushing || out.failed {
+            return if out.failed { Err(Closed) } else { Ok(()) };
+        }
+        match self.write_now(&mut out) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                out.flushing = true;
+                drop(out);
+                self.wake.notify_one();
+                Ok(())
+            }
+            Err(_) => {
+                self.fail(&mut out);
+                Err(Closed)
+            }
+        }
+    }
+
+    fn shutdown(&self) {
+        let _ = socket2::SockRef::from(&self.stream).shutdown(std::net::Shutdown::Both);
+    }
+
+    fn fail(&self, out: &mut Out) {
+        out.failed = true;
+        out.buf.clear();
+        self.shutdown();
+    }
+
+    /// The flusher: writes queued frames when the socket is writable; closes the socket once
+    /// every sender is gone and the queue is empty.
+    async fn flush_task(self: Arc<Self>) {
         loop {
+            self.wake.notified().await;
             loop {
-                match Msg::decode(&buf) {
-                    Ok(Some((m, used))) => {
-                        let _ = buf.split_to(used);
-                        if in_tx.send(Some(m)).is_err() {
+                {
+                    let mut out = self.out.lock();
+                    if out.failed {
+                        return;
+                    }
+                    match self.write_now(&mut out) {
+                        Ok(true) => {
+                            out.flushing = false;
+                            if out.closed {
+                                self.shutdown();
+                                return;
+                            }
+                            break;
+                        }
+                        Ok(false) => {}
+                        Err(_) => {
+                            self.fail(&mut out);
                             return;
                         }
                     }
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!("replication connection: bad frame: {e}");
-                        let _ = in_tx.send(None);
-                        return;
-                    }
                 }
-            }
-            match rd.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => {
-                    let _ = in_tx.send(None);
+                if self.stream.writable().await.is_err() {
+                    let mut out = self.out.lock();
+                    self.fail(&mut out);
                     return;
                 }
-                Ok(_) => {}
             }
         }
+    }
+}
+
+/// Closes the connection when the last [`Sender`] goes.
+struct Handle(Arc<Shared>);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        let mut out = self.0.out.lock();
+        out.closed = true;
+        if out.flushing {
+            // The flusher closes it after the queue.
+            return;
+        }
+        if !out.buf.is_empty() && !out.failed {
+            // Deferred frames: the flusher writes them, then closes.
+            out.flushing = true;
+            drop(out);
+            self.0.wake.notify_one();
+            return;
+        }
+        self.0.shutdown();
+        drop(out);
+        self.0.wake.notify_one();
+    }
+}
+
+/// Sends frames on a connection; cheap to clone. Usable from any thread.
+#[derive(Clone)]
+pub struct Sender(Arc<Handle>);
+
+impl Sender {
+    /// Queues `m` after every frame sent before it, writing it to the socket now when nothing
+    /// is queued ahead (or at the next [`flush_deferred`] inside [`deferring`]).
+    pub fn send(&self, m: Msg) -> Result<(), Closed> {
+        let shared = &self.0 .0;
+        let mut out = shared.out.lock();
+        if out.failed {
+            return Err(Closed);
+        }
+        m.encode(&mut out.buf);
+        if DEFERRING.with(Cell::get) && !out.flushing {
+            if !out.deferred {
+                out.deferred = true;
+                DEFERRED.with(|l| l.borrow_mut().push(shared.clone()));
+            }
+            return Ok(());
+        }
+        shared.start_write(out)
+    }
+}
+
+/// Receives frames on a connection.
+pub struct Reader {
+    shared: Arc<Shared>,
+    buf: BytesMut,
+}
+
+impl Reader {
+    /// The next frame; `None` once the connection ended (closed, reset, or a bad frame).
+    pub async fn next(&mut self) -> Option<Msg> {
+        loop {
+            match Msg::decode(&self.buf) {
+                Ok(Some((m, used))) => {
+                    self.buf.advance(used);
+                    return Some(m);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!("replication connection: bad frame: {e}");
+                    self.shared.shutdown();
+                    return None;
+                }
+            }
+            if self.buf.capacity() - self.buf.len() < 16 << 10 {
+                self.buf.reserve(64 << 10);
+            }
+            loop {
+                self.shared.stream.readable().await.ok()?;
+                match self.shared.stream.try_read_buf(&mut self.buf) {
+                    Ok(0) => return None,
+                    Ok(_) => break,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => continue,
+                    Err(_) => return None,
+                }
+            }
+        }
+    }
+
+    /// Hands every further frame to `handler` on a task of its own, then `None` at the end;
+    /// stops early when the handler returns `false`.
+    pub fn run(mut self, mut handler: impl FnMut(Option<Msg>) -> bool + Send + 'static) {
+        tokio::spawn(async move {
+            loop {
+                let m = self.next().await;
+                let end = m.is_none();
+                if !handler(m) || end {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// Starts a connection: its sender, and its reader (not yet reading).
+pub fn spawn(stream: TcpStream) -> (Sender, Reader) {
+    let _ = stream.set_nodelay(true);
+    let shared = Arc::new(Shared {
+        stream,
+        out: Mutex::new(Out {
+            buf: BytesMut::new(),
+            flushing: false,
+            closed: false,
+            failed: false,
+            deferred: false,
+        }),
+        wake: Notify::new(),
     });
-    (out_tx, in_rx)
+    tokio::spawn(shared.clone().flush_task());
+    (
+        Sender(Arc::new(Handle(shared.clone()))),
+        Reader {
+            shared,
+            buf: BytesMut::with_capacity(64 << 10),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair() -> ((Sender, Reader), (Sender, Reader)) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap());
+        let (a, b) = tokio::join!(a, l.accept());
+        (spawn(a.unwrap()), spawn(b.unwrap().0))
+    }
+
+    fn release(seq: u64) -> Msg {
+        Msg::Release { epoch: 1, seq }
+    }
+
+    #[tokio::test]
+    async fn frames_arrive_in_order_and_deferred_ones_only_after_the_flush() {
+        let ((tx, _ra), (_tb, mut rb)) = pair().await;
+        tx.send(release(1)).unwrap();
+        deferring(|| {
+            tx.send(release(2)).unwrap();
+            tx.send(release(3)).unwrap();
+        });
+        assert_eq!(rb.next().await, Some(release(1)));
+        let early = tokio::time::timeout(std::time::Duration::from_millis(100), rb.next()).await;
+        assert!(early.is_err(), "a deferred frame left before the flush");
+        flush_deferred();
+        assert_eq!(rb.next().await, Some(release(2)));
+        assert_eq!(rb.next().await, Some(release(3)));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_sender_delivers_what_is_queued_then_closes() {
+        let ((tx, _ra), (_tb, mut rb)) = pair().await;
+        // A large queue the socket cannot take at once, plus deferred frames never flushed.
+        let big = Msg::Write {
+            epoch: 1,
+            pos: crate::Pos { epoch: 1, seq: 1 },
+            payload: crate::wire::Payload::Write {
+                offset: 0,
+                data: bytes::Bytes::from(vec![7u8; 1 << 20]),
+            },
+        };
+        for _ in 0..8 {
+            tx.send(big.clone()).unwrap();
+        }
+        deferring(|| tx.send(release(9)).unwrap());
+        drop(tx);
+        for _ in 0..8 {
+            assert_eq!(rb.next().await, Some(big.clone()));
+        }
+        assert_eq!(rb.next().await, Some(release(9)));
+        assert_eq!(rb.next().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_bad_frame_ends_the_reader() {
+        use tokio::io::AsyncWriteExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (b, _) = l.accept().await.unwrap();
+        let (_tb, mut rb) = spawn(b);
+        a.write_all(&[0xff; 64]).await.unwrap();
+        assert_eq!(rb.next().await, None);
+    }
 }

@@ -32,6 +32,8 @@ pub struct FollowerVolume {
     /// The connection in use (its number and sender).
     conn: Mutex<Option<(u64, link::Sender)>>,
     next_conn: AtomicU64,
+    /// The runtime it started in (journal completions run on the writer thread).
+    rt: tokio::runtime::Handle,
 }
 
 impl FollowerVolume {
@@ -57,6 +59,7 @@ impl FollowerVolume {
             core: Mutex::new(Follower::new(*volume.0.as_bytes(), epoch, last)),
             conn: Mutex::new(None),
             next_conn: AtomicU64::new(1),
+            rt: tokio::runtime::Handle::current(),
         }))
     }
 
@@ -99,10 +102,12 @@ impl FollowerVolume {
                     }
                 }
                 Action::Persist { pos, payload } => {
-                    let f = crate::volume::persist(&self.dev, &self.geometry, pos, payload);
                     let me = self.clone();
-                    tokio::spawn(async move {
-                        match f.await {
+                    let done = move |r: Result<(), alcubierre_cache::CacheError>, last| {
+                        // On the journal's writer thread: the commit group's acknowledgements
+                        // leave in one socket write.
+                        let _rt = me.rt.enter();
+                        link::deferring(|| match r {
                             Ok(()) => {
                                 let acts = me.core.lock().local_durable(pos.seq);
                                 me.run(conn, acts);
@@ -112,8 +117,12 @@ impl FollowerVolume {
                                     "a replicated write failed here: {e}");
                                 me.conn.lock().take();
                             }
+                        });
+                        if last {
+                            link::flush_deferred();
                         }
-                    });
+                    };
+                    crate::volume::persist(&self.dev, &self.geometry, pos, payload, Box::new(done));
                 }
                 Action::Discard => {
                     // A rebuild starts: the journal forgets the volume; it comes back attached.
@@ -128,7 +137,7 @@ impl FollowerVolume {
                 }
                 Action::Release { seq } => {
                     let (engine, volume) = (self.engine.clone(), self.volume);
-                    tokio::task::spawn_blocking(move || {
+                    self.rt.spawn_blocking(move || {
                         if let Err(e) = engine.release(volume, seq) {
                             tracing::warn!(%volume, seq, "journaling a release failed: {e}");
                         }
@@ -143,28 +152,35 @@ impl FollowerVolume {
         self.conn.lock().as_ref().is_some_and(|(c, _)| *c == id)
     }
 
-    /// Serves a primary's connection, whose first frame was `first`.
-    async fn serve(self: Arc<Self>, tx: link::Sender, mut rx: link::Receiver, first: Msg) {
+    /// Serves a primary's connection, whose first frame was `first`; later frames are handled
+    /// on the connection's reader task as they arrive.
+    fn serve(self: Arc<Self>, tx: link::Sender, rx: link::Reader, first: Msg) {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         self.core.lock().disconnected();
         *self.conn.lock() = Some((id, tx));
-        let mut next = Some(first);
-        while let Some(m) = next.take() {
+        if self.on_frame(id, Some(first)) {
+            rx.run(move |m| self.on_frame(id, m));
+        }
+    }
+
+    /// A frame (or the end, `None`) of connection `id`; whether to go on reading it.
+    fn on_frame(self: &Arc<Self>, id: u64, m: Option<Msg>) -> bool {
+        if let Some(m) = m {
             if !self.current(id) {
-                break;
+                return false;
             }
             let acts = self.core.lock().on_msg(m);
             self.run(id, acts);
-            if !self.current(id) {
-                break;
+            if self.current(id) {
+                return true;
             }
-            next = rx.recv().await.flatten();
         }
         let mut c = self.conn.lock();
         if c.as_ref().is_some_and(|(c, _)| *c == id) {
             *c = None;
             self.core.lock().disconnected();
         }
+        false
     }
 }
 
@@ -228,8 +244,8 @@ impl ReplicaServer {
 
     async fn accept(self: Arc<Self>, s: tokio::net::TcpStream, peer: SocketAddr) {
         let (tx, mut rx) = link::spawn(s);
-        let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
-        let Ok(Some(Some(first))) = first else {
+        let first = tokio::time::timeout(Duration::from_secs(10), rx.next()).await;
+        let Ok(Some(first)) = first else {
             return;
         };
         let Msg::Open { volume, .. } = &first else {
@@ -238,7 +254,7 @@ impl ReplicaServer {
         };
         let f = self.followers.lock().get(volume).cloned();
         match f {
-            Some(f) => f.serve(tx, rx, first).await,
+            Some(f) => f.serve(tx, rx, first),
             None => {
                 let _ = tx.send(Msg::Refused {
                     epoch: 0,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alcubierre_block::{BlockDevice, BlockError, IoFuture};
-use alcubierre_cache::{CacheVolume, Engine, ReplicaRole, Tag};
+use alcubierre_cache::{CacheVolume, Engine, ReplicaRole, Tag, WriteCallback};
 use alcubierre_types::{BlockCount, ByteSize, Lba, VolumeGeometry, VolumeId};
 use bytes::Bytes;
 use futures::FutureExt;
@@ -130,6 +130,8 @@ pub struct PrimaryVolume {
     failed: Mutex<Option<String>>,
     /// Itself, for the tasks it starts from `&self` (block device calls).
     this: std::sync::Weak<PrimaryVolume>,
+    /// The runtime it started in (journal completions run on the writer thread).
+    rt: tokio::runtime::Handle,
 }
 
 impl PrimaryVolume {
@@ -191,6 +193,7 @@ impl PrimaryVolume {
             }),
             next_conn: AtomicU64::new(1),
             failed: Mutex::new(None),
+            rt: tokio::runtime::Handle::current(),
         });
         {
             let mut inner = v.inner.lock();
@@ -293,26 +296,34 @@ impl PrimaryVolume {
                         w.bytes -= payload_bytes(&pl);
                         w.floor = p.seq;
                     }
-                    let f = persist(&self.dev, &self.geometry, pos, payload);
                     let me = self.clone();
-                    tokio::spawn(async move {
-                        let r = f.await;
-                        let mut inner = me.inner.lock();
-                        match r {
-                            Ok(()) => {
-                                let acts = inner.core.local_durable(pos.seq);
-                                me.run(&mut inner, acts);
-                            }
-                            Err(e) => {
-                                // The local journal failed (fail-stop): nothing more is
-                                // acknowledged here.
-                                *me.failed.lock() = Some(e.to_string());
-                                for (_, tx) in std::mem::take(&mut inner.pending) {
-                                    let _ = tx.send(Err(e.clone()));
+                    let done = move |r: Result<(), alcubierre_cache::CacheError>, last| {
+                        // On the journal's writer thread: in the runtime's context for what
+                        // the actions start, with sends gathered over the commit group.
+                        let _rt = me.rt.enter();
+                        link::deferring(|| {
+                            let mut inner = me.inner.lock();
+                            match r {
+                                Ok(()) => {
+                                    let acts = inner.core.local_durable(pos.seq);
+                                    me.run(&mut inner, acts);
+                                }
+                                Err(e) => {
+                                    // The local journal failed (fail-stop): nothing more is
+                                    // acknowledged here.
+                                    let e = BlockError::from(e);
+                                    *me.failed.lock() = Some(e.to_string());
+                                    for (_, tx) in std::mem::take(&mut inner.pending) {
+                                        let _ = tx.send(Err(e.clone()));
+                                    }
                                 }
                             }
+                        });
+                        if last {
+                            link::flush_deferred();
                         }
-                    });
+                    };
+                    persist(&self.dev, &self.geometry, pos, payload, Box::new(done));
                 }
                 Action::Acked { upto } => {
                     let rest = inner.pending.split_off(&(upto + 1));
@@ -361,7 +372,7 @@ impl PrimaryVolume {
                 me.run(&mut inner, acts);
                 return;
             };
-            let (tx, mut rx) = link::spawn(stream);
+            let (tx, rx) = link::spawn(stream);
             let id = me.next_conn.fetch_add(1, Ordering::Relaxed);
             {
                 let mut inner = me.inner.lock();
@@ -369,20 +380,22 @@ impl PrimaryVolume {
                 let acts = inner.core.connected(&to);
                 me.run(&mut inner, acts);
             }
-            while let Some(Some(m)) = rx.recv().await {
+            // Frames are handled on the connection's reader task, as they arrive.
+            rx.run(move |m| {
                 let mut inner = me.inner.lock();
                 if inner.links.get(&to).map(|l| l.0) != Some(id) {
-                    return;
+                    return false;
                 }
-                let acts = inner.core.on_msg(&to, m);
+                let acts = match m {
+                    Some(m) => inner.core.on_msg(&to, m),
+                    None => {
+                        inner.links.remove(&to);
+                        inner.core.disconnected(&to)
+                    }
+                };
                 me.run(&mut inner, acts);
-            }
-            let mut inner = me.inner.lock();
-            if inner.links.get(&to).map(|l| l.0) == Some(id) {
-                inner.links.remove(&to);
-                let acts = inner.core.disconnected(&to);
-                me.run(&mut inner, acts);
-            }
+                true
+            });
         });
     }
 
@@ -486,22 +499,26 @@ impl BlockDevice for PrimaryVolume {
     }
 }
 
-/// Submits a replicated write to the local journal (in call order) with its tag.
+/// Submits a replicated write to the local journal (in call order) with its tag; `done` runs
+/// on the journal's writer thread when it is durable (see [`WriteCallback`]).
 pub(crate) fn persist(
     dev: &CacheVolume,
     geometry: &VolumeGeometry,
     pos: Pos,
     payload: Payload,
-) -> IoFuture<()> {
+    done: WriteCallback,
+) {
     let tag = Tag {
         epoch: pos.epoch,
         seq: pos.seq,
     };
     let bs = geometry.block_size().bytes();
     match payload {
-        Payload::Write { offset, data } => dev.write_tagged(Lba(offset / bs), data, tag),
+        Payload::Write { offset, data } => {
+            dev.submit_with(Lba(offset / bs), Some(data), BlockCount(0), tag, done)
+        }
         Payload::Zero { offset, len } => {
-            dev.zero_tagged(Lba(offset / bs), BlockCount(len / bs), tag)
+            dev.submit_with(Lba(offset / bs), None, BlockCount(len / bs), tag, done)
         }
     }
 }
