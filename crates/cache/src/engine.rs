@@ -17,6 +17,7 @@ use crate::error::CacheError;
 use crate::format::{
     checkpoint_blocks, Checkpoint, PartitionExtent, Superblock, BLOCK, MAX_PARTITIONS,
 };
+use crate::partition::Tag;
 use crate::partition::{Op, Partition, SECTOR};
 use crate::recovery::PartitionReport;
 
@@ -446,6 +447,21 @@ impl Engine {
         let p = self.partition_of(volume);
         let r = p
             .commit(&[Op::Drop { volume }], 0)
+            .pop()
+            .expect("one result");
+        p.notify_unhold();
+        r
+    }
+
+    /// A follower's rebuild starts: forgets every write of `volume` (as
+    /// [`Engine::drop_volume`], but the volume stays attached throughout) and journals `base`,
+    /// the primary's destage point, as the volume's replication position: its log restarts
+    /// after `base`, and everything up to it is released (in the backend). Recovery restores
+    /// the same position.
+    pub fn reset_replica(&self, volume: VolumeId, base: Tag) -> Result<(), CacheError> {
+        let p = self.partition_of(volume);
+        let r = p
+            .commit_tagged(&[Op::Drop { volume }], &[base])
             .pop()
             .expect("one result");
         p.notify_unhold();

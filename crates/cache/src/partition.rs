@@ -523,6 +523,22 @@ impl Partition {
             let corrupt = bad.is_some_and(|b| b[i]);
             if e.kind == EntryKind::DropVolume {
                 replog.remove(&e.volume);
+                if e.rep_seq > 0 {
+                    // A follower's reset: the log restarts after this position, everything up
+                    // to which is in the backend.
+                    replog.insert(
+                        e.volume,
+                        RepLog {
+                            last: Tag {
+                                epoch: e.epoch,
+                                seq: e.rep_seq,
+                            },
+                            runs: vec![(e.rep_seq, e.epoch)],
+                            released: e.rep_seq,
+                            destaged: 0,
+                        },
+                    );
+                }
             } else if e.kind == EntryKind::Release {
                 let r = replog.entry(e.volume).or_default();
                 r.released = r.released.max(e.rep_seq);

@@ -390,7 +390,9 @@ impl CacheVolume {
 
     /// A replicated write or write zeroes (`data: None`, `count` blocks), completed by `done`
     /// on the writer thread (see [`WriteCallback`]) rather than through a future, which saves a
-    /// task wake-up per write. A request that fails its checks completes at once, here.
+    /// task wake-up per write. A request that fails its checks, or finds the service stopped,
+    /// returns the error here and `done` is never called (so a caller may hold locks that
+    /// `done` takes).
     pub fn submit_with(
         &self,
         lba: Lba,
@@ -398,22 +400,28 @@ impl CacheVolume {
         count: BlockCount,
         tag: Tag,
         done: WriteCallback,
-    ) {
+    ) -> Result<(), CacheError> {
         let op = match data {
             Some(data) => self.engine.write_op(self.volume, lba, data),
             None => self.engine.zero_op(self.volume, lba, count),
+        }?;
+        let req = WriteReq {
+            op,
+            tag,
+            done: Done::Call(Call(Some(done))),
         };
-        match op {
-            Ok(op) => {
-                let req = WriteReq {
-                    op,
-                    tag,
-                    done: Done::Call(Call(Some(done))),
-                };
-                // Unsent, the request is dropped and its callback told "shutting down".
-                let _ = self.writer.send(WriterMsg::Req(req));
+        match self.writer.send(WriterMsg::Req(req)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if let WriterMsg::Req(WriteReq {
+                    done: Done::Call(mut c),
+                    ..
+                }) = e.0
+                {
+                    c.0.take(); // not called: the caller hears of it here
+                }
+                Err(CacheError::ShuttingDown)
             }
-            Err(e) => done(Err(e), true),
         }
     }
 

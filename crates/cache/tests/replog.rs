@@ -64,6 +64,42 @@ fn tags_are_journaled_and_recovered() {
     assert_eq!(e.replication_log(a), RepLog::default());
 }
 
+#[test]
+fn a_reset_keeps_the_primary_destage_point_as_the_volume_position() {
+    let medium: Arc<dyn Medium> = Arc::new(MemMedium::new(4 << 20));
+    Engine::format(&*medium, &small_format(1)).unwrap();
+    let backend = Arc::new(MemBackend::new());
+    let a = vol(1);
+    let g = geometry(1 << 20);
+    backend
+        .create(a, alcubierre_types::ByteSize(1 << 20))
+        .unwrap();
+    let e = open(medium.clone(), backend.clone(), &[(a, g)]);
+    let p = e.partition_of(a).clone();
+    let op = e.write_op(a, Lba(0), Bytes::from(vec![1u8; 4096])).unwrap();
+    p.commit_tagged(&[op], &[tag(2, 7)]).pop().unwrap().unwrap();
+    // A rebuild from the primary's destage point (3, 40): the old write is forgotten, the log
+    // restarts after the base, which is released.
+    e.reset_replica(a, tag(3, 40)).unwrap();
+    let want = RepLog {
+        last: tag(3, 40),
+        runs: vec![(40, 3)],
+        released: 40,
+        destaged: 0,
+    };
+    assert_eq!(e.replication_log(a), want);
+    assert!(
+        e.read(a, Lba(0), BlockCount(1))
+            .unwrap()
+            .iter()
+            .all(|&b| b == 0),
+        "the forgotten write is not served"
+    );
+    drop(e);
+    let e = open(medium, backend, &[(a, g)]);
+    assert_eq!(e.replication_log(a), want, "after a restart");
+}
+
 fn backend_block(b: &MemBackend, v: alcubierre_types::VolumeId, block: u64) -> u8 {
     let mut buf = vec![0u8; 4096];
     b.read(v, alcubierre_types::ByteOffset(block * 4096), &mut buf)

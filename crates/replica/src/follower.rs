@@ -20,9 +20,13 @@ pub enum Action {
         /// What it does.
         payload: Payload,
     },
-    /// Forget every write of the volume (a rebuild starts; everything up to the base is in the
-    /// backend).
-    Discard,
+    /// Forget every write of the volume (a rebuild starts): the log restarts after `base`,
+    /// everything up to which is in the backend. The journal must remember `base` as its newest
+    /// position (and as released).
+    Discard {
+        /// The primary's destage point.
+        base: Pos,
+    },
     /// Evict writes up to `seq`: they are in the backend.
     Release {
         /// The released sequence number.
@@ -151,7 +155,7 @@ impl Follower {
                 self.durable = base.seq;
                 self.released = base.seq;
                 vec![
-                    Action::Discard,
+                    Action::Discard { base },
                     Action::Send {
                         msg: Msg::Ack {
                             epoch: self.epoch,

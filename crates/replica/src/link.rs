@@ -1,8 +1,10 @@
 //! One replication connection.
 //!
 //! Frames go out from the caller's thread: [`Sender::send`] encodes the frame into the
-//! connection's buffer and, when nothing is queued ahead of it, writes it to the socket at once,
-//! so a frame costs no task wake-up. What the socket does not take at once stays queued and a
+//! connection's buffer and, when no other thread is writing, writes it to the socket at once,
+//! so a frame costs no task wake-up (inside [`deferring`], at the next [`flush_deferred`], so a
+//! caller can queue frames under its own lock and write them after releasing it). Frames that
+//! other threads queue during a write leave with the writer's next system call. What the socket does not take at once stays queued and a
 //! flusher task writes it when the socket becomes writable; later frames queue behind it, so
 //! frames leave in call order. Frames come in on a reader task that hands each to its owner's
 //! handler inside that task (again no wake-up in between). Dropping every sender closes the
@@ -27,6 +29,9 @@ struct Out {
     buf: BytesMut,
     /// The flusher owns the socket's writes until the buffer is empty.
     flushing: bool,
+    /// A sender's thread is writing to the socket (outside the lock) and takes what is queued
+    /// meanwhile.
+    writing: bool,
     /// Every sender is gone.
     closed: bool,
     /// A write failed; nothing more is sent.
@@ -67,12 +72,12 @@ struct Shared {
 }
 
 impl Shared {
-    /// Writes what the socket takes now; `Ok(true)` when the buffer is empty.
-    fn write_now(&self, out: &mut Out) -> std::io::Result<bool> {
-        while !out.buf.is_empty() {
-            match self.stream.try_write(&out.buf) {
+    /// Writes what the socket takes now from `buf`; `Ok(true)` when all of it went.
+    fn write_buf(&self, buf: &mut BytesMut) -> std::io::Result<bool> {
+        while !buf.is_empty() {
+            match self.stream.try_write(buf) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(n) => out.buf.advance(n),
+                Ok(n) => buf.advance(n),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
             }
@@ -80,23 +85,46 @@ impl Shared {
         Ok(true)
     }
 
-    /// Writes the queue now unless the flusher owns it; what the socket does not take goes to
-    /// the flusher.
-    fn start_write(&self, mut out: parking_lot::MutexGuard<'_, Out>) -> Result<(), Closed> {
-        if out.flushing || out.failed {
-            return if out.failed { Err(Closed) } else { Ok(()) };
+    /// Writes the queue now unless another thread or the flusher is writing to the socket:
+    /// frames queued meanwhile leave with that writer's next write (so concurrent senders share
+    /// system calls). The socket is written outside the lock; what it does not take goes to the
+    /// flusher, ahead of anything queued since.
+    fn start_write<'a>(&'a self, mut out: parking_lot::MutexGuard<'a, Out>) -> Result<(), Closed> {
+        if out.failed {
+            return Err(Closed);
         }
-        match self.write_now(&mut out) {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                out.flushing = true;
-                drop(out);
-                self.wake.notify_one();
-                Ok(())
-            }
-            Err(_) => {
-                self.fail(&mut out);
-                Err(Closed)
+        if out.flushing || out.writing || out.buf.is_empty() {
+            return Ok(());
+        }
+        out.writing = true;
+        loop {
+            let mut chunk = out.buf.split();
+            drop(out);
+            let r = self.write_buf(&mut chunk);
+            out = self.out.lock();
+            match r {
+                Ok(true) if out.buf.is_empty() => {
+                    out.writing = false;
+                    if out.closed {
+                        self.shutdown();
+                    }
+                    return Ok(());
+                }
+                Ok(true) => {}
+                Ok(false) => {
+                    chunk.extend_from_slice(&out.buf);
+                    out.buf = chunk;
+                    out.writing = false;
+                    out.flushing = true;
+                    drop(out);
+                    self.wake.notify_one();
+                    return Ok(());
+                }
+                Err(_) => {
+                    out.writing = false;
+                    self.fail(&mut out);
+                    return Err(Closed);
+                }
             }
         }
     }
@@ -122,7 +150,7 @@ impl Shared {
                     if out.failed {
                         return;
                     }
-                    match self.write_now(&mut out) {
+                    match self.write_buf(&mut out.buf) {
                         Ok(true) => {
                             out.flushing = false;
                             if out.closed {
@@ -155,7 +183,7 @@ impl Drop for Handle {
     fn drop(&mut self) {
         let mut out = self.0.out.lock();
         out.closed = true;
-        if out.flushing {
+        if out.flushing || out.writing {
             // The flusher closes it after the queue.
             return;
         }
@@ -186,7 +214,7 @@ impl Sender {
             return Err(Closed);
         }
         m.encode(&mut out.buf);
-        if DEFERRING.with(Cell::get) && !out.flushing {
+        if DEFERRING.with(Cell::get) && !out.flushing && !out.writing {
             if !out.deferred {
                 out.deferred = true;
                 DEFERRED.with(|l| l.borrow_mut().push(shared.clone()));
@@ -257,6 +285,7 @@ pub fn spawn(stream: TcpStream) -> (Sender, Reader) {
         out: Mutex::new(Out {
             buf: BytesMut::new(),
             flushing: false,
+            writing: false,
             closed: false,
             failed: false,
             deferred: false,

@@ -122,18 +122,33 @@ impl FollowerVolume {
                             link::flush_deferred();
                         }
                     };
-                    crate::volume::persist(&self.dev, &self.geometry, pos, payload, Box::new(done));
+                    let r = crate::volume::persist(
+                        &self.dev,
+                        &self.geometry,
+                        pos,
+                        payload,
+                        Box::new(done),
+                    );
+                    if let Err(e) = r {
+                        tracing::error!(volume = %self.volume, seq = pos.seq,
+                            "a replicated write failed here: {e}");
+                        let mut c = self.conn.lock();
+                        if c.as_ref().is_some_and(|(id, _)| *id == conn) {
+                            *c = None;
+                        }
+                    }
                 }
-                Action::Discard => {
-                    // A rebuild starts: the journal forgets the volume; it comes back attached.
-                    if let Err(e) = self.engine.drop_volume(self.volume) {
+                Action::Discard { base } => {
+                    // A rebuild starts: the journal forgets the volume's writes but keeps
+                    // `base` as its position (the volume stays attached).
+                    let base = alcubierre_cache::Tag {
+                        epoch: base.epoch,
+                        seq: base.seq,
+                    };
+                    if let Err(e) = self.engine.reset_replica(self.volume, base) {
                         tracing::error!(volume = %self.volume, "discarding for a rebuild failed: {e}");
                         self.conn.lock().take();
-                        continue;
                     }
-                    let _ = self.engine.attach(self.volume, self.geometry);
-                    self.engine
-                        .set_replica_role(self.volume, alcubierre_cache::ReplicaRole::Follower);
                 }
                 Action::Release { seq } => {
                     let (engine, volume) = (self.engine.clone(), self.volume);

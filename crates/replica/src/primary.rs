@@ -440,9 +440,10 @@ impl Primary {
     }
 
     fn opened(&mut self, from: &str, last: Pos, out: &mut Vec<Action>) {
-        let matches = last.seq <= self.head
-            && last.seq >= self.destaged.seq
-            && (last.seq == 0 || self.epoch_of(last.seq) == last.epoch);
+        // Its log is a prefix of this one (log matching on the entry at `last`).
+        let prefix =
+            last.seq <= self.head && (last.seq == 0 || self.epoch_of(last.seq) == last.epoch);
+        let matches = prefix && last.seq >= self.destaged.seq;
         let in_sync = self.m.in_sync.iter().any(|n| n == from);
         let (head, destaged, epoch) = (self.head, self.destaged, self.m.epoch);
         let p = self.peers.get_mut(from).expect("checked");
@@ -462,6 +463,11 @@ impl Primary {
                     seq: destaged.seq,
                 },
             });
+        } else if prefix {
+            // A prefix ending before the destage point: what it lacks up to there is in the
+            // backend, so it restarts from the destage point (nothing it holds is lost, nothing
+            // foreign is kept) and stays in the in-sync set.
+            Self::rebuild(from, p, destaged, head, epoch, out);
         } else if in_sync {
             // It holds every acknowledged write but also writes this log never had: it must
             // leave the in-sync set before its log is discarded (rule 7).

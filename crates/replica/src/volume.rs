@@ -214,9 +214,7 @@ impl PrimaryVolume {
     /// The store's replica set changed; `peers` are the members' replica addresses.
     pub fn membership(self: &Arc<Self>, m: Membership, peers: HashMap<String, SocketAddr>) {
         *self.peers.lock() = peers;
-        let mut inner = self.inner.lock();
-        let acts = inner.core.membership(m);
-        self.run(&mut inner, acts);
+        let _ = self.step(|inner| Ok::<_, ()>(inner.core.membership(m)));
     }
 
     /// The state machine's state, for logs and tests.
@@ -231,7 +229,10 @@ impl PrimaryVolume {
 
     fn tick(self: &Arc<Self>) {
         let destaged = self.engine.replication_log(self.volume).destaged;
-        let mut inner = self.inner.lock();
+        let _ = self.step(|inner| Ok::<_, ()>(self.tick_locked(inner, destaged)));
+    }
+
+    fn tick_locked(&self, inner: &mut Inner, destaged: u64) -> Vec<Action> {
         let now = self.lease.now_ms();
         let mut acts = inner.core.tick(now, self.lease.until());
         if destaged > inner.destaged {
@@ -253,7 +254,24 @@ impl PrimaryVolume {
                 w.floor = p.seq;
             }
         }
-        self.run(&mut inner, acts);
+        acts
+    }
+
+    /// Runs `f` on the state under its lock and carries out the actions it returns; the frames
+    /// they send are written after the lock is released, so senders do not queue behind one
+    /// another's system calls (the order of frames is fixed under the lock).
+    fn step<E>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&mut Inner) -> Result<Vec<Action>, E>,
+    ) -> Result<(), E> {
+        let r = link::deferring(|| {
+            let mut inner = self.inner.lock();
+            let acts = f(&mut inner)?;
+            self.run(&mut inner, acts);
+            Ok(())
+        });
+        link::flush_deferred();
+        r
     }
 
     /// Carries out the state machine's actions (under its lock, so order holds).
@@ -308,22 +326,17 @@ impl PrimaryVolume {
                                     let acts = inner.core.local_durable(pos.seq);
                                     me.run(&mut inner, acts);
                                 }
-                                Err(e) => {
-                                    // The local journal failed (fail-stop): nothing more is
-                                    // acknowledged here.
-                                    let e = BlockError::from(e);
-                                    *me.failed.lock() = Some(e.to_string());
-                                    for (_, tx) in std::mem::take(&mut inner.pending) {
-                                        let _ = tx.send(Err(e.clone()));
-                                    }
-                                }
+                                Err(e) => me.journal_failed(&mut inner, e),
                             }
                         });
                         if last {
                             link::flush_deferred();
                         }
                     };
-                    persist(&self.dev, &self.geometry, pos, payload, Box::new(done));
+                    if let Err(e) = persist(&self.dev, &self.geometry, pos, payload, Box::new(done))
+                    {
+                        self.journal_failed(inner, e);
+                    }
                 }
                 Action::Acked { upto } => {
                     let rest = inner.pending.split_off(&(upto + 1));
@@ -355,6 +368,15 @@ impl PrimaryVolume {
         }
     }
 
+    /// The local journal failed (fail-stop) or stopped: nothing more is acknowledged here.
+    fn journal_failed(&self, inner: &mut Inner, e: alcubierre_cache::CacheError) {
+        let e = BlockError::from(e);
+        *self.failed.lock() = Some(e.to_string());
+        for (_, tx) in std::mem::take(&mut inner.pending) {
+            let _ = tx.send(Err(e.clone()));
+        }
+    }
+
     fn connect(self: &Arc<Self>, to: String) {
         let addr = self.peers.lock().get(&to).copied();
         let me = self.clone();
@@ -367,34 +389,32 @@ impl PrimaryVolume {
                 None => Ok(Err(std::io::Error::other("no replica address"))),
             };
             let Ok(Ok(stream)) = stream else {
-                let mut inner = me.inner.lock();
-                let acts = inner.core.disconnected(&to);
-                me.run(&mut inner, acts);
+                let _ = me.step(|inner| Ok::<_, ()>(inner.core.disconnected(&to)));
                 return;
             };
             let (tx, rx) = link::spawn(stream);
             let id = me.next_conn.fetch_add(1, Ordering::Relaxed);
-            {
-                let mut inner = me.inner.lock();
+            let _ = me.step(|inner| {
                 inner.links.insert(to.clone(), (id, tx));
-                let acts = inner.core.connected(&to);
-                me.run(&mut inner, acts);
-            }
+                Ok::<_, ()>(inner.core.connected(&to))
+            });
             // Frames are handled on the connection's reader task, as they arrive.
             rx.run(move |m| {
-                let mut inner = me.inner.lock();
-                if inner.links.get(&to).map(|l| l.0) != Some(id) {
-                    return false;
-                }
-                let acts = match m {
-                    Some(m) => inner.core.on_msg(&to, m),
-                    None => {
-                        inner.links.remove(&to);
-                        inner.core.disconnected(&to)
+                let mut go = true;
+                let _ = me.step(|inner| {
+                    if inner.links.get(&to).map(|l| l.0) != Some(id) {
+                        go = false;
+                        return Ok::<_, ()>(Vec::new());
                     }
-                };
-                me.run(&mut inner, acts);
-                true
+                    Ok(match m {
+                        Some(m) => inner.core.on_msg(&to, m),
+                        None => {
+                            inner.links.remove(&to);
+                            inner.core.disconnected(&to)
+                        }
+                    })
+                });
+                go
             });
         });
     }
@@ -405,18 +425,15 @@ impl PrimaryVolume {
         }
         let (tx, rx) = oneshot::channel();
         let me = self.arc();
-        {
-            let mut inner = self.inner.lock();
-            match inner.core.write(payload) {
-                Ok((seq, acts)) => {
-                    inner.pending.insert(seq, tx);
-                    me.run(&mut inner, acts);
-                }
-                Err(e) => {
-                    return futures::future::ready(Err(BlockError::Unavailable(e.to_string())))
-                        .boxed()
-                }
+        let r = me.step(|inner| match inner.core.write(payload) {
+            Ok((seq, acts)) => {
+                inner.pending.insert(seq, tx);
+                Ok(acts)
             }
+            Err(e) => Err(e),
+        });
+        if let Err(e) = r {
+            return futures::future::ready(Err(BlockError::Unavailable(e.to_string()))).boxed();
         }
         async move {
             rx.await.unwrap_or_else(|_| {
@@ -500,14 +517,15 @@ impl BlockDevice for PrimaryVolume {
 }
 
 /// Submits a replicated write to the local journal (in call order) with its tag; `done` runs
-/// on the journal's writer thread when it is durable (see [`WriteCallback`]).
+/// on the journal's writer thread when it is durable (see [`WriteCallback`]), unless the
+/// submission fails at once (returned here; `done` is then never called).
 pub(crate) fn persist(
     dev: &CacheVolume,
     geometry: &VolumeGeometry,
     pos: Pos,
     payload: Payload,
     done: WriteCallback,
-) {
+) -> Result<(), alcubierre_cache::CacheError> {
     let tag = Tag {
         epoch: pos.epoch,
         seq: pos.seq,

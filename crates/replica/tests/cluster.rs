@@ -63,6 +63,13 @@ fn block(i: u64, round: u8) -> Bytes {
     Bytes::from(d)
 }
 
+/// Awaits an I/O, failing the test (rather than hanging it) after 10 s.
+async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer in 10 s"))
+}
+
 fn set(epoch: u64, primary: &str, in_sync: &[&str]) -> Membership {
     Membership {
         epoch,
@@ -117,7 +124,9 @@ async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
 
     // 1. Writes are acknowledged once on all three journals.
     for i in 0..64 {
-        p.write(Lba(i), block(i, 1)).await.unwrap();
+        within("write 1", p.write(Lba(i), block(i, 1)))
+            .await
+            .unwrap();
     }
     for n in &nodes {
         for i in 0..64 {
@@ -158,7 +167,9 @@ async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
         .unwrap()
         .unwrap();
     for i in 0..16 {
-        p.write(Lba(200 + i), block(200 + i, 3)).await.unwrap();
+        within("write 3", p.write(Lba(200 + i), block(200 + i, 3)))
+            .await
+            .unwrap();
     }
 
     // 3. n2 comes back (same journal, new listener): it resyncs, the primary asks to add it.
@@ -184,7 +195,16 @@ async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
     p.membership(set(3, "n0", &["n0", "n1", "n2"]), addrs(&nodes));
     followers[0].store_epoch(3);
     f2.store_epoch(3);
-    p.write(Lba(300), block(300, 4)).await.unwrap();
+    if let Err(e) =
+        tokio::time::timeout(Duration::from_secs(10), p.write(Lba(300), block(300, 4))).await
+    {
+        panic!(
+            "write 4 hung: {e}: {} n1 {:?} n2 {:?}",
+            p.describe(),
+            followers[0].last(),
+            f2.last()
+        );
+    }
     assert_eq!(
         nodes[2].engine.read(vol, Lba(210), BlockCount(1)).unwrap(),
         block(210, 3),
@@ -223,12 +243,18 @@ async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
     tokio::time::sleep(Duration::from_millis(120)).await;
     for (i, d) in &acked {
         assert_eq!(
-            &p1.read(Lba(*i), BlockCount(1)).await.unwrap(),
+            &within("read after failover", p1.read(Lba(*i), BlockCount(1)))
+                .await
+                .unwrap(),
             d,
             "block {i}"
         );
     }
-    p1.write(Lba(400), block(400, 5)).await.unwrap();
+    if let Err(e) =
+        tokio::time::timeout(Duration::from_secs(10), p1.write(Lba(400), block(400, 5))).await
+    {
+        panic!("write 5 hung: {e}: {} n2 {:?}", p1.describe(), f2.last());
+    }
     assert_eq!(
         nodes[2].engine.read(vol, Lba(400), BlockCount(1)).unwrap(),
         block(400, 5),

@@ -161,9 +161,10 @@ impl Sim {
                     }
                 }
                 follower::Action::Persist { pos, payload } => self.persist(n, pos, payload),
-                follower::Action::Discard => {
+                follower::Action::Discard { base } => {
                     self.rebuilds += 1;
                     let j = &mut self.nodes[n].journal;
+                    j.base = base;
                     j.entries.clear();
                     j.durable = 0;
                     j.gen += 1;
