@@ -174,7 +174,12 @@ impl Follower {
                 }
             }
             // A primary does not send these.
-            Msg::Opened { .. } | Msg::Refused { .. } | Msg::Ack { .. } => {
+            Msg::Opened { .. }
+            | Msg::Refused { .. }
+            | Msg::Ack { .. }
+            | Msg::ForwardOpen { .. }
+            | Msg::Request { .. }
+            | Msg::Reply { .. } => {
                 self.open = false;
                 vec![Action::Close]
             }

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod follower;
+pub mod forward;
 pub mod harness;
 pub mod link;
 pub mod node;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use alcubierre_block::BlockDevice;
 use alcubierre_cache::{CacheVolume, Engine, VolumeOpener};
 use alcubierre_types::{VolumeGeometry, VolumeId};
 use parking_lot::Mutex;
@@ -199,9 +200,14 @@ impl FollowerVolume {
     }
 }
 
-/// The node's replica listener.
+/// Devices a node serves forwarded I/O on, by volume.
+type Serving = Mutex<HashMap<[u8; 16], Arc<dyn BlockDevice>>>;
+
+/// The node's replica listener: replication connections from primaries, and forwarded I/O
+/// from the volume's other paths.
 pub struct ReplicaServer {
     followers: Mutex<HashMap<[u8; 16], Arc<FollowerVolume>>>,
+    serving: Arc<Serving>,
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
@@ -231,6 +237,7 @@ impl ReplicaServer {
             });
             ReplicaServer {
                 followers: Mutex::new(HashMap::new()),
+                serving: Arc::new(Mutex::new(HashMap::new())),
                 addr,
                 task,
             }
@@ -257,14 +264,37 @@ impl ReplicaServer {
         f
     }
 
+    /// Serves forwarded I/O of `volume` (of which this node is the primary) on `dev`.
+    pub fn serve_forwarded(&self, volume: VolumeId, dev: Arc<dyn BlockDevice>) {
+        self.serving.lock().insert(*volume.0.as_bytes(), dev);
+    }
+
+    /// Stops serving forwarded I/O of `volume`: requests fail as unavailable.
+    pub fn stop_forwarded(&self, volume: VolumeId) {
+        self.serving.lock().remove(volume.0.as_bytes());
+    }
+
     async fn accept(self: Arc<Self>, s: tokio::net::TcpStream, peer: SocketAddr) {
         let (tx, mut rx) = link::spawn(s);
         let first = tokio::time::timeout(Duration::from_secs(10), rx.next()).await;
         let Ok(Some(first)) = first else {
             return;
         };
+        if let Msg::ForwardOpen { version, volume } = first {
+            if version != VERSION {
+                let _ = tx.send(Msg::Refused {
+                    epoch: 0,
+                    version: VERSION,
+                });
+                return;
+            }
+            let serving = self.serving.clone();
+            let lookup = Arc::new(move |v: &[u8; 16]| serving.lock().get(v).cloned());
+            crate::forward::serve(volume, lookup, tx, rx);
+            return;
+        }
         let Msg::Open { volume, .. } = &first else {
-            tracing::warn!(%peer, "replication connection did not start with Open");
+            tracing::warn!(%peer, "replication connection did not start with Open or ForwardOpen");
             return;
         };
         let f = self.followers.lock().get(volume).cloned();

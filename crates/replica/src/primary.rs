@@ -429,7 +429,13 @@ impl Primary {
                 self.commit(&mut out);
             }
             // Followers do not send these.
-            Msg::Open { .. } | Msg::Reset { .. } | Msg::Write { .. } | Msg::Release { .. } => {
+            Msg::Open { .. }
+            | Msg::Reset { .. }
+            | Msg::Write { .. }
+            | Msg::Release { .. }
+            | Msg::ForwardOpen { .. }
+            | Msg::Request { .. }
+            | Msg::Reply { .. } => {
                 out.push(Action::Close {
                     to: from.to_string(),
                 });

@@ -1,5 +1,7 @@
 //! The replication wire format, version 1: length-delimited frames between a primary and a
-//! follower, one TCP connection per follower and volume.
+//! follower, one TCP connection per follower and volume; and forwarded host I/O, from a node
+//! whose paths are not the primary's to the primary ([`Msg::ForwardOpen`], [`Msg::Request`],
+//! [`Msg::Reply`]), on connections of their own.
 //!
 //! Frame: `u32 length` (of what follows, little endian), `u8 type`, then the type's fields, all
 //! little endian. The first frame on a connection is [`Msg::Open`] from the primary; it carries
@@ -7,6 +9,7 @@
 //! [`Msg::Refused`]. Every field is checked before any allocation; a frame longer than
 //! [`MAX_FRAME`] or with trailing bytes is an error, never a panic.
 
+use alcubierre_block::BlockError;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::Pos;
@@ -33,6 +36,41 @@ pub enum Payload {
         /// Length in bytes.
         len: u64,
     },
+}
+
+/// A host I/O forwarded to the primary (blocks of the volume's block size).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Read `count` blocks at `lba`.
+    Read {
+        /// First block.
+        lba: u64,
+        /// Blocks.
+        count: u64,
+    },
+    /// Write `data` at `lba`.
+    Write {
+        /// First block.
+        lba: u64,
+        /// Whole blocks.
+        data: Bytes,
+    },
+    /// Write zeroes over `count` blocks at `lba`.
+    WriteZeroes {
+        /// First block.
+        lba: u64,
+        /// Blocks.
+        count: u64,
+    },
+    /// Deallocate `count` blocks at `lba`.
+    Unmap {
+        /// First block.
+        lba: u64,
+        /// Blocks.
+        count: u64,
+    },
+    /// Make completed writes durable.
+    Flush,
 }
 
 /// A message.
@@ -91,6 +129,29 @@ pub enum Msg {
         /// The destaged sequence number.
         seq: u64,
     },
+    /// A node with a path to `volume`, first on a forwarding connection to the node it believes
+    /// is the primary. Refused (with [`Msg::Refused`]) by a node that speaks another version;
+    /// requests for a volume the node does not serve as primary fail with "unavailable".
+    ForwardOpen {
+        /// Protocol version.
+        version: u16,
+        /// The volume.
+        volume: [u8; 16],
+    },
+    /// A forwarded host I/O; `id` matches its reply.
+    Request {
+        /// Chosen by the sender, unique among its outstanding requests.
+        id: u64,
+        /// The I/O.
+        req: Request,
+    },
+    /// The result of request `id`: data for reads (empty otherwise), or why it failed.
+    Reply {
+        /// The request's id.
+        id: u64,
+        /// The outcome.
+        result: Result<Bytes, BlockError>,
+    },
 }
 
 /// Why bytes are not a message.
@@ -123,6 +184,73 @@ const WRITE: u8 = 5;
 const ZERO: u8 = 6;
 const ACK: u8 = 7;
 const RELEASE: u8 = 8;
+const FORWARD_OPEN: u8 = 9;
+const FWD_READ: u8 = 10;
+const FWD_WRITE: u8 = 11;
+const FWD_ZEROES: u8 = 12;
+const FWD_UNMAP: u8 = 13;
+const FWD_FLUSH: u8 = 14;
+const REPLY: u8 = 15;
+
+/// Longest error text a reply carries (longer texts are cut at a character boundary).
+const MAX_ERROR_TEXT: usize = 1024;
+
+/// A block error as (code, three numbers, text).
+fn error_fields(e: &BlockError) -> (u8, [u64; 3], &str) {
+    match e {
+        BlockError::OutOfRange {
+            lba,
+            count,
+            capacity,
+        } => (1, [*lba, *count, *capacity], ""),
+        BlockError::Misaligned {
+            len,
+            expected,
+            block_size,
+        } => (2, [*len, *expected, *block_size], ""),
+        BlockError::TooLarge { len, max } => (3, [*len, *max, 0], ""),
+        BlockError::Medium { lba, reason } => (4, [*lba, 0, 0], reason),
+        BlockError::Backend(t) => (5, [0; 3], t),
+        BlockError::DeviceFailed(t) => (6, [0; 3], t),
+        BlockError::Unavailable(t) => (7, [0; 3], t),
+    }
+}
+
+fn error_from(code: u8, n: [u64; 3], text: &[u8]) -> Result<BlockError, WireError> {
+    let t = || String::from_utf8_lossy(text).into_owned();
+    Ok(match code {
+        1 => BlockError::OutOfRange {
+            lba: n[0],
+            count: n[1],
+            capacity: n[2],
+        },
+        2 => BlockError::Misaligned {
+            len: n[0],
+            expected: n[1],
+            block_size: n[2],
+        },
+        3 => BlockError::TooLarge {
+            len: n[0],
+            max: n[1],
+        },
+        4 => BlockError::Medium {
+            lba: n[0],
+            reason: t(),
+        },
+        5 => BlockError::Backend(t()),
+        6 => BlockError::DeviceFailed(t()),
+        7 => BlockError::Unavailable(t()),
+        _ => return Err(WireError::Invalid("unknown error code in a reply")),
+    })
+}
+
+fn cut(t: &str) -> &str {
+    let mut end = t.len().min(MAX_ERROR_TEXT);
+    while !t.is_char_boundary(end) {
+        end -= 1;
+    }
+    &t[..end]
+}
 
 fn pos(b: &mut BytesMut, p: Pos) {
     b.put_u64_le(p.epoch);
@@ -189,6 +317,54 @@ impl Msg {
                 out.put_u8(RELEASE);
                 out.put_u64_le(*epoch);
                 out.put_u64_le(*seq);
+            }
+            Msg::ForwardOpen { version, volume } => {
+                out.put_u8(FORWARD_OPEN);
+                out.put_u16_le(*version);
+                out.put_slice(volume);
+            }
+            Msg::Request { id, req } => match req {
+                Request::Read { lba, count }
+                | Request::WriteZeroes { lba, count }
+                | Request::Unmap { lba, count } => {
+                    out.put_u8(match req {
+                        Request::Read { .. } => FWD_READ,
+                        Request::WriteZeroes { .. } => FWD_ZEROES,
+                        _ => FWD_UNMAP,
+                    });
+                    out.put_u64_le(*id);
+                    out.put_u64_le(*lba);
+                    out.put_u64_le(*count);
+                }
+                Request::Write { lba, data } => {
+                    out.put_u8(FWD_WRITE);
+                    out.put_u64_le(*id);
+                    out.put_u64_le(*lba);
+                    out.put_slice(data);
+                }
+                Request::Flush => {
+                    out.put_u8(FWD_FLUSH);
+                    out.put_u64_le(*id);
+                }
+            },
+            Msg::Reply { id, result } => {
+                out.put_u8(REPLY);
+                out.put_u64_le(*id);
+                match result {
+                    Ok(data) => {
+                        out.put_u8(0);
+                        out.put_slice(&[0; 24]);
+                        out.put_slice(data);
+                    }
+                    Err(e) => {
+                        let (code, n, text) = error_fields(e);
+                        out.put_u8(code);
+                        for x in n {
+                            out.put_u64_le(x);
+                        }
+                        out.put_slice(cut(text).as_bytes());
+                    }
+                }
             }
         }
         let len = (out.len() - start - 4) as u32;
@@ -306,6 +482,63 @@ impl Msg {
                     seq: u64_at(8),
                 }
             }
+            FORWARD_OPEN => {
+                need(18)?;
+                Msg::ForwardOpen {
+                    version: u16::from_le_bytes([f[0], f[1]]),
+                    volume: f[2..18].try_into().expect("16 bytes"),
+                }
+            }
+            FWD_READ | FWD_ZEROES | FWD_UNMAP => {
+                need(24)?;
+                let (lba, count) = (u64_at(8), u64_at(16));
+                Msg::Request {
+                    id: u64_at(0),
+                    req: match kind {
+                        FWD_READ => Request::Read { lba, count },
+                        FWD_ZEROES => Request::WriteZeroes { lba, count },
+                        _ => Request::Unmap { lba, count },
+                    },
+                }
+            }
+            FWD_WRITE => {
+                if f.len() <= 16 {
+                    return Err(bad);
+                }
+                Msg::Request {
+                    id: u64_at(0),
+                    req: Request::Write {
+                        lba: u64_at(8),
+                        data: Bytes::copy_from_slice(&f[16..]),
+                    },
+                }
+            }
+            FWD_FLUSH => {
+                need(8)?;
+                Msg::Request {
+                    id: u64_at(0),
+                    req: Request::Flush,
+                }
+            }
+            REPLY => {
+                if f.len() < 33 {
+                    return Err(bad);
+                }
+                let code = f[8];
+                let rest = &f[33..];
+                let result = if code == 0 {
+                    Ok(Bytes::copy_from_slice(rest))
+                } else {
+                    if rest.len() > MAX_ERROR_TEXT {
+                        return Err(WireError::Invalid("error text too long"));
+                    }
+                    Err(error_from(code, [u64_at(9), u64_at(17), u64_at(25)], rest)?)
+                };
+                Msg::Reply {
+                    id: u64_at(0),
+                    result,
+                }
+            }
             k => return Err(WireError::UnknownType(k)),
         };
         Ok(Some((m, 4 + len)))
@@ -348,6 +581,80 @@ mod tests {
             },
             Msg::Ack { epoch: 4, seq: 98 },
             Msg::Release { epoch: 4, seq: 50 },
+            Msg::ForwardOpen {
+                version: VERSION,
+                volume: [8; 16],
+            },
+            Msg::Request {
+                id: 1,
+                req: Request::Read { lba: 5, count: 8 },
+            },
+            Msg::Request {
+                id: 2,
+                req: Request::Write {
+                    lba: 6,
+                    data: Bytes::from(vec![3u8; 4096]),
+                },
+            },
+            Msg::Request {
+                id: 3,
+                req: Request::WriteZeroes { lba: 7, count: 2 },
+            },
+            Msg::Request {
+                id: 4,
+                req: Request::Unmap { lba: 8, count: 1 },
+            },
+            Msg::Request {
+                id: 5,
+                req: Request::Flush,
+            },
+            Msg::Reply {
+                id: 1,
+                result: Ok(Bytes::from(vec![4u8; 512])),
+            },
+            Msg::Reply {
+                id: 2,
+                result: Ok(Bytes::new()),
+            },
+            Msg::Reply {
+                id: 3,
+                result: Err(BlockError::OutOfRange {
+                    lba: 1,
+                    count: 2,
+                    capacity: 3,
+                }),
+            },
+            Msg::Reply {
+                id: 4,
+                result: Err(BlockError::Misaligned {
+                    len: 1,
+                    expected: 2,
+                    block_size: 3,
+                }),
+            },
+            Msg::Reply {
+                id: 5,
+                result: Err(BlockError::TooLarge { len: 9, max: 8 }),
+            },
+            Msg::Reply {
+                id: 6,
+                result: Err(BlockError::Medium {
+                    lba: 4,
+                    reason: "crc".into(),
+                }),
+            },
+            Msg::Reply {
+                id: 7,
+                result: Err(BlockError::Backend("down".into())),
+            },
+            Msg::Reply {
+                id: 8,
+                result: Err(BlockError::DeviceFailed("gone".into())),
+            },
+            Msg::Reply {
+                id: 9,
+                result: Err(BlockError::Unavailable("not primary".into())),
+            },
         ]
     }
 

@@ -266,3 +266,150 @@ async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
         n.svc.shutdown();
     }
 }
+
+/// Paths on every replica: a follower's path forwards I/O to the primary (errors included),
+/// refuses it while the primary does not serve the volume, and serves locally once promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_paths_forward_to_the_primary_and_follow_a_failover() {
+    use alcubierre_replica::forward::{Forwarder, PathDevice, Route};
+    let backend = Arc::new(MemBackend::new());
+    let vol = VolumeId(uuid::Uuid::new_v4());
+    backend.create(vol, ByteSize::mib(4)).unwrap();
+    let g = VolumeGeometry::new(BlockSize::B4096, ByteSize::mib(4)).unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(node(backend.clone(), vol, g).await);
+    }
+    let addrs: HashMap<String, SocketAddr> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (format!("n{i}"), n.server.local_addr()))
+        .collect();
+    let mut followers = Vec::new();
+    for n in &nodes[1..] {
+        let f = FollowerVolume::new(n.engine.clone(), &n.svc.volumes(), vol, 1).unwrap();
+        n.server.add(f.clone());
+        followers.push(f);
+    }
+    let (ask_tx, _asks) = mpsc::unbounded_channel();
+    let lease = Lease::default();
+    lease.renew(Duration::from_secs(3600));
+    let p = PrimaryVolume::start(
+        nodes[0].engine.clone(),
+        nodes[0].svc.volume(vol).unwrap(),
+        "n0",
+        set(1, "n0", &["n0", "n1", "n2"]),
+        addrs.clone(),
+        Arc::new(Asks(ask_tx)),
+        lease.clone(),
+        Config::default(),
+    )
+    .unwrap();
+    nodes[0].server.serve_forwarded(vol, p.clone());
+    let path = |n: &Node| {
+        let e = n.engine.clone();
+        let fwd = Forwarder::new(vol);
+        let dev = PathDevice::new(
+            Arc::new(move || e.geometry(vol).ok()),
+            g,
+            ByteSize::mib(1),
+            Route::Forward(fwd.clone()),
+        );
+        (fwd, dev)
+    };
+    let (fwd1, path1) = path(&nodes[1]);
+    let (fwd2, path2) = path(&nodes[2]);
+    fwd1.set_primary(Some(addrs["n0"]));
+    fwd2.set_primary(Some(addrs["n0"]));
+
+    // Writes through a follower's path are replicated writes of the primary.
+    for i in 0..32 {
+        within("forwarded write", path1.write(Lba(i), block(i, 1)))
+            .await
+            .unwrap();
+    }
+    within("forwarded zeroes", path2.write_zeroes(Lba(40), BlockCount(2)))
+        .await
+        .unwrap();
+    within("forwarded flush", path2.flush()).await.unwrap();
+    for i in 0..32 {
+        assert_eq!(p.read(Lba(i), BlockCount(1)).await.unwrap(), block(i, 1));
+        assert_eq!(
+            within("forwarded read", path2.read(Lba(i), BlockCount(1)))
+                .await
+                .unwrap(),
+            block(i, 1)
+        );
+        for n in &nodes {
+            assert_eq!(
+                n.engine.read(vol, Lba(i), BlockCount(1)).unwrap(),
+                block(i, 1)
+            );
+        }
+    }
+    // A bad request is refused on the path itself, naming the range.
+    assert!(matches!(
+        path1.read(Lba(1 << 20), BlockCount(1)).await,
+        Err(alcubierre_block::BlockError::OutOfRange { .. })
+    ));
+    // The primary no longer serves the volume: forwarded I/O fails as unavailable (a path
+    // error the host retries elsewhere), in bounded time.
+    nodes[0].server.stop_forwarded(vol);
+    assert!(matches!(
+        within("refused forward", path1.read(Lba(0), BlockCount(1))).await,
+        Err(alcubierre_block::BlockError::Unavailable(_))
+    ));
+    // No primary known.
+    fwd2.set_primary(None);
+    assert!(matches!(
+        path2.read(Lba(0), BlockCount(1)).await,
+        Err(alcubierre_block::BlockError::Unavailable(_))
+    ));
+
+    // Failover: n1 is promoted; its path serves locally, n2's forwards to it.
+    lease.revoke();
+    drop(p);
+    nodes[1].server.remove(vol);
+    let (ask_tx1, _asks1) = mpsc::unbounded_channel();
+    let lease1 = Lease::default();
+    lease1.renew(Duration::from_secs(3600));
+    let p1 = PrimaryVolume::start(
+        nodes[1].engine.clone(),
+        nodes[1].svc.volume(vol).unwrap(),
+        "n1",
+        set(2, "n1", &["n1", "n2"]),
+        addrs.clone(),
+        Arc::new(Asks(ask_tx1)),
+        lease1,
+        Config::default(),
+    )
+    .unwrap();
+    followers[1].store_epoch(2);
+    nodes[1].server.serve_forwarded(vol, p1.clone());
+    path1.set_route(Route::Local(p1.clone()));
+    fwd2.set_primary(Some(addrs["n1"]));
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    within("write on the new primary's path", path1.write(Lba(50), block(50, 2)))
+        .await
+        .unwrap();
+    within("forwarded to the new primary", path2.write(Lba(51), block(51, 2)))
+        .await
+        .unwrap();
+    for (i, round) in [(0, 1), (31, 1), (50, 2), (51, 2)] {
+        assert_eq!(
+            within("read after failover", path2.read(Lba(i), BlockCount(1)))
+                .await
+                .unwrap(),
+            block(i, round)
+        );
+    }
+    assert_eq!(
+        nodes[2].engine.read(vol, Lba(51), BlockCount(1)).unwrap(),
+        block(51, 2),
+        "the forwarded write was replicated"
+    );
+    drop(p1);
+    for n in nodes {
+        n.svc.shutdown();
+    }
+}

@@ -1,0 +1,342 @@
+//! Paths on every replica: a node that is not a volume's primary still exports it, and forwards
+//! its hosts' I/O to the primary over the replica network; [`PathDevice`] is what such a node
+//! exports, switching between serving locally (primary) and forwarding as roles change.
+//!
+//! On the primary, the replica listener hands a forwarding connection ([`Msg::ForwardOpen`]) to
+//! [`serve`], which runs each request on the device the node registered for the volume (the
+//! replicated volume behind its QoS limits). A request for a volume the node does not serve
+//! fails with "unavailable", which the host sees as an inaccessible path and retries elsewhere.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use alcubierre_block::{BlockDevice, BlockError, IoFuture};
+use alcubierre_types::{BlockCount, ByteSize, Lba, VolumeGeometry, VolumeId};
+use bytes::Bytes;
+use futures::FutureExt;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::oneshot;
+
+use crate::link;
+use crate::wire::{Msg, Request, VERSION};
+
+/// How long a forwarded request may take before the path reports it failed (the host then
+/// retries on another path).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long connecting to the primary may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves a forwarding connection on the primary: every request runs on `lookup(volume)`'s
+/// device, concurrently; replies go back as they complete.
+pub(crate) fn serve(
+    volume: [u8; 16],
+    lookup: Arc<dyn Fn(&[u8; 16]) -> Option<Arc<dyn BlockDevice>> + Send + Sync>,
+    tx: link::Sender,
+    rx: link::Reader,
+) {
+    rx.run(move |m| {
+        let Some(Msg::Request { id, req }) = m else {
+            return false; // the end, or a frame that has no place here
+        };
+        let dev = lookup(&volume);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let result = match dev {
+                Some(dev) => run(&*dev, req).await,
+                None => Err(BlockError::Unavailable(
+                    "this node is not the volume's primary".into(),
+                )),
+            };
+            let _ = tx.send(Msg::Reply { id, result });
+        });
+        true
+    });
+}
+
+async fn run(dev: &dyn BlockDevice, req: Request) -> Result<Bytes, BlockError> {
+    match req {
+        Request::Read { lba, count } => dev.read(Lba(lba), BlockCount(count)).await,
+        Request::Write { lba, data } => dev.write(Lba(lba), data).await.map(|()| Bytes::new()),
+        Request::WriteZeroes { lba, count } => dev
+            .write_zeroes(Lba(lba), BlockCount(count))
+            .await
+            .map(|()| Bytes::new()),
+        Request::Unmap { lba, count } => dev
+            .unmap(Lba(lba), BlockCount(count))
+            .await
+            .map(|()| Bytes::new()),
+        Request::Flush => dev.flush().await.map(|()| Bytes::new()),
+    }
+}
+
+type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Bytes, BlockError>>>>;
+
+struct Conn {
+    tx: link::Sender,
+    pending: Arc<Pending>,
+    /// Cleared when the connection ends.
+    alive: Arc<AtomicBool>,
+}
+
+/// Forwards a volume's I/O to its primary, over one connection opened on first use and again
+/// after it breaks or the primary changes.
+pub struct Forwarder {
+    volume: VolumeId,
+    primary: Mutex<Option<SocketAddr>>,
+    conn: tokio::sync::Mutex<Option<(SocketAddr, Arc<Conn>)>>,
+    next_id: AtomicU64,
+}
+
+impl Forwarder {
+    /// A forwarder for `volume`, with no primary yet.
+    pub fn new(volume: VolumeId) -> Arc<Self> {
+        Arc::new(Self {
+            volume,
+            primary: Mutex::new(None),
+            conn: tokio::sync::Mutex::new(None),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// The primary's replica address (`None`: unknown, requests fail as unavailable).
+    pub fn set_primary(&self, addr: Option<SocketAddr>) {
+        *self.primary.lock() = addr;
+    }
+
+    /// The primary it forwards to.
+    pub fn primary(&self) -> Option<SocketAddr> {
+        *self.primary.lock()
+    }
+
+    async fn conn(&self) -> Result<Arc<Conn>, BlockError> {
+        let unavailable = |why: String| BlockError::Unavailable(why);
+        let Some(addr) = *self.primary.lock() else {
+            return Err(unavailable("no primary is known for the volume".into()));
+        };
+        let mut slot = self.conn.lock().await;
+        if let Some((a, c)) = &*slot {
+            if *a == addr && c.alive.load(Ordering::Acquire) {
+                return Ok(c.clone());
+            }
+        }
+        *slot = None;
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| unavailable(format!("connecting to the primary at {addr} timed out")))?
+            .map_err(|e| unavailable(format!("connecting to the primary at {addr}: {e}")))?;
+        let (tx, rx) = link::spawn(stream);
+        let open = Msg::ForwardOpen {
+            version: VERSION,
+            volume: *self.volume.0.as_bytes(),
+        };
+        tx.send(open)
+            .map_err(|_| unavailable(format!("the primary at {addr} closed the connection")))?;
+        let pending: Arc<Pending> = Arc::new(Mutex::new(HashMap::new()));
+        let alive = Arc::new(AtomicBool::new(true));
+        let (p, a) = (pending.clone(), alive.clone());
+        rx.run(move |m| match m {
+            Some(Msg::Reply { id, result }) => {
+                if let Some(done) = p.lock().remove(&id) {
+                    let _ = done.send(result);
+                }
+                true
+            }
+            // Refused (another version), the end, or a frame out of place: every request
+            // still waiting fails (dropping its sender).
+            _ => {
+                a.store(false, Ordering::Release);
+                p.lock().clear();
+                false
+            }
+        });
+        let c = Arc::new(Conn { tx, pending, alive });
+        *slot = Some((addr, c.clone()));
+        Ok(c)
+    }
+
+    async fn forward(&self, req: Request) -> Result<Bytes, BlockError> {
+        let conn = self.conn().await?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (done, rx) = oneshot::channel();
+        conn.pending.lock().insert(id, done);
+        if conn.tx.send(Msg::Request { id, req }).is_err() {
+            conn.pending.lock().remove(&id);
+            return Err(BlockError::Unavailable(
+                "the connection to the primary closed".into(),
+            ));
+        }
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(BlockError::Unavailable(
+                "the connection to the primary closed".into(),
+            )),
+            Err(_) => {
+                conn.pending.lock().remove(&id);
+                Err(BlockError::Unavailable(format!(
+                    "the primary did not answer within {} s",
+                    REQUEST_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+}
+
+/// Where a path sends its I/O.
+#[derive(Clone)]
+pub enum Route {
+    /// This node is the primary: served here.
+    Local(Arc<dyn BlockDevice>),
+    /// Forwarded to the primary.
+    Forward(Arc<Forwarder>),
+    /// Nowhere for now (e.g. a restarted primary waiting for a new epoch): requests fail as
+    /// unavailable, with this reason.
+    Down(String),
+}
+
+/// What a node exports for a volume it holds a replica of: requests go where the current
+/// [`Route`] says. Geometry and limits come from the local cache, which every replica has.
+pub struct PathDevice {
+    geometry: Arc<dyn Fn() -> Option<VolumeGeometry> + Send + Sync>,
+    fallback: VolumeGeometry,
+    max_transfer: ByteSize,
+    route: RwLock<Route>,
+}
+
+impl PathDevice {
+    /// A path whose geometry is `geometry()` (or `fallback` when that is unknown).
+    pub fn new(
+        geometry: Arc<dyn Fn() -> Option<VolumeGeometry> + Send + Sync>,
+        fallback: VolumeGeometry,
+        max_transfer: ByteSize,
+        route: Route,
+    ) -> Self {
+        Self {
+            geometry,
+            fallback,
+            max_transfer,
+            route: RwLock::new(route),
+        }
+    }
+
+    /// Sends later requests along `route` (requests under way finish where they are).
+    pub fn set_route(&self, route: Route) {
+        *self.route.write() = route;
+    }
+
+    /// The current route.
+    pub fn route(&self) -> Route {
+        self.route.read().clone()
+    }
+
+    fn check(&self, lba: Lba, count: BlockCount) -> Result<(), BlockError> {
+        alcubierre_block::check_range(&self.geometry(), self.max_transfer, lba, count)
+    }
+}
+
+fn failed<T: Send + 'static>(e: BlockError) -> IoFuture<T> {
+    futures::future::ready(Err(e)).boxed()
+}
+
+impl BlockDevice for PathDevice {
+    fn geometry(&self) -> VolumeGeometry {
+        (self.geometry)().unwrap_or(self.fallback)
+    }
+
+    fn max_transfer(&self) -> ByteSize {
+        self.max_transfer
+    }
+
+    fn read(&self, lba: Lba, count: BlockCount) -> IoFuture<Bytes> {
+        if let Err(e) = self.check(lba, count) {
+            return failed(e);
+        }
+        match self.route() {
+            Route::Local(d) => d.read(lba, count),
+            Route::Forward(f) => async move {
+                f.forward(Request::Read {
+                    lba: lba.0,
+                    count: count.0,
+                })
+                .await
+            }
+            .boxed(),
+            Route::Down(why) => failed(BlockError::Unavailable(why)),
+        }
+    }
+
+    fn write(&self, lba: Lba, data: Bytes) -> IoFuture<()> {
+        let g = self.geometry();
+        let checked = alcubierre_block::check_payload(&g, data.len())
+            .and_then(|n| alcubierre_block::check_range(&g, self.max_transfer, lba, n));
+        if let Err(e) = checked {
+            return failed(e);
+        }
+        match self.route() {
+            Route::Local(d) => d.write(lba, data),
+            Route::Forward(f) => async move {
+                f.forward(Request::Write { lba: lba.0, data })
+                    .await
+                    .map(|_| ())
+            }
+            .boxed(),
+            Route::Down(why) => failed(BlockError::Unavailable(why)),
+        }
+    }
+
+    fn write_zeroes(&self, lba: Lba, count: BlockCount) -> IoFuture<()> {
+        if !self.geometry().contains(lba, count) {
+            return failed(BlockError::OutOfRange {
+                lba: lba.0,
+                count: count.0,
+                capacity: self.geometry().blocks().0,
+            });
+        }
+        match self.route() {
+            Route::Local(d) => d.write_zeroes(lba, count),
+            Route::Forward(f) => async move {
+                f.forward(Request::WriteZeroes {
+                    lba: lba.0,
+                    count: count.0,
+                })
+                .await
+                .map(|_| ())
+            }
+            .boxed(),
+            Route::Down(why) => failed(BlockError::Unavailable(why)),
+        }
+    }
+
+    fn unmap(&self, lba: Lba, count: BlockCount) -> IoFuture<()> {
+        if !self.geometry().contains(lba, count) {
+            return failed(BlockError::OutOfRange {
+                lba: lba.0,
+                count: count.0,
+                capacity: self.geometry().blocks().0,
+            });
+        }
+        match self.route() {
+            Route::Local(d) => d.unmap(lba, count),
+            Route::Forward(f) => async move {
+                f.forward(Request::Unmap {
+                    lba: lba.0,
+                    count: count.0,
+                })
+                .await
+                .map(|_| ())
+            }
+            .boxed(),
+            Route::Down(why) => failed(BlockError::Unavailable(why)),
+        }
+    }
+
+    fn flush(&self) -> IoFuture<()> {
+        match self.route() {
+            Route::Local(d) => d.flush(),
+            Route::Forward(f) => async move { f.forward(Request::Flush).await.map(|_| ()) }.boxed(),
+            Route::Down(why) => failed(BlockError::Unavailable(why)),
+        }
+    }
+}
