@@ -29,11 +29,14 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long connecting to the primary may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Finds the device a node serves forwarded I/O of a volume on.
+pub(crate) type Lookup = Arc<dyn Fn(&[u8; 16]) -> Option<Arc<dyn BlockDevice>> + Send + Sync>;
+
 /// Serves a forwarding connection on the primary: every request runs on `lookup(volume)`'s
 /// device, concurrently; replies go back as they complete.
 pub(crate) fn serve(
     volume: [u8; 16],
-    lookup: Arc<dyn Fn(&[u8; 16]) -> Option<Arc<dyn BlockDevice>> + Send + Sync>,
+    lookup: Lookup,
     tx: link::Sender,
     rx: link::Reader,
 ) {
