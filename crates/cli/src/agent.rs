@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alcubierre_backend::BackendError;
-use alcubierre_block::{IoStats, Metered};
+use alcubierre_block::{BlockDevice, IoStats};
 use alcubierre_cache::{Engine, RateLimiter, VolumeOpener};
 use alcubierre_control::cluster::{self, CONFIG_KEY};
 use alcubierre_control::leader;
@@ -33,7 +33,7 @@ use alcubierre_control::model::{Activation, Node};
 use alcubierre_control::reconcile::ReplicaRequest;
 use alcubierre_control::registry::{self, Heartbeat, LastOk};
 use alcubierre_control::volumes::{Host, QosPolicy, Volume};
-use alcubierre_nvmf::{volume_nqn, HostAcl, Subsystem, SubsystemEvent, Target};
+use alcubierre_nvmf::{volume_nqn, HostAcl, SubsystemEvent, Target};
 use alcubierre_replica::node::{FollowerVolume, ReplicaServer};
 use alcubierre_replica::primary::Config as ReplicaConfig;
 use alcubierre_replica::volume::{Ask, Control, Lease, PrimaryVolume};
@@ -42,6 +42,7 @@ use alcubierre_store::{Store, WatchEvent};
 use alcubierre_types::{BlockSize, ByteSize, VolumeGeometry, VolumeId};
 use parking_lot::RwLock;
 
+use crate::paths::Path;
 use crate::qos::{Limited, Qos};
 
 /// What a node publishes about a volume it exports.
@@ -136,13 +137,9 @@ async fn activation(store: Arc<dyn Store>, name: String) {
     }
 }
 
-/// What the agent exported for a volume it is primary of.
+/// A volume this node is primary of.
 struct Exported {
     name: String,
-    size: u64,
-    acl: HostAcl,
-    qos: Arc<Qos>,
-    policy: Option<QosPolicy>,
     primary: Arc<PrimaryVolume>,
     epoch: u64,
 }
@@ -151,12 +148,14 @@ struct Exported {
 struct Following {
     follower: Arc<FollowerVolume>,
     epoch: u64,
-    size: u64,
 }
 
 /// The agent's state for volumes.
 #[derive(Default)]
 struct Local {
+    /// Every volume this node holds a replica of is exported (`paths`); it serves as the
+    /// primary of `exported` and follows `following`.
+    paths: BTreeMap<String, Path>,
     exported: BTreeMap<String, Exported>,
     following: BTreeMap<String, Following>,
     /// Volumes this node was primary of when it started: it serves them again only in a newer
@@ -179,7 +178,7 @@ fn acl(v: &Volume, hosts: &BTreeMap<String, Host>) -> HostAcl {
     )
 }
 
-fn geometry(v: &Volume) -> anyhow::Result<VolumeGeometry> {
+pub(crate) fn geometry(v: &Volume) -> anyhow::Result<VolumeGeometry> {
     Ok(VolumeGeometry::new(
         BlockSize::from_bytes(v.block_size)?,
         ByteSize(v.size),
@@ -226,16 +225,16 @@ fn peers(v: &Volume, nodes: &BTreeMap<String, Node>) -> HashMap<String, SocketAd
         .collect()
 }
 
-/// Starts serving `v` as its primary and exports it.
+/// Starts serving `v` as its primary on `path`; forwarded I/O from the other paths is served
+/// on the same device (behind the same QoS limits).
 fn export(
     p: &NodeParts,
     v: &Volume,
-    acl: HostAcl,
-    qos: Arc<Qos>,
+    path: &Path,
     nodes: &BTreeMap<String, Node>,
     control: Arc<dyn Control>,
 ) -> anyhow::Result<Arc<PrimaryVolume>> {
-    let id = attach(p, v)?;
+    let id = path.id;
     let primary = PrimaryVolume::start(
         p.engine.clone(),
         p.volumes.volume(id)?,
@@ -246,22 +245,11 @@ fn export(
         p.lease.clone(),
         ReplicaConfig::default(),
     )?;
-    let stats = Arc::new(IoStats::default());
-    // Metered outside the QoS wait: latency is what the host sees.
-    let dev = Arc::new(Metered::new(
-        Limited::new(primary.clone(), qos.clone()),
-        stats.clone(),
-    ));
-    p.target
-        .add_subsystem(Arc::new(Subsystem::new(id, dev, acl, p.ana_group)));
-    p.stats.write().insert(
-        v.id.clone(),
-        VolumeMetrics {
-            name: v.name.clone(),
-            io: stats,
-            qos,
-        },
-    );
+    let dev: Arc<dyn BlockDevice> = Arc::new(Limited::new(primary.clone(), path.qos.clone()));
+    if let Some(server) = &p.replica {
+        server.serve_forwarded(id, dev.clone());
+    }
+    path.serve(dev);
     Ok(primary)
 }
 
@@ -278,11 +266,13 @@ fn grow(p: &NodeParts, v: &Volume, resize_backend: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stops exporting `id`; when `deleted`, drops its cached data and deletes its backend image.
+/// Stops serving `id` as its primary; when `deleted`, drops its cached data and deletes its
+/// backend image.
 fn unexport(p: &NodeParts, id: &str, deleted: bool) -> anyhow::Result<()> {
     let vid = VolumeId(id.parse()?);
-    p.target.remove_subsystem(&volume_nqn(vid));
-    p.stats.write().remove(id);
+    if let Some(server) = &p.replica {
+        server.stop_forwarded(vid);
+    }
     if deleted {
         p.engine.drop_volume(vid)?;
         match p.engine.backend().delete(vid) {
@@ -373,6 +363,16 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
         store: store.clone(),
         me: p.name.clone(),
     });
+    // Paths that end: deleted, or no longer a replica here.
+    let closed: Vec<String> = local
+        .paths
+        .keys()
+        .filter(|id| all.get(*id).is_none_or(|v| !v.has_replica(&p.name)))
+        .cloned()
+        .collect();
+    for id in closed {
+        local.paths.remove(&id).expect("listed").close(p, &id);
+    }
     // Exports that end: deleted, or no longer primary here.
     let gone: Vec<String> = local
         .exported
@@ -386,7 +386,7 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
         match unexport(p, &id, deleted) {
             Ok(()) if deleted => tracing::info!(node = %p.name, volume = %e.name, "deleted"),
             Ok(()) => {
-                tracing::info!(node = %p.name, volume = %e.name, "no longer primary; unexported")
+                tracing::info!(node = %p.name, volume = %e.name, "no longer primary")
             }
             Err(err) => {
                 tracing::error!(node = %p.name, volume = %e.name, "unexport failed: {err:#}")
@@ -411,15 +411,51 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
         }
     }
     for v in all.values() {
+        if !v.has_replica(&p.name) {
+            continue;
+        }
+        let want = acl(v, &hosts);
+        let policy = v.qos.as_ref().and_then(|q| policies.get(q)).cloned();
+        let path = match local.paths.entry(v.id.clone()) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let id = attach(p, v)?;
+                match Path::open(p, v, id, want.clone(), policy.clone()) {
+                    Ok(path) => e.insert(path),
+                    Err(err) => {
+                        tracing::error!(node = %p.name, volume = %v.name, "export failed: {err:#}");
+                        continue;
+                    }
+                }
+            }
+        };
+        if path.policy != policy {
+            path.qos.apply(policy.as_ref());
+            tracing::info!(node = %p.name, volume = %v.name, ?policy, "QoS applied");
+            path.policy = policy;
+        }
+        if path.acl != want {
+            path.set_acl(want);
+        }
+        if v.size > path.size {
+            match grow(p, v, v.primary == p.name) {
+                Ok(()) => {
+                    tracing::info!(node = %p.name, volume = %v.name, size = v.size, "grown");
+                    path.size = v.size;
+                }
+                Err(err) => {
+                    tracing::error!(node = %p.name, volume = %v.name, "resize failed: {err:#}")
+                }
+            }
+        }
         if v.primary == p.name {
-            let want = acl(v, &hosts);
-            let policy = v.qos.as_ref().and_then(|q| policies.get(q)).cloned();
             match local.exported.get_mut(&v.id) {
                 None => {
                     // After a restart: serve only in a newer epoch than the one found.
                     if created.get(&v.id).copied().unwrap_or(0) <= local.start_rev {
                         let floor = *local.floors.entry(v.id.clone()).or_insert(v.epoch);
                         if v.epoch <= floor {
+                            path.down("the node restarted and waits for a new epoch");
                             let req = ReplicaRequest::Restarted {
                                 epoch: v.epoch,
                                 from: p.name.clone(),
@@ -430,26 +466,21 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
                             continue;
                         }
                     }
-                    let qos = Arc::new(Qos::default());
-                    qos.apply(policy.as_ref());
-                    match export(p, v, want.clone(), qos.clone(), &nodes, control.clone()) {
+                    match export(p, v, path, &nodes, control.clone()) {
                         Ok(primary) => {
                             tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch, "serving as primary");
                             local.exported.insert(
                                 v.id.clone(),
                                 Exported {
                                     name: v.name.clone(),
-                                    size: v.size,
-                                    acl: want,
-                                    qos,
-                                    policy,
                                     primary,
                                     epoch: v.epoch,
                                 },
                             );
                         }
                         Err(e) => {
-                            tracing::error!(node = %p.name, volume = %v.name, "export failed: {e:#}")
+                            path.down("the node failed to serve the volume");
+                            tracing::error!(node = %p.name, volume = %v.name, "serving as primary failed: {e:#}")
                         }
                     }
                 }
@@ -458,37 +489,18 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
                         e.primary.membership(membership(v), peers(v, &nodes));
                         e.epoch = v.epoch;
                     }
-                    if e.policy != policy {
-                        e.qos.apply(policy.as_ref());
-                        tracing::info!(node = %p.name, volume = %v.name, ?policy, "QoS applied");
-                        e.policy = policy;
-                    }
-                    if v.size > e.size {
-                        match grow(p, v, true) {
-                            Ok(()) => {
-                                tracing::info!(node = %p.name, volume = %v.name, size = v.size, "grown");
-                                e.size = v.size;
-                            }
-                            Err(err) => {
-                                tracing::error!(node = %p.name, volume = %v.name, "resize failed: {err:#}")
-                            }
-                        }
-                    }
-                    if e.acl != want {
-                        let id = VolumeId(v.id.parse()?);
-                        if let Some(s) = p.target.subsystem(&volume_nqn(id)) {
-                            s.set_acl(want.clone());
-                        }
-                        e.acl = want;
-                    }
                 }
             }
-        } else if v.has_replica(&p.name) {
+        } else {
             let Some(server) = &p.replica else { continue };
+            path.forward(
+                nodes
+                    .get(&v.primary)
+                    .and_then(|n| n.replica.parse::<SocketAddr>().ok()),
+            );
             match local.following.get_mut(&v.id) {
                 None => {
-                    let id = attach(p, v)?;
-                    let f = FollowerVolume::new(p.engine.clone(), &p.volumes, id, v.epoch)?;
+                    let f = FollowerVolume::new(p.engine.clone(), &p.volumes, path.id, v.epoch)?;
                     server.add(f.clone());
                     tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch, last = ?f.last(), "following");
                     local.following.insert(
@@ -496,7 +508,6 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
                         Following {
                             follower: f,
                             epoch: v.epoch,
-                            size: v.size,
                         },
                     );
                 }
@@ -504,10 +515,6 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
                     if v.epoch != f.epoch {
                         f.follower.store_epoch(v.epoch);
                         f.epoch = v.epoch;
-                    }
-                    if v.size > f.size {
-                        grow(p, v, false)?;
-                        f.size = v.size;
                     }
                 }
             }

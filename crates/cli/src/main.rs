@@ -14,6 +14,7 @@ mod config;
 mod demo;
 mod load;
 mod metrics;
+mod paths;
 mod plan;
 mod qos;
 mod serve;

@@ -187,6 +187,19 @@ where
     }
 }
 
+/// The ANA state a path reports for its group (ANA log page).
+async fn ana_state(c: &mut alcubierre_nvmf::initiator::HostController) -> u8 {
+    use alcubierre_nvmf::initiator::cmd;
+    let log = c
+        .admin
+        .execute(cmd::get_log_page(0x0c, 0, 4096, 0), None, 4096)
+        .await
+        .unwrap()
+        .ok()
+        .unwrap();
+    log.data[32]
+}
+
 fn node_index(name: &str) -> usize {
     name.trim_start_matches("node-").parse::<usize>().unwrap() - 1
 }
@@ -568,63 +581,97 @@ async fn a_killed_primary_fails_over_with_every_acknowledged_write() {
             .unwrap()
     };
     let primary = v["primary"].as_str().unwrap().to_string();
-    let addr = portal(&primary);
-    let mut c = eventually(10, "the volume exported", || async {
-        HostController::connect(addr, &nqn, &Default::default(), 1)
+    let pidx = node_index(&primary);
+    // The host has two paths: the primary's and another replica's (which survives).
+    let other = (1..=3)
+        .map(|i| format!("node-{i}"))
+        .find(|n| *n != primary)
+        .unwrap();
+    let connect = |name: String| {
+        let addr = portal(&name);
+        let nqn = nqn.clone();
+        async move {
+            eventually(10, "the volume exported", || async {
+                HostController::connect(addr, &nqn, &Default::default(), 1)
+                    .await
+                    .ok()
+            })
             .await
-            .ok()
-    })
-    .await;
+        }
+    };
+    let mut c = connect(primary.clone()).await;
+    let mut c2 = connect(other.clone()).await;
+    assert_eq!(
+        ana_state(&mut c).await,
+        1,
+        "the primary's path is optimized"
+    );
+    assert_eq!(
+        ana_state(&mut c2).await,
+        2,
+        "a follower's path is non-optimized"
+    );
     let block = |i: u64| {
         let mut d = vec![(i % 251) as u8; 4096];
         d[..8].copy_from_slice(&i.to_le_bytes());
         bytes::Bytes::from(d)
     };
+    // Writes on both paths; the follower's are forwarded to the primary.
     for i in 0..64 {
-        c.write(0, i * 7, block(i), 4096).await.unwrap();
+        let path = if i % 2 == 0 { &mut c } else { &mut c2 };
+        path.write(0, i * 7, block(i), 4096).await.unwrap();
+    }
+    for i in 0..64 {
+        assert_eq!(c2.read(0, i * 7, 1, 4096).await.unwrap(), block(i));
     }
     drop(c);
 
-    let pidx = node_index(&primary);
     procs[pidx].0.kill().unwrap();
     procs[pidx].0.wait().unwrap();
     let killed = Instant::now();
-    let live = apis[(0..3).find(|i| *i != pidx).unwrap()].clone();
-    let new_primary = eventually(20, "a new primary", || async {
-        let v = json_call(&live, "GET", &format!("/api/v1/volumes/{id}"), "").await;
-        let p = v["primary"].as_str().unwrap().to_string();
-        (p != primary).then_some(p)
-    })
-    .await;
-    let addr = portal(&new_primary);
-    let mut c = eventually(
-        20,
-        "the new primary exports it and takes a write",
-        || async {
-            let mut c = match HostController::connect(addr, &nqn, &Default::default(), 1).await {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("connect to the new primary: {e}");
-                    return None;
-                }
-            };
-            if let Err(e) = c.write(0, 1000, block(1000), 4096).await {
-                eprintln!("write on the new primary: {e}");
-                return None;
+    // I/O on the surviving path fails with a path error until the failover, then succeeds
+    // without reconnecting.
+    let mut failures = 0;
+    loop {
+        // Like Linux, the host keeps its controller alive (every command would not do: the
+        // target does not count traffic as keep-alive).
+        let keep_alive = alcubierre_nvmf::initiator::cmd::new(0x18, 0);
+        c2.admin.execute(keep_alive, None, 0).await.unwrap();
+        match c2.write(0, 1000, block(1000), 4096).await {
+            Ok(_) => break,
+            Err(e) => {
+                failures += 1;
+                assert!(
+                    killed.elapsed() < Duration::from_secs(20),
+                    "no failover on the surviving path: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Some(c)
-        },
-    )
-    .await;
+        }
+    }
     let failover = killed.elapsed();
-    eprintln!("failover: primary {primary} killed, {new_primary} took a write after {failover:?}");
+    let live = apis[(0..3).find(|i| *i != pidx).unwrap()].clone();
+    let v = json_call(&live, "GET", &format!("/api/v1/volumes/{id}"), "").await;
+    let new_primary = v["primary"].as_str().unwrap().to_string();
+    assert_ne!(new_primary, primary);
+    eprintln!(
+        "failover: primary {primary} killed; the path on {other} took a write after \
+         {failover:?} ({failures} failed attempts); new primary {new_primary}"
+    );
     for i in 0..64 {
         assert_eq!(
-            c.read(0, i * 7, 1, 4096).await.unwrap(),
+            c2.read(0, i * 7, 1, 4096).await.unwrap(),
             block(i),
             "block {i}"
         );
     }
+    assert_eq!(c2.read(0, 1000, 1, 4096).await.unwrap(), block(1000));
+    let want = if new_primary == other { 1 } else { 2 };
+    assert_eq!(
+        ana_state(&mut c2).await,
+        want,
+        "the surviving path's ANA state follows its role"
+    );
     let v = json_call(&live, "GET", &format!("/api/v1/volumes/{id}"), "").await;
     assert!(
         !v["in_sync"]

@@ -34,12 +34,7 @@ pub(crate) type Lookup = Arc<dyn Fn(&[u8; 16]) -> Option<Arc<dyn BlockDevice>> +
 
 /// Serves a forwarding connection on the primary: every request runs on `lookup(volume)`'s
 /// device, concurrently; replies go back as they complete.
-pub(crate) fn serve(
-    volume: [u8; 16],
-    lookup: Lookup,
-    tx: link::Sender,
-    rx: link::Reader,
-) {
+pub(crate) fn serve(volume: [u8; 16], lookup: Lookup, tx: link::Sender, rx: link::Reader) {
     rx.run(move |m| {
         let Some(Msg::Request { id, req }) = m else {
             return false; // the end, or a frame that has no place here

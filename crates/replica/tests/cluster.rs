@@ -328,9 +328,12 @@ async fn follower_paths_forward_to_the_primary_and_follow_a_failover() {
             .await
             .unwrap();
     }
-    within("forwarded zeroes", path2.write_zeroes(Lba(40), BlockCount(2)))
-        .await
-        .unwrap();
+    within(
+        "forwarded zeroes",
+        path2.write_zeroes(Lba(40), BlockCount(2)),
+    )
+    .await
+    .unwrap();
     within("forwarded flush", path2.flush()).await.unwrap();
     for i in 0..32 {
         assert_eq!(p.read(Lba(i), BlockCount(1)).await.unwrap(), block(i, 1));
@@ -389,12 +392,18 @@ async fn follower_paths_forward_to_the_primary_and_follow_a_failover() {
     path1.set_route(Route::Local(p1.clone()));
     fwd2.set_primary(Some(addrs["n1"]));
     tokio::time::sleep(Duration::from_millis(120)).await;
-    within("write on the new primary's path", path1.write(Lba(50), block(50, 2)))
-        .await
-        .unwrap();
-    within("forwarded to the new primary", path2.write(Lba(51), block(51, 2)))
-        .await
-        .unwrap();
+    within(
+        "write on the new primary's path",
+        path1.write(Lba(50), block(50, 2)),
+    )
+    .await
+    .unwrap();
+    within(
+        "forwarded to the new primary",
+        path2.write(Lba(51), block(51, 2)),
+    )
+    .await
+    .unwrap();
     for (i, round) in [(0, 1), (31, 1), (50, 2), (51, 2)] {
         assert_eq!(
             within("read after failover", path2.read(Lba(i), BlockCount(1)))

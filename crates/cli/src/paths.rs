@@ -1,0 +1,125 @@
+//! A node's paths: every node holding a replica of a volume exports it over NVMe/TCP, with the
+//! same subsystem NQN, serial and namespace ids everywhere and this node's ANA group.
+//!
+//! * On the primary the path serves locally (ANA optimized).
+//! * On a follower it forwards each I/O to the primary over the replica network (ANA
+//!   non-optimized), so a host with paths to several nodes keeps working through any of them.
+//! * While the node cannot serve the volume (a restarted primary waiting for its new epoch), the
+//!   path is ANA inaccessible and I/O fails with that path status, which hosts retry on another
+//!   path.
+//!
+//! Role changes switch the route under live connections and tell the hosts with an ANA change
+//! notice.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use alcubierre_block::{BlockDevice, IoStats, Metered};
+use alcubierre_control::volumes::{QosPolicy, Volume};
+use alcubierre_nvmf::{volume_nqn, AnaState, HostAcl, Subsystem};
+use alcubierre_replica::forward::{Forwarder, PathDevice, Route};
+use alcubierre_types::VolumeId;
+
+use crate::agent::{NodeParts, VolumeMetrics};
+use crate::qos::Qos;
+
+/// This node's path to one volume.
+pub struct Path {
+    pub id: VolumeId,
+    pub size: u64,
+    pub acl: HostAcl,
+    pub qos: Arc<Qos>,
+    pub policy: Option<QosPolicy>,
+    device: Arc<PathDevice>,
+    forwarder: Arc<Forwarder>,
+    subsystem: Arc<Subsystem>,
+}
+
+impl Path {
+    /// Exports `v` (already attached to the cache) from this node, with no route yet.
+    pub fn open(
+        p: &NodeParts,
+        v: &Volume,
+        id: VolumeId,
+        acl: HostAcl,
+        policy: Option<QosPolicy>,
+    ) -> anyhow::Result<Self> {
+        let engine = p.engine.clone();
+        let device = Arc::new(PathDevice::new(
+            Arc::new(move || engine.geometry(id).ok()),
+            crate::agent::geometry(v)?,
+            p.engine.max_transfer(),
+            Route::Down("the node is starting to serve the volume".into()),
+        ));
+        let qos = Arc::new(Qos::default());
+        qos.apply(policy.as_ref());
+        let stats = Arc::new(IoStats::default());
+        let dev: Arc<dyn BlockDevice> = Arc::new(Metered::new(device.clone(), stats.clone()));
+        let subsystem = Arc::new(Subsystem::new(id, dev, acl.clone(), p.ana_group));
+        subsystem.set_ana(AnaState::Inaccessible);
+        p.target.add_subsystem(subsystem.clone());
+        p.stats.write().insert(
+            v.id.clone(),
+            VolumeMetrics {
+                name: v.name.clone(),
+                io: stats,
+                qos: qos.clone(),
+            },
+        );
+        Ok(Self {
+            id,
+            size: v.size,
+            acl,
+            qos,
+            policy,
+            device,
+            forwarder: Forwarder::new(id),
+            subsystem,
+        })
+    }
+
+    /// This node is the primary: I/O is served on `dev` (the replicated volume behind its QoS
+    /// limits).
+    pub fn serve(&self, dev: Arc<dyn BlockDevice>) {
+        self.forwarder.set_primary(None);
+        self.device.set_route(Route::Local(dev));
+        self.subsystem.set_ana(AnaState::Optimized);
+    }
+
+    /// Another node is the primary, reachable at `primary` on the replica network.
+    pub fn forward(&self, primary: Option<SocketAddr>) {
+        if !matches!(self.device.route(), Route::Forward(_)) || self.forwarder.primary() != primary
+        {
+            self.forwarder.set_primary(primary);
+            self.device
+                .set_route(Route::Forward(self.forwarder.clone()));
+        }
+        self.subsystem.set_ana(if primary.is_some() {
+            AnaState::NonOptimized
+        } else {
+            AnaState::Inaccessible
+        });
+    }
+
+    /// The node cannot serve the volume for now (`why` goes to the hosts' failed I/O).
+    pub fn down(&self, why: &str) {
+        if !matches!(self.device.route(), Route::Down(_)) {
+            self.device.set_route(Route::Down(why.to_string()));
+        }
+        self.subsystem.set_ana(AnaState::Inaccessible);
+    }
+
+    /// Replaces the host access list (existing connections stay).
+    pub fn set_acl(&mut self, acl: HostAcl) {
+        self.subsystem.set_acl(acl.clone());
+        self.acl = acl;
+    }
+
+    /// Stops exporting.
+    pub fn close(&self, p: &NodeParts, id: &str) {
+        self.device
+            .set_route(Route::Down("the volume left this node".into()));
+        p.target.remove_subsystem(&volume_nqn(self.id));
+        p.stats.write().remove(id);
+    }
+}
