@@ -2,10 +2,12 @@
 //! * Activation: when its record turns `activating`, it checks its cache devices and reports
 //!   success or failure (`registry::finish_activation`).
 //! * Volumes: whenever a volume, a host, a QoS policy or a node record changes, it converges on
-//!   the store's replica sets. A volume whose primary it is runs as a replicated volume
-//!   (`alcubierre_replica::volume::PrimaryVolume`) exported over NVMe/TCP, with its access list
-//!   (the volume's hosts' NQNs; an empty list lets any host in) and QoS policy; a volume it is a
-//!   follower of is registered with its replica listener. It grows resized volumes (hosts get a
+//!   the store's replica sets. Every volume it holds a replica of is exported over NVMe/TCP
+//!   (`crate::paths`), with its access list (the volume's hosts' NQNs; an empty list lets any
+//!   host in) and QoS policy. A volume whose primary it is runs as a replicated volume
+//!   (`alcubierre_replica::volume::PrimaryVolume`) that also serves the other paths' forwarded
+//!   I/O; a volume it is a follower of is registered with its replica listener and its path
+//!   forwards to the primary. It grows resized volumes (hosts get a
 //!   Namespace Attribute Changed event), follows epoch changes, sends the primary's requests to
 //!   the leader, switches roles on failover, and stops serving volumes that moved away or were
 //!   deleted (a deleted volume's cached data is dropped and its backend image deleted; a
