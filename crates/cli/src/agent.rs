@@ -490,6 +490,9 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
                     if v.epoch != e.epoch {
                         e.primary.membership(membership(v), peers(v, &nodes));
                         e.epoch = v.epoch;
+                    } else {
+                        // A member may have restarted on another replica address.
+                        e.primary.set_peers(peers(v, &nodes));
                     }
                 }
             }

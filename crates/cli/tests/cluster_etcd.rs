@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::cluster::*;
+
 use std::time::{Duration, Instant};
 
 use alcubierre_control::activation::{ActivationError, Licence};
@@ -16,50 +18,6 @@ use alcubierre_store::Store;
 
 fn start_node(dir: &std::path::Path, i: usize, etcd: &str) -> common::Proc {
     start_node_with(dir, i, etcd, "").0
-}
-
-/// Starts node-i with `extra` lines in its [cluster] section; returns it and its ready line.
-fn start_node_with(
-    dir: &std::path::Path,
-    i: usize,
-    etcd: &str,
-    extra: &str,
-) -> (common::Proc, serde_json::Value) {
-    let d = dir.join(format!("node-{i}"));
-    std::fs::create_dir_all(&d).unwrap();
-    let cfg = d.join("node.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[node]
-name = "node-{i}"
-threads = 1
-[cache]
-device = "{d}/cache.img"
-create_size = "64MiB"
-[backend]
-kind = "file"
-dir = "{d}/backend"
-[nvmf]
-listen = ["127.0.0.1:0"]
-[cluster]
-etcd = ["{etcd}"]
-heartbeat_interval_ms = 300
-heartbeat_timeout_ms = 3000
-{extra}
-[[volume]]
-name = "v{i}"
-size = "64MiB"
-hosts = ["*"]
-"#,
-            d = d.display()
-        ),
-    )
-    .unwrap();
-    let (p, v) = common::spawn_ready(&["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()]);
-    assert!(v["listening"].is_array(), "node-{i} did not start: {v}");
-    (p, v)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,78 +90,6 @@ async fn killed_node_becomes_unavailable_within_the_timeout() {
 
 /// Starts node-1..=node-n, each serving the API with the test token; returns the processes,
 /// their ready lines and their API addresses.
-fn start_api_nodes(
-    dir: &std::path::Path,
-    n: usize,
-    etcd: &str,
-) -> (Vec<common::Proc>, Vec<serde_json::Value>, Vec<String>) {
-    let api_extra = "api_listen = \"127.0.0.1:0\"\napi_token = \"t0ken-for-tests\"";
-    let (procs, ready): (Vec<_>, Vec<_>) = (1..=n)
-        .map(|i| start_node_with(dir, i, etcd, api_extra))
-        .unzip();
-    let apis = ready
-        .iter()
-        .map(|r| {
-            r["api"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("http://")
-                .to_string()
-        })
-        .collect();
-    (procs, ready, apis)
-}
-
-/// An API call with the test token, off the async workers.
-async fn call(api: &str, method: &'static str, path: &str, body: &str) -> (u16, String) {
-    let (api, path, body) = (api.to_string(), path.to_string(), body.to_string());
-    tokio::task::spawn_blocking(move || common::http(&api, method, &path, "t0ken-for-tests", &body))
-        .await
-        .unwrap()
-}
-
-async fn json_call(api: &str, method: &'static str, path: &str, body: &str) -> serde_json::Value {
-    let (st, b) = call(api, method, path, body).await;
-    assert!((200..300).contains(&st), "{method} {path}: {st} {b}");
-    serde_json::from_str(&b).unwrap()
-}
-
-/// Polls `f` every 100 ms until it returns `Some`, for at most `secs`.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let t0 = Instant::now();
-    loop {
-        if let Some(x) = f().await {
-            return x;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(secs),
-            "timed out: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The ANA state a path reports for its group (ANA log page).
-async fn ana_state(c: &mut alcubierre_nvmf::initiator::HostController) -> u8 {
-    use alcubierre_nvmf::initiator::cmd;
-    let log = c
-        .admin
-        .execute(cmd::get_log_page(0x0c, 0, 4096, 0), None, 4096)
-        .await
-        .unwrap()
-        .ok()
-        .unwrap();
-    log.data[32]
-}
-
-fn node_index(name: &str) -> usize {
-    name.trim_start_matches("node-").parse::<usize>().unwrap() - 1
-}
-
 /// Four `alcubierre serve` processes on a real etcd, each serving the API: activation through
 /// the API, a placed volume exported by its primary, online growth seen by the host, per-volume
 /// metrics, host access lists, a replica moved off a killed node by the leader, and delete.

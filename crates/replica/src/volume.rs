@@ -217,6 +217,12 @@ impl PrimaryVolume {
         let _ = self.step(|inner| Ok::<_, ()>(inner.core.membership(m)));
     }
 
+    /// The members' replica addresses changed (e.g. a node restarted on another port): later
+    /// connections use them.
+    pub fn set_peers(&self, peers: HashMap<String, SocketAddr>) {
+        *self.peers.lock() = peers;
+    }
+
     /// The state machine's state, for logs and tests.
     pub fn describe(&self) -> String {
         self.inner.lock().core.describe()

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod cluster;
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};

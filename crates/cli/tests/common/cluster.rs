@@ -1,0 +1,125 @@
+//! Helpers of the multi-process cluster tests: `alcubierre serve` nodes on a real etcd, API
+//! calls, waiting for a condition, a path's ANA state.
+
+use std::time::{Duration, Instant};
+
+/// Starts node-i with `extra` lines in its [cluster] section; returns it and its ready line.
+pub fn start_node_with(
+    dir: &std::path::Path,
+    i: usize,
+    etcd: &str,
+    extra: &str,
+) -> (super::Proc, serde_json::Value) {
+    let d = dir.join(format!("node-{i}"));
+    std::fs::create_dir_all(&d).unwrap();
+    let cfg = d.join("node.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[node]
+name = "node-{i}"
+threads = 1
+[cache]
+device = "{d}/cache.img"
+create_size = "64MiB"
+[backend]
+kind = "file"
+dir = "{d}/backend"
+[nvmf]
+listen = ["127.0.0.1:0"]
+[cluster]
+etcd = ["{etcd}"]
+heartbeat_interval_ms = 300
+heartbeat_timeout_ms = 3000
+{extra}
+[[volume]]
+name = "v{i}"
+size = "64MiB"
+hosts = ["*"]
+"#,
+            d = d.display()
+        ),
+    )
+    .unwrap();
+    let (p, v) = super::spawn_ready(&["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()]);
+    assert!(v["listening"].is_array(), "node-{i} did not start: {v}");
+    (p, v)
+}
+
+pub fn start_api_nodes(
+    dir: &std::path::Path,
+    n: usize,
+    etcd: &str,
+) -> (Vec<super::Proc>, Vec<serde_json::Value>, Vec<String>) {
+    let api_extra = "api_listen = \"127.0.0.1:0\"\napi_token = \"t0ken-for-tests\"";
+    let (procs, ready): (Vec<_>, Vec<_>) = (1..=n)
+        .map(|i| start_node_with(dir, i, etcd, api_extra))
+        .unzip();
+    let apis = ready
+        .iter()
+        .map(|r| {
+            r["api"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("http://")
+                .to_string()
+        })
+        .collect();
+    (procs, ready, apis)
+}
+
+/// An API call with the test token, off the async workers.
+pub async fn call(api: &str, method: &'static str, path: &str, body: &str) -> (u16, String) {
+    let (api, path, body) = (api.to_string(), path.to_string(), body.to_string());
+    tokio::task::spawn_blocking(move || super::http(&api, method, &path, "t0ken-for-tests", &body))
+        .await
+        .unwrap()
+}
+
+pub async fn json_call(
+    api: &str,
+    method: &'static str,
+    path: &str,
+    body: &str,
+) -> serde_json::Value {
+    let (st, b) = call(api, method, path, body).await;
+    assert!((200..300).contains(&st), "{method} {path}: {st} {b}");
+    serde_json::from_str(&b).unwrap()
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, for at most `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let t0 = Instant::now();
+    loop {
+        if let Some(x) = f().await {
+            return x;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The ANA state a path reports for its group (ANA log page).
+pub async fn ana_state(c: &mut alcubierre_nvmf::initiator::HostController) -> u8 {
+    use alcubierre_nvmf::initiator::cmd;
+    let log = c
+        .admin
+        .execute(cmd::get_log_page(0x0c, 0, 4096, 0), None, 4096)
+        .await
+        .unwrap()
+        .ok()
+        .unwrap();
+    log.data[32]
+}
+
+pub fn node_index(name: &str) -> usize {
+    name.trim_start_matches("node-").parse::<usize>().unwrap() - 1
+}
