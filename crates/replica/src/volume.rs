@@ -241,6 +241,19 @@ impl PrimaryVolume {
     fn tick_locked(&self, inner: &mut Inner, destaged: u64) -> Vec<Action> {
         let now = self.lease.now_ms();
         let mut acts = inner.core.tick(now, self.lease.until());
+        if !inner.core.serving() && !inner.pending.is_empty() {
+            // The lease ran out (the node lost the store): nothing more is acknowledged here
+            // until it is back, and a new primary may be chosen meanwhile. Waiting writes fail
+            // with a path error now, so hosts retry them on another path rather than time out.
+            // (Their outcome is unknown to the host, as for any failed write; one that reached
+            // the journals is ordered before whatever the host writes next.)
+            let e = BlockError::Unavailable(
+                "this node lost its lease on the cluster store; retry on another path".into(),
+            );
+            for (_, tx) in std::mem::take(&mut inner.pending) {
+                let _ = tx.send(Err(e.clone()));
+            }
+        }
         if destaged > inner.destaged {
             inner.destaged = destaged;
             let epoch = inner

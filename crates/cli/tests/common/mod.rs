@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod cluster;
+pub mod netns;
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,7 +22,25 @@ impl Drop for Proc {
 
 /// Runs `alcubierre --json <args>` and returns it with the JSON line it prints when ready.
 pub fn spawn_ready<S: AsRef<OsStr>>(args: &[S]) -> (Proc, serde_json::Value) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_alcubierre"))
+    spawn_ready_in(None, args)
+}
+
+/// [`spawn_ready`] inside network namespace `netns` (`ip netns exec` replaces itself with the
+/// program, so the PID is alcubierre's).
+pub fn spawn_ready_in<S: AsRef<OsStr>>(
+    netns: Option<&str>,
+    args: &[S],
+) -> (Proc, serde_json::Value) {
+    let bin = env!("CARGO_BIN_EXE_alcubierre");
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, bin]);
+            c
+        }
+        None => Command::new(bin),
+    };
+    let mut child = cmd
         .arg("--json")
         .args(args)
         .stdout(Stdio::piped())
