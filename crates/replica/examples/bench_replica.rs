@@ -1,7 +1,9 @@
 //! Replication benchmark: 4 KiB writes at QD1 and QD32 through a replicated volume (3 replicas:
 //! three cache engines on O_DIRECT files, followers over loopback TCP, all in this process)
 //! against the same writes on one engine without replication. Reports IOPS, latency
-//! percentiles and CPU time per write (this process: primary, followers and the client).
+//! percentiles and CPU time per write (this process: primary, followers and the client). Then
+//! a rebuild: one replica comes back empty while 192 MiB of writes are dirty (destage paused)
+//! and is rebuilt from the primary; reports the time and MB/s.
 //!
 //! `cargo run --release -p alcubierre-replica --example bench_replica [seconds] [dir|mem]`
 //! (default 5 s per run, files under /var/tmp; `mem`: memory media, no device syncs, which
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use alcubierre_backend::{Backend, MemBackend};
 use alcubierre_block::BlockDevice;
-use alcubierre_cache::{CacheService, Engine, FormatOptions, ServiceConfig};
+use alcubierre_cache::{CacheService, Engine, FormatOptions, RateLimiter, ServiceConfig};
 use alcubierre_io::{DirectFile, Medium};
 use alcubierre_replica::node::{FollowerVolume, ReplicaServer};
 use alcubierre_replica::primary::Config;
@@ -22,10 +24,14 @@ use alcubierre_replica::Membership;
 use alcubierre_types::{BlockSize, ByteSize, Lba, VolumeGeometry, VolumeId};
 use bytes::Bytes;
 
+/// The leader's part: no requests are expected, except the primary asking to add the rebuilt
+/// replica at the end.
 struct NoControl;
 impl Control for NoControl {
     fn ask(&self, _: VolumeId, ask: Ask) {
-        eprintln!("unexpected request during the benchmark: {ask:?}");
+        if !matches!(ask, Ask::Add { .. }) {
+            eprintln!("unexpected request during the benchmark: {ask:?}");
+        }
     }
 }
 
@@ -99,6 +105,7 @@ async fn main() {
     let mut engines = Vec::new();
     let mut services = Vec::new();
     let mut servers = Vec::new();
+    let mut limits = Vec::new();
     for i in 0..3 {
         let m: Arc<dyn Medium> = if mem {
             // Touched up front, so first-touch page faults are not counted as write cost.
@@ -119,13 +126,15 @@ async fn main() {
         };
         let e = Arc::new(Engine::open(m, backend.clone() as Arc<dyn Backend>).unwrap());
         e.attach(vol, g).unwrap();
+        let limit = Arc::new(RateLimiter::new(u64::MAX / 4, 1 << 20));
         let svc = CacheService::start(
             e.clone(),
             ServiceConfig {
-                destage_limit: None,
+                destage_limit: Some(limit.clone()),
                 ..ServiceConfig::default()
             },
         );
+        limits.push(limit);
         servers.push(
             ReplicaServer::bind("127.0.0.1:0".parse().unwrap())
                 .await
@@ -182,6 +191,75 @@ async fn main() {
     let rep: Arc<dyn BlockDevice> = p.clone();
     for qd in [1, 32] {
         report("3 replicas", qd, secs, run(rep.clone(), qd, secs).await);
+    }
+    // Rebuild: n2 loses its copy while the other two take `dirty` bytes that stay in the
+    // caches (destage paused); then n2 comes back empty and is rebuilt from the primary.
+    let dirty: u64 = 192 << 20;
+    for l in &limits {
+        l.set_rate(1);
+    }
+    servers[2].remove(vol);
+    let m2 = |epoch, in_sync: &[&str]| Membership {
+        epoch,
+        primary: "n0".into(),
+        replicas: vec!["n0".into(), "n1".into(), "n2".into()],
+        in_sync: in_sync.iter().map(|s| s.to_string()).collect(),
+    };
+    let mut peers = HashMap::new();
+    for i in 1..3 {
+        peers.insert(format!("n{i}"), servers[i].local_addr());
+    }
+    p.membership(m2(2, &["n0", "n1"]), peers.clone());
+    let chunk = Bytes::from(vec![0x3c; 64 << 10]);
+    let mut tasks = Vec::new();
+    for q in 0..8u64 {
+        let (p, chunk) = (p.clone(), chunk.clone());
+        tasks.push(tokio::spawn(async move {
+            let per = dirty / (64 << 10) / 8;
+            for k in 0..per {
+                let lba = ((q * per + k) * 16) % (1 << 17);
+                p.write(Lba(lba), chunk.clone()).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    engines[2]
+        .reset_replica(vol, alcubierre_cache::Tag::default())
+        .unwrap();
+    let f = FollowerVolume::new(engines[2].clone(), &services[2].volumes(), vol, 2).unwrap();
+    let dirty_now = engines[0].stats().dirty_bytes;
+    let logged = engines[2].stats().log_bytes_written;
+    let c0 = cpu();
+    let t0 = Instant::now();
+    servers[2].add(f);
+    p.membership(m2(2, &["n0", "n1"]), peers);
+    loop {
+        let done = p
+            .followers()
+            .iter()
+            .any(|f| f.node == "n2" && f.streaming && f.acked == f.head);
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let took = t0.elapsed();
+    let cpu_used = cpu() - c0;
+    let copied = engines[2].stats().log_bytes_written - logged;
+    println!(
+        "rebuild: {} MiB written, {} MiB dirty on the primary; {} MiB journaled on the new \
+         replica in {:.2} s: {:.0} MB/s, CPU {:.2} s",
+        dirty >> 20,
+        dirty_now >> 20,
+        copied >> 20,
+        took.as_secs_f64(),
+        copied as f64 / took.as_secs_f64() / 1e6,
+        cpu_used.as_secs_f64()
+    );
+    for l in &limits {
+        l.set_rate(u64::MAX / 4);
     }
     for (i, e) in engines.iter().enumerate() {
         let st = e.stats();

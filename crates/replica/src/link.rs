@@ -235,11 +235,8 @@ impl Reader {
     /// The next frame; `None` once the connection ended (closed, reset, or a bad frame).
     pub async fn next(&mut self) -> Option<Msg> {
         loop {
-            match Msg::decode(&self.buf) {
-                Ok(Some((m, used))) => {
-                    self.buf.advance(used);
-                    return Some(m);
-                }
+            match Msg::decode_shared(&mut self.buf) {
+                Ok(Some(m)) => return Some(m),
                 Ok(None) => {}
                 Err(e) => {
                     tracing::warn!("replication connection: bad frame: {e}");
@@ -247,8 +244,10 @@ impl Reader {
                     return None;
                 }
             }
-            if self.buf.capacity() - self.buf.len() < 16 << 10 {
-                self.buf.reserve(64 << 10);
+            if self.buf.capacity() - self.buf.len() < 64 << 10 {
+                // Room for a large write frame or many small ones per read; decoded frames
+                // share this memory, so it is allocated afresh rather than reused.
+                self.buf.reserve(1 << 20);
             }
             loop {
                 self.shared.stream.readable().await.ok()?;

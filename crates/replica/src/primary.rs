@@ -117,6 +117,21 @@ struct Peer {
     needs_rebuild: bool,
 }
 
+/// How far a follower is, as its primary sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FollowerProgress {
+    /// The follower's node.
+    pub node: String,
+    /// Whether it is in the in-sync set.
+    pub in_sync: bool,
+    /// Writes flow to it (otherwise it is disconnected or connecting).
+    pub streaming: bool,
+    /// The highest sequence number durable on it.
+    pub acked: u64,
+    /// The primary's newest sequence number.
+    pub head: u64,
+}
+
 /// Why a host write was not taken.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WriteError {
@@ -216,6 +231,23 @@ impl Primary {
             self.demoted,
             self.peers
         )
+    }
+
+    /// Every follower's progress.
+    pub fn followers(&self) -> Vec<FollowerProgress> {
+        let mut out: Vec<FollowerProgress> = self
+            .peers
+            .iter()
+            .map(|(n, p)| FollowerProgress {
+                node: n.clone(),
+                in_sync: self.m.in_sync.contains(n),
+                streaming: p.link == Link::Streaming,
+                acked: p.acked,
+                head: self.head,
+            })
+            .collect();
+        out.sort_by(|a, b| a.node.cmp(&b.node));
+        out
     }
 
     /// Whether it may serve (reads too): not demoted and the lease is valid.

@@ -228,6 +228,11 @@ impl PrimaryVolume {
         self.inner.lock().core.describe()
     }
 
+    /// Every follower's progress (rebuilds and resyncs catch up to `head`).
+    pub fn followers(&self) -> Vec<crate::primary::FollowerProgress> {
+        self.inner.lock().core.followers()
+    }
+
     /// Whether it serves.
     pub fn serving(&self) -> bool {
         self.inner.lock().core.serving() && self.failed.lock().is_none()

@@ -374,17 +374,29 @@ impl Msg {
     /// Decodes one frame from the front of `buf`: `Ok(None)` when more bytes are needed, else
     /// the message and the bytes it used.
     pub fn decode(buf: &[u8]) -> Result<Option<(Msg, usize)>, WireError> {
-        if buf.len() < 4 {
+        let Some(len) = frame_len(buf)? else {
             return Ok(None);
-        }
-        let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
-        if len > MAX_FRAME {
-            return Err(WireError::TooLong(len));
-        }
-        if buf.len() < 4 + len {
-            return Ok(None);
-        }
+        };
         let body = &buf[4..4 + len];
+        let m = Self::parse(body, &|s, e| Bytes::copy_from_slice(&body[1 + s..1 + e]))?;
+        Ok(Some((m, 4 + len)))
+    }
+
+    /// Decodes one frame from the front of `buf` and removes it; the message's data shares
+    /// `buf`'s memory instead of being copied. `Ok(None)` when more bytes are needed.
+    pub fn decode_shared(buf: &mut BytesMut) -> Result<Option<Msg>, WireError> {
+        let Some(len) = frame_len(buf)? else {
+            return Ok(None);
+        };
+        let frame = buf.split_to(4 + len).freeze();
+        let m = Self::parse(&frame[4..], &|s, e| frame.slice(5 + s..5 + e))?;
+        Ok(Some(m))
+    }
+
+    /// Parses a frame's body (type and fields); `slice(start, end)` gives the bytes of a data
+    /// field, as offsets into the fields after the type.
+    fn parse(body: &[u8], slice: &dyn Fn(usize, usize) -> Bytes) -> Result<Msg, WireError> {
+        let len = body.len();
         let (&kind, f) = body
             .split_first()
             .ok_or(WireError::BadLength { kind: 0, len })?;
@@ -450,7 +462,7 @@ impl Msg {
                     pos: pos_at(8),
                     payload: Payload::Write {
                         offset,
-                        data: Bytes::copy_from_slice(data),
+                        data: slice(32, f.len()),
                     },
                 }
             }
@@ -509,7 +521,7 @@ impl Msg {
                     id: u64_at(0),
                     req: Request::Write {
                         lba: u64_at(8),
-                        data: Bytes::copy_from_slice(&f[16..]),
+                        data: slice(16, f.len()),
                     },
                 }
             }
@@ -527,7 +539,7 @@ impl Msg {
                 let code = f[8];
                 let rest = &f[33..];
                 let result = if code == 0 {
-                    Ok(Bytes::copy_from_slice(rest))
+                    Ok(slice(33, f.len()))
                 } else {
                     if rest.len() > MAX_ERROR_TEXT {
                         return Err(WireError::Invalid("error text too long"));
@@ -541,8 +553,20 @@ impl Msg {
             }
             k => return Err(WireError::UnknownType(k)),
         };
-        Ok(Some((m, 4 + len)))
+        Ok(m)
     }
+}
+
+/// The body length of the frame at the front of `buf`, once all of it is there.
+fn frame_len(buf: &[u8]) -> Result<Option<usize>, WireError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLong(len));
+    }
+    Ok((buf.len() >= 4 + len).then_some(len))
 }
 
 #[cfg(test)]
@@ -670,6 +694,25 @@ mod tests {
                 assert_eq!(Msg::decode(&b[..cut]).unwrap(), None, "{m:?} cut at {cut}");
             }
         }
+    }
+
+    #[test]
+    fn shared_decoding_gives_the_same_messages() {
+        let mut b = BytesMut::new();
+        for m in all() {
+            m.encode(&mut b);
+        }
+        let mut copy = b.clone();
+        let mut at = 0;
+        for m in all() {
+            let (d, used) = Msg::decode(&copy[at..]).unwrap().unwrap();
+            at += used;
+            assert_eq!(Msg::decode_shared(&mut b).unwrap(), Some(d.clone()));
+            assert_eq!(d, m);
+        }
+        assert!(b.is_empty());
+        copy.clear();
+        assert_eq!(Msg::decode_shared(&mut copy).unwrap(), None);
     }
 
     #[test]
