@@ -205,10 +205,9 @@ async fn main() {
         replicas: vec!["n0".into(), "n1".into(), "n2".into()],
         in_sync: in_sync.iter().map(|s| s.to_string()).collect(),
     };
-    let mut peers = HashMap::new();
-    for i in 1..3 {
-        peers.insert(format!("n{i}"), servers[i].local_addr());
-    }
+    let peers: HashMap<String, std::net::SocketAddr> = (1..3)
+        .map(|i| (format!("n{i}"), servers[i].local_addr()))
+        .collect();
     p.membership(m2(2, &["n0", "n1"]), peers.clone());
     let chunk = Bytes::from(vec![0x3c; 64 << 10]);
     let mut tasks = Vec::new();
