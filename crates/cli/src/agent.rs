@@ -34,7 +34,7 @@ use alcubierre_control::leader;
 use alcubierre_control::model::{Activation, Node};
 use alcubierre_control::reconcile::ReplicaRequest;
 use alcubierre_control::registry::{self, Heartbeat, LastOk};
-use alcubierre_control::volumes::{Host, QosPolicy, Volume};
+use alcubierre_control::volumes::{FollowerProgress, Host, Progress, QosPolicy, Volume, PROGRESS};
 use alcubierre_nvmf::{volume_nqn, HostAcl, SubsystemEvent, Target};
 use alcubierre_replica::node::{FollowerVolume, ReplicaServer};
 use alcubierre_replica::primary::Config as ReplicaConfig;
@@ -55,6 +55,18 @@ pub struct VolumeMetrics {
     pub io: Arc<IoStats>,
     /// Its QoS limits in force.
     pub qos: Arc<Qos>,
+    /// Its replication role here.
+    pub role: Arc<Role>,
+}
+
+/// A volume's replication role on this node, for metrics.
+#[derive(Default)]
+pub struct Role {
+    /// The replicated volume, while this node is its primary.
+    pub primary: parking_lot::Mutex<Option<Arc<PrimaryVolume>>>,
+    /// Times this node started serving the volume as its primary (placement, failover,
+    /// handover).
+    pub promotions: AtomicU64,
 }
 
 /// The volumes a node exports, by volume id.
@@ -144,6 +156,10 @@ struct Exported {
     name: String,
     primary: Arc<PrimaryVolume>,
     epoch: u64,
+    /// The progress record last published for it (while a replica catches up).
+    published: Option<Progress>,
+    /// No record of it is left in the store (checked once after taking over).
+    cleared: bool,
 }
 
 /// A volume this node follows.
@@ -385,6 +401,12 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
     for id in gone {
         let deleted = !all.contains_key(&id);
         let e = local.exported.remove(&id).expect("listed");
+        if let Some(path) = local.paths.get(&id) {
+            path.role.primary.lock().take();
+        }
+        if e.published.is_some() {
+            store.delete(&format!("{PROGRESS}{id}")).await?;
+        }
         match unexport(p, &id, deleted) {
             Ok(()) if deleted => tracing::info!(node = %p.name, volume = %e.name, "deleted"),
             Ok(()) => {
@@ -471,12 +493,16 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
                     match export(p, v, path, &nodes, control.clone()) {
                         Ok(primary) => {
                             tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch, "serving as primary");
+                            *path.role.primary.lock() = Some(primary.clone());
+                            path.role.promotions.fetch_add(1, Ordering::Relaxed);
                             local.exported.insert(
                                 v.id.clone(),
                                 Exported {
                                     name: v.name.clone(),
                                     primary,
                                     epoch: v.epoch,
+                                    published: None,
+                                    cleared: false,
                                 },
                             );
                         }
@@ -494,6 +520,7 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
                         // A member may have restarted on another replica address.
                         e.primary.set_peers(peers(v, &nodes));
                     }
+                    publish_progress(&**store, v, e).await?;
                 }
             }
         } else {
@@ -524,6 +551,44 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Publishes `v`'s replication progress while a replica catches up, and removes it once every
+/// replica is in sync (`alcubierre status`, `GET /api/v1/replication`).
+async fn publish_progress(store: &dyn Store, v: &Volume, e: &mut Exported) -> anyhow::Result<()> {
+    let all = e.primary.followers();
+    let head = all.first().map_or(0, |f| f.head);
+    let followers: Vec<FollowerProgress> = all
+        .into_iter()
+        .map(|f| FollowerProgress {
+            behind_writes: f.head.saturating_sub(f.acked),
+            node: f.node,
+            in_sync: f.in_sync,
+            connected: f.streaming,
+        })
+        .collect();
+    let key = format!("{PROGRESS}{}", v.id);
+    if followers.iter().all(|f| f.in_sync) {
+        // Also once after taking over: an earlier primary may have left its record.
+        if e.published.take().is_some() || !e.cleared {
+            store.delete(&key).await?;
+            e.cleared = true;
+        }
+        return Ok(());
+    }
+    let prog = Progress {
+        volume: v.id.clone(),
+        name: v.name.clone(),
+        primary: v.primary.clone(),
+        epoch: v.epoch,
+        head,
+        followers,
+    };
+    if e.published.as_ref() != Some(&prog) {
+        store.put(&key, serde_json::to_vec(&prog)?, None).await?;
+        e.published = Some(prog);
     }
     Ok(())
 }

@@ -528,11 +528,12 @@ pub fn status(a: &ApiArgs, json: bool) -> anyhow::Result<()> {
     let st = request(a, "GET", "/api/v1/status", None)?;
     let nodes = request(a, "GET", "/api/v1/nodes", None)?;
     let vols = request(a, "GET", "/api/v1/volumes", None)?;
+    let progress = request(a, "GET", "/api/v1/replication", None)?;
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &json!({ "status": st, "nodes": nodes, "volumes": vols })
+                &json!({ "status": st, "nodes": nodes, "volumes": vols, "replication": progress })
             )?
         );
         return Ok(());
@@ -563,5 +564,38 @@ pub fn status(a: &ApiArgs, json: bool) -> anyhow::Result<()> {
     nodes_table(&nodes);
     println!();
     volumes_table(&vols);
+    let catching_up: Vec<String> = progress
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| {
+            p["followers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|f| f["in_sync"] != json!(true))
+                .map(move |f| {
+                    format!(
+                        "  {} on {}: {} writes behind the primary {}{}",
+                        s(&p["name"]),
+                        s(&f["node"]),
+                        f["behind_writes"],
+                        s(&p["primary"]),
+                        if f["connected"] == json!(true) {
+                            ""
+                        } else {
+                            " (not connected)"
+                        }
+                    )
+                })
+        })
+        .collect();
+    if !catching_up.is_empty() {
+        println!();
+        println!("replicas catching up (resync or rebuild):");
+        for l in catching_up {
+            println!("{l}");
+        }
+    }
     Ok(())
 }

@@ -91,6 +91,79 @@ fn render(fams: &mut Families, src: &NodeSources) {
             }
         }
     }
+    {
+        let out = fams.family(
+            "alcubierre_volume_primary",
+            "gauge",
+            "1 while this node serves the volume as its primary (its paths are ANA optimized).",
+        );
+        for (id, m) in src.volumes.read().iter() {
+            let on = u8::from(m.role.primary.lock().is_some());
+            let _ = writeln!(
+                out,
+                "alcubierre_volume_primary{{node=\"{node}\",volume=\"{id}\",name=\"{}\"}} {on}",
+                m.name
+            );
+        }
+        let out = fams.family(
+            "alcubierre_volume_promotions_total",
+            "counter",
+            "Times this node started serving the volume as its primary (placement, failover, handover).",
+        );
+        for (id, m) in src.volumes.read().iter() {
+            let _ = writeln!(
+                out,
+                "alcubierre_volume_promotions_total{{node=\"{node}\",volume=\"{id}\",name=\"{}\"}} {}",
+                m.name,
+                m.role.promotions.load(Relaxed)
+            );
+        }
+        let followers: Vec<(
+            String,
+            String,
+            alcubierre_replica::primary::FollowerProgress,
+        )> = src
+            .volumes
+            .read()
+            .iter()
+            .filter_map(|(id, m)| {
+                Some((id.clone(), m.name.clone(), m.role.primary.lock().clone()?))
+            })
+            .flat_map(|(id, name, p)| {
+                p.followers()
+                    .into_iter()
+                    .map(move |f| (id.clone(), name.clone(), f))
+            })
+            .collect();
+        for (metric, help, get) in [
+            (
+                "alcubierre_replica_behind_writes",
+                "Writes a follower has yet to make durable (reported by the primary).",
+                (|f: &alcubierre_replica::primary::FollowerProgress| f.head.saturating_sub(f.acked))
+                    as fn(&alcubierre_replica::primary::FollowerProgress) -> u64,
+            ),
+            (
+                "alcubierre_replica_in_sync",
+                "1 while a follower is in the volume's in-sync set (reported by the primary).",
+                |f| u64::from(f.in_sync),
+            ),
+            (
+                "alcubierre_replica_connected",
+                "1 while a follower is connected and receiving writes (reported by the primary).",
+                |f| u64::from(f.streaming),
+            ),
+        ] {
+            let out = fams.family(metric, "gauge", help);
+            for (id, name, f) in &followers {
+                let _ = writeln!(
+                    out,
+                    "{metric}{{node=\"{node}\",volume=\"{id}\",name=\"{name}\",follower=\"{}\"}} {}",
+                    f.node,
+                    get(f)
+                );
+            }
+        }
+    }
     type Pick = fn(&alcubierre_block::IoStats) -> &DirStats;
     let dirs: [(&str, Pick); 3] = [
         ("read", |s| &s.read),

@@ -20,7 +20,7 @@ use alcubierre_nvmf::{volume_nqn, AnaState, HostAcl, Subsystem};
 use alcubierre_replica::forward::{Forwarder, PathDevice, Route};
 use alcubierre_types::VolumeId;
 
-use crate::agent::{NodeParts, VolumeMetrics};
+use crate::agent::{NodeParts, Role, VolumeMetrics};
 use crate::qos::Qos;
 
 /// This node's path to one volume.
@@ -30,6 +30,8 @@ pub struct Path {
     pub acl: HostAcl,
     pub qos: Arc<Qos>,
     pub policy: Option<QosPolicy>,
+    /// Its role here, for metrics.
+    pub role: Arc<Role>,
     device: Arc<PathDevice>,
     forwarder: Arc<Forwarder>,
     subsystem: Arc<Subsystem>,
@@ -54,6 +56,7 @@ impl Path {
         let qos = Arc::new(Qos::default());
         qos.apply(policy.as_ref());
         let stats = Arc::new(IoStats::default());
+        let role = Arc::new(Role::default());
         let dev: Arc<dyn BlockDevice> = Arc::new(Metered::new(device.clone(), stats.clone()));
         let subsystem = Arc::new(Subsystem::new(id, dev, acl.clone(), p.ana_group));
         subsystem.set_ana(AnaState::Inaccessible);
@@ -64,6 +67,7 @@ impl Path {
                 name: v.name.clone(),
                 io: stats,
                 qos: qos.clone(),
+                role: role.clone(),
             },
         );
         Ok(Self {
@@ -72,6 +76,7 @@ impl Path {
             acl,
             qos,
             policy,
+            role,
             device,
             forwarder: Forwarder::new(id),
             subsystem,

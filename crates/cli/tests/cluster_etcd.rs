@@ -325,6 +325,36 @@ async fn serve_processes_form_a_cluster_that_serves_and_heals_volumes() {
     let killed = Instant::now();
     // Ask a node that is still up.
     let live_api = apis[(0..4).find(|i| *i != sidx).unwrap()].clone();
+    // The primary reports the lost follower: in its metrics, and as replication progress.
+    let papi = apis[node_index(&primary)].clone();
+    eventually(10, "the primary reports the follower disconnected", || async {
+        let (_, m) = call(&papi, "GET", "/metrics", "").await;
+        let line = format!(
+            "alcubierre_replica_connected{{node=\"{primary}\",volume=\"{id}\",name=\"shared\",follower=\"{secondary}\"}} 0"
+        );
+        m.contains(&line).then_some(())
+    })
+    .await;
+    let lagging = eventually(10, "replication progress published", || async {
+        let r = json_call(&live_api, "GET", "/api/v1/replication", "").await;
+        let p = r
+            .as_array()?
+            .iter()
+            .find(|p| p["volume"] == id.as_str())?
+            .clone();
+        let f = p["followers"]
+            .as_array()?
+            .iter()
+            .find(|f| f["node"] == secondary.as_str())?
+            .clone();
+        (f["connected"] == false).then_some(p)
+    })
+    .await;
+    assert_eq!(
+        lagging["primary"].as_str(),
+        Some(primary.as_str()),
+        "{lagging}"
+    );
     let healed = eventually(20, "the lost replica moved", || async {
         let v = json_call(&live_api, "GET", &format!("/api/v1/volumes/{id}"), "").await;
         let r = v["replicas"].as_array().unwrap();
@@ -350,6 +380,17 @@ async fn serve_processes_form_a_cluster_that_serves_and_heals_volumes() {
     );
     assert!(healed["epoch"].as_u64().unwrap() > v["epoch"].as_u64().unwrap());
     assert_eq!(c.read(0, 7, 2, 4096).await.unwrap(), data, "I/O continues");
+    // Once the new replica is rebuilt into the in-sync set, nothing is catching up.
+    eventually(
+        20,
+        "the new replica rebuilt and the progress record gone",
+        || async {
+            let v = json_call(&live_api, "GET", &format!("/api/v1/volumes/{id}"), "").await;
+            let r = json_call(&live_api, "GET", "/api/v1/replication", "").await;
+            (v["in_sync"].as_array()?.len() == 3 && r.as_array()?.is_empty()).then_some(())
+        },
+    )
+    .await;
 
     // Delete: the primary stops exporting it.
     json_call(&live_api, "DELETE", &format!("/api/v1/volumes/{id}"), "").await;

@@ -39,6 +39,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/volumes/{id}/resize"),
     ("PUT", "/api/v1/volumes/{id}/hosts"),
     ("PUT", "/api/v1/volumes/{id}/qos"),
+    ("GET", "/api/v1/replication"),
     ("GET", "/api/v1/qos"),
     ("PUT", "/api/v1/qos/{name}"),
     ("GET", "/api/v1/hosts"),
@@ -392,6 +393,16 @@ async fn get_volume(
     Ok(Json(volumes::find(&*s.store, &id).await?.0))
 }
 
+/// Replication progress of volumes whose replicas are catching up.
+async fn replication(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Vec<volumes::Progress>> {
+    authorize(&s, &h)?;
+    // A record can outlive its volume when the volume is deleted with its primary down.
+    let live = volumes::list(&*s.store).await?;
+    let mut out = volumes::progress(&*s.store).await?;
+    out.retain(|p| live.contains_key(&p.volume));
+    Ok(Json(out))
+}
+
 async fn delete_volume(
     State(s): State<ApiState>,
     h: HeaderMap,
@@ -719,6 +730,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/volumes/{id}/resize", post(resize_volume))
         .route("/api/v1/volumes/{id}/hosts", put(set_volume_hosts))
         .route("/api/v1/volumes/{id}/qos", put(set_volume_qos))
+        .route("/api/v1/replication", get(replication))
         .route("/api/v1/qos", get(list_qos))
         .route("/api/v1/qos/{name}", put(put_qos))
         .route("/api/v1/hosts", get(list_hosts))

@@ -152,6 +152,51 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> VolumeError {
 /// Replicas per volume.
 pub const REPLICAS: usize = 3;
 
+/// Where primaries publish replication progress while a replica catches up (one key per
+/// volume, removed once every replica is in sync).
+pub const PROGRESS: &str = "progress/";
+
+/// A volume's replication progress, as its primary publishes it while a replica catches up
+/// (a resync after a short absence, or a rebuild of a new or diverged replica).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The volume's id.
+    pub volume: String,
+    /// Its name.
+    pub name: String,
+    /// The primary publishing it.
+    pub primary: String,
+    /// The replica set's epoch.
+    pub epoch: u64,
+    /// The primary's newest write (sequence number).
+    pub head: u64,
+    /// Every follower.
+    pub followers: Vec<FollowerProgress>,
+}
+
+/// One follower in a [`Progress`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowerProgress {
+    /// Its node.
+    pub node: String,
+    /// In the in-sync set.
+    pub in_sync: bool,
+    /// Connected and receiving writes.
+    pub connected: bool,
+    /// Writes it has yet to make durable.
+    pub behind_writes: u64,
+}
+
+/// Every published progress record.
+pub async fn progress(store: &dyn Store) -> Result<Vec<Progress>, StoreError> {
+    Ok(store
+        .list(PROGRESS)
+        .await?
+        .into_iter()
+        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .collect())
+}
+
 /// Every volume, by id.
 pub async fn list(store: &dyn Store) -> Result<BTreeMap<String, Volume>, VolumeError> {
     let mut out = BTreeMap::new();
