@@ -472,15 +472,31 @@ impl Engine {
     /// before the call (SPEC §2: flush the volume's dirty data, then snapshot). Writes that
     /// race with the call may or may not be in the snapshot. Destage here ignores the rate limit.
     pub fn snapshot(&self, volume: VolumeId, name: &str) -> Result<(), CacheError> {
+        self.destage_now(volume, None)?;
+        self.backend.snapshot(volume, name)?;
+        Ok(())
+    }
+
+    /// Destages everything `volume`'s partition holds now (every volume's writes committed
+    /// before the call), ignoring the rate limit; with `within`, gives up after that long (a
+    /// follower's held writes of another volume can make it wait for their primary).
+    pub fn destage_now(
+        &self,
+        volume: VolumeId,
+        within: Option<std::time::Duration>,
+    ) -> Result<(), CacheError> {
         let p = self.partition_of(volume);
         let head = p.head_virt.load(Ordering::Acquire);
+        let start = std::time::Instant::now();
         while p.destaged_virt.load(Ordering::Acquire) < head {
             if p.destage_round(&*self.backend, 64 << 20)?.batches == 0 {
                 // Another volume's follower writes wait for their primary's release.
+                if within.is_some_and(|w| start.elapsed() >= w) {
+                    return Err(CacheError::ShuttingDown);
+                }
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         }
-        self.backend.snapshot(volume, name)?;
         Ok(())
     }
 

@@ -132,6 +132,8 @@ pub struct PrimaryVolume {
     this: std::sync::Weak<PrimaryVolume>,
     /// The runtime it started in (journal completions run on the writer thread).
     rt: tokio::runtime::Handle,
+    /// A destage for a rebuild is under way.
+    destaging: std::sync::atomic::AtomicBool,
 }
 
 impl PrimaryVolume {
@@ -155,10 +157,17 @@ impl PrimaryVolume {
             epoch: log.last.epoch,
             seq: log.last.seq.max(log.released),
         };
-        // What this journal holds as released is in the backend.
+        // In the backend: what this journal holds as released, and every write before the
+        // oldest one it still holds (the journal keeps a volume's writes after its destage
+        // point, in order; older ones were destaged here or released by a primary).
+        let before_kept = log
+            .runs
+            .first()
+            .map_or(last.seq, |(first, _)| first.saturating_sub(1));
+        let destaged_seq = before_kept.max(log.released).max(log.destaged);
         let destaged = Pos {
-            epoch: epoch_in(&log.runs, log.released),
-            seq: log.released,
+            epoch: epoch_in(&log.runs, destaged_seq),
+            seq: destaged_seq,
         };
         engine.set_replica_role(volume, ReplicaRole::Primary);
         let (core, acts) = Primary::new(
@@ -189,11 +198,12 @@ impl PrimaryVolume {
                     bytes: 0,
                     floor: log.last.seq.max(log.released),
                 },
-                destaged: log.released,
+                destaged: destaged_seq,
             }),
             next_conn: AtomicU64::new(1),
             failed: Mutex::new(None),
             rt: tokio::runtime::Handle::current(),
+            destaging: std::sync::atomic::AtomicBool::new(false),
         });
         {
             let mut inner = v.inner.lock();
@@ -312,10 +322,17 @@ impl PrimaryVolume {
                         continue;
                     };
                     if after < inner.window.floor {
+                        // The writes it needs are no longer in memory (e.g. after this node
+                        // restarted) but may still be dirty here. Destage them now, so the
+                        // destage point passes them; reconnecting then rebuilds the follower
+                        // from there, with what memory holds.
                         tracing::warn!(volume = %self.volume, follower = %to, after,
                             floor = inner.window.floor,
-                            "resync needs writes no longer in memory; the follower stays out of sync");
+                            "resync needs writes no longer in memory: destaging them, then rebuilding the follower");
                         inner.links.remove(&to);
+                        let acts = inner.core.disconnected(&to);
+                        self.run(inner, acts);
+                        self.destage_for_rebuild();
                         continue;
                     }
                     let epoch = inner.core.epoch();
@@ -390,6 +407,24 @@ impl PrimaryVolume {
                 }
             }
         }
+    }
+
+    /// Destages the volume's partition in the background (once at a time), for a rebuild that
+    /// needs a destage point past what memory holds.
+    fn destage_for_rebuild(&self) {
+        if self.destaging.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.arc();
+        self.rt.spawn_blocking(move || {
+            let r = me
+                .engine
+                .destage_now(me.volume, Some(Duration::from_secs(30)));
+            if let Err(e) = r {
+                tracing::warn!(volume = %me.volume, "destaging for a rebuild failed: {e}");
+            }
+            me.destaging.store(false, Ordering::Release);
+        });
     }
 
     /// The local journal failed (fail-stop) or stopped: nothing more is acknowledged here.
