@@ -778,6 +778,7 @@ mod tests {
             activation: Activation::Registered,
             draining: false,
             cpu_threads: None,
+            nvme: None,
             portals: Vec::new(),
         };
         registry::register(&*store, &node).await.unwrap();

@@ -114,6 +114,7 @@ async fn start_node(
             .ok()
             .map(|n| n.get() as u32),
         portals: vec![listener.local_addr().to_string()],
+        nvme: None,
     };
     registry::register(&*store, &node).await?;
     let hb = Heartbeat::start(

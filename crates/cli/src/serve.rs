@@ -299,6 +299,11 @@ async fn join_cluster(
             .ok()
             .map(|n| n.get() as u32),
         portals,
+        nvme: Some(alcubierre_control::model::NvmeIdentity {
+            ana_group: cfg.node.ana_group,
+            cntlid_base: cfg.node.cntlid_base,
+            cntlid_count: cfg.node.cntlid_count,
+        }),
     };
     alcubierre_control::registry::register(&*store, &record)
         .await

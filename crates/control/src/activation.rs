@@ -201,6 +201,7 @@ mod tests {
             activation: Activation::Registered,
             draining: false,
             cpu_threads: None,
+            nvme: None,
             portals: Vec::new(),
         }
     }

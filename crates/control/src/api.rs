@@ -120,6 +120,7 @@ impl From<RegistryError> for ApiError {
             RegistryError::Activation(_)
             | RegistryError::Transition { .. }
             | RegistryError::Conflict
+            | RegistryError::Clash { .. }
             | RegistryError::NotActive { .. } => err(StatusCode::CONFLICT, m, None),
             RegistryError::Store(_) | RegistryError::Corrupt { .. } => {
                 err(StatusCode::SERVICE_UNAVAILABLE, m, None)

@@ -149,6 +149,44 @@ pub struct Node {
     /// NVMe/TCP I/O portals hosts reach the node on (`ip:port`).
     #[serde(default)]
     pub portals: Vec<String>,
+    /// How hosts tell this node's paths apart (unique per node in the cluster).
+    #[serde(default)]
+    pub nvme: Option<NvmeIdentity>,
+}
+
+/// What must differ between nodes exporting the same volume, for multipath hosts: the ANA
+/// group of the node's paths and its range of NVMe controller ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NvmeIdentity {
+    /// ANA group id.
+    pub ana_group: u32,
+    /// First controller id.
+    pub cntlid_base: u16,
+    /// Number of controller ids.
+    pub cntlid_count: u16,
+}
+
+impl NvmeIdentity {
+    /// Why `self` (node `me`) cannot share a cluster with `other` (node `name`), if it cannot.
+    pub fn conflict(&self, other: &NvmeIdentity, name: &str) -> Option<String> {
+        if self.ana_group == other.ana_group {
+            return Some(format!(
+                "node.ana_group {} is already node {name}'s; give every node its own",
+                self.ana_group
+            ));
+        }
+        let end = |n: &NvmeIdentity| u32::from(n.cntlid_base) + u32::from(n.cntlid_count);
+        if u32::from(self.cntlid_base) < end(other) && u32::from(other.cntlid_base) < end(self) {
+            return Some(format!(
+                "node.cntlid_base/cntlid_count {}..{} overlap node {name}'s {}..{}; give every node a disjoint range",
+                self.cntlid_base,
+                end(self),
+                other.cntlid_base,
+                end(other)
+            ));
+        }
+        None
+    }
 }
 
 impl Node {

@@ -297,6 +297,7 @@ mod tests {
             activation,
             draining: false,
             cpu_threads: None,
+            nvme: None,
             portals: Vec::new(),
         }
     }

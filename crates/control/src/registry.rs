@@ -40,6 +40,14 @@ pub enum RegistryError {
     /// No such node.
     #[error("node {0} is not registered")]
     UnknownNode(String),
+    /// The node's identity clashes with another node's.
+    #[error("node {node}: {reason}")]
+    Clash {
+        /// The registering node.
+        node: String,
+        /// What clashes.
+        reason: String,
+    },
     /// The activation rules refused.
     #[error(transparent)]
     Activation(#[from] ActivationError),
@@ -78,6 +86,20 @@ fn decode(key: &str, v: &[u8]) -> Result<Node, RegistryError> {
 /// Registers a node, or updates its devices and addresses while keeping its activation state.
 pub async fn register(store: &dyn Store, node: &Node) -> Result<Node, RegistryError> {
     let key = format!("{NODES}{}", node.name);
+    if let Some(me) = &node.nvme {
+        for (name, (other, _)) in nodes(store).await? {
+            let clash = other
+                .nvme
+                .filter(|_| name != node.name)
+                .and_then(|o| me.conflict(&o, &name));
+            if let Some(reason) = clash {
+                return Err(RegistryError::Clash {
+                    node: node.name.clone(),
+                    reason,
+                });
+            }
+        }
+    }
     loop {
         let cur = store.get(&key).await?;
         let (record, cmp) = match &cur {

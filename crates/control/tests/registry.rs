@@ -27,6 +27,7 @@ fn node(name: &str, size: u64) -> Node {
         activation: Activation::Registered,
         draining: false,
         cpu_threads: None,
+        nvme: None,
         portals: Vec::new(),
     }
 }
@@ -155,4 +156,47 @@ async fn nodes_on_the_embedded_store() {
 async fn nodes_on_etcd() {
     let e = EtcdServer::start().unwrap();
     scenario(Arc::new(e.connect().await)).await;
+}
+
+/// Multipath hosts tell a volume's paths apart by ANA group and controller id: a node whose
+/// identity clashes with a registered node's is refused, naming both; re-registering itself is
+/// fine.
+#[tokio::test]
+async fn a_node_with_another_nodes_ana_group_or_controller_ids_is_refused() {
+    use alcubierre_control::model::NvmeIdentity;
+    let store = MemStore::new();
+    let id = |ana_group, cntlid_base| NvmeIdentity {
+        ana_group,
+        cntlid_base,
+        cntlid_count: 1000,
+    };
+    let with = |name: &str, nvme| Node {
+        nvme: Some(nvme),
+        ..node(name, T)
+    };
+    register(&store, &with("node-1", id(1, 1000)))
+        .await
+        .unwrap();
+    register(&store, &with("node-1", id(1, 1000)))
+        .await
+        .unwrap();
+    let e = register(&store, &with("node-2", id(1, 2000)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, RegistryError::Clash { node, reason }
+            if node == "node-2" && reason.contains("ana_group 1") && reason.contains("node-1")),
+        "{e}"
+    );
+    let e = register(&store, &with("node-2", id(2, 1500)))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("overlap node node-1's 1000..2000"),
+        "{e}"
+    );
+    register(&store, &with("node-2", id(2, 2000)))
+        .await
+        .unwrap();
+    assert_eq!(nodes(&store).await.unwrap().len(), 2);
 }

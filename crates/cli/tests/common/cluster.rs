@@ -20,12 +20,15 @@ pub fn start_node_with(
 [node]
 name = "node-{i}"
 threads = 1
+cntlid_base = {cntlid}
+cntlid_count = 1000
+ana_group = {i}
 [cache]
 device = "{d}/cache.img"
 create_size = "64MiB"
 [backend]
 kind = "file"
-dir = "{d}/backend"
+dir = "{backend}"
 [nvmf]
 listen = ["127.0.0.1:0"]
 [cluster]
@@ -38,7 +41,10 @@ name = "v{i}"
 size = "64MiB"
 hosts = ["*"]
 "#,
-            d = d.display()
+            d = d.display(),
+            cntlid = i * 1000,
+            // One backend for the cluster, as Ceph would be (destage and release assume it).
+            backend = dir.join("backend").display(),
         ),
     )
     .unwrap();

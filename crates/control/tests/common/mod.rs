@@ -21,6 +21,7 @@ pub fn node(name: &str) -> Node {
         activation: Activation::Registered,
         draining: false,
         cpu_threads: None,
+        nvme: None,
         portals: Vec::new(),
     }
 }
