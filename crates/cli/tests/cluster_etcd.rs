@@ -124,18 +124,9 @@ async fn serve_processes_form_a_cluster_that_serves_and_heals_volumes() {
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("backend.monitors"), "{body}");
     // Activation through the API; each node's agent finishes its own activation.
-    json_call(
-        &api,
-        "POST",
-        "/api/v1/nodes/activate",
-        r#"{"nodes":["node-1","node-2","node-3","node-4"]}"#,
-    )
-    .await;
     let store = etcd.connect().await;
+    activate_all(&api, &store, 4).await;
     let names: Vec<String> = (1..=4).map(|i| format!("node-{i}")).collect();
-    alcubierre_control::registry::wait_active(&store, &names, Duration::from_secs(10))
-        .await
-        .unwrap();
     let leader = eventually(10, "a leader", || async {
         let st = json_call(&api, "GET", "/api/v1/status", "").await;
         st["leader"].as_str().map(str::to_string)
@@ -478,18 +469,8 @@ async fn a_killed_primary_fails_over_with_every_acknowledged_write() {
         r#"{"heartbeat_interval_ms":300,"heartbeat_timeout_ms":2000}"#,
     )
     .await;
-    json_call(
-        &apis[0],
-        "POST",
-        "/api/v1/nodes/activate",
-        r#"{"nodes":["node-1","node-2","node-3"]}"#,
-    )
-    .await;
     let store = etcd.connect().await;
-    let names: Vec<String> = (1..=3).map(|i| format!("node-{i}")).collect();
-    alcubierre_control::registry::wait_active(&store, &names, Duration::from_secs(10))
-        .await
-        .unwrap();
+    activate_all(&apis[0], &store, 3).await;
     let v = json_call(
         &apis[0],
         "POST",

@@ -58,42 +58,18 @@ fn start_etcd(ns: &str, dir: &std::path::Path) -> common::Proc {
 }
 
 fn start_node(ns: &str, dir: &std::path::Path, i: u8) -> common::Proc {
-    let d = dir.join(format!("node-{i}"));
-    std::fs::create_dir_all(&d).unwrap();
-    let cfg = d.join("node.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[node]
-name = "node-{i}"
-threads = 1
-cntlid_base = {cntlid}
-cntlid_count = 1000
-ana_group = {i}
-[cache]
-device = "{d}/cache.img"
-create_size = "64MiB"
-[backend]
-kind = "file"
-dir = "{backend}"
-[nvmf]
-listen = ["{HOSTS}.{i}:4420"]
-[cluster]
-etcd = ["http://{CLUSTER}.100:2379"]
-heartbeat_interval_ms = 300
-heartbeat_timeout_ms = {HEARTBEAT_TIMEOUT_MS}
-replica_listen = "{CLUSTER}.{i}:7000"
-api_listen = "{CLUSTER}.{i}:8080"
-api_token = "t0ken-for-tests"
-"#,
-            cntlid = u16::from(i) * 1000,
-            d = d.display(),
-            // One backend for the cluster, as Ceph would be.
-            backend = dir.join("backend").display(),
-        ),
-    )
-    .unwrap();
+    let cluster = format!(
+        "etcd = [\"http://{CLUSTER}.100:2379\"]\nheartbeat_interval_ms = 300\n\
+         heartbeat_timeout_ms = {HEARTBEAT_TIMEOUT_MS}\nreplica_listen = \"{CLUSTER}.{i}:7000\"\n\
+         api_listen = \"{CLUSTER}.{i}:8080\"\napi_token = \"t0ken-for-tests\""
+    );
+    let cfg = common::cluster::node_config(
+        dir,
+        usize::from(i),
+        &format!("{HOSTS}.{i}:4420"),
+        &cluster,
+        "",
+    );
     let (p, v) = common::spawn_ready_in(
         Some(ns),
         &["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()],
@@ -160,17 +136,8 @@ async fn an_isolated_primary_stops_serving_within_its_lease_and_rejoins_without_
     .await
     .unwrap();
     let api = format!("{CLUSTER}.1:8080");
-    let call = |method: &'static str, path: &str, body: &str| {
-        let (api, path, body) = (api.clone(), path.to_string(), body.to_string());
-        async move {
-            tokio::task::spawn_blocking(move || {
-                common::http(&api, method, &path, "t0ken-for-tests", &body)
-            })
-            .await
-            .unwrap()
-        }
-    };
-    let (st, b) = call(
+    common::cluster::json_call(
+        &api,
         "PUT",
         "/api/v1/cluster/config",
         &format!(
@@ -178,21 +145,14 @@ async fn an_isolated_primary_stops_serving_within_its_lease_and_rejoins_without_
         ),
     )
     .await;
-    assert_eq!(st, 200, "{b}");
-    let (st, b) = call(
+    common::cluster::activate_all(&api, &store, 3).await;
+    let v = common::cluster::json_call(
+        &api,
         "POST",
-        "/api/v1/nodes/activate",
-        r#"{"nodes":["node-1","node-2","node-3"]}"#,
+        "/api/v1/volumes",
+        r#"{"name":"p","size":16777216}"#,
     )
     .await;
-    assert_eq!(st, 200, "{b}");
-    let names: Vec<String> = (1..=3).map(|i| format!("node-{i}")).collect();
-    alcubierre_control::registry::wait_active(&store, &names, Duration::from_secs(20))
-        .await
-        .unwrap();
-    let (st, b) = call("POST", "/api/v1/volumes", r#"{"name":"p","size":16777216}"#).await;
-    assert!((200..300).contains(&st), "{st} {b}");
-    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
     let id = v["id"].as_str().unwrap().to_string();
     let nqn = alcubierre_nvmf::volume_nqn(alcubierre_types::VolumeId(id.parse().unwrap()));
     let old = node_number(&volume(&store, &id).await.primary);

@@ -215,18 +215,8 @@ async fn acknowledged_writes_survive_kill_9_of_random_nodes() {
         r#"{"heartbeat_interval_ms":300,"heartbeat_timeout_ms":2000}"#,
     )
     .await;
-    json_call(
-        &api(),
-        "POST",
-        "/api/v1/nodes/activate",
-        r#"{"nodes":["node-1","node-2","node-3","node-4"]}"#,
-    )
-    .await;
     let store = etcd.connect().await;
-    let names: Vec<String> = (1..=4).map(|i| format!("node-{i}")).collect();
-    alcubierre_control::registry::wait_active(&store, &names, Duration::from_secs(10))
-        .await
-        .unwrap();
+    activate_all(&api(), &store, 4).await;
     let v = json_call(
         &api(),
         "POST",

@@ -229,6 +229,32 @@ impl PathDevice {
         self.route.read().clone()
     }
 
+    /// Write zeroes, or deallocate (`unmap`).
+    fn zero(&self, lba: Lba, count: BlockCount, unmap: bool) -> IoFuture<()> {
+        let g = self.geometry();
+        if !g.contains(lba, count) {
+            return failed(BlockError::OutOfRange {
+                lba: lba.0,
+                count: count.0,
+                capacity: g.blocks().0,
+            });
+        }
+        match self.route() {
+            Route::Local(d) if unmap => d.unmap(lba, count),
+            Route::Local(d) => d.write_zeroes(lba, count),
+            Route::Forward(f) => {
+                let (lba, count) = (lba.0, count.0);
+                let req = if unmap {
+                    Request::Unmap { lba, count }
+                } else {
+                    Request::WriteZeroes { lba, count }
+                };
+                async move { f.forward(req).await.map(|_| ()) }.boxed()
+            }
+            Route::Down(why) => failed(BlockError::Unavailable(why)),
+        }
+    }
+
     fn check(&self, lba: Lba, count: BlockCount) -> Result<(), BlockError> {
         alcubierre_block::check_range(&self.geometry(), self.max_transfer, lba, count)
     }
@@ -285,49 +311,11 @@ impl BlockDevice for PathDevice {
     }
 
     fn write_zeroes(&self, lba: Lba, count: BlockCount) -> IoFuture<()> {
-        if !self.geometry().contains(lba, count) {
-            return failed(BlockError::OutOfRange {
-                lba: lba.0,
-                count: count.0,
-                capacity: self.geometry().blocks().0,
-            });
-        }
-        match self.route() {
-            Route::Local(d) => d.write_zeroes(lba, count),
-            Route::Forward(f) => async move {
-                f.forward(Request::WriteZeroes {
-                    lba: lba.0,
-                    count: count.0,
-                })
-                .await
-                .map(|_| ())
-            }
-            .boxed(),
-            Route::Down(why) => failed(BlockError::Unavailable(why)),
-        }
+        self.zero(lba, count, false)
     }
 
     fn unmap(&self, lba: Lba, count: BlockCount) -> IoFuture<()> {
-        if !self.geometry().contains(lba, count) {
-            return failed(BlockError::OutOfRange {
-                lba: lba.0,
-                count: count.0,
-                capacity: self.geometry().blocks().0,
-            });
-        }
-        match self.route() {
-            Route::Local(d) => d.unmap(lba, count),
-            Route::Forward(f) => async move {
-                f.forward(Request::Unmap {
-                    lba: lba.0,
-                    count: count.0,
-                })
-                .await
-                .map(|_| ())
-            }
-            .boxed(),
-            Route::Down(why) => failed(BlockError::Unavailable(why)),
-        }
+        self.zero(lba, count, true)
     }
 
     fn flush(&self) -> IoFuture<()> {

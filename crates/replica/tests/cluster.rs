@@ -70,6 +70,38 @@ async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("{what}: no answer in 10 s"))
 }
 
+fn geometry() -> VolumeGeometry {
+    VolumeGeometry::new(BlockSize::B4096, ByteSize::mib(4)).unwrap()
+}
+
+/// Three nodes sharing a backend, each with a 4 MiB volume attached; n1 and n2 follow it in
+/// epoch 1.
+async fn three_nodes() -> (VolumeId, Vec<Node>, Vec<Arc<FollowerVolume>>) {
+    let backend = Arc::new(MemBackend::new());
+    let vol = VolumeId(uuid::Uuid::new_v4());
+    backend.create(vol, ByteSize::mib(4)).unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(node(backend.clone(), vol, geometry()).await);
+    }
+    let mut followers = Vec::new();
+    for n in &nodes[1..] {
+        let f = FollowerVolume::new(n.engine.clone(), &n.svc.volumes(), vol, 1).unwrap();
+        n.server.add(f.clone());
+        followers.push(f);
+    }
+    (vol, nodes, followers)
+}
+
+/// The nodes' replica addresses, by name (n0, n1, n2).
+fn addrs(nodes: &[Node]) -> HashMap<String, SocketAddr> {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (format!("n{i}"), n.server.local_addr()))
+        .collect()
+}
+
 fn set(epoch: u64, primary: &str, in_sync: &[&str]) -> Membership {
     Membership {
         epoch,
@@ -81,27 +113,7 @@ fn set(epoch: u64, primary: &str, in_sync: &[&str]) -> Membership {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
-    let backend = Arc::new(MemBackend::new());
-    let vol = VolumeId(uuid::Uuid::new_v4());
-    backend.create(vol, ByteSize::mib(4)).unwrap();
-    let g = VolumeGeometry::new(BlockSize::B4096, ByteSize::mib(4)).unwrap();
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(node(backend.clone(), vol, g).await);
-    }
-    let addrs = |nodes: &[Node]| -> HashMap<String, SocketAddr> {
-        nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (format!("n{i}"), n.server.local_addr()))
-            .collect()
-    };
-    let mut followers = Vec::new();
-    for n in &nodes[1..] {
-        let f = FollowerVolume::new(n.engine.clone(), &n.svc.volumes(), vol, 1).unwrap();
-        n.server.add(f.clone());
-        followers.push(f);
-    }
+    let (vol, mut nodes, followers) = three_nodes().await;
     let (ask_tx, mut asks) = mpsc::unbounded_channel();
     let lease = Lease::default();
     lease.renew(Duration::from_secs(3600));
@@ -272,25 +284,9 @@ async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follower_paths_forward_to_the_primary_and_follow_a_failover() {
     use alcubierre_replica::forward::{Forwarder, PathDevice, Route};
-    let backend = Arc::new(MemBackend::new());
-    let vol = VolumeId(uuid::Uuid::new_v4());
-    backend.create(vol, ByteSize::mib(4)).unwrap();
-    let g = VolumeGeometry::new(BlockSize::B4096, ByteSize::mib(4)).unwrap();
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(node(backend.clone(), vol, g).await);
-    }
-    let addrs: HashMap<String, SocketAddr> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (format!("n{i}"), n.server.local_addr()))
-        .collect();
-    let mut followers = Vec::new();
-    for n in &nodes[1..] {
-        let f = FollowerVolume::new(n.engine.clone(), &n.svc.volumes(), vol, 1).unwrap();
-        n.server.add(f.clone());
-        followers.push(f);
-    }
+    let (vol, nodes, followers) = three_nodes().await;
+    let g = geometry();
+    let addrs = addrs(&nodes);
     let (ask_tx, _asks) = mpsc::unbounded_channel();
     let lease = Lease::default();
     lease.renew(Duration::from_secs(3600));

@@ -3,13 +3,16 @@
 
 use std::time::{Duration, Instant};
 
-/// Starts node-i with `extra` lines in its [cluster] section; returns it and its ready line.
-pub fn start_node_with(
+/// Writes node-i's configuration: its cache under `dir/node-i`, the cluster's one backend
+/// under `dir/backend` (shared, as Ceph would be: destage and release assume it), NVMe/TCP on
+/// `listen`, `cluster` in its [cluster] section and `tail` after it. Returns the file.
+pub fn node_config(
     dir: &std::path::Path,
     i: usize,
-    etcd: &str,
-    extra: &str,
-) -> (super::Proc, serde_json::Value) {
+    listen: &str,
+    cluster: &str,
+    tail: &str,
+) -> std::path::PathBuf {
     let d = dir.join(format!("node-{i}"));
     std::fs::create_dir_all(&d).unwrap();
     let cfg = d.join("node.toml");
@@ -30,27 +33,50 @@ create_size = "64MiB"
 kind = "file"
 dir = "{backend}"
 [nvmf]
-listen = ["127.0.0.1:0"]
+listen = ["{listen}"]
 [cluster]
-etcd = ["{etcd}"]
-heartbeat_interval_ms = 300
-heartbeat_timeout_ms = 3000
-{extra}
-[[volume]]
-name = "v{i}"
-size = "64MiB"
-hosts = ["*"]
+{cluster}
+{tail}
 "#,
             d = d.display(),
             cntlid = i * 1000,
-            // One backend for the cluster, as Ceph would be (destage and release assume it).
             backend = dir.join("backend").display(),
         ),
     )
     .unwrap();
+    cfg
+}
+
+/// Starts node-i with `extra` lines in its [cluster] section; returns it and its ready line.
+pub fn start_node_with(
+    dir: &std::path::Path,
+    i: usize,
+    etcd: &str,
+    extra: &str,
+) -> (super::Proc, serde_json::Value) {
+    let cluster = format!(
+        "etcd = [\"{etcd}\"]\nheartbeat_interval_ms = 300\nheartbeat_timeout_ms = 3000\n{extra}"
+    );
+    let tail = format!("[[volume]]\nname = \"v{i}\"\nsize = \"64MiB\"\nhosts = [\"*\"]");
+    let cfg = node_config(dir, i, "127.0.0.1:0", &cluster, &tail);
     let (p, v) = super::spawn_ready(&["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()]);
     assert!(v["listening"].is_array(), "node-{i} did not start: {v}");
     (p, v)
+}
+
+/// Activates node-1 ..= node-n through the API at `api` and waits until every one is active.
+pub async fn activate_all(api: &str, store: &dyn alcubierre_store::Store, n: usize) {
+    let names: Vec<String> = (1..=n).map(|i| format!("node-{i}")).collect();
+    json_call(
+        api,
+        "POST",
+        "/api/v1/nodes/activate",
+        &serde_json::json!({ "nodes": names }).to_string(),
+    )
+    .await;
+    alcubierre_control::registry::wait_active(store, &names, Duration::from_secs(20))
+        .await
+        .unwrap();
 }
 
 pub fn start_api_nodes(
