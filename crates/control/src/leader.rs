@@ -93,7 +93,7 @@ async fn term(store: &Arc<dyn Store>, candidate: &str) -> Result<(), StoreError>
     let r = async {
         let l = election::campaign(&**store, ELECTION, candidate, lease).await?;
         tracing::info!(node = %candidate, revision = l.revision, "elected leader");
-        lead(store, &l, &lost).await
+        lead(store, &l, &lost, (cfg.heartbeat_interval_ms, cfg.heartbeat_timeout_ms)).await
     }
     .await;
     let _ = store.revoke(lease).await;
@@ -110,7 +110,15 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn lead(store: &Arc<dyn Store>, l: &Leadership, lost: &AtomicBool) -> Result<(), StoreError> {
+/// Leads until the lease is lost, or until the heartbeat timing in the configuration differs
+/// from `timing` (the term's lease was granted with it: a new term takes a lease that expires
+/// as fast as the nodes' heartbeats, so a dead leader is replaced as fast as a dead node).
+async fn lead(
+    store: &Arc<dyn Store>,
+    l: &Leadership,
+    lost: &AtomicBool,
+    timing: (u64, u64),
+) -> Result<(), StoreError> {
     let mut leader = Leader::default();
     let mut watches = (
         store.watch(registry::NODES, None).await?,
@@ -121,6 +129,12 @@ async fn lead(store: &Arc<dyn Store>, l: &Leadership, lost: &AtomicBool) -> Resu
     loop {
         if lost.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("the leader lease expired".into()));
+        }
+        if let Ok(c) = cluster::load(&**store).await {
+            if (c.heartbeat_interval_ms, c.heartbeat_timeout_ms) != timing {
+                tracing::info!("heartbeat timing changed: leading again under a new lease");
+                return Ok(());
+            }
         }
         match leader.round(&**store, l).await {
             Ok(true) => {}
