@@ -93,7 +93,13 @@ async fn term(store: &Arc<dyn Store>, candidate: &str) -> Result<(), StoreError>
     let r = async {
         let l = election::campaign(&**store, ELECTION, candidate, lease).await?;
         tracing::info!(node = %candidate, revision = l.revision, "elected leader");
-        lead(store, &l, &lost, (cfg.heartbeat_interval_ms, cfg.heartbeat_timeout_ms)).await
+        lead(
+            store,
+            &l,
+            &lost,
+            (cfg.heartbeat_interval_ms, cfg.heartbeat_timeout_ms),
+        )
+        .await
     }
     .await;
     let _ = store.revoke(lease).await;

@@ -102,6 +102,32 @@ fn addrs(nodes: &[Node]) -> HashMap<String, SocketAddr> {
         .collect()
 }
 
+/// Starts node `i`'s primary of `vol` in `m`, with a long lease; returns it, its lease and
+/// where its requests to the leader arrive.
+fn start_primary(
+    nodes: &[Node],
+    i: usize,
+    vol: VolumeId,
+    m: Membership,
+    cfg: Config,
+) -> (Arc<PrimaryVolume>, Lease, mpsc::UnboundedReceiver<Ask>) {
+    let (tx, asks) = mpsc::unbounded_channel();
+    let lease = Lease::default();
+    lease.renew(Duration::from_secs(3600));
+    let p = PrimaryVolume::start(
+        nodes[i].engine.clone(),
+        nodes[i].svc.volume(vol).unwrap(),
+        &format!("n{i}"),
+        m,
+        addrs(nodes),
+        Arc::new(Asks(tx)),
+        lease.clone(),
+        cfg,
+    )
+    .unwrap();
+    (p, lease, asks)
+}
+
 fn set(epoch: u64, primary: &str, in_sync: &[&str]) -> Membership {
     Membership {
         epoch,
@@ -114,25 +140,18 @@ fn set(epoch: u64, primary: &str, in_sync: &[&str]) -> Membership {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
     let (vol, mut nodes, followers) = three_nodes().await;
-    let (ask_tx, mut asks) = mpsc::unbounded_channel();
-    let lease = Lease::default();
-    lease.renew(Duration::from_secs(3600));
     let cfg = Config {
         min_insync: 2,
         timeout_ms: 300,
         retry_ms: 100,
     };
-    let p = PrimaryVolume::start(
-        nodes[0].engine.clone(),
-        nodes[0].svc.volume(vol).unwrap(),
-        "n0",
+    let (p, lease, mut asks) = start_primary(
+        &nodes,
+        0,
+        vol,
         set(1, "n0", &["n0", "n1", "n2"]),
-        addrs(&nodes),
-        Arc::new(Asks(ask_tx.clone())),
-        lease.clone(),
         cfg.clone(),
-    )
-    .unwrap();
+    );
 
     // 1. Writes are acknowledged once on all three journals.
     for i in 0..64 {
@@ -236,20 +255,7 @@ async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
     lease.revoke();
     drop(p);
     nodes[1].server.remove(vol);
-    let (ask_tx2, _asks2) = mpsc::unbounded_channel();
-    let lease1 = Lease::default();
-    lease1.renew(Duration::from_secs(3600));
-    let p1 = PrimaryVolume::start(
-        nodes[1].engine.clone(),
-        nodes[1].svc.volume(vol).unwrap(),
-        "n1",
-        set(4, "n1", &["n1", "n2"]),
-        addrs(&nodes),
-        Arc::new(Asks(ask_tx2)),
-        lease1,
-        cfg,
-    )
-    .unwrap();
+    let (p1, _lease1, _asks1) = start_primary(&nodes, 1, vol, set(4, "n1", &["n1", "n2"]), cfg);
     f2.store_epoch(4);
     // Give the timer a tick to see the lease.
     tokio::time::sleep(Duration::from_millis(120)).await;
@@ -287,20 +293,13 @@ async fn follower_paths_forward_to_the_primary_and_follow_a_failover() {
     let (vol, nodes, followers) = three_nodes().await;
     let g = geometry();
     let addrs = addrs(&nodes);
-    let (ask_tx, _asks) = mpsc::unbounded_channel();
-    let lease = Lease::default();
-    lease.renew(Duration::from_secs(3600));
-    let p = PrimaryVolume::start(
-        nodes[0].engine.clone(),
-        nodes[0].svc.volume(vol).unwrap(),
-        "n0",
+    let (p, lease, _asks) = start_primary(
+        &nodes,
+        0,
+        vol,
         set(1, "n0", &["n0", "n1", "n2"]),
-        addrs.clone(),
-        Arc::new(Asks(ask_tx)),
-        lease.clone(),
         Config::default(),
-    )
-    .unwrap();
+    );
     nodes[0].server.serve_forwarded(vol, p.clone());
     let path = |n: &Node| {
         let e = n.engine.clone();
@@ -369,20 +368,13 @@ async fn follower_paths_forward_to_the_primary_and_follow_a_failover() {
     lease.revoke();
     drop(p);
     nodes[1].server.remove(vol);
-    let (ask_tx1, _asks1) = mpsc::unbounded_channel();
-    let lease1 = Lease::default();
-    lease1.renew(Duration::from_secs(3600));
-    let p1 = PrimaryVolume::start(
-        nodes[1].engine.clone(),
-        nodes[1].svc.volume(vol).unwrap(),
-        "n1",
+    let (p1, _lease1, _asks1) = start_primary(
+        &nodes,
+        1,
+        vol,
         set(2, "n1", &["n1", "n2"]),
-        addrs.clone(),
-        Arc::new(Asks(ask_tx1)),
-        lease1,
         Config::default(),
-    )
-    .unwrap();
+    );
     followers[1].store_epoch(2);
     nodes[1].server.serve_forwarded(vol, p1.clone());
     path1.set_route(Route::Local(p1.clone()));
