@@ -34,11 +34,11 @@ use alcubierre_control::leader;
 use alcubierre_control::model::{Activation, Node};
 use alcubierre_control::reconcile::ReplicaRequest;
 use alcubierre_control::registry::{self, Heartbeat, LastOk};
-use alcubierre_control::volumes::{FollowerProgress, Host, Progress, QosPolicy, Volume, PROGRESS};
+use alcubierre_control::volumes::{Host, QosPolicy, Volume};
 use alcubierre_nvmf::{volume_nqn, HostAcl, SubsystemEvent, Target};
 use alcubierre_replica::node::{FollowerVolume, ReplicaServer};
 use alcubierre_replica::primary::Config as ReplicaConfig;
-use alcubierre_replica::volume::{Ask, Control, Lease, PrimaryVolume};
+use alcubierre_replica::volume::{Control, Lease, PrimaryVolume};
 use alcubierre_replica::Membership;
 use alcubierre_store::{Store, WatchEvent};
 use alcubierre_types::{BlockSize, ByteSize, VolumeGeometry, VolumeId};
@@ -46,6 +46,7 @@ use parking_lot::RwLock;
 
 use crate::paths::Path;
 use crate::qos::{Limited, Qos};
+use crate::replication::{AgentControl, ProgressRecord, Role};
 
 /// What a node publishes about a volume it exports.
 pub struct VolumeMetrics {
@@ -57,16 +58,6 @@ pub struct VolumeMetrics {
     pub qos: Arc<Qos>,
     /// Its replication role here.
     pub role: Arc<Role>,
-}
-
-/// A volume's replication role on this node, for metrics.
-#[derive(Default)]
-pub struct Role {
-    /// The replicated volume, while this node is its primary.
-    pub primary: parking_lot::Mutex<Option<Arc<PrimaryVolume>>>,
-    /// Times this node started serving the volume as its primary (placement, failover,
-    /// handover).
-    pub promotions: AtomicU64,
 }
 
 /// The volumes a node exports, by volume id.
@@ -156,10 +147,8 @@ struct Exported {
     name: String,
     primary: Arc<PrimaryVolume>,
     epoch: u64,
-    /// The progress record last published for it (while a replica catches up).
-    published: Option<Progress>,
-    /// No record of it is left in the store (checked once after taking over).
-    cleared: bool,
+    /// Its progress record in the store.
+    progress: ProgressRecord,
 }
 
 /// A volume this node follows.
@@ -313,41 +302,6 @@ fn unfollow(p: &NodeParts, id: &str, member: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends the primary's requests to the leader through the store.
-struct AgentControl {
-    store: Arc<dyn Store>,
-    me: String,
-}
-
-impl Control for AgentControl {
-    fn ask(&self, volume: VolumeId, ask: Ask) {
-        let (store, me) = (self.store.clone(), self.me.clone());
-        tokio::spawn(async move {
-            let (node, req) = match ask {
-                Ask::Drop { node, epoch } => (
-                    node.clone(),
-                    ReplicaRequest::Drop {
-                        node,
-                        epoch,
-                        from: me,
-                    },
-                ),
-                Ask::Add { node, epoch } => (
-                    node.clone(),
-                    ReplicaRequest::Add {
-                        node,
-                        epoch,
-                        from: me,
-                    },
-                ),
-            };
-            if let Err(e) = leader::request(&*store, &volume.to_string(), &node, &req).await {
-                tracing::warn!(%volume, ?req, "sending a request to the leader failed: {e}");
-            }
-        });
-    }
-}
-
 async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> anyhow::Result<()> {
     let mut hosts = BTreeMap::new();
     for kv in store.list("hosts/").await? {
@@ -400,13 +354,11 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
         .collect();
     for id in gone {
         let deleted = !all.contains_key(&id);
-        let e = local.exported.remove(&id).expect("listed");
+        let mut e = local.exported.remove(&id).expect("listed");
         if let Some(path) = local.paths.get(&id) {
             path.role.primary.lock().take();
         }
-        if e.published.is_some() {
-            store.delete(&format!("{PROGRESS}{id}")).await?;
-        }
+        e.progress.withdraw(&**store, &id).await?;
         match unexport(p, &id, deleted) {
             Ok(()) if deleted => tracing::info!(node = %p.name, volume = %e.name, "deleted"),
             Ok(()) => {
@@ -501,8 +453,7 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
                                     name: v.name.clone(),
                                     primary,
                                     epoch: v.epoch,
-                                    published: None,
-                                    cleared: false,
+                                    progress: ProgressRecord::default(),
                                 },
                             );
                         }
@@ -520,7 +471,7 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
                         // A member may have restarted on another replica address.
                         e.primary.set_peers(peers(v, &nodes));
                     }
-                    publish_progress(&**store, v, e).await?;
+                    e.progress.publish(&**store, v, &e.primary).await?;
                 }
             }
         } else {
@@ -551,44 +502,6 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
                 }
             }
         }
-    }
-    Ok(())
-}
-
-/// Publishes `v`'s replication progress while a replica catches up, and removes it once every
-/// replica is in sync (`alcubierre status`, `GET /api/v1/replication`).
-async fn publish_progress(store: &dyn Store, v: &Volume, e: &mut Exported) -> anyhow::Result<()> {
-    let all = e.primary.followers();
-    let head = all.first().map_or(0, |f| f.head);
-    let followers: Vec<FollowerProgress> = all
-        .into_iter()
-        .map(|f| FollowerProgress {
-            behind_writes: f.head.saturating_sub(f.acked),
-            node: f.node,
-            in_sync: f.in_sync,
-            connected: f.streaming,
-        })
-        .collect();
-    let key = format!("{PROGRESS}{}", v.id);
-    if followers.iter().all(|f| f.in_sync) {
-        // Also once after taking over: an earlier primary may have left its record.
-        if e.published.take().is_some() || !e.cleared {
-            store.delete(&key).await?;
-            e.cleared = true;
-        }
-        return Ok(());
-    }
-    let prog = Progress {
-        volume: v.id.clone(),
-        name: v.name.clone(),
-        primary: v.primary.clone(),
-        epoch: v.epoch,
-        head,
-        followers,
-    };
-    if e.published.as_ref() != Some(&prog) {
-        store.put(&key, serde_json::to_vec(&prog)?, None).await?;
-        e.published = Some(prog);
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ mod metrics;
 mod paths;
 mod plan;
 mod qos;
+mod replication;
 mod serve;
 mod sysinfo;
 mod tls;

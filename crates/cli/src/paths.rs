@@ -20,8 +20,9 @@ use alcubierre_nvmf::{volume_nqn, AnaState, HostAcl, Subsystem};
 use alcubierre_replica::forward::{Forwarder, PathDevice, Route};
 use alcubierre_types::VolumeId;
 
-use crate::agent::{NodeParts, Role, VolumeMetrics};
+use crate::agent::{NodeParts, VolumeMetrics};
 use crate::qos::Qos;
+use crate::replication::Role;
 
 /// This node's path to one volume.
 pub struct Path {

@@ -332,6 +332,13 @@ impl Primary {
         out
     }
 
+    /// The clock and the lease, without the timer's work: called before every input, so the
+    /// lease is judged at the time of the input (not at the last tick).
+    pub fn clock(&mut self, now: u64, lease_until: u64) {
+        self.now = self.now.max(now);
+        self.lease_until = lease_until;
+    }
+
     /// Time passes; `lease_until` is when the node's store lease runs out.
     pub fn tick(&mut self, now: u64, lease_until: u64) -> Vec<Action> {
         self.now = now;

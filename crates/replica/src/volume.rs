@@ -245,7 +245,9 @@ impl PrimaryVolume {
 
     /// Whether it serves.
     pub fn serving(&self) -> bool {
-        self.inner.lock().core.serving() && self.failed.lock().is_none()
+        let mut inner = self.inner.lock();
+        inner.core.clock(self.lease.now_ms(), self.lease.until());
+        inner.core.serving() && self.failed.lock().is_none()
     }
 
     fn tick(self: &Arc<Self>) {
@@ -300,6 +302,7 @@ impl PrimaryVolume {
     ) -> Result<(), E> {
         let r = link::deferring(|| {
             let mut inner = self.inner.lock();
+            inner.core.clock(self.lease.now_ms(), self.lease.until());
             let acts = f(&mut inner)?;
             self.run(&mut inner, acts);
             Ok(())
@@ -362,6 +365,7 @@ impl PrimaryVolume {
                         let _rt = me.rt.enter();
                         link::deferring(|| {
                             let mut inner = me.inner.lock();
+                            inner.core.clock(me.lease.now_ms(), me.lease.until());
                             match r {
                                 Ok(()) => {
                                     let acts = inner.core.local_durable(pos.seq);
