@@ -1,15 +1,17 @@
 //! The agent's replication glue: a primary's requests to the leader, its progress records in
-//! the store, and each volume's role on this node for metrics.
+//! the store, each volume's role on this node for metrics, and the check that every node uses
+//! the cluster's one backend.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use alcubierre_backend::{Backend, BackendError};
 use alcubierre_control::leader;
 use alcubierre_control::reconcile::ReplicaRequest;
 use alcubierre_control::volumes::{FollowerProgress, Progress, Volume, PROGRESS};
 use alcubierre_replica::volume::{Ask, Control, PrimaryVolume};
-use alcubierre_store::Store;
-use alcubierre_types::VolumeId;
+use alcubierre_store::{put_if, Compare, Store};
+use alcubierre_types::{ByteOffset, ByteSize, VolumeId};
 
 /// A volume's replication role on this node, for metrics.
 #[derive(Default)]
@@ -119,5 +121,90 @@ impl ProgressRecord {
             store.delete(&format!("{PROGRESS}{id}")).await?;
         }
         Ok(())
+    }
+}
+
+/// Where the cluster records the marker of its backend.
+const BACKEND_MARKER_KEY: &str = "cluster/backend-marker";
+const MARKER_MAGIC: &[u8] = b"alcubierre cluster backend marker\n";
+const MARKER_BYTES: usize = 4096;
+
+/// The marker image (the nil volume id, which no volume has).
+fn marker_image() -> VolumeId {
+    VolumeId(uuid::Uuid::nil())
+}
+
+fn read_marker(backend: &dyn Backend) -> anyhow::Result<Option<String>> {
+    let id = marker_image();
+    match backend.size(id) {
+        Err(BackendError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+        Ok(_) => {}
+    }
+    let mut buf = vec![0u8; MARKER_BYTES];
+    backend.read(id, ByteOffset(0), &mut buf)?;
+    let Some(rest) = buf.strip_prefix(MARKER_MAGIC) else {
+        anyhow::bail!("backend: its marker image holds something else");
+    };
+    let token = rest.split(|b| *b == b'\n').next().unwrap_or_default();
+    Ok(Some(String::from_utf8_lossy(token).into_owned()))
+}
+
+fn write_marker(backend: &dyn Backend, token: &str) -> anyhow::Result<()> {
+    let id = marker_image();
+    match backend.create(id, ByteSize(MARKER_BYTES as u64)) {
+        Ok(()) | Err(BackendError::Exists { .. }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut buf = MARKER_MAGIC.to_vec();
+    buf.extend_from_slice(token.as_bytes());
+    buf.push(b'\n');
+    buf.resize(MARKER_BYTES, 0);
+    backend.write(id, ByteOffset(0), &buf)?;
+    backend.flush(id)?;
+    Ok(())
+}
+
+/// Every node of a cluster must use the same backend: followers drop writes the primary has
+/// destaged, so a node with a backend of its own would serve stale data after a failover. The
+/// first node to join writes a marker into its backend and records it in the store; every
+/// node after it must find the same marker in its backend, or refuses to join.
+pub async fn check_shared_backend(store: &dyn Store, backend: &dyn Backend) -> anyhow::Result<()> {
+    let mut waited = 0;
+    loop {
+        let ours = read_marker(backend)?;
+        match store.get(BACKEND_MARKER_KEY).await? {
+            Some(kv) => {
+                let want = String::from_utf8_lossy(&kv.value).into_owned();
+                match ours {
+                    Some(o) if o == want => return Ok(()),
+                    Some(o) => anyhow::bail!(
+                        "backend: it holds another cluster's marker ({o}, this cluster's is \
+                         {want}); every node of a cluster must use the same backend"
+                    ),
+                    // The node that recorded the marker may still be writing it.
+                    None if waited < 50 => {
+                        waited += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                    None => anyhow::bail!(
+                        "backend: it lacks this cluster's marker ({want}); every node must use \
+                         the backend the first node used (for `file`, a directory all nodes share)"
+                    ),
+                }
+            }
+            None => {
+                let token = ours
+                    .clone()
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let cmp = vec![Compare::Missing(BACKEND_MARKER_KEY.to_string())];
+                if put_if(store, cmp, BACKEND_MARKER_KEY, token.clone().into_bytes()).await? {
+                    if ours.is_none() {
+                        write_marker(backend, &token)?;
+                    }
+                    return Ok(());
+                }
+            }
+        }
     }
 }

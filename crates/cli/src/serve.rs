@@ -305,6 +305,11 @@ async fn join_cluster(
             cntlid_count: cfg.node.cntlid_count,
         }),
     };
+    if let Some(svc) = service {
+        crate::replication::check_shared_backend(&*store, &**svc.engine().backend())
+            .await
+            .context("cluster: joining")?;
+    }
     alcubierre_control::registry::register(&*store, &record)
         .await
         .context("cluster: registering this node")?;

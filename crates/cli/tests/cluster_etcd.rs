@@ -590,3 +590,44 @@ async fn a_killed_primary_fails_over_with_every_acknowledged_write() {
         "{v}"
     );
 }
+
+/// Every node of a cluster must use the cluster's one backend: a node whose backend lacks the
+/// marker the first node recorded refuses to join, and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_another_backend_refuses_to_join() {
+    let etcd = EtcdServer::start().unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let _first = start_node(dir.path(), 1, &etcd.endpoint);
+    // Node 2's files, and so its backend directory, live elsewhere.
+    let other = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cluster = format!(
+        "etcd = [\"{}\"]\nheartbeat_interval_ms = 300\nheartbeat_timeout_ms = 3000",
+        etcd.endpoint
+    );
+    let cfg = node_config(other.path(), 2, "127.0.0.1:0", &cluster, "");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_alcubierre"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("a node with its own backend joined the cluster");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success());
+    assert!(err.contains("lacks this cluster's marker"), "{err}");
+    // With the shared backend it joins.
+    let (_second, ready) = start_node_with(dir.path(), 2, &etcd.endpoint, "");
+    assert!(ready["listening"].is_array());
+}
