@@ -541,10 +541,8 @@ async fn a_killed_primary_fails_over_with_every_acknowledged_write() {
     // without reconnecting.
     let mut failures = 0;
     loop {
-        // Like Linux, the host keeps its controller alive (every command would not do: the
-        // target does not count traffic as keep-alive).
-        let keep_alive = alcubierre_nvmf::initiator::cmd::new(0x18, 0);
-        c2.admin.execute(keep_alive, None, 0).await.unwrap();
+        // The failing writes keep the controller alive (Traffic Based Keep Alive); no Keep
+        // Alive command is needed.
         match c2.write(0, 1000, block(1000), 4096).await {
             Ok(_) => break,
             Err(e) => {

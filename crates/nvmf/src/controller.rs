@@ -87,6 +87,11 @@ pub struct Controller {
     /// Mutable state.
     pub inner: Mutex<Inner>,
     wake: watch::Sender<u64>,
+    /// When it was created; `traffic_ns` counts from here.
+    born: Instant,
+    /// Nanoseconds after `born` of the last command on any of its queues: with Traffic Based
+    /// Keep Alive (CTRATT.TBKAS), commands restart the keep-alive timer as Keep Alive does.
+    traffic_ns: std::sync::atomic::AtomicU64,
 }
 
 /// Asynchronous event: notice type (Base 1.4 figure 146).
@@ -113,6 +118,8 @@ impl Controller {
     ) -> Self {
         let (wake, _) = watch::channel(0);
         Self {
+            born: now,
+            traffic_ns: std::sync::atomic::AtomicU64::new(0),
             cntlid,
             kind,
             hostnqn,
@@ -229,11 +236,21 @@ impl Controller {
         done
     }
 
-    /// When the keep-alive timer expires, if it runs.
+    /// When the keep-alive timer expires, if it runs: KATO after the last Keep Alive or, with
+    /// Traffic Based Keep Alive, the last command on any of the controller's queues.
     pub fn keep_alive_deadline(&self) -> Option<Instant> {
+        let traffic = self.born
+            + Duration::from_nanos(self.traffic_ns.load(std::sync::atomic::Ordering::Relaxed));
         let i = self.inner.lock();
         (!i.kato.is_zero() && !matches!(i.state, CtrlState::Failed(_)))
-            .then(|| i.last_keep_alive + i.kato)
+            .then(|| i.last_keep_alive.max(traffic) + i.kato)
+    }
+
+    /// A command arrived on one of its queues (restarts the keep-alive timer: TBKAS).
+    pub fn traffic(&self, now: Instant) {
+        let ns = now.saturating_duration_since(self.born).as_nanos() as u64;
+        self.traffic_ns
+            .fetch_max(ns, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Restarts the keep-alive timer.

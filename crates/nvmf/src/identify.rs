@@ -64,6 +64,8 @@ pub fn controller(target: &Target, ctrl: &Controller) -> Vec<u8> {
     le32(&mut b, 80, VERSION);
     // OAES: Namespace Attribute Notices (bit 8) and ANA Change Notices (bit 11).
     le32(&mut b, 92, if io { (1 << 8) | (1 << 11) } else { 0 });
+    // CTRATT: Traffic Based Keep Alive (bit 6): any command restarts the keep-alive timer.
+    le32(&mut b, 96, 1 << 6);
     b[111] = if io { 1 } else { 2 }; // CNTRLTYPE: I/O or discovery controller
     if let Kind::Io(s) = &ctrl.kind {
         b[112..128].copy_from_slice(s.volume.0.as_bytes()); // FGUID

@@ -521,6 +521,9 @@ impl QueuePair {
 
     fn dispatch(&mut self, sqe: Box<Sqe>, data: Bytes, xfer: u32, now: Instant, out: &mut Output) {
         let cid = sqe.cid();
+        if let Some(c) = &self.ctrl {
+            c.traffic(now);
+        }
         let r = if sqe.opcode() == admin_op::FABRICS
             && (self.qid == 0
                 || sqe.fctype() == fctype::CONNECT

@@ -415,6 +415,34 @@ async fn keep_alive_timeout_is_enforced() {
 }
 
 #[tokio::test]
+async fn commands_keep_the_controller_alive() {
+    // Traffic Based Keep Alive (CTRATT bit 6): I/O restarts the keep-alive timer, so a busy
+    // host need not send Keep Alive; once it stops, KATO later the controller fails.
+    let s = setup(HostAcl::Any).await;
+    let cfg = HostConfig {
+        kato: Duration::from_millis(500),
+        ..HostConfig::default()
+    };
+    let mut c = HostController::connect(s.listener.local_addr(), &s.subsys.nqn, &cfg, 1)
+        .await
+        .unwrap();
+    let ctratt = u32::from_le_bytes(c.id_ctrl[96..100].try_into().unwrap());
+    assert_eq!(ctratt & (1 << 6), 1 << 6, "TBKAS advertised");
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_millis(1500) {
+        c.read(0, 0, 1, 4096).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        s.target.controller_count(),
+        1,
+        "alive after 3 x KATO of I/O"
+    );
+    let r = tokio::time::timeout(Duration::from_secs(5), c.admin.read_pdu()).await;
+    assert!(matches!(r, Ok(Err(_))), "{r:?}");
+}
+
+#[tokio::test]
 async fn malformed_pdus_terminate_only_their_connection() {
     // TCP 1.0 section 3.6.2.4 / 7.4.6: a bad header gets a C2HTermReq with FES and FEI, then
     // the connection closes; other connections keep working.
