@@ -444,13 +444,8 @@ impl Engine {
     /// and detaches it. The backend image is the caller's to delete.
     pub fn drop_volume(&self, volume: VolumeId) -> Result<(), CacheError> {
         let _ = self.detach(volume);
-        let p = self.partition_of(volume);
-        let r = p
-            .commit(&[Op::Drop { volume }], 0)
-            .pop()
-            .expect("one result");
-        p.notify_unhold();
-        r
+        // A drop without a position: the volume's replication log goes too.
+        self.reset_replica(volume, Tag::default())
     }
 
     /// A follower's rebuild starts: forgets every write of `volume` (as

@@ -389,18 +389,24 @@ async fn ana_change_raises_an_event_and_blocks_io() {
     c.read(0, 0, 1, 4096).await.unwrap();
 }
 
+/// A target and a host connected to it with keep-alive timeout `kato`.
+async fn connected_with_kato(kato: Duration) -> (Setup, HostController) {
+    let s = setup(HostAcl::Any).await;
+    let cfg = HostConfig {
+        kato,
+        ..HostConfig::default()
+    };
+    let c = HostController::connect(s.listener.local_addr(), &s.subsys.nqn, &cfg, 1)
+        .await
+        .unwrap();
+    (s, c)
+}
+
 #[tokio::test]
 async fn keep_alive_timeout_is_enforced() {
     // Base 1.4 section 7.12: without Keep Alive the controller fails after KATO and its queues
     // close.
-    let s = setup(HostAcl::Any).await;
-    let cfg = HostConfig {
-        kato: Duration::from_millis(500),
-        ..HostConfig::default()
-    };
-    let mut c = HostController::connect(s.listener.local_addr(), &s.subsys.nqn, &cfg, 1)
-        .await
-        .unwrap();
+    let (s, mut c) = connected_with_kato(Duration::from_millis(500)).await;
     let r = tokio::time::timeout(Duration::from_secs(5), c.io[0].read_pdu()).await;
     assert!(
         matches!(
@@ -418,14 +424,7 @@ async fn keep_alive_timeout_is_enforced() {
 async fn commands_keep_the_controller_alive() {
     // Traffic Based Keep Alive (CTRATT bit 6): I/O restarts the keep-alive timer, so a busy
     // host need not send Keep Alive; once it stops, KATO later the controller fails.
-    let s = setup(HostAcl::Any).await;
-    let cfg = HostConfig {
-        kato: Duration::from_millis(500),
-        ..HostConfig::default()
-    };
-    let mut c = HostController::connect(s.listener.local_addr(), &s.subsys.nqn, &cfg, 1)
-        .await
-        .unwrap();
+    let (s, mut c) = connected_with_kato(Duration::from_millis(500)).await;
     let ctratt = u32::from_le_bytes(c.id_ctrl[96..100].try_into().unwrap());
     assert_eq!(ctratt & (1 << 6), 1 << 6, "TBKAS advertised");
     let t0 = std::time::Instant::now();

@@ -231,6 +231,12 @@ impl PathDevice {
 
     /// Write zeroes, or deallocate (`unmap`).
     fn zero(&self, lba: Lba, count: BlockCount, unmap: bool) -> IoFuture<()> {
+        let route = self.route();
+        match &route {
+            Route::Local(d) if unmap => return d.unmap(lba, count),
+            Route::Local(d) => return d.write_zeroes(lba, count),
+            _ => {}
+        }
         let g = self.geometry();
         if !g.contains(lba, count) {
             return failed(BlockError::OutOfRange {
@@ -239,9 +245,8 @@ impl PathDevice {
                 capacity: g.blocks().0,
             });
         }
-        match self.route() {
-            Route::Local(d) if unmap => d.unmap(lba, count),
-            Route::Local(d) => d.write_zeroes(lba, count),
+        match route {
+            Route::Local(_) => unreachable!("served above"),
             Route::Forward(f) => {
                 let (lba, count) = (lba.0, count.0);
                 let req = if unmap {
@@ -273,12 +278,19 @@ impl BlockDevice for PathDevice {
         self.max_transfer
     }
 
+    // The local device checks requests itself; other routes check here, so a bad request is
+    // refused without a round trip to the primary.
+
     fn read(&self, lba: Lba, count: BlockCount) -> IoFuture<Bytes> {
+        let route = self.route();
+        if let Route::Local(d) = &route {
+            return d.read(lba, count);
+        }
         if let Err(e) = self.check(lba, count) {
             return failed(e);
         }
-        match self.route() {
-            Route::Local(d) => d.read(lba, count),
+        match route {
+            Route::Local(_) => unreachable!("served above"),
             Route::Forward(f) => async move {
                 f.forward(Request::Read {
                     lba: lba.0,
@@ -292,14 +304,18 @@ impl BlockDevice for PathDevice {
     }
 
     fn write(&self, lba: Lba, data: Bytes) -> IoFuture<()> {
+        let route = self.route();
+        if let Route::Local(d) = &route {
+            return d.write(lba, data);
+        }
         let g = self.geometry();
         let checked = alcubierre_block::check_payload(&g, data.len())
             .and_then(|n| alcubierre_block::check_range(&g, self.max_transfer, lba, n));
         if let Err(e) = checked {
             return failed(e);
         }
-        match self.route() {
-            Route::Local(d) => d.write(lba, data),
+        match route {
+            Route::Local(_) => unreachable!("served above"),
             Route::Forward(f) => async move {
                 f.forward(Request::Write { lba: lba.0, data })
                     .await
