@@ -25,13 +25,16 @@
 
 mod mem;
 pub mod metered;
+pub mod resv;
 
 pub use mem::MemBlockDevice;
 pub use metered::{IoStats, Metered};
+pub use resv::{HostId, Keeper, Reservations, Reserved, ResvCommand, ResvStore};
 
 use alcubierre_types::{BlockCount, ByteSize, Lba, VolumeGeometry};
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use futures::FutureExt;
 
 /// The future every [`BlockDevice`] operation returns.
 pub type IoFuture<T> = BoxFuture<'static, Result<T, BlockError>>;
@@ -52,6 +55,81 @@ pub trait BlockDevice: Send + Sync {
     fn unmap(&self, lba: Lba, count: BlockCount) -> IoFuture<()>;
     /// Makes every completed write durable. Completed writes already are, so this returns at once.
     fn flush(&self) -> IoFuture<()>;
+
+    /// Runs `op` for `host`, subject to the volume's reservations where the device keeps them
+    /// ([`Reserved`], or a path that forwards to the node that does): a host without access
+    /// gets [`BlockError::ReservationConflict`]. Front ends send hosts' I/O here. By default
+    /// the device keeps no reservations and runs `op`.
+    fn submit(&self, host: &HostId, op: Op) -> IoFuture<Bytes> {
+        let _ = host;
+        op.run(self)
+    }
+
+    /// Runs reservation command `cmd` for `host` (through controller `cntlid`) on the volume's
+    /// reservations; the state after it. By default the device keeps none and the command
+    /// fails with [`BlockError::InvalidField`].
+    fn reserve(&self, host: HostId, cntlid: u16, cmd: ResvCommand) -> IoFuture<Reservations> {
+        let _ = (host, cntlid, cmd);
+        futures::future::ready(Err(BlockError::InvalidField(
+            "this device keeps no reservations".into(),
+        )))
+        .boxed()
+    }
+}
+
+/// A host's I/O request, as [`BlockDevice::submit`] takes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Read `count` blocks at `lba`.
+    Read {
+        /// First block.
+        lba: Lba,
+        /// Blocks.
+        count: BlockCount,
+    },
+    /// Write `data` (whole blocks) at `lba`.
+    Write {
+        /// First block.
+        lba: Lba,
+        /// The data.
+        data: Bytes,
+    },
+    /// Write zeroes over `count` blocks at `lba`.
+    WriteZeroes {
+        /// First block.
+        lba: Lba,
+        /// Blocks.
+        count: BlockCount,
+    },
+    /// Deallocate `count` blocks at `lba`.
+    Unmap {
+        /// First block.
+        lba: Lba,
+        /// Blocks.
+        count: BlockCount,
+    },
+    /// Make completed writes durable.
+    Flush,
+}
+
+impl Op {
+    /// Whether reservations treat it as a write (NVMe Base 1.4 section 8.8.1: everything but
+    /// Read and Compare).
+    pub fn writes(&self) -> bool {
+        !matches!(self, Op::Read { .. })
+    }
+
+    /// Runs it on `dev` with the plain operations: data for a read, empty otherwise.
+    pub fn run<D: BlockDevice + ?Sized>(self, dev: &D) -> IoFuture<Bytes> {
+        let done = |f: IoFuture<()>| f.map(|r| r.map(|()| Bytes::new())).boxed();
+        match self {
+            Op::Read { lba, count } => dev.read(lba, count),
+            Op::Write { lba, data } => done(dev.write(lba, data)),
+            Op::WriteZeroes { lba, count } => done(dev.write_zeroes(lba, count)),
+            Op::Unmap { lba, count } => done(dev.unmap(lba, count)),
+            Op::Flush => done(dev.flush()),
+        }
+    }
 }
 
 /// A shared device is a device (e.g. a replicated volume also held by its agent).
@@ -76,6 +154,12 @@ impl<D: BlockDevice + ?Sized> BlockDevice for std::sync::Arc<D> {
     }
     fn flush(&self) -> IoFuture<()> {
         (**self).flush()
+    }
+    fn submit(&self, host: &HostId, op: Op) -> IoFuture<Bytes> {
+        (**self).submit(host, op)
+    }
+    fn reserve(&self, host: HostId, cntlid: u16, cmd: ResvCommand) -> IoFuture<Reservations> {
+        (**self).reserve(host, cntlid, cmd)
     }
 }
 
@@ -127,6 +211,14 @@ pub enum BlockError {
     /// The device is shutting down or the volume was detached.
     #[error("volume is not available: {0}")]
     Unavailable(String),
+    /// The volume's reservations deny the host this request (NVMe and SCSI "Reservation
+    /// Conflict").
+    #[error("reservation conflict")]
+    ReservationConflict,
+    /// A field of the request is not valid (NVMe "Invalid Field in Command", SCSI "Invalid
+    /// field in CDB"); names the field.
+    #[error("invalid field: {0}")]
+    InvalidField(String),
 }
 
 /// Checks a request's range and length against `geometry` and `max_transfer`.

@@ -9,7 +9,7 @@ use std::time::Instant;
 use alcubierre_types::{BlockCount, ByteSize, Lba, VolumeGeometry};
 use bytes::Bytes;
 
-use crate::{BlockDevice, IoFuture};
+use crate::{BlockDevice, HostId, IoFuture, Op, Reservations, ResvCommand};
 
 /// Upper bounds of the latency buckets, in microseconds (the last bucket is +Inf).
 pub const LATENCY_BOUNDS_US: [u64; 14] = [
@@ -149,6 +149,22 @@ impl<D: BlockDevice + 'static> BlockDevice for Metered<D> {
 
     fn flush(&self) -> IoFuture<()> {
         self.timed(self.inner.flush(), |s| &s.flush, 0)
+    }
+
+    fn submit(&self, host: &HostId, op: Op) -> IoFuture<Bytes> {
+        let (pick, bytes): (fn(&IoStats) -> &DirStats, u64) = match &op {
+            Op::Read { count, .. } => (|s| &s.read, self.inner.geometry().len_of(*count).0),
+            Op::Write { data, .. } => (|s| &s.write, data.len() as u64),
+            Op::WriteZeroes { count, .. } | Op::Unmap { count, .. } => {
+                (|s| &s.write, self.inner.geometry().len_of(*count).0)
+            }
+            Op::Flush => (|s| &s.flush, 0),
+        };
+        self.timed(self.inner.submit(host, op), pick, bytes)
+    }
+
+    fn reserve(&self, host: HostId, cntlid: u16, cmd: ResvCommand) -> IoFuture<Reservations> {
+        self.inner.reserve(host, cntlid, cmd)
     }
 }
 

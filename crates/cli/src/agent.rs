@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alcubierre_backend::BackendError;
-use alcubierre_block::{BlockDevice, IoStats};
+use alcubierre_block::{BlockDevice, IoStats, Keeper, Reserved};
 use alcubierre_cache::{Engine, RateLimiter, VolumeOpener};
 use alcubierre_control::cluster::{self, CONFIG_KEY};
 use alcubierre_control::leader;
@@ -46,7 +46,7 @@ use parking_lot::RwLock;
 
 use crate::paths::Path;
 use crate::qos::{Limited, Qos};
-use crate::replication::{AgentControl, ProgressRecord, Role};
+use crate::replication::{load_reservations, AgentControl, ProgressRecord, Role};
 
 /// What a node publishes about a volume it exports.
 pub struct VolumeMetrics {
@@ -240,6 +240,7 @@ fn export(
     path: &Path,
     nodes: &BTreeMap<String, Node>,
     control: Arc<dyn Control>,
+    reservations: Arc<Keeper>,
 ) -> anyhow::Result<Arc<PrimaryVolume>> {
     let id = path.id;
     let primary = PrimaryVolume::start(
@@ -252,7 +253,8 @@ fn export(
         p.lease.clone(),
         ReplicaConfig::default(),
     )?;
-    let dev: Arc<dyn BlockDevice> = Arc::new(Limited::new(primary.clone(), path.qos.clone()));
+    let limited = Limited::new(primary.clone(), path.qos.clone());
+    let dev: Arc<dyn BlockDevice> = Arc::new(Reserved::new(limited, reservations));
     if let Some(server) = &p.replica {
         server.serve_forwarded(id, dev.clone());
     }
@@ -442,7 +444,11 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
                             continue;
                         }
                     }
-                    match export(p, v, path, &nodes, control.clone()) {
+                    let exported = match load_reservations(store, &v.id, &p.name).await {
+                        Ok(keeper) => export(p, v, path, &nodes, control.clone(), keeper),
+                        Err(e) => Err(e),
+                    };
+                    match exported {
                         Ok(primary) => {
                             tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch, "serving as primary");
                             *path.role.primary.lock() = Some(primary.clone());

@@ -6,9 +6,10 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use alcubierre_backend::{Backend, BackendError};
+use alcubierre_block::{BlockError, IoFuture, Keeper, Reservations, ResvStore};
 use alcubierre_control::leader;
 use alcubierre_control::reconcile::ReplicaRequest;
-use alcubierre_control::volumes::{FollowerProgress, Progress, Volume, PROGRESS};
+use alcubierre_control::volumes::{self, FollowerProgress, Progress, Volume, PROGRESS};
 use alcubierre_replica::volume::{Ask, Control, PrimaryVolume};
 use alcubierre_store::{put_if, Compare, Store};
 use alcubierre_types::{ByteOffset, ByteSize, VolumeId};
@@ -207,4 +208,69 @@ pub async fn check_shared_backend(store: &dyn Store, backend: &dyn Backend) -> a
             }
         }
     }
+}
+
+/// A primary's reservations in the store (`reservations/<volume>`): each change is written
+/// there before it takes effect, fenced so that only the current primary writes, and the next
+/// primary starts from the record ([`load_reservations`]).
+pub struct StoredReservations {
+    store: Arc<dyn Store>,
+    volume: String,
+    me: String,
+    /// The record's revision as this primary last read or wrote it.
+    rev: Arc<parking_lot::Mutex<Option<i64>>>,
+}
+
+/// How long saving a reservation change may take before the command fails (the host retries).
+const SAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
+
+impl ResvStore for StoredReservations {
+    fn save(&self, state: &Reservations) -> IoFuture<()> {
+        let (store, volume, me) = (self.store.clone(), self.volume.clone(), self.me.clone());
+        // The keeper runs one command at a time, so nothing else moves `rev` meanwhile.
+        let slot = self.rev.clone();
+        let rev = *slot.lock();
+        let value = state.encode();
+        Box::pin(async move {
+            let save = volumes::save_reservations(&*store, &volume, &me, rev, value);
+            let rev = match tokio::time::timeout(SAVE_TIMEOUT, save).await {
+                Ok(Ok(rev)) => rev,
+                Ok(Err(e)) => {
+                    return Err(BlockError::Unavailable(format!(
+                        "saving the reservation change: {e}"
+                    )))
+                }
+                Err(_) => {
+                    return Err(BlockError::Unavailable(
+                        "saving the reservation change timed out".into(),
+                    ))
+                }
+            };
+            *slot.lock() = Some(rev);
+            Ok(())
+        })
+    }
+}
+
+/// The keeper of volume `id`'s reservations for its new primary `me`, starting from the
+/// store's record (read after the store made `me` the primary, so it holds every change an
+/// earlier primary acknowledged).
+pub async fn load_reservations(
+    store: &Arc<dyn Store>,
+    id: &str,
+    me: &str,
+) -> anyhow::Result<Arc<Keeper>> {
+    let (value, rev) = volumes::reservations(&**store, id).await?;
+    let state = match value {
+        Some(v) => Reservations::decode(&v)
+            .map_err(|e| anyhow::anyhow!("the reservation record of volume {id}: {e}"))?,
+        None => Reservations::default(),
+    };
+    let saver = StoredReservations {
+        store: store.clone(),
+        volume: id.to_string(),
+        me: me.to_string(),
+        rev: Arc::new(parking_lot::Mutex::new(rev)),
+    };
+    Ok(Keeper::new(state, Some(Arc::new(saver))))
 }

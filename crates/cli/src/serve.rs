@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use alcubierre_backend::{Backend, BackendError, FileBackend};
-use alcubierre_block::{BlockDevice, MemBlockDevice};
+use alcubierre_block::{BlockDevice, MemBlockDevice, Reserved};
 use alcubierre_cache::{CacheService, Engine, FormatOptions, RateLimiter, ServiceConfig};
 use alcubierre_io::{DirectFile, Medium};
 use alcubierre_nvmf::{HostAcl, Listener, Portal, Subsystem, Target, TargetConfig};
@@ -165,10 +165,12 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
     for v in &cfg.volumes {
         let id = v.volume_id();
         let g = VolumeGeometry::new(BlockSize::from_bytes(v.block_size)?, ByteSize(v.size.0))?;
+        // Only this node serves a configured volume: its reservations live here.
         let dev: Arc<dyn BlockDevice> = if v.memory {
-            Arc::new(MemBlockDevice::new(g))
+            Arc::new(Reserved::volatile(MemBlockDevice::new(g)))
         } else {
-            Arc::new(service.as_ref().expect("cache opened").volume(id)?)
+            let volume = service.as_ref().expect("cache opened").volume(id)?;
+            Arc::new(Reserved::volatile(volume))
         };
         let acl = if v.hosts.iter().any(|h| h == "*") {
             HostAcl::Any

@@ -2,7 +2,8 @@
 //!
 //! Keys: `volumes/<uuid>` (the [`Volume`]), `volume-names/<name>` (name -> uuid, so names are
 //! unique: created in the same transaction as the volume, compared as missing), `qos/<name>`,
-//! `hosts/<name>`. A volume's replicas are placed on distinct eligible nodes
+//! `hosts/<name>`, `reservations/<uuid>` (the volume's persistent reservations, written by its
+//! primary: [`save_reservations`]). A volume's replicas are placed on distinct eligible nodes
 //! ([`crate::placement`]) when it is created; the leader's reconcilers (next) make the nodes
 //! export it.
 
@@ -185,6 +186,85 @@ pub struct FollowerProgress {
     pub connected: bool,
     /// Writes it has yet to make durable.
     pub behind_writes: u64,
+}
+
+/// Where a volume's persistent reservations are kept (one key per volume, an opaque encoding
+/// of the replica crate's state), so that they survive a failover.
+pub const RESERVATIONS: &str = "reservations/";
+
+/// A volume's reservation record and the revision it was last written at (`None`, `None`:
+/// there is none).
+pub async fn reservations(
+    store: &dyn Store,
+    id: &str,
+) -> Result<(Option<Vec<u8>>, Option<i64>), StoreError> {
+    Ok(match store.get(&format!("{RESERVATIONS}{id}")).await? {
+        Some(kv) => (Some(kv.value), Some(kv.mod_revision)),
+        None => (None, None),
+    })
+}
+
+/// Why [`save_reservations`] did not save.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The record is not this node's to write any more.
+    #[error("{0}")]
+    Fenced(&'static str),
+}
+
+/// Writes volume `id`'s reservation record as its primary `me`, if `me` is still the
+/// primary and the record is still at `rev` (what `me` last read or wrote; `None`: there was
+/// none): an isolated old primary, or one whose view is out of date, cannot overwrite what
+/// another wrote. The record's new revision.
+pub async fn save_reservations(
+    store: &dyn Store,
+    id: &str,
+    me: &str,
+    rev: Option<i64>,
+    value: Vec<u8>,
+) -> Result<i64, SaveError> {
+    let (vkey, rkey) = (format!("volumes/{id}"), format!("{RESERVATIONS}{id}"));
+    // The volume record changes for other reasons too (an epoch raised by a membership
+    // change); a few retries ride those out.
+    for _ in 0..5 {
+        let Some(kv) = store.get(&vkey).await? else {
+            return Err(SaveError::Fenced("the volume was deleted"));
+        };
+        let v: Volume = serde_json::from_slice(&kv.value)
+            .map_err(|_| SaveError::Fenced("the volume record is unreadable"))?;
+        if v.primary != me {
+            return Err(SaveError::Fenced(
+                "this node is no longer the volume's primary",
+            ));
+        }
+        let record = match rev {
+            Some(r) => Compare::ModRevision(rkey.clone(), r),
+            None => Compare::Missing(rkey.clone()),
+        };
+        let r = store
+            .txn(Txn {
+                when: vec![Compare::ModRevision(vkey.clone(), kv.mod_revision), record],
+                then: vec![TxnOp::Put {
+                    key: rkey.clone(),
+                    value: value.clone(),
+                    lease: None,
+                }],
+                otherwise: vec![],
+            })
+            .await?;
+        if r.succeeded {
+            return Ok(r.revision);
+        }
+        if reservations(store, id).await?.1 != rev {
+            return Err(SaveError::Fenced(
+                "the reservations were changed by another node",
+            ));
+        }
+    }
+    Err(SaveError::Fenced("the volume record kept changing"))
 }
 
 /// Every published progress record.
@@ -439,6 +519,9 @@ pub async fn delete(store: &dyn Store, id_or_name: &str) -> Result<Volume, Volum
                 TxnOp::Delete { key },
                 TxnOp::Delete {
                     key: format!("volume-names/{}", v.name),
+                },
+                TxnOp::Delete {
+                    key: format!("{RESERVATIONS}{}", v.id),
                 },
             ],
             otherwise: vec![],

@@ -207,3 +207,48 @@ async fn resize_grows_only_and_licence_caps_capacity() {
     assert!(matches!(find(s, "v").await, Err(VolumeError::NotFound(_))));
     create(s, &req("v", 3 << 30), "c".into(), &l).await.unwrap();
 }
+
+#[tokio::test]
+async fn only_the_current_primary_saves_reservations_over_what_it_read() {
+    use alcubierre_control::volumes::{reservations, save_reservations, SaveError};
+    let (store, _b) = cluster(3).await;
+    let s = &*store;
+    let v = create(s, &req("pr", 1 << 30), "id-pr".into(), &Licence::default())
+        .await
+        .unwrap();
+    let other = v.replicas.iter().find(|n| **n != v.primary).unwrap();
+    assert_eq!(reservations(s, &v.id).await.unwrap(), (None, None));
+    // Another node is not the primary: fenced.
+    assert!(matches!(
+        save_reservations(s, &v.id, other, None, vec![1]).await,
+        Err(SaveError::Fenced(_))
+    ));
+    let r1 = save_reservations(s, &v.id, &v.primary, None, vec![1])
+        .await
+        .unwrap();
+    assert_eq!(
+        reservations(s, &v.id).await.unwrap(),
+        (Some(vec![1]), Some(r1))
+    );
+    // A primary whose view is out of date (it read no record, or an older one) cannot
+    // overwrite what was written since.
+    assert!(matches!(
+        save_reservations(s, &v.id, &v.primary, None, vec![2]).await,
+        Err(SaveError::Fenced(_))
+    ));
+    let r2 = save_reservations(s, &v.id, &v.primary, Some(r1), vec![2])
+        .await
+        .unwrap();
+    assert!(matches!(
+        save_reservations(s, &v.id, &v.primary, Some(r1), vec![3]).await,
+        Err(SaveError::Fenced(_))
+    ));
+    // A change to the volume record (here a resize) is ridden out.
+    resize(s, "pr", 2 << 30, &Licence::default()).await.unwrap();
+    save_reservations(s, &v.id, &v.primary, Some(r2), vec![4])
+        .await
+        .unwrap();
+    assert_eq!(reservations(s, &v.id).await.unwrap().0, Some(vec![4]));
+    delete(s, "pr").await.unwrap();
+    assert_eq!(reservations(s, &v.id).await.unwrap(), (None, None));
+}

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::reservation::HostId;
 use crate::subsystem::{Subsystem, SubsystemEvent};
+use alcubierre_block::HostId;
 
 /// What the controller serves.
 #[derive(Clone)]

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alcubierre_block::MemBlockDevice;
+use alcubierre_block::{MemBlockDevice, Reserved};
 use alcubierre_types::{BlockSize, ByteSize, VolumeGeometry, VolumeId};
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
@@ -27,7 +27,7 @@ pub fn target() -> Arc<Target> {
     let g = VolumeGeometry::new(BlockSize::B512, ByteSize(128 << 10)).expect("geometry");
     t.add_subsystem(Arc::new(Subsystem::new(
         VolumeId(uuid::Uuid::from_u128(VOLUME)),
-        Arc::new(MemBlockDevice::new(g)),
+        Arc::new(Reserved::volatile(MemBlockDevice::new(g))),
         HostAcl::Any,
         1,
     )));

@@ -1,6 +1,7 @@
 //! NVM command set I/O commands of a [`QueuePair`] (Base 1.4 section 6): Read, Write, Compare,
 //! Write Zeroes, Dataset Management, Flush and the reservation commands.
 
+use alcubierre_block::{Op, Reservations, ResvCommand};
 use alcubierre_types::{BlockCount, Lba};
 use bytes::Bytes;
 
@@ -29,7 +30,6 @@ impl QueuePair {
         let g = s.device.geometry();
         let bs = g.block_size().bytes();
         let cid = sqe.cid();
-        let check_resv = |write: bool| s.reservations.lock().check_io(&ctrl.hostid, write);
         let range = |lba: u64, nlb: u64| -> Result<(Lba, BlockCount), Status> {
             let (l, c) = (Lba(lba), BlockCount(nlb));
             if lba.checked_add(nlb).is_none() || !g.contains(l, c) {
@@ -51,13 +51,13 @@ impl QueuePair {
                 if bytes != xfer as u64 {
                     return fail(Status::SGL_LENGTH_INVALID);
                 }
-                if let Err(e) = check_resv(op == io_op::WRITE) {
-                    return fail(e);
-                }
+                let read = IoKind::Op(Op::Read { lba, count });
                 match op {
-                    io_op::READ => self.start_io(cid, IoKind::Read { lba, count }, None, xfer, out),
-                    io_op::WRITE => self.start_io(cid, IoKind::Write { lba, data }, None, 0, out),
-                    _ => self.start_io(cid, IoKind::Read { lba, count }, Some(data), 0, out),
+                    io_op::READ => self.start_io(cid, read, None, xfer, out),
+                    io_op::WRITE => {
+                        self.start_io(cid, IoKind::Op(Op::Write { lba, data }), None, 0, out)
+                    }
+                    _ => self.start_io(cid, read, Some(data), 0, out),
                 }
             }
             io_op::WRITE_ZEROES => {
@@ -65,17 +65,12 @@ impl QueuePair {
                     Ok(r) => r,
                     Err(e) => return fail(e),
                 };
-                if let Err(e) = check_resv(true) {
-                    return fail(e);
-                }
                 let deallocate = sqe.cdw(12) & (1 << 25) != 0;
-                let kind = if deallocate {
-                    IoKind::Unmap {
-                        ranges: vec![(lba, count)],
-                    }
+                let kind = IoKind::Op(if deallocate {
+                    Op::Unmap { lba, count }
                 } else {
-                    IoKind::WriteZeroes { lba, count }
-                };
+                    Op::WriteZeroes { lba, count }
+                });
                 self.start_io(cid, kind, None, 0, out)
             }
             io_op::DSM => {
@@ -100,80 +95,104 @@ impl QueuePair {
                         Err(e) => return fail(e),
                     }
                 }
-                if let Err(e) = check_resv(true) {
-                    return fail(e);
-                }
                 if ranges.is_empty() {
                     return Ok(Some(Resp::default()));
                 }
                 self.start_io(cid, IoKind::Unmap { ranges }, None, 0, out)
             }
-            io_op::FLUSH => self.start_io(cid, IoKind::Flush, None, 0, out),
-            io_op::RESV_REGISTER => {
-                let Some((crkey, nrkey)) = two_keys(&data) else {
-                    return fail(Status::SGL_LENGTH_INVALID);
+            io_op::FLUSH => self.start_io(cid, IoKind::Op(Op::Flush), None, 0, out),
+            io_op::RESV_REGISTER
+            | io_op::RESV_ACQUIRE
+            | io_op::RESV_RELEASE
+            | io_op::RESV_REPORT => {
+                let cdw10 = sqe.cdw(10);
+                let action = (cdw10 & 7) as u8;
+                let rtype = (cdw10 >> 8) as u8;
+                let key = |i: usize| {
+                    data.get(i * 8..i * 8 + 8)
+                        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
                 };
-                let cdw10 = sqe.cdw(10);
-                let cptpl = cdw10 >> 30;
-                if cptpl == 2 || cptpl == 1 {
-                    return fail(Status::INVALID_FIELD);
-                }
-                let r = s.reservations.lock().register(
-                    ctrl.hostid,
-                    ctrl.cntlid,
-                    (cdw10 & 7) as u8,
-                    cdw10 & 8 != 0,
-                    crkey,
-                    nrkey,
-                );
-                r.map(|()| Some(Resp::default())).map_err(|e| (e, 0))
-            }
-            io_op::RESV_ACQUIRE => {
-                let Some((crkey, prkey)) = two_keys(&data) else {
-                    return fail(Status::SGL_LENGTH_INVALID);
+                let (cmd, report, xfer) = match op {
+                    io_op::RESV_REGISTER => {
+                        let (Some(current), Some(new)) = (key(0), key(1)) else {
+                            return fail(Status::SGL_LENGTH_INVALID);
+                        };
+                        // Changing Persist Through Power Loss is not supported: reservations
+                        // already survive a failover, and are kept in the cluster's store.
+                        if matches!(cdw10 >> 30, 1 | 2) {
+                            return fail(Status::INVALID_FIELD);
+                        }
+                        let ignore_key = cdw10 & 8 != 0;
+                        let cmd = ResvCommand::Register {
+                            action,
+                            ignore_key,
+                            current,
+                            new,
+                        };
+                        (cmd, None, 0)
+                    }
+                    io_op::RESV_ACQUIRE => {
+                        let (Some(current), Some(preempt)) = (key(0), key(1)) else {
+                            return fail(Status::SGL_LENGTH_INVALID);
+                        };
+                        let cmd = ResvCommand::Acquire {
+                            action,
+                            current,
+                            preempt,
+                            rtype,
+                        };
+                        (cmd, None, 0)
+                    }
+                    io_op::RESV_RELEASE => {
+                        let Some(current) = key(0) else {
+                            return fail(Status::SGL_LENGTH_INVALID);
+                        };
+                        let cmd = ResvCommand::Release {
+                            action,
+                            current,
+                            rtype,
+                        };
+                        (cmd, None, 0)
+                    }
+                    _ => {
+                        let numd = sqe.cdw(10) as u64 + 1;
+                        let eds = sqe.cdw(11) & 1 != 0;
+                        let len = (numd * 4).min(xfer as u64) as usize;
+                        (ResvCommand::Report, Some((eds, len)), xfer)
+                    }
                 };
-                let cdw10 = sqe.cdw(10);
-                let r = s.reservations.lock().acquire(
-                    ctrl.hostid,
-                    (cdw10 & 7) as u8,
-                    crkey,
-                    prkey,
-                    (cdw10 >> 8) as u8,
-                );
-                r.map(|()| Some(Resp::default())).map_err(|e| (e, 0))
-            }
-            io_op::RESV_RELEASE => {
-                if data.len() < 8 {
-                    return fail(Status::SGL_LENGTH_INVALID);
-                }
-                let crkey = u64::from_le_bytes(data[0..8].try_into().expect("8 bytes"));
-                let cdw10 = sqe.cdw(10);
-                let r = s.reservations.lock().release(
-                    ctrl.hostid,
-                    (cdw10 & 7) as u8,
-                    crkey,
-                    (cdw10 >> 8) as u8,
-                );
-                r.map(|()| Some(Resp::default())).map_err(|e| (e, 0))
-            }
-            io_op::RESV_REPORT => {
-                let numd = sqe.cdw(10) as u64 + 1;
-                let eds = sqe.cdw(11) & 1 != 0;
-                let mut d = s.reservations.lock().report(eds);
-                d.resize((numd * 4).min(xfer as u64) as usize, 0);
-                Ok(Some(Resp::data(d)))
+                let kind = IoKind::Reserve {
+                    cntlid: ctrl.cntlid,
+                    cmd,
+                    report,
+                };
+                self.start_io(cid, kind, None, xfer, out)
             }
             _ => fail(Status::INVALID_OPCODE),
         }
     }
 }
 
-fn two_keys(d: &[u8]) -> Option<(u64, u64)> {
-    if d.len() < 16 {
-        return None;
+/// The Reservation Status data structure (figures 396-399), extended (128-bit host ids) when
+/// `eds`.
+pub(crate) fn reservation_status(r: &Reservations, eds: bool) -> Vec<u8> {
+    let (hdr, ent) = if eds { (64, 64) } else { (24, 24) };
+    let regs = r.registrants();
+    let mut b = vec![0u8; hdr + ent * regs.len()];
+    b[0..4].copy_from_slice(&r.generation().to_le_bytes());
+    b[4] = r.reservation().map_or(0, |t| t as u8);
+    b[5..7].copy_from_slice(&(regs.len() as u16).to_le_bytes());
+    for (n, reg) in regs.iter().enumerate() {
+        let e = &mut b[hdr + n * ent..hdr + (n + 1) * ent];
+        e[0..2].copy_from_slice(&reg.cntlid.to_le_bytes());
+        e[2] = r.holds(&reg.host) as u8;
+        if eds {
+            e[8..16].copy_from_slice(&reg.key.to_le_bytes());
+            e[16..32].copy_from_slice(&reg.host);
+        } else {
+            e[8..16].copy_from_slice(&reg.host[8..16]);
+            e[16..24].copy_from_slice(&reg.key.to_le_bytes());
+        }
     }
-    Some((
-        u64::from_le_bytes(d[0..8].try_into().ok()?),
-        u64::from_le_bytes(d[8..16].try_into().ok()?),
-    ))
+    b
 }

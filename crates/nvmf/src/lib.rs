@@ -25,7 +25,6 @@ pub mod identify;
 pub mod initiator;
 pub mod pdu;
 pub mod queue;
-pub mod reservation;
 pub mod spec;
 pub mod status;
 pub mod subsystem;

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use alcubierre_block::{BlockDevice, BlockError};
+use alcubierre_block::{BlockDevice, BlockError, HostId, Op, ResvCommand};
 use alcubierre_types::{BlockCount, Lba};
 use bytes::{Bytes, BytesMut};
 
@@ -33,34 +33,22 @@ use crate::subsystem::{Portal, Target};
 /// What an I/O request asks of the device.
 #[derive(Clone, Debug)]
 pub enum IoKind {
-    /// Read blocks.
-    Read {
-        /// First block.
-        lba: Lba,
-        /// Number of blocks.
-        count: BlockCount,
-    },
-    /// Write blocks.
-    Write {
-        /// First block.
-        lba: Lba,
-        /// The data (a whole number of blocks).
-        data: Bytes,
-    },
-    /// Write zeroes.
-    WriteZeroes {
-        /// First block.
-        lba: Lba,
-        /// Number of blocks.
-        count: BlockCount,
-    },
+    /// One block operation.
+    Op(Op),
     /// Deallocate ranges.
     Unmap {
         /// The ranges.
         ranges: Vec<(Lba, BlockCount)>,
     },
-    /// Flush.
-    Flush,
+    /// A reservation command; a Reservation Report's data structure is `report`'s.
+    Reserve {
+        /// The controller it came through.
+        cntlid: u16,
+        /// The command.
+        cmd: ResvCommand,
+        /// For a report: extended (128-bit host ids) or not, and the bytes to return.
+        report: Option<(bool, usize)>,
+    },
 }
 
 /// An I/O the driver must run on `device`, then report with [`QueuePair::io_done`].
@@ -69,6 +57,8 @@ pub struct IoRequest {
     pub cid: u16,
     /// The namespace's device.
     pub device: Arc<dyn BlockDevice>,
+    /// The host that asks (its reservations apply).
+    pub host: HostId,
     /// What to do.
     pub kind: IoKind,
 }
@@ -77,34 +67,41 @@ impl IoRequest {
     /// Runs the request on its device (the driver's one line of I/O).
     pub fn run(self) -> futures::future::BoxFuture<'static, (u16, Result<Bytes, BlockError>)> {
         use futures::FutureExt;
-        let cid = self.cid;
-        let d = self.device;
+        let (cid, d, host) = (self.cid, self.device, self.host);
         match self.kind {
-            IoKind::Read { lba, count } => d.read(lba, count).map(move |r| (cid, r)).boxed(),
-            IoKind::Write { lba, data } => d
-                .write(lba, data)
-                .map(move |r| (cid, r.map(|()| Bytes::new())))
-                .boxed(),
-            IoKind::WriteZeroes { lba, count } => d
-                .write_zeroes(lba, count)
-                .map(move |r| (cid, r.map(|()| Bytes::new())))
-                .boxed(),
+            IoKind::Op(op) => d.submit(&host, op).map(move |r| (cid, r)).boxed(),
             IoKind::Unmap { ranges } => {
-                let futs: Vec<_> = ranges.into_iter().map(|(l, c)| d.unmap(l, c)).collect();
+                let futs: Vec<_> = ranges
+                    .into_iter()
+                    .map(|(lba, count)| d.submit(&host, Op::Unmap { lba, count }))
+                    .collect();
                 futures::future::join_all(futs)
                     .map(move |rs| {
-                        (
-                            cid,
-                            rs.into_iter()
-                                .collect::<Result<Vec<()>, _>>()
-                                .map(|_| Bytes::new()),
-                        )
+                        let r = rs
+                            .into_iter()
+                            .find(Result::is_err)
+                            .unwrap_or(Ok(Bytes::new()));
+                        (cid, r.map(|_| Bytes::new()))
                     })
                     .boxed()
             }
-            IoKind::Flush => d
-                .flush()
-                .map(move |r| (cid, r.map(|()| Bytes::new())))
+            IoKind::Reserve {
+                cntlid,
+                cmd,
+                report,
+            } => d
+                .reserve(host, cntlid, cmd)
+                .map(move |r| {
+                    let r = r.map(|state| match report {
+                        Some((eds, len)) => {
+                            let mut b = crate::io::reservation_status(&state, eds);
+                            b.resize(len, 0);
+                            Bytes::from(b)
+                        }
+                        None => Bytes::new(),
+                    });
+                    (cid, r)
+                })
                 .boxed(),
         }
     }
@@ -563,9 +560,11 @@ impl QueuePair {
         let Some(s) = self.ctrl.as_ref().and_then(|c| c.subsystem()) else {
             return fail(Status::INVALID_OPCODE);
         };
+        let host = self.ctrl.as_ref().expect("live queue").hostid;
         out.ios.push(IoRequest {
             cid,
             device: s.device.clone(),
+            host,
             kind,
         });
         self.inflight.insert(cid, Inflight::Io { compare, xfer });
@@ -693,5 +692,7 @@ pub fn block_status(e: &BlockError) -> Status {
         BlockError::Backend(_) => Status::NS_NOT_READY,
         BlockError::DeviceFailed(_) => Status::WRITE_FAULT,
         BlockError::Unavailable(_) => Status::ANA_INACCESSIBLE,
+        BlockError::ReservationConflict => Status::RESERVATION_CONFLICT,
+        BlockError::InvalidField(_) => Status::INVALID_FIELD,
     }
 }

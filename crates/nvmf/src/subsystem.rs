@@ -15,7 +15,6 @@ use alcubierre_types::VolumeId;
 use parking_lot::{Mutex, RwLock};
 
 use crate::controller::Controller;
-use crate::reservation::Reservations;
 
 /// Prefix of volume subsystem NQNs.
 pub const NQN_PREFIX: &str = "nqn.2014-08.io.alcubierre:vol:";
@@ -93,8 +92,6 @@ pub struct Subsystem {
     ana: Mutex<(AnaState, u64)>,
     /// ANA group id of this node's paths.
     pub ana_group: u32,
-    /// Namespace reservations.
-    pub reservations: Mutex<Reservations>,
     /// Portals of every node that exports this subsystem; empty means this node's portals.
     portals: RwLock<Vec<Portal>>,
     controllers: Mutex<Vec<Weak<Controller>>>,
@@ -117,7 +114,6 @@ impl Subsystem {
             acl: RwLock::new(acl),
             ana: Mutex::new((AnaState::Optimized, 1)),
             ana_group,
-            reservations: Mutex::new(Reservations::default()),
             portals: RwLock::new(Vec::new()),
             controllers: Mutex::new(Vec::new()),
         }

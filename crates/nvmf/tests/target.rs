@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use alcubierre_block::MemBlockDevice;
+use alcubierre_block::{MemBlockDevice, Reserved};
 use alcubierre_nvmf::capsule::Sqe;
 use alcubierre_nvmf::initiator::{
     cmd, Completion, HostConfig, HostController, HostQueue, InitiatorError,
@@ -49,7 +49,7 @@ async fn setup(acl: HostAcl) -> Setup {
     }));
     let subsys = Arc::new(Subsystem::new(
         VolumeId::random(),
-        Arc::new(MemBlockDevice::new(g)),
+        Arc::new(Reserved::volatile(MemBlockDevice::new(g))),
         acl,
         1,
     ));

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use alcubierre_block::{BlockDevice, BlockError, IoFuture};
+use alcubierre_block::{BlockDevice, BlockError, HostId, IoFuture, Op, Reservations, ResvCommand};
 use alcubierre_types::{BlockCount, ByteSize, Lba, VolumeGeometry, VolumeId};
 use bytes::Bytes;
 use futures::FutureExt;
@@ -36,14 +36,14 @@ pub(crate) type Lookup = Arc<dyn Fn(&[u8; 16]) -> Option<Arc<dyn BlockDevice>> +
 /// device, concurrently; replies go back as they complete.
 pub(crate) fn serve(volume: [u8; 16], lookup: Lookup, tx: link::Sender, rx: link::Reader) {
     rx.run(move |m| {
-        let Some(Msg::Request { id, req }) = m else {
+        let Some(Msg::Request { id, host, req }) = m else {
             return false; // the end, or a frame that has no place here
         };
         let dev = lookup(&volume);
         let tx = tx.clone();
         tokio::spawn(async move {
             let result = match dev {
-                Some(dev) => run(&*dev, req).await,
+                Some(dev) => run(&*dev, host, req).await,
                 None => Err(BlockError::Unavailable(
                     "this node is not the volume's primary".into(),
                 )),
@@ -54,20 +54,31 @@ pub(crate) fn serve(volume: [u8; 16], lookup: Lookup, tx: link::Sender, rx: link
     });
 }
 
-async fn run(dev: &dyn BlockDevice, req: Request) -> Result<Bytes, BlockError> {
-    match req {
-        Request::Read { lba, count } => dev.read(Lba(lba), BlockCount(count)).await,
-        Request::Write { lba, data } => dev.write(Lba(lba), data).await.map(|()| Bytes::new()),
-        Request::WriteZeroes { lba, count } => dev
-            .write_zeroes(Lba(lba), BlockCount(count))
-            .await
-            .map(|()| Bytes::new()),
-        Request::Unmap { lba, count } => dev
-            .unmap(Lba(lba), BlockCount(count))
-            .await
-            .map(|()| Bytes::new()),
-        Request::Flush => dev.flush().await.map(|()| Bytes::new()),
-    }
+async fn run(dev: &dyn BlockDevice, host: HostId, req: Request) -> Result<Bytes, BlockError> {
+    let op = match req {
+        Request::Read { lba, count } => Op::Read {
+            lba: Lba(lba),
+            count: BlockCount(count),
+        },
+        Request::Write { lba, data } => Op::Write {
+            lba: Lba(lba),
+            data,
+        },
+        Request::WriteZeroes { lba, count } => Op::WriteZeroes {
+            lba: Lba(lba),
+            count: BlockCount(count),
+        },
+        Request::Unmap { lba, count } => Op::Unmap {
+            lba: Lba(lba),
+            count: BlockCount(count),
+        },
+        Request::Flush => Op::Flush,
+        Request::Reserve { cntlid, cmd } => {
+            let state = dev.reserve(host, cntlid, cmd).await?;
+            return Ok(Bytes::from(state.encode()));
+        }
+    };
+    dev.submit(&host, op).await
 }
 
 type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Bytes, BlockError>>>>;
@@ -155,12 +166,12 @@ impl Forwarder {
         Ok(c)
     }
 
-    async fn forward(&self, req: Request) -> Result<Bytes, BlockError> {
+    async fn forward(&self, host: HostId, req: Request) -> Result<Bytes, BlockError> {
         let conn = self.conn().await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (done, rx) = oneshot::channel();
         conn.pending.lock().insert(id, done);
-        if conn.tx.send(Msg::Request { id, req }).is_err() {
+        if conn.tx.send(Msg::Request { id, host, req }).is_err() {
             conn.pending.lock().remove(&id);
             return Err(BlockError::Unavailable(
                 "the connection to the primary closed".into(),
@@ -229,37 +240,6 @@ impl PathDevice {
         self.route.read().clone()
     }
 
-    /// Write zeroes, or deallocate (`unmap`).
-    fn zero(&self, lba: Lba, count: BlockCount, unmap: bool) -> IoFuture<()> {
-        let route = self.route();
-        match &route {
-            Route::Local(d) if unmap => return d.unmap(lba, count),
-            Route::Local(d) => return d.write_zeroes(lba, count),
-            _ => {}
-        }
-        let g = self.geometry();
-        if !g.contains(lba, count) {
-            return failed(BlockError::OutOfRange {
-                lba: lba.0,
-                count: count.0,
-                capacity: g.blocks().0,
-            });
-        }
-        match route {
-            Route::Local(_) => unreachable!("served above"),
-            Route::Forward(f) => {
-                let (lba, count) = (lba.0, count.0);
-                let req = if unmap {
-                    Request::Unmap { lba, count }
-                } else {
-                    Request::WriteZeroes { lba, count }
-                };
-                async move { f.forward(req).await.map(|_| ()) }.boxed()
-            }
-            Route::Down(why) => failed(BlockError::Unavailable(why)),
-        }
-    }
-
     fn check(&self, lba: Lba, count: BlockCount) -> Result<(), BlockError> {
         alcubierre_block::check_range(&self.geometry(), self.max_transfer, lba, count)
     }
@@ -268,6 +248,10 @@ impl PathDevice {
 fn failed<T: Send + 'static>(e: BlockError) -> IoFuture<T> {
     futures::future::ready(Err(e)).boxed()
 }
+
+/// The host of requests that name none (the plain [`BlockDevice`] operations): it is
+/// registered nowhere, so the volume's reservations apply to it as to any unregistered host.
+const NO_HOST: HostId = [0; 16];
 
 impl BlockDevice for PathDevice {
     fn geometry(&self) -> VolumeGeometry {
@@ -278,67 +262,94 @@ impl BlockDevice for PathDevice {
         self.max_transfer
     }
 
-    // The local device checks requests itself; other routes check here, so a bad request is
-    // refused without a round trip to the primary.
-
     fn read(&self, lba: Lba, count: BlockCount) -> IoFuture<Bytes> {
-        let route = self.route();
-        if let Route::Local(d) = &route {
-            return d.read(lba, count);
-        }
-        if let Err(e) = self.check(lba, count) {
-            return failed(e);
-        }
-        match route {
-            Route::Local(_) => unreachable!("served above"),
-            Route::Forward(f) => async move {
-                f.forward(Request::Read {
-                    lba: lba.0,
-                    count: count.0,
-                })
-                .await
-            }
-            .boxed(),
-            Route::Down(why) => failed(BlockError::Unavailable(why)),
-        }
+        self.submit(&NO_HOST, Op::Read { lba, count })
     }
 
     fn write(&self, lba: Lba, data: Bytes) -> IoFuture<()> {
-        let route = self.route();
-        if let Route::Local(d) = &route {
-            return d.write(lba, data);
-        }
-        let g = self.geometry();
-        let checked = alcubierre_block::check_payload(&g, data.len())
-            .and_then(|n| alcubierre_block::check_range(&g, self.max_transfer, lba, n));
-        if let Err(e) = checked {
-            return failed(e);
-        }
-        match route {
-            Route::Local(_) => unreachable!("served above"),
-            Route::Forward(f) => async move {
-                f.forward(Request::Write { lba: lba.0, data })
-                    .await
-                    .map(|_| ())
-            }
-            .boxed(),
-            Route::Down(why) => failed(BlockError::Unavailable(why)),
-        }
+        done(self.submit(&NO_HOST, Op::Write { lba, data }))
     }
 
     fn write_zeroes(&self, lba: Lba, count: BlockCount) -> IoFuture<()> {
-        self.zero(lba, count, false)
+        done(self.submit(&NO_HOST, Op::WriteZeroes { lba, count }))
     }
 
     fn unmap(&self, lba: Lba, count: BlockCount) -> IoFuture<()> {
-        self.zero(lba, count, true)
+        done(self.submit(&NO_HOST, Op::Unmap { lba, count }))
     }
 
     fn flush(&self) -> IoFuture<()> {
-        match self.route() {
-            Route::Local(d) => d.flush(),
-            Route::Forward(f) => async move { f.forward(Request::Flush).await.map(|_| ()) }.boxed(),
-            Route::Down(why) => failed(BlockError::Unavailable(why)),
-        }
+        done(self.submit(&NO_HOST, Op::Flush))
     }
+
+    // The local device checks requests itself; other routes check here, so a bad request is
+    // refused without a round trip to the primary. The primary checks the host's access.
+    fn submit(&self, host: &HostId, op: Op) -> IoFuture<Bytes> {
+        let f = match self.route() {
+            Route::Local(d) => return d.submit(host, op),
+            Route::Forward(f) => f,
+            Route::Down(why) => return failed(BlockError::Unavailable(why)),
+        };
+        let checked = match &op {
+            Op::Read { lba, count } => self.check(*lba, *count),
+            Op::Write { lba, data } => {
+                let g = self.geometry();
+                alcubierre_block::check_payload(&g, data.len())
+                    .and_then(|n| alcubierre_block::check_range(&g, self.max_transfer, *lba, n))
+            }
+            Op::WriteZeroes { lba, count } | Op::Unmap { lba, count } => {
+                let g = self.geometry();
+                if g.contains(*lba, *count) {
+                    Ok(())
+                } else {
+                    Err(BlockError::OutOfRange {
+                        lba: lba.0,
+                        count: count.0,
+                        capacity: g.blocks().0,
+                    })
+                }
+            }
+            Op::Flush => Ok(()),
+        };
+        if let Err(e) = checked {
+            return failed(e);
+        }
+        let req = match op {
+            Op::Read { lba, count } => Request::Read {
+                lba: lba.0,
+                count: count.0,
+            },
+            Op::Write { lba, data } => Request::Write { lba: lba.0, data },
+            Op::WriteZeroes { lba, count } => Request::WriteZeroes {
+                lba: lba.0,
+                count: count.0,
+            },
+            Op::Unmap { lba, count } => Request::Unmap {
+                lba: lba.0,
+                count: count.0,
+            },
+            Op::Flush => Request::Flush,
+        };
+        let host = *host;
+        async move { f.forward(host, req).await }.boxed()
+    }
+
+    fn reserve(&self, host: HostId, cntlid: u16, cmd: ResvCommand) -> IoFuture<Reservations> {
+        let f = match self.route() {
+            Route::Local(d) => return d.reserve(host, cntlid, cmd),
+            Route::Forward(f) => f,
+            Route::Down(why) => return failed(BlockError::Unavailable(why)),
+        };
+        async move {
+            let state = f.forward(host, Request::Reserve { cntlid, cmd }).await?;
+            Reservations::decode(&state).map_err(|e| {
+                BlockError::Unavailable(format!("the primary's reservation state: {e}"))
+            })
+        }
+        .boxed()
+    }
+}
+
+fn done(f: IoFuture<Bytes>) -> IoFuture<()> {
+    f.map(|r| r.map(|_| ())).boxed()
 }

@@ -2,9 +2,12 @@
 //! (`fuzz/fuzz_targets/decode_replica.rs`) and the corpus replay test, so hostile input reaches
 //! the same code in both.
 
+use alcubierre_block::{Op, Reservations};
+use alcubierre_types::{BlockCount, Lba};
+
 use crate::follower::Follower;
 use crate::primary::{Config, Primary};
-use crate::wire::Msg;
+use crate::wire::{Msg, Request};
 use crate::{Membership, Pos};
 
 /// Decodes frames from `data` until it runs out or a frame is bad; every message goes to a
@@ -28,11 +31,13 @@ pub fn run(data: &[u8]) {
         0,
     );
     let _ = p.connected("f");
+    let mut resv = Reservations::default();
     let mut at = 0;
     while at < data.len() {
         match Msg::decode(&data[at..]) {
             Ok(Some((msg, used))) => {
                 at += used;
+                reservations(&mut resv, &msg);
                 let _ = f.on_msg(msg.clone());
                 let _ = f.local_durable(at as u64);
                 let _ = p.on_msg("f", msg);
@@ -40,5 +45,35 @@ pub fn run(data: &[u8]) {
             }
             Ok(None) | Err(_) => return,
         }
+    }
+}
+
+/// Forwarded reservation commands run on one state, as on a primary; a reply's data is parsed
+/// as a state, as on a forwarding path. The state must survive its own encoding.
+fn reservations(state: &mut Reservations, msg: &Msg) {
+    match msg {
+        Msg::Request {
+            host,
+            req: Request::Reserve { cntlid, cmd },
+            ..
+        } => {
+            let _ = state.apply(*host, *cntlid, *cmd);
+            let read = Op::Read {
+                lba: Lba(0),
+                count: BlockCount(1),
+            };
+            let _ = state.check_io(host, read.writes());
+            assert_eq!(
+                Reservations::decode(&state.encode()).as_ref(),
+                Ok(&*state),
+                "the reservation state round-trips"
+            );
+        }
+        Msg::Reply {
+            result: Ok(data), ..
+        } => {
+            let _ = Reservations::decode(data);
+        }
+        _ => {}
     }
 }

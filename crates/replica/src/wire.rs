@@ -9,7 +9,7 @@
 //! [`Msg::Refused`]. Every field is checked before any allocation; a frame longer than
 //! [`MAX_FRAME`] or with trailing bytes is an error, never a panic.
 
-use alcubierre_block::BlockError;
+use alcubierre_block::{BlockError, HostId, ResvCommand};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::Pos;
@@ -71,6 +71,14 @@ pub enum Request {
     },
     /// Make completed writes durable.
     Flush,
+    /// A reservation command; the reply carries the state after it
+    /// ([`alcubierre_block::Reservations::encode`]).
+    Reserve {
+        /// The controller the host sent it through.
+        cntlid: u16,
+        /// The command.
+        cmd: ResvCommand,
+    },
 }
 
 /// A message.
@@ -142,6 +150,8 @@ pub enum Msg {
     Request {
         /// Chosen by the sender, unique among its outstanding requests.
         id: u64,
+        /// The host that sent it (the volume's reservations apply to it).
+        host: HostId,
         /// The I/O.
         req: Request,
     },
@@ -191,6 +201,7 @@ const FWD_ZEROES: u8 = 12;
 const FWD_UNMAP: u8 = 13;
 const FWD_FLUSH: u8 = 14;
 const REPLY: u8 = 15;
+const FWD_RESERVE: u8 = 16;
 
 /// Longest error text a reply carries (longer texts are cut at a character boundary).
 const MAX_ERROR_TEXT: usize = 1024;
@@ -213,6 +224,8 @@ fn error_fields(e: &BlockError) -> (u8, [u64; 3], &str) {
         BlockError::Backend(t) => (5, [0; 3], t),
         BlockError::DeviceFailed(t) => (6, [0; 3], t),
         BlockError::Unavailable(t) => (7, [0; 3], t),
+        BlockError::ReservationConflict => (8, [0; 3], ""),
+        BlockError::InvalidField(t) => (9, [0; 3], t),
     }
 }
 
@@ -240,6 +253,8 @@ fn error_from(code: u8, n: [u64; 3], text: &[u8]) -> Result<BlockError, WireErro
         5 => BlockError::Backend(t()),
         6 => BlockError::DeviceFailed(t()),
         7 => BlockError::Unavailable(t()),
+        8 => BlockError::ReservationConflict,
+        9 => BlockError::InvalidField(t()),
         _ => return Err(WireError::Invalid("unknown error code in a reply")),
     })
 }
@@ -323,30 +338,57 @@ impl Msg {
                 out.put_u16_le(*version);
                 out.put_slice(volume);
             }
-            Msg::Request { id, req } => match req {
-                Request::Read { lba, count }
-                | Request::WriteZeroes { lba, count }
-                | Request::Unmap { lba, count } => {
-                    out.put_u8(match req {
-                        Request::Read { .. } => FWD_READ,
-                        Request::WriteZeroes { .. } => FWD_ZEROES,
-                        _ => FWD_UNMAP,
-                    });
-                    out.put_u64_le(*id);
-                    out.put_u64_le(*lba);
-                    out.put_u64_le(*count);
+            Msg::Request { id, host, req } => {
+                out.put_u8(match req {
+                    Request::Read { .. } => FWD_READ,
+                    Request::WriteZeroes { .. } => FWD_ZEROES,
+                    Request::Unmap { .. } => FWD_UNMAP,
+                    Request::Write { .. } => FWD_WRITE,
+                    Request::Flush => FWD_FLUSH,
+                    Request::Reserve { .. } => FWD_RESERVE,
+                });
+                out.put_u64_le(*id);
+                out.put_slice(host);
+                match req {
+                    Request::Read { lba, count }
+                    | Request::WriteZeroes { lba, count }
+                    | Request::Unmap { lba, count } => {
+                        out.put_u64_le(*lba);
+                        out.put_u64_le(*count);
+                    }
+                    Request::Write { lba, data } => {
+                        out.put_u64_le(*lba);
+                        out.put_slice(data);
+                    }
+                    Request::Flush => {}
+                    Request::Reserve { cntlid, cmd } => {
+                        out.put_u16_le(*cntlid);
+                        let (kind, action, flag, rtype, k1, k2) = match *cmd {
+                            ResvCommand::Register {
+                                action,
+                                ignore_key,
+                                current,
+                                new,
+                            } => (0, action, ignore_key as u8, 0, current, new),
+                            ResvCommand::Acquire {
+                                action,
+                                current,
+                                preempt,
+                                rtype,
+                            } => (1, action, 0, rtype, current, preempt),
+                            ResvCommand::Release {
+                                action,
+                                current,
+                                rtype,
+                            } => (2, action, 0, rtype, current, 0),
+                            ResvCommand::Report => (3, 0, 0, 0, 0, 0),
+                        };
+                        out.put_slice(&[kind, action, flag, rtype]);
+                        out.put_u64_le(k1);
+                        out.put_u64_le(k2);
+                    }
                 }
-                Request::Write { lba, data } => {
-                    out.put_u8(FWD_WRITE);
-                    out.put_u64_le(*id);
-                    out.put_u64_le(*lba);
-                    out.put_slice(data);
-                }
-                Request::Flush => {
-                    out.put_u8(FWD_FLUSH);
-                    out.put_u64_le(*id);
-                }
-            },
+            }
             Msg::Reply { id, result } => {
                 out.put_u8(REPLY);
                 out.put_u64_le(*id);
@@ -501,36 +543,74 @@ impl Msg {
                     volume: f[2..18].try_into().expect("16 bytes"),
                 }
             }
-            FWD_READ | FWD_ZEROES | FWD_UNMAP => {
-                need(24)?;
-                let (lba, count) = (u64_at(8), u64_at(16));
-                Msg::Request {
-                    id: u64_at(0),
-                    req: match kind {
-                        FWD_READ => Request::Read { lba, count },
-                        FWD_ZEROES => Request::WriteZeroes { lba, count },
-                        _ => Request::Unmap { lba, count },
-                    },
-                }
-            }
-            FWD_WRITE => {
-                if f.len() <= 16 {
+            FWD_READ | FWD_ZEROES | FWD_UNMAP | FWD_WRITE | FWD_FLUSH | FWD_RESERVE => {
+                // id, host, then the request's fields.
+                if f.len() < 24 {
                     return Err(bad);
                 }
-                Msg::Request {
-                    id: u64_at(0),
-                    req: Request::Write {
-                        lba: u64_at(8),
-                        data: slice(16, f.len()),
-                    },
-                }
-            }
-            FWD_FLUSH => {
-                need(8)?;
-                Msg::Request {
-                    id: u64_at(0),
-                    req: Request::Flush,
-                }
+                let (id, host) = (u64_at(0), f[8..24].try_into().expect("16 bytes"));
+                let r = &f[24..];
+                let at = |i: usize| u64::from_le_bytes(r[i..i + 8].try_into().expect("8 bytes"));
+                let exact = |n: usize| {
+                    if r.len() == n {
+                        Ok(())
+                    } else {
+                        Err(bad.clone())
+                    }
+                };
+                let req = match kind {
+                    FWD_READ | FWD_ZEROES | FWD_UNMAP => {
+                        exact(16)?;
+                        let (lba, count) = (at(0), at(8));
+                        match kind {
+                            FWD_READ => Request::Read { lba, count },
+                            FWD_ZEROES => Request::WriteZeroes { lba, count },
+                            _ => Request::Unmap { lba, count },
+                        }
+                    }
+                    FWD_WRITE => {
+                        if r.len() <= 8 {
+                            return Err(bad);
+                        }
+                        Request::Write {
+                            lba: at(0),
+                            data: slice(32, f.len()),
+                        }
+                    }
+                    FWD_FLUSH => {
+                        exact(0)?;
+                        Request::Flush
+                    }
+                    _ => {
+                        exact(22)?;
+                        let cntlid = u16::from_le_bytes([r[0], r[1]]);
+                        let (action, flag, rtype) = (r[3], r[4], r[5]);
+                        let (k1, k2) = (at(6), at(14));
+                        let cmd = match r[2] {
+                            0 if flag <= 1 => ResvCommand::Register {
+                                action,
+                                ignore_key: flag == 1,
+                                current: k1,
+                                new: k2,
+                            },
+                            1 => ResvCommand::Acquire {
+                                action,
+                                current: k1,
+                                preempt: k2,
+                                rtype,
+                            },
+                            2 => ResvCommand::Release {
+                                action,
+                                current: k1,
+                                rtype,
+                            },
+                            3 => ResvCommand::Report,
+                            _ => return Err(WireError::Invalid("unknown reservation command")),
+                        };
+                        Request::Reserve { cntlid, cmd }
+                    }
+                };
+                Msg::Request { id, host, req }
             }
             REPLY => {
                 if f.len() < 33 {
@@ -611,10 +691,12 @@ mod tests {
             },
             Msg::Request {
                 id: 1,
+                host: [1; 16],
                 req: Request::Read { lba: 5, count: 8 },
             },
             Msg::Request {
                 id: 2,
+                host: [2; 16],
                 req: Request::Write {
                     lba: 6,
                     data: Bytes::from(vec![3u8; 4096]),
@@ -622,15 +704,72 @@ mod tests {
             },
             Msg::Request {
                 id: 3,
+                host: [3; 16],
                 req: Request::WriteZeroes { lba: 7, count: 2 },
             },
             Msg::Request {
                 id: 4,
+                host: [4; 16],
                 req: Request::Unmap { lba: 8, count: 1 },
             },
             Msg::Request {
                 id: 5,
+                host: [6; 16],
                 req: Request::Flush,
+            },
+            Msg::Request {
+                id: 6,
+                host: [7; 16],
+                req: Request::Reserve {
+                    cntlid: 0x1234,
+                    cmd: ResvCommand::Register {
+                        action: 2,
+                        ignore_key: true,
+                        current: u64::MAX,
+                        new: 7,
+                    },
+                },
+            },
+            Msg::Request {
+                id: 7,
+                host: [8; 16],
+                req: Request::Reserve {
+                    cntlid: 3,
+                    cmd: ResvCommand::Acquire {
+                        action: 1,
+                        current: 1,
+                        preempt: 2,
+                        rtype: 6,
+                    },
+                },
+            },
+            Msg::Request {
+                id: 8,
+                host: [9; 16],
+                req: Request::Reserve {
+                    cntlid: 3,
+                    cmd: ResvCommand::Release {
+                        action: 0,
+                        current: 1,
+                        rtype: 5,
+                    },
+                },
+            },
+            Msg::Request {
+                id: 9,
+                host: [9; 16],
+                req: Request::Reserve {
+                    cntlid: 3,
+                    cmd: ResvCommand::Report,
+                },
+            },
+            Msg::Reply {
+                id: 10,
+                result: Err(BlockError::ReservationConflict),
+            },
+            Msg::Reply {
+                id: 11,
+                result: Err(BlockError::InvalidField("RTYPE".into())),
             },
             Msg::Reply {
                 id: 1,
