@@ -1,8 +1,8 @@
 //! The capacity backend: where a volume's data lives once the cache has destaged it.
 //!
 //! Owns: the [`Backend`] contract, [`FileBackend`] (a sparse file per volume, for a single
-//! machine) and [`MemBackend`] (memory, with a power-loss model, for tests). The Ceph RBD backend
-//! will implement the same trait.
+//! machine) and [`MemBackend`] (memory, with a power-loss model, for tests); the Ceph RBD backend
+//! (`alcubierre-rbd`) implements the same trait.
 //!
 //! The contract, which the conformance suite in `tests/conformance.rs` checks for every
 //! implementation:
@@ -19,6 +19,7 @@
 //! Offsets and lengths are in bytes and need only be multiples of 512.
 #![forbid(unsafe_code)]
 
+pub mod conformance;
 mod file;
 mod mem;
 

@@ -1,0 +1,229 @@
+//! A throwaway single-host Ceph for tests, from Debian's packages (`ceph-mon`, `ceph-osd`,
+//! `ceph-common`): one monitor and one memstore OSD on 127.0.0.1, cephx off, pool size 1, in a
+//! temporary directory; the daemons are this process's children, stopped by PID when dropped.
+//! No manager is started (RBD does not need one), which keeps it to ~2-5 s and ~100 MiB.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::RbdConfig;
+
+/// A running Ceph.
+pub struct CephCluster {
+    daemons: Vec<Child>,
+    dir: PathBuf,
+    /// Its ceph.conf.
+    pub conf: PathBuf,
+    /// The pool made for RBD.
+    pub pool: String,
+}
+
+impl Drop for CephCluster {
+    fn drop(&mut self) {
+        for d in &mut self.daemons {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn run(cmd: &mut Command, what: &str) -> std::io::Result<String> {
+    let out = cmd.stdin(Stdio::null()).output().map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("{what}: {e} (install ceph-mon, ceph-osd and ceph-common)"),
+        )
+    })?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn daemon(conf: &Path, dir: &Path, bin: &str, id: &str) -> std::io::Result<Child> {
+    let log = std::fs::File::create(dir.join(format!("{bin}.{id}.out")))?;
+    Command::new(bin)
+        .arg("-c")
+        .arg(conf)
+        .args(["-f", "-i", id])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("starting {bin}: {e}")))
+}
+
+impl CephCluster {
+    /// Starts a monitor and an OSD and creates pool `rbd` for RBD.
+    pub fn start() -> std::io::Result<Self> {
+        let port = free_port()?;
+        let dir =
+            std::env::temp_dir().join(format!("alcubierre-ceph-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in ["mon/a", "osd/0", "run", "log"] {
+            std::fs::create_dir_all(dir.join(d))?;
+        }
+        let fsid = uuid_v4();
+        let d = dir.display();
+        let conf = dir.join("ceph.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[global]
+fsid = {fsid}
+mon host = v2:127.0.0.1:{port}
+public addr = 127.0.0.1
+cluster addr = 127.0.0.1
+ms bind ipv4 = true
+ms bind ipv6 = false
+auth cluster required = none
+auth service required = none
+auth client required = none
+auth allow insecure global id reclaim = true
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+mon allow pool size one = true
+mon allow pool delete = true
+mon warn on pool no redundancy = false
+mon data avail warn = 1
+mon data avail crit = 0
+osd crush chooseleaf type = 0
+osd objectstore = memstore
+memstore device bytes = 2147483648
+memstore page set = true
+mon paxos propose interval = 0.1
+run dir = {d}/run
+admin socket = {d}/run/$name.asok
+log file = {d}/log/$name.log
+mon data = {d}/mon/$id
+osd data = {d}/osd/$id
+"
+            ),
+        )?;
+        let monmap = dir.join("monmap");
+        run(
+            Command::new("monmaptool")
+                .args(["--create", "--addv", "a"])
+                .arg(format!("[v2:127.0.0.1:{port}]"))
+                .args(["--fsid", &fsid])
+                .arg(&monmap),
+            "monmaptool",
+        )?;
+        run(
+            Command::new("ceph-mon")
+                .arg("-c")
+                .arg(&conf)
+                .args(["--mkfs", "-i", "a", "--monmap"])
+                .arg(&monmap),
+            "ceph-mon --mkfs",
+        )?;
+        let mut me = Self {
+            daemons: vec![daemon(&conf, &dir, "ceph-mon", "a")?],
+            conf: conf.clone(),
+            dir: dir.clone(),
+            pool: "rbd".into(),
+        };
+        let osd_uuid = uuid_v4();
+        me.ceph(&["osd", "new", &osd_uuid])?;
+        run(
+            Command::new("ceph-osd").arg("-c").arg(&conf).args([
+                "-i",
+                "0",
+                "--mkfs",
+                "--osd-uuid",
+                &osd_uuid,
+            ]),
+            "ceph-osd --mkfs",
+        )?;
+        me.daemons.push(daemon(&conf, &dir, "ceph-osd", "0")?);
+        me.ceph(&["osd", "pool", "create", "rbd", "8"])?;
+        me.ceph(&["osd", "pool", "application", "enable", "rbd", "rbd"])?;
+        // Wait until the pool serves I/O (`ceph pg stat` would need a manager).
+        let start = Instant::now();
+        loop {
+            let listed = run(
+                Command::new("timeout")
+                    .args(["5", "rbd", "-c"])
+                    .arg(&conf)
+                    .args(["-p", "rbd", "ls"]),
+                "rbd ls",
+            );
+            match listed {
+                Ok(_) => break,
+                Err(e) if start.elapsed() > Duration::from_secs(60) => {
+                    return Err(std::io::Error::other(format!(
+                        "Ceph's pool did not come up: {e}"
+                    )))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+        Ok(me)
+    }
+
+    /// Runs the `ceph` command line on this cluster; its output.
+    pub fn ceph(&self, args: &[&str]) -> std::io::Result<String> {
+        run(
+            Command::new("ceph")
+                .arg("-c")
+                .arg(&self.conf)
+                .args(["--connect-timeout", "20"])
+                .args(args),
+            &format!("ceph {}", args.join(" ")),
+        )
+    }
+
+    /// Runs the `rbd` command line on this cluster's pool; its output.
+    pub fn rbd(&self, args: &[&str]) -> std::io::Result<String> {
+        run(
+            Command::new("rbd")
+                .arg("-c")
+                .arg(&self.conf)
+                .args(["-p", &self.pool])
+                .args(args),
+            &format!("rbd {}", args.join(" ")),
+        )
+    }
+
+    /// A backend configuration for this cluster.
+    pub fn config(&self) -> RbdConfig {
+        RbdConfig {
+            conf_file: Some(self.conf.display().to_string()),
+            pool: self.pool.clone(),
+            ..RbdConfig::default()
+        }
+    }
+
+    /// Freezes the OSD (SIGSTOP): I/O then waits, and fails after the operation timeout. (A
+    /// memstore OSD cannot be restarted: its data lives in its memory.)
+    pub fn freeze_osd(&self) -> std::io::Result<()> {
+        self.signal_osd("-STOP")
+    }
+
+    /// Lets the OSD run again after [`CephCluster::freeze_osd`].
+    pub fn thaw_osd(&self) -> std::io::Result<()> {
+        self.signal_osd("-CONT")
+    }
+
+    fn signal_osd(&self, sig: &str) -> std::io::Result<()> {
+        let pid = self.daemons[1].id().to_string();
+        run(Command::new("kill").args([sig, &pid]), "kill").map(|_| ())
+    }
+}
+
+fn uuid_v4() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
