@@ -12,8 +12,10 @@
 //! destage_rate = "50MB"                      # bytes per second
 //!
 //! [backend]
-//! kind = "file"                              # "file" (a directory) for now; "rbd" later
-//! dir = "/var/lib/alcubierre/backend"
+//! kind = "file"                              # "file" (a directory) or "rbd" (Ceph)
+//! dir = "/var/lib/alcubierre/backend"        # file: the directory
+//! # rbd: pool = "rbd", conf = "/etc/ceph/ceph.conf", mon_host = "...", user = "admin",
+//! #      keyring = "...", op_timeout_s = 10
 //!
 //! [nvmf]
 //! listen = ["0.0.0.0:4420"]                 # I/O portals (also serve discovery)
@@ -158,10 +160,40 @@ fn default_rate() -> Size {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSection {
-    /// Backend kind: `file`.
+    /// Backend kind: `file` or `rbd`.
     pub kind: String,
     /// Directory of the file backend.
     pub dir: Option<PathBuf>,
+    /// RBD: the pool holding the images (default `rbd`).
+    pub pool: Option<String>,
+    /// RBD: a ceph.conf to read.
+    pub conf: Option<PathBuf>,
+    /// RBD: monitor addresses (Ceph's `mon_host` syntax), overriding the conf file's.
+    pub mon_host: Option<String>,
+    /// RBD: the Ceph user without `client.` (default `admin`).
+    pub user: Option<String>,
+    /// RBD: a keyring file, overriding the conf file's.
+    pub keyring: Option<PathBuf>,
+    /// RBD: the longest a Ceph operation may take before it fails and is retried, seconds
+    /// (default 10).
+    pub op_timeout_s: Option<u64>,
+}
+
+impl BackendSection {
+    /// The RBD backend's settings (for `kind = "rbd"`).
+    pub fn rbd(&self) -> alcubierre_rbd::RbdConfig {
+        let d = alcubierre_rbd::RbdConfig::default();
+        alcubierre_rbd::RbdConfig {
+            conf_file: self.conf.as_ref().map(|p| p.display().to_string()),
+            mon_host: self.mon_host.clone(),
+            pool: self.pool.clone().unwrap_or(d.pool),
+            user: self.user.clone().unwrap_or(d.user),
+            keyring: self.keyring.as_ref().map(|p| p.display().to_string()),
+            op_timeout: self
+                .op_timeout_s
+                .map_or(d.op_timeout, std::time::Duration::from_secs),
+        }
+    }
 }
 
 /// `[nvmf]`.
@@ -365,7 +397,14 @@ impl NodeConfig {
             match b.kind.as_str() {
                 "file" if b.dir.is_none() => bail!("backend.dir: required for kind = \"file\""),
                 "file" => {}
-                k => bail!("backend.kind: unknown kind {k:?} (supported: \"file\")"),
+                "rbd" if b.conf.is_none() && b.mon_host.is_none() => {
+                    bail!("backend.conf: kind = \"rbd\" needs conf (a ceph.conf) or mon_host")
+                }
+                "rbd" if b.op_timeout_s == Some(0) => {
+                    bail!("backend.op_timeout_s: must be at least 1")
+                }
+                "rbd" => {}
+                k => bail!("backend.kind: unknown kind {k:?} (supported: \"file\", \"rbd\")"),
             }
         }
         Ok(())
@@ -420,6 +459,10 @@ hosts = ["*"]
                 "unknown size unit",
             ),
             (GOOD.replace("[nvmf]", "[nvmf]\nbogus = 1"), "bogus"),
+            (
+                GOOD.replace("kind = \"file\"", "kind = \"rbd\""),
+                "backend.conf",
+            ),
             (
                 GOOD.replace("listen = [\"127.0.0.1:4420\"]", "listen = [\"nope\"]"),
                 "listen",

@@ -106,10 +106,18 @@ fn open_cache(cfg: &NodeConfig) -> anyhow::Result<Option<(CacheService, Arc<Rate
         .context("cache.device: formatting")?;
         tracing::info!(device = %c.device.display(), size = %ByteSize(size.0), "cache device created and formatted");
     }
-    let dir = b.dir.as_ref().expect("validated");
-    let backend: Arc<dyn Backend> = Arc::new(
-        FileBackend::new(dir.clone()).with_context(|| format!("backend.dir: {}", dir.display()))?,
-    );
+    let backend: Arc<dyn Backend> = match b.kind.as_str() {
+        "rbd" => Arc::new(
+            alcubierre_rbd::RbdBackend::connect(&b.rbd()).context("backend: connecting to Ceph")?,
+        ),
+        _ => {
+            let dir = b.dir.as_ref().expect("validated");
+            Arc::new(
+                FileBackend::new(dir.clone())
+                    .with_context(|| format!("backend.dir: {}", dir.display()))?,
+            )
+        }
+    };
     let medium: Arc<dyn Medium> = Arc::new(
         DirectFile::open(&c.device)
             .with_context(|| format!("cache.device: opening {}", c.device.display()))?,
