@@ -1,0 +1,163 @@
+//! Destage into Ceph RBD against Ceph's own `rbd bench`, on one throwaway Ceph (a monitor and a
+//! memstore OSD on loopback, started here):
+//!
+//! 1. `rbd bench --io-type write` with the destager's write size and concurrency, as the
+//!    cluster's limit;
+//! 2. uncapped destage: `MIB` MiB of 64 KiB sequential writes land in the cache with destage paused,
+//!    then it runs unlimited; throughput = bytes destaged / time until nothing is dirty;
+//! 3. capped destage at 50 MB/s: the measured rate over the drain against the cap.
+//!
+//! `cargo run --release -p alcubierre --example bench_rbd [MIB]` (default 256; needs ceph-mon,
+//! ceph-osd and ceph-common).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use alcubierre_backend::Backend;
+use alcubierre_block::BlockDevice;
+use alcubierre_cache::{CacheService, Engine, FormatOptions, RateLimiter, ServiceConfig};
+use alcubierre_io::{DirectFile, Medium};
+use alcubierre_rbd::testing::CephCluster;
+use alcubierre_rbd::RbdBackend;
+use alcubierre_types::{BlockSize, ByteSize, Lba, VolumeGeometry, VolumeId};
+use bytes::Bytes;
+
+/// The write size of the fill and of `rbd bench`.
+const CHUNK: u64 = 64 << 10;
+
+/// Fills the cache with `mib` MiB of 64 KiB sequential writes (QD32) with destage paused, then
+/// lets it run at `rate` (bytes/s); the destaged bytes and the time to drain.
+fn destage(ceph: &CephCluster, mib: u64, rate: u64) -> anyhow::Result<(u64, Duration)> {
+    let dir = tempfile::tempdir_in("target")?;
+    let cache = dir.path().join("cache.img");
+    let medium = DirectFile::create_file(&cache, (mib * 3) << 20)?;
+    Engine::format(&medium, &FormatOptions::default())?;
+    drop(medium);
+    let medium: Arc<dyn Medium> = Arc::new(DirectFile::open(&cache)?);
+    let backend = Arc::new(RbdBackend::connect(&ceph.config())?);
+    let vol = VolumeId::random();
+    let size = ByteSize((mib * 2) << 20);
+    backend.create(vol, size)?;
+    let engine = Arc::new(Engine::open(medium, backend.clone() as Arc<dyn Backend>)?);
+    engine.attach(vol, VolumeGeometry::new(BlockSize::B4096, size)?)?;
+    let limit = Arc::new(RateLimiter::new(1, 4 << 20));
+    let svc = CacheService::start(
+        engine.clone(),
+        ServiceConfig {
+            destage_limit: Some(limit.clone()),
+            high_watermark: 1.0,
+            round_bytes: std::env::var("ROUND_MIB")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(ServiceConfig::default().round_bytes, |m| m << 20),
+            ..ServiceConfig::default()
+        },
+    );
+    let dev = svc.volume(vol)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let chunks = (mib << 20) / CHUNK;
+    rt.block_on(async {
+        let data = Bytes::from(vec![0xa5u8; CHUNK as usize]);
+        let mut inflight = futures::stream::FuturesUnordered::new();
+        use futures::StreamExt;
+        for i in 0..chunks {
+            inflight.push(dev.write(Lba(i * CHUNK / 4096), data.clone()));
+            if inflight.len() >= 32 {
+                inflight.next().await.expect("in flight")?;
+            }
+        }
+        while let Some(r) = inflight.next().await {
+            r?;
+        }
+        anyhow::Ok(())
+    })?;
+    let d0 = engine.stats().destaged_bytes;
+    let t0 = Instant::now();
+    limit.set_rate(rate);
+    while engine.stats().dirty_bytes > 0 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t0.elapsed();
+    let destaged = engine.stats().destaged_bytes - d0;
+    svc.shutdown();
+    drop(engine);
+    backend.delete(vol)?;
+    Ok((destaged, took))
+}
+
+/// The last "bytes/sec: 16 MiB/s" (or a plain number) of `rbd bench`'s output.
+fn bytes_per_sec(out: &str) -> Option<f64> {
+    let v = out
+        .lines()
+        .rev()
+        .find_map(|l| l.split("bytes/sec: ").nth(1))?;
+    let mut it = v.split_whitespace();
+    let n: f64 = it.next()?.parse().ok()?;
+    let scale = match it.next().unwrap_or("B/s") {
+        "KiB/s" => 1024.0,
+        "MiB/s" => 1048576.0,
+        "GiB/s" => 1073741824.0,
+        _ => 1.0,
+    };
+    Some(n * scale)
+}
+
+fn main() -> anyhow::Result<()> {
+    let mib: u64 = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(256);
+    let t = Instant::now();
+    let ceph = CephCluster::start()?;
+    println!(
+        "Ceph (one monitor, one memstore OSD, loopback) up in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    ceph.rbd(&["create", "--size", &format!("{}M", mib * 2), "bench"])?;
+    let out = ceph.rbd(&[
+        "bench",
+        "--io-type",
+        "write",
+        "--io-size",
+        "64K",
+        "--io-threads",
+        "16",
+        "--io-total",
+        &format!("{mib}M"),
+        "--io-pattern",
+        "seq",
+        "bench",
+    ])?;
+    let rbd_bps = bytes_per_sec(&out)
+        .ok_or_else(|| anyhow::anyhow!("no bytes/sec in rbd bench's output: {out}"))?;
+    println!(
+        "rbd bench write 64K sequential, 16 threads, {mib} MiB: {:.1} MB/s",
+        rbd_bps / 1e6
+    );
+    ceph.rbd(&["rm", "bench"])?;
+
+    let (bytes, took) = destage(&ceph, mib, u64::MAX / 4)?;
+    let ours = bytes as f64 / took.as_secs_f64();
+    println!(
+        "uncapped destage of {} MiB of 64K sequential writes: {:.2} s, {:.1} MB/s = {:.2}x rbd bench",
+        bytes >> 20,
+        took.as_secs_f64(),
+        ours / 1e6,
+        ours / rbd_bps.max(1.0)
+    );
+    let cap = 50_000_000u64;
+    let (bytes, took) = destage(&ceph, mib, cap)?;
+    let rate = bytes as f64 / took.as_secs_f64();
+    println!(
+        "destage capped at 50 MB/s: {} MiB in {:.2} s = {:.2} MB/s ({:+.1}% of the cap)",
+        bytes >> 20,
+        took.as_secs_f64(),
+        rate / 1e6,
+        (rate / cap as f64 - 1.0) * 100.0
+    );
+    Ok(())
+}
