@@ -91,10 +91,26 @@ fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     futures::executor::block_on(f)
 }
 
+/// Which part of an [`RbdConfig`] a failed connection points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Culprit {
+    /// The monitors (none answered, or the libraries are missing).
+    Monitors,
+    /// The user or its keyring (refused).
+    User,
+    /// The pool (missing, or not enabled for RBD).
+    Pool,
+}
+
 impl RbdBackend {
     /// Connects to the cluster and opens the pool; the error says which step failed (no
     /// monitor answered, the user was refused, no such pool, the pool is not for RBD).
     pub fn connect(cfg: &RbdConfig) -> Result<Self, BackendError> {
+        Self::connect_checked(cfg).map_err(|(_, e)| e)
+    }
+
+    /// [`RbdBackend::connect`], also saying which setting is at fault.
+    pub fn connect_checked(cfg: &RbdConfig) -> Result<Self, (Culprit, BackendError)> {
         let secs = cfg.op_timeout.as_secs().max(1).to_string();
         let mut opts = vec![
             // librados's own log goes nowhere; its errors come back in ours.
@@ -117,27 +133,36 @@ impl RbdBackend {
                 match e.errno {
                     // librados answers a refused user with EACCES / EPERM and no monitor with
                     // ETIMEDOUT.
-                    1 | 13 => unavailable(
-                        e,
-                        &format!(" (is client.{} allowed? check the keyring)", cfg.user),
-                    ),
-                    110 => unavailable(e, " (no monitor answered: check mon_host and the network)"),
-                    _ => unavailable(e, ""),
+                    1 | 13 => {
+                        let hint = format!(" (is client.{} allowed? check the keyring)", cfg.user);
+                        (Culprit::User, unavailable(e, &hint))
+                    }
+                    110 => {
+                        let hint = " (no monitor answered: check mon_host and the network)";
+                        (Culprit::Monitors, unavailable(e, hint))
+                    }
+                    _ => (Culprit::Monitors, unavailable(e, "")),
                 }
             })?;
         let pool = cluster.pool(&cfg.pool).map_err(|e| match e.errno {
-            2 => BackendError::Unavailable(format!(
-                "Ceph: pool {:?} does not exist (create it with `ceph osd pool create {0}`)",
-                cfg.pool
-            )),
-            _ => unavailable(e, ""),
+            2 => (
+                Culprit::Pool,
+                BackendError::Unavailable(format!(
+                    "Ceph: pool {:?} does not exist (create it with `ceph osd pool create {0}`)",
+                    cfg.pool
+                )),
+            ),
+            _ => (Culprit::Pool, unavailable(e, "")),
         })?;
-        let apps = pool.applications().map_err(|e| unavailable(e, ""))?;
+        let apps = pool
+            .applications()
+            .map_err(|e| (Culprit::Pool, unavailable(e, "")))?;
         if !apps.iter().any(|a| a == "rbd") {
-            return Err(BackendError::Unavailable(format!(
+            let why = format!(
                 "Ceph: pool {:?} is not enabled for RBD (enabled: {apps:?}; run `rbd pool init {0}`)",
                 cfg.pool
-            )));
+            );
+            return Err((Culprit::Pool, BackendError::Unavailable(why)));
         }
         Ok(Self {
             pool,
