@@ -166,6 +166,25 @@ async fn serve_destages_into_rbd_through_outages_and_crashes() {
         t.elapsed()
     );
     verify_node(&s, 0..1024).await;
+    // A block that is not in the cache must come from Ceph: the read fails, within the
+    // operation timeout (3 s), with a retryable status, instead of hanging.
+    let mut c = HostController::connect(s.addr, &s.nqn, &HostConfig::default(), 1)
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let unwritten = (0..BLOCKS)
+        .find(|b| (0..2048).all(|i| lba(i) != *b))
+        .unwrap();
+    match c.read(0, unwritten, 1, 4096).await {
+        Err(alcubierre_nvmf::initiator::InitiatorError::Status { status, .. }) => {
+            assert_eq!(status, alcubierre_nvmf::status::Status::NS_NOT_READY);
+        }
+        other => panic!("an uncached read with Ceph frozen: {other:?}"),
+    }
+    let failed_after = t.elapsed();
+    eprintln!("an uncached read failed {failed_after:?} after it was sent");
+    assert!(failed_after < Duration::from_secs(10), "{failed_after:?}");
+    drop(c);
     ceph.thaw_osd().unwrap();
     image_holds(&ceph, &s.id, 0..1024, Duration::from_secs(90));
 
