@@ -35,6 +35,12 @@ pub struct RoundStats {
     pub bytes: u64,
     /// Blocks found corrupt in the journal (poisoned, not destaged).
     pub corrupt_blocks: u64,
+    /// Time spent reading the round's batches from the cache device.
+    pub read_time: std::time::Duration,
+    /// Time spent writing and flushing the backend.
+    pub backend_time: std::time::Duration,
+    /// Time spent writing the checkpoint (durably) to the cache device.
+    pub checkpoint_time: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -64,7 +70,20 @@ impl Partition {
         let mut drops_seen: Vec<(VolumeId, u64)> = Vec::new();
         let mut poison: Vec<(VolumeId, u64, u32)> = Vec::new();
         let window = budget.div_ceil(BLOCK as u64).clamp(64, 4096);
-        let mut read = self.read_batches(cursor.virt, cursor.seq, head, budget, window)?;
+        let t0 = std::time::Instant::now();
+        // The batches read ahead during the previous round, if they start here (the log after
+        // the destage cursor does not change until it is destaged, so they are still what the
+        // log holds); otherwise read now.
+        let mut read = match self.prefetched.lock().take() {
+            Some((at, read)) if at == (cursor.virt, cursor.seq) && !read.batches.is_empty() => read,
+            other => {
+                if let Some((_, stale)) = other {
+                    self.recycle(stale);
+                }
+                self.read_batches(cursor.virt, cursor.seq, head, budget, window)?
+            }
+        };
+        stats.read_time = t0.elapsed();
         // Replicated writes: released ones are skipped; a follower's unreleased ones stop the
         // round before their batch (the primary destages them; see docs/design/replication.md).
         let released: HashMap<VolumeId, u64> = self
@@ -126,15 +145,35 @@ impl Partition {
             self.recycle(read);
             return Ok(stats);
         }
-        // Apply to the backend, volume by volume, in a stable order.
+        // Apply to the backend, volume by volume, in a stable order; meanwhile read the next
+        // round's batches from the cache device, so the backend does not wait for them.
+        let t0 = std::time::Instant::now();
         let mut vols: Vec<VolumeId> = rounds.keys().copied().collect();
         vols.sort();
-        for vol in &vols {
-            let r = &rounds[vol];
-            stats.bytes += self.apply_round(backend, *vol, r, &read).inspect_err(|_| {
-                self.counters.backend_errors.fetch_add(1, Ordering::Relaxed);
-            })?;
-        }
+        let next_head = self.head_virt.load(Ordering::Acquire);
+        std::thread::scope(|scope| {
+            let ahead = (next_head > virt).then(|| {
+                scope.spawn(move || self.read_batches(virt, seq, next_head, budget, window))
+            });
+            let mut applied = Ok(());
+            for vol in &vols {
+                let r = &rounds[vol];
+                match self.apply_round(backend, *vol, r, &read) {
+                    Ok(b) => stats.bytes += b,
+                    Err(e) => {
+                        self.counters.backend_errors.fetch_add(1, Ordering::Relaxed);
+                        applied = Err(e);
+                        break;
+                    }
+                }
+            }
+            // A failed read ahead is left for the next round to meet again.
+            if let Some(Ok(Ok(next))) = ahead.map(|h| h.join()) {
+                *self.prefetched.lock() = Some(((virt, seq), next));
+            }
+            applied
+        })?;
+        stats.backend_time = t0.elapsed();
         // The backend has it all: release zero ranges, poison what was corrupt.
         {
             let mut idx = self.index.write();
@@ -188,6 +227,7 @@ impl Partition {
             destage_seq: seq,
             entry_seq,
         };
+        let t0 = std::time::Instant::now();
         let slot = checkpoint_blocks(self.id)[(cp.generation % 2) as usize];
         let mut b = AlignedBuf::zeroed(BLOCK);
         b.copy_from_slice(&cp.encode());
@@ -198,6 +238,7 @@ impl Partition {
         cursor.virt = virt;
         cursor.seq = seq;
         cursor.entry_seq = entry_seq;
+        stats.checkpoint_time = t0.elapsed();
         self.destaged_virt.store(virt, Ordering::Release);
         {
             let mut logs = self.replog.lock();
@@ -212,6 +253,14 @@ impl Partition {
             .destaged_bytes
             .fetch_add(stats.bytes, Ordering::Relaxed);
         self.counters.destage_rounds.fetch_add(1, Ordering::Relaxed);
+        let c = &self.counters;
+        for (n, t) in [
+            (&c.destage_read_ns, stats.read_time),
+            (&c.destage_backend_ns, stats.backend_time),
+            (&c.destage_checkpoint_ns, stats.checkpoint_time),
+        ] {
+            n.fetch_add(t.as_nanos() as u64, Ordering::Relaxed);
+        }
         Ok(stats)
     }
 

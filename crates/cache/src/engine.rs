@@ -97,6 +97,12 @@ pub struct CacheStats {
     pub index_blocks: u64,
     /// Partitions that failed (fail-stop).
     pub failed_partitions: u64,
+    /// Destage time reading the cache device, nanoseconds.
+    pub destage_read_ns: u64,
+    /// Destage time writing and flushing the backend, nanoseconds.
+    pub destage_backend_ns: u64,
+    /// Destage time writing checkpoints, nanoseconds.
+    pub destage_checkpoint_ns: u64,
 }
 
 /// The engine. See the module documentation.
@@ -535,6 +541,9 @@ impl Engine {
             s.log_bytes_written += get(&c.log_blocks_written) * BLOCK as u64;
             s.destaged_bytes += get(&c.destaged_bytes);
             s.destage_rounds += get(&c.destage_rounds);
+            s.destage_read_ns += get(&c.destage_read_ns);
+            s.destage_backend_ns += get(&c.destage_backend_ns);
+            s.destage_checkpoint_ns += get(&c.destage_checkpoint_ns);
             s.backend_errors += get(&c.backend_errors);
             s.throttled += get(&c.throttled);
             s.evicted_blocks += get(&c.evicted_blocks);

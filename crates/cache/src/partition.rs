@@ -124,6 +124,10 @@ pub(crate) struct Counters {
     pub(crate) log_blocks_written: AtomicU64,
     pub(crate) destaged_bytes: AtomicU64,
     pub(crate) destage_rounds: AtomicU64,
+    /// Destage time by stage, nanoseconds: reading the cache, the backend, the checkpoint.
+    pub(crate) destage_read_ns: AtomicU64,
+    pub(crate) destage_backend_ns: AtomicU64,
+    pub(crate) destage_checkpoint_ns: AtomicU64,
     pub(crate) backend_errors: AtomicU64,
     pub(crate) throttled: AtomicU64,
     pub(crate) evicted_blocks: AtomicU64,
@@ -169,6 +173,9 @@ pub struct Partition {
     pub(crate) hold_gen: AtomicU64,
     /// Read windows kept for reuse (see `logread`).
     pub(crate) read_bufs: Mutex<Vec<alcubierre_io::AlignedBuf>>,
+    /// The next destage round's batches, read while the previous round wrote the backend,
+    /// with the position they start at.
+    pub(crate) prefetched: Mutex<Option<((u64, u64), crate::logread::Batches)>>,
 }
 
 /// A volume's replication log in a journal: the newest tagged write and the epoch of each run
@@ -245,6 +252,7 @@ impl Partition {
             primaries: Mutex::new(std::collections::HashSet::new()),
             hold_gen: AtomicU64::new(0),
             read_bufs: Mutex::new(Vec::new()),
+            prefetched: Mutex::new(None),
         }
     }
 

@@ -22,12 +22,26 @@ use alcubierre_rbd::RbdBackend;
 use alcubierre_types::{BlockSize, ByteSize, Lba, VolumeGeometry, VolumeId};
 use bytes::Bytes;
 
+/// User + system CPU time of process `pid` ("self" for this one), from /proc.
+fn cpu(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    Duration::from_millis(f.iter().sum::<u64>() * 10) // 100 clock ticks per second
+}
+
 /// The write size of the fill and of `rbd bench`.
 const CHUNK: u64 = 64 << 10;
 
 /// Fills the cache with `mib` MiB of 64 KiB sequential writes (QD32) with destage paused, then
 /// lets it run at `rate` (bytes/s); the destaged bytes and the time to drain.
 fn destage(ceph: &CephCluster, mib: u64, rate: u64) -> anyhow::Result<(u64, Duration)> {
+    let osd = ceph.osd_pid().to_string();
     let dir = tempfile::tempdir_in("target")?;
     let cache = dir.path().join("cache.img");
     let medium = DirectFile::create_file(&cache, (mib * 3) << 20)?;
@@ -73,14 +87,40 @@ fn destage(ceph: &CephCluster, mib: u64, rate: u64) -> anyhow::Result<(u64, Dura
         }
         anyhow::Ok(())
     })?;
-    let d0 = engine.stats().destaged_bytes;
-    let t0 = Instant::now();
+    let s0 = engine.stats();
+    let d0 = s0.destaged_bytes;
+    let (me0, osd0) = (cpu("self"), cpu(&osd));
     limit.set_rate(rate);
+    // The clock starts at the first destaged byte: a destager paused by the limit sleeps up to
+    // 200 ms before it sees the new rate, which is not destage time.
+    while engine.stats().destaged_bytes == d0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let t0 = Instant::now();
+    // Bytes counted from here on (the first round finished before the clock started).
+    let d0 = engine.stats().destaged_bytes;
     while engine.stats().dirty_bytes > 0 {
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     }
     let took = t0.elapsed();
     let destaged = engine.stats().destaged_bytes - d0;
+    let (me, osd) = (cpu("self") - me0, cpu(&osd) - osd0);
+    let s1 = engine.stats();
+    let ms = |a: u64, b: u64| (a - b) as f64 / 1e6;
+    println!(
+        "  {} rounds; time in them: reading the cache {:.0} ms, the backend {:.0} ms, checkpoints {:.0} ms",
+        s1.destage_rounds - s0.destage_rounds,
+        ms(s1.destage_read_ns, s0.destage_read_ns),
+        ms(s1.destage_backend_ns, s0.destage_backend_ns),
+        ms(s1.destage_checkpoint_ns, s0.destage_checkpoint_ns),
+    );
+    println!(
+        "  drain: {:.2} s; CPU: destager process {:.2} s, OSD {:.2} s ({:.0}% of 2 cores)",
+        took.as_secs_f64(),
+        me.as_secs_f64(),
+        osd.as_secs_f64(),
+        (me + osd).as_secs_f64() / took.as_secs_f64() / 2.0 * 100.0
+    );
     svc.shutdown();
     drop(engine);
     backend.delete(vol)?;

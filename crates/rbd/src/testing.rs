@@ -218,6 +218,11 @@ osd data = {d}/osd/$id
         self.signal_osd("-CONT")
     }
 
+    /// The OSD's process id (for its CPU time).
+    pub fn osd_pid(&self) -> u32 {
+        self.daemons[1].id()
+    }
+
     fn signal_osd(&self, sig: &str) -> std::io::Result<()> {
         let pid = self.daemons[1].id().to_string();
         run(Command::new("kill").args([sig, &pid]), "kill").map(|_| ())
