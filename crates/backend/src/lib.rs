@@ -139,8 +139,8 @@ pub trait Backend: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// Checks a size: non-zero and a multiple of 512.
-fn check_size(volume: VolumeId, size: ByteSize) -> Result<(), BackendError> {
+/// Checks a size: non-zero and a multiple of 512 (for implementations of [`Backend`]).
+pub fn check_size(volume: VolumeId, size: ByteSize) -> Result<(), BackendError> {
     if size.0 == 0 || !size.0.is_multiple_of(512) {
         return Err(BackendError::InvalidSize {
             volume,
@@ -151,8 +151,9 @@ fn check_size(volume: VolumeId, size: ByteSize) -> Result<(), BackendError> {
     Ok(())
 }
 
-/// Checks that `[offset, offset + len)` lies in an image of `size` bytes.
-fn check_io(volume: VolumeId, size: u64, offset: u64, len: u64) -> Result<(), BackendError> {
+/// Checks that `[offset, offset + len)` lies in an image of `size` bytes (for implementations
+/// of [`Backend`]).
+pub fn check_io(volume: VolumeId, size: u64, offset: u64, len: u64) -> Result<(), BackendError> {
     match offset.checked_add(len) {
         Some(end) if end <= size => Ok(()),
         _ => Err(BackendError::OutOfRange {

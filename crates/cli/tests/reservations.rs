@@ -99,23 +99,8 @@ fn block(i: u8) -> Bytes {
 async fn reservations_hold_on_every_path_and_survive_failover() {
     let etcd = EtcdServer::start().unwrap();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let (mut procs, ready, apis) = start_api_nodes(dir.path(), 3, &etcd.endpoint);
-    json_call(
-        &apis[0],
-        "PUT",
-        "/api/v1/cluster/config",
-        r#"{"heartbeat_interval_ms":300,"heartbeat_timeout_ms":2000}"#,
-    )
-    .await;
-    let store = etcd.connect().await;
-    activate_all(&apis[0], &store, 3).await;
-    let v = json_call(
-        &apis[0],
-        "POST",
-        "/api/v1/volumes",
-        r#"{"name":"pr","size":16777216}"#,
-    )
-    .await;
+    let (mut procs, ready, apis, store, v) =
+        three_nodes_and_a_volume(dir.path(), &etcd, "pr").await;
     let id = v["id"].as_str().unwrap().to_string();
     let nqn = alcubierre_nvmf::volume_nqn(alcubierre_types::VolumeId(id.parse().unwrap()));
     let primary = v["primary"].as_str().unwrap().to_string();

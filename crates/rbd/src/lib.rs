@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alcubierre_backend::{Backend, BackendError};
+use alcubierre_backend::{check_io, check_size, Backend, BackendError};
 use alcubierre_types::{ByteOffset, ByteSize, VolumeId};
 use parking_lot::Mutex;
 
@@ -190,27 +190,8 @@ impl RbdBackend {
         len: u64,
     ) -> Result<(), BackendError> {
         let size = image.size().map_err(|e| to_backend(e, Some(volume)))?;
-        match offset.checked_add(len) {
-            Some(end) if end <= size => Ok(()),
-            _ => Err(BackendError::OutOfRange {
-                volume,
-                offset,
-                len,
-                size,
-            }),
-        }
+        check_io(volume, size, offset, len)
     }
-}
-
-fn check_size(volume: VolumeId, size: ByteSize) -> Result<(), BackendError> {
-    if size.0 == 0 || !size.0.is_multiple_of(512) {
-        return Err(BackendError::InvalidSize {
-            volume,
-            size: size.0,
-            reason: "must be a non-zero multiple of 512",
-        });
-    }
-    Ok(())
 }
 
 impl Backend for RbdBackend {
@@ -302,18 +283,7 @@ impl Backend for RbdBackend {
         let image = self.image(volume)?;
         let size = image.size().map_err(|e| to_backend(e, Some(volume)))?;
         for (offset, data) in extents {
-            if offset
-                .0
-                .checked_add(data.len() as u64)
-                .is_none_or(|end| end > size)
-            {
-                return Err(BackendError::OutOfRange {
-                    volume,
-                    offset: offset.0,
-                    len: data.len() as u64,
-                    size,
-                });
-            }
+            check_io(volume, size, offset.0, data.len() as u64)?;
         }
         let all: Vec<_> = extents
             .iter()

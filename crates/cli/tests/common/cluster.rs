@@ -101,6 +101,35 @@ pub fn start_api_nodes(
     (procs, ready, apis)
 }
 
+/// Three API nodes on `etcd`, activated, with a 300 ms heartbeat and a 2 s timeout (fast
+/// failover), and a 16 MiB volume `name` replicated on all three: the nodes as
+/// [`start_api_nodes`] gives them, the store, and the volume's record.
+pub async fn three_nodes_and_a_volume(
+    dir: &std::path::Path,
+    etcd: &alcubierre_store::testing::EtcdServer,
+    name: &str,
+) -> (
+    Vec<super::Proc>,
+    Vec<serde_json::Value>,
+    Vec<String>,
+    alcubierre_store::EtcdStore,
+    serde_json::Value,
+) {
+    let (procs, ready, apis) = start_api_nodes(dir, 3, &etcd.endpoint);
+    json_call(
+        &apis[0],
+        "PUT",
+        "/api/v1/cluster/config",
+        r#"{"heartbeat_interval_ms":300,"heartbeat_timeout_ms":2000}"#,
+    )
+    .await;
+    let store = etcd.connect().await;
+    activate_all(&apis[0], &store, 3).await;
+    let body = format!(r#"{{"name":"{name}","size":16777216}}"#);
+    let v = json_call(&apis[0], "POST", "/api/v1/volumes", &body).await;
+    (procs, ready, apis, store, v)
+}
+
 /// An API call with the test token, off the async workers.
 pub async fn call(api: &str, method: &'static str, path: &str, body: &str) -> (u16, String) {
     let (api, path, body) = (api.to_string(), path.to_string(), body.to_string());
