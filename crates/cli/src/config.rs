@@ -45,7 +45,7 @@ pub struct NodeConfig {
     pub node: NodeSection,
     /// The cache device; absent only when every volume is `memory = true`.
     pub cache: Option<CacheSection>,
-    /// The capacity backend.
+    /// The capacity backend; in a cluster, absent means the cluster configuration's.
     pub backend: Option<BackendSection>,
     /// NVMe/TCP front end.
     pub nvmf: NvmfSection,
@@ -381,8 +381,9 @@ impl NodeConfig {
             {
                 bail!("cluster.heartbeat_timeout_ms: must be at least twice a positive heartbeat_interval_ms");
             }
-            if self.cache.is_none() || self.backend.is_none() {
-                bail!("cluster: a node in a cluster needs a [cache] and a [backend] section");
+            // Without [backend], the node opens the cluster configuration's backend.
+            if self.cache.is_none() {
+                bail!("cluster: a node in a cluster needs a [cache] section");
             }
             match (&c.api_tls_cert, &c.api_tls_key) {
                 (Some(_), None) => bail!("cluster.api_tls_key: required with api_tls_cert"),

@@ -79,13 +79,77 @@ fn portals(cfg: &NodeConfig) -> Vec<Portal> {
 }
 
 /// Opens the cache device, creating and formatting a file when asked to.
-fn open_cache(cfg: &NodeConfig) -> anyhow::Result<Option<(CacheService, Arc<RateLimiter>)>> {
-    let (Some(c), Some(b)) = (&cfg.cache, &cfg.backend) else {
+/// Whether the node needs its cache device (and so a backend).
+fn needs_cache(cfg: &NodeConfig) -> bool {
+    cfg.cache.is_some() && (cfg.cluster.is_some() || cfg.volumes.iter().any(|v| !v.memory))
+}
+
+/// The backend of the node's `[backend]` section.
+fn section_backend(b: &crate::config::BackendSection) -> anyhow::Result<Arc<dyn Backend>> {
+    Ok(match b.kind.as_str() {
+        "rbd" => Arc::new(
+            alcubierre_rbd::RbdBackend::connect(&b.rbd()).context("backend: connecting to Ceph")?,
+        ),
+        _ => {
+            let dir = b.dir.as_ref().expect("validated");
+            Arc::new(
+                FileBackend::new(dir.clone())
+                    .with_context(|| format!("backend.dir: {}", dir.display()))?,
+            )
+        }
+    })
+}
+
+/// The backend the cluster configuration names (for a node without a `[backend]` section).
+async fn cluster_backend(c: &crate::config::ClusterSection) -> anyhow::Result<Arc<dyn Backend>> {
+    use alcubierre_control::cluster::{self, BackendAddress};
+    let store = alcubierre_store::EtcdStore::connect(&c.etcd, std::time::Duration::from_secs(5))
+        .await
+        .with_context(|| format!("cluster.etcd: cannot reach {}", c.etcd.join(", ")))?;
+    let config = cluster::load(&store).await?;
+    let Some(address) = config.backend else {
+        bail!(
+            "backend: this node has no [backend] section and the cluster configuration names no \
+             backend (set one with `alcubierre cluster set` or PUT /api/v1/cluster/config)"
+        );
+    };
+    let opened: Arc<dyn Backend> = match address {
+        BackendAddress::File { path } => Arc::new(
+            FileBackend::new(&path)
+                .with_context(|| format!("the cluster configuration's backend.path {path}"))?,
+        ),
+        BackendAddress::Rbd {
+            monitors,
+            pool,
+            user,
+            keyring,
+        } => {
+            let d = alcubierre_rbd::RbdConfig::default();
+            let rbd = alcubierre_rbd::RbdConfig {
+                conf_file: None,
+                mon_host: Some(monitors.join(",")),
+                pool,
+                user: user.unwrap_or(d.user),
+                keyring,
+                op_timeout: d.op_timeout,
+            };
+            let b = tokio::task::spawn_blocking(move || alcubierre_rbd::RbdBackend::connect(&rbd))
+                .await?
+                .context("the cluster configuration's backend: connecting to Ceph")?;
+            Arc::new(b)
+        }
+    };
+    tracing::info!(backend = %opened.describe(), "using the cluster configuration's backend");
+    Ok(opened)
+}
+
+fn open_cache(
+    cfg: &NodeConfig,
+    backend: Option<Arc<dyn Backend>>,
+) -> anyhow::Result<Option<(CacheService, Arc<RateLimiter>)>> {
+    let (Some(c), Some(backend)) = (&cfg.cache, backend) else {
         return Ok(None);
     };
-    if cfg.cluster.is_none() && !cfg.volumes.iter().any(|v| !v.memory) {
-        return Ok(None);
-    }
     if !c.device.exists() {
         let Some(size) = c.create_size else {
             bail!(
@@ -106,18 +170,6 @@ fn open_cache(cfg: &NodeConfig) -> anyhow::Result<Option<(CacheService, Arc<Rate
         .context("cache.device: formatting")?;
         tracing::info!(device = %c.device.display(), size = %ByteSize(size.0), "cache device created and formatted");
     }
-    let backend: Arc<dyn Backend> = match b.kind.as_str() {
-        "rbd" => Arc::new(
-            alcubierre_rbd::RbdBackend::connect(&b.rbd()).context("backend: connecting to Ceph")?,
-        ),
-        _ => {
-            let dir = b.dir.as_ref().expect("validated");
-            Arc::new(
-                FileBackend::new(dir.clone())
-                    .with_context(|| format!("backend.dir: {}", dir.display()))?,
-            )
-        }
-    };
     let medium: Arc<dyn Medium> = Arc::new(
         DirectFile::open(&c.device)
             .with_context(|| format!("cache.device: opening {}", c.device.display()))?,
@@ -157,7 +209,13 @@ fn open_cache(cfg: &NodeConfig) -> anyhow::Result<Option<(CacheService, Arc<Rate
 
 /// Starts a node (inside a tokio runtime).
 pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
-    let (service, destage_limit) = match open_cache(cfg)? {
+    let backend = match (needs_cache(cfg), &cfg.backend, &cfg.cluster) {
+        (false, _, _) => None,
+        (true, Some(b), _) => Some(section_backend(b)?),
+        (true, None, Some(c)) => Some(cluster_backend(c).await?),
+        (true, None, None) => unreachable!("validated: configured volumes need [backend]"),
+    };
+    let (service, destage_limit) = match open_cache(cfg, backend)? {
         Some((s, l)) => (Some(s), Some(l)),
         None => (None, None),
     };

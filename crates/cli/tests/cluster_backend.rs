@@ -1,0 +1,99 @@
+//! A cluster node without a `[backend]` section opens the backend the cluster configuration
+//! names: with none named it refuses to start and says why; with one named, three such nodes
+//! serve a replicated volume whose image lives in that backend.
+
+mod common;
+
+use common::cluster::*;
+
+use alcubierre_control::cluster::{self, BackendAddress, ClusterConfig};
+use alcubierre_nvmf::initiator::{HostConfig, HostController};
+use alcubierre_store::testing::EtcdServer;
+
+/// Node-i's configuration without its `[backend]` section (and with the test API).
+fn config_without_backend(dir: &std::path::Path, i: usize, etcd: &str) -> std::path::PathBuf {
+    let cluster = format!(
+        "etcd = [\"{etcd}\"]\nheartbeat_interval_ms = 300\nheartbeat_timeout_ms = 3000\n\
+         api_listen = \"127.0.0.1:0\"\napi_token = \"t0ken-for-tests\""
+    );
+    let cfg = node_config(dir, i, "127.0.0.1:0", &cluster, "");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| *l != "[backend]" && *l != "kind = \"file\"" && !l.starts_with("dir = "))
+        .collect();
+    assert!(!kept.iter().any(|l| l.contains("backend")), "{kept:?}");
+    std::fs::write(&cfg, kept.join("\n")).unwrap();
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_without_a_backend_section_use_the_cluster_configurations() {
+    let etcd = EtcdServer::start().unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let store = etcd.connect().await;
+
+    // No backend anywhere: the node refuses to start, naming what to set.
+    let cfg = config_without_backend(dir.path(), 1, &etcd.endpoint);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alcubierre"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("names no backend"),
+        "the refusal says why: {err}"
+    );
+
+    // The cluster configuration names a backend: the nodes open it.
+    let backend = dir.path().join("cluster-backend");
+    std::fs::create_dir_all(&backend).unwrap();
+    let config = ClusterConfig {
+        backend: Some(BackendAddress::File {
+            path: backend.display().to_string(),
+        }),
+        ..ClusterConfig::default()
+    };
+    cluster::save(&store, &config).await.unwrap();
+    let (_procs, ready): (Vec<_>, Vec<_>) = (1..=3)
+        .map(|i| {
+            let cfg = config_without_backend(dir.path(), i, &etcd.endpoint);
+            common::spawn_ready(&["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()])
+        })
+        .unzip();
+    let api = ready[0]["api"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .to_string();
+    activate_all(&api, &store, 3).await;
+    let v = json_call(
+        &api,
+        "POST",
+        "/api/v1/volumes",
+        r#"{"name":"cb","size":16777216}"#,
+    )
+    .await;
+    let id = v["id"].as_str().unwrap().to_string();
+    let primary = v["primary"].as_str().unwrap();
+    let addr: std::net::SocketAddr = ready[node_index(primary)]["listening"][0]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let nqn = alcubierre_nvmf::volume_nqn(alcubierre_types::VolumeId(id.parse().unwrap()));
+    let mut c = eventually(10, "the volume exported", || async {
+        HostController::connect(addr, &nqn, &HostConfig::default(), 1)
+            .await
+            .ok()
+    })
+    .await;
+    let data = bytes::Bytes::from(vec![0x7e; 4096]);
+    c.write(0, 3, data.clone(), 4096).await.unwrap();
+    assert_eq!(c.read(0, 3, 1, 4096).await.unwrap(), data);
+    // The volume's image is in the cluster configuration's backend, and nowhere else.
+    assert!(backend.join(format!("{id}.img")).exists());
+    assert!(!dir.path().join("backend").exists());
+}
