@@ -301,10 +301,10 @@ impl ClusterConfig {
                     ));
                 }
                 for (i, m) in monitors.iter().enumerate() {
-                    if m.parse::<SocketAddr>().is_err() {
+                    if monitor_addr(m).is_none() {
                         return Err(bad(
                             format!("backend.monitors[{i}]"),
-                            format!("{m:?} is not ip:port"),
+                            format!("{m:?} is not ip:port (optionally v1: or v2:)"),
                         ));
                     }
                 }
@@ -441,7 +441,7 @@ pub async fn probe_backend(b: &BackendAddress, timeout: Duration) -> Result<(), 
             let mut answered = Vec::new();
             for m in monitors {
                 match probe_monitor(m, timeout).await {
-                    Ok(v2) => answered.push(format!("{}:{m}", if v2 { "v2" } else { "v1" })),
+                    Ok((v2, a)) => answered.push(format!("{}:{a}", if v2 { "v2" } else { "v1" })),
                     Err(e) => failures.push(format!("{m}: {e}")),
                 }
             }
@@ -482,9 +482,19 @@ pub async fn probe_backend(b: &BackendAddress, timeout: Duration) -> Result<(), 
     }
 }
 
-/// Whether `addr` answers with Ceph's banner within `timeout`: msgr2 (`true`) or msgr1.
-async fn probe_monitor(addr: &str, timeout: Duration) -> Result<bool, String> {
-    let addr: SocketAddr = addr.parse().map_err(|_| "not ip:port".to_string())?;
+/// A monitor address: `ip:port`, optionally with Ceph's `v1:` or `v2:` prefix.
+pub fn monitor_addr(m: &str) -> Option<SocketAddr> {
+    let bare = m
+        .strip_prefix("v2:")
+        .or_else(|| m.strip_prefix("v1:"))
+        .unwrap_or(m);
+    bare.parse().ok()
+}
+
+/// Whether `addr` answers with Ceph's banner within `timeout`: msgr2 (`true`) or msgr1, and
+/// its address.
+async fn probe_monitor(addr: &str, timeout: Duration) -> Result<(bool, SocketAddr), String> {
+    let addr = monitor_addr(addr).ok_or_else(|| "not ip:port".to_string())?;
     let talk = async {
         let mut s = tokio::net::TcpStream::connect(addr)
             .await
@@ -494,9 +504,9 @@ async fn probe_monitor(addr: &str, timeout: Duration) -> Result<bool, String> {
             .await
             .map_err(|e| format!("no banner: {e}"))?;
         if banner.starts_with(b"ceph v2") {
-            Ok(true)
+            Ok((true, addr))
         } else if banner.starts_with(b"ceph v") {
-            Ok(false)
+            Ok((false, addr))
         } else {
             Err(format!(
                 "answered {:?}, not a Ceph monitor",
@@ -646,7 +656,7 @@ mod tests {
         });
         assert_eq!(c.validate().unwrap_err().field, "backend.keyring");
         let j: ClusterConfig = serde_json::from_str(
-            r#"{"backend":{"kind":"rbd","monitors":["[::1]:3300"],"pool":"volumes"}}"#,
+            r#"{"backend":{"kind":"rbd","monitors":["[::1]:3300","v2:10.0.0.2:3300","v1:10.0.0.3:6789"],"pool":"volumes"}}"#,
         )
         .unwrap();
         j.validate().unwrap();

@@ -30,6 +30,9 @@ async fn the_probe_names_what_is_wrong_with_a_ceph_backend() {
     let mon = monitor(&ceph);
     let t = Duration::from_secs(3);
     probe_backend(&rbd(&mon, "rbd", None), t).await.unwrap();
+    probe_backend(&rbd(&format!("v2:{mon}"), "rbd", None), t)
+        .await
+        .unwrap();
 
     let e = probe_backend(&rbd(&mon, "missing", None), t)
         .await
