@@ -118,21 +118,9 @@ async fn cluster_backend(c: &crate::config::ClusterSection) -> anyhow::Result<Ar
             FileBackend::new(&path)
                 .with_context(|| format!("the cluster configuration's backend.path {path}"))?,
         ),
-        BackendAddress::Rbd {
-            monitors,
-            pool,
-            user,
-            keyring,
-        } => {
-            let d = alcubierre_rbd::RbdConfig::default();
-            let rbd = alcubierre_rbd::RbdConfig {
-                conf_file: None,
-                mon_host: Some(monitors.join(",")),
-                pool,
-                user: user.unwrap_or(d.user),
-                keyring,
-                op_timeout: d.op_timeout,
-            };
+        BackendAddress::Rbd { .. } => {
+            let timeout = alcubierre_rbd::RbdConfig::default().op_timeout;
+            let rbd = address.rbd_config(timeout).expect("a Ceph backend");
             let b = tokio::task::spawn_blocking(move || alcubierre_rbd::RbdBackend::connect(&rbd))
                 .await?
                 .context("the cluster configuration's backend: connecting to Ceph")?;

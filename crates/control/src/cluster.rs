@@ -38,6 +38,30 @@ pub enum BackendAddress {
     },
 }
 
+impl BackendAddress {
+    /// A Ceph backend's client settings (`None` for a file backend): the monitors as
+    /// librados's `mon_host`, operations bounded by `timeout`.
+    pub fn rbd_config(&self, timeout: Duration) -> Option<alcubierre_rbd::RbdConfig> {
+        let BackendAddress::Rbd {
+            monitors,
+            pool,
+            user,
+            keyring,
+        } = self
+        else {
+            return None;
+        };
+        Some(alcubierre_rbd::RbdConfig {
+            conf_file: None,
+            mon_host: Some(monitors.join(",")),
+            pool: pool.clone(),
+            user: user.clone().unwrap_or_else(|| "admin".into()),
+            keyring: keyring.clone(),
+            op_timeout: timeout,
+        })
+    }
+}
+
 /// Data and replica transports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -432,10 +456,7 @@ pub async fn probe_backend(b: &BackendAddress, timeout: Duration) -> Result<(), 
             r.map_err(|e| bad("backend.path", format!("{path}: {e}")))
         }
         BackendAddress::Rbd {
-            monitors,
-            pool,
-            user,
-            keyring,
+            monitors, keyring, ..
         } => {
             let mut failures = Vec::new();
             let mut answered = Vec::new();
@@ -456,14 +477,8 @@ pub async fn probe_backend(b: &BackendAddress, timeout: Duration) -> Result<(), 
             }
             // Then as a client would: the monitors let the user in, the pool exists and is
             // for RBD.
-            let cfg = alcubierre_rbd::RbdConfig {
-                conf_file: None,
-                mon_host: Some(answered.join(",")),
-                pool: pool.clone(),
-                user: user.clone().unwrap_or_else(|| "admin".into()),
-                keyring: keyring.clone(),
-                op_timeout: timeout,
-            };
+            let mut cfg = b.rbd_config(timeout).expect("a Ceph backend");
+            cfg.mon_host = Some(answered.join(","));
             let r = tokio::task::spawn_blocking(move || {
                 alcubierre_rbd::RbdBackend::connect_checked(&cfg).map(drop)
             })
