@@ -142,7 +142,8 @@ impl Reservations {
         self.registrants.iter().position(|r| &r.host == host)
     }
 
-    fn is_holder(&self, host: &HostId) -> bool {
+    /// Whether `host` holds the reservation (with all-registrants types, every registrant).
+    pub fn holds(&self, host: &HostId) -> bool {
         match self.holder {
             Some((_, t)) if t.all_registrants() => self.find(host).is_some(),
             Some((h, _)) => &h == host,
@@ -171,7 +172,7 @@ impl Reservations {
         let allowed = if t.registrants_have_access() {
             self.find(host).is_some()
         } else {
-            self.is_holder(host)
+            self.holds(host)
         };
         if allowed {
             Ok(())
@@ -214,7 +215,7 @@ impl Reservations {
                 if !self.key_ok(i, iekey, crkey) {
                     return Err(conflict());
                 }
-                let was_holder = self.is_holder(&host);
+                let was_holder = self.holds(&host);
                 self.registrants.remove(i);
                 if let Some((_, t)) = self.holder {
                     if (was_holder && !t.all_registrants())
@@ -266,7 +267,7 @@ impl Reservations {
                     self.holder = Some((host, rtype));
                     Ok(())
                 }
-                Some((_, t)) if t == rtype && self.is_holder(&host) => Ok(()),
+                Some((_, t)) if t == rtype && self.holds(&host) => Ok(()),
                 Some(_) => Err(conflict()),
             },
             1 | 2 => {
@@ -320,7 +321,7 @@ impl Reservations {
         }
         match rrela {
             0 => {
-                if !self.is_holder(&host) {
+                if !self.holds(&host) {
                     return Ok(());
                 }
                 let (_, t) = self.holder.expect("holder");
@@ -343,11 +344,6 @@ impl Reservations {
     /// The registered hosts, in registration order.
     pub fn registrants(&self) -> &[Registrant] {
         &self.registrants
-    }
-
-    /// Whether `host` holds the reservation (with all-registrants types, every registrant).
-    pub fn holds(&self, host: &HostId) -> bool {
-        self.is_holder(host)
     }
 
     /// Whether anything is registered (with nothing registered there is no reservation and

@@ -77,11 +77,8 @@ impl IoRequest {
                     .collect();
                 futures::future::join_all(futs)
                     .map(move |rs| {
-                        let r = rs
-                            .into_iter()
-                            .find(Result::is_err)
-                            .unwrap_or(Ok(Bytes::new()));
-                        (cid, r.map(|_| Bytes::new()))
+                        let first_error = rs.into_iter().find(Result::is_err);
+                        (cid, first_error.unwrap_or(Ok(Bytes::new())))
                     })
                     .boxed()
             }
@@ -557,10 +554,13 @@ impl QueuePair {
         xfer: u32,
         out: &mut Output,
     ) -> CmdResult {
-        let Some(s) = self.ctrl.as_ref().and_then(|c| c.subsystem()) else {
+        let Some((s, host)) = self
+            .ctrl
+            .as_ref()
+            .and_then(|c| Some((c.subsystem()?, c.hostid)))
+        else {
             return fail(Status::INVALID_OPCODE);
         };
-        let host = self.ctrl.as_ref().expect("live queue").hostid;
         out.ios.push(IoRequest {
             cid,
             device: s.device.clone(),

@@ -102,12 +102,8 @@ fn api() -> Result<&'static Api, CephError> {
     static API: OnceLock<Result<Api, String>> = OnceLock::new();
     API.get_or_init(load).as_ref().map_err(|e| CephError {
         what: e.clone(),
-        errno: libc_enoent(),
+        errno: 2, // ENOENT: a library is missing
     })
-}
-
-fn libc_enoent() -> i32 {
-    2
 }
 
 fn load() -> Result<Api, String> {
@@ -431,15 +427,16 @@ impl Future for Request {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match Pin::new(&mut self.rx).poll(cx) {
             Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok((r, _))) if r < 0 => Poll::Ready(Err(CephError {
+                what: std::mem::take(&mut self.what),
+                errno: i32::try_from(-r).unwrap_or(i32::MAX),
+            })),
             Poll::Ready(Ok((r, buf))) => {
-                let what = std::mem::take(&mut self.what);
-                Poll::Ready(check(r.max(i32::MIN as isize) as c_int, || what).map(|()| {
-                    let data = match buf {
-                        Buf::In(v) => Some(v),
-                        _ => None,
-                    };
-                    (r, data)
-                }))
+                let data = match buf {
+                    Buf::In(v) => Some(v),
+                    _ => None,
+                };
+                Poll::Ready(Ok((r, data)))
             }
             Poll::Ready(Err(_)) => Poll::Ready(Err(CephError {
                 what: "librbd dropped a request".into(),

@@ -74,7 +74,7 @@ impl CephCluster {
         for d in ["mon/a", "osd/0", "run", "log"] {
             std::fs::create_dir_all(dir.join(d))?;
         }
-        let fsid = uuid_v4();
+        let fsid = uuid::Uuid::new_v4().to_string();
         let d = dir.display();
         let conf = dir.join("ceph.conf");
         std::fs::write(
@@ -136,7 +136,7 @@ osd data = {d}/osd/$id
             dir: dir.clone(),
             pool: "rbd".into(),
         };
-        let osd_uuid = uuid_v4();
+        let osd_uuid = uuid::Uuid::new_v4().to_string();
         me.ceph(&["osd", "new", &osd_uuid])?;
         run(
             Command::new("ceph-osd").arg("-c").arg(&conf).args([
@@ -227,8 +227,4 @@ osd data = {d}/osd/$id
         let pid = self.daemons[1].id().to_string();
         run(Command::new("kill").args([sig, &pid]), "kill").map(|_| ())
     }
-}
-
-fn uuid_v4() -> String {
-    uuid::Uuid::new_v4().to_string()
 }

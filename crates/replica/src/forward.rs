@@ -55,30 +55,13 @@ pub(crate) fn serve(volume: [u8; 16], lookup: Lookup, tx: link::Sender, rx: link
 }
 
 async fn run(dev: &dyn BlockDevice, host: HostId, req: Request) -> Result<Bytes, BlockError> {
-    let op = match req {
-        Request::Read { lba, count } => Op::Read {
-            lba: Lba(lba),
-            count: BlockCount(count),
-        },
-        Request::Write { lba, data } => Op::Write {
-            lba: Lba(lba),
-            data,
-        },
-        Request::WriteZeroes { lba, count } => Op::WriteZeroes {
-            lba: Lba(lba),
-            count: BlockCount(count),
-        },
-        Request::Unmap { lba, count } => Op::Unmap {
-            lba: Lba(lba),
-            count: BlockCount(count),
-        },
-        Request::Flush => Op::Flush,
+    match req {
+        Request::Io(op) => dev.submit(&host, op).await,
         Request::Reserve { cntlid, cmd } => {
             let state = dev.reserve(host, cntlid, cmd).await?;
-            return Ok(Bytes::from(state.encode()));
+            Ok(Bytes::from(state.encode()))
         }
-    };
-    dev.submit(&host, op).await
+    }
 }
 
 type Pending = Mutex<HashMap<u64, oneshot::Sender<Result<Bytes, BlockError>>>>;
@@ -297,41 +280,17 @@ impl BlockDevice for PathDevice {
                 alcubierre_block::check_payload(&g, data.len())
                     .and_then(|n| alcubierre_block::check_range(&g, self.max_transfer, *lba, n))
             }
+            // No data travels with these: only the range is checked, not the transfer size.
             Op::WriteZeroes { lba, count } | Op::Unmap { lba, count } => {
-                let g = self.geometry();
-                if g.contains(*lba, *count) {
-                    Ok(())
-                } else {
-                    Err(BlockError::OutOfRange {
-                        lba: lba.0,
-                        count: count.0,
-                        capacity: g.blocks().0,
-                    })
-                }
+                alcubierre_block::check_range(&self.geometry(), ByteSize(u64::MAX), *lba, *count)
             }
             Op::Flush => Ok(()),
         };
         if let Err(e) = checked {
             return failed(e);
         }
-        let req = match op {
-            Op::Read { lba, count } => Request::Read {
-                lba: lba.0,
-                count: count.0,
-            },
-            Op::Write { lba, data } => Request::Write { lba: lba.0, data },
-            Op::WriteZeroes { lba, count } => Request::WriteZeroes {
-                lba: lba.0,
-                count: count.0,
-            },
-            Op::Unmap { lba, count } => Request::Unmap {
-                lba: lba.0,
-                count: count.0,
-            },
-            Op::Flush => Request::Flush,
-        };
         let host = *host;
-        async move { f.forward(host, req).await }.boxed()
+        async move { f.forward(host, Request::Io(op)).await }.boxed()
     }
 
     fn reserve(&self, host: HostId, cntlid: u16, cmd: ResvCommand) -> IoFuture<Reservations> {

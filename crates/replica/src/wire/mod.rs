@@ -9,7 +9,8 @@
 //! [`Msg::Refused`]. Every field is checked before any allocation; a frame longer than
 //! [`MAX_FRAME`] or with trailing bytes is an error, never a panic.
 
-use alcubierre_block::{BlockError, HostId, ResvCommand};
+use alcubierre_block::{BlockError, HostId, Op, ResvCommand};
+use alcubierre_types::{BlockCount, Lba};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::Pos;
@@ -45,36 +46,8 @@ pub enum Payload {
 /// A host I/O forwarded to the primary (blocks of the volume's block size).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
-    /// Read `count` blocks at `lba`.
-    Read {
-        /// First block.
-        lba: u64,
-        /// Blocks.
-        count: u64,
-    },
-    /// Write `data` at `lba`.
-    Write {
-        /// First block.
-        lba: u64,
-        /// Whole blocks.
-        data: Bytes,
-    },
-    /// Write zeroes over `count` blocks at `lba`.
-    WriteZeroes {
-        /// First block.
-        lba: u64,
-        /// Blocks.
-        count: u64,
-    },
-    /// Deallocate `count` blocks at `lba`.
-    Unmap {
-        /// First block.
-        lba: u64,
-        /// Blocks.
-        count: u64,
-    },
-    /// Make completed writes durable.
-    Flush,
+    /// A block operation.
+    Io(Op),
     /// A reservation command; the reply carries the state after it
     /// ([`alcubierre_block::Reservations::encode`]).
     Reserve {
@@ -280,27 +253,29 @@ impl Msg {
             }
             Msg::Request { id, host, req } => {
                 out.put_u8(match req {
-                    Request::Read { .. } => FWD_READ,
-                    Request::WriteZeroes { .. } => FWD_ZEROES,
-                    Request::Unmap { .. } => FWD_UNMAP,
-                    Request::Write { .. } => FWD_WRITE,
-                    Request::Flush => FWD_FLUSH,
+                    Request::Io(Op::Read { .. }) => FWD_READ,
+                    Request::Io(Op::WriteZeroes { .. }) => FWD_ZEROES,
+                    Request::Io(Op::Unmap { .. }) => FWD_UNMAP,
+                    Request::Io(Op::Write { .. }) => FWD_WRITE,
+                    Request::Io(Op::Flush) => FWD_FLUSH,
                     Request::Reserve { .. } => FWD_RESERVE,
                 });
                 out.put_u64_le(*id);
                 out.put_slice(host);
                 match req {
-                    Request::Read { lba, count }
-                    | Request::WriteZeroes { lba, count }
-                    | Request::Unmap { lba, count } => {
-                        out.put_u64_le(*lba);
-                        out.put_u64_le(*count);
+                    Request::Io(
+                        Op::Read { lba, count }
+                        | Op::WriteZeroes { lba, count }
+                        | Op::Unmap { lba, count },
+                    ) => {
+                        out.put_u64_le(lba.0);
+                        out.put_u64_le(count.0);
                     }
-                    Request::Write { lba, data } => {
-                        out.put_u64_le(*lba);
+                    Request::Io(Op::Write { lba, data }) => {
+                        out.put_u64_le(lba.0);
                         out.put_slice(data);
                     }
-                    Request::Flush => {}
+                    Request::Io(Op::Flush) => {}
                     Request::Reserve { cntlid, cmd } => {
                         out.put_u16_le(*cntlid);
                         let (kind, action, flag, rtype, k1, k2) = match *cmd {
@@ -501,25 +476,25 @@ impl Msg {
                 let req = match kind {
                     FWD_READ | FWD_ZEROES | FWD_UNMAP => {
                         exact(16)?;
-                        let (lba, count) = (at(0), at(8));
-                        match kind {
-                            FWD_READ => Request::Read { lba, count },
-                            FWD_ZEROES => Request::WriteZeroes { lba, count },
-                            _ => Request::Unmap { lba, count },
-                        }
+                        let (lba, count) = (Lba(at(0)), BlockCount(at(8)));
+                        Request::Io(match kind {
+                            FWD_READ => Op::Read { lba, count },
+                            FWD_ZEROES => Op::WriteZeroes { lba, count },
+                            _ => Op::Unmap { lba, count },
+                        })
                     }
                     FWD_WRITE => {
                         if r.len() <= 8 {
                             return Err(bad);
                         }
-                        Request::Write {
-                            lba: at(0),
+                        Request::Io(Op::Write {
+                            lba: Lba(at(0)),
                             data: slice(32, f.len()),
-                        }
+                        })
                     }
                     FWD_FLUSH => {
                         exact(0)?;
-                        Request::Flush
+                        Request::Io(Op::Flush)
                     }
                     _ => {
                         exact(22)?;

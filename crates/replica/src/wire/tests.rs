@@ -41,30 +41,39 @@ fn all() -> Vec<Msg> {
         Msg::Request {
             id: 1,
             host: [1; 16],
-            req: Request::Read { lba: 5, count: 8 },
+            req: Request::Io(Op::Read {
+                lba: Lba(5),
+                count: BlockCount(8),
+            }),
         },
         Msg::Request {
             id: 2,
             host: [2; 16],
-            req: Request::Write {
-                lba: 6,
+            req: Request::Io(Op::Write {
+                lba: Lba(6),
                 data: Bytes::from(vec![3u8; 4096]),
-            },
+            }),
         },
         Msg::Request {
             id: 3,
             host: [3; 16],
-            req: Request::WriteZeroes { lba: 7, count: 2 },
+            req: Request::Io(Op::WriteZeroes {
+                lba: Lba(7),
+                count: BlockCount(2),
+            }),
         },
         Msg::Request {
             id: 4,
             host: [4; 16],
-            req: Request::Unmap { lba: 8, count: 1 },
+            req: Request::Io(Op::Unmap {
+                lba: Lba(8),
+                count: BlockCount(1),
+            }),
         },
         Msg::Request {
             id: 5,
             host: [6; 16],
-            req: Request::Flush,
+            req: Request::Io(Op::Flush),
         },
         Msg::Request {
             id: 6,
