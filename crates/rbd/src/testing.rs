@@ -137,7 +137,8 @@ osd data = {d}/osd/$id
             pool: "rbd".into(),
         };
         let osd_uuid = uuid::Uuid::new_v4().to_string();
-        me.ceph(&["osd", "new", &osd_uuid])?;
+        me.ceph(&["osd", "new", &osd_uuid])
+            .map_err(|e| std::io::Error::other(format!("{e}; {}", me.mon_tail())))?;
         run(
             Command::new("ceph-osd").arg("-c").arg(&conf).args([
                 "-i",
@@ -221,6 +222,22 @@ osd data = {d}/osd/$id
     /// The OSD's process id (for its CPU time).
     pub fn osd_pid(&self) -> u32 {
         self.daemons[1].id()
+    }
+
+    /// Why the monitor is not answering, from its own output and log (a full disk, a taken
+    /// port): the last lines, for the error a failed start returns.
+    fn mon_tail(&mut self) -> String {
+        let state = match self.daemons[0].try_wait() {
+            Ok(Some(status)) => format!("ceph-mon exited ({status})"),
+            _ => "ceph-mon is running".to_string(),
+        };
+        let mut lines = Vec::new();
+        for f in ["ceph-mon.a.out", "log/mon.a.log"] {
+            let text = std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
+            let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+            lines.extend(all[all.len().saturating_sub(5)..].iter().map(|l| l.to_string()));
+        }
+        format!("{state}; its last words: {}", lines.join(" | "))
     }
 
     fn signal_osd(&self, sig: &str) -> std::io::Result<()> {
