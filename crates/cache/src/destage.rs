@@ -51,8 +51,12 @@ struct VolRound {
     zeroes: Vec<(u64, u64, u64)>,
 }
 
-/// Largest extent merged into one backend write.
-const MAX_EXTENT: usize = 1 << 20;
+/// Largest extent merged into one backend write: a sixteenth of the round's budget, between
+/// 64 KiB and 1 MiB, so that a sequential round still sends about 16 writes at once (with 4 MiB
+/// rounds and 1 MiB extents only 4 were in flight, and Ceph's OSD sat half idle).
+fn max_extent(budget: u64) -> usize {
+    (budget / 16).clamp(64 << 10, 1 << 20) as usize / BLOCK * BLOCK
+}
 
 impl Partition {
     /// Destages whole batches from the destage point, at least one and then while their data
@@ -158,7 +162,7 @@ impl Partition {
             let mut applied = Ok(());
             for vol in &vols {
                 let r = &rounds[vol];
-                match self.apply_round(backend, *vol, r, &read) {
+                match self.apply_round(backend, *vol, r, &read, max_extent(budget)) {
                     Ok(b) => stats.bytes += b,
                     Err(e) => {
                         self.counters.backend_errors.fetch_add(1, Ordering::Relaxed);
@@ -325,33 +329,38 @@ impl Partition {
         vol: VolumeId,
         r: &VolRound,
         read: &Batches,
+        max_extent: usize,
     ) -> Result<u64, CacheError> {
         let bs = BLOCK as u64;
         for &(s, e, _) in &r.zeroes {
             backend.discard(vol, ByteOffset(s * bs), ByteSize((e - s) * bs))?;
         }
-        let mut bytes = 0u64;
-        // Extents as (byte offset, data): whole blocks merged while contiguous; partial blocks
-        // as runs of valid sectors.
-        let mut bufs: Vec<(u64, Vec<u8>)> = Vec::new();
-        let mut cur: Option<(u64, Vec<u8>)> = None;
+        // Extents as (byte offset, range in the staging buffer): whole blocks merged while
+        // contiguous; partial blocks as runs of valid sectors.
+        let mut staging = self.staging.lock();
+        staging.clear();
+        let mut spans: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
+        let mut cur: Option<(u64, usize)> = None; // (byte offset, start in staging)
+        let close = |spans: &mut Vec<_>, cur: &mut Option<(u64, usize)>, end: usize| {
+            if let Some((off, start)) = cur.take() {
+                spans.push((off, start..end));
+            }
+        };
         for (&block, &(bi, k, mask)) in &r.blocks {
             let src = &read.data(bi)[k as usize * BLOCK..(k as usize + 1) * BLOCK];
             if mask == FULL_MASK {
-                match &mut cur {
-                    Some((start, buf))
-                        if *start + buf.len() as u64 == block * bs && buf.len() < MAX_EXTENT =>
-                    {
-                        buf.extend_from_slice(src)
-                    }
-                    _ => {
-                        bufs.extend(cur.take());
-                        cur = Some((block * bs, src.to_vec()));
-                    }
+                let at = staging.len();
+                let extends = cur.is_some_and(|(off, start)| {
+                    off + (at - start) as u64 == block * bs && at - start < max_extent
+                });
+                if !extends {
+                    close(&mut spans, &mut cur, at);
+                    cur = Some((block * bs, at));
                 }
+                staging.extend_from_slice(src);
                 continue;
             }
-            bufs.extend(cur.take());
+            close(&mut spans, &mut cur, staging.len());
             let mut s = 0;
             while s < SPB {
                 if mask & (1 << s) == 0 {
@@ -362,19 +371,18 @@ impl Partition {
                 while t < SPB && mask & (1 << t) != 0 {
                     t += 1;
                 }
-                let range = (s * SECTOR) as usize..(t * SECTOR) as usize;
-                bufs.push(((block * SPB + s) * SECTOR, src[range].to_vec()));
+                let at = staging.len();
+                staging.extend_from_slice(&src[(s * SECTOR) as usize..(t * SECTOR) as usize]);
+                spans.push(((block * SPB + s) * SECTOR, at..staging.len()));
                 s = t;
             }
         }
-        bufs.extend(cur.take());
-        let extents: Vec<(ByteOffset, &[u8])> = bufs
-            .iter()
-            .map(|(off, buf)| (ByteOffset(*off), buf.as_slice()))
+        close(&mut spans, &mut cur, staging.len());
+        let extents: Vec<(ByteOffset, &[u8])> = spans
+            .into_iter()
+            .map(|(off, range)| (ByteOffset(off), &staging[range]))
             .collect();
-        for (_, b) in &extents {
-            bytes += b.len() as u64;
-        }
+        let bytes = staging.len() as u64;
         if !extents.is_empty() {
             backend.write_many(vol, &extents)?;
         }

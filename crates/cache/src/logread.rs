@@ -25,9 +25,11 @@ impl Batches {
 }
 
 /// Read windows kept for reuse per partition, so a round does not allocate and zero its
-/// windows again (at most this many, of at most [`MAX_KEPT_BYTES`] each).
-const KEPT_WINDOWS: usize = 4;
-const MAX_KEPT_BYTES: usize = 16 << 20;
+/// windows again: at most [`KEPT_BYTES`] in all. Destage holds two rounds' windows at once (the
+/// one it writes and the one read ahead), each round one or two windows of up to its budget; at
+/// 16 MiB rounds, keeping only four windows made every round fault in fresh memory (the
+/// destager's CPU per byte doubled).
+const KEPT_BYTES: usize = 80 << 20;
 
 impl Partition {
     /// A read window of `len` bytes, reused when one is kept.
@@ -44,8 +46,10 @@ impl Partition {
     /// Gives a round's read windows back for reuse.
     pub(crate) fn recycle(&self, read: Batches) {
         let mut kept = self.read_bufs.lock();
+        let mut total: usize = kept.iter().map(|b| b.capacity()).sum();
         for b in read.windows {
-            if kept.len() < KEPT_WINDOWS && b.capacity() <= MAX_KEPT_BYTES {
+            if total + b.capacity() <= KEPT_BYTES {
+                total += b.capacity();
                 kept.push(b);
             }
         }

@@ -176,6 +176,9 @@ pub struct Partition {
     /// The next destage round's batches, read while the previous round wrote the backend,
     /// with the position they start at.
     pub(crate) prefetched: Mutex<Option<((u64, u64), crate::logread::Batches)>>,
+    /// Where destage gathers a volume's extents for the backend, kept between rounds so a
+    /// round does not fault in fresh memory (only the destager uses it).
+    pub(crate) staging: Mutex<Vec<u8>>,
 }
 
 /// A volume's replication log in a journal: the newest tagged write and the epoch of each run
@@ -253,6 +256,7 @@ impl Partition {
             hold_gen: AtomicU64::new(0),
             read_bufs: Mutex::new(Vec::new()),
             prefetched: Mutex::new(None),
+            staging: Mutex::new(Vec::new()),
         }
     }
 

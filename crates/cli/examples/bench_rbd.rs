@@ -1,14 +1,14 @@
 //! Destage into Ceph RBD against Ceph's own `rbd bench`, on one throwaway Ceph (a monitor and a
 //! memstore OSD on loopback, started here):
 //!
-//! 1. `rbd bench --io-type write` with the destager's write size and concurrency, as the
-//!    cluster's limit;
+//! 1. `rbd bench --io-type write` (64 KiB sequential, 16 threads), as the cluster's limit;
 //! 2. uncapped destage: `MIB` MiB of 64 KiB sequential writes land in the cache with destage paused,
 //!    then it runs unlimited; throughput = bytes destaged / time until nothing is dirty;
+//!    1 and 2 alternate `REPS` times (default 3) and the ratio is of the medians;
 //! 3. capped destage at 50 MB/s: the measured rate over the drain against the cap.
 //!
 //! `cargo run --release -p alcubierre --example bench_rbd [MIB]` (default 256; needs ceph-mon,
-//! ceph-osd and ceph-common).
+//! ceph-osd and ceph-common; `ROUND_MIB=N` sets the destage round size).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +35,28 @@ fn cpu(pid: &str) -> Duration {
     Duration::from_millis(f.iter().sum::<u64>() * 10) // 100 clock ticks per second
 }
 
+/// The whole machine's (busy, total) CPU ticks so far, from /proc/stat.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = f.iter().sum();
+    let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// The share of the machine's CPU busy since `since` (from [`machine_ticks`]).
+fn busy_since(since: (u64, u64)) -> f64 {
+    let now = machine_ticks();
+    (now.0 - since.0) as f64 / (now.1 - since.1).max(1) as f64
+}
+
 /// The write size of the fill and of `rbd bench`.
 const CHUNK: u64 = 64 << 10;
 
@@ -42,6 +64,7 @@ const CHUNK: u64 = 64 << 10;
 /// lets it run at `rate` (bytes/s); the destaged bytes and the time to drain.
 fn destage(ceph: &CephCluster, mib: u64, rate: u64) -> anyhow::Result<(u64, Duration)> {
     let osd = ceph.osd_pid().to_string();
+    std::fs::create_dir_all("target")?;
     let dir = tempfile::tempdir_in("target")?;
     let cache = dir.path().join("cache.img");
     let medium = DirectFile::create_file(&cache, (mib * 3) << 20)?;
@@ -89,7 +112,7 @@ fn destage(ceph: &CephCluster, mib: u64, rate: u64) -> anyhow::Result<(u64, Dura
     })?;
     let s0 = engine.stats();
     let d0 = s0.destaged_bytes;
-    let (me0, osd0) = (cpu("self"), cpu(&osd));
+    let (me0, osd0, m0) = (cpu("self"), cpu(&osd), machine_ticks());
     limit.set_rate(rate);
     // The clock starts at the first destaged byte: a destager paused by the limit sleeps up to
     // 200 ms before it sees the new rate, which is not destage time.
@@ -104,7 +127,7 @@ fn destage(ceph: &CephCluster, mib: u64, rate: u64) -> anyhow::Result<(u64, Dura
     }
     let took = t0.elapsed();
     let destaged = engine.stats().destaged_bytes - d0;
-    let (me, osd) = (cpu("self") - me0, cpu(&osd) - osd0);
+    let (me, osd, busy) = (cpu("self") - me0, cpu(&osd) - osd0, busy_since(m0));
     let s1 = engine.stats();
     let ms = |a: u64, b: u64| (a - b) as f64 / 1e6;
     println!(
@@ -115,11 +138,11 @@ fn destage(ceph: &CephCluster, mib: u64, rate: u64) -> anyhow::Result<(u64, Dura
         ms(s1.destage_checkpoint_ns, s0.destage_checkpoint_ns),
     );
     println!(
-        "  drain: {:.2} s; CPU: destager process {:.2} s, OSD {:.2} s ({:.0}% of 2 cores)",
+        "  drain: {:.2} s; CPU: destager process {:.2} s, OSD {:.2} s; machine {:.0}% busy",
         took.as_secs_f64(),
         me.as_secs_f64(),
         osd.as_secs_f64(),
-        (me + osd).as_secs_f64() / took.as_secs_f64() / 2.0 * 100.0
+        busy * 100.0
     );
     svc.shutdown();
     drop(engine);
@@ -157,37 +180,83 @@ fn main() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    ceph.rbd(&["create", "--size", &format!("{}M", mib * 2), "bench"])?;
-    let out = ceph.rbd(&[
-        "bench",
-        "--io-type",
-        "write",
-        "--io-size",
-        "64K",
-        "--io-threads",
-        "16",
-        "--io-total",
-        &format!("{mib}M"),
-        "--io-pattern",
-        "seq",
-        "bench",
-    ])?;
-    let rbd_bps = bytes_per_sec(&out)
-        .ok_or_else(|| anyhow::anyhow!("no bytes/sec in rbd bench's output: {out}"))?;
+    // `rbd bench` and the uncapped destage alternate, REPS times (default 3): both vary from
+    // run to run on this shared machine, and the ratio is of their medians. A first `rbd bench`
+    // is not counted: on a fresh memstore OSD writes run at half the speed they reach once the
+    // OSD has memory freed by a deleted image to reuse, which every later run has.
+    let warm = |name: &str| -> anyhow::Result<()> {
+        ceph.rbd(&["create", "--size", &format!("{}M", mib * 2), name])?;
+        ceph.rbd(&[
+            "bench",
+            "--io-type",
+            "write",
+            "--io-size",
+            "1M",
+            "--io-threads",
+            "16",
+            "--io-total",
+            &format!("{}M", mib * 2),
+            "--io-pattern",
+            "seq",
+            name,
+        ])?;
+        ceph.rbd(&["rm", name])?;
+        Ok(())
+    };
+    warm("warm-up")?;
+    let reps: usize = std::env::var("REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+    for rep in 1..=reps {
+        ceph.rbd(&["create", "--size", &format!("{}M", mib * 2), "bench"])?;
+        let m0 = machine_ticks();
+        let out = ceph.rbd(&[
+            "bench",
+            "--io-type",
+            "write",
+            "--io-size",
+            "64K",
+            "--io-threads",
+            "16",
+            "--io-total",
+            &format!("{mib}M"),
+            "--io-pattern",
+            "seq",
+            "bench",
+        ])?;
+        let busy = busy_since(m0);
+        let rbd_bps = bytes_per_sec(&out)
+            .ok_or_else(|| anyhow::anyhow!("no bytes/sec in rbd bench's output: {out}"))?;
+        println!(
+            "[{rep}] rbd bench write 64K sequential, 16 threads, {mib} MiB: {:.1} MB/s; machine {:.0}% busy",
+            rbd_bps / 1e6,
+            busy * 100.0
+        );
+        ceph.rbd(&["rm", "bench"])?;
+        let (bytes, took) = destage(&ceph, mib, u64::MAX / 4)?;
+        let bps = bytes as f64 / took.as_secs_f64();
+        println!(
+            "[{rep}] uncapped destage of {} MiB of 64K sequential writes: {:.2} s, {:.1} MB/s = {:.2}x rbd bench",
+            bytes >> 20,
+            took.as_secs_f64(),
+            bps / 1e6,
+            bps / rbd_bps.max(1.0)
+        );
+        theirs.push(rbd_bps);
+        ours.push(bps);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (t, o) = (median(&mut theirs), median(&mut ours));
     println!(
-        "rbd bench write 64K sequential, 16 threads, {mib} MiB: {:.1} MB/s",
-        rbd_bps / 1e6
-    );
-    ceph.rbd(&["rm", "bench"])?;
-
-    let (bytes, took) = destage(&ceph, mib, u64::MAX / 4)?;
-    let ours = bytes as f64 / took.as_secs_f64();
-    println!(
-        "uncapped destage of {} MiB of 64K sequential writes: {:.2} s, {:.1} MB/s = {:.2}x rbd bench",
-        bytes >> 20,
-        took.as_secs_f64(),
-        ours / 1e6,
-        ours / rbd_bps.max(1.0)
+        "median of {reps}: rbd bench {:.1} MB/s, uncapped destage {:.1} MB/s = {:.2}x",
+        t / 1e6,
+        o / 1e6,
+        o / t.max(1.0)
     );
     let cap = 50_000_000u64;
     let (bytes, took) = destage(&ceph, mib, cap)?;

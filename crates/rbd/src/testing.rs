@@ -235,7 +235,11 @@ osd data = {d}/osd/$id
         for f in ["ceph-mon.a.out", "log/mon.a.log"] {
             let text = std::fs::read_to_string(self.dir.join(f)).unwrap_or_default();
             let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-            lines.extend(all[all.len().saturating_sub(5)..].iter().map(|l| l.to_string()));
+            lines.extend(
+                all[all.len().saturating_sub(5)..]
+                    .iter()
+                    .map(|l| l.to_string()),
+            );
         }
         format!("{state}; its last words: {}", lines.join(" | "))
     }
