@@ -1,7 +1,7 @@
 //! The cluster configuration's backend connectivity test against a real Ceph (a throwaway
-//! monitor and memstore OSD, cephx off, so users are not checked here): a good pool passes; a
-//! missing pool, a pool not enabled for RBD and monitors that do not answer are each refused,
-//! naming the field and why.
+//! monitor and memstore OSD): a good pool passes; a missing pool, a pool not enabled for RBD
+//! and monitors that do not answer are each refused, naming the field and why; with cephx on, a
+//! keyring without the user's key is refused naming the keyring.
 
 use std::time::Duration;
 
@@ -56,4 +56,32 @@ async fn the_probe_names_what_is_wrong_with_a_ceph_backend() {
         .await
         .unwrap_err();
     assert_eq!(e.field, "backend.monitors", "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_names_a_keyring_that_cephx_refuses() {
+    let ceph = CephCluster::start_cephx().unwrap();
+    let mon = monitor(&ceph);
+    let t = Duration::from_secs(5);
+    let with = |keyring: &std::path::Path| BackendAddress::Rbd {
+        monitors: vec![mon.clone()],
+        pool: "rbd".into(),
+        user: Some("admin".into()),
+        keyring: Some(keyring.display().to_string()),
+    };
+    probe_backend(&with(&ceph.keyring()), t).await.unwrap();
+
+    // A key for client.admin, but not the cluster's.
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong.keyring");
+    let made = std::process::Command::new("ceph-authtool")
+        .arg("--create-keyring")
+        .arg(&wrong)
+        .args(["--gen-key", "-n", "client.admin"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let e = probe_backend(&with(&wrong), t).await.unwrap_err();
+    assert_eq!(e.field, "backend.keyring", "{e}");
+    assert!(e.reason.contains("client.admin allowed"), "{e}");
 }

@@ -67,6 +67,17 @@ fn daemon(conf: &Path, dir: &Path, bin: &str, id: &str) -> std::io::Result<Child
 impl CephCluster {
     /// Starts a monitor and an OSD and creates pool `rbd` for RBD.
     pub fn start() -> std::io::Result<Self> {
+        Self::start_with(false)
+    }
+
+    /// [`CephCluster::start`] with cephx: every daemon and client needs a key. The keys of
+    /// `mon.`, `client.admin` and `osd.0` are in one keyring that ceph.conf names, so a client
+    /// using this ceph.conf as `client.admin` gets in.
+    pub fn start_cephx() -> std::io::Result<Self> {
+        Self::start_with(true)
+    }
+
+    fn start_with(cephx: bool) -> std::io::Result<Self> {
         let port = free_port()?;
         let dir =
             std::env::temp_dir().join(format!("alcubierre-ceph-{}-{port}", std::process::id()));
@@ -76,6 +87,11 @@ impl CephCluster {
         }
         let fsid = uuid::Uuid::new_v4().to_string();
         let d = dir.display();
+        let (auth, keyring_line) = if cephx {
+            ("cephx", format!("keyring = {d}/keyring\n"))
+        } else {
+            ("none", String::new())
+        };
         let conf = dir.join("ceph.conf");
         std::fs::write(
             &conf,
@@ -87,10 +103,10 @@ public addr = 127.0.0.1
 cluster addr = 127.0.0.1
 ms bind ipv4 = true
 ms bind ipv6 = false
-auth cluster required = none
-auth service required = none
-auth client required = none
-auth allow insecure global id reclaim = true
+auth cluster required = {auth}
+auth service required = {auth}
+auth client required = {auth}
+{keyring_line}auth allow insecure global id reclaim = true
 osd pool default size = 1
 osd pool default min size = 1
 osd pool default pg num = 8
@@ -122,14 +138,39 @@ osd data = {d}/osd/$id
                 .arg(&monmap),
             "monmaptool",
         )?;
-        run(
-            Command::new("ceph-mon")
-                .arg("-c")
-                .arg(&conf)
-                .args(["--mkfs", "-i", "a", "--monmap"])
-                .arg(&monmap),
-            "ceph-mon --mkfs",
-        )?;
+        let keyring = dir.join("keyring");
+        let mut mkfs = Command::new("ceph-mon");
+        mkfs.arg("-c")
+            .arg(&conf)
+            .args(["--mkfs", "-i", "a", "--monmap"])
+            .arg(&monmap);
+        if cephx {
+            for (i, (name, caps)) in [
+                ("mon.", &["mon", "allow *"][..]),
+                (
+                    "client.admin",
+                    &["mon", "allow *", "osd", "allow *", "mgr", "allow *"],
+                ),
+                ("osd.0", &["mon", "allow profile osd", "osd", "allow *"]),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let mut tool = Command::new("ceph-authtool");
+                tool.arg(&keyring);
+                if i == 0 {
+                    tool.arg("--create-keyring");
+                }
+                tool.args(["--gen-key", "-n", name]);
+                for cap in caps.chunks(2) {
+                    tool.args(["--cap", cap[0], cap[1]]);
+                }
+                run(&mut tool, "ceph-authtool")?;
+            }
+            // The monitor's store starts with every key of the keyring.
+            mkfs.arg("--keyring").arg(&keyring);
+        }
+        run(&mut mkfs, "ceph-mon --mkfs")?;
         let mut me = Self {
             daemons: vec![daemon(&conf, &dir, "ceph-mon", "a")?],
             conf: conf.clone(),
@@ -217,6 +258,11 @@ osd data = {d}/osd/$id
     /// Lets the OSD run again after [`CephCluster::freeze_osd`].
     pub fn thaw_osd(&self) -> std::io::Result<()> {
         self.signal_osd("-CONT")
+    }
+
+    /// The keyring with the cluster's keys (used when started with cephx).
+    pub fn keyring(&self) -> PathBuf {
+        self.dir.join("keyring")
     }
 
     /// The OSD's process id (for its CPU time).
