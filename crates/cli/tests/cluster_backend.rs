@@ -1,6 +1,7 @@
 //! A cluster node without a `[backend]` section opens the backend the cluster configuration
-//! names: with none named it refuses to start and says why; with one named, three such nodes
-//! serve a replicated volume whose image lives in that backend.
+//! names: with none named it refuses to start and says why; with one named (a directory, or a
+//! throwaway Ceph), three such nodes serve a replicated volume whose image lives in that
+//! backend, and a write reaches the RBD image.
 
 mod common;
 
@@ -31,7 +32,8 @@ fn config_without_backend(dir: &std::path::Path, i: usize, etcd: &str) -> std::p
 async fn nodes_without_a_backend_section_use_the_cluster_configurations() {
     let etcd = EtcdServer::start().unwrap();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let store = etcd.connect().await;
+    // Connecting waits until etcd answers.
+    let _store = etcd.connect().await;
 
     // No backend anywhere: the node refuses to start, naming what to set.
     let cfg = config_without_backend(dir.path(), 1, &etcd.endpoint);
@@ -50,16 +52,32 @@ async fn nodes_without_a_backend_section_use_the_cluster_configurations() {
     // The cluster configuration names a backend: the nodes open it.
     let backend = dir.path().join("cluster-backend");
     std::fs::create_dir_all(&backend).unwrap();
+    let address = BackendAddress::File {
+        path: backend.display().to_string(),
+    };
+    let (_procs, id) = serve_one_volume(dir.path(), &etcd, address).await;
+    // The volume's image is in the cluster configuration's backend, and nowhere else.
+    assert!(backend.join(format!("{id}.img")).exists());
+    assert!(!dir.path().join("backend").exists());
+}
+
+/// Saves a cluster configuration naming `backend`, starts three nodes without a `[backend]`
+/// section, creates a volume and writes block 3 (0x7e) through NVMe/TCP, reading it back; the
+/// nodes and the volume's id.
+async fn serve_one_volume(
+    dir: &std::path::Path,
+    etcd: &EtcdServer,
+    backend: BackendAddress,
+) -> (Vec<common::Proc>, String) {
+    let store = etcd.connect().await;
     let config = ClusterConfig {
-        backend: Some(BackendAddress::File {
-            path: backend.display().to_string(),
-        }),
+        backend: Some(backend),
         ..ClusterConfig::default()
     };
     cluster::save(&store, &config).await.unwrap();
-    let (_procs, ready): (Vec<_>, Vec<_>) = (1..=3)
+    let (procs, ready): (Vec<_>, Vec<_>) = (1..=3)
         .map(|i| {
-            let cfg = config_without_backend(dir.path(), i, &etcd.endpoint);
+            let cfg = config_without_backend(dir, i, &etcd.endpoint);
             common::spawn_ready(&["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()])
         })
         .unzip();
@@ -93,7 +111,42 @@ async fn nodes_without_a_backend_section_use_the_cluster_configurations() {
     let data = bytes::Bytes::from(vec![0x7e; 4096]);
     c.write(0, 3, data.clone(), 4096).await.unwrap();
     assert_eq!(c.read(0, 3, 1, 4096).await.unwrap(), data);
-    // The volume's image is in the cluster configuration's backend, and nowhere else.
-    assert!(backend.join(format!("{id}.img")).exists());
+    (procs, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_open_a_ceph_backend_named_by_the_cluster_configuration() {
+    let ceph = alcubierre_rbd::testing::CephCluster::start().unwrap();
+    let conf = std::fs::read_to_string(&ceph.conf).unwrap();
+    let mon = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("mon host = "))
+        .unwrap()
+        .to_string();
+    let etcd = EtcdServer::start().unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let address = BackendAddress::Rbd {
+        monitors: vec![mon],
+        pool: ceph.pool.clone(),
+        user: None,
+        keyring: None,
+    };
+    let (_procs, id) = serve_one_volume(dir.path(), &etcd, address).await;
+    // The image is in Ceph, and the write reaches it once destaged.
+    let image = alcubierre_rbd::image_name(alcubierre_types::VolumeId(id.parse().unwrap()));
+    let info = ceph.rbd(&["info", &image]).unwrap();
+    assert!(info.contains("size 16 MiB"), "{info}");
+    let out = dir.path().join("export");
+    let exported = eventually(60, "the write destaged into the image", || {
+        let _ = std::fs::remove_file(&out);
+        let got = ceph
+            .rbd(&["export", &image, out.to_str().unwrap()])
+            .ok()
+            .and_then(|_| std::fs::read(&out).ok())
+            .filter(|b| b.len() == 16 << 20 && b[3 * 4096..4 * 4096].iter().all(|&x| x == 0x7e));
+        async move { got }
+    })
+    .await;
+    assert!(exported[..3 * 4096].iter().all(|&x| x == 0));
     assert!(!dir.path().join("backend").exists());
 }
