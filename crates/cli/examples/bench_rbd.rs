@@ -8,7 +8,8 @@
 //! 3. capped destage at 50 MB/s: the measured rate over the drain against the cap.
 //!
 //! `cargo run --release -p alcubierre --example bench_rbd [MIB]` (default 256; needs ceph-mon,
-//! ceph-osd and ceph-common; `ROUND_MIB=N` sets the destage round size).
+//! ceph-osd and ceph-common; `ROUND_MIB=N` sets the destage round size). The OSD keeps its data
+//! in 2 GiB of memory, so `MIB` is at most about 1024.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -150,21 +151,16 @@ fn destage(ceph: &CephCluster, mib: u64, rate: u64) -> anyhow::Result<(u64, Dura
     Ok((destaged, took))
 }
 
-/// The last "bytes/sec: 16 MiB/s" (or a plain number) of `rbd bench`'s output.
+/// The bytes per second of `rbd bench`'s summary line ("elapsed: 0  ops: 8192  ops/sec:
+/// 31130.5  bytes/sec: 1.9 GiB/s"), from its ops/sec times the write size: bytes/sec is printed
+/// with two significant digits only.
 fn bytes_per_sec(out: &str) -> Option<f64> {
     let v = out
         .lines()
         .rev()
-        .find_map(|l| l.split("bytes/sec: ").nth(1))?;
-    let mut it = v.split_whitespace();
-    let n: f64 = it.next()?.parse().ok()?;
-    let scale = match it.next().unwrap_or("B/s") {
-        "KiB/s" => 1024.0,
-        "MiB/s" => 1048576.0,
-        "GiB/s" => 1073741824.0,
-        _ => 1.0,
-    };
-    Some(n * scale)
+        .find_map(|l| l.split("ops/sec: ").nth(1))?;
+    let ops: f64 = v.split_whitespace().next()?.parse().ok()?;
+    Some(ops * CHUNK as f64)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -195,7 +191,7 @@ fn main() -> anyhow::Result<()> {
             "--io-threads",
             "16",
             "--io-total",
-            &format!("{}M", mib * 2),
+            &format!("{mib}M"),
             "--io-pattern",
             "seq",
             name,

@@ -77,7 +77,24 @@ impl CephCluster {
         Self::start_with(true)
     }
 
+    /// Starts a cluster, trying again from scratch when a start fails: the monitor's port is
+    /// picked free but may be taken before the monitor binds it, and on a loaded machine a
+    /// monitor sometimes misses the first command's timeout. The error names every attempt.
     fn start_with(cephx: bool) -> std::io::Result<Self> {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start(cephx) {
+                Ok(c) => return Ok(c),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        Err(std::io::Error::other(format!(
+            "Ceph did not start in 3 attempts: {}",
+            failures.join(" / ")
+        )))
+    }
+
+    fn try_start(cephx: bool) -> std::io::Result<Self> {
         let port = free_port()?;
         let dir =
             std::env::temp_dir().join(format!("alcubierre-ceph-{}-{port}", std::process::id()));
