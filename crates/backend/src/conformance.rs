@@ -78,6 +78,19 @@ pub fn suite(b: &dyn Backend) {
         b.clone_snapshot(v, "nope", VolumeId::random()),
         Err(BackendError::NotFound { .. })
     ));
+    b.snapshot(v, "s0").unwrap();
+    assert_eq!(b.list_snapshots(v).unwrap(), ["s0", "s1"]);
+    // A clone outlives its snapshot.
+    b.delete_snapshot(v, "s1").unwrap();
+    assert_eq!(b.list_snapshots(v).unwrap(), ["s0"]);
+    assert!(matches!(
+        b.delete_snapshot(v, "s1"),
+        Err(BackendError::NotFound { .. })
+    ));
+    let mut buf = vec![0u8; 1024];
+    b.read(c, ByteOffset(0), &mut buf).unwrap();
+    assert!(buf[..512].iter().all(|&x| x == 4));
+    assert!(b.list_snapshots(c).unwrap().is_empty());
 
     // 1. grow only
     b.resize(v, ByteSize::mib(2)).unwrap();

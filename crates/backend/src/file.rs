@@ -80,6 +80,27 @@ impl FileBackend {
     }
 }
 
+/// Copies `from` to `to` so that `to` either does not exist or is a whole, durable copy: the
+/// copy is written under a temporary name, synced, renamed, and the directory synced.
+fn copy_durably(from: &Path, to: &Path) -> Result<(), BackendError> {
+    let mut tmp = to.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let copied = std::fs::copy(from, &tmp)
+        .and_then(|_| File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, to));
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(to, e));
+    }
+    if let Some(dir) = to.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err(dir, e))?;
+    }
+    Ok(())
+}
+
 fn check_name(name: &str) -> Result<(), BackendError> {
     let ok = !name.is_empty()
         && name.len() <= 128
@@ -205,8 +226,33 @@ impl Backend for FileBackend {
         }
         file.sync_data()
             .map_err(|e| io_err(&self.image_path(volume), e))?;
-        std::fs::copy(self.image_path(volume), &target).map_err(|e| io_err(&target, e))?;
-        Ok(())
+        copy_durably(&self.image_path(volume), &target)
+    }
+
+    fn list_snapshots(&self, volume: VolumeId) -> Result<Vec<String>, BackendError> {
+        self.image(volume)?;
+        let prefix = format!("{volume}@");
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| io_err(&self.dir, e))?;
+        let mut names: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                let n = e.file_name().to_string_lossy().into_owned();
+                Some(n.strip_prefix(&prefix)?.strip_suffix(".snap")?.to_string())
+            })
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn delete_snapshot(&self, volume: VolumeId, name: &str) -> Result<(), BackendError> {
+        check_name(name)?;
+        let path = self.snapshot_path(volume, name);
+        std::fs::remove_file(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => BackendError::NotFound {
+                what: format!("{volume}@{name}"),
+            },
+            _ => io_err(&path, e),
+        })
     }
 
     fn clone_snapshot(
@@ -228,8 +274,7 @@ impl Backend for FileBackend {
                 what: target.to_string(),
             });
         }
-        std::fs::copy(&snap, &dest).map_err(|e| io_err(&dest, e))?;
-        Ok(())
+        copy_durably(&snap, &dest)
     }
 
     fn describe(&self) -> String {

@@ -12,7 +12,8 @@
 //!    returns `Ok`; until then a power loss may keep any subset of them (per 512-byte sector).
 //! 3. A discarded range and a never-written range read as zeroes.
 //! 4. [`Backend::snapshot`] captures the image's current (flushed or not) contents under a name;
-//!    [`Backend::clone_snapshot`] makes a new image from it.
+//!    [`Backend::clone_snapshot`] makes a new image from it, which outlives the snapshot;
+//!    [`Backend::list_snapshots`] and [`Backend::delete_snapshot`] manage them.
 //! 5. Errors say whether retrying may help: [`BackendError::Unavailable`] is transient (the
 //!    backend is down or unreachable), the others are not.
 //!
@@ -128,7 +129,12 @@ pub trait Backend: Send + Sync {
     fn flush(&self, volume: VolumeId) -> Result<(), BackendError>;
     /// Captures the image's contents as snapshot `name`.
     fn snapshot(&self, volume: VolumeId, name: &str) -> Result<(), BackendError>;
-    /// Creates image `target` from snapshot `name` of `source`.
+    /// The names of `volume`'s snapshots, sorted.
+    fn list_snapshots(&self, volume: VolumeId) -> Result<Vec<String>, BackendError>;
+    /// Deletes snapshot `name` of `volume` (images cloned from it are independent of it).
+    fn delete_snapshot(&self, volume: VolumeId, name: &str) -> Result<(), BackendError>;
+    /// Creates image `target` from snapshot `name` of `source`; the new image does not depend
+    /// on the snapshot afterwards.
     fn clone_snapshot(
         &self,
         source: VolumeId,

@@ -258,6 +258,30 @@ impl Backend for MemBackend {
         Ok(())
     }
 
+    fn list_snapshots(&self, volume: VolumeId) -> Result<Vec<String>, BackendError> {
+        self.with_image(volume, |_| Ok(()))?;
+        let mut names: Vec<String> = self
+            .snapshots
+            .lock()
+            .keys()
+            .filter(|(v, _)| *v == volume)
+            .map(|(_, n)| n.clone())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    fn delete_snapshot(&self, volume: VolumeId, name: &str) -> Result<(), BackendError> {
+        self.up()?;
+        self.snapshots
+            .lock()
+            .remove(&(volume, name.to_string()))
+            .map(|_| ())
+            .ok_or_else(|| BackendError::NotFound {
+                what: format!("{volume}@{name}"),
+            })
+    }
+
     fn clone_snapshot(
         &self,
         source: VolumeId,

@@ -17,6 +17,8 @@
 //!   heartbeat round trip.
 //! * Cache health: it reports its cache device failed (every journal partition stopped after a
 //!   device error) or degraded (some did), so the leader moves its replicas.
+//! * Snapshots: it takes the snapshots requested of volumes it serves as primary
+//!   (`crate::snapshots`).
 //! * Configuration: when the cluster configuration changes it applies the heartbeat interval and
 //!   timeout (a new lease) and its share of the destage rate, without a restart.
 
@@ -109,7 +111,8 @@ impl Agent {
             tokio::spawn(volumes(store.clone(), parts.clone())),
             tokio::spawn(lease(parts.clone(), last_ok, timeout.clone())),
             tokio::spawn(config(store.clone(), parts.clone(), heartbeat, timeout)),
-            tokio::spawn(cache_health(store, parts)),
+            tokio::spawn(cache_health(store.clone(), parts.clone())),
+            tokio::spawn(crate::snapshots::run(store, parts)),
         ];
         Self { tasks }
     }

@@ -229,16 +229,19 @@ pub enum NodeCmd {
 /// `alcubierre volume ...`.
 #[derive(clap::Subcommand)]
 pub enum VolumeCmd {
-    /// Creates a volume (3 replicas on distinct active nodes).
+    /// Creates a volume (3 replicas on distinct active nodes), empty or cloned from a snapshot.
     Create {
         /// Name.
         name: String,
-        /// Size, e.g. 10GiB.
-        #[arg(long)]
-        size: String,
-        /// 512 or 4096.
+        /// Size, e.g. 10GiB (with --from: at least the snapshot's; default the snapshot's).
+        #[arg(long, required_unless_present = "from")]
+        size: Option<String>,
+        /// 512 or 4096 (with --from: the snapshot's).
         #[arg(long, default_value_t = 4096)]
         block_size: u64,
+        /// Clone it from a snapshot: VOLUME@SNAPSHOT.
+        #[arg(long)]
+        from: Option<String>,
         /// QoS policy.
         #[arg(long)]
         qos: Option<String>,
@@ -275,10 +278,42 @@ pub enum VolumeCmd {
         /// Policy name (see `alcubierre qos`).
         policy: Option<String>,
     },
-    /// Deletes a volume.
+    /// Deletes a volume (and its snapshots).
     Delete {
         /// Name or id.
         volume: String,
+    },
+    /// Snapshots of a volume.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+}
+
+/// `alcubierre volume snapshot ...`.
+#[derive(clap::Subcommand)]
+pub enum SnapshotCmd {
+    /// Takes a snapshot: the volume's primary destages its cached writes, then snapshots its
+    /// backend image; it holds every write acknowledged before the command. Waits until it is
+    /// ready.
+    Create {
+        /// Volume name or id.
+        volume: String,
+        /// Snapshot name.
+        name: String,
+        /// Return once requested instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Lists a volume's snapshots.
+    List {
+        /// Volume name or id.
+        volume: String,
+    },
+    /// Deletes a snapshot (volumes cloned from it are independent of it).
+    Delete {
+        /// Volume name or id.
+        volume: String,
+        /// Snapshot name.
+        name: String,
     },
 }
 
@@ -389,12 +424,30 @@ pub fn volume(a: &ApiArgs, c: VolumeCmd, json: bool) -> anyhow::Result<()> {
             name,
             size: sz,
             block_size,
+            from,
             qos,
             hosts,
         } => {
-            let body = json!({ "name": name, "size": size("size", &sz)?, "block_size": block_size, "qos": qos, "hosts": hosts });
+            let mut body =
+                json!({ "name": name, "block_size": block_size, "qos": qos, "hosts": hosts });
+            if let Some(sz) = &sz {
+                body["size"] = json!(size("size", sz)?);
+            }
+            if let Some(from) = from {
+                let (vol, snap) = from
+                    .split_once('@')
+                    .context("--from: write VOLUME@SNAPSHOT")?;
+                let path = format!("/api/v1/volumes/{vol}/snapshots/{snap}");
+                let snapshot = request(a, "GET", &path, None).context("--from")?;
+                body["block_size"] = snapshot["block_size"].clone();
+                if sz.is_none() {
+                    body["size"] = snapshot["size"].clone();
+                }
+                body["source"] = json!({ "volume": vol, "snapshot": snap });
+            }
             request(a, "POST", "/api/v1/volumes", Some(&body))?
         }
+        VolumeCmd::Snapshot(c) => return snapshot(a, c, json),
         VolumeCmd::List => request(a, "GET", "/api/v1/volumes", None)?,
         VolumeCmd::Show { volume } => {
             request(a, "GET", &format!("/api/v1/volumes/{volume}"), None)?
@@ -422,6 +475,71 @@ pub fn volume(a: &ApiArgs, c: VolumeCmd, json: bool) -> anyhow::Result<()> {
         }
     };
     out(&v, json, volumes_table);
+    Ok(())
+}
+
+/// How long `volume snapshot create` waits for the primary.
+const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Runs `volume snapshot`.
+fn snapshot(a: &ApiArgs, c: SnapshotCmd, json: bool) -> anyhow::Result<()> {
+    let v = match c {
+        SnapshotCmd::Create {
+            volume,
+            name,
+            no_wait,
+        } => {
+            let base = format!("/api/v1/volumes/{volume}/snapshots");
+            let mut v = request(a, "POST", &base, Some(&json!({ "name": name })))?;
+            let start = std::time::Instant::now();
+            while !no_wait && v["state"] == "creating" {
+                if start.elapsed() > SNAPSHOT_WAIT {
+                    bail!("snapshot {volume}@{name} is still being taken after {SNAPSHOT_WAIT:?}; `alcubierre volume snapshot list {volume}` shows when it is ready");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                v = request(a, "GET", &format!("{base}/{name}"), None)?;
+            }
+            if v["state"] == "failed" {
+                bail!("snapshot {volume}@{name} failed: {}", s(&v["error"]));
+            }
+            v
+        }
+        SnapshotCmd::List { volume } => request(
+            a,
+            "GET",
+            &format!("/api/v1/volumes/{volume}/snapshots"),
+            None,
+        )?,
+        SnapshotCmd::Delete { volume, name } => request(
+            a,
+            "DELETE",
+            &format!("/api/v1/volumes/{volume}/snapshots/{name}"),
+            None,
+        )?,
+    };
+    out(&v, json, |v| {
+        let list = match v {
+            Value::Array(a) => a.clone(),
+            v => vec![v.clone()],
+        };
+        let rows = list
+            .iter()
+            .map(|x| {
+                vec![
+                    s(&x["volume_name"]),
+                    s(&x["name"]),
+                    alcubierre_types::ByteSize(x["size"].as_u64().unwrap_or(0)).to_string(),
+                    s(&x["state"]),
+                    s(&x["node"]),
+                    s(&x["error"]),
+                ]
+            })
+            .collect();
+        print_table(
+            &["VOLUME", "SNAPSHOT", "SIZE", "STATE", "TAKEN BY", "ERROR"],
+            rows,
+        );
+    });
     Ok(())
 }
 

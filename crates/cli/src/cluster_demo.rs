@@ -192,6 +192,7 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
                     .map_or(0, |d| d.as_secs())
             },
             node_metrics: Some(crate::metrics::renderer(sources)),
+            backend: Some(backend.clone()),
         });
         let api_task = tokio::spawn(async move { axum::serve(api, app).await });
         let id = uuid::Uuid::new_v4().to_string();
@@ -203,6 +204,7 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
                 block_size: 4096,
                 qos: None,
                 hosts: vec![],
+                source: None,
             },
             id.clone(),
             &Licence::default(),

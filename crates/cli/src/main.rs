@@ -19,6 +19,7 @@ mod plan;
 mod qos;
 mod replication;
 mod serve;
+mod snapshots;
 mod sysinfo;
 mod tls;
 

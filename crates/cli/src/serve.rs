@@ -433,6 +433,7 @@ async fn join_cluster(
                         .map_or(0, |d| d.as_secs())
                 },
                 node_metrics: Some(node_metrics),
+                backend: Some(svc.engine().backend().clone()),
             });
             let scheme = if tls.is_some() { "https" } else { "http" };
             let t = match tls {

@@ -1,7 +1,8 @@
 //! A cluster node without a `[backend]` section opens the backend the cluster configuration
 //! names: with none named it refuses to start and says why; with one named (a directory, or a
 //! throwaway Ceph), three such nodes serve a replicated volume whose image lives in that
-//! backend, and a write reaches the RBD image.
+//! backend, and a write reaches the RBD image; on Ceph, a volume snapshot is an RBD snapshot
+//! and a clone from it a flattened RBD image.
 
 mod common;
 
@@ -55,7 +56,7 @@ async fn nodes_without_a_backend_section_use_the_cluster_configurations() {
     let address = BackendAddress::File {
         path: backend.display().to_string(),
     };
-    let (_procs, id) = serve_one_volume(dir.path(), &etcd, address).await;
+    let (_procs, id, _, _) = serve_one_volume(dir.path(), &etcd, address).await;
     // The volume's image is in the cluster configuration's backend, and nowhere else.
     assert!(backend.join(format!("{id}.img")).exists());
     assert!(!dir.path().join("backend").exists());
@@ -63,12 +64,12 @@ async fn nodes_without_a_backend_section_use_the_cluster_configurations() {
 
 /// Saves a cluster configuration naming `backend`, starts three nodes without a `[backend]`
 /// section, creates a volume and writes block 3 (0x7e) through NVMe/TCP, reading it back; the
-/// nodes and the volume's id.
+/// nodes, the volume's id, the API's address and the host's controller.
 async fn serve_one_volume(
     dir: &std::path::Path,
     etcd: &EtcdServer,
     backend: BackendAddress,
-) -> (Vec<common::Proc>, String) {
+) -> (Vec<common::Proc>, String, String, HostController) {
     let store = etcd.connect().await;
     let config = ClusterConfig {
         backend: Some(backend),
@@ -111,7 +112,7 @@ async fn serve_one_volume(
     let data = bytes::Bytes::from(vec![0x7e; 4096]);
     c.write(0, 3, data.clone(), 4096).await.unwrap();
     assert_eq!(c.read(0, 3, 1, 4096).await.unwrap(), data);
-    (procs, id)
+    (procs, id, api, c)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +132,7 @@ async fn nodes_open_a_ceph_backend_named_by_the_cluster_configuration() {
         user: None,
         keyring: None,
     };
-    let (_procs, id) = serve_one_volume(dir.path(), &etcd, address).await;
+    let (_procs, id, api, mut c) = serve_one_volume(dir.path(), &etcd, address).await;
     // The image is in Ceph, and the write reaches it once destaged.
     let image = alcubierre_rbd::image_name(alcubierre_types::VolumeId(id.parse().unwrap()));
     let info = ceph.rbd(&["info", &image]).unwrap();
@@ -149,4 +150,64 @@ async fn nodes_open_a_ceph_backend_named_by_the_cluster_configuration() {
     .await;
     assert!(exported[..3 * 4096].iter().all(|&x| x == 0));
     assert!(!dir.path().join("backend").exists());
+
+    // A snapshot is an RBD snapshot of the image, taken by the primary after destaging (the
+    // file backend's test in snapshots.rs shows that writes only in the cache are in it).
+    c.write(0, 7, bytes::Bytes::from(vec![0x5a; 4096]), 4096)
+        .await
+        .unwrap();
+    let (status, body) = call(
+        &api,
+        "POST",
+        &format!("/api/v1/volumes/{id}/snapshots"),
+        r#"{"name":"before-upgrade"}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    eventually(60, "the snapshot ready", || async {
+        let s = json_call(
+            &api,
+            "GET",
+            &format!("/api/v1/volumes/{id}/snapshots/before-upgrade"),
+            "",
+        )
+        .await;
+        (s["state"] == "ready").then_some(())
+    })
+    .await;
+    let snaps = ceph.rbd(&["snap", "ls", &image]).unwrap();
+    assert!(snaps.contains("before-upgrade"), "{snaps}");
+    // A clone is a new image, flattened: independent of the snapshot.
+    let clone = json_call(
+        &api,
+        "POST",
+        "/api/v1/volumes",
+        r#"{"name":"cb-clone","size":33554432,"source":{"volume":"cb","snapshot":"before-upgrade"}}"#,
+    )
+    .await;
+    let clone_image = alcubierre_rbd::image_name(alcubierre_types::VolumeId(
+        clone["id"].as_str().unwrap().parse().unwrap(),
+    ));
+    let info = ceph.rbd(&["info", &clone_image]).unwrap();
+    assert!(
+        info.contains("size 32 MiB") && !info.contains("parent"),
+        "{info}"
+    );
+    let (status, body) = call(
+        &api,
+        "DELETE",
+        &format!("/api/v1/volumes/{id}/snapshots/before-upgrade"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(ceph.rbd(&["snap", "ls", &image]).unwrap(), "");
+    let _ = std::fs::remove_file(&out);
+    ceph.rbd(&["export", &clone_image, out.to_str().unwrap()])
+        .unwrap();
+    let cloned = std::fs::read(&out).unwrap();
+    assert_eq!(cloned.len(), 32 << 20);
+    assert!(cloned[3 * 4096..4 * 4096].iter().all(|&x| x == 0x7e));
+    assert!(cloned[7 * 4096..8 * 4096].iter().all(|&x| x == 0x5a));
+    assert!(cloned[16 << 20..].iter().all(|&x| x == 0));
 }

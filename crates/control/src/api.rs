@@ -22,6 +22,8 @@ use crate::plan::{plan, PlanInput};
 use crate::registry::{self, RegistryError};
 use crate::volumes::{self, CreateVolume, Host, QosPolicy, VolumeError};
 
+mod snapshots;
+
 /// Every route: method and path (axum syntax). The OpenAPI document lists the same.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/cluster/config"),
@@ -39,6 +41,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/volumes/{id}/resize"),
     ("PUT", "/api/v1/volumes/{id}/hosts"),
     ("PUT", "/api/v1/volumes/{id}/qos"),
+    ("GET", "/api/v1/volumes/{id}/snapshots"),
+    ("POST", "/api/v1/volumes/{id}/snapshots"),
+    ("GET", "/api/v1/volumes/{id}/snapshots/{snapshot}"),
+    ("DELETE", "/api/v1/volumes/{id}/snapshots/{snapshot}"),
     ("GET", "/api/v1/replication"),
     ("GET", "/api/v1/qos"),
     ("PUT", "/api/v1/qos/{name}"),
@@ -66,6 +72,9 @@ pub struct ApiState {
     pub now: fn() -> u64,
     /// The serving node's own metrics, appended to the cluster's.
     pub node_metrics: Option<NodeMetrics>,
+    /// The capacity backend, for deleting snapshots and cloning volumes from them (`None`: this
+    /// server cannot, and says so).
+    pub backend: Option<Arc<dyn alcubierre_backend::Backend>>,
 }
 
 /// An API error.
@@ -360,8 +369,10 @@ async fn create_volume(
     Body(r): Body<CreateVolume>,
 ) -> Result<(StatusCode, Json<volumes::Volume>), ApiError> {
     authorize(&s, &h)?;
-    let id = new_id();
-    let v = volumes::create(&*s.store, &r, id, &s.licence).await?;
+    let v = match &r.source {
+        Some(source) => snapshots::create_from_snapshot(&s, &r, source).await?,
+        None => volumes::create(&*s.store, &r, new_id(), &s.licence).await?,
+    };
     Ok((StatusCode::CREATED, Json(v)))
 }
 
@@ -731,6 +742,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/volumes/{id}/resize", post(resize_volume))
         .route("/api/v1/volumes/{id}/hosts", put(set_volume_hosts))
         .route("/api/v1/volumes/{id}/qos", put(set_volume_qos))
+        .route(
+            "/api/v1/volumes/{id}/snapshots",
+            get(snapshots::list_snapshots).post(snapshots::create_snapshot),
+        )
+        .route(
+            "/api/v1/volumes/{id}/snapshots/{snapshot}",
+            get(snapshots::get_snapshot).delete(snapshots::delete_snapshot),
+        )
         .route("/api/v1/replication", get(replication))
         .route("/api/v1/qos", get(list_qos))
         .route("/api/v1/qos/{name}", put(put_qos))

@@ -8,6 +8,7 @@
 //!   backend connectivity test;
 //! * [`registry`]: nodes in the store, heartbeats on leases, activation and draining;
 //! * [`volumes`]: volumes, QoS policies and hosts in the store;
+//! * [`snapshots`]: volume snapshots in the store, taken by each volume's primary;
 //! * [`reconcile`]: the leader's rules for replica sets (failover, out-of-sync, migration);
 //! * [`leader`]: the election and the reconcile loop, fenced by the leadership's revision;
 //! * [`api`]: the REST API and Prometheus metrics.
@@ -23,4 +24,5 @@ pub mod placement;
 pub mod plan;
 pub mod reconcile;
 pub mod registry;
+pub mod snapshots;
 pub mod volumes;

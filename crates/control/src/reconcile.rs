@@ -359,6 +359,7 @@ mod tests {
             qos: None,
             hosts: vec![],
             epoch: 1,
+            source: None,
         }
     }
 

@@ -50,6 +50,7 @@ async fn app() -> (axum::Router, Vec<Heartbeat>) {
         licence: Licence::default(),
         now: || 0,
         node_metrics: None,
+        backend: None,
     };
     (router(state), beats)
 }

@@ -21,6 +21,7 @@ fn req(name: &str) -> CreateVolume {
         block_size: 4096,
         qos: None,
         hosts: vec![],
+        source: None,
     }
 }
 

@@ -24,6 +24,7 @@ fn req(name: &str, size: u64) -> CreateVolume {
         block_size: 4096,
         qos: None,
         hosts: vec![],
+        source: None,
     }
 }
 

@@ -343,23 +343,59 @@ impl Backend for RbdBackend {
             },
             _ => to_backend(e, Some(source)),
         };
-        if !image.snap_is_protected(name).map_err(not_found)? {
-            image.snap_protect(name).map_err(not_found)?;
-        }
-        self.pool
-            .clone_image(
+        // A clone needs a protected snapshot; another clone from it that finishes meanwhile
+        // unprotects it again (EINVAL here), so protect and clone again then.
+        for attempt in 0.. {
+            // EBUSY: another clone is protecting it right now.
+            match image.snap_protect(name) {
+                Err(e) if e.errno == 16 => {}
+                r => r.map_err(not_found)?,
+            }
+            match self.pool.clone_image(
                 &image_name(source),
                 name,
                 &image_name(target),
                 FEATURE_LAYERING,
-            )
-            .map_err(|e| to_backend(e, Some(target)))?;
+            ) {
+                Err(e) if e.errno == 22 && attempt < 3 => continue,
+                r => r.map_err(|e| to_backend(e, Some(target)))?,
+            }
+            break;
+        }
         let clone = self.image(target)?;
         clone.flatten().map_err(|e| to_backend(e, Some(target)))?;
-        // Flattened: the snapshot has no clone left and can be unprotected again.
-        image
-            .snap_unprotect(name)
-            .map_err(|e| to_backend(e, Some(source)))
+        // Flattened: the snapshot has no child from this clone and can be unprotected again,
+        // unless another clone from it is still flattening (EBUSY): that one unprotects it.
+        match image.snap_unprotect(name) {
+            Err(e) if e.errno == 16 => Ok(()),
+            r => r.map_err(|e| to_backend(e, Some(source))),
+        }
+    }
+
+    fn list_snapshots(&self, volume: VolumeId) -> Result<Vec<String>, BackendError> {
+        let mut names = self
+            .image(volume)?
+            .snapshots()
+            .map_err(|e| to_backend(e, Some(volume)))?;
+        names.sort();
+        Ok(names)
+    }
+
+    fn delete_snapshot(&self, volume: VolumeId, name: &str) -> Result<(), BackendError> {
+        let image = self.image(volume)?;
+        let err = |e: CephError| match e.errno {
+            2 => BackendError::NotFound {
+                what: format!("{volume}@{name}"),
+            },
+            16 => BackendError::Unavailable(format!(
+                "snapshot {volume}@{name} is being cloned; try again later"
+            )),
+            _ => to_backend(e, Some(volume)),
+        };
+        if image.snap_is_protected(name).map_err(err)? {
+            image.snap_unprotect(name).map_err(err)?;
+        }
+        image.snap_remove(name).map_err(err)
     }
 
     fn describe(&self) -> String {
