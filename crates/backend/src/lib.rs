@@ -143,6 +143,12 @@ pub trait Backend: Send + Sync {
     ) -> Result<(), BackendError>;
     /// A human description ("files in /var/lib/...", "rbd pool volumes").
     fn describe(&self) -> String;
+    /// The longest a write may stay in flight before it fails: a node that becomes a volume's
+    /// primary waits this long before destaging it, so that no write of the old primary's lands
+    /// over newer data (zero where writes complete synchronously).
+    fn write_timeout(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// Checks a size: non-zero and a multiple of 512 (for implementations of [`Backend`]).

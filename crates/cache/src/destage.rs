@@ -96,7 +96,14 @@ impl Partition {
             .iter()
             .map(|(v, r)| (*v, r.released))
             .collect();
-        let primaries = self.primaries.lock().clone();
+        // Primaries whose fence is closed are held like a follower's volumes.
+        let primaries: std::collections::HashSet<VolumeId> = self
+            .primaries
+            .lock()
+            .iter()
+            .filter(|(_, fence)| fence.allows())
+            .map(|(v, _)| *v)
+            .collect();
         let released_of = |e: &crate::format::Entry| released.get(&e.volume).copied().unwrap_or(0);
         let held = |e: &crate::format::Entry| {
             e.replicated()

@@ -342,10 +342,23 @@ impl Engine {
         {
             let mut set = p.primaries.lock();
             match role {
-                crate::partition::ReplicaRole::Primary => set.insert(volume),
-                crate::partition::ReplicaRole::Follower => set.remove(&volume),
+                crate::partition::ReplicaRole::Primary => {
+                    set.entry(volume)
+                        .or_insert_with(crate::partition::DestageFence::open);
+                }
+                crate::partition::ReplicaRole::Follower => {
+                    set.remove(&volume);
+                }
             };
         }
+        p.notify_unhold();
+    }
+
+    /// Makes this node `volume`'s primary, destaging its replicated writes only when `fence`
+    /// allows (while the node's lease holds; not before an old primary's writes are done).
+    pub fn set_primary_fenced(&self, volume: VolumeId, fence: crate::partition::DestageFence) {
+        let p = self.partition_of(volume);
+        p.primaries.lock().insert(volume, fence);
         p.notify_unhold();
     }
 

@@ -42,6 +42,6 @@ pub use destage::RoundStats;
 pub use engine::{CacheStats, Engine, FormatOptions, RecoveryReport};
 pub use error::CacheError;
 pub use limiter::RateLimiter;
-pub use partition::{Op, Partition, RepLog, ReplicaRole, Tag};
+pub use partition::{DestageFence, Op, Partition, RepLog, ReplicaRole, Tag};
 pub use recovery::PartitionReport;
 pub use service::{CacheService, CacheVolume, ServiceConfig, VolumeOpener, WriteCallback};

@@ -165,8 +165,9 @@ pub struct Partition {
     /// Per volume: the replication log held in this journal (tagged entries after the destage
     /// point at open, plus every tagged entry committed since).
     pub(crate) replog: Mutex<std::collections::HashMap<VolumeId, RepLog>>,
-    /// Volumes this node is primary of (their replicated writes are destaged here).
-    pub(crate) primaries: Mutex<std::collections::HashSet<VolumeId>>,
+    /// Volumes this node is primary of (their replicated writes are destaged here, when their
+    /// fence allows).
+    pub(crate) primaries: Mutex<std::collections::HashMap<VolumeId, DestageFence>>,
     /// Bumped by whatever can let a follower's held writes go (a release, a role change, a
     /// drop), so a destager stopped at held writes sleeps until then instead of re-reading
     /// the log on every commit.
@@ -193,6 +194,34 @@ pub struct RepLog {
     pub released: u64,
     /// The highest sequence number this journal has destaged (as primary) since it opened.
     pub destaged: u64,
+}
+
+/// When a primary may destage a volume's replicated writes: only while `allowed` says so (its
+/// node's lease holds: an old primary cut off from the cluster stops writing into the backend
+/// before a new primary is made), and not before `not_before` (a new primary waits until an
+/// old primary's last backend writes have landed or failed, so none of them lands over the
+/// new primary's newer data). See docs/design/replication.md, "Backend fencing".
+#[derive(Clone)]
+pub struct DestageFence {
+    /// Whether destaging may go on now.
+    pub allowed: std::sync::Arc<dyn Fn() -> bool + Send + Sync>,
+    /// Not before this instant.
+    pub not_before: std::time::Instant,
+}
+
+impl DestageFence {
+    /// No fence: destage whenever there is work.
+    pub fn open() -> Self {
+        Self {
+            allowed: std::sync::Arc::new(|| true),
+            not_before: std::time::Instant::now(),
+        }
+    }
+
+    /// Whether destaging may go on now.
+    pub fn allows(&self) -> bool {
+        std::time::Instant::now() >= self.not_before && (self.allowed)()
+    }
 }
 
 /// How the destager treats a volume's replicated writes.
@@ -252,7 +281,7 @@ impl Partition {
             counters: Counters::default(),
             notify_bytes: AtomicU64::new(1 << 20),
             replog: Mutex::new(std::collections::HashMap::new()),
-            primaries: Mutex::new(std::collections::HashSet::new()),
+            primaries: Mutex::new(std::collections::HashMap::new()),
             hold_gen: AtomicU64::new(0),
             read_bufs: Mutex::new(Vec::new()),
             prefetched: Mutex::new(None),

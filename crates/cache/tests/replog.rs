@@ -183,3 +183,82 @@ fn a_follower_holds_replicated_writes_until_released() {
         "a primary destages its writes"
     );
 }
+
+/// Backend fencing (docs/design/replication.md): a primary destages its volume's replicated
+/// writes only while its fence allows (its node's lease holds) and not before the fence's
+/// start (an old primary's last backend writes are done by then). While it is closed, the
+/// round stops before the fenced writes, as before a follower's.
+#[test]
+fn a_primary_destages_only_while_its_fence_allows() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    let medium: Arc<dyn Medium> = Arc::new(MemMedium::new(4 << 20));
+    Engine::format(&*medium, &small_format(1)).unwrap();
+    let backend = Arc::new(MemBackend::new());
+    let (a, b) = (vol(1), vol(2));
+    let g = geometry(1 << 20);
+    for v in [a, b] {
+        backend
+            .create(v, alcubierre_types::ByteSize(1 << 20))
+            .unwrap();
+    }
+    let e = open(medium, backend.clone(), &[(a, g), (b, g)]);
+    let p = e.partition_of(a).clone();
+    let lease = Arc::new(AtomicBool::new(false));
+    let held = lease.clone();
+    e.set_primary_fenced(
+        a,
+        alcubierre_cache::DestageFence {
+            allowed: Arc::new(move || held.load(Ordering::SeqCst)),
+            not_before: Instant::now(),
+        },
+    );
+    let ops = vec![
+        e.write_op(b, Lba(0), Bytes::from(vec![0x0b; 4096]))
+            .unwrap(),
+        e.write_op(a, Lba(0), Bytes::from(vec![0x11; 4096]))
+            .unwrap(),
+    ];
+    for r in p.commit_tagged(&ops, &[Tag::default(), tag(1, 1)]) {
+        r.unwrap();
+    }
+    e.destage_round(1 << 20).unwrap();
+    assert_eq!(
+        backend_block(&backend, a, 0),
+        0,
+        "no lease: nothing of a destaged"
+    );
+    assert_eq!(&e.read(a, Lba(0), BlockCount(1)).unwrap()[..1], &[0x11]);
+
+    lease.store(true, Ordering::SeqCst);
+    e.destage_all().unwrap();
+    assert_eq!(
+        backend_block(&backend, a, 0),
+        0x11,
+        "under the lease it goes"
+    );
+    assert_eq!(backend_block(&backend, b, 0), 0x0b);
+
+    // A new primary's fence that opens later: nothing before then, then everything.
+    e.set_primary_fenced(
+        a,
+        alcubierre_cache::DestageFence {
+            allowed: Arc::new(|| true),
+            not_before: Instant::now() + Duration::from_millis(300),
+        },
+    );
+    let op = e
+        .write_op(a, Lba(1), Bytes::from(vec![0x22; 4096]))
+        .unwrap();
+    p.commit_tagged(&[op], &[tag(2, 2)]).pop().unwrap().unwrap();
+    e.destage_all().unwrap();
+    assert_eq!(
+        backend_block(&backend, a, 1),
+        0,
+        "not before the fence opens"
+    );
+    std::thread::sleep(Duration::from_millis(350));
+    e.destage_all().unwrap();
+    assert_eq!(backend_block(&backend, a, 1), 0x22);
+}

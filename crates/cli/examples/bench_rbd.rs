@@ -2,10 +2,13 @@
 //! memstore OSD on loopback, started here):
 //!
 //! 1. `rbd bench --io-type write` (64 KiB sequential, 16 threads), as the cluster's limit;
-//! 2. uncapped destage: `MIB` MiB of 64 KiB sequential writes land in the cache with destage paused,
-//!    then it runs unlimited; throughput = bytes destaged / time until nothing is dirty;
-//!    1 and 2 alternate `REPS` times (default 3) and the ratio is of the medians;
-//! 3. capped destage at 50 MB/s: the measured rate over the drain against the cap.
+//! 2. the RBD backend alone, without the cache engine: `MIB` MiB written the way destage writes
+//!    a sequential round (4 MiB rounds of 16 writes of 256 KiB through `write_many`, a flush
+//!    after each), which is the ceiling of what destage can reach through this client;
+//! 3. uncapped destage: `MIB` MiB of 64 KiB sequential writes land in the cache with destage
+//!    paused, then it runs unlimited; throughput = bytes destaged / time until nothing is dirty;
+//!    1, 2 and 3 alternate `REPS` times (default 3) and the ratios are of the medians;
+//! 4. capped destage at 50 MB/s: the measured rate over the drain against the cap.
 //!
 //! `cargo run --release -p alcubierre --example bench_rbd [MIB]` (default 256; needs ceph-mon,
 //! ceph-osd and ceph-common; `ROUND_MIB=N` sets the destage round size). The OSD keeps its data
@@ -20,7 +23,7 @@ use alcubierre_cache::{CacheService, Engine, FormatOptions, RateLimiter, Service
 use alcubierre_io::{DirectFile, Medium};
 use alcubierre_rbd::testing::CephCluster;
 use alcubierre_rbd::RbdBackend;
-use alcubierre_types::{BlockSize, ByteSize, Lba, VolumeGeometry, VolumeId};
+use alcubierre_types::{BlockSize, ByteOffset, ByteSize, Lba, VolumeGeometry, VolumeId};
 use bytes::Bytes;
 
 /// User + system CPU time of process `pid` ("self" for this one), from /proc.
@@ -151,6 +154,32 @@ fn destage(ceph: &CephCluster, mib: u64, rate: u64) -> anyhow::Result<(u64, Dura
     Ok((destaged, took))
 }
 
+/// Writes `mib` MiB to a new image through the RBD backend as destage writes a sequential
+/// round (16 writes of 256 KiB at once, then a flush); bytes per second and the machine's busy
+/// share.
+fn backend_alone(ceph: &CephCluster, mib: u64) -> anyhow::Result<(f64, f64)> {
+    let backend = RbdBackend::connect(&ceph.config())?;
+    let vol = VolumeId::random();
+    backend.create(vol, ByteSize(mib << 20))?;
+    const ROUND: usize = 4 << 20;
+    const EXTENT: usize = 256 << 10;
+    let buf = vec![0x5au8; ROUND];
+    let (m0, t0) = (machine_ticks(), Instant::now());
+    for round in 0..(mib << 20) / ROUND as u64 {
+        let extents: Vec<(ByteOffset, &[u8])> = buf
+            .chunks(EXTENT)
+            .enumerate()
+            .map(|(i, c)| (ByteOffset(round * ROUND as u64 + (i * EXTENT) as u64), c))
+            .collect();
+        backend.write_many(vol, &extents)?;
+        backend.flush(vol)?;
+    }
+    let bps = (mib << 20) as f64 / t0.elapsed().as_secs_f64();
+    let busy = busy_since(m0);
+    backend.delete(vol)?;
+    Ok((bps, busy))
+}
+
 /// The bytes per second of `rbd bench`'s summary line ("elapsed: 0  ops: 8192  ops/sec:
 /// 31130.5  bytes/sec: 1.9 GiB/s"), from its ops/sec times the write size: bytes/sec is printed
 /// with two significant digits only.
@@ -204,7 +233,7 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let (mut theirs, mut ours) = (Vec::new(), Vec::new());
+    let (mut theirs, mut alone, mut ours) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 1..=reps {
         ceph.rbd(&["create", "--size", &format!("{}M", mib * 2), "bench"])?;
         let m0 = machine_ticks();
@@ -231,6 +260,14 @@ fn main() -> anyhow::Result<()> {
             busy * 100.0
         );
         ceph.rbd(&["rm", "bench"])?;
+        let (raw, busy) = backend_alone(&ceph, mib)?;
+        println!(
+            "[{rep}] RBD backend alone, 4 MiB rounds of 16 x 256 KiB + flush: {:.1} MB/s = {:.2}x rbd bench; machine {:.0}% busy",
+            raw / 1e6,
+            raw / rbd_bps.max(1.0),
+            busy * 100.0
+        );
+        alone.push(raw);
         let (bytes, took) = destage(&ceph, mib, u64::MAX / 4)?;
         let bps = bytes as f64 / took.as_secs_f64();
         println!(
@@ -247,12 +284,15 @@ fn main() -> anyhow::Result<()> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (t, o) = (median(&mut theirs), median(&mut ours));
+    let (t, a, o) = (median(&mut theirs), median(&mut alone), median(&mut ours));
     println!(
-        "median of {reps}: rbd bench {:.1} MB/s, uncapped destage {:.1} MB/s = {:.2}x",
+        "median of {reps}: rbd bench {:.1} MB/s, RBD backend alone {:.1} MB/s ({:.2}x), uncapped destage {:.1} MB/s = {:.2}x rbd bench, {:.2}x the backend alone",
         t / 1e6,
+        a / 1e6,
+        a / t.max(1.0),
         o / 1e6,
-        o / t.max(1.0)
+        o / t.max(1.0),
+        o / a.max(1.0)
     );
     let cap = 50_000_000u64;
     let (bytes, took) = destage(&ceph, mib, cap)?;

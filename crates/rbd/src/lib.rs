@@ -62,6 +62,8 @@ pub struct RbdBackend {
     pool: Arc<Pool>,
     name: String,
     open: Mutex<HashMap<VolumeId, Arc<Image>>>,
+    /// librados's operation timeout: no write stays in flight longer.
+    op_timeout: Duration,
 }
 
 /// ENOENT, EEXIST, ETIMEDOUT and the other errnos that mean "try later".
@@ -173,6 +175,7 @@ impl RbdBackend {
             pool,
             name: cfg.pool.clone(),
             open: Mutex::new(HashMap::new()),
+            op_timeout: Duration::from_secs(cfg.op_timeout.as_secs().max(1)),
         })
     }
 
@@ -396,6 +399,11 @@ impl Backend for RbdBackend {
             image.snap_unprotect(name).map_err(err)?;
         }
         image.snap_remove(name).map_err(err)
+    }
+
+    fn write_timeout(&self) -> Duration {
+        // An op that timed out may have been queued at an OSD a little longer.
+        self.op_timeout + Duration::from_secs(1)
     }
 
     fn describe(&self) -> String {

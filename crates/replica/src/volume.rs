@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alcubierre_block::{BlockDevice, BlockError, IoFuture};
-use alcubierre_cache::{CacheVolume, Engine, ReplicaRole, Tag, WriteCallback};
+use alcubierre_cache::{CacheVolume, DestageFence, Engine, Tag, WriteCallback};
 use alcubierre_types::{BlockCount, ByteSize, Lba, VolumeGeometry, VolumeId};
 use bytes::Bytes;
 use futures::FutureExt;
@@ -96,6 +96,11 @@ impl Lease {
     fn until(&self) -> u64 {
         self.until_ms.load(Ordering::Acquire)
     }
+
+    /// Whether the lease holds now.
+    pub fn holds(&self) -> bool {
+        self.now_ms() < self.until()
+    }
 }
 
 /// Most bytes of written data kept in memory for resync.
@@ -169,7 +174,16 @@ impl PrimaryVolume {
             epoch: epoch_in(&log.runs, destaged_seq),
             seq: destaged_seq,
         };
-        engine.set_replica_role(volume, ReplicaRole::Primary);
+        // Destage only under the lease, and only once an earlier primary's backend writes are
+        // done (docs/design/replication.md, "Backend fencing").
+        let held = lease.clone();
+        engine.set_primary_fenced(
+            volume,
+            DestageFence {
+                allowed: Arc::new(move || held.holds()),
+                not_before: Instant::now() + engine.backend().write_timeout(),
+            },
+        );
         let (core, acts) = Primary::new(
             *volume.0.as_bytes(),
             me,
