@@ -88,6 +88,8 @@ pub struct NodeParts {
     pub volumes: VolumeOpener,
     /// Its NVMe/TCP target.
     pub target: Arc<Target>,
+    /// Its iSCSI target, when it serves iSCSI.
+    pub iscsi: Option<Arc<alcubierre_iscsi::Target>>,
     /// Its ANA group.
     pub ana_group: u32,
     /// Its destagers' shared rate limit.
@@ -396,12 +398,17 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
             continue;
         }
         let want = acl(v, &hosts);
+        let want_iscsi: Vec<Host> = v
+            .hosts
+            .iter()
+            .filter_map(|h| hosts.get(h).cloned())
+            .collect();
         let policy = v.qos.as_ref().and_then(|q| policies.get(q)).cloned();
         let path = match local.paths.entry(v.id.clone()) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => {
                 let id = attach(p, v)?;
-                match Path::open(p, v, id, want.clone(), policy.clone()) {
+                match Path::open(p, v, id, want.clone(), want_iscsi.clone(), policy.clone()) {
                     Ok(path) => e.insert(path),
                     Err(err) => {
                         tracing::error!(node = %p.name, volume = %v.name, "export failed: {err:#}");
@@ -415,8 +422,8 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
             tracing::info!(node = %p.name, volume = %v.name, ?policy, "QoS applied");
             path.policy = policy;
         }
-        if path.acl != want {
-            path.set_acl(want);
+        if path.acl != want || path.iscsi_hosts != want_iscsi {
+            path.set_acl(p, want, want_iscsi);
         }
         if v.size > path.size {
             match grow(p, v, v.primary == p.name) {
@@ -720,6 +727,7 @@ mod tests {
                 engine: engine.clone(),
                 volumes: svc.volumes(),
                 target,
+                iscsi: None,
                 ana_group: 1,
                 destage_limit: None,
                 stats: VolumeStats::default(),

@@ -35,6 +35,7 @@ const VOLUME: u64 = 1 << 30;
 struct DemoNode {
     name: String,
     listener: Listener,
+    iscsi: (SocketAddr, tokio::task::JoinHandle<()>),
     service: CacheService,
     metrics: Option<crate::metrics::NodeSources>,
     _agent: Agent,
@@ -52,6 +53,8 @@ struct Ready {
     nqn: String,
     primary: String,
     primary_addr: String,
+    /// The demo volume over iSCSI on its primary (libiscsi URL form).
+    iscsi_url: String,
 }
 
 fn random_token() -> String {
@@ -98,6 +101,15 @@ async fn start_node(
         Ok(l) => l,
         Err(_) => Listener::bind(target.clone(), "127.0.0.1:0".parse()?, 1).await?,
     };
+    // iSCSI on 3260, 3261, ... when free.
+    let iscsi = alcubierre_iscsi::Target::new();
+    let preferred: SocketAddr = format!("127.0.0.1:{}", 3259 + i).parse()?;
+    let (iscsi_addr, iscsi_task) = match alcubierre_iscsi::driver::listen(iscsi.clone(), preferred)
+        .await
+    {
+        Ok(x) => x,
+        Err(_) => alcubierre_iscsi::driver::listen(iscsi.clone(), "127.0.0.1:0".parse()?).await?,
+    };
     let replica = alcubierre_replica::node::ReplicaServer::bind("127.0.0.1:0".parse()?).await?;
     let node = Node {
         name: name.clone(),
@@ -139,6 +151,7 @@ async fn start_node(
             engine,
             volumes: service.volumes(),
             target,
+            iscsi: Some(iscsi),
             ana_group: i as u32,
             destage_limit: Some(limit),
             stats,
@@ -150,6 +163,7 @@ async fn start_node(
     Ok(DemoNode {
         name,
         listener,
+        iscsi: (iscsi_addr, iscsi_task),
         service,
         metrics: Some(metrics),
         _agent: agent,
@@ -245,6 +259,11 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
             nqn: nqn.clone(),
             primary: primary.clone(),
             primary_addr: paddr.to_string(),
+            iscsi_url: format!(
+                "iscsi://{}/{}/0",
+                pnode.iscsi.0,
+                alcubierre_iscsi::volume_iqn(VolumeId(id.parse()?))
+            ),
         };
         if json {
             println!("{}", serde_json::to_string(&ready)?);
@@ -277,6 +296,11 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
                 paddr.ip(),
                 paddr.port()
             );
+            println!(
+                "or over iSCSI: iscsiadm -m discovery -t st -p {}; the target is {}",
+                pnode.iscsi.0,
+                alcubierre_iscsi::volume_iqn(VolumeId(id.parse()?))
+            );
             println!("web console: {}/ (token {token})", ready.api);
             println!("REST API: {} (token {token})", ready.api);
             println!(
@@ -299,6 +323,7 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
             n.leader.abort();
             drop(n._agent);
             drop(n.listener);
+            n.iscsi.1.abort();
             n.service.shutdown();
         }
         if !json {

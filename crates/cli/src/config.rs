@@ -22,6 +22,9 @@
 //! discovery_listen = ["0.0.0.0:8009"]        # discovery only
 //! advertise = ["192.0.2.10"]                 # addresses hosts reach this node by
 //!
+//! [iscsi]                                    # optional: serve iSCSI too
+//! listen = ["0.0.0.0:3260"]
+//!
 //! [[volume]]
 //! name = "vol1"
 //! size = "10GiB"
@@ -49,6 +52,8 @@ pub struct NodeConfig {
     pub backend: Option<BackendSection>,
     /// NVMe/TCP front end.
     pub nvmf: NvmfSection,
+    /// iSCSI front end (off when absent).
+    pub iscsi: Option<IscsiSection>,
     /// Exported volumes.
     #[serde(default, rename = "volume")]
     pub volumes: Vec<VolumeSection>,
@@ -215,6 +220,14 @@ pub struct NvmfSection {
     /// Microseconds a connection keeps polling after work before it sleeps (0: never).
     #[serde(default)]
     pub busy_poll_us: u32,
+}
+
+/// `[iscsi]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IscsiSection {
+    /// Listen addresses (port 3260 by convention).
+    pub listen: Vec<SocketAddr>,
 }
 
 fn default_icd() -> u32 {

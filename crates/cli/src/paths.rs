@@ -1,5 +1,6 @@
 //! A node's paths: every node holding a replica of a volume exports it over NVMe/TCP, with the
-//! same subsystem NQN, serial and namespace ids everywhere and this node's ANA group.
+//! same subsystem NQN, serial and namespace ids everywhere and this node's ANA group, and over
+//! iSCSI when the node serves it (the same target name and LUN identity everywhere).
 //!
 //! * On the primary the path serves locally (ANA optimized).
 //! * On a follower it forwards each I/O to the primary over the replica network (ANA
@@ -15,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use alcubierre_block::{BlockDevice, IoStats, Metered};
-use alcubierre_control::volumes::{QosPolicy, Volume};
+use alcubierre_control::volumes::{Host, QosPolicy, Volume};
 use alcubierre_nvmf::{volume_nqn, AnaState, HostAcl, Subsystem};
 use alcubierre_replica::forward::{Forwarder, PathDevice, Route};
 use alcubierre_types::VolumeId;
@@ -29,6 +30,8 @@ pub struct Path {
     pub id: VolumeId,
     pub size: u64,
     pub acl: HostAcl,
+    /// The hosts whose IQNs and CHAP credentials the iSCSI target admits.
+    pub iscsi_hosts: Vec<Host>,
     pub qos: Arc<Qos>,
     pub policy: Option<QosPolicy>,
     /// Its role here, for metrics.
@@ -36,6 +39,25 @@ pub struct Path {
     device: Arc<PathDevice>,
     forwarder: Arc<Forwarder>,
     subsystem: Arc<Subsystem>,
+    /// The iSCSI logical unit, when the node serves iSCSI.
+    lun: Option<Arc<alcubierre_iscsi::scsi::Lun>>,
+}
+
+/// Who may log in to a volume's iSCSI target: its hosts' IQNs (none listed: any) with their
+/// CHAP credentials.
+pub fn iscsi_access(hosts: &[Host]) -> alcubierre_iscsi::login::Access {
+    use alcubierre_iscsi::login::{Access, Chap};
+    Access {
+        initiators: hosts.iter().filter_map(|h| h.iqn.clone()).collect(),
+        per_initiator: hosts
+            .iter()
+            .filter_map(|h| {
+                let (user, secret) = h.chap.clone()?;
+                Some((h.iqn.clone()?, Chap { user, secret }))
+            })
+            .collect(),
+        ..Access::default()
+    }
 }
 
 impl Path {
@@ -45,6 +67,7 @@ impl Path {
         v: &Volume,
         id: VolumeId,
         acl: HostAcl,
+        iscsi_hosts: Vec<Host>,
         policy: Option<QosPolicy>,
     ) -> anyhow::Result<Self> {
         let engine = p.engine.clone();
@@ -59,7 +82,20 @@ impl Path {
         let stats = Arc::new(IoStats::default());
         let role = Arc::new(Role::default());
         let dev: Arc<dyn BlockDevice> = Arc::new(Metered::new(device.clone(), stats.clone()));
-        let subsystem = Arc::new(Subsystem::new(id, dev, acl.clone(), p.ana_group));
+        let subsystem = Arc::new(Subsystem::new(id, dev.clone(), acl.clone(), p.ana_group));
+        let lun = p.iscsi.as_ref().map(|t| {
+            let lun = Arc::new(alcubierre_iscsi::scsi::Lun::new(dev.clone(), id.to_bytes()));
+            t.export(
+                &alcubierre_iscsi::volume_iqn(id),
+                alcubierre_iscsi::Export {
+                    lun: lun.clone(),
+                    access: iscsi_access(&iscsi_hosts),
+                    portals: vec![],
+                },
+            );
+            lun
+        });
+        let iscsi_hosts = iscsi_hosts.clone();
         subsystem.set_ana(AnaState::Inaccessible);
         p.target.add_subsystem(subsystem.clone());
         p.stats.write().insert(
@@ -75,12 +111,14 @@ impl Path {
             id,
             size: v.size,
             acl,
+            iscsi_hosts,
             qos,
             policy,
             role,
             device,
             forwarder: Forwarder::new(id),
             subsystem,
+            lun,
         })
     }
 
@@ -116,9 +154,20 @@ impl Path {
     }
 
     /// Replaces the host access list (existing connections stay).
-    pub fn set_acl(&mut self, acl: HostAcl) {
+    pub fn set_acl(&mut self, p: &NodeParts, acl: HostAcl, iscsi_hosts: Vec<Host>) {
         self.subsystem.set_acl(acl.clone());
         self.acl = acl;
+        self.iscsi_hosts = iscsi_hosts;
+        if let (Some(t), Some(lun)) = (&p.iscsi, &self.lun) {
+            t.export(
+                &alcubierre_iscsi::volume_iqn(self.id),
+                alcubierre_iscsi::Export {
+                    lun: lun.clone(),
+                    access: iscsi_access(&self.iscsi_hosts),
+                    portals: vec![],
+                },
+            );
+        }
     }
 
     /// Stops exporting.
@@ -126,6 +175,9 @@ impl Path {
         self.device
             .set_route(Route::Down("the volume left this node".into()));
         p.target.remove_subsystem(&volume_nqn(self.id));
+        if let Some(t) = &p.iscsi {
+            t.unexport(&alcubierre_iscsi::volume_iqn(self.id));
+        }
         p.stats.write().remove(id);
     }
 }

@@ -24,6 +24,9 @@ pub struct Node {
     pub target: Arc<Target>,
     /// Bound addresses: I/O portals, then discovery-only listeners.
     pub listeners: Vec<Listener>,
+    /// The iSCSI target, its bound portals and their tasks.
+    pub iscsi: Option<(Arc<alcubierre_iscsi::Target>, Vec<SocketAddr>)>,
+    iscsi_tasks: Vec<tokio::task::JoinHandle<()>>,
     service: Option<CacheService>,
     cluster: Option<Cluster>,
     /// What was exported.
@@ -39,6 +42,8 @@ pub struct ExportedVolume {
     pub id: String,
     /// Subsystem NQN.
     pub nqn: String,
+    /// iSCSI target name (when the node serves iSCSI).
+    pub iqn: Option<String>,
     /// Size in bytes.
     pub size: u64,
     /// Whether it is served from memory (benchmarks).
@@ -215,6 +220,7 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
         busy_poll: std::time::Duration::from_micros(cfg.nvmf.busy_poll_us as u64),
         ..TargetConfig::default()
     }));
+    let iscsi = cfg.iscsi.as_ref().map(|_| alcubierre_iscsi::Target::new());
     let mut volumes = Vec::new();
     for v in &cfg.volumes {
         let id = v.volume_id();
@@ -231,10 +237,23 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
         } else {
             HostAcl::Only(v.hosts.clone())
         };
+        let iqn = iscsi.as_ref().map(|t| {
+            let name = alcubierre_iscsi::volume_iqn(id);
+            t.export(
+                &name,
+                alcubierre_iscsi::Export {
+                    lun: Arc::new(alcubierre_iscsi::scsi::Lun::new(dev.clone(), id.to_bytes())),
+                    access: Default::default(),
+                    portals: vec![],
+                },
+            );
+            name
+        });
         let s = Arc::new(Subsystem::new(id, dev, acl, cfg.node.ana_group));
         volumes.push(ExportedVolume {
             name: v.name.clone(),
             id: id.to_string(),
+            iqn,
             nqn: s.nqn.clone(),
             size: v.size.0,
             memory: v.memory,
@@ -254,6 +273,16 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
             .with_context(|| format!("nvmf.listen: binding {a}"))?;
         listeners.push(l);
     }
+    let (mut iscsi_bound, mut iscsi_tasks) = (Vec::new(), Vec::new());
+    if let (Some(t), Some(sec)) = (&iscsi, &cfg.iscsi) {
+        for a in &sec.listen {
+            let (bound, task) = alcubierre_iscsi::driver::listen(t.clone(), *a)
+                .await
+                .with_context(|| format!("iscsi.listen: binding {a}"))?;
+            iscsi_bound.push(bound);
+            iscsi_tasks.push(task);
+        }
+    }
     let cluster = match &cfg.cluster {
         Some(c) => {
             // What hosts reach: the advertised portals, else the bound I/O listeners.
@@ -270,13 +299,25 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
                     .map(|p| format!("{}:{}", p.addr, p.port))
                     .collect()
             };
-            Some(join_cluster(cfg, c, service.as_ref(), destage_limit, &target, portals).await?)
+            Some(
+                join_cluster(
+                    cfg,
+                    c,
+                    service.as_ref(),
+                    destage_limit,
+                    (&target, iscsi.clone()),
+                    portals,
+                )
+                .await?,
+            )
         }
         None => None,
     };
     Ok(Node {
         target,
         listeners,
+        iscsi: iscsi.map(|t| (t, iscsi_bound)),
+        iscsi_tasks,
         service,
         cluster,
         volumes,
@@ -307,7 +348,7 @@ async fn join_cluster(
     c: &crate::config::ClusterSection,
     service: Option<&CacheService>,
     destage_limit: Option<Arc<RateLimiter>>,
-    target: &Arc<Target>,
+    (target, iscsi): (&Arc<Target>, Option<Arc<alcubierre_iscsi::Target>>),
     portals: Vec<String>,
 ) -> anyhow::Result<Cluster> {
     use alcubierre_control::model::{Activation, CacheDevice, CacheState, Node as NodeRecord};
@@ -389,6 +430,7 @@ async fn join_cluster(
             engine: svc.engine().clone(),
             volumes: svc.volumes(),
             target: target.clone(),
+            iscsi,
             ana_group: cfg.node.ana_group,
             destage_limit: destage_limit.clone(),
             stats: stats.clone(),
@@ -467,6 +509,9 @@ impl Node {
     /// Stops accepting and stops the cache service.
     pub fn stop(mut self) {
         self.listeners.clear();
+        for t in self.iscsi_tasks.drain(..) {
+            t.abort();
+        }
         if let Some(s) = self.service.take() {
             s.shutdown();
         }
@@ -477,6 +522,7 @@ impl Node {
 struct Ready<'a> {
     node: &'a str,
     listening: Vec<String>,
+    iscsi: Vec<String>,
     volumes: &'a [ExportedVolume],
     api: Option<String>,
 }
@@ -505,6 +551,11 @@ pub fn run(config: &Path, json: bool) -> anyhow::Result<()> {
         let ready = Ready {
             node: &cfg.node.name,
             listening: node.listeners.iter().map(|l| l.local_addr().to_string()).collect(),
+            iscsi: node
+                .iscsi
+                .as_ref()
+                .map(|(_, b)| b.iter().map(|a| a.to_string()).collect())
+                .unwrap_or_default(),
             volumes: &node.volumes,
             api: node
                 .cluster
@@ -515,6 +566,9 @@ pub fn run(config: &Path, json: bool) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&ready)?);
         } else {
             println!("node {} serving NVMe/TCP on {}", ready.node, ready.listening.join(", "));
+            if !ready.iscsi.is_empty() {
+                println!("  and iSCSI on {}", ready.iscsi.join(", "));
+            }
             for v in &node.volumes {
                 println!(
                     "  volume {} ({}, {}{}): {}",

@@ -1,0 +1,588 @@
+//! The full feature phase of one connection (RFC 7143 sections 3-4, 11): the CmdSN window,
+//! SCSI commands with immediate, unsolicited and solicited (R2T) data, Data-In with phase
+//! collapse and residuals, NOP, task management, Text (SendTargets), Logout and Reject. A
+//! pure state machine: it takes PDUs and command outcomes, and returns [`Action`]s (PDUs to
+//! send, commands to run, close) for the driver to perform. Error recovery level 0: a protocol
+//! error the RFC lets a target reject is rejected; anything worse closes the connection.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::login::{encode_keys, parse_keys, Params, SessionType};
+use crate::pdu::{op, Bhs, Pdu};
+use crate::scsi::{sense_segment, status, Direction, Lun, Outcome, Sense};
+
+/// Commands the target accepts at once (MaxCmdSN - ExpCmdSN + 1).
+pub const QUEUE_DEPTH: u32 = 128;
+
+/// The largest write a command may carry (EDTL); larger ones are refused.
+pub const MAX_WRITE: usize = 16 << 20;
+
+const NO_TAG: u32 = 0xffff_ffff;
+
+/// Reject reasons (RFC 7143 section 11.17.1).
+pub mod reject {
+    /// Data (payload) digest error.
+    pub const DATA_DIGEST: u8 = 0x02;
+    /// Protocol error.
+    pub const PROTOCOL: u8 = 0x04;
+    /// Command not supported.
+    pub const NOT_SUPPORTED: u8 = 0x05;
+    /// Invalid PDU field.
+    pub const INVALID_FIELD: u8 = 0x09;
+}
+
+/// What the driver does.
+#[derive(Debug)]
+pub enum Action {
+    /// Send a PDU.
+    Send(Pdu),
+    /// Run a SCSI command on the LUN; report with [`Conn::completed`].
+    Execute {
+        /// The task.
+        itt: u32,
+        /// The CDB.
+        cdb: Vec<u8>,
+        /// Data-Out.
+        data: Bytes,
+    },
+    /// Close the connection after sending what came before.
+    Close,
+    /// A LUN or target reset: drop the LUN's RESERVE(6) reservation.
+    ResetLun,
+}
+
+/// What the connection needs of the target to answer Text requests.
+pub trait Portals: Send + Sync {
+    /// `(target name, addresses "host:port,tpgt")` for SendTargets; only `only` when given.
+    fn send_targets(&self, only: Option<&str>) -> Vec<(String, Vec<String>)>;
+}
+
+/// A command that runs.
+struct Task {
+    lun: [u8; 8],
+    edtl: usize,
+    /// A read: its data goes out as Data-In.
+    read: bool,
+    /// Data-Out bytes the command used (writes), for the residual.
+    used: usize,
+}
+
+struct Write {
+    lun_field: [u8; 8],
+    cdb: Vec<u8>,
+    edtl: usize,
+    /// Bytes the command needs (from the CDB).
+    needed: usize,
+    buf: BytesMut,
+    received: usize,
+    /// Next offset to ask for with an R2T.
+    next_r2t: usize,
+    /// Outstanding R2Ts: TTT -> (offset, length, received).
+    outstanding: HashMap<u32, (usize, usize, usize)>,
+    r2t_sn: u32,
+    /// The DataSN each sequence expects next: unsolicited data under the reserved tag, each
+    /// R2T's under its TTT.
+    data_sn: HashMap<u32, u32>,
+    /// The command takes no data: what came is dropped and only its status goes back.
+    sink: bool,
+}
+
+/// A connection in the full feature phase.
+pub struct Conn {
+    params: Params,
+    session: SessionType,
+    target: Option<String>,
+    lun: Option<Arc<Lun>>,
+    portals: Arc<dyn Portals>,
+    stat_sn: u32,
+    exp_cmd_sn: u32,
+    writes: HashMap<u32, Write>,
+    /// Commands running.
+    running: HashMap<u32, Task>,
+    aborted: HashSet<u32>,
+    next_ttt: u32,
+}
+
+impl Conn {
+    /// The connection after login: `stat_sn` and `exp_cmd_sn` continue the login's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        params: Params,
+        session: SessionType,
+        target: Option<String>,
+        lun: Option<Arc<Lun>>,
+        portals: Arc<dyn Portals>,
+        stat_sn: u32,
+        exp_cmd_sn: u32,
+    ) -> Self {
+        Self {
+            params,
+            session,
+            target,
+            lun,
+            portals,
+            stat_sn,
+            exp_cmd_sn,
+            writes: HashMap::new(),
+            running: HashMap::new(),
+            aborted: HashSet::new(),
+            next_ttt: 1,
+        }
+    }
+
+    /// The negotiated parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    fn header(&mut self, opcode: u8, itt: u32, advance: bool) -> Bhs {
+        let mut b = Bhs::new(opcode);
+        b.put_u32(16, itt);
+        b.put_u32(24, self.stat_sn);
+        if advance {
+            self.stat_sn = self.stat_sn.wrapping_add(1);
+        }
+        b.put_u32(28, self.exp_cmd_sn);
+        b.put_u32(32, self.exp_cmd_sn.wrapping_add(QUEUE_DEPTH - 1));
+        b
+    }
+
+    fn reject(&mut self, reason: u8, bad: &Bhs) -> Action {
+        let mut b = self.header(op::REJECT, NO_TAG, true);
+        b.set_flags(0x80);
+        b.0[2] = reason;
+        Action::Send(Pdu::new(b, Bytes::copy_from_slice(&bad.0)))
+    }
+
+    /// A data digest error on a PDU whose header was good: Reject it (RFC 7143 section 7.8).
+    pub fn data_digest_error(&mut self, bad: &Bhs) -> Vec<Action> {
+        vec![self.reject(reject::DATA_DIGEST, bad)]
+    }
+
+    /// Checks and advances the CmdSN window for a command; false: ignore the command (outside
+    /// the window, or a duplicate).
+    fn accept_cmd_sn(&mut self, b: &Bhs) -> bool {
+        let sn = b.u32_at(24);
+        if b.immediate() {
+            return true;
+        }
+        let ahead = sn.wrapping_sub(self.exp_cmd_sn);
+        if ahead >= QUEUE_DEPTH {
+            return false;
+        }
+        // One connection over TCP: commands arrive in CmdSN order.
+        self.exp_cmd_sn = sn.wrapping_add(1);
+        true
+    }
+
+    /// Handles one PDU from the initiator.
+    pub fn handle(&mut self, pdu: Pdu) -> Vec<Action> {
+        let b = pdu.bhs.clone();
+        match b.opcode() {
+            op::NOP_OUT => {
+                if !self.accept_cmd_sn(&b) {
+                    return vec![];
+                }
+                if b.itt() == NO_TAG {
+                    return vec![]; // an answer to our NOP-In
+                }
+                let mut h = self.header(op::NOP_IN, b.itt(), true);
+                h.set_flags(0x80);
+                h.0[8..16].copy_from_slice(&b.0[8..16]);
+                h.put_u32(20, NO_TAG);
+                vec![Action::Send(Pdu::new(h, pdu.data))]
+            }
+            op::SCSI_CMD => self.command(pdu),
+            op::DATA_OUT => self.data_out(pdu),
+            op::TMF_REQ => self.task_management(&b),
+            op::TEXT_REQ => self.text(&b, &pdu.data),
+            op::LOGOUT_REQ => {
+                self.accept_cmd_sn(&b);
+                let mut h = self.header(op::LOGOUT_RESP, b.itt(), true);
+                h.set_flags(0x80);
+                // Reason 2 (remove the connection for recovery) needs ERL 2.
+                h.0[2] = if b.flags() & 0x7f == 2 { 2 } else { 0 };
+                h.put_u16(40, self.params.time2wait);
+                h.put_u16(42, self.params.time2retain);
+                vec![Action::Send(Pdu::new(h, Bytes::new())), Action::Close]
+            }
+            op::SNACK => vec![self.reject(reject::NOT_SUPPORTED, &b)],
+            op::LOGIN_REQ => vec![self.reject(reject::PROTOCOL, &b)],
+            _ => vec![self.reject(reject::PROTOCOL, &b)],
+        }
+    }
+
+    fn response(&mut self, itt: u32, edtl: usize, got: usize, o: &Outcome, data_sn: u32) -> Pdu {
+        let mut h = self.header(op::SCSI_RESP, itt, true);
+        let mut flags = 0x80;
+        if got < edtl {
+            flags |= 0x02;
+            h.put_u32(44, (edtl - got) as u32);
+        } else if got > edtl {
+            flags |= 0x04;
+            h.put_u32(44, (got - edtl) as u32);
+        }
+        h.set_flags(flags);
+        h.0[3] = o.status;
+        h.put_u32(36, data_sn);
+        let data = o.sense.as_ref().map(sense_segment).unwrap_or_default();
+        Pdu::new(h, data)
+    }
+
+    fn check(&mut self, itt: u32, edtl: usize, sense: Sense) -> Vec<Action> {
+        let o = Outcome::check(sense);
+        vec![Action::Send(self.response(itt, edtl, 0, &o, 0))]
+    }
+
+    fn command(&mut self, pdu: Pdu) -> Vec<Action> {
+        let b = &pdu.bhs;
+        if !self.accept_cmd_sn(b) {
+            return vec![];
+        }
+        let itt = b.itt();
+        let mut lun_field = [0u8; 8];
+        lun_field.copy_from_slice(&b.0[8..16]);
+        let edtl = b.u32_at(20) as usize;
+        let cdb = b.0[32..48].to_vec();
+        if self.session == SessionType::Discovery {
+            return vec![self.reject(reject::PROTOCOL, b)];
+        }
+        let Some(lun) = self.lun.clone() else {
+            return vec![self.reject(reject::PROTOCOL, b)];
+        };
+        let lun_no = (u16::from(lun_field[0] & 0x3f) << 8) | u16::from(lun_field[1]);
+        if lun_no != 0 || lun_field[2..].iter().any(|&x| x != 0) {
+            return match cdb[0] {
+                // INQUIRY of a LUN that is not there: peripheral qualifier 3.
+                0x12 if cdb[1] & 1 == 0 => {
+                    let mut d = vec![0u8; 36];
+                    d[0] = 0x7f;
+                    d[2] = 0x06;
+                    d[3] = 0x12;
+                    d[4] = 31;
+                    let n = (u16::from_be_bytes([cdb[3], cdb[4]]) as usize).min(36);
+                    self.data_in(
+                        itt,
+                        lun_field,
+                        edtl,
+                        &Outcome {
+                            status: status::GOOD,
+                            sense: None,
+                            data: Bytes::from(d).slice(..n),
+                        },
+                    )
+                }
+                0xa0 => self.start(itt, lun_field, edtl, cdb),
+                _ => self.check(itt, edtl, Sense::LUN_NOT_SUPPORTED),
+            };
+        }
+        let write = b.flags() & 0x20 != 0;
+        let direction = match lun.direction(&cdb) {
+            // A command that takes no data, flagged as a write with data: the data is taken
+            // and dropped, and the command runs (its status only; libiscsi's Read10Invalid).
+            Direction::In | Direction::None if write && edtl > 0 => Direction::Out(0),
+            d => d,
+        };
+        let sink = !matches!(lun.direction(&cdb), Direction::Out(_));
+        match direction {
+            Direction::Out(needed) => {
+                if !write && needed > 0 {
+                    // The CDB moves data the initiator did not say it would send.
+                    return self.check(itt, edtl, Sense::INVALID_FIELD);
+                }
+                if edtl > MAX_WRITE {
+                    return self.check(itt, edtl, Sense::INVALID_FIELD);
+                }
+                // COMPARE AND WRITE of 0 blocks carrying data: a length that did not fit the
+                // CDB's one byte (256 and up) is refused, not run as a no-op.
+                if cdb[0] == 0x89 && needed == 0 && edtl > 0 {
+                    return self.check(itt, edtl, Sense::INVALID_FIELD);
+                }
+                let immediate = pdu.data.len();
+                if immediate > edtl || (immediate > 0 && !self.params.immediate_data) {
+                    return vec![self.reject(reject::PROTOCOL, b)];
+                }
+                let mut buf = BytesMut::zeroed(edtl);
+                buf[..immediate].copy_from_slice(&pdu.data);
+                let unsolicited = if self.params.initial_r2t {
+                    immediate
+                } else {
+                    edtl.min(self.params.first_burst as usize).max(immediate)
+                };
+                let mut w = Write {
+                    lun_field,
+                    cdb,
+                    edtl,
+                    needed,
+                    buf,
+                    received: immediate,
+                    next_r2t: unsolicited,
+                    outstanding: HashMap::new(),
+                    r2t_sn: 0,
+                    data_sn: HashMap::new(),
+                    sink,
+                };
+                let mut out = Vec::new();
+                self.solicit(itt, &mut w, &mut out);
+                if w.received >= w.edtl {
+                    out.extend(self.finish_write(itt, w));
+                } else {
+                    self.writes.insert(itt, w);
+                }
+                out
+            }
+            Direction::Unsupported => self.check(itt, edtl, Sense::INVALID_OPCODE),
+            Direction::In | Direction::None => self.start(itt, lun_field, edtl, cdb),
+        }
+    }
+
+    fn start(&mut self, itt: u32, lun: [u8; 8], edtl: usize, cdb: Vec<u8>) -> Vec<Action> {
+        self.running.insert(
+            itt,
+            Task {
+                lun,
+                edtl,
+                read: true,
+                used: 0,
+            },
+        );
+        vec![Action::Execute {
+            itt,
+            cdb,
+            data: Bytes::new(),
+        }]
+    }
+
+    /// Sends R2Ts for `w` while fewer than MaxOutstandingR2T are out.
+    fn solicit(&mut self, itt: u32, w: &mut Write, out: &mut Vec<Action>) {
+        while w.next_r2t < w.edtl && (w.outstanding.len() as u32) < self.params.max_outstanding_r2t
+        {
+            let len = (w.edtl - w.next_r2t).min(self.params.max_burst as usize);
+            let ttt = self.next_ttt;
+            self.next_ttt = self.next_ttt.wrapping_add(1).max(1);
+            let mut h = self.header(op::R2T, itt, false);
+            h.set_flags(0x80);
+            h.0[8..16].copy_from_slice(&w.lun_field);
+            h.put_u32(20, ttt);
+            h.put_u32(36, w.r2t_sn);
+            h.put_u32(40, w.next_r2t as u32);
+            h.put_u32(44, len as u32);
+            w.r2t_sn += 1;
+            w.outstanding.insert(ttt, (w.next_r2t, len, 0));
+            w.next_r2t += len;
+            out.push(Action::Send(Pdu::new(h, Bytes::new())));
+        }
+    }
+
+    fn data_out(&mut self, pdu: Pdu) -> Vec<Action> {
+        let b = &pdu.bhs;
+        let itt = b.itt();
+        let Some(mut w) = self.writes.remove(&itt) else {
+            // Unsolicited data of a command that already ended (refused at once, or aborted)
+            // is dropped; solicited data for no R2T of ours is an error.
+            if b.u32_at(20) == NO_TAG || self.aborted.contains(&itt) {
+                return vec![];
+            }
+            return vec![self.reject(reject::INVALID_FIELD, b)];
+        };
+        let ttt = b.u32_at(20);
+        // DataSN counts from 0 within each sequence (RFC 7143 section 11.7.5); a gap is a
+        // protocol error: the PDU is rejected, which fails the command at the initiator, and
+        // the command is dropped here (error recovery level 0 recovers no data).
+        let want = w.data_sn.entry(ttt).or_insert(0);
+        if b.u32_at(36) != *want {
+            self.aborted.insert(itt);
+            return vec![self.reject(reject::PROTOCOL, b)];
+        }
+        *want += 1;
+        let offset = b.u32_at(40) as usize;
+        let len = pdu.data.len();
+        let end = offset + len;
+        if end > w.edtl {
+            self.writes.insert(itt, w);
+            return vec![self.reject(reject::PROTOCOL, b)];
+        }
+        if ttt != NO_TAG {
+            match w.outstanding.get_mut(&ttt) {
+                Some((at, n, got)) if offset >= *at && end <= *at + *n => {
+                    *got += len;
+                    if *got >= *n {
+                        w.outstanding.remove(&ttt);
+                    }
+                }
+                _ => {
+                    self.writes.insert(itt, w);
+                    return vec![self.reject(reject::PROTOCOL, b)];
+                }
+            }
+        }
+        w.buf[offset..end].copy_from_slice(&pdu.data);
+        w.received += len;
+        let mut out = Vec::new();
+        if w.received >= w.edtl {
+            out.extend(self.finish_write(itt, w));
+        } else {
+            self.solicit(itt, &mut w, &mut out);
+            self.writes.insert(itt, w);
+        }
+        out
+    }
+
+    fn finish_write(&mut self, itt: u32, w: Write) -> Vec<Action> {
+        // EDTL below what the CDB needs: the command gets what came (an overflow residual);
+        // above it: the extra is not used (an underflow residual).
+        let data = w.buf.freeze().slice(..w.needed.min(w.edtl));
+        self.running.insert(
+            itt,
+            Task {
+                lun: w.lun_field,
+                edtl: w.edtl,
+                read: false,
+                used: if w.sink { w.edtl } else { w.needed },
+            },
+        );
+        vec![Action::Execute {
+            itt,
+            cdb: w.cdb,
+            data,
+        }]
+    }
+
+    /// A command finished: its Data-In and response.
+    pub fn completed(&mut self, itt: u32, o: Outcome) -> Vec<Action> {
+        let Some(t) = self.running.remove(&itt) else {
+            return vec![];
+        };
+        if self.aborted.remove(&itt) {
+            return vec![];
+        }
+        if t.read {
+            return self.data_in(itt, t.lun, t.edtl, &o);
+        }
+        // A write: the residual compares EDTL with what the command used.
+        vec![Action::Send(self.response(itt, t.edtl, t.used, &o, 0))]
+    }
+
+    fn data_in(&mut self, itt: u32, lun: [u8; 8], edtl: usize, o: &Outcome) -> Vec<Action> {
+        let data = o.data.slice(..o.data.len().min(edtl));
+        let max = self.params.initiator_max_recv as usize;
+        let collapse = o.status == status::GOOD && o.sense.is_none();
+        let mut out = Vec::new();
+        let mut at = 0;
+        let mut sn = 0u32;
+        while at < data.len() {
+            let n = (data.len() - at).min(max);
+            let last = at + n == data.len();
+            let with_status = last && collapse;
+            let mut h = self.header(op::DATA_IN, itt, with_status);
+            let mut flags = if last { 0x80 } else { 0 };
+            if with_status {
+                flags |= 0x01;
+                h.0[3] = o.status;
+                if o.data.len() < edtl {
+                    flags |= 0x02;
+                    h.put_u32(44, (edtl - o.data.len()) as u32);
+                } else if o.data.len() > edtl {
+                    flags |= 0x04;
+                    h.put_u32(44, (o.data.len() - edtl) as u32);
+                }
+            } else {
+                // Only a PDU with status carries a StatSN.
+                h.put_u32(24, 0);
+            }
+            h.set_flags(flags);
+            h.0[8..16].copy_from_slice(&lun);
+            h.put_u32(20, NO_TAG);
+            h.put_u32(36, sn);
+            h.put_u32(40, at as u32);
+            out.push(Action::Send(Pdu::new(h, data.slice(at..at + n))));
+            sn += 1;
+            at += n;
+        }
+        if !collapse || data.is_empty() {
+            out.push(Action::Send(self.response(itt, edtl, o.data.len(), o, sn)));
+        }
+        out
+    }
+
+    fn task_management(&mut self, b: &Bhs) -> Vec<Action> {
+        if !self.accept_cmd_sn(b) {
+            return vec![];
+        }
+        let function = b.flags() & 0x7f;
+        let referenced = b.u32_at(20);
+        let response = match function {
+            // ABORT TASK
+            1 => {
+                self.writes.remove(&referenced);
+                if self.running.contains_key(&referenced) {
+                    self.aborted.insert(referenced);
+                }
+                0
+            }
+            // ABORT TASK SET, CLEAR TASK SET, LUN RESET, TARGET WARM RESET
+            2 | 4 | 5 | 6 => {
+                self.writes.clear();
+                let all: Vec<u32> = self.running.keys().copied().collect();
+                self.aborted.extend(all);
+                if function >= 5 {
+                    let mut h = self.header(op::TMF_RESP, b.itt(), true);
+                    h.set_flags(0x80);
+                    return vec![Action::ResetLun, Action::Send(Pdu::new(h, Bytes::new()))];
+                }
+                0
+            }
+            // CLEAR ACA: no ACA here.
+            3 => 0,
+            // TARGET COLD RESET: answer, then the connection ends.
+            7 => {
+                let mut h = self.header(op::TMF_RESP, b.itt(), true);
+                h.set_flags(0x80);
+                return vec![
+                    Action::ResetLun,
+                    Action::Send(Pdu::new(h, Bytes::new())),
+                    Action::Close,
+                ];
+            }
+            // TASK REASSIGN needs ERL 2.
+            8 => 4,
+            _ => 5,
+        };
+        let mut h = self.header(op::TMF_RESP, b.itt(), true);
+        h.set_flags(0x80);
+        h.0[2] = response;
+        vec![Action::Send(Pdu::new(h, Bytes::new()))]
+    }
+
+    fn text(&mut self, b: &Bhs, data: &[u8]) -> Vec<Action> {
+        if !self.accept_cmd_sn(b) {
+            return vec![];
+        }
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (k, v) in parse_keys(data) {
+            if k == "SendTargets" {
+                let only = match (self.session, v.as_str()) {
+                    (SessionType::Discovery, "All") => None,
+                    (SessionType::Normal, "All") => self.target.clone(),
+                    (_, "") => self.target.clone(),
+                    (_, name) => Some(name.to_string()),
+                };
+                for (name, addrs) in self.portals.send_targets(only.as_deref()) {
+                    out.push(("TargetName".into(), name));
+                    for a in addrs {
+                        out.push(("TargetAddress".into(), a));
+                    }
+                }
+            } else {
+                out.push((k, "NotUnderstood".into()));
+            }
+        }
+        let mut h = self.header(op::TEXT_RESP, b.itt(), true);
+        h.set_flags(0x80);
+        h.put_u32(20, NO_TAG);
+        vec![Action::Send(Pdu::new(h, encode_keys(&out)))]
+    }
+}

@@ -1,0 +1,210 @@
+//! The TCP driver: one tokio task per connection. It reads PDUs, runs the login state machine
+//! and then the connection's, executes SCSI commands on the LUN concurrently and writes what
+//! the state machines produce. Digests negotiated at login apply from the first PDU after the
+//! final Login Response.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use md5::{Digest, Md5};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use crate::conn::{Action, Conn};
+use crate::login::{Login, SessionType};
+use crate::pdu::{Framing, Pdu, PduError};
+use crate::target::Target;
+
+/// Serves iSCSI on `listener` until the task is dropped.
+pub async fn serve(target: Arc<Target>, listener: TcpListener) {
+    loop {
+        let Ok((sock, peer)) = listener.accept().await else {
+            continue;
+        };
+        let _ = sock.set_nodelay(true);
+        let t = target.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection(t, sock, peer).await {
+                tracing::debug!(%peer, "iSCSI connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// Binds `addr` and serves on it in a new task; the bound address.
+pub async fn listen(
+    target: Arc<Target>,
+    addr: SocketAddr,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let l = TcpListener::bind(addr).await?;
+    let bound = l.local_addr()?;
+    if target.local_portal().is_empty() {
+        target.set_local_portal(bound.to_string());
+    }
+    Ok((bound, tokio::spawn(serve(target, l))))
+}
+
+/// Releases the nexus's RESERVE(6) when the connection ends.
+struct Nexus(Option<Arc<crate::scsi::Lun>>, [u8; 16]);
+
+impl Drop for Nexus {
+    fn drop(&mut self) {
+        if let Some(l) = &self.0 {
+            l.nexus_lost(&self.1);
+        }
+    }
+}
+
+/// The I_T nexus identity reservations use: initiator name and ISID.
+fn host_id(initiator: &str, isid: [u8; 6]) -> [u8; 16] {
+    let mut h = Md5::new();
+    h.update(initiator.as_bytes());
+    h.update(isid);
+    h.finalize().into()
+}
+
+async fn read_pdu(
+    sock: &mut TcpStream,
+    buf: &mut BytesMut,
+    f: &Framing,
+) -> Result<Option<Pdu>, std::io::Error> {
+    loop {
+        match f.decode(buf) {
+            Ok(Some((pdu, n))) => {
+                buf.advance(n);
+                return Ok(Some(pdu));
+            }
+            Ok(None) => {}
+            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        }
+        if sock.read_buf(buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+async fn connection(
+    target: Arc<Target>,
+    mut sock: TcpStream,
+    peer: SocketAddr,
+) -> std::io::Result<()> {
+    let mut buf = BytesMut::with_capacity(1 << 16);
+    let mut framing = Framing::default();
+    // Login phase.
+    let mut login = Login::new(target.clone(), target.next_tsih());
+    let mut out = BytesMut::new();
+    let last_cmd_sn;
+    loop {
+        let Some(pdu) = read_pdu(&mut sock, &mut buf, &framing).await? else {
+            return Ok(());
+        };
+        let cmd_sn = pdu.bhs.u32_at(24);
+        let resp = login.step(&pdu);
+        out.clear();
+        framing.encode(&resp, &mut out);
+        sock.write_all(&out).await?;
+        if login.failed() {
+            tracing::info!(%peer, initiator = ?login.initiator, target = ?login.target, "iSCSI login refused");
+            return Ok(());
+        }
+        if login.done() {
+            last_cmd_sn = cmd_sn;
+            break;
+        }
+    }
+    let params = login.params.clone();
+    framing = Framing {
+        header_digest: params.header_digest,
+        data_digest: params.data_digest,
+        max_recv: params.target_max_recv as usize,
+    };
+    let initiator = login.initiator.clone().unwrap_or_default();
+    let lun = login
+        .target
+        .as_deref()
+        .and_then(|t| target.get(t))
+        .map(|e| e.lun.clone());
+    if login.session_type == SessionType::Normal && lun.is_none() {
+        return Ok(());
+    }
+    tracing::info!(%peer, %initiator, target = ?login.target, "iSCSI login");
+    let host = host_id(&initiator, login.isid());
+    // However the connection ends, its I_T nexus is gone (RESERVE(6) is released).
+    let _nexus = Nexus(lun.clone(), host);
+    let mut conn = Conn::new(
+        params,
+        login.session_type,
+        login.target.clone(),
+        lun.clone(),
+        target.clone(),
+        login.stat_sn(),
+        last_cmd_sn,
+    );
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let (mut rd, mut wr) = sock.into_split();
+    let mut closing = false;
+    loop {
+        let actions = tokio::select! {
+            r = rd.read_buf(&mut buf) => {
+                if r? == 0 {
+                    return Ok(());
+                }
+                let mut acts = Vec::new();
+                loop {
+                    match framing.decode(&buf) {
+                        Ok(Some((pdu, n))) => {
+                            buf.advance(n);
+                            acts.extend(conn.handle(pdu));
+                        }
+                        Ok(None) => break,
+                        Err(PduError::DataDigest(bhs)) => {
+                            let n = framing.wire_len(&bhs);
+                            buf.advance(n);
+                            acts.extend(conn.data_digest_error(&bhs));
+                        }
+                        Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+                    }
+                }
+                acts
+            }
+            Some((itt, outcome)) = done_rx.recv() => conn.completed(itt, outcome),
+        };
+        out.clear();
+        for a in actions {
+            match a {
+                Action::Send(p) => framing_out(&framing, &p, &mut out),
+                Action::Execute { itt, cdb, data } => {
+                    let (lun, tx) = (lun.clone(), done_tx.clone());
+                    tokio::spawn(async move {
+                        let o = match lun {
+                            Some(l) => l.execute(&host, &cdb, data).await,
+                            None => {
+                                crate::scsi::Outcome::check(crate::scsi::Sense::LUN_NOT_SUPPORTED)
+                            }
+                        };
+                        let _ = tx.send((itt, o));
+                    });
+                }
+                Action::Close => closing = true,
+                Action::ResetLun => {
+                    if let Some(l) = &lun {
+                        l.reset();
+                    }
+                }
+            }
+        }
+        if !out.is_empty() {
+            wr.write_all(&out).await?;
+        }
+        if closing {
+            let _ = wr.shutdown().await;
+            return Ok(());
+        }
+    }
+}
+
+fn framing_out(f: &Framing, p: &Pdu, out: &mut BytesMut) {
+    f.encode(p, out);
+}

@@ -1,0 +1,886 @@
+//! The SCSI command layer (SPC-4, SBC-4) over a [`BlockDevice`]: CDB decoding, the commands
+//! Linux, VMware and Windows initiators send, and sense data for every error (fixed format).
+//!
+//! Persistent reservations are in `pr`, the supported-opcodes report in `opcodes`. Not yet:
+//! REPORT TARGET PORT GROUPS (so the standard INQUIRY reports no ALUA support), GET LBA
+//! STATUS, EXTENDED COPY; they get ILLEGAL REQUEST / INVALID COMMAND OPERATION CODE.
+
+use std::sync::Arc;
+
+use alcubierre_block::{BlockDevice, BlockError, HostId, Op};
+use alcubierre_types::{BlockCount, Lba};
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// SCSI status codes (SAM-5).
+pub mod status {
+    /// GOOD.
+    pub const GOOD: u8 = 0x00;
+    /// CHECK CONDITION (sense data follows).
+    pub const CHECK_CONDITION: u8 = 0x02;
+    /// RESERVATION CONFLICT.
+    pub const RESERVATION_CONFLICT: u8 = 0x18;
+}
+
+/// Sense keys (SPC-4 table 51).
+pub mod key {
+    /// NOT READY.
+    pub const NOT_READY: u8 = 0x02;
+    /// MEDIUM ERROR.
+    pub const MEDIUM_ERROR: u8 = 0x03;
+    /// HARDWARE ERROR.
+    pub const HARDWARE_ERROR: u8 = 0x04;
+    /// ILLEGAL REQUEST.
+    pub const ILLEGAL_REQUEST: u8 = 0x05;
+    /// UNIT ATTENTION.
+    pub const UNIT_ATTENTION: u8 = 0x06;
+    /// ABORTED COMMAND.
+    pub const ABORTED_COMMAND: u8 = 0x0b;
+    /// MISCOMPARE.
+    pub const MISCOMPARE: u8 = 0x0e;
+}
+
+/// Sense data: key, additional sense code and qualifier, and the information field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sense {
+    /// Sense key.
+    pub key: u8,
+    /// ASC.
+    pub asc: u8,
+    /// ASCQ.
+    pub ascq: u8,
+    /// The information field (e.g. the miscompare offset).
+    pub info: Option<u32>,
+}
+
+impl Sense {
+    const fn new(key: u8, asc: u8, ascq: u8) -> Self {
+        Self {
+            key,
+            asc,
+            ascq,
+            info: None,
+        }
+    }
+    /// ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE.
+    pub const INVALID_OPCODE: Sense = Sense::new(key::ILLEGAL_REQUEST, 0x20, 0x00);
+    /// ILLEGAL REQUEST, INVALID FIELD IN CDB.
+    pub const INVALID_FIELD: Sense = Sense::new(key::ILLEGAL_REQUEST, 0x24, 0x00);
+    /// ILLEGAL REQUEST, INVALID FIELD IN PARAMETER LIST.
+    pub const INVALID_PARAMETER: Sense = Sense::new(key::ILLEGAL_REQUEST, 0x26, 0x00);
+    /// ILLEGAL REQUEST, PARAMETER LIST LENGTH ERROR.
+    pub const PARAMETER_LENGTH: Sense = Sense::new(key::ILLEGAL_REQUEST, 0x1a, 0x00);
+    /// ILLEGAL REQUEST, LOGICAL BLOCK ADDRESS OUT OF RANGE.
+    pub const LBA_OUT_OF_RANGE: Sense = Sense::new(key::ILLEGAL_REQUEST, 0x21, 0x00);
+    /// ILLEGAL REQUEST, LOGICAL UNIT NOT SUPPORTED.
+    pub const LUN_NOT_SUPPORTED: Sense = Sense::new(key::ILLEGAL_REQUEST, 0x25, 0x00);
+    /// MEDIUM ERROR, UNRECOVERED READ ERROR.
+    pub const UNRECOVERED_READ: Sense = Sense::new(key::MEDIUM_ERROR, 0x11, 0x00);
+    /// NOT READY, LOGICAL UNIT NOT ACCESSIBLE, ASYMMETRIC ACCESS STATE TRANSITION.
+    pub const TRANSITIONING: Sense = Sense::new(key::NOT_READY, 0x04, 0x0a);
+    /// HARDWARE ERROR, INTERNAL TARGET FAILURE.
+    pub const INTERNAL_FAILURE: Sense = Sense::new(key::HARDWARE_ERROR, 0x44, 0x00);
+    /// MISCOMPARE, MISCOMPARE DURING VERIFY OPERATION.
+    pub const MISCOMPARE: Sense = Sense::new(key::MISCOMPARE, 0x1d, 0x00);
+    /// The fixed-format sense data (18 bytes).
+    pub fn encode(&self) -> [u8; 18] {
+        let mut s = [0u8; 18];
+        s[0] = 0x70 | if self.info.is_some() { 0x80 } else { 0 };
+        s[2] = self.key;
+        if let Some(i) = self.info {
+            s[3..7].copy_from_slice(&i.to_be_bytes());
+        }
+        s[7] = 10;
+        s[12] = self.asc;
+        s[13] = self.ascq;
+        s
+    }
+}
+
+/// How a command ended: status, sense, and the Data-In bytes (already cut to the allocation
+/// length).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// SCSI status.
+    pub status: u8,
+    /// Sense data with CHECK CONDITION.
+    pub sense: Option<Sense>,
+    /// Data-In.
+    pub data: Bytes,
+}
+
+impl Outcome {
+    fn good(data: Bytes) -> Self {
+        Self {
+            status: status::GOOD,
+            sense: None,
+            data,
+        }
+    }
+    /// CHECK CONDITION with `sense`.
+    pub fn check(sense: Sense) -> Self {
+        Self {
+            status: status::CHECK_CONDITION,
+            sense: Some(sense),
+            data: Bytes::new(),
+        }
+    }
+}
+
+fn conflict() -> Outcome {
+    Outcome {
+        status: status::RESERVATION_CONFLICT,
+        sense: None,
+        data: Bytes::new(),
+    }
+}
+
+fn from_block(e: &BlockError) -> Outcome {
+    match e {
+        BlockError::OutOfRange { .. } => Outcome::check(Sense::LBA_OUT_OF_RANGE),
+        BlockError::Misaligned { .. }
+        | BlockError::TooLarge { .. }
+        | BlockError::InvalidField(_) => Outcome::check(Sense::INVALID_FIELD),
+        BlockError::Medium { .. } => Outcome::check(Sense::UNRECOVERED_READ),
+        BlockError::Backend(_) => Outcome::check(Sense::UNRECOVERED_READ),
+        BlockError::Unavailable(_) => Outcome::check(Sense::TRANSITIONING),
+        BlockError::DeviceFailed(_) => Outcome::check(Sense::INTERNAL_FAILURE),
+        BlockError::ReservationConflict => Outcome {
+            status: status::RESERVATION_CONFLICT,
+            sense: None,
+            data: Bytes::new(),
+        },
+    }
+}
+
+/// Where data for a command comes from, and how much the initiator expects, as the connection
+/// layer needs to know before it runs the command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// No data.
+    None,
+    /// Data-In of at most this many bytes.
+    In,
+    /// Data-Out of exactly this many bytes.
+    Out(usize),
+    /// An operation code this LUN does not implement: it fails at once with INVALID COMMAND
+    /// OPERATION CODE, whatever data the initiator announced.
+    Unsupported,
+}
+
+/// A logical unit: a volume and the identity it reports.
+pub struct Lun {
+    dev: Arc<dyn BlockDevice>,
+    /// Unit serial number (VPD page 80h).
+    serial: String,
+    /// NAA IEEE Registered Extended designator (16 bytes, VPD page 83h): the same on every node.
+    naa: [u8; 16],
+    /// Serialises COMPARE AND WRITE's read, compare and write.
+    caw: tokio::sync::Mutex<()>,
+    /// The I_T nexus holding a RESERVE(6) reservation (SPC-2; kept on this node only).
+    reserved6: parking_lot::Mutex<Option<HostId>>,
+}
+
+/// Our IEEE company id placeholder in NAA designators (a locally administered value).
+const OUI: u32 = 0x0a_1c_be;
+
+impl Lun {
+    /// A LUN for `dev` with the volume's 16-byte id (its UUID) as identity.
+    pub fn new(dev: Arc<dyn BlockDevice>, id: [u8; 16]) -> Self {
+        let serial: String = id[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let mut naa = [0u8; 16];
+        // NAA 6 (IEEE Registered Extended): 4-bit NAA, 24-bit OUI, 100 bits vendor-specific.
+        let head = (6u64 << 60)
+            | (u64::from(OUI) << 36)
+            | (u64::from_be_bytes(id[..8].try_into().expect("8")) >> 28);
+        naa[..8].copy_from_slice(&head.to_be_bytes());
+        naa[8..].copy_from_slice(&id[8..]);
+        Self {
+            dev,
+            serial,
+            naa,
+            caw: tokio::sync::Mutex::new(()),
+            reserved6: parking_lot::Mutex::new(None),
+        }
+    }
+
+    fn block_size(&self) -> u64 {
+        self.dev.geometry().block_size().bytes()
+    }
+
+    fn blocks(&self) -> u64 {
+        self.dev.geometry().blocks().0
+    }
+
+    fn max_transfer_blocks(&self) -> u64 {
+        self.dev.max_transfer().0 / self.block_size()
+    }
+
+    /// The data direction and length of `cdb` (Data-Out length from the CDB; `edtl` is what
+    /// the initiator announced).
+    pub fn direction(&self, cdb: &[u8]) -> Direction {
+        let bs = self.block_size() as usize;
+        let blocks = |n: u64| Direction::Out(n as usize * bs);
+        match cdb[0] {
+            0x0a => blocks(match cdb[4] {
+                0 => 256,
+                n => u64::from(n),
+            }),
+            0x2a | 0x2e => blocks(u64::from(u16::from_be_bytes([cdb[7], cdb[8]]))),
+            0xaa | 0xae => blocks(u64::from(u32::from_be_bytes(
+                cdb[6..10].try_into().expect("4"),
+            ))),
+            0x8a | 0x8e => blocks(u64::from(u32::from_be_bytes(
+                cdb[10..14].try_into().expect("4"),
+            ))),
+            // VERIFY with BYTCHK 01b carries data; 11b one block.
+            0x2f | 0xaf | 0x8f => match (cdb[1] >> 1) & 3 {
+                1 => blocks(match cdb[0] {
+                    0x2f => u64::from(u16::from_be_bytes([cdb[7], cdb[8]])),
+                    0xaf => u64::from(u32::from_be_bytes(cdb[6..10].try_into().expect("4"))),
+                    _ => u64::from(u32::from_be_bytes(cdb[10..14].try_into().expect("4"))),
+                }),
+                3 => Direction::Out(bs),
+                _ => Direction::None,
+            },
+            // WRITE SAME: one block, unless NDOB.
+            0x41 => Direction::Out(bs),
+            0x93 => {
+                if cdb[1] & 1 != 0 {
+                    Direction::None
+                } else {
+                    Direction::Out(bs)
+                }
+            }
+            0x89 => blocks(2 * u64::from(cdb[13])),
+            0x42 => Direction::Out(u16::from_be_bytes([cdb[7], cdb[8]]) as usize),
+            0x15 => Direction::Out(cdb[4] as usize),
+            0x55 => Direction::Out(u16::from_be_bytes([cdb[7], cdb[8]]) as usize),
+            0x00 | 0x03 | 0x12 | 0x25 | 0x08 | 0x28 | 0xa8 | 0x88 | 0x35 | 0x91 | 0x1a | 0x5a
+            | 0xa0 | 0x1b | 0x1e | 0x34 | 0x90 | 0x37 | 0xb7 => Direction::In,
+            0xa3 if cdb[1] & 0x1f == 0x0c => Direction::In,
+            0x5e | 0x16 | 0x17 => Direction::In,
+            0x5f => Direction::Out(u32::from_be_bytes(cdb[5..9].try_into().expect("4")) as usize),
+            0x9e if cdb[1] & 0x1f == 0x10 => Direction::In,
+            _ => Direction::Unsupported,
+        }
+    }
+
+    /// The CDB's length for its operation code's group (SPC-4 4.2.5.1).
+    pub fn cdb_len(opcode: u8) -> usize {
+        match opcode >> 5 {
+            0 => 6,
+            1 | 2 => 10,
+            4 => 16,
+            5 => 12,
+            _ => 16,
+        }
+    }
+
+    /// Runs `cdb` for `host` with `data` (Data-Out); the outcome.
+    pub async fn execute(&self, host: &HostId, cdb: &[u8], data: Bytes) -> Outcome {
+        // RESERVE(6) / RELEASE(6) (SPC-2 section 7.21-7.22): another nexus's reservation
+        // refuses everything but INQUIRY, REPORT LUNS, REQUEST SENSE and RELEASE.
+        {
+            let mut r = self.reserved6.lock();
+            match cdb[0] {
+                0x16 => {
+                    if r.is_some_and(|h| h != *host) {
+                        return conflict();
+                    }
+                    *r = Some(*host);
+                    return Outcome::good(Bytes::new());
+                }
+                0x17 => {
+                    if *r == Some(*host) {
+                        *r = None;
+                    }
+                    return Outcome::good(Bytes::new());
+                }
+                0x12 | 0xa0 | 0x03 => {}
+                _ if r.is_some_and(|h| h != *host) => return conflict(),
+                _ => {}
+            }
+        }
+        let dl = data.len();
+        let o = match self.run(host, cdb, data).await {
+            Ok(o) => o,
+            Err(o) => o,
+        };
+        tracing::trace!(opcode = cdb[0], data = dl, status = o.status, sense = ?o.sense, "SCSI command");
+        o
+    }
+
+    /// The I_T nexus `host` ended (logout, connection loss): its RESERVE(6) goes.
+    pub fn nexus_lost(&self, host: &HostId) {
+        let mut r = self.reserved6.lock();
+        if *r == Some(*host) {
+            *r = None;
+        }
+    }
+
+    /// A LUN or target reset: the RESERVE(6) reservation goes.
+    pub fn reset(&self) {
+        *self.reserved6.lock() = None;
+    }
+
+    fn check_lba(&self, lba: u64, count: u64) -> Result<(), Outcome> {
+        match lba.checked_add(count) {
+            Some(end) if end <= self.blocks() => Ok(()),
+            _ => Err(Outcome::check(Sense::LBA_OUT_OF_RANGE)),
+        }
+    }
+
+    async fn io(&self, host: &HostId, op: Op) -> Result<Bytes, Outcome> {
+        self.dev.submit(host, op).await.map_err(|e| from_block(&e))
+    }
+
+    async fn rw(
+        &self,
+        host: &HostId,
+        write: bool,
+        lba: u64,
+        count: u64,
+        protect: u8,
+        data: Bytes,
+    ) -> Result<Outcome, Outcome> {
+        if protect != 0 {
+            // No protection information on these volumes.
+            return Err(Outcome::check(Sense::INVALID_FIELD));
+        }
+        self.check_lba(lba, count)?;
+        if count == 0 {
+            return Ok(Outcome::good(Bytes::new()));
+        }
+        if count > self.max_transfer_blocks() {
+            return Err(Outcome::check(Sense::INVALID_FIELD));
+        }
+        if write {
+            // The initiator may send less than the CDB asks (iSCSI EDTL below the transfer
+            // length): only the whole blocks it sent are written; the connection reports the
+            // overflow residual (RFC 7143 section 11.4.5).
+            let bs = self.block_size();
+            let whole = (data.len() as u64 / bs).min(count);
+            if whole == 0 {
+                // Nothing to write, but access is checked as for a write (a reservation
+                // holder's exclusion applies to it too): a flush counts as one.
+                self.io(host, Op::Flush).await?;
+                return Ok(Outcome::good(Bytes::new()));
+            }
+            let data = data.slice(..(whole * bs) as usize);
+            self.io(
+                host,
+                Op::Write {
+                    lba: Lba(lba),
+                    data,
+                },
+            )
+            .await?;
+            Ok(Outcome::good(Bytes::new()))
+        } else {
+            let d = self
+                .io(
+                    host,
+                    Op::Read {
+                        lba: Lba(lba),
+                        count: BlockCount(count),
+                    },
+                )
+                .await?;
+            Ok(Outcome::good(d))
+        }
+    }
+
+    async fn run(&self, host: &HostId, cdb: &[u8], data: Bytes) -> Result<Outcome, Outcome> {
+        let u16at = |i: usize| u64::from(u16::from_be_bytes([cdb[i], cdb[i + 1]]));
+        let u32at = |i: usize| u64::from(u32::from_be_bytes(cdb[i..i + 4].try_into().expect("4")));
+        let u64at = |i: usize| u64::from_be_bytes(cdb[i..i + 8].try_into().expect("8"));
+        let alloc = |n: u64, d: Vec<u8>| {
+            let len = d.len().min(n as usize);
+            Outcome::good(Bytes::from(d).slice(..len))
+        };
+        let protect = |c: &[u8]| c[1] >> 5;
+        match cdb[0] {
+            0x00 => Ok(Outcome::good(Bytes::new())), // TEST UNIT READY
+            0x03 => {
+                // REQUEST SENSE: nothing pending.
+                let s = Sense::new(0, 0, 0).encode();
+                let mut s = s.to_vec();
+                s[0] = 0x70;
+                Ok(alloc(u64::from(cdb[4]), s))
+            }
+            0x12 => self.inquiry(cdb).map(|d| alloc(u16at(3), d)),
+            0x25 => {
+                // READ CAPACITY (10)
+                let last = self.blocks() - 1;
+                let mut d = Vec::with_capacity(8);
+                d.put_u32(last.min(0xffff_ffff) as u32);
+                d.put_u32(self.block_size() as u32);
+                Ok(Outcome::good(Bytes::from(d)))
+            }
+            0x9e if cdb[1] & 0x1f == 0x10 => {
+                // READ CAPACITY (16)
+                let mut d = vec![0u8; 32];
+                d[..8].copy_from_slice(&(self.blocks() - 1).to_be_bytes());
+                d[8..12].copy_from_slice(&(self.block_size() as u32).to_be_bytes());
+                // 4096-byte physical blocks.
+                d[13] = (4096 / self.block_size()).trailing_zeros() as u8;
+                d[14] = 0xc0; // LBPME, LBPRZ
+                Ok(alloc(u32at(10), d))
+            }
+            0x08 => {
+                let lba = u64::from(u32::from_be_bytes([0, cdb[1] & 0x1f, cdb[2], cdb[3]]));
+                let n = if cdb[4] == 0 { 256 } else { u64::from(cdb[4]) };
+                self.rw(host, false, lba, n, 0, data).await
+            }
+            0x0a => {
+                let lba = u64::from(u32::from_be_bytes([0, cdb[1] & 0x1f, cdb[2], cdb[3]]));
+                let n = if cdb[4] == 0 { 256 } else { u64::from(cdb[4]) };
+                self.rw(host, true, lba, n, 0, data).await
+            }
+            0x28 => {
+                self.rw(host, false, u32at(2), u16at(7), protect(cdb), data)
+                    .await
+            }
+            0xa8 => {
+                self.rw(host, false, u32at(2), u32at(6), protect(cdb), data)
+                    .await
+            }
+            0x88 => {
+                self.rw(host, false, u64at(2), u32at(10), protect(cdb), data)
+                    .await
+            }
+            0x2a | 0x2e => {
+                self.rw(host, true, u32at(2), u16at(7), protect(cdb), data)
+                    .await
+            }
+            0xaa | 0xae => {
+                self.rw(host, true, u32at(2), u32at(6), protect(cdb), data)
+                    .await
+            }
+            0x8a | 0x8e => {
+                self.rw(host, true, u64at(2), u32at(10), protect(cdb), data)
+                    .await
+            }
+            0x2f => self.verify(host, cdb, u32at(2), u16at(7), data).await,
+            0xaf => self.verify(host, cdb, u32at(2), u32at(6), data).await,
+            0x8f => self.verify(host, cdb, u64at(2), u32at(10), data).await,
+            0x35 | 0x91 => {
+                // SYNCHRONIZE CACHE: writes are durable when acknowledged.
+                let (lba, n) = if cdb[0] == 0x35 {
+                    (u32at(2), u16at(7))
+                } else {
+                    (u64at(2), u32at(10))
+                };
+                self.check_lba(lba, n)?;
+                self.io(host, Op::Flush).await?;
+                Ok(Outcome::good(Bytes::new()))
+            }
+            0x42 => self.unmap(host, cdb, data).await,
+            0x41 => self.write_same(host, cdb, u32at(2), u16at(7), data).await,
+            0x93 => self.write_same(host, cdb, u64at(2), u32at(10), data).await,
+            0x89 => self.compare_and_write(host, cdb, data).await,
+            0x1a | 0x5a => self.mode_sense(cdb),
+            0x15 | 0x55 => Ok(Outcome::good(Bytes::new())), // MODE SELECT: nothing changeable
+            0xa0 => {
+                // REPORT LUNS: LUN 0 only.
+                let mut d = vec![0u8; 16];
+                d[3] = 8;
+                if u32at(6) < 16 {
+                    return Err(Outcome::check(Sense::INVALID_FIELD));
+                }
+                Ok(alloc(u32at(6), d))
+            }
+            0x1b | 0x1e => Ok(Outcome::good(Bytes::new())), // START STOP UNIT, PREVENT ALLOW
+            0x5e => Ok(crate::pr::outcome(
+                crate::pr::reserve_in(&*self.dev, *host, cdb).await,
+                u16at(7) as usize,
+            )),
+            0x5f => crate::pr::reserve_out(&*self.dev, *host, cdb, &data)
+                .await
+                .map(|()| Outcome::good(Bytes::new())),
+            0x34 | 0x90 => {
+                // PRE-FETCH: everything is as fast as it gets; GOOD for a valid range.
+                let (lba, n) = if cdb[0] == 0x34 {
+                    (u32at(2), u16at(7))
+                } else {
+                    (u64at(2), u32at(10))
+                };
+                self.check_lba(lba, n)?;
+                Ok(Outcome::good(Bytes::new()))
+            }
+            0x37 => {
+                // READ DEFECT DATA (10): an empty list in the requested format.
+                let d = vec![0, cdb[2] & 0x1f, 0, 0];
+                Ok(alloc(u16at(7), d))
+            }
+            0xb7 => {
+                let d = vec![0, cdb[1] & 0x1f, 0, 0, 0, 0, 0, 0];
+                Ok(alloc(u32at(6), d))
+            }
+            0xa3 if cdb[1] & 0x1f == 0x0c => {
+                crate::opcodes::report(cdb).map(|d| alloc(u32at(6), d))
+            }
+            _ => Err(Outcome::check(Sense::INVALID_OPCODE)),
+        }
+    }
+
+    fn inquiry(&self, cdb: &[u8]) -> Result<Vec<u8>, Outcome> {
+        let evpd = cdb[1] & 1 != 0;
+        if !evpd {
+            if cdb[2] != 0 {
+                return Err(Outcome::check(Sense::INVALID_FIELD));
+            }
+            let mut d = vec![0u8; 96];
+            d[2] = 0x06; // SPC-4
+            d[3] = 0x12; // HiSup, response data format 2
+            d[4] = 91;
+            d[7] = 0x02; // CmdQue
+            d[8..16].copy_from_slice(b"ALCUBIER");
+            d[16..32].copy_from_slice(b"Alcubierre vol  ");
+            d[32..36].copy_from_slice(b"0001");
+            // Version descriptors: SAM-5, iSCSI, SPC-4, SBC-3.
+            for (i, v) in [0x00a0u16, 0x0960, 0x0460, 0x04c0].iter().enumerate() {
+                d[58 + 2 * i..60 + 2 * i].copy_from_slice(&v.to_be_bytes());
+            }
+            return Ok(d);
+        }
+        let page = cdb[2];
+        let mut body: Vec<u8> = Vec::new();
+        match page {
+            0x00 => body.extend_from_slice(&[0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2]),
+            0x80 => body.extend_from_slice(self.serial.as_bytes()),
+            0x83 => {
+                // NAA (binary, LU association).
+                body.extend_from_slice(&[0x01, 0x03, 0x00, 16]);
+                body.extend_from_slice(&self.naa);
+                // T10 vendor id + serial (ASCII).
+                let t10 = format!("ALCUBIER{}", self.serial);
+                body.extend_from_slice(&[0x02, 0x01, 0x00, t10.len() as u8]);
+                body.extend_from_slice(t10.as_bytes());
+            }
+            0xb0 => {
+                // Block limits.
+                let mut b = vec![0u8; 60];
+                // (page byte n is b[n - 4])
+                b[0] = 0x01; // WSNZ: WRITE SAME needs a non-zero length
+                b[1] = MAX_CAW_BLOCKS; // maximum COMPARE AND WRITE length
+                let max = self.max_transfer_blocks().min(0xffff_ffff) as u32;
+                b[4..8].copy_from_slice(&max.to_be_bytes());
+                b[8..12].copy_from_slice(&max.to_be_bytes()); // optimal transfer length
+                b[16..20].copy_from_slice(&MAX_UNMAP_BLOCKS.to_be_bytes()); // max unmap LBA count
+                b[20..24].copy_from_slice(&MAX_UNMAP_DESCRIPTORS.to_be_bytes());
+                b[24..28].copy_from_slice(&1u32.to_be_bytes()); // optimal unmap granularity
+                                                                // Maximum WRITE SAME length: no more than one transfer, so a host can check
+                                                                // what it wrote with one read.
+                let ws = u64::from(MAX_UNMAP_BLOCKS).min(self.max_transfer_blocks());
+                b[32..40].copy_from_slice(&ws.to_be_bytes());
+                body = b;
+            }
+            0xb1 => {
+                let mut b = vec![0u8; 60];
+                b[1] = 1; // non-rotating medium
+                body = b;
+            }
+            0xb2 => {
+                // Logical block provisioning: UNMAP, WRITE SAME (16) and (10) with UNMAP,
+                // reads of unmapped blocks return zeroes; thin provisioned.
+                body = vec![0, 0xe0 | 0x04, 0x02, 0];
+            }
+            _ => return Err(Outcome::check(Sense::INVALID_FIELD)),
+        }
+        let mut d = vec![0u8, page];
+        d.put_u16(body.len() as u16);
+        d.extend_from_slice(&body);
+        Ok(d)
+    }
+
+    fn mode_sense(&self, cdb: &[u8]) -> Result<Outcome, Outcome> {
+        let six = cdb[0] == 0x1a;
+        let dbd = cdb[1] & 0x08 != 0;
+        let pc = cdb[2] >> 6;
+        let page = cdb[2] & 0x3f;
+        let subpage = cdb[3];
+        if pc == 3 {
+            // Saved values are not supported (SPC-4 6.11: SAVING PARAMETERS NOT SUPPORTED).
+            return Err(Outcome::check(Sense::new(key::ILLEGAL_REQUEST, 0x39, 0x00)));
+        }
+        if subpage != 0 && subpage != 0xff {
+            return Err(Outcome::check(Sense::INVALID_FIELD));
+        }
+        let changeable = pc == 1;
+        let caching = |p: &mut Vec<u8>| {
+            let mut c = vec![0u8; 20];
+            c[0] = 0x08;
+            c[1] = 18;
+            // WCE = 0: no volatile cache; RCD = 0.
+            if changeable {
+                c[2..].fill(0);
+            }
+            p.extend_from_slice(&c);
+        };
+        let control = |p: &mut Vec<u8>| {
+            let mut c = vec![0u8; 12];
+            c[0] = 0x0a;
+            c[1] = 10;
+            if !changeable {
+                c[2] = 0x02; // GLTSD
+                c[8] = 0xff; // busy timeout: unlimited
+                c[9] = 0xff;
+            }
+            p.extend_from_slice(&c);
+        };
+        let exceptions = |p: &mut Vec<u8>| {
+            let mut c = vec![0u8; 12];
+            c[0] = 0x1c;
+            c[1] = 10;
+            p.extend_from_slice(&c);
+        };
+        let mut pages = Vec::new();
+        match page {
+            0x08 => caching(&mut pages),
+            0x0a => control(&mut pages),
+            0x1c => exceptions(&mut pages),
+            0x3f => {
+                caching(&mut pages);
+                control(&mut pages);
+                exceptions(&mut pages);
+            }
+            _ => return Err(Outcome::check(Sense::INVALID_FIELD)),
+        }
+        let mut bd = Vec::new();
+        if !dbd {
+            let blocks = self.blocks().min(0xffff_ffff) as u32;
+            bd.put_u32(blocks);
+            bd.put_u32(self.block_size() as u32 & 0x00ff_ffff);
+        }
+        let dev_specific = 0x10; // DPOFUA
+        let mut d = Vec::new();
+        if six {
+            let len = 3 + bd.len() + pages.len();
+            d.extend_from_slice(&[len.min(255) as u8, 0, dev_specific, bd.len() as u8]);
+            d.extend_from_slice(&bd);
+            d.extend_from_slice(&pages);
+            let n = u64::from(cdb[4]);
+            return Ok(Outcome::good(
+                Bytes::from(d).slice(..(n as usize).min(len + 1)),
+            ));
+        }
+        let len = 6 + bd.len() + pages.len();
+        d.put_u16(len as u16);
+        d.extend_from_slice(&[0, dev_specific, 0, 0]);
+        d.put_u16(bd.len() as u16);
+        d.extend_from_slice(&bd);
+        d.extend_from_slice(&pages);
+        let n = u16::from_be_bytes([cdb[7], cdb[8]]) as usize;
+        Ok(Outcome::good(Bytes::from(d).slice(..n.min(len + 2))))
+    }
+
+    async fn verify(
+        &self,
+        host: &HostId,
+        cdb: &[u8],
+        lba: u64,
+        n: u64,
+        data: Bytes,
+    ) -> Result<Outcome, Outcome> {
+        if cdb[1] >> 5 != 0 {
+            return Err(Outcome::check(Sense::INVALID_FIELD));
+        }
+        self.check_lba(lba, n)?;
+        let bytchk = (cdb[1] >> 1) & 3;
+        if bytchk == 0 || n == 0 {
+            return Ok(Outcome::good(Bytes::new()));
+        }
+        if bytchk == 2 {
+            return Err(Outcome::check(Sense::INVALID_FIELD));
+        }
+        let have = self
+            .io(
+                host,
+                Op::Read {
+                    lba: Lba(lba),
+                    count: BlockCount(n),
+                },
+            )
+            .await?;
+        let bs = self.block_size() as usize;
+        let want: Vec<u8> = if bytchk == 3 {
+            data.iter().copied().cycle().take(n as usize * bs).collect()
+        } else {
+            data.to_vec()
+        };
+        if want.len() != have.len() {
+            return Err(Outcome::check(Sense::INVALID_FIELD));
+        }
+        match have.iter().zip(&want).position(|(a, b)| a != b) {
+            None => Ok(Outcome::good(Bytes::new())),
+            Some(at) => Err(Outcome::check(Sense {
+                info: Some(at as u32),
+                ..Sense::MISCOMPARE
+            })),
+        }
+    }
+
+    async fn unmap(&self, host: &HostId, cdb: &[u8], data: Bytes) -> Result<Outcome, Outcome> {
+        if cdb[1] & 1 != 0 {
+            // ANCHOR is not supported.
+            return Err(Outcome::check(Sense::INVALID_FIELD));
+        }
+        if data.is_empty() {
+            return Ok(Outcome::good(Bytes::new()));
+        }
+        if data.len() < 8 {
+            return Err(Outcome::check(Sense::PARAMETER_LENGTH));
+        }
+        let desc_len = u16::from_be_bytes([data[2], data[3]]) as usize;
+        if !desc_len.is_multiple_of(16) || 8 + desc_len > data.len() {
+            return Err(Outcome::check(Sense::PARAMETER_LENGTH));
+        }
+        if desc_len / 16 > MAX_UNMAP_DESCRIPTORS as usize {
+            return Err(Outcome::check(Sense::INVALID_PARAMETER));
+        }
+        let mut ranges = Vec::new();
+        for d in data[8..8 + desc_len].chunks(16) {
+            let lba = u64::from_be_bytes(d[..8].try_into().expect("8"));
+            let n = u64::from(u32::from_be_bytes(d[8..12].try_into().expect("4")));
+            if n > u64::from(MAX_UNMAP_BLOCKS) {
+                return Err(Outcome::check(Sense::INVALID_PARAMETER));
+            }
+            self.check_lba(lba, n)?;
+            ranges.push((lba, n));
+        }
+        for (lba, n) in ranges {
+            if n > 0 {
+                self.io(
+                    host,
+                    Op::Unmap {
+                        lba: Lba(lba),
+                        count: BlockCount(n),
+                    },
+                )
+                .await?;
+            }
+        }
+        Ok(Outcome::good(Bytes::new()))
+    }
+
+    async fn write_same(
+        &self,
+        host: &HostId,
+        cdb: &[u8],
+        lba: u64,
+        n: u64,
+        data: Bytes,
+    ) -> Result<Outcome, Outcome> {
+        if cdb[1] >> 5 != 0 || cdb[1] & 0x16 != 0 {
+            // No protection information; ANCHOR and the obsolete bits are not supported.
+            return Err(Outcome::check(Sense::INVALID_FIELD));
+        }
+        let ndob = cdb[0] == 0x93 && cdb[1] & 1 != 0;
+        self.check_lba(lba, n)?;
+        if n == 0 || n > u64::from(MAX_UNMAP_BLOCKS).min(self.max_transfer_blocks()) {
+            // A length of 0 would mean "to the end" (SBC-4 5.50) only when allowed.
+            return Err(Outcome::check(Sense::INVALID_FIELD));
+        }
+        let bs = self.block_size() as usize;
+        let zero = ndob || data.iter().all(|&b| b == 0);
+        if !ndob && data.len() != bs {
+            return Err(Outcome::check(Sense::INVALID_FIELD));
+        }
+        if zero {
+            let op = if cdb[1] & 0x08 != 0 {
+                Op::Unmap {
+                    lba: Lba(lba),
+                    count: BlockCount(n),
+                }
+            } else {
+                Op::WriteZeroes {
+                    lba: Lba(lba),
+                    count: BlockCount(n),
+                }
+            };
+            self.io(host, op).await?;
+            return Ok(Outcome::good(Bytes::new()));
+        }
+        let chunk = self.max_transfer_blocks().clamp(1, 256);
+        let mut at = lba;
+        while at < lba + n {
+            let k = chunk.min(lba + n - at);
+            let buf: Vec<u8> = data.iter().copied().cycle().take(k as usize * bs).collect();
+            self.io(
+                host,
+                Op::Write {
+                    lba: Lba(at),
+                    data: Bytes::from(buf),
+                },
+            )
+            .await?;
+            at += k;
+        }
+        Ok(Outcome::good(Bytes::new()))
+    }
+
+    async fn compare_and_write(
+        &self,
+        host: &HostId,
+        cdb: &[u8],
+        data: Bytes,
+    ) -> Result<Outcome, Outcome> {
+        if cdb[1] >> 5 != 0 {
+            return Err(Outcome::check(Sense::INVALID_FIELD));
+        }
+        let lba = u64::from_be_bytes(cdb[2..10].try_into().expect("8"));
+        let n = u64::from(cdb[13]);
+        if n == 0 {
+            return Ok(Outcome::good(Bytes::new()));
+        }
+        if n > u64::from(MAX_CAW_BLOCKS) {
+            return Err(Outcome::check(Sense::INVALID_FIELD));
+        }
+        self.check_lba(lba, n)?;
+        let len = n as usize * self.block_size() as usize;
+        if data.len() != 2 * len {
+            return Err(Outcome::check(Sense::INVALID_FIELD));
+        }
+        let _one = self.caw.lock().await;
+        let have = self
+            .io(
+                host,
+                Op::Read {
+                    lba: Lba(lba),
+                    count: BlockCount(n),
+                },
+            )
+            .await?;
+        if let Some(at) = have.iter().zip(&data[..len]).position(|(a, b)| a != b) {
+            return Err(Outcome::check(Sense {
+                info: Some(at as u32),
+                ..Sense::MISCOMPARE
+            }));
+        }
+        self.io(
+            host,
+            Op::Write {
+                lba: Lba(lba),
+                data: data.slice(len..),
+            },
+        )
+        .await?;
+        Ok(Outcome::good(Bytes::new()))
+    }
+}
+
+/// The most blocks one UNMAP descriptor or WRITE SAME may cover.
+pub const MAX_UNMAP_BLOCKS: u32 = 1 << 20;
+/// The most blocks one COMPARE AND WRITE may cover.
+pub const MAX_CAW_BLOCKS: u8 = 128;
+/// The most descriptors in one UNMAP.
+pub const MAX_UNMAP_DESCRIPTORS: u32 = 256;
+
+/// Encodes sense data as a SCSI Response's data segment (2-byte length, then the sense).
+pub fn sense_segment(s: &Sense) -> Bytes {
+    let mut b = BytesMut::with_capacity(20);
+    b.put_u16(18);
+    b.put_slice(&s.encode());
+    b.freeze()
+}
