@@ -166,11 +166,16 @@ fn nodes_table(v: &Value) {
     print_table(&["NODE", "ACTIVATION", "SERVICE", "CACHE"], rows);
 }
 
-fn volumes_table(v: &Value) {
-    let list = match v {
+/// A list answer as it is, a single object as a list of one.
+fn as_list(v: &Value) -> Vec<Value> {
+    match v {
         Value::Array(a) => a.clone(),
         v => vec![v.clone()],
-    };
+    }
+}
+
+fn volumes_table(v: &Value) {
+    let list = as_list(v);
     let rows = list
         .iter()
         .map(|x| {
@@ -518,10 +523,7 @@ fn snapshot(a: &ApiArgs, c: SnapshotCmd, json: bool) -> anyhow::Result<()> {
         )?,
     };
     out(&v, json, |v| {
-        let list = match v {
-            Value::Array(a) => a.clone(),
-            v => vec![v.clone()],
-        };
+        let list = as_list(v);
         let rows = list
             .iter()
             .map(|x| {

@@ -3,21 +3,7 @@
 
 mod common;
 
-use std::process::Command;
-
-fn cli(api: &str, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_alcubierre"))
-        .args(args)
-        .env("ALCUBIERRE_API", api)
-        .env("ALCUBIERRE_TOKEN", token)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::cli;
 
 #[test]
 fn operator_commands_over_the_api() {

@@ -6,24 +6,10 @@
 
 mod common;
 
-use std::process::Command;
+use common::cli;
 
 use alcubierre_nvmf::initiator::{HostConfig, HostController};
 use bytes::Bytes;
-
-fn cli(api: &str, token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_alcubierre"))
-        .args(args)
-        .env("ALCUBIERRE_API", api)
-        .env("ALCUBIERRE_TOKEN", token)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 async fn cli_async(api: &str, token: &str, args: &[&str]) -> (bool, String, String) {
     let (api, token) = (api.to_string(), token.to_string());

@@ -19,6 +19,7 @@
 
 pub mod conn;
 pub mod driver;
+pub mod harness;
 pub mod login;
 mod opcodes;
 pub mod pdu;

@@ -39,6 +39,14 @@ async fn run(
     dev.reserve(host, 0, cmd).await.map_err(|e| fail(&e))
 }
 
+/// `host`'s registered key.
+fn key_of(st: &Reservations, host: &HostId) -> Option<u64> {
+    st.registrants()
+        .iter()
+        .find(|r| r.host == *host)
+        .map(|r| r.key)
+}
+
 /// PERSISTENT RESERVE IN: the parameter data (before the allocation length cut).
 pub async fn reserve_in(
     dev: &dyn BlockDevice,
@@ -173,11 +181,7 @@ pub async fn reserve_out(
         0 | 6 => {
             let ignore = sa == 6;
             let st = run(dev, host, ResvCommand::Report).await?;
-            let mine = st
-                .registrants()
-                .iter()
-                .find(|r| r.host == host)
-                .map(|r| r.key);
+            let mine = key_of(&st, &host);
             match mine {
                 None if !ignore && key != 0 => {
                     return Err(fail(&BlockError::ReservationConflict));
@@ -209,11 +213,7 @@ pub async fn reserve_out(
         2 => {
             // RELEASE by a registrant that does not hold it changes nothing (SPC-4 5.14.11.2).
             let st = run(dev, host, ResvCommand::Report).await?;
-            let mine = st
-                .registrants()
-                .iter()
-                .find(|r| r.host == host)
-                .map(|r| r.key);
+            let mine = key_of(&st, &host);
             match mine {
                 None => return Err(fail(&BlockError::ReservationConflict)),
                 Some(k) if k != key => return Err(fail(&BlockError::ReservationConflict)),

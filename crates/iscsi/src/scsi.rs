@@ -330,6 +330,14 @@ impl Lun {
         }
     }
 
+    async fn read(&self, host: &HostId, lba: u64, n: u64) -> Result<Bytes, Outcome> {
+        let op = Op::Read {
+            lba: Lba(lba),
+            count: BlockCount(n),
+        };
+        self.io(host, op).await
+    }
+
     async fn io(&self, host: &HostId, op: Op) -> Result<Bytes, Outcome> {
         self.dev.submit(host, op).await.map_err(|e| from_block(&e))
     }
@@ -694,15 +702,7 @@ impl Lun {
         if bytchk == 2 {
             return Err(Outcome::check(Sense::INVALID_FIELD));
         }
-        let have = self
-            .io(
-                host,
-                Op::Read {
-                    lba: Lba(lba),
-                    count: BlockCount(n),
-                },
-            )
-            .await?;
+        let have = self.read(host, lba, n).await?;
         let bs = self.block_size() as usize;
         let want: Vec<u8> = if bytchk == 3 {
             data.iter().copied().cycle().take(n as usize * bs).collect()
@@ -843,15 +843,7 @@ impl Lun {
             return Err(Outcome::check(Sense::INVALID_FIELD));
         }
         let _one = self.caw.lock().await;
-        let have = self
-            .io(
-                host,
-                Op::Read {
-                    lba: Lba(lba),
-                    count: BlockCount(n),
-                },
-            )
-            .await?;
+        let have = self.read(host, lba, n).await?;
         if let Some(at) = have.iter().zip(&data[..len]).position(|(a, b)| a != b) {
             return Err(Outcome::check(Sense {
                 info: Some(at as u32),

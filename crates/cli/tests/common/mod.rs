@@ -54,6 +54,22 @@ pub fn spawn_ready_in<S: AsRef<OsStr>>(
     (Proc(child), v)
 }
 
+/// Runs the operator command `alcubierre ARGS` against the API at `api` with `token`: whether
+/// it succeeded, its stdout and its stderr.
+pub fn cli(api: &str, token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_alcubierre"))
+        .args(args)
+        .env("ALCUBIERRE_API", api)
+        .env("ALCUBIERRE_TOKEN", token)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// One HTTP request with a bearer token; returns the status and the body.
 pub fn http(addr: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
