@@ -104,9 +104,12 @@ async fn serve_one_volume(
         .unwrap();
     let nqn = alcubierre_nvmf::volume_nqn(alcubierre_types::VolumeId(id.parse().unwrap()));
     let mut c = eventually(10, "the volume exported", || async {
-        HostController::connect(addr, &nqn, &HostConfig::default(), 1)
-            .await
-            .ok()
+        // No keep-alive timeout: the test keeps this host idle while it waits for destage.
+        let host = HostConfig {
+            kato: std::time::Duration::ZERO,
+            ..HostConfig::default()
+        };
+        HostController::connect(addr, &nqn, &host, 1).await.ok()
     })
     .await;
     let data = bytes::Bytes::from(vec![0x7e; 4096]);
