@@ -228,6 +228,9 @@ pub struct NvmfSection {
 pub struct IscsiSection {
     /// Listen addresses (port 3260 by convention).
     pub listen: Vec<SocketAddr>,
+    /// The portal (`host:port`) SendTargets names (default: the first bound listen address).
+    #[serde(default)]
+    pub advertise: Option<String>,
 }
 
 fn default_icd() -> u32 {
@@ -247,8 +250,15 @@ pub struct VolumeSection {
     /// 512 or 4096.
     #[serde(default = "default_bs")]
     pub block_size: u64,
-    /// Host NQNs allowed to connect; `["*"]` allows any.
+    /// Host NQNs (NVMe/TCP) and initiator IQNs (iSCSI) allowed to connect; `["*"]` allows
+    /// any.
     pub hosts: Vec<String>,
+    /// iSCSI: the CHAP user initiators must log in with (with `chap_secret`).
+    #[serde(default)]
+    pub chap_user: Option<String>,
+    /// iSCSI: the CHAP secret (12 to 16 characters).
+    #[serde(default)]
+    pub chap_secret: Option<String>,
     /// Serve from memory without the cache (front-end benchmarks only; not durable).
     #[serde(default)]
     pub memory: bool,
@@ -332,6 +342,18 @@ impl NodeConfig {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        for v in &self.volumes {
+            match (&v.chap_user, &v.chap_secret) {
+                (Some(_), Some(s)) if !(12..=16).contains(&s.len()) => bail!(
+                    "volume {}: chap_secret must be 12 to 16 characters (RFC 7143 section 12.1.3)",
+                    v.name
+                ),
+                (Some(_), None) | (None, Some(_)) => {
+                    bail!("volume {}: chap_user and chap_secret go together", v.name)
+                }
+                _ => {}
+            }
+        }
         if self.nvmf.listen.is_empty() {
             bail!("nvmf.listen: at least one address is needed");
         }

@@ -43,12 +43,14 @@ pub struct Path {
     lun: Option<Arc<alcubierre_iscsi::scsi::Lun>>,
 }
 
-/// Who may log in to a volume's iSCSI target: its hosts' IQNs (none listed: any) with their
-/// CHAP credentials.
+/// Who may log in to a volume's iSCSI target: its hosts' IQNs (a volume without hosts admits
+/// any initiator) with their CHAP credentials.
 pub fn iscsi_access(hosts: &[Host]) -> alcubierre_iscsi::login::Access {
     use alcubierre_iscsi::login::{Access, Chap};
     Access {
-        initiators: hosts.iter().filter_map(|h| h.iqn.clone()).collect(),
+        // No hosts: any initiator; hosts: only their IQNs (none when they have only NQNs).
+        initiators: (!hosts.is_empty())
+            .then(|| hosts.iter().filter_map(|h| h.iqn.clone()).collect()),
         per_initiator: hosts
             .iter()
             .filter_map(|h| {

@@ -237,18 +237,32 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
         } else {
             HostAcl::Only(v.hosts.clone())
         };
-        let iqn = iscsi.as_ref().map(|t| {
-            let name = alcubierre_iscsi::volume_iqn(id);
-            t.export(
-                &name,
-                alcubierre_iscsi::Export {
-                    lun: Arc::new(alcubierre_iscsi::scsi::Lun::new(dev.clone(), id.to_bytes())),
-                    access: Default::default(),
-                    portals: vec![],
-                },
-            );
-            name
-        });
+        let iqn =
+            iscsi.as_ref().map(|t| {
+                let name = alcubierre_iscsi::volume_iqn(id);
+                t.export(
+                    &name,
+                    alcubierre_iscsi::Export {
+                        lun: Arc::new(alcubierre_iscsi::scsi::Lun::new(dev.clone(), id.to_bytes())),
+                        access: alcubierre_iscsi::login::Access {
+                            // `*`: any; otherwise the IQNs listed (none: no iSCSI initiator).
+                            initiators: (!v.hosts.iter().any(|h| h == "*")).then(|| {
+                                v.hosts
+                                    .iter()
+                                    .filter(|h| h.starts_with("iqn."))
+                                    .cloned()
+                                    .collect()
+                            }),
+                            chap: v.chap_user.clone().zip(v.chap_secret.clone()).map(
+                                |(user, secret)| alcubierre_iscsi::login::Chap { user, secret },
+                            ),
+                            ..Default::default()
+                        },
+                        portals: vec![],
+                    },
+                );
+                name
+            });
         let s = Arc::new(Subsystem::new(id, dev, acl, cfg.node.ana_group));
         volumes.push(ExportedVolume {
             name: v.name.clone(),
@@ -281,6 +295,9 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
                 .with_context(|| format!("iscsi.listen: binding {a}"))?;
             iscsi_bound.push(bound);
             iscsi_tasks.push(task);
+        }
+        if let Some(a) = &sec.advertise {
+            t.set_local_portal(a.clone());
         }
     }
     let cluster = match &cfg.cluster {

@@ -41,8 +41,8 @@ pub struct Chap {
 /// Who may log in to a target.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Access {
-    /// Initiator names allowed (empty: any).
-    pub initiators: Vec<String>,
+    /// Initiator names allowed (`None`: any; an empty list: none).
+    pub initiators: Option<Vec<String>>,
     /// CHAP credentials the initiator must prove (None: no authentication).
     pub chap: Option<Chap>,
     /// Credentials the target proves to the initiator when it asks (mutual CHAP).
@@ -309,7 +309,11 @@ impl Login {
                     let Some(access) = self.dir.access(&t) else {
                         return self.fail(b, status::NOT_FOUND);
                     };
-                    if !access.initiators.is_empty() && !access.initiators.contains(&init) {
+                    if access
+                        .initiators
+                        .as_ref()
+                        .is_some_and(|l| !l.contains(&init))
+                    {
                         return self.fail(b, status::FORBIDDEN);
                     }
                     self.access = access;
@@ -599,7 +603,7 @@ mod tests {
     #[test]
     fn unknown_targets_and_forbidden_initiators_are_refused() {
         let acl = Access {
-            initiators: vec!["iqn.ok".into()],
+            initiators: Some(vec!["iqn.ok".into()]),
             ..Access::default()
         };
         let mut l = Login::new(std::sync::Arc::new(Dir(acl.clone())), 1);
