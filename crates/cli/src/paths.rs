@@ -86,7 +86,12 @@ impl Path {
         let dev: Arc<dyn BlockDevice> = Arc::new(Metered::new(device.clone(), stats.clone()));
         let subsystem = Arc::new(Subsystem::new(id, dev.clone(), acl.clone(), p.ana_group));
         let lun = p.iscsi.as_ref().map(|t| {
-            let lun = Arc::new(alcubierre_iscsi::scsi::Lun::new(dev.clone(), id.to_bytes()));
+            let lun = Arc::new(alcubierre_iscsi::scsi::Lun::new(
+                dev.clone(),
+                id.to_bytes(),
+                p.ana_group as u16,
+            ));
+            lun.set_alua(alcubierre_iscsi::scsi::alua::TRANSITIONING);
             t.export(
                 &alcubierre_iscsi::volume_iqn(id),
                 alcubierre_iscsi::Export {
@@ -130,6 +135,7 @@ impl Path {
         self.forwarder.set_primary(None);
         self.device.set_route(Route::Local(dev));
         self.subsystem.set_ana(AnaState::Optimized);
+        self.set_alua(alcubierre_iscsi::scsi::alua::OPTIMIZED);
     }
 
     /// Another node is the primary, reachable at `primary` on the replica network.
@@ -145,6 +151,11 @@ impl Path {
         } else {
             AnaState::Inaccessible
         });
+        self.set_alua(if primary.is_some() {
+            alcubierre_iscsi::scsi::alua::NON_OPTIMIZED
+        } else {
+            alcubierre_iscsi::scsi::alua::TRANSITIONING
+        });
     }
 
     /// The node cannot serve the volume for now (`why` goes to the hosts' failed I/O).
@@ -153,6 +164,14 @@ impl Path {
             self.device.set_route(Route::Down(why.to_string()));
         }
         self.subsystem.set_ana(AnaState::Inaccessible);
+        self.set_alua(alcubierre_iscsi::scsi::alua::TRANSITIONING);
+    }
+
+    /// The iSCSI path's asymmetric access state, when the node serves iSCSI.
+    fn set_alua(&self, state: u8) {
+        if let Some(l) = &self.lun {
+            l.set_alua(state);
+        }
     }
 
     /// Replaces the host access list (existing connections stay).

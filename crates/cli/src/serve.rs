@@ -243,7 +243,11 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
                 t.export(
                     &name,
                     alcubierre_iscsi::Export {
-                        lun: Arc::new(alcubierre_iscsi::scsi::Lun::new(dev.clone(), id.to_bytes())),
+                        lun: Arc::new(alcubierre_iscsi::scsi::Lun::new(
+                            dev.clone(),
+                            id.to_bytes(),
+                            cfg.node.ana_group as u16,
+                        )),
                         access: alcubierre_iscsi::login::Access {
                             // `*`: any; otherwise the IQNs listed (none: no iSCSI initiator).
                             initiators: (!v.hosts.iter().any(|h| h == "*")).then(|| {

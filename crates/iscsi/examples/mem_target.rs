@@ -29,6 +29,7 @@ async fn main() -> std::io::Result<()> {
             lun: Arc::new(Lun::new(
                 Arc::new(Reserved::volatile(MemBlockDevice::new(geometry))),
                 id.to_bytes(),
+                1,
             )),
             access: Access::default(),
             portals: vec![],

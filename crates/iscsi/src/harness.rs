@@ -28,6 +28,7 @@ pub fn target() -> Arc<Target> {
             lun: Arc::new(Lun::new(
                 Arc::new(Reserved::volatile(MemBlockDevice::new(g))),
                 [7; 16],
+                1,
             )),
             access: Access::default(),
             portals: vec!["127.0.0.1:3260".into()],

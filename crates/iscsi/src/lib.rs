@@ -13,8 +13,8 @@
 //! 3. Malformed input ends only its own connection, or gets the protocol's Reject or CHECK
 //!    CONDITION with sense data; nothing panics.
 //!
-//! Error recovery level 0, one connection per session. Not yet: ALUA (REPORT TARGET PORT
-//! GROUPS), unit attentions, multi-PDU text, GET LBA STATUS, EXTENDED COPY
+//! Error recovery level 0, one connection per session; implicit ALUA with a target port group
+//! per node. Not yet: unit attentions, multi-PDU text, GET LBA STATUS, EXTENDED COPY
 //! (docs/design/iscsi.md).
 
 pub mod conn;

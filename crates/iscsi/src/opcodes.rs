@@ -49,6 +49,7 @@ const SUPPORTED: &[(u8, Option<u16>, u8)] = &[
     (0x93, None, 16),       // WRITE SAME (16)
     (0x9e, Some(0x10), 16), // READ CAPACITY (16)
     (0xa0, None, 12),       // REPORT LUNS
+    (0xa3, Some(0x0a), 12), // REPORT TARGET PORT GROUPS
     (0xa3, Some(0x0c), 12), // REPORT SUPPORTED OPERATION CODES
     (0xa8, None, 12),       // READ (12)
     (0xaa, None, 12),       // WRITE (12)

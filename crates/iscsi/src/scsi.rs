@@ -2,8 +2,7 @@
 //! Linux, VMware and Windows initiators send, and sense data for every error (fixed format).
 //!
 //! Persistent reservations are in `pr`, the supported-opcodes report in `opcodes`. Not yet:
-//! REPORT TARGET PORT GROUPS (so the standard INQUIRY reports no ALUA support), GET LBA
-//! STATUS, EXTENDED COPY; they get ILLEGAL REQUEST / INVALID COMMAND OPERATION CODE.
+//! GET LBA STATUS, EXTENDED COPY; they get ILLEGAL REQUEST / INVALID COMMAND OPERATION CODE.
 
 use std::sync::Arc;
 
@@ -178,14 +177,31 @@ pub struct Lun {
     caw: tokio::sync::Mutex<()>,
     /// The I_T nexus holding a RESERVE(6) reservation (SPC-2; kept on this node only).
     reserved6: parking_lot::Mutex<Option<HostId>>,
+    /// This node's target port group and relative target port id (implicit ALUA: one group
+    /// per node, the node's ANA group).
+    group: u16,
+    /// The group's asymmetric access state ([`alua`]).
+    alua: std::sync::atomic::AtomicU8,
+}
+
+/// Asymmetric access states (SPC-4 table 166).
+pub mod alua {
+    /// Active/optimized: the node is the volume's primary.
+    pub const OPTIMIZED: u8 = 0x0;
+    /// Active/non-optimized: the node forwards I/O to the primary.
+    pub const NON_OPTIMIZED: u8 = 0x1;
+    /// Transitioning: the node cannot serve the volume for now.
+    pub const TRANSITIONING: u8 = 0xf;
 }
 
 /// Our IEEE company id placeholder in NAA designators (a locally administered value).
 const OUI: u32 = 0x0a_1c_be;
 
 impl Lun {
-    /// A LUN for `dev` with the volume's 16-byte id (its UUID) as identity.
-    pub fn new(dev: Arc<dyn BlockDevice>, id: [u8; 16]) -> Self {
+    /// A LUN for `dev` with the volume's 16-byte id (its UUID) as identity, in this node's
+    /// target port group `group` (non-zero, distinct per node), active/optimized until told
+    /// otherwise.
+    pub fn new(dev: Arc<dyn BlockDevice>, id: [u8; 16], group: u16) -> Self {
         let serial: String = id[..8].iter().map(|b| format!("{b:02x}")).collect();
         let mut naa = [0u8; 16];
         // NAA 6 (IEEE Registered Extended): 4-bit NAA, 24-bit OUI, 100 bits vendor-specific.
@@ -200,6 +216,8 @@ impl Lun {
             naa,
             caw: tokio::sync::Mutex::new(()),
             reserved6: parking_lot::Mutex::new(None),
+            group: group.max(1),
+            alua: std::sync::atomic::AtomicU8::new(alua::OPTIMIZED),
         }
     }
 
@@ -257,7 +275,7 @@ impl Lun {
             0x55 => Direction::Out(u16::from_be_bytes([cdb[7], cdb[8]]) as usize),
             0x00 | 0x03 | 0x12 | 0x25 | 0x08 | 0x28 | 0xa8 | 0x88 | 0x35 | 0x91 | 0x1a | 0x5a
             | 0xa0 | 0x1b | 0x1e | 0x34 | 0x90 | 0x37 | 0xb7 => Direction::In,
-            0xa3 if cdb[1] & 0x1f == 0x0c => Direction::In,
+            0xa3 if matches!(cdb[1] & 0x1f, 0x0a | 0x0c) => Direction::In,
             0x5e | 0x16 | 0x17 => Direction::In,
             0x5f => Direction::Out(u32::from_be_bytes(cdb[5..9].try_into().expect("4")) as usize),
             0x9e if cdb[1] & 0x1f == 0x10 => Direction::In,
@@ -316,6 +334,37 @@ impl Lun {
         if *r == Some(*host) {
             *r = None;
         }
+    }
+
+    /// Sets this node's asymmetric access state for the LU (the path's role).
+    pub fn set_alua(&self, state: u8) {
+        self.alua.store(state, std::sync::atomic::Ordering::Release);
+    }
+
+    /// This node's asymmetric access state for the LU.
+    pub fn alua_state(&self) -> u8 {
+        self.alua.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// REPORT TARGET PORT GROUPS (SPC-4 section 6.36): this node's group, its state and its
+    /// one target port (each node reports its own; hosts ask every path).
+    fn report_groups(&self, cdb: &[u8]) -> Vec<u8> {
+        let extended = cdb[1] >> 5 == 1;
+        let mut desc = vec![
+            self.alua_state(),
+            0x8b, // T_SUP, U_SUP, AN_SUP, AO_SUP
+        ];
+        desc.extend_from_slice(&self.group.to_be_bytes());
+        desc.extend_from_slice(&[0, 0, 0, 1]); // status, vendor, one target port
+        desc.extend_from_slice(&[0, 0]);
+        desc.extend_from_slice(&self.group.to_be_bytes()); // relative target port id
+        let mut d = (desc.len() as u32).to_be_bytes().to_vec();
+        if extended {
+            // Extended header: format 1, implicit transition time 10 s.
+            d.extend_from_slice(&[0x10, 10, 0, 0]);
+        }
+        d.extend_from_slice(&desc);
+        d
     }
 
     /// A LUN or target reset: the RESERVE(6) reservation goes.
@@ -528,6 +577,7 @@ impl Lun {
             0xa3 if cdb[1] & 0x1f == 0x0c => {
                 crate::opcodes::report(cdb).map(|d| alloc(u32at(6), d))
             }
+            0xa3 if cdb[1] & 0x1f == 0x0a => Ok(alloc(u32at(6), self.report_groups(cdb))),
             _ => Err(Outcome::check(Sense::INVALID_OPCODE)),
         }
     }
@@ -542,6 +592,7 @@ impl Lun {
             d[2] = 0x06; // SPC-4
             d[3] = 0x12; // HiSup, response data format 2
             d[4] = 91;
+            d[5] = 0x10; // TPGS 01b: implicit ALUA
             d[7] = 0x02; // CmdQue
             d[8..16].copy_from_slice(b"ALCUBIER");
             d[16..32].copy_from_slice(b"Alcubierre vol  ");
@@ -565,6 +616,11 @@ impl Lun {
                 let t10 = format!("ALCUBIER{}", self.serial);
                 body.extend_from_slice(&[0x02, 0x01, 0x00, t10.len() as u8]);
                 body.extend_from_slice(t10.as_bytes());
+                // Relative target port and target port group (target port association, PIV
+                // with protocol iSCSI): this node's.
+                let g = self.group.to_be_bytes();
+                body.extend_from_slice(&[0x51, 0x94, 0x00, 4, 0, 0, g[0], g[1]]);
+                body.extend_from_slice(&[0x51, 0x95, 0x00, 4, 0, 0, g[0], g[1]]);
             }
             0xb0 => {
                 // Block limits.

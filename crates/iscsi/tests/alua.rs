@@ -1,0 +1,69 @@
+//! Implicit ALUA (SPC-4 sections 5.16, 6.36): the standard INQUIRY reports TPGS 01b, VPD page
+//! 83h names this node's relative target port and target port group, and REPORT TARGET PORT
+//! GROUPS reports the group in the state the node's path is in (as the replicated volume's
+//! role sets it: optimized on the primary, non-optimized when forwarding, transitioning while
+//! the node cannot serve).
+
+use std::sync::Arc;
+
+use alcubierre_block::MemBlockDevice;
+use alcubierre_iscsi::scsi::{alua, Lun};
+use alcubierre_types::{BlockSize, ByteSize, VolumeGeometry};
+use bytes::Bytes;
+
+fn lun(group: u16) -> Lun {
+    let g = VolumeGeometry::new(BlockSize::B4096, ByteSize::mib(1)).unwrap();
+    Lun::new(Arc::new(MemBlockDevice::new(g)), [3; 16], group)
+}
+
+fn run(l: &Lun, cdb: &[u8]) -> Bytes {
+    let o = futures::executor::block_on(l.execute(&[0; 16], cdb, Bytes::new()));
+    assert_eq!(o.status, 0, "{cdb:x?}: {o:?}");
+    o.data
+}
+
+#[test]
+fn inquiry_and_vpd_name_the_port_group() {
+    let l = lun(7);
+    let std = run(&l, &[0x12, 0, 0, 0, 96, 0]);
+    assert_eq!(std[5] & 0x30, 0x10, "TPGS: implicit ALUA");
+    let vpd = run(&l, &[0x12, 1, 0x83, 0, 255, 0]);
+    let mut at = 4;
+    let mut found = Vec::new();
+    while at + 4 <= vpd.len() {
+        let (kind, len) = (vpd[at + 1], vpd[at + 3] as usize);
+        found.push((kind & 0x3f, vpd[at + 4..at + 4 + len].to_vec()));
+        at += 4 + len;
+    }
+    // Type 4 (relative target port) and 5 (target port group), target port association.
+    assert!(found.contains(&(0x14, vec![0, 0, 0, 7])), "{found:x?}");
+    assert!(found.contains(&(0x15, vec![0, 0, 0, 7])), "{found:x?}");
+}
+
+#[test]
+fn report_target_port_groups_follows_the_path_state() {
+    let l = lun(7);
+    for (state, want) in [
+        (alua::OPTIMIZED, 0u8),
+        (alua::NON_OPTIMIZED, 1),
+        (alua::TRANSITIONING, 0xf),
+    ] {
+        l.set_alua(state);
+        // Extended header format (what Linux's scsi_dh_alua asks for).
+        let d = run(&l, &[0xa3, 0x2a, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(u32::from_be_bytes(d[..4].try_into().unwrap()), 12);
+        assert_eq!(d[4], 0x10, "extended header");
+        let desc = &d[8..];
+        assert_eq!(desc[0] & 0x0f, want);
+        assert_eq!(u16::from_be_bytes([desc[2], desc[3]]), 7, "group id");
+        assert_eq!(desc[7], 1, "one target port");
+        assert_eq!(
+            u16::from_be_bytes([desc[10], desc[11]]),
+            7,
+            "its relative port id"
+        );
+        // Length-only header.
+        let d = run(&l, &[0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(d[4] & 0x0f, want);
+    }
+}
