@@ -277,6 +277,13 @@ fn grow(p: &NodeParts, v: &Volume, resize_backend: bool) -> anyhow::Result<()> {
     if let Some(s) = p.target.subsystem(&volume_nqn(id)) {
         s.notify(SubsystemEvent::NamespaceChanged);
     }
+    if let Some(e) = p
+        .iscsi
+        .as_ref()
+        .and_then(|t| t.get(&alcubierre_iscsi::volume_iqn(id)))
+    {
+        e.lun.capacity_changed();
+    }
     Ok(())
 }
 

@@ -78,6 +78,8 @@ impl Sense {
     pub const TRANSITIONING: Sense = Sense::new(key::NOT_READY, 0x04, 0x0a);
     /// HARDWARE ERROR, INTERNAL TARGET FAILURE.
     pub const INTERNAL_FAILURE: Sense = Sense::new(key::HARDWARE_ERROR, 0x44, 0x00);
+    /// UNIT ATTENTION, CAPACITY DATA HAS CHANGED.
+    pub const CAPACITY_CHANGED: Sense = Sense::new(key::UNIT_ATTENTION, 0x2a, 0x09);
     /// MISCOMPARE, MISCOMPARE DURING VERIFY OPERATION.
     pub const MISCOMPARE: Sense = Sense::new(key::MISCOMPARE, 0x1d, 0x00);
     /// The fixed-format sense data (18 bytes).
@@ -182,6 +184,14 @@ pub struct Lun {
     group: u16,
     /// The group's asymmetric access state ([`alua`]).
     alua: std::sync::atomic::AtomicU8,
+    /// Unit attentions per I_T nexus (SAM-5 5.14), and the nexuses that sent commands.
+    attentions: parking_lot::Mutex<UnitAttentions>,
+}
+
+#[derive(Default)]
+struct UnitAttentions {
+    seen: std::collections::HashSet<HostId>,
+    pending: std::collections::HashMap<HostId, std::collections::VecDeque<Sense>>,
 }
 
 /// Asymmetric access states (SPC-4 table 166).
@@ -218,6 +228,7 @@ impl Lun {
             reserved6: parking_lot::Mutex::new(None),
             group: group.max(1),
             alua: std::sync::atomic::AtomicU8::new(alua::OPTIMIZED),
+            attentions: parking_lot::Mutex::new(UnitAttentions::default()),
         }
     }
 
@@ -296,6 +307,17 @@ impl Lun {
 
     /// Runs `cdb` for `host` with `data` (Data-Out); the outcome.
     pub async fn execute(&self, host: &HostId, cdb: &[u8], data: Bytes) -> Outcome {
+        // A pending unit attention fails the nexus's next command but INQUIRY, REPORT LUNS and
+        // REQUEST SENSE, once (SAM-5 section 5.14).
+        {
+            let mut ua = self.attentions.lock();
+            ua.seen.insert(*host);
+            if !matches!(cdb[0], 0x12 | 0xa0 | 0x03) {
+                if let Some(s) = ua.pending.get_mut(host).and_then(|q| q.pop_front()) {
+                    return Outcome::check(s);
+                }
+            }
+        }
         // RESERVE(6) / RELEASE(6) (SPC-2 section 7.21-7.22): another nexus's reservation
         // refuses everything but INQUIRY, REPORT LUNS, REQUEST SENSE and RELEASE.
         {
@@ -334,6 +356,9 @@ impl Lun {
         if *r == Some(*host) {
             *r = None;
         }
+        let mut ua = self.attentions.lock();
+        ua.seen.remove(host);
+        ua.pending.remove(host);
     }
 
     /// Sets this node's asymmetric access state for the LU (the path's role).
@@ -365,6 +390,19 @@ impl Lun {
         }
         d.extend_from_slice(&desc);
         d
+    }
+
+    /// The LU grew: every nexus that has used it gets CAPACITY DATA HAS CHANGED on its next
+    /// command (SPEC §2: hosts learn the new size).
+    pub fn capacity_changed(&self) {
+        let mut ua = self.attentions.lock();
+        let seen: Vec<HostId> = ua.seen.iter().copied().collect();
+        for h in seen {
+            ua.pending
+                .entry(h)
+                .or_default()
+                .push_back(Sense::CAPACITY_CHANGED);
+        }
     }
 
     /// A LUN or target reset: the RESERVE(6) reservation goes.

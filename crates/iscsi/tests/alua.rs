@@ -67,3 +67,29 @@ fn report_target_port_groups_follows_the_path_state() {
         assert_eq!(d[4] & 0x0f, want);
     }
 }
+
+/// SAM-5 section 5.14: after the LU grows, each nexus that used it gets one CHECK CONDITION,
+/// UNIT ATTENTION, CAPACITY DATA HAS CHANGED (not on INQUIRY), then its commands run again.
+#[test]
+fn a_grown_lu_raises_one_unit_attention_per_nexus() {
+    let l = lun(1);
+    let tur = [0u8; 6];
+    let (a, b) = ([1u8; 16], [2u8; 16]);
+    let exec =
+        |h: &[u8; 16], cdb: &[u8]| futures::executor::block_on(l.execute(h, cdb, Bytes::new()));
+    assert_eq!(exec(&a, &tur).status, 0);
+    assert_eq!(exec(&b, &tur).status, 0);
+    l.capacity_changed();
+    assert_eq!(
+        exec(&a, &[0x12, 0, 0, 0, 36, 0]).status,
+        0,
+        "INQUIRY is not held"
+    );
+    for h in [&a, &b] {
+        let o = exec(h, &tur);
+        assert_eq!(o.status, 2);
+        let s = o.sense.unwrap();
+        assert_eq!((s.key, s.asc, s.ascq), (0x06, 0x2a, 0x09));
+        assert_eq!(exec(h, &tur).status, 0, "reported once");
+    }
+}
