@@ -15,6 +15,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=testing/vm/e2e-lib.sh
+. "$HERE/e2e-lib.sh"
 BIN=${1:?usage: nvmf-e2e.sh <path-to-alcubierre-binary>}
 BIN=$(realpath "$BIN")
 PORT=${ALCUBIERRE_NVMF_PORT:-4420}
@@ -52,17 +54,7 @@ size = "128MiB"
 hosts = ["$HOSTNQN"]
 TOML
 
-"$BIN" --json serve --config "$WORK/node/node.toml" >"$WORK/serve.out" 2>"$WORK/serve.err" &
-SERVE_PID=$!
-for _ in $(seq 100); do
-	[[ -s $WORK/serve.out ]] && break
-	if ! kill -0 "$SERVE_PID" 2>/dev/null; then
-		echo "alcubierre serve exited:" >&2
-		cat "$WORK/serve.err" >&2
-		exit 1
-	fi
-	sleep 0.1
-done
+serve_start "$BIN" "$WORK/node/node.toml" "$WORK"
 NQN=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["volumes"][0]["nqn"])' <"$WORK/serve.out")
 echo "target up (pid $SERVE_PID), subsystem $NQN"
 
@@ -129,18 +121,4 @@ echo "NVMF-E2E-OK"
 GUEST
 chmod +x "$WORK/share/guest.sh"
 
-set +e
-"$HERE/run.sh" "$WORK/share" guest.sh "${ALCUBIERRE_VM_TIMEOUT:-600}" | tee "$WORK/console.txt"
-rc=${PIPESTATUS[0]}
-set -e
-if [[ $rc -ne 0 ]]; then
-	echo "guest script failed with $rc; target log:" >&2
-	tail -50 "$WORK/serve.err" >&2
-	exit "$rc"
-fi
-grep -q NVMF-E2E-OK "$WORK/console.txt"
-if ! kill -0 "$SERVE_PID" 2>/dev/null; then
-	echo "the target died during the test" >&2
-	exit 1
-fi
-echo "nvmf-e2e: passed"
+guest_run "$HERE" "$WORK" NVMF-E2E-OK nvmf-e2e

@@ -410,7 +410,7 @@ impl Lun {
         *self.reserved6.lock() = None;
     }
 
-    fn check_lba(&self, lba: u64, count: u64) -> Result<(), Outcome> {
+    fn check_lba(&self, (lba, count): (u64, u64)) -> Result<(), Outcome> {
         match lba.checked_add(count) {
             Some(end) if end <= self.blocks() => Ok(()),
             _ => Err(Outcome::check(Sense::LBA_OUT_OF_RANGE)),
@@ -442,7 +442,7 @@ impl Lun {
             // No protection information on these volumes.
             return Err(Outcome::check(Sense::INVALID_FIELD));
         }
-        self.check_lba(lba, count)?;
+        self.check_lba((lba, count))?;
         if count == 0 {
             return Ok(Outcome::good(Bytes::new()));
         }
@@ -494,6 +494,15 @@ impl Lun {
             Outcome::good(Bytes::from(d).slice(..len))
         };
         let protect = |c: &[u8]| c[1] >> 5;
+        // The range of a 10-byte CDB (LBA at 2, 16-bit length at 7) or a 16-byte one (LBA at
+        // 2, 32-bit length at 10), by the CDB's group.
+        let range_10_16 = || {
+            if cdb[0] >> 5 == 1 {
+                (u32at(2), u16at(7))
+            } else {
+                (u64at(2), u32at(10))
+            }
+        };
         match cdb[0] {
             0x00 => Ok(Outcome::good(Bytes::new())), // TEST UNIT READY
             0x03 => {
@@ -561,12 +570,7 @@ impl Lun {
             0x8f => self.verify(host, cdb, u64at(2), u32at(10), data).await,
             0x35 | 0x91 => {
                 // SYNCHRONIZE CACHE: writes are durable when acknowledged.
-                let (lba, n) = if cdb[0] == 0x35 {
-                    (u32at(2), u16at(7))
-                } else {
-                    (u64at(2), u32at(10))
-                };
-                self.check_lba(lba, n)?;
+                self.check_lba(range_10_16())?;
                 self.io(host, Op::Flush).await?;
                 Ok(Outcome::good(Bytes::new()))
             }
@@ -595,12 +599,7 @@ impl Lun {
                 .map(|()| Outcome::good(Bytes::new())),
             0x34 | 0x90 => {
                 // PRE-FETCH: everything is as fast as it gets; GOOD for a valid range.
-                let (lba, n) = if cdb[0] == 0x34 {
-                    (u32at(2), u16at(7))
-                } else {
-                    (u64at(2), u32at(10))
-                };
-                self.check_lba(lba, n)?;
+                self.check_lba(range_10_16())?;
                 Ok(Outcome::good(Bytes::new()))
             }
             0x37 => {
@@ -788,7 +787,7 @@ impl Lun {
         if cdb[1] >> 5 != 0 {
             return Err(Outcome::check(Sense::INVALID_FIELD));
         }
-        self.check_lba(lba, n)?;
+        self.check_lba((lba, n))?;
         let bytchk = (cdb[1] >> 1) & 3;
         if bytchk == 0 || n == 0 {
             return Ok(Outcome::good(Bytes::new()));
@@ -840,7 +839,7 @@ impl Lun {
             if n > u64::from(MAX_UNMAP_BLOCKS) {
                 return Err(Outcome::check(Sense::INVALID_PARAMETER));
             }
-            self.check_lba(lba, n)?;
+            self.check_lba((lba, n))?;
             ranges.push((lba, n));
         }
         for (lba, n) in ranges {
@@ -871,7 +870,7 @@ impl Lun {
             return Err(Outcome::check(Sense::INVALID_FIELD));
         }
         let ndob = cdb[0] == 0x93 && cdb[1] & 1 != 0;
-        self.check_lba(lba, n)?;
+        self.check_lba((lba, n))?;
         if n == 0 || n > u64::from(MAX_UNMAP_BLOCKS).min(self.max_transfer_blocks()) {
             // A length of 0 would mean "to the end" (SBC-4 5.50) only when allowed.
             return Err(Outcome::check(Sense::INVALID_FIELD));
@@ -931,7 +930,7 @@ impl Lun {
         if n > u64::from(MAX_CAW_BLOCKS) {
             return Err(Outcome::check(Sense::INVALID_FIELD));
         }
-        self.check_lba(lba, n)?;
+        self.check_lba((lba, n))?;
         let len = n as usize * self.block_size() as usize;
         if data.len() != 2 * len {
             return Err(Outcome::check(Sense::INVALID_FIELD));
