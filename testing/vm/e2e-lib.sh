@@ -1,5 +1,22 @@
 # Shared by the VM end-to-end scripts (nvmf-e2e.sh, iscsi-e2e.sh); sourced, not run.
 
+# e2e_workdir NAME: makes WORK (with share/ and node/) under /var/tmp, removed with the target
+# (SERVE_PID) when the script exits.
+e2e_workdir() {
+	WORK=$(mktemp -d "/var/tmp/alcubierre-$1-e2e.XXXXXX")
+	SERVE_PID=
+	trap e2e_cleanup EXIT
+	mkdir -p "$WORK/share" "$WORK/node"
+}
+
+e2e_cleanup() {
+	if [[ -n $SERVE_PID ]]; then
+		kill "$SERVE_PID" 2>/dev/null || true
+		wait "$SERVE_PID" 2>/dev/null || true
+	fi
+	rm -rf "$WORK"
+}
+
 # serve_start BIN CONFIG WORK: starts `BIN serve --config CONFIG` with its JSON ready line in
 # WORK/serve.out and its log in WORK/serve.err, waits for the line, sets SERVE_PID.
 serve_start() {

@@ -25,18 +25,7 @@ GUEST_IQN=iqn.2004-10.com.alcubierre:vm-guest
 CHAP_USER=vm-guest
 CHAP_SECRET=open-sesame-42
 
-WORK=$(mktemp -d /var/tmp/alcubierre-iscsi-e2e.XXXXXX)
-SERVE_PID=
-cleanup() {
-	if [[ -n $SERVE_PID ]]; then
-		kill "$SERVE_PID" 2>/dev/null || true
-		wait "$SERVE_PID" 2>/dev/null || true
-	fi
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-mkdir -p "$WORK/share" "$WORK/node"
+e2e_workdir iscsi
 cat >"$WORK/node/node.toml" <<TOML
 [node]
 name = "vm-iscsi"

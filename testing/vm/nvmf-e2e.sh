@@ -23,18 +23,7 @@ PORT=${ALCUBIERRE_NVMF_PORT:-4420}
 DPORT=${ALCUBIERRE_DISCOVERY_PORT:-8009}
 HOSTNQN=nqn.2014-08.io.alcubierre:test-guest
 
-WORK=$(mktemp -d /var/tmp/alcubierre-nvmf-e2e.XXXXXX)
-SERVE_PID=
-cleanup() {
-	if [[ -n $SERVE_PID ]]; then
-		kill "$SERVE_PID" 2>/dev/null || true
-		wait "$SERVE_PID" 2>/dev/null || true
-	fi
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-mkdir -p "$WORK/share" "$WORK/node"
+e2e_workdir nvmf
 cat >"$WORK/node/node.toml" <<TOML
 [node]
 name = "vm-e2e"

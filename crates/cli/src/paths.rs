@@ -43,6 +43,23 @@ pub struct Path {
     lun: Option<Arc<alcubierre_iscsi::scsi::Lun>>,
 }
 
+/// Exports (or re-exports with new access rules) volume `id`'s LU on the node's iSCSI target.
+fn export_iscsi(
+    t: &alcubierre_iscsi::Target,
+    id: VolumeId,
+    lun: &Arc<alcubierre_iscsi::scsi::Lun>,
+    hosts: &[Host],
+) {
+    t.export(
+        &alcubierre_iscsi::volume_iqn(id),
+        alcubierre_iscsi::Export {
+            lun: lun.clone(),
+            access: iscsi_access(hosts),
+            portals: vec![],
+        },
+    );
+}
+
 /// Who may log in to a volume's iSCSI target: its hosts' IQNs (a volume without hosts admits
 /// any initiator) with their CHAP credentials.
 pub fn iscsi_access(hosts: &[Host]) -> alcubierre_iscsi::login::Access {
@@ -92,14 +109,7 @@ impl Path {
                 p.ana_group as u16,
             ));
             lun.set_alua(alcubierre_iscsi::scsi::alua::TRANSITIONING);
-            t.export(
-                &alcubierre_iscsi::volume_iqn(id),
-                alcubierre_iscsi::Export {
-                    lun: lun.clone(),
-                    access: iscsi_access(&iscsi_hosts),
-                    portals: vec![],
-                },
-            );
+            export_iscsi(t, id, &lun, &iscsi_hosts);
             lun
         });
         let iscsi_hosts = iscsi_hosts.clone();
@@ -180,14 +190,7 @@ impl Path {
         self.acl = acl;
         self.iscsi_hosts = iscsi_hosts;
         if let (Some(t), Some(lun)) = (&p.iscsi, &self.lun) {
-            t.export(
-                &alcubierre_iscsi::volume_iqn(self.id),
-                alcubierre_iscsi::Export {
-                    lun: lun.clone(),
-                    access: iscsi_access(&self.iscsi_hosts),
-                    portals: vec![],
-                },
-            );
+            export_iscsi(t, self.id, lun, &self.iscsi_hosts);
         }
     }
 

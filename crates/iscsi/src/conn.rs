@@ -70,12 +70,20 @@ struct Task {
     used: usize,
 }
 
-struct Write {
+/// A command that takes Data-Out.
+struct WriteCmd {
     lun_field: [u8; 8],
     cdb: Vec<u8>,
     edtl: usize,
     /// Bytes the command needs (from the CDB).
     needed: usize,
+    /// The command takes no data: what came is dropped and only its status goes back.
+    sink: bool,
+}
+
+/// A write gathering its Data-Out.
+struct Write {
+    cmd: WriteCmd,
     buf: BytesMut,
     received: usize,
     /// Next offset to ask for with an R2T.
@@ -86,8 +94,6 @@ struct Write {
     /// The DataSN each sequence expects next: unsolicited data under the reserved tag, each
     /// R2T's under its TTT.
     data_sn: HashMap<u32, u32>,
-    /// The command takes no data: what came is dropped and only its status goes back.
-    sink: bool,
 }
 
 /// A connection in the full feature phase.
@@ -131,11 +137,6 @@ impl Conn {
             aborted: HashSet::new(),
             next_ttt: 1,
         }
-    }
-
-    /// The negotiated parameters.
-    pub fn params(&self) -> &Params {
-        &self.params
     }
 
     fn header(&mut self, opcode: u8, itt: u32, advance: bool) -> Bhs {
@@ -280,13 +281,14 @@ impl Conn {
             };
         }
         let write = b.flags() & 0x20 != 0;
-        let direction = match lun.direction(&cdb) {
-            // A command that takes no data, flagged as a write with data: the data is taken
-            // and dropped, and the command runs (its status only; libiscsi's Read10Invalid).
+        let declared = lun.direction(&cdb);
+        // A command that takes no data, flagged as a write with data: the data is taken and
+        // dropped, and the command runs (its status only; libiscsi's Read10Invalid).
+        let sink = !matches!(declared, Direction::Out(_));
+        let direction = match declared {
             Direction::In | Direction::None if write && edtl > 0 => Direction::Out(0),
             d => d,
         };
-        let sink = !matches!(lun.direction(&cdb), Direction::Out(_));
         match direction {
             Direction::Out(needed) => {
                 if !write && needed > 0 {
@@ -305,6 +307,20 @@ impl Conn {
                 if immediate > edtl || (immediate > 0 && !self.params.immediate_data) {
                     return vec![self.reject(reject::PROTOCOL, b)];
                 }
+                if immediate == edtl {
+                    // All of it came with the command: no buffer to gather it in.
+                    let (w, data) = (
+                        WriteCmd {
+                            lun_field,
+                            cdb,
+                            edtl,
+                            needed,
+                            sink,
+                        },
+                        pdu.data,
+                    );
+                    return self.run_write(itt, w, data);
+                }
                 let mut buf = BytesMut::zeroed(edtl);
                 buf[..immediate].copy_from_slice(&pdu.data);
                 let unsolicited = if self.params.initial_r2t {
@@ -313,21 +329,23 @@ impl Conn {
                     edtl.min(self.params.first_burst as usize).max(immediate)
                 };
                 let mut w = Write {
-                    lun_field,
-                    cdb,
-                    edtl,
-                    needed,
+                    cmd: WriteCmd {
+                        lun_field,
+                        cdb,
+                        edtl,
+                        needed,
+                        sink,
+                    },
                     buf,
                     received: immediate,
                     next_r2t: unsolicited,
                     outstanding: HashMap::new(),
                     r2t_sn: 0,
                     data_sn: HashMap::new(),
-                    sink,
                 };
                 let mut out = Vec::new();
                 self.solicit(itt, &mut w, &mut out);
-                if w.received >= w.edtl {
+                if w.received >= w.cmd.edtl {
                     out.extend(self.finish_write(itt, w));
                 } else {
                     self.writes.insert(itt, w);
@@ -358,14 +376,15 @@ impl Conn {
 
     /// Sends R2Ts for `w` while fewer than MaxOutstandingR2T are out.
     fn solicit(&mut self, itt: u32, w: &mut Write, out: &mut Vec<Action>) {
-        while w.next_r2t < w.edtl && (w.outstanding.len() as u32) < self.params.max_outstanding_r2t
+        while w.next_r2t < w.cmd.edtl
+            && (w.outstanding.len() as u32) < self.params.max_outstanding_r2t
         {
-            let len = (w.edtl - w.next_r2t).min(self.params.max_burst as usize);
+            let len = (w.cmd.edtl - w.next_r2t).min(self.params.max_burst as usize);
             let ttt = self.next_ttt;
             self.next_ttt = self.next_ttt.wrapping_add(1).max(1);
             let mut h = self.header(op::R2T, itt, false);
             h.set_flags(0x80);
-            h.0[8..16].copy_from_slice(&w.lun_field);
+            h.0[8..16].copy_from_slice(&w.cmd.lun_field);
             h.put_u32(20, ttt);
             h.put_u32(36, w.r2t_sn);
             h.put_u32(40, w.next_r2t as u32);
@@ -401,7 +420,7 @@ impl Conn {
         let offset = b.u32_at(40) as usize;
         let len = pdu.data.len();
         let end = offset + len;
-        if end > w.edtl {
+        if end > w.cmd.edtl {
             self.writes.insert(itt, w);
             return vec![self.reject(reject::PROTOCOL, b)];
         }
@@ -422,7 +441,7 @@ impl Conn {
         w.buf[offset..end].copy_from_slice(&pdu.data);
         w.received += len;
         let mut out = Vec::new();
-        if w.received >= w.edtl {
+        if w.received >= w.cmd.edtl {
             out.extend(self.finish_write(itt, w));
         } else {
             self.solicit(itt, &mut w, &mut out);
@@ -432,9 +451,14 @@ impl Conn {
     }
 
     fn finish_write(&mut self, itt: u32, w: Write) -> Vec<Action> {
+        self.run_write(itt, w.cmd, w.buf.freeze())
+    }
+
+    /// Runs write `w` with all its Data-Out (`data`, EDTL bytes).
+    fn run_write(&mut self, itt: u32, w: WriteCmd, data: Bytes) -> Vec<Action> {
         // EDTL below what the CDB needs: the command gets what came (an overflow residual);
         // above it: the extra is not used (an underflow residual).
-        let data = w.buf.freeze().slice(..w.needed.min(w.edtl));
+        let data = data.slice(..w.needed.min(w.edtl));
         self.running.insert(
             itt,
             Task {

@@ -132,6 +132,9 @@ async fn connection(
     tracing::info!(%peer, %initiator, target = ?login.target, "iSCSI login");
     let host = host_id(&initiator, login.isid());
     // However the connection ends, its I_T nexus is gone (RESERVE(6) is released).
+    if let Some(l) = &lun {
+        l.nexus_joined(&host);
+    }
     let _nexus = Nexus(lun.clone(), host);
     let mut conn = Conn::new(
         params,
@@ -174,7 +177,7 @@ async fn connection(
         out.clear();
         for a in actions {
             match a {
-                Action::Send(p) => framing_out(&framing, &p, &mut out),
+                Action::Send(p) => framing.encode(&p, &mut out),
                 Action::Execute { itt, cdb, data } => {
                     let (lun, tx) = (lun.clone(), done_tx.clone());
                     tokio::spawn(async move {
@@ -203,8 +206,4 @@ async fn connection(
             return Ok(());
         }
     }
-}
-
-fn framing_out(f: &Framing, p: &Pdu, out: &mut BytesMut) {
-    f.encode(p, out);
 }

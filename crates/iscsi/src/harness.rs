@@ -77,6 +77,9 @@ pub fn run(t: &Arc<Target>, data: &[u8]) -> Vec<u8> {
         last_cmd_sn,
     );
     let host = [1u8; 16];
+    if let Some(l) = &lun {
+        l.nexus_joined(&host);
+    }
     loop {
         let actions = match framing.decode(buf) {
             Ok(Some((pdu, n))) => {

@@ -433,8 +433,9 @@ impl Login {
         for (k, v) in keys {
             let num = v.parse::<u64>().ok();
             let reply = match k.as_str() {
+                // Declarative or security keys: nothing to answer here.
                 "InitiatorName" | "InitiatorAlias" | "TargetName" | "SessionType"
-                | "AuthMethod" | "CHAP_A" | "CHAP_N" | "CHAP_R" | "CHAP_I" | "CHAP_C" => None,
+                | "AuthMethod" | "CHAP_A" | "CHAP_N" | "CHAP_R" | "CHAP_I" | "CHAP_C" => continue,
                 "HeaderDigest" | "DataDigest" => {
                     let pick = v
                         .split(',')
@@ -462,7 +463,7 @@ impl Login {
                     if let Some(n) = num {
                         p.initiator_max_recv = n.clamp(512, (1 << 24) - 1) as u32;
                     }
-                    None
+                    continue;
                 }
                 "MaxBurstLength" => num.map(|n| {
                     p.max_burst = (n.clamp(512, (1 << 24) - 1) as u32).min(OUR_MAX_BURST);
@@ -489,25 +490,8 @@ impl Login {
                 "OFMarkInt" | "IFMarkInt" => Some("Irrelevant".into()),
                 _ => Some("NotUnderstood".into()),
             };
-            if let Some(r) = reply {
-                // A value we could not parse is answered Reject (RFC 7143 section 6.2).
-                out.push((k.clone(), r));
-            } else if !matches!(
-                k.as_str(),
-                "InitiatorName"
-                    | "InitiatorAlias"
-                    | "TargetName"
-                    | "SessionType"
-                    | "AuthMethod"
-                    | "CHAP_A"
-                    | "CHAP_N"
-                    | "CHAP_R"
-                    | "CHAP_I"
-                    | "CHAP_C"
-                    | "MaxRecvDataSegmentLength"
-            ) {
-                out.push((k.clone(), "Reject".into()));
-            }
+            // A value we could not parse is answered Reject (RFC 7143 section 6.2).
+            out.push((k.clone(), reply.unwrap_or_else(|| "Reject".into())));
         }
         if p.first_burst > p.max_burst {
             p.first_burst = p.max_burst;

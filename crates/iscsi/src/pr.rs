@@ -39,6 +39,16 @@ async fn run(
     dev.reserve(host, 0, cmd).await.map_err(|e| fail(&e))
 }
 
+/// The reservation model's types (NVMe's numbering, 1-6) and SCSI's PR types (SPC-4 table
+/// 169), in the same order.
+const SCSI_TYPES: [u8; 6] = [1, 3, 5, 6, 7, 8];
+
+/// The SCSI type of a model type, and whether every registrant holds it.
+fn scsi_type(t: alcubierre_block::resv::ResvType) -> (u8, bool) {
+    let i = (t as usize).clamp(1, 6) - 1;
+    (SCSI_TYPES[i], i >= 4)
+}
+
 /// `host`'s registered key.
 fn key_of(st: &Reservations, host: &HostId) -> Option<u64> {
     st.registrants()
@@ -84,14 +94,7 @@ pub async fn reserve_in(
                     d.extend_from_slice(&16u32.to_be_bytes());
                     // The model's types (NVMe numbering) as SCSI's; all-registrants types
                     // report key 0.
-                    let (scsi_type, all) = match t as u8 {
-                        1 => (1, false),
-                        2 => (3, false),
-                        3 => (5, false),
-                        4 => (6, false),
-                        5 => (7, true),
-                        _ => (8, true),
-                    };
+                    let (scsi_type, all) = scsi_type(t);
                     let key = if all { 0 } else { h.key };
                     d.extend_from_slice(&key.to_be_bytes());
                     d.extend_from_slice(&[0, 0, 0, 0, 0, scsi_type, 0, 0]);
@@ -109,14 +112,7 @@ pub async fn reserve_in(
                 body.extend_from_slice(&r.key.to_be_bytes());
                 body.extend_from_slice(&[0, 0, 0, 0]);
                 body.push(u8::from(holder));
-                let t = st.reservation().map_or(0, |t| match t as u8 {
-                    1 => 1,
-                    2 => 3,
-                    3 => 5,
-                    4 => 6,
-                    5 => 7,
-                    _ => 8,
-                });
+                let t = st.reservation().map_or(0, |t| scsi_type(t).0);
                 body.push(if holder { t } else { 0 });
                 body.extend_from_slice(&[0, 0, 0, 0]);
                 body.extend_from_slice(&1u16.to_be_bytes()); // relative target port 1
@@ -164,19 +160,15 @@ pub async fn reserve_out(
         return Err(Outcome::check(Sense::INVALID_PARAMETER));
     }
     let needs_type = matches!(sa, 1 | 2 | 4 | 5);
-    if needs_type && (scope != 0 || !(matches!(rtype, 1 | 3 | 5 | 6 | 7 | 8))) {
+    if needs_type && (scope != 0 || !SCSI_TYPES.contains(&rtype)) {
         return Err(Outcome::check(Sense::INVALID_FIELD));
     }
     // SCSI types (SPC-4 table 169) -> the reservation model's (NVMe's numbering).
-    let t = match rtype {
-        1 => 1, // WRITE EXCLUSIVE
-        3 => 2, // EXCLUSIVE ACCESS
-        5 => 3, // WRITE EXCLUSIVE - REGISTRANTS ONLY
-        6 => 4, // EXCLUSIVE ACCESS - REGISTRANTS ONLY
-        7 => 5, // WRITE EXCLUSIVE - ALL REGISTRANTS
-        8 => 6, // EXCLUSIVE ACCESS - ALL REGISTRANTS
-        _ => 0,
-    };
+    // The SCSI type as the model's (0: none given).
+    let t = SCSI_TYPES
+        .iter()
+        .position(|&x| x == rtype)
+        .map_or(0, |i| i as u8 + 1);
     let cmd = match sa {
         0 | 6 => {
             let ignore = sa == 6;

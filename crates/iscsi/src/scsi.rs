@@ -4,6 +4,11 @@
 //! Persistent reservations are in `pr`, the supported-opcodes report in `opcodes`. Not yet:
 //! GET LBA STATUS, EXTENDED COPY; they get ILLEGAL REQUEST / INVALID COMMAND OPERATION CODE.
 
+mod data;
+mod pages;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use alcubierre_block::{BlockDevice, BlockError, HostId, Op};
@@ -184,14 +189,10 @@ pub struct Lun {
     group: u16,
     /// The group's asymmetric access state ([`alua`]).
     alua: std::sync::atomic::AtomicU8,
-    /// Unit attentions per I_T nexus (SAM-5 5.14), and the nexuses that sent commands.
-    attentions: parking_lot::Mutex<UnitAttentions>,
-}
-
-#[derive(Default)]
-struct UnitAttentions {
-    seen: std::collections::HashSet<HostId>,
-    pending: std::collections::HashMap<HostId, std::collections::VecDeque<Sense>>,
+    /// The logged-in I_T nexuses and their pending unit attentions (SAM-5 5.14).
+    attentions: parking_lot::Mutex<HashMap<HostId, VecDeque<Sense>>>,
+    /// Some nexus has a unit attention pending (commands look no further otherwise).
+    attention: std::sync::atomic::AtomicBool,
 }
 
 /// Asymmetric access states (SPC-4 table 166).
@@ -228,7 +229,8 @@ impl Lun {
             reserved6: parking_lot::Mutex::new(None),
             group: group.max(1),
             alua: std::sync::atomic::AtomicU8::new(alua::OPTIMIZED),
-            attentions: parking_lot::Mutex::new(UnitAttentions::default()),
+            attentions: parking_lot::Mutex::new(HashMap::new()),
+            attention: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -294,28 +296,18 @@ impl Lun {
         }
     }
 
-    /// The CDB's length for its operation code's group (SPC-4 4.2.5.1).
-    pub fn cdb_len(opcode: u8) -> usize {
-        match opcode >> 5 {
-            0 => 6,
-            1 | 2 => 10,
-            4 => 16,
-            5 => 12,
-            _ => 16,
-        }
-    }
-
     /// Runs `cdb` for `host` with `data` (Data-Out); the outcome.
     pub async fn execute(&self, host: &HostId, cdb: &[u8], data: Bytes) -> Outcome {
         // A pending unit attention fails the nexus's next command but INQUIRY, REPORT LUNS and
         // REQUEST SENSE, once (SAM-5 section 5.14).
-        {
+        if self.attention.load(Ordering::Acquire) && !matches!(cdb[0], 0x12 | 0xa0 | 0x03) {
             let mut ua = self.attentions.lock();
-            ua.seen.insert(*host);
-            if !matches!(cdb[0], 0x12 | 0xa0 | 0x03) {
-                if let Some(s) = ua.pending.get_mut(host).and_then(|q| q.pop_front()) {
-                    return Outcome::check(s);
-                }
+            let s = ua.get_mut(host).and_then(VecDeque::pop_front);
+            if ua.values().all(VecDeque::is_empty) {
+                self.attention.store(false, Ordering::Release);
+            }
+            if let Some(s) = s {
+                return Outcome::check(s);
             }
         }
         // RESERVE(6) / RELEASE(6) (SPC-2 section 7.21-7.22): another nexus's reservation
@@ -356,53 +348,32 @@ impl Lun {
         if *r == Some(*host) {
             *r = None;
         }
-        let mut ua = self.attentions.lock();
-        ua.seen.remove(host);
-        ua.pending.remove(host);
+        self.attentions.lock().remove(host);
+    }
+
+    /// The I_T nexus `host` logged in: it gets the LU's unit attentions from now on.
+    pub fn nexus_joined(&self, host: &HostId) {
+        self.attentions.lock().entry(*host).or_default();
     }
 
     /// Sets this node's asymmetric access state for the LU (the path's role).
     pub fn set_alua(&self, state: u8) {
-        self.alua.store(state, std::sync::atomic::Ordering::Release);
+        self.alua.store(state, Ordering::Release);
     }
 
     /// This node's asymmetric access state for the LU.
     pub fn alua_state(&self) -> u8 {
-        self.alua.load(std::sync::atomic::Ordering::Acquire)
+        self.alua.load(Ordering::Acquire)
     }
 
-    /// REPORT TARGET PORT GROUPS (SPC-4 section 6.36): this node's group, its state and its
-    /// one target port (each node reports its own; hosts ask every path).
-    fn report_groups(&self, cdb: &[u8]) -> Vec<u8> {
-        let extended = cdb[1] >> 5 == 1;
-        let mut desc = vec![
-            self.alua_state(),
-            0x8b, // T_SUP, U_SUP, AN_SUP, AO_SUP
-        ];
-        desc.extend_from_slice(&self.group.to_be_bytes());
-        desc.extend_from_slice(&[0, 0, 0, 1]); // status, vendor, one target port
-        desc.extend_from_slice(&[0, 0]);
-        desc.extend_from_slice(&self.group.to_be_bytes()); // relative target port id
-        let mut d = (desc.len() as u32).to_be_bytes().to_vec();
-        if extended {
-            // Extended header: format 1, implicit transition time 10 s.
-            d.extend_from_slice(&[0x10, 10, 0, 0]);
-        }
-        d.extend_from_slice(&desc);
-        d
-    }
-
-    /// The LU grew: every nexus that has used it gets CAPACITY DATA HAS CHANGED on its next
+    /// The LU grew: every logged-in nexus gets CAPACITY DATA HAS CHANGED on its next
     /// command (SPEC §2: hosts learn the new size).
     pub fn capacity_changed(&self) {
         let mut ua = self.attentions.lock();
-        let seen: Vec<HostId> = ua.seen.iter().copied().collect();
-        for h in seen {
-            ua.pending
-                .entry(h)
-                .or_default()
-                .push_back(Sense::CAPACITY_CHANGED);
+        for q in ua.values_mut() {
+            q.push_back(Sense::CAPACITY_CHANGED);
         }
+        self.attention.store(!ua.is_empty(), Ordering::Release);
     }
 
     /// A LUN or target reset: the RESERVE(6) reservation goes.
@@ -617,341 +588,6 @@ impl Lun {
             0xa3 if cdb[1] & 0x1f == 0x0a => Ok(alloc(u32at(6), self.report_groups(cdb))),
             _ => Err(Outcome::check(Sense::INVALID_OPCODE)),
         }
-    }
-
-    fn inquiry(&self, cdb: &[u8]) -> Result<Vec<u8>, Outcome> {
-        let evpd = cdb[1] & 1 != 0;
-        if !evpd {
-            if cdb[2] != 0 {
-                return Err(Outcome::check(Sense::INVALID_FIELD));
-            }
-            let mut d = vec![0u8; 96];
-            d[2] = 0x06; // SPC-4
-            d[3] = 0x12; // HiSup, response data format 2
-            d[4] = 91;
-            d[5] = 0x10; // TPGS 01b: implicit ALUA
-            d[7] = 0x02; // CmdQue
-            d[8..16].copy_from_slice(b"ALCUBIER");
-            d[16..32].copy_from_slice(b"Alcubierre vol  ");
-            d[32..36].copy_from_slice(b"0001");
-            // Version descriptors: SAM-5, iSCSI, SPC-4, SBC-3.
-            for (i, v) in [0x00a0u16, 0x0960, 0x0460, 0x04c0].iter().enumerate() {
-                d[58 + 2 * i..60 + 2 * i].copy_from_slice(&v.to_be_bytes());
-            }
-            return Ok(d);
-        }
-        let page = cdb[2];
-        let mut body: Vec<u8> = Vec::new();
-        match page {
-            0x00 => body.extend_from_slice(&[0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2]),
-            0x80 => body.extend_from_slice(self.serial.as_bytes()),
-            0x83 => {
-                // NAA (binary, LU association).
-                body.extend_from_slice(&[0x01, 0x03, 0x00, 16]);
-                body.extend_from_slice(&self.naa);
-                // T10 vendor id + serial (ASCII).
-                let t10 = format!("ALCUBIER{}", self.serial);
-                body.extend_from_slice(&[0x02, 0x01, 0x00, t10.len() as u8]);
-                body.extend_from_slice(t10.as_bytes());
-                // Relative target port and target port group (target port association, PIV
-                // with protocol iSCSI): this node's.
-                let g = self.group.to_be_bytes();
-                body.extend_from_slice(&[0x51, 0x94, 0x00, 4, 0, 0, g[0], g[1]]);
-                body.extend_from_slice(&[0x51, 0x95, 0x00, 4, 0, 0, g[0], g[1]]);
-            }
-            0xb0 => {
-                // Block limits.
-                let mut b = vec![0u8; 60];
-                // (page byte n is b[n - 4])
-                b[0] = 0x01; // WSNZ: WRITE SAME needs a non-zero length
-                b[1] = MAX_CAW_BLOCKS; // maximum COMPARE AND WRITE length
-                let max = self.max_transfer_blocks().min(0xffff_ffff) as u32;
-                b[4..8].copy_from_slice(&max.to_be_bytes());
-                b[8..12].copy_from_slice(&max.to_be_bytes()); // optimal transfer length
-                b[16..20].copy_from_slice(&MAX_UNMAP_BLOCKS.to_be_bytes()); // max unmap LBA count
-                b[20..24].copy_from_slice(&MAX_UNMAP_DESCRIPTORS.to_be_bytes());
-                b[24..28].copy_from_slice(&1u32.to_be_bytes()); // optimal unmap granularity
-                                                                // Maximum WRITE SAME length: no more than one transfer, so a host can check
-                                                                // what it wrote with one read.
-                let ws = u64::from(MAX_UNMAP_BLOCKS).min(self.max_transfer_blocks());
-                b[32..40].copy_from_slice(&ws.to_be_bytes());
-                body = b;
-            }
-            0xb1 => {
-                let mut b = vec![0u8; 60];
-                b[1] = 1; // non-rotating medium
-                body = b;
-            }
-            0xb2 => {
-                // Logical block provisioning: UNMAP, WRITE SAME (16) and (10) with UNMAP,
-                // reads of unmapped blocks return zeroes; thin provisioned.
-                body = vec![0, 0xe0 | 0x04, 0x02, 0];
-            }
-            _ => return Err(Outcome::check(Sense::INVALID_FIELD)),
-        }
-        let mut d = vec![0u8, page];
-        d.put_u16(body.len() as u16);
-        d.extend_from_slice(&body);
-        Ok(d)
-    }
-
-    fn mode_sense(&self, cdb: &[u8]) -> Result<Outcome, Outcome> {
-        let six = cdb[0] == 0x1a;
-        let dbd = cdb[1] & 0x08 != 0;
-        let pc = cdb[2] >> 6;
-        let page = cdb[2] & 0x3f;
-        let subpage = cdb[3];
-        if pc == 3 {
-            // Saved values are not supported (SPC-4 6.11: SAVING PARAMETERS NOT SUPPORTED).
-            return Err(Outcome::check(Sense::new(key::ILLEGAL_REQUEST, 0x39, 0x00)));
-        }
-        if subpage != 0 && subpage != 0xff {
-            return Err(Outcome::check(Sense::INVALID_FIELD));
-        }
-        let changeable = pc == 1;
-        let caching = |p: &mut Vec<u8>| {
-            let mut c = vec![0u8; 20];
-            c[0] = 0x08;
-            c[1] = 18;
-            // WCE = 0: no volatile cache; RCD = 0.
-            if changeable {
-                c[2..].fill(0);
-            }
-            p.extend_from_slice(&c);
-        };
-        let control = |p: &mut Vec<u8>| {
-            let mut c = vec![0u8; 12];
-            c[0] = 0x0a;
-            c[1] = 10;
-            if !changeable {
-                c[2] = 0x02; // GLTSD
-                c[8] = 0xff; // busy timeout: unlimited
-                c[9] = 0xff;
-            }
-            p.extend_from_slice(&c);
-        };
-        let exceptions = |p: &mut Vec<u8>| {
-            let mut c = vec![0u8; 12];
-            c[0] = 0x1c;
-            c[1] = 10;
-            p.extend_from_slice(&c);
-        };
-        let mut pages = Vec::new();
-        match page {
-            0x08 => caching(&mut pages),
-            0x0a => control(&mut pages),
-            0x1c => exceptions(&mut pages),
-            0x3f => {
-                caching(&mut pages);
-                control(&mut pages);
-                exceptions(&mut pages);
-            }
-            _ => return Err(Outcome::check(Sense::INVALID_FIELD)),
-        }
-        let mut bd = Vec::new();
-        if !dbd {
-            let blocks = self.blocks().min(0xffff_ffff) as u32;
-            bd.put_u32(blocks);
-            bd.put_u32(self.block_size() as u32 & 0x00ff_ffff);
-        }
-        let dev_specific = 0x10; // DPOFUA
-        let mut d = Vec::new();
-        if six {
-            let len = 3 + bd.len() + pages.len();
-            d.extend_from_slice(&[len.min(255) as u8, 0, dev_specific, bd.len() as u8]);
-            d.extend_from_slice(&bd);
-            d.extend_from_slice(&pages);
-            let n = u64::from(cdb[4]);
-            return Ok(Outcome::good(
-                Bytes::from(d).slice(..(n as usize).min(len + 1)),
-            ));
-        }
-        let len = 6 + bd.len() + pages.len();
-        d.put_u16(len as u16);
-        d.extend_from_slice(&[0, dev_specific, 0, 0]);
-        d.put_u16(bd.len() as u16);
-        d.extend_from_slice(&bd);
-        d.extend_from_slice(&pages);
-        let n = u16::from_be_bytes([cdb[7], cdb[8]]) as usize;
-        Ok(Outcome::good(Bytes::from(d).slice(..n.min(len + 2))))
-    }
-
-    async fn verify(
-        &self,
-        host: &HostId,
-        cdb: &[u8],
-        lba: u64,
-        n: u64,
-        data: Bytes,
-    ) -> Result<Outcome, Outcome> {
-        if cdb[1] >> 5 != 0 {
-            return Err(Outcome::check(Sense::INVALID_FIELD));
-        }
-        self.check_lba((lba, n))?;
-        let bytchk = (cdb[1] >> 1) & 3;
-        if bytchk == 0 || n == 0 {
-            return Ok(Outcome::good(Bytes::new()));
-        }
-        if bytchk == 2 {
-            return Err(Outcome::check(Sense::INVALID_FIELD));
-        }
-        let have = self.read(host, lba, n).await?;
-        let bs = self.block_size() as usize;
-        let want: Vec<u8> = if bytchk == 3 {
-            data.iter().copied().cycle().take(n as usize * bs).collect()
-        } else {
-            data.to_vec()
-        };
-        if want.len() != have.len() {
-            return Err(Outcome::check(Sense::INVALID_FIELD));
-        }
-        match have.iter().zip(&want).position(|(a, b)| a != b) {
-            None => Ok(Outcome::good(Bytes::new())),
-            Some(at) => Err(Outcome::check(Sense {
-                info: Some(at as u32),
-                ..Sense::MISCOMPARE
-            })),
-        }
-    }
-
-    async fn unmap(&self, host: &HostId, cdb: &[u8], data: Bytes) -> Result<Outcome, Outcome> {
-        if cdb[1] & 1 != 0 {
-            // ANCHOR is not supported.
-            return Err(Outcome::check(Sense::INVALID_FIELD));
-        }
-        if data.is_empty() {
-            return Ok(Outcome::good(Bytes::new()));
-        }
-        if data.len() < 8 {
-            return Err(Outcome::check(Sense::PARAMETER_LENGTH));
-        }
-        let desc_len = u16::from_be_bytes([data[2], data[3]]) as usize;
-        if !desc_len.is_multiple_of(16) || 8 + desc_len > data.len() {
-            return Err(Outcome::check(Sense::PARAMETER_LENGTH));
-        }
-        if desc_len / 16 > MAX_UNMAP_DESCRIPTORS as usize {
-            return Err(Outcome::check(Sense::INVALID_PARAMETER));
-        }
-        let mut ranges = Vec::new();
-        for d in data[8..8 + desc_len].chunks(16) {
-            let lba = u64::from_be_bytes(d[..8].try_into().expect("8"));
-            let n = u64::from(u32::from_be_bytes(d[8..12].try_into().expect("4")));
-            if n > u64::from(MAX_UNMAP_BLOCKS) {
-                return Err(Outcome::check(Sense::INVALID_PARAMETER));
-            }
-            self.check_lba((lba, n))?;
-            ranges.push((lba, n));
-        }
-        for (lba, n) in ranges {
-            if n > 0 {
-                self.io(
-                    host,
-                    Op::Unmap {
-                        lba: Lba(lba),
-                        count: BlockCount(n),
-                    },
-                )
-                .await?;
-            }
-        }
-        Ok(Outcome::good(Bytes::new()))
-    }
-
-    async fn write_same(
-        &self,
-        host: &HostId,
-        cdb: &[u8],
-        lba: u64,
-        n: u64,
-        data: Bytes,
-    ) -> Result<Outcome, Outcome> {
-        if cdb[1] >> 5 != 0 || cdb[1] & 0x16 != 0 {
-            // No protection information; ANCHOR and the obsolete bits are not supported.
-            return Err(Outcome::check(Sense::INVALID_FIELD));
-        }
-        let ndob = cdb[0] == 0x93 && cdb[1] & 1 != 0;
-        self.check_lba((lba, n))?;
-        if n == 0 || n > u64::from(MAX_UNMAP_BLOCKS).min(self.max_transfer_blocks()) {
-            // A length of 0 would mean "to the end" (SBC-4 5.50) only when allowed.
-            return Err(Outcome::check(Sense::INVALID_FIELD));
-        }
-        let bs = self.block_size() as usize;
-        let zero = ndob || data.iter().all(|&b| b == 0);
-        if !ndob && data.len() != bs {
-            return Err(Outcome::check(Sense::INVALID_FIELD));
-        }
-        if zero {
-            let op = if cdb[1] & 0x08 != 0 {
-                Op::Unmap {
-                    lba: Lba(lba),
-                    count: BlockCount(n),
-                }
-            } else {
-                Op::WriteZeroes {
-                    lba: Lba(lba),
-                    count: BlockCount(n),
-                }
-            };
-            self.io(host, op).await?;
-            return Ok(Outcome::good(Bytes::new()));
-        }
-        let chunk = self.max_transfer_blocks().clamp(1, 256);
-        let mut at = lba;
-        while at < lba + n {
-            let k = chunk.min(lba + n - at);
-            let buf: Vec<u8> = data.iter().copied().cycle().take(k as usize * bs).collect();
-            self.io(
-                host,
-                Op::Write {
-                    lba: Lba(at),
-                    data: Bytes::from(buf),
-                },
-            )
-            .await?;
-            at += k;
-        }
-        Ok(Outcome::good(Bytes::new()))
-    }
-
-    async fn compare_and_write(
-        &self,
-        host: &HostId,
-        cdb: &[u8],
-        data: Bytes,
-    ) -> Result<Outcome, Outcome> {
-        if cdb[1] >> 5 != 0 {
-            return Err(Outcome::check(Sense::INVALID_FIELD));
-        }
-        let lba = u64::from_be_bytes(cdb[2..10].try_into().expect("8"));
-        let n = u64::from(cdb[13]);
-        if n == 0 {
-            return Ok(Outcome::good(Bytes::new()));
-        }
-        if n > u64::from(MAX_CAW_BLOCKS) {
-            return Err(Outcome::check(Sense::INVALID_FIELD));
-        }
-        self.check_lba((lba, n))?;
-        let len = n as usize * self.block_size() as usize;
-        if data.len() != 2 * len {
-            return Err(Outcome::check(Sense::INVALID_FIELD));
-        }
-        let _one = self.caw.lock().await;
-        let have = self.read(host, lba, n).await?;
-        if let Some(at) = have.iter().zip(&data[..len]).position(|(a, b)| a != b) {
-            return Err(Outcome::check(Sense {
-                info: Some(at as u32),
-                ..Sense::MISCOMPARE
-            }));
-        }
-        self.io(
-            host,
-            Op::Write {
-                lba: Lba(lba),
-                data: data.slice(len..),
-            },
-        )
-        .await?;
-        Ok(Outcome::good(Bytes::new()))
     }
 }
 

@@ -33,7 +33,6 @@ pub struct Target {
     exports: RwLock<BTreeMap<String, Arc<Export>>>,
     /// This node's portal ("host:port"), listed when an export names none.
     local: RwLock<String>,
-    discovery: RwLock<Access>,
     tsih: AtomicU16,
 }
 
@@ -42,7 +41,6 @@ impl Default for Target {
         Self {
             exports: RwLock::new(BTreeMap::new()),
             local: RwLock::new(String::new()),
-            discovery: RwLock::new(Access::default()),
             tsih: AtomicU16::new(1),
         }
     }
@@ -81,11 +79,6 @@ impl Target {
         self.local.read().clone()
     }
 
-    /// Requires CHAP on discovery sessions (or not).
-    pub fn set_discovery_access(&self, a: Access) {
-        *self.discovery.write() = a;
-    }
-
     /// A new session handle (never 0).
     pub fn next_tsih(&self) -> u16 {
         loop {
@@ -100,9 +93,6 @@ impl Target {
 impl Directory for Target {
     fn access(&self, name: &str) -> Option<Access> {
         self.get(name).map(|e| e.access.clone())
-    }
-    fn discovery_access(&self) -> Access {
-        self.discovery.read().clone()
     }
 }
 

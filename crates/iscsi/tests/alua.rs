@@ -68,13 +68,15 @@ fn report_target_port_groups_follows_the_path_state() {
     }
 }
 
-/// SAM-5 section 5.14: after the LU grows, each nexus that used it gets one CHECK CONDITION,
+/// SAM-5 section 5.14: after the LU grows, each logged-in nexus gets one CHECK CONDITION,
 /// UNIT ATTENTION, CAPACITY DATA HAS CHANGED (not on INQUIRY), then its commands run again.
 #[test]
 fn a_grown_lu_raises_one_unit_attention_per_nexus() {
     let l = lun(1);
     let tur = [0u8; 6];
     let (a, b) = ([1u8; 16], [2u8; 16]);
+    l.nexus_joined(&a);
+    l.nexus_joined(&b);
     let exec =
         |h: &[u8; 16], cdb: &[u8]| futures::executor::block_on(l.execute(h, cdb, Bytes::new()));
     assert_eq!(exec(&a, &tur).status, 0);
