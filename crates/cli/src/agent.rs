@@ -227,6 +227,16 @@ fn attach(p: &NodeParts, v: &Volume) -> anyhow::Result<VolumeId> {
 }
 
 /// The replica addresses of `v`'s members, from their node records.
+/// The iSCSI portals of every node holding a replica of `v`, the primary's first (what
+/// SendTargets lists on each of them).
+fn iscsi_portals(v: &Volume, nodes: &BTreeMap<String, Node>) -> Vec<String> {
+    std::iter::once(&v.primary)
+        .chain(v.replicas.iter().filter(|r| **r != v.primary))
+        .filter_map(|r| nodes.get(r))
+        .flat_map(|n| n.iscsi_portals.iter().cloned())
+        .collect()
+}
+
 fn peers(v: &Volume, nodes: &BTreeMap<String, Node>) -> HashMap<String, SocketAddr> {
     v.replicas
         .iter()
@@ -431,6 +441,10 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
         }
         if path.acl != want || path.iscsi_hosts != want_iscsi {
             path.set_acl(p, want, want_iscsi);
+        }
+        let portals = iscsi_portals(v, &nodes);
+        if path.iscsi_portals != portals {
+            path.set_iscsi_portals(p, portals);
         }
         if v.size > path.size {
             match grow(p, v, v.primary == p.name) {
@@ -716,6 +730,7 @@ mod tests {
             cpu_threads: None,
             nvme: None,
             portals: Vec::new(),
+            iscsi_portals: Vec::new(),
         };
         registry::register(&*store, &node).await.unwrap();
         let hb = Heartbeat::start(

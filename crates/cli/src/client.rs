@@ -365,6 +365,13 @@ pub enum HostCmd {
         /// CHAP secret (12-16 characters).
         #[arg(long, requires = "chap_user")]
         chap_secret: Option<String>,
+        /// Mutual CHAP: the user the target answers the host's challenge as (with
+        /// --target-chap-secret and --chap-user).
+        #[arg(long, requires_all = ["target_chap_secret", "chap_user"])]
+        target_chap_user: Option<String>,
+        /// Mutual CHAP: the target's secret (12-16 characters, not the host's).
+        #[arg(long, requires = "target_chap_user")]
+        target_chap_secret: Option<String>,
     },
     /// Lists hosts (secrets are not shown).
     List,
@@ -598,9 +605,18 @@ pub fn host(a: &ApiArgs, c: HostCmd, json: bool) -> anyhow::Result<()> {
             iqn,
             chap_user,
             chap_secret,
+            target_chap_user,
+            target_chap_secret,
         } => {
             let chap = chap_user.zip(chap_secret);
-            let body = json!({ "name": name, "nqn": nqn, "iqn": iqn, "chap": chap });
+            let target_chap = target_chap_user.zip(target_chap_secret);
+            let body = json!({
+                "name": name,
+                "nqn": nqn,
+                "iqn": iqn,
+                "chap": chap,
+                "target_chap": target_chap,
+            });
             let v = request(a, "PUT", &format!("/api/v1/hosts/{name}"), Some(&body))?;
             out(&v, json, |_| println!("host {name} saved"));
         }

@@ -103,6 +103,7 @@ async fn start_node(
     };
     // iSCSI on 3260, 3261, ... when free.
     let iscsi = alcubierre_iscsi::Target::new();
+    iscsi.set_portal_group(i as u16);
     let preferred: SocketAddr = format!("127.0.0.1:{}", 3259 + i).parse()?;
     let (iscsi_addr, iscsi_task) = match alcubierre_iscsi::driver::listen(iscsi.clone(), preferred)
         .await
@@ -126,6 +127,7 @@ async fn start_node(
             .ok()
             .map(|n| n.get() as u32),
         portals: vec![listener.local_addr().to_string()],
+        iscsi_portals: vec![format!("{iscsi_addr},{i}")],
         nvme: None,
     };
     registry::register(&*store, &node).await?;

@@ -228,7 +228,8 @@ pub struct NvmfSection {
 pub struct IscsiSection {
     /// Listen addresses (port 3260 by convention).
     pub listen: Vec<SocketAddr>,
-    /// The portal (`host:port`) SendTargets names (default: the first bound listen address).
+    /// The portal (`host:port`) hosts reach this node's iSCSI target on; SendTargets on every
+    /// node serving a volume here lists it (default: the bound listen addresses).
     #[serde(default)]
     pub advertise: Option<String>,
 }
@@ -364,6 +365,12 @@ impl NodeConfig {
         }
         if self.node.ana_group == 0 {
             bail!("node.ana_group: must be at least 1");
+        }
+        if self.iscsi.is_some() && self.node.ana_group > u32::from(u16::MAX) {
+            bail!(
+                "node.ana_group: at most 65535 on a node serving iSCSI (it is the node's target \
+                 port group)"
+            );
         }
         if self.nvmf.busy_poll_us > 10_000 {
             bail!("nvmf.busy_poll_us: at most 10000 microseconds");

@@ -32,6 +32,8 @@ pub struct Path {
     pub acl: HostAcl,
     /// The hosts whose IQNs and CHAP credentials the iSCSI target admits.
     pub iscsi_hosts: Vec<Host>,
+    /// The iSCSI portals of every node holding a replica (`ip:port,tpgt`), for SendTargets.
+    pub iscsi_portals: Vec<String>,
     pub qos: Arc<Qos>,
     pub policy: Option<QosPolicy>,
     /// Its role here, for metrics.
@@ -49,13 +51,14 @@ fn export_iscsi(
     id: VolumeId,
     lun: &Arc<alcubierre_iscsi::scsi::Lun>,
     hosts: &[Host],
+    portals: &[String],
 ) {
     t.export(
         &alcubierre_iscsi::volume_iqn(id),
         alcubierre_iscsi::Export {
             lun: lun.clone(),
             access: iscsi_access(hosts),
-            portals: vec![],
+            portals: portals.to_vec(),
         },
     );
 }
@@ -72,7 +75,11 @@ pub fn iscsi_access(hosts: &[Host]) -> alcubierre_iscsi::login::Access {
             .iter()
             .filter_map(|h| {
                 let (user, secret) = h.chap.clone()?;
-                Some((h.iqn.clone()?, Chap { user, secret }))
+                let mutual = h
+                    .target_chap
+                    .clone()
+                    .map(|(user, secret)| Chap { user, secret });
+                Some((h.iqn.clone()?, Chap { user, secret }, mutual))
             })
             .collect(),
         ..Access::default()
@@ -109,7 +116,7 @@ impl Path {
                 p.ana_group as u16,
             ));
             lun.set_alua(alcubierre_iscsi::scsi::alua::TRANSITIONING);
-            export_iscsi(t, id, &lun, &iscsi_hosts);
+            export_iscsi(t, id, &lun, &iscsi_hosts, &[]);
             lun
         });
         let iscsi_hosts = iscsi_hosts.clone();
@@ -129,6 +136,7 @@ impl Path {
             size: v.size,
             acl,
             iscsi_hosts,
+            iscsi_portals: Vec::new(),
             qos,
             policy,
             role,
@@ -189,8 +197,18 @@ impl Path {
         self.subsystem.set_acl(acl.clone());
         self.acl = acl;
         self.iscsi_hosts = iscsi_hosts;
+        self.reexport_iscsi(p);
+    }
+
+    /// Sets the portals SendTargets lists for the volume: every replica node's.
+    pub fn set_iscsi_portals(&mut self, p: &NodeParts, portals: Vec<String>) {
+        self.iscsi_portals = portals;
+        self.reexport_iscsi(p);
+    }
+
+    fn reexport_iscsi(&self, p: &NodeParts) {
         if let (Some(t), Some(lun)) = (&p.iscsi, &self.lun) {
-            export_iscsi(t, self.id, lun, &self.iscsi_hosts);
+            export_iscsi(t, self.id, lun, &self.iscsi_hosts, &self.iscsi_portals);
         }
     }
 

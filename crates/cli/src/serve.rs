@@ -83,6 +83,23 @@ fn portals(cfg: &NodeConfig) -> Vec<Portal> {
     out
 }
 
+/// The iSCSI portals hosts reach this node on, with its portal group tag (`ip:port,tpgt`): the
+/// advertised address, else the bound listeners that are not wildcards.
+fn iscsi_portals(cfg: &NodeConfig, bound: &[SocketAddr]) -> Vec<String> {
+    let Some(sec) = &cfg.iscsi else {
+        return Vec::new();
+    };
+    let tpgt = cfg.node.ana_group;
+    match &sec.advertise {
+        Some(a) => vec![format!("{a},{tpgt}")],
+        None => bound
+            .iter()
+            .filter(|a| !a.ip().is_unspecified())
+            .map(|a| format!("{a},{tpgt}"))
+            .collect(),
+    }
+}
+
 /// Opens the cache device, creating and formatting a file when asked to.
 /// Whether the node needs its cache device (and so a backend).
 fn needs_cache(cfg: &NodeConfig) -> bool {
@@ -220,7 +237,11 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
         busy_poll: std::time::Duration::from_micros(cfg.nvmf.busy_poll_us as u64),
         ..TargetConfig::default()
     }));
-    let iscsi = cfg.iscsi.as_ref().map(|_| alcubierre_iscsi::Target::new());
+    let iscsi = cfg.iscsi.as_ref().map(|_| {
+        let t = alcubierre_iscsi::Target::new();
+        t.set_portal_group(cfg.node.ana_group as u16);
+        t
+    });
     let mut volumes = Vec::new();
     for v in &cfg.volumes {
         let id = v.volume_id();
@@ -328,6 +349,7 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
                     destage_limit,
                     (&target, iscsi.clone()),
                     portals,
+                    iscsi_portals(cfg, &iscsi_bound),
                 )
                 .await?,
             )
@@ -371,6 +393,7 @@ async fn join_cluster(
     destage_limit: Option<Arc<RateLimiter>>,
     (target, iscsi): (&Arc<Target>, Option<Arc<alcubierre_iscsi::Target>>),
     portals: Vec<String>,
+    iscsi_portals: Vec<String>,
 ) -> anyhow::Result<Cluster> {
     use alcubierre_control::model::{Activation, CacheDevice, CacheState, Node as NodeRecord};
     use std::time::Duration;
@@ -417,6 +440,7 @@ async fn join_cluster(
             .ok()
             .map(|n| n.get() as u32),
         portals,
+        iscsi_portals,
         nvme: Some(alcubierre_control::model::NvmeIdentity {
             ana_group: cfg.node.ana_group,
             cntlid_base: cfg.node.cntlid_base,

@@ -179,3 +179,175 @@ fn the_output_parser_tells_passes_skips_and_failures() {
     );
     assert_eq!(r.len(), 5);
 }
+
+/// SendTargets on any node lists the volume on every node holding a replica, each portal with
+/// its node's target portal group tag; libiscsi's `iscsi-ls` asks each portal in turn.
+#[test]
+fn send_targets_on_every_node_lists_every_nodes_portal() {
+    if Command::new("iscsi-ls").arg("--help").output().is_err() {
+        assert_ne!(
+            std::env::var("ALCUBIERRE_ISCSI_TESTS").as_deref(),
+            Ok("1"),
+            "iscsi-ls is missing (apt-get install libiscsi-bin)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (_demo, ready) =
+        common::spawn_ready(&["demo".as_ref(), "--dir".as_ref(), dir.path().as_os_str()]);
+    // iscsi://host:port/iqn/0
+    let url = ready["iscsi_url"].as_str().unwrap();
+    let rest = url.strip_prefix("iscsi://").unwrap();
+    let (portal, target) = rest.split_once('/').unwrap();
+    let target = target.trim_end_matches("/0");
+    let list = |portal: &str| {
+        let out = Command::new("iscsi-ls")
+            .arg(format!("iscsi://{portal}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "iscsi-ls {portal}: {out:?}");
+        let mut found: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (t, p) = l.strip_prefix("Target:")?.split_once(" Portal:")?;
+                Some((t.to_string(), p.to_string()))
+            })
+            .collect();
+        found.sort();
+        found
+    };
+    let first = list(portal);
+    assert_eq!(first.len(), 3, "{first:?}");
+    assert!(first.iter().all(|(t, _)| t == target), "{first:?}");
+    let mut tags: Vec<&str> = first
+        .iter()
+        .map(|(_, p)| p.rsplit_once(',').unwrap().1)
+        .collect();
+    tags.sort();
+    tags.dedup();
+    assert_eq!(tags, ["1", "2", "3"], "one portal group per node: {first:?}");
+    assert!(
+        first.iter().any(|(_, p)| p.starts_with(&format!("{portal},"))),
+        "{first:?}"
+    );
+    // Every node answers the same.
+    for (_, p) in &first {
+        let addr = p.rsplit_once(',').unwrap().0;
+        assert_eq!(list(addr), first, "SendTargets on {addr}");
+    }
+}
+
+/// A volume's host with CHAP and mutual CHAP credentials set through the operator's CLI: its
+/// initiator logs in only with its own secret and only accepts the target that proves the
+/// target secret (libiscsi's `iscsi-inq`, `target_user` / `target_password` in the URL);
+/// another initiator name is refused.
+#[test]
+fn mutual_chap_credentials_come_from_the_control_plane() {
+    if Command::new("iscsi-inq").arg("--help").output().is_err() {
+        assert_ne!(
+            std::env::var("ALCUBIERRE_ISCSI_TESTS").as_deref(),
+            Ok("1"),
+            "iscsi-inq is missing (apt-get install libiscsi-bin)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (_demo, ready) =
+        common::spawn_ready(&["demo".as_ref(), "--dir".as_ref(), dir.path().as_os_str()]);
+    let (api, token) = (
+        ready["api"].as_str().unwrap(),
+        ready["token"].as_str().unwrap(),
+    );
+    let iqn = "iqn.2024-01.org.example:mutual";
+    let (ok, _, err) = common::cli(
+        api,
+        token,
+        &[
+            "host",
+            "set",
+            "h1",
+            "--iqn",
+            iqn,
+            "--chap-user",
+            "h1user",
+            "--chap-secret",
+            "host-secret-1",
+            "--target-chap-user",
+            "tgtuser",
+            "--target-chap-secret",
+            "target-secret-2",
+        ],
+    );
+    assert!(ok, "{err}");
+    // The same secret both ways is refused, naming the field.
+    let (ok, _, err) = common::cli(
+        api,
+        token,
+        &[
+            "host",
+            "set",
+            "h2",
+            "--iqn",
+            iqn,
+            "--chap-user",
+            "u",
+            "--chap-secret",
+            "same-secret-3",
+            "--target-chap-user",
+            "t",
+            "--target-chap-secret",
+            "same-secret-3",
+        ],
+    );
+    assert!(!ok && err.contains("target_chap"), "{err}");
+    let volume = ready["volume"].as_str().unwrap();
+    let (ok, _, err) = common::cli(api, token, &["volume", "hosts", volume, "h1"]);
+    assert!(ok, "{err}");
+    let url = ready["iscsi_url"].as_str().unwrap();
+    let rest = url.strip_prefix("iscsi://").unwrap();
+    let inq = |initiator: &str, user: &str, target: Option<(&str, &str)>| {
+        let mut u = format!("iscsi://{user}@{rest}");
+        if let Some((t, p)) = target {
+            u.push_str(&format!("?target_user={t}&target_password={p}"));
+        }
+        Command::new("iscsi-inq")
+            .args(["-i", initiator, &u])
+            .output()
+            .unwrap()
+    };
+    // The agents apply the new access rules within a reconcile.
+    let t0 = std::time::Instant::now();
+    loop {
+        let o = inq(
+            iqn,
+            "h1user%host-secret-1",
+            Some(("tgtuser", "target-secret-2")),
+        );
+        if o.status.success() {
+            assert!(String::from_utf8_lossy(&o.stdout).contains("ALCUBIER"));
+            break;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(15),
+            "mutual CHAP login failed: {o:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    // One-way CHAP with the right secret still works (the host need not ask).
+    assert!(inq(iqn, "h1user%host-secret-1", None).status.success());
+    // The target does not know the secret the initiator expects: the initiator refuses it.
+    assert!(
+        !inq(iqn, "h1user%host-secret-1", Some(("tgtuser", "wrong-secret-9")))
+            .status
+            .success()
+    );
+    // A wrong host secret, or another initiator name: refused.
+    assert!(!inq(iqn, "h1user%wrong-secret-8", None).status.success());
+    assert!(!inq(
+        "iqn.2024-01.org.example:other",
+        "h1user%host-secret-1",
+        None
+    )
+    .status
+    .success());
+}

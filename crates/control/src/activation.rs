@@ -203,6 +203,7 @@ mod tests {
             cpu_threads: None,
             nvme: None,
             portals: Vec::new(),
+            iscsi_portals: Vec::new(),
         }
     }
 

@@ -522,7 +522,15 @@ async fn list_hosts(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Vec<se
     Ok(Json(
         hosts
             .into_iter()
-            .map(|h| json!({ "name": h.name, "nqn": h.nqn, "iqn": h.iqn, "chap_user": h.chap.map(|c| c.0) }))
+            .map(|h| {
+                json!({
+                    "name": h.name,
+                    "nqn": h.nqn,
+                    "iqn": h.iqn,
+                    "chap_user": h.chap.map(|c| c.0),
+                    "target_chap_user": h.target_chap.map(|c| c.0),
+                })
+            })
             .collect(),
     ))
 }

@@ -149,6 +149,10 @@ pub struct Node {
     /// NVMe/TCP I/O portals hosts reach the node on (`ip:port`).
     #[serde(default)]
     pub portals: Vec<String>,
+    /// iSCSI portals hosts reach the node on, with the node's target portal group tag
+    /// (`ip:port,tpgt`, as SendTargets lists them on every node serving a volume here).
+    #[serde(default)]
+    pub iscsi_portals: Vec<String>,
     /// How hosts tell this node's paths apart (unique per node in the cluster).
     #[serde(default)]
     pub nvme: Option<NvmeIdentity>,

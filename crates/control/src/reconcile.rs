@@ -299,6 +299,7 @@ mod tests {
             cpu_threads: None,
             nvme: None,
             portals: Vec::new(),
+            iscsi_portals: Vec::new(),
         }
     }
 

@@ -89,6 +89,10 @@ pub struct Host {
     pub iqn: Option<String>,
     /// CHAP user and secret (iSCSI).
     pub chap: Option<(String, String)>,
+    /// Mutual CHAP (iSCSI): the user and secret the target proves to this host when the host
+    /// asks (with `chap`).
+    #[serde(default)]
+    pub target_chap: Option<(String, String)>,
 }
 
 /// What creating a volume needs.
@@ -605,14 +609,35 @@ pub async fn put_host(store: &dyn Store, h: &Host) -> Result<(), VolumeError> {
             ));
         }
     }
-    if let Some((_, secret)) = &h.chap {
-        // RFC 7143 section 12.1.3: CHAP secrets of at least 12 bytes.
-        if secret.len() < 12 || secret.len() > 16 {
-            return Err(invalid(
-                "chap",
-                "the CHAP secret must be 12 to 16 characters",
-            ));
+    for (field, c) in [("chap", &h.chap), ("target_chap", &h.target_chap)] {
+        if let Some((user, secret)) = c {
+            // RFC 7143 section 12.1.3: CHAP secrets of at least 12 bytes.
+            if secret.len() < 12 || secret.len() > 16 {
+                return Err(invalid(
+                    field,
+                    "the CHAP secret must be 12 to 16 characters",
+                ));
+            }
+            if user.is_empty() || user.len() > 255 {
+                return Err(invalid(field, "the CHAP user must be 1 to 255 characters"));
+            }
         }
+    }
+    match (&h.chap, &h.target_chap) {
+        (None, Some(_)) => {
+            return Err(invalid(
+                "target_chap",
+                "mutual CHAP needs the host's own CHAP credentials (chap) too",
+            ))
+        }
+        // RFC 7143 section 12.1.3: the two directions use different secrets.
+        (Some((_, a)), Some((_, b))) if a == b => {
+            return Err(invalid(
+                "target_chap",
+                "the target's CHAP secret must differ from the host's",
+            ))
+        }
+        _ => {}
     }
     store
         .put(

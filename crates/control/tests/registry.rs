@@ -29,6 +29,7 @@ fn node(name: &str, size: u64) -> Node {
         cpu_threads: None,
         nvme: None,
         portals: Vec::new(),
+        iscsi_portals: Vec::new(),
     }
 }
 

@@ -123,6 +123,7 @@ async fn validation_names_the_field() {
         nqn: nqn.map(str::to_string),
         iqn: None,
         chap: chap.map(|(u, p)| (u.to_string(), p.to_string())),
+        target_chap: None,
     };
     assert_eq!(
         field(put_host(s, &host(None, None)).await.unwrap_err()),
@@ -142,6 +143,23 @@ async fn validation_names_the_field() {
             .unwrap_err()
         ),
         "chap"
+    );
+    // Mutual CHAP needs the host's own credentials, and a different secret.
+    let mut mutual = host(Some("nqn.2014-08.org.example:h1"), None);
+    mutual.target_chap = Some(("tgt".into(), "target-secret".into()));
+    assert_eq!(
+        field(put_host(s, &mutual).await.unwrap_err()),
+        "target_chap"
+    );
+    mutual.chap = Some(("u".into(), "target-secret".into()));
+    assert_eq!(
+        field(put_host(s, &mutual).await.unwrap_err()),
+        "target_chap"
+    );
+    mutual.target_chap = Some(("tgt".into(), "short".into()));
+    assert_eq!(
+        field(put_host(s, &mutual).await.unwrap_err()),
+        "target_chap"
     );
     put_host(
         s,

@@ -31,7 +31,7 @@ pub fn target() -> Arc<Target> {
                 1,
             )),
             access: Access::default(),
-            portals: vec!["127.0.0.1:3260".into()],
+            portals: vec!["127.0.0.1:3260,1".into()],
         },
     );
     t

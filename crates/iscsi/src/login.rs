@@ -47,8 +47,9 @@ pub struct Access {
     pub chap: Option<Chap>,
     /// Credentials the target proves to the initiator when it asks (mutual CHAP).
     pub mutual: Option<Chap>,
-    /// CHAP credentials of particular initiators (instead of `chap` for them).
-    pub per_initiator: Vec<(String, Chap)>,
+    /// CHAP credentials of particular initiators (instead of `chap` for them), and the
+    /// credentials the target proves to each when it asks (instead of `mutual`).
+    pub per_initiator: Vec<(String, Chap, Option<Chap>)>,
 }
 
 /// What the login asks of the target registry.
@@ -58,6 +59,10 @@ pub trait Directory: Send + Sync {
     /// Discovery sessions' CHAP credentials, if discovery requires them.
     fn discovery_access(&self) -> Access {
         Access::default()
+    }
+    /// This node's target portal group tag (its portals' group; one per node).
+    fn portal_group(&self) -> u16 {
+        1
     }
 }
 
@@ -317,12 +322,19 @@ impl Login {
                         return self.fail(b, status::FORBIDDEN);
                     }
                     self.access = access;
-                    if let Some((_, c)) = self.access.per_initiator.iter().find(|(i, _)| *i == init)
+                    if let Some((_, c, m)) =
+                        self.access.per_initiator.iter().find(|(i, _, _)| *i == init)
                     {
                         self.access.chap = Some(c.clone());
+                        if m.is_some() {
+                            self.access.mutual = m.clone();
+                        }
                     }
                     self.target = Some(t);
-                    out.push(("TargetPortalGroupTag".into(), "1".into()));
+                    out.push((
+                        "TargetPortalGroupTag".into(),
+                        self.dir.portal_group().to_string(),
+                    ));
                 }
                 SessionType::Discovery => self.access = self.dir.discovery_access(),
             }

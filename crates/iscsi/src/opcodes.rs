@@ -41,6 +41,9 @@ const SUPPORTED: &[(u8, Option<u16>, u8)] = &[
     (0x5f, Some(0x06), 10), // PERSISTENT RESERVE OUT, REGISTER AND IGNORE EXISTING KEY
     (0x88, None, 16),       // READ (16)
     (0x89, None, 16),       // COMPARE AND WRITE
+    (0x83, Some(0x00), 16), // EXTENDED COPY (LID1)
+    (0x84, Some(0x00), 16), // RECEIVE COPY RESULTS, COPY STATUS
+    (0x84, Some(0x03), 16), // RECEIVE COPY RESULTS, OPERATING PARAMETERS
     (0x8a, None, 16),       // WRITE (16)
     (0x8e, None, 16),       // WRITE AND VERIFY (16)
     (0x8f, None, 16),       // VERIFY (16)
@@ -48,6 +51,7 @@ const SUPPORTED: &[(u8, Option<u16>, u8)] = &[
     (0x91, None, 16),       // SYNCHRONIZE CACHE (16)
     (0x93, None, 16),       // WRITE SAME (16)
     (0x9e, Some(0x10), 16), // READ CAPACITY (16)
+    (0x9e, Some(0x12), 16), // GET LBA STATUS (16)
     (0xa0, None, 12),       // REPORT LUNS
     (0xa3, Some(0x0a), 12), // REPORT TARGET PORT GROUPS
     (0xa3, Some(0x0c), 12), // REPORT SUPPORTED OPERATION CODES

@@ -25,6 +25,7 @@ fn fail(e: &BlockError) -> Outcome {
             asc: 0x26,
             ascq: 0x04, // INVALID RELEASE OF PERSISTENT RESERVATION
             info: None,
+            command: None,
         }),
         BlockError::InvalidField(_) => Outcome::check(Sense::INVALID_FIELD),
         _ => Outcome::check(Sense::INTERNAL_FAILURE),

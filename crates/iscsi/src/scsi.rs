@@ -1,9 +1,10 @@
 //! The SCSI command layer (SPC-4, SBC-4) over a [`BlockDevice`]: CDB decoding, the commands
 //! Linux, VMware and Windows initiators send, and sense data for every error (fixed format).
 //!
-//! Persistent reservations are in `pr`, the supported-opcodes report in `opcodes`. Not yet:
-//! GET LBA STATUS, EXTENDED COPY; they get ILLEGAL REQUEST / INVALID COMMAND OPERATION CODE.
+//! Persistent reservations are in `pr`, the supported-opcodes report in `opcodes`, copy
+//! offload and GET LBA STATUS in `copy`.
 
+mod copy;
 mod data;
 mod pages;
 
@@ -37,6 +38,8 @@ pub mod key {
     pub const ILLEGAL_REQUEST: u8 = 0x05;
     /// UNIT ATTENTION.
     pub const UNIT_ATTENTION: u8 = 0x06;
+    /// COPY ABORTED.
+    pub const COPY_ABORTED: u8 = 0x0a;
     /// ABORTED COMMAND.
     pub const ABORTED_COMMAND: u8 = 0x0b;
     /// MISCOMPARE.
@@ -54,6 +57,8 @@ pub struct Sense {
     pub ascq: u8,
     /// The information field (e.g. the miscompare offset).
     pub info: Option<u32>,
+    /// The command-specific information field (e.g. the failing EXTENDED COPY segment).
+    pub command: Option<u32>,
 }
 
 impl Sense {
@@ -63,6 +68,7 @@ impl Sense {
             asc,
             ascq,
             info: None,
+            command: None,
         }
     }
     /// ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE.
@@ -85,6 +91,10 @@ impl Sense {
     pub const INTERNAL_FAILURE: Sense = Sense::new(key::HARDWARE_ERROR, 0x44, 0x00);
     /// UNIT ATTENTION, CAPACITY DATA HAS CHANGED.
     pub const CAPACITY_CHANGED: Sense = Sense::new(key::UNIT_ATTENTION, 0x2a, 0x09);
+    /// UNIT ATTENTION, ASYMMETRIC ACCESS STATE CHANGED.
+    pub const ALUA_CHANGED: Sense = Sense::new(key::UNIT_ATTENTION, 0x2a, 0x06);
+    /// UNIT ATTENTION, BUS DEVICE RESET FUNCTION OCCURRED (after a LUN or target reset).
+    pub const RESET_OCCURRED: Sense = Sense::new(key::UNIT_ATTENTION, 0x29, 0x03);
     /// MISCOMPARE, MISCOMPARE DURING VERIFY OPERATION.
     pub const MISCOMPARE: Sense = Sense::new(key::MISCOMPARE, 0x1d, 0x00);
     /// The fixed-format sense data (18 bytes).
@@ -96,6 +106,9 @@ impl Sense {
             s[3..7].copy_from_slice(&i.to_be_bytes());
         }
         s[7] = 10;
+        if let Some(c) = self.command {
+            s[8..12].copy_from_slice(&c.to_be_bytes());
+        }
         s[12] = self.asc;
         s[13] = self.ascq;
         s
@@ -193,6 +206,8 @@ pub struct Lun {
     attentions: parking_lot::Mutex<HashMap<HostId, VecDeque<Sense>>>,
     /// Some nexus has a unit attention pending (commands look no further otherwise).
     attention: std::sync::atomic::AtomicBool,
+    /// EXTENDED COPY results held per nexus and list identifier (RECEIVE COPY RESULTS).
+    copies: parking_lot::Mutex<HashMap<(HostId, u8), copy::CopyStatus>>,
 }
 
 /// Asymmetric access states (SPC-4 table 166).
@@ -231,6 +246,7 @@ impl Lun {
             alua: std::sync::atomic::AtomicU8::new(alua::OPTIMIZED),
             attentions: parking_lot::Mutex::new(HashMap::new()),
             attention: std::sync::atomic::AtomicBool::new(false),
+            copies: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -291,7 +307,9 @@ impl Lun {
             0xa3 if matches!(cdb[1] & 0x1f, 0x0a | 0x0c) => Direction::In,
             0x5e | 0x16 | 0x17 => Direction::In,
             0x5f => Direction::Out(u32::from_be_bytes(cdb[5..9].try_into().expect("4")) as usize),
-            0x9e if cdb[1] & 0x1f == 0x10 => Direction::In,
+            0x9e if matches!(cdb[1] & 0x1f, 0x10 | 0x12) => Direction::In,
+            0x84 => Direction::In,
+            0x83 => Direction::Out(u32::from_be_bytes(cdb[10..14].try_into().expect("4")) as usize),
             _ => Direction::Unsupported,
         }
     }
@@ -349,6 +367,7 @@ impl Lun {
             *r = None;
         }
         self.attentions.lock().remove(host);
+        self.copies.lock().retain(|(h, _), _| h != host);
     }
 
     /// The I_T nexus `host` logged in: it gets the LU's unit attentions from now on.
@@ -356,9 +375,13 @@ impl Lun {
         self.attentions.lock().entry(*host).or_default();
     }
 
-    /// Sets this node's asymmetric access state for the LU (the path's role).
+    /// Sets this node's asymmetric access state for the LU (the path's role). A change gives
+    /// every logged-in nexus ASYMMETRIC ACCESS STATE CHANGED (SPC-4 section 5.16.2.5), so hosts
+    /// ask REPORT TARGET PORT GROUPS again and move their I/O to the optimized path.
     pub fn set_alua(&self, state: u8) {
-        self.alua.store(state, Ordering::Release);
+        if self.alua.swap(state, Ordering::AcqRel) != state {
+            self.raise(Sense::ALUA_CHANGED);
+        }
     }
 
     /// This node's asymmetric access state for the LU.
@@ -369,16 +392,30 @@ impl Lun {
     /// The LU grew: every logged-in nexus gets CAPACITY DATA HAS CHANGED on its next
     /// command (SPEC §2: hosts learn the new size).
     pub fn capacity_changed(&self) {
-        let mut ua = self.attentions.lock();
-        for q in ua.values_mut() {
-            q.push_back(Sense::CAPACITY_CHANGED);
-        }
-        self.attention.store(!ua.is_empty(), Ordering::Release);
+        self.raise(Sense::CAPACITY_CHANGED);
     }
 
-    /// A LUN or target reset: the RESERVE(6) reservation goes.
+    /// Gives every logged-in nexus unit attention `s` (once: an attention already pending is
+    /// not queued twice).
+    fn raise(&self, s: Sense) {
+        let mut ua = self.attentions.lock();
+        for q in ua.values_mut() {
+            if !q.contains(&s) {
+                q.push_back(s);
+            }
+        }
+        if !ua.is_empty() {
+            self.attention.store(true, Ordering::Release);
+        }
+    }
+
+    /// A LUN or target reset (SAM-5 section 6.3): the RESERVE(6) reservation goes and every
+    /// nexus logged in to this node, the one that asked included, gets BUS DEVICE RESET
+    /// FUNCTION OCCURRED. (Nexuses on other nodes' paths do not: a reset does not cross
+    /// nodes.)
     pub fn reset(&self) {
         *self.reserved6.lock() = None;
+        self.raise(Sense::RESET_OCCURRED);
     }
 
     fn check_lba(&self, (lba, count): (u64, u64)) -> Result<(), Outcome> {
@@ -417,14 +454,18 @@ impl Lun {
         if count == 0 {
             return Ok(Outcome::good(Bytes::new()));
         }
-        if count > self.max_transfer_blocks() {
+        let bs = self.block_size();
+        if count * bs > MAX_SPLIT_BYTES {
             return Err(Outcome::check(Sense::INVALID_FIELD));
         }
+        // Transfers beyond the device's maximum (which VPD page B0h reports, and which hosts
+        // such as Linux follow) run as several device I/Os, in order: SCSI makes no promise
+        // that a multi-block write is atomic.
+        let chunk = self.max_transfer_blocks().max(1);
         if write {
             // The initiator may send less than the CDB asks (iSCSI EDTL below the transfer
             // length): only the whole blocks it sent are written; the connection reports the
             // overflow residual (RFC 7143 section 11.4.5).
-            let bs = self.block_size();
             let whole = (data.len() as u64 / bs).min(count);
             if whole == 0 {
                 // Nothing to write, but access is checked as for a write (a reservation
@@ -432,27 +473,32 @@ impl Lun {
                 self.io(host, Op::Flush).await?;
                 return Ok(Outcome::good(Bytes::new()));
             }
-            let data = data.slice(..(whole * bs) as usize);
-            self.io(
-                host,
-                Op::Write {
-                    lba: Lba(lba),
-                    data,
-                },
-            )
-            .await?;
-            Ok(Outcome::good(Bytes::new()))
-        } else {
-            let d = self
-                .io(
+            let mut done = 0;
+            while done < whole {
+                let n = chunk.min(whole - done);
+                let data = data.slice((done * bs) as usize..((done + n) * bs) as usize);
+                self.io(
                     host,
-                    Op::Read {
-                        lba: Lba(lba),
-                        count: BlockCount(count),
+                    Op::Write {
+                        lba: Lba(lba + done),
+                        data,
                     },
                 )
                 .await?;
-            Ok(Outcome::good(d))
+                done += n;
+            }
+            Ok(Outcome::good(Bytes::new()))
+        } else if count <= chunk {
+            Ok(Outcome::good(self.read(host, lba, count).await?))
+        } else {
+            let mut out = BytesMut::with_capacity((count * bs) as usize);
+            let mut done = 0;
+            while done < count {
+                let n = chunk.min(count - done);
+                out.extend_from_slice(&self.read(host, lba + done, n).await?);
+                done += n;
+            }
+            Ok(Outcome::good(out.freeze()))
         }
     }
 
@@ -586,11 +632,17 @@ impl Lun {
                 crate::opcodes::report(cdb).map(|d| alloc(u32at(6), d))
             }
             0xa3 if cdb[1] & 0x1f == 0x0a => Ok(alloc(u32at(6), self.report_groups(cdb))),
+            0x9e if cdb[1] & 0x1f == 0x12 => self.get_lba_status(cdb),
+            0x83 => self.extended_copy(host, cdb, data).await,
+            0x84 => self.receive_copy_results(host, cdb),
             _ => Err(Outcome::check(Sense::INVALID_OPCODE)),
         }
     }
 }
 
+/// The most bytes one READ or WRITE may move (the connection's largest write; transfers
+/// beyond the device's own maximum are split).
+pub const MAX_SPLIT_BYTES: u64 = crate::conn::MAX_WRITE as u64;
 /// The most blocks one UNMAP descriptor or WRITE SAME may cover.
 pub const MAX_UNMAP_BLOCKS: u32 = 1 << 20;
 /// The most blocks one COMPARE AND WRITE may cover.

@@ -24,7 +24,8 @@ pub struct Export {
     pub lun: Arc<Lun>,
     /// Who may log in.
     pub access: Access,
-    /// The portals that serve it ("host:port"), for SendTargets; the local portal when empty.
+    /// The portals that serve it, as SendTargets lists them ("host:port,tpgt": every node
+    /// holding a replica); this node's portal when empty.
     pub portals: Vec<String>,
 }
 
@@ -33,6 +34,8 @@ pub struct Target {
     exports: RwLock<BTreeMap<String, Arc<Export>>>,
     /// This node's portal ("host:port"), listed when an export names none.
     local: RwLock<String>,
+    /// This node's target portal group tag.
+    tpgt: AtomicU16,
     tsih: AtomicU16,
 }
 
@@ -41,6 +44,7 @@ impl Default for Target {
         Self {
             exports: RwLock::new(BTreeMap::new()),
             local: RwLock::new(String::new()),
+            tpgt: AtomicU16::new(1),
             tsih: AtomicU16::new(1),
         }
     }
@@ -79,6 +83,12 @@ impl Target {
         self.local.read().clone()
     }
 
+    /// Sets this node's target portal group tag (non-zero; distinct per node, as hosts with
+    /// sessions through several nodes tell their portal groups apart).
+    pub fn set_portal_group(&self, tpgt: u16) {
+        self.tpgt.store(tpgt.max(1), Ordering::Relaxed);
+    }
+
     /// A new session handle (never 0).
     pub fn next_tsih(&self) -> u16 {
         loop {
@@ -94,6 +104,9 @@ impl Directory for Target {
     fn access(&self, name: &str) -> Option<Access> {
         self.get(name).map(|e| e.access.clone())
     }
+    fn portal_group(&self) -> u16 {
+        self.tpgt.load(Ordering::Relaxed)
+    }
 }
 
 impl Portals for Target {
@@ -105,14 +118,11 @@ impl Portals for Target {
             .filter(|(n, _)| only.is_none_or(|o| o == n.as_str()))
             .map(|(n, e)| {
                 let portals = if e.portals.is_empty() {
-                    vec![local.clone()]
+                    vec![format!("{local},{}", self.tpgt.load(Ordering::Relaxed))]
                 } else {
                     e.portals.clone()
                 };
-                (
-                    n.clone(),
-                    portals.into_iter().map(|p| format!("{p},1")).collect(),
-                )
+                (n.clone(), portals)
             })
             .collect()
     }

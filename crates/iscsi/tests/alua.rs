@@ -95,3 +95,46 @@ fn a_grown_lu_raises_one_unit_attention_per_nexus() {
         assert_eq!(exec(h, &tur).status, 0, "reported once");
     }
 }
+
+/// SPC-4 section 5.16.2.5: a change of the path's asymmetric access state gives each nexus one
+/// ASYMMETRIC ACCESS STATE CHANGED; setting the state it already has gives none.
+#[test]
+fn an_access_state_change_raises_one_unit_attention_per_nexus() {
+    let l = lun(2);
+    let tur = [0u8; 6];
+    let (a, b) = ([1u8; 16], [2u8; 16]);
+    l.nexus_joined(&a);
+    l.nexus_joined(&b);
+    let exec =
+        |h: &[u8; 16], cdb: &[u8]| futures::executor::block_on(l.execute(h, cdb, Bytes::new()));
+    l.set_alua(alua::OPTIMIZED);
+    assert_eq!(exec(&a, &tur).status, 0, "no change, no attention");
+    l.set_alua(alua::NON_OPTIMIZED);
+    l.set_alua(alua::TRANSITIONING);
+    for h in [&a, &b] {
+        let o = exec(h, &tur);
+        let s = o.sense.unwrap();
+        assert_eq!((o.status, s.key, s.asc, s.ascq), (2, 0x06, 0x2a, 0x06));
+        assert_eq!(exec(h, &tur).status, 0, "two changes, one attention");
+    }
+}
+
+/// SAM-5 section 6.3: after a LUN reset every nexus, the one that asked included, gets BUS
+/// DEVICE RESET FUNCTION OCCURRED once; a nexus that logged out gets nothing later.
+#[test]
+fn a_reset_raises_a_unit_attention_on_every_nexus() {
+    let l = lun(2);
+    let tur = [0u8; 6];
+    let (a, b) = ([1u8; 16], [2u8; 16]);
+    l.nexus_joined(&a);
+    l.nexus_joined(&b);
+    l.nexus_lost(&b);
+    let exec =
+        |h: &[u8; 16], cdb: &[u8]| futures::executor::block_on(l.execute(h, cdb, Bytes::new()));
+    l.reset();
+    let o = exec(&a, &tur);
+    let s = o.sense.unwrap();
+    assert_eq!((o.status, s.key, s.asc, s.ascq), (2, 0x06, 0x29, 0x03));
+    assert_eq!(exec(&a, &tur).status, 0);
+    assert_eq!(exec(&b, &tur).status, 0, "not logged in at the reset");
+}

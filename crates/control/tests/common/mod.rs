@@ -23,6 +23,7 @@ pub fn node(name: &str) -> Node {
         cpu_threads: None,
         nvme: None,
         portals: Vec::new(),
+        iscsi_portals: Vec::new(),
     }
 }
 

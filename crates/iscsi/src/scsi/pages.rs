@@ -51,7 +51,8 @@ impl Lun {
         let page = cdb[2];
         let mut body: Vec<u8> = Vec::new();
         match page {
-            0x00 => body.extend_from_slice(&[0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2]),
+            0x00 => body.extend_from_slice(&[0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2]),
+            0x8f => body = Lun::third_party_copy_page(),
             0x80 => body.extend_from_slice(self.serial.as_bytes()),
             0x83 => {
                 // NAA (binary, LU association).
