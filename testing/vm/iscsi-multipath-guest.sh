@@ -6,12 +6,15 @@
 # node as SendTargets must list them). Discovers, logs in to every portal, builds the multipath
 # map (ALUA priorities, path groups by priority), then writes 32 MiB of 4K random writes at a
 # bounded rate with crc32c verification. It touches ./io-started when the writes start; the
-# host kills a node (one path) during them and touches ./path-dropped. fio must end without an
-# error, the data must verify on the remaining paths, and the map must show the failed path.
+# host kills the primary's node (the path carrying the I/O) during them and touches
+# ./path-dropped. fio must end without an error, the data must verify on the remaining paths
+# (through the promoted primary), and the map must show the failed path.
 set -euxo pipefail
 . ./params.sh
-# No udev in the VM: device-mapper makes its own device nodes.
-export DM_DISABLE_UDEV=1
+# multipath finds paths and their WWIDs through udev, which the VM's init does not start.
+/lib/systemd/systemd-udevd --daemon
+udevadm trigger --action=add
+udevadm settle -t 30
 
 cat >/etc/multipath.conf <<'EOF'
 defaults {
@@ -49,7 +52,9 @@ for _ in $(seq 300); do
 done
 [ "$(ls /sys/class/scsi_disk | wc -l)" = 3 ]
 
-multipath -v2 || true
+udevadm settle -t 30
+multipath -v2
+udevadm settle -t 30
 multipath -ll | tee mp.txt
 MAP=$(dmsetup ls --target multipath | awk '{ print $1; exit }')
 DEV=/dev/mapper/$MAP

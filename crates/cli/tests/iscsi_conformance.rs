@@ -225,9 +225,15 @@ fn send_targets_on_every_node_lists_every_nodes_portal() {
         .collect();
     tags.sort();
     tags.dedup();
-    assert_eq!(tags, ["1", "2", "3"], "one portal group per node: {first:?}");
+    assert_eq!(
+        tags,
+        ["1", "2", "3"],
+        "one portal group per node: {first:?}"
+    );
     assert!(
-        first.iter().any(|(_, p)| p.starts_with(&format!("{portal},"))),
+        first
+            .iter()
+            .any(|(_, p)| p.starts_with(&format!("{portal},"))),
         "{first:?}"
     );
     // Every node answers the same.
@@ -336,11 +342,13 @@ fn mutual_chap_credentials_come_from_the_control_plane() {
     // One-way CHAP with the right secret still works (the host need not ask).
     assert!(inq(iqn, "h1user%host-secret-1", None).status.success());
     // The target does not know the secret the initiator expects: the initiator refuses it.
-    assert!(
-        !inq(iqn, "h1user%host-secret-1", Some(("tgtuser", "wrong-secret-9")))
-            .status
-            .success()
-    );
+    assert!(!inq(
+        iqn,
+        "h1user%host-secret-1",
+        Some(("tgtuser", "wrong-secret-9"))
+    )
+    .status
+    .success());
     // A wrong host secret, or another initiator name: refused.
     assert!(!inq(iqn, "h1user%wrong-secret-8", None).status.success());
     assert!(!inq(

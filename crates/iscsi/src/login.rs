@@ -322,8 +322,11 @@ impl Login {
                         return self.fail(b, status::FORBIDDEN);
                     }
                     self.access = access;
-                    if let Some((_, c, m)) =
-                        self.access.per_initiator.iter().find(|(i, _, _)| *i == init)
+                    if let Some((_, c, m)) = self
+                        .access
+                        .per_initiator
+                        .iter()
+                        .find(|(i, _, _)| *i == init)
                     {
                         self.access.chap = Some(c.clone());
                         if m.is_some() {

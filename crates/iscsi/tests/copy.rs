@@ -142,26 +142,29 @@ fn malformed_copies_get_their_sense_codes_and_copy_nothing() {
     let seg = segment(0, 0, 8, 0, 64);
     let run = |p: &[u8]| sense(&exec(&l, 0, &xcopy_cdb(p.len()), p));
     // Truncated lists: PARAMETER LIST LENGTH ERROR.
-    let whole = params(1, 2, &[t.clone()], &[seg.clone()]);
+    let whole = params(1, 2, std::slice::from_ref(&t), std::slice::from_ref(&seg));
     assert_eq!(run(&whole[..10]), (0x05, 0x1a, 0x00));
     assert_eq!(run(&whole[..16 + 31]), (0x05, 0x1a, 0x00));
     assert_eq!(run(&whole[..whole.len() - 1]), (0x05, 0x1a, 0x00));
     // Too many target or segment descriptors.
-    let p = params(1, 2, &vec![t.clone(); 9], &[seg.clone()]);
+    let p = params(1, 2, &vec![t.clone(); 9], std::slice::from_ref(&seg));
     assert_eq!(run(&p), (0x05, 0x26, 0x06));
-    let p = params(1, 2, &[t.clone()], &vec![seg.clone(); 129]);
+    let p = params(1, 2, std::slice::from_ref(&t), &vec![seg.clone(); 129]);
     assert_eq!(run(&p), (0x05, 0x26, 0x08));
     // Descriptor lists over the limit.
-    let p = params(1, 2, &[t.clone()], &vec![seg.clone(); 300]);
+    let p = params(1, 2, std::slice::from_ref(&t), &vec![seg.clone(); 300]);
     assert_eq!(run(&p), (0x05, 0x1a, 0x00));
     // Unsupported descriptor types: a Fibre Channel target, a stream-to-stream segment.
     let mut fc = t.clone();
     fc[0] = 0xe0;
-    assert_eq!(run(&params(1, 2, &[fc], &[seg.clone()])), (0x05, 0x26, 0x07));
+    assert_eq!(
+        run(&params(1, 2, &[fc], std::slice::from_ref(&seg))),
+        (0x05, 0x26, 0x07)
+    );
     let mut stream = seg.clone();
     stream[0] = 0x03;
     assert_eq!(
-        run(&params(1, 2, &[t.clone()], &[stream])),
+        run(&params(1, 2, std::slice::from_ref(&t), &[stream])),
         (0x05, 0x26, 0x09)
     );
     // A target index beyond the list, another LU, a wrong block length: unreachable.
@@ -169,26 +172,26 @@ fn malformed_copies_get_their_sense_codes_and_copy_nothing() {
         &l,
         0,
         &xcopy_cdb(whole.len()),
-        &params(1, 2, &[t.clone()], &[segment(0, 1, 8, 0, 64)]),
+        &params(1, 2, std::slice::from_ref(&t), &[segment(0, 1, 8, 0, 64)]),
     );
     assert_eq!(sense(&o), (0x0a, 0x08, 0x04));
     let mut other = t.clone();
     other[10] ^= 0xff;
     assert_eq!(
-        run(&params(1, 2, &[other], &[seg.clone()])),
+        run(&params(1, 2, &[other], std::slice::from_ref(&seg))),
         (0x0a, 0x08, 0x04)
     );
     let mut small = t.clone();
     small[29..32].copy_from_slice(&[0, 2, 0]);
     assert_eq!(
-        run(&params(1, 2, &[small], &[seg.clone()])),
+        run(&params(1, 2, &[small], std::slice::from_ref(&seg))),
         (0x0a, 0x08, 0x04)
     );
     // Beyond the end of the LU: COPY ABORTED naming segment 1 in the command-specific field.
     let p = params(
         1,
         2,
-        &[t.clone()],
+        std::slice::from_ref(&t),
         &[seg.clone(), segment(0, 0, 8, 0, BLOCKS - 1)],
     );
     let o = exec(&l, 0, &xcopy_cdb(p.len()), &p);
@@ -196,7 +199,12 @@ fn malformed_copies_get_their_sense_codes_and_copy_nothing() {
     assert_eq!(o.sense.unwrap().encode()[8..12], [0, 0, 0, 1]);
     // A reserved list identifier usage.
     assert_eq!(
-        run(&params(1, 1, &[t.clone()], &[seg.clone()])),
+        run(&params(
+            1,
+            1,
+            std::slice::from_ref(&t),
+            std::slice::from_ref(&seg)
+        )),
         (0x05, 0x26, 0x00)
     );
     // Nothing of the refused copies was written (validation precedes any copying).
@@ -214,7 +222,11 @@ fn copy_status(l: &Lun, host: u8, list_id: u8) -> Outcome {
 #[test]
 fn copy_status_is_held_per_nexus_and_list_id() {
     let l = lun();
-    assert_eq!(sense(&copy_status(&l, 0, 7)), (0x05, 0x24, 0x00), "none yet");
+    assert_eq!(
+        sense(&copy_status(&l, 0, 7)),
+        (0x05, 0x24, 0x00),
+        "none yet"
+    );
     // Held (usage 00b).
     let p = params(7, 0, &[target(&l)], &[segment(0, 0, 16, 0, 100)]);
     good(&l, &xcopy_cdb(p.len()), &p);

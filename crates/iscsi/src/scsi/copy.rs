@@ -263,7 +263,11 @@ impl Lun {
         let mut count = 0usize;
         let mut at = 0;
         while at < targets.len() {
-            let len = if matches!(targets[at], 0xea | 0xeb) { 64 } else { 32 };
+            let len = if matches!(targets[at], 0xea | 0xeb) {
+                64
+            } else {
+                32
+            };
             count += 1;
             at += len;
         }
@@ -356,11 +360,7 @@ impl Lun {
         let mut done = 0;
         while done < s.blocks {
             let n = chunk.min(s.blocks - done);
-            let off = if backwards {
-                s.blocks - done - n
-            } else {
-                done
-            };
+            let off = if backwards { s.blocks - done - n } else { done };
             let d = self.read(host, s.src + off, n).await?;
             self.io(
                 host,
