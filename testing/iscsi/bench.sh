@@ -10,11 +10,22 @@
 # acknowledges a write once its journal write is synced (O_DIRECT + sync on this machine's
 # virtual disk).
 #
-# Usage: testing/iscsi/bench.sh <path-to-alcubierre-binary>   (as root; RUNTIME=15 REPS=1)
+# Also prints fio's own CPU time per I/O (the initiator's share of each round trip).
+#
+# Usage: testing/iscsi/bench.sh <path-to-alcubierre-binary>   (as root; RUNTIME=15 REPS=1,
+# QDS="1 32" RWS="randread randwrite" TARGETS="tgt alcubierre alc-memory" to run fewer)
 set -euo pipefail
 BIN=$(realpath "${1:?usage: bench.sh <path-to-alcubierre-binary>}")
 RUNTIME=${RUNTIME:-15}
 REPS=${REPS:-1}
+QDS=${QDS:-1 32}
+RWS=${RWS:-randread randwrite}
+TARGETS=${TARGETS:-tgt alcubierre alc-memory}
+# PIN=1: the targets and fio all on CPU 0, so QD1 round trips are local context switches, not
+# wake-ups of another (halted) vCPU, whose cost depends on where the scheduler puts things.
+PIN=${PIN:-0}
+ON=()
+[[ $PIN == 1 ]] && ON=(taskset -c 0)
 FIO=${FIO:-/var/tmp/alcubierre-fio/fio-3.33/fio}
 "$FIO" --enghelp 2>/dev/null | grep -q libiscsi || {
 	echo "$FIO has no libiscsi engine: run testing/iscsi/build-fio.sh first" >&2
@@ -39,7 +50,7 @@ trap cleanup EXIT
 
 # tgt: one file LUN of 1 GiB (LUN 1; LUN 0 is tgt's controller).
 truncate -s 1G "$WORK/tgt.img"
-tgtd -f --iscsi portal=127.0.0.1:$TGT_PORT >"$WORK/tgtd.log" 2>&1 &
+"${ON[@]}" tgtd -f --iscsi portal=127.0.0.1:$TGT_PORT >"$WORK/tgtd.log" 2>&1 &
 TGT_PID=$!
 for _ in $(seq 50); do tgtadm --lld iscsi --op show --mode target >/dev/null 2>&1 && break; sleep 0.1; done
 tgtadm --lld iscsi --op new --mode target --tid 1 -T iqn.2001-04.org.example:tgt-bench
@@ -75,7 +86,7 @@ block_size = 512
 hosts = ["*"]
 memory = true
 TOML
-"$BIN" --json serve --config "$WORK/node/node.toml" >"$WORK/serve.out" 2>"$WORK/serve.err" &
+"${ON[@]}" "$BIN" --json serve --config "$WORK/node/node.toml" >"$WORK/serve.out" 2>"$WORK/serve.err" &
 OUR_PID=$!
 for _ in $(seq 100); do [[ -s $WORK/serve.out ]] && break; sleep 0.1; done
 IQN=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["volumes"][0]["iqn"])' <"$WORK/serve.out")
@@ -89,7 +100,7 @@ esc() { printf '%s' "$1" | sed 's/:/\\:/g'; }
 # fio's libiscsi engine is synchronous (FIO_SYNCIO: iodepth is capped at 1), so QD32 is 32
 # jobs of QD1, each its own iSCSI session, reported as one group.
 fio_run() { # url rw qd runtime -> json
-	"$FIO" --name=b --ioengine=libiscsi --filename="$(esc "$1")" --rw="$2" --bs=4k \
+	"${ON[@]}" "$FIO" --name=b --ioengine=libiscsi --filename="$(esc "$1")" --rw="$2" --bs=4k \
 		--iodepth=1 --numjobs="$3" --group_reporting=1 --size=256m --runtime="$4" \
 		--time_based=1 --randrepeat=0 --output-format=json
 }
@@ -99,12 +110,12 @@ for url in "$TGT_URL" "$OUR_URL" "$MEM_URL"; do
 		--iodepth=8 --size=256m --output-format=terse >/dev/null
 done
 
-echo "machine: $(nproc) vCPUs, $(uname -r); fio $("$FIO" --version); runtime ${RUNTIME}s per run"
-printf '%-4s %-10s %-3s %-11s %10s %12s %12s %14s\n' rep workload qd target IOPS "mean lat us" "p50 lat us" "CPU us per I/O"
+echo "machine: $(nproc) vCPUs, $(uname -r); fio $("$FIO" --version); runtime ${RUNTIME}s per run; pinned to CPU 0: $PIN"
+printf '%-4s %-10s %-3s %-11s %10s %12s %12s %14s %14s\n' rep workload qd target IOPS "mean lat us" "p50 lat us" "CPU us per I/O" "fio CPU per I/O"
 for rep in $(seq "$REPS"); do
-	for rw in randread randwrite; do
-		for qd in 1 32; do
-			for t in tgt alcubierre alc-memory; do
+	for rw in $RWS; do
+		for qd in $QDS; do
+			for t in $TARGETS; do
 				case $t in
 				tgt) url=$TGT_URL pid=$TGT_PID ;;
 				alcubierre) url=$OUR_URL pid=$OUR_PID ;;
@@ -121,8 +132,11 @@ j = json.loads(text[text.index("{"):])["jobs"][0]
 side = j["read"] if rw == "randread" else j["write"]
 ios = side["total_ios"]
 cpu_us = (int(c1) - int(c0)) * 1e6 / 100  # 100 clock ticks per second
+# fio's usr_cpu / sys_cpu: percent of one CPU over the job's runtime, summed over its jobs.
+fio_us = (j["usr_cpu"] + j["sys_cpu"]) / 100 * j["job_runtime"] * 1000
 print(f"{rep:<4} {rw:<10} {qd:<3} {t:<11} {side['iops']:10.0f} {side['lat_ns']['mean']/1000:12.1f} "
-      f"{side['clat_ns']['percentile']['50.000000']/1000:12.1f} {cpu_us/max(ios,1):14.2f}")
+      f"{side['clat_ns']['percentile']['50.000000']/1000:12.1f} {cpu_us/max(ios,1):14.2f} "
+      f"{fio_us/max(ios,1):14.2f}")
 PY
 			done
 		done

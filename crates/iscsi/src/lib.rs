@@ -14,8 +14,7 @@
 //!    CONDITION with sense data; nothing panics.
 //!
 //! Error recovery level 0, one connection per session; implicit ALUA with a target port group
-//! per node. Not yet: unit attentions, multi-PDU text, GET LBA STATUS, EXTENDED COPY
-//! (docs/design/iscsi.md).
+//! per node. Not yet: multi-PDU text, unit attentions across nodes (docs/design/iscsi.md).
 
 pub mod conn;
 pub mod driver;
