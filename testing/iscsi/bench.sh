@@ -6,7 +6,8 @@
 # journal, not durable). Each workload (4K randread and randwrite at QD1 and QD32 over the
 # first 256 MiB, written first) runs on each target in turn, REPS times. Prints IOPS, mean and
 # median latency, and the target process's CPU time per I/O. tgt's file LUN goes through the
-# page cache (a write is acknowledged before it is durable); Alcubierre's cache volume
+# page cache (a write is acknowledged before it is durable), its second LUN ("tgt-durable")
+# opens its file with O_DIRECT and O_SYNC; Alcubierre's cache volume
 # acknowledges a write once its journal write is synced (O_DIRECT + sync on this machine's
 # virtual disk).
 #
@@ -20,7 +21,7 @@ RUNTIME=${RUNTIME:-15}
 REPS=${REPS:-1}
 QDS=${QDS:-1 32}
 RWS=${RWS:-randread randwrite}
-TARGETS=${TARGETS:-tgt alcubierre alc-memory}
+TARGETS=${TARGETS:-tgt tgt-durable alcubierre alc-memory}
 # PIN=1: the targets and fio all on CPU 0, so QD1 round trips are local context switches, not
 # wake-ups of another (halted) vCPU, whose cost depends on where the scheduler puts things.
 PIN=${PIN:-0}
@@ -55,8 +56,14 @@ TGT_PID=$!
 for _ in $(seq 50); do tgtadm --lld iscsi --op show --mode target >/dev/null 2>&1 && break; sleep 0.1; done
 tgtadm --lld iscsi --op new --mode target --tid 1 -T iqn.2001-04.org.example:tgt-bench
 tgtadm --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$WORK/tgt.img"
+# LUN 2: the same kind of file opened with O_DIRECT and O_SYNC, so a write is durable when
+# acknowledged, as Alcubierre's cache volume's are (the like-for-like durable comparison).
+truncate -s 1G "$WORK/tgt-durable.img"
+tgtadm --lld iscsi --op new --mode logicalunit --tid 1 --lun 2 -b "$WORK/tgt-durable.img" \
+	--bsoflags direct:sync
 tgtadm --lld iscsi --op bind --mode target --tid 1 -I ALL
 TGT_URL="iscsi://127.0.0.1:$TGT_PORT/iqn.2001-04.org.example:tgt-bench/1"
+TGT_DURABLE_URL="iscsi://127.0.0.1:$TGT_PORT/iqn.2001-04.org.example:tgt-bench/2"
 
 # Alcubierre: a 2 GiB file cache, a file backend, a 1 GiB volume.
 mkdir -p "$WORK/node"
@@ -105,7 +112,7 @@ fio_run() { # url rw qd runtime -> json
 		--time_based=1 --randrepeat=0 --output-format=json
 }
 
-for url in "$TGT_URL" "$OUR_URL" "$MEM_URL"; do
+for url in "$TGT_URL" "$TGT_DURABLE_URL" "$OUR_URL" "$MEM_URL"; do
 	"$FIO" --name=fill --ioengine=libiscsi --filename="$(esc "$url")" --rw=write --bs=1m \
 		--iodepth=8 --size=256m --output-format=terse >/dev/null
 done
@@ -118,6 +125,7 @@ for rep in $(seq "$REPS"); do
 			for t in $TARGETS; do
 				case $t in
 				tgt) url=$TGT_URL pid=$TGT_PID ;;
+				tgt-durable) url=$TGT_DURABLE_URL pid=$TGT_PID ;;
 				alcubierre) url=$OUR_URL pid=$OUR_PID ;;
 				*) url=$MEM_URL pid=$OUR_PID ;;
 				esac
