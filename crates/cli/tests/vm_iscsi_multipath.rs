@@ -17,7 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use alcubierre_store::testing::EtcdServer;
-use common::cluster::{activate_all, json_call, node_config, node_index};
+use common::cluster::{fast_failover_and_activate, json_call, node_config, node_index};
 
 /// The nodes' iSCSI ports on the host's loopback (the guest reaches them on 10.0.2.2).
 const PORT_BASE: u16 = 3280;
@@ -71,15 +71,7 @@ async fn dm_multipath_survives_a_node_killed_during_io() {
         );
         procs.push(Some(p));
     }
-    json_call(
-        &apis[0],
-        "PUT",
-        "/api/v1/cluster/config",
-        r#"{"heartbeat_interval_ms":300,"heartbeat_timeout_ms":2000}"#,
-    )
-    .await;
-    let store = etcd.connect().await;
-    activate_all(&apis[0], &store, 3).await;
+    let _store = fast_failover_and_activate(&apis[0], &etcd, 3).await;
     let v = json_call(
         &apis[0],
         "POST",

@@ -135,6 +135,14 @@ fn keys(pairs: &[(&str, &str)]) -> Bytes {
     encode_keys(&k)
 }
 
+/// A one-PDU login (security straight to full feature phase, transit) of our initiator name
+/// with `rest`.
+fn final_login(rest: &[(&str, &str)]) -> Pdu {
+    let mut k = vec![("InitiatorName", "iqn.2024-01.org.example:host")];
+    k.extend_from_slice(rest);
+    pdu(op::LOGIN_REQ | 0x40, 0x87, 1, 1, keys(&k))
+}
+
 fn scsi(itt: u32, cmd_sn: u32, flags: u8, edtl: u32, cdb: &[u8], data: Bytes) -> Pdu {
     let mut p = pdu(op::SCSI_CMD, flags, itt, cmd_sn, data);
     p.bhs.put_u32(20, edtl);
@@ -220,17 +228,7 @@ pub fn sample_sessions() -> Vec<Vec<u8>> {
     let f = Framing::default();
     let mut s = BytesMut::new();
     f.encode(
-        &pdu(
-            op::LOGIN_REQ | 0x40,
-            0x87,
-            1,
-            1,
-            keys(&[
-                ("InitiatorName", "iqn.2024-01.org.example:host"),
-                ("SessionType", "Discovery"),
-                ("AuthMethod", "None"),
-            ]),
-        ),
+        &final_login(&[("SessionType", "Discovery"), ("AuthMethod", "None")]),
         &mut s,
     );
     f.encode(
@@ -238,5 +236,75 @@ pub fn sample_sessions() -> Vec<Vec<u8>> {
         &mut s,
     );
     all.push(s.to_vec());
+    all.push(copy_session());
     all
+}
+
+/// A normal session that writes block 8, asks GET LBA STATUS and RECEIVE COPY RESULTS
+/// (operating parameters), copies block 8 to 40 with EXTENDED COPY, reads block 40 and logs
+/// out: a seed that reaches the copy manager's parameter list parser.
+fn copy_session() -> Vec<u8> {
+    let f = Framing::default();
+    let mut s = BytesMut::new();
+    f.encode(
+        &final_login(&[
+            ("TargetName", TARGET),
+            ("SessionType", "Normal"),
+            ("AuthMethod", "None"),
+            ("ImmediateData", "Yes"),
+        ]),
+        &mut s,
+    );
+    let w10 = [0x2a, 0, 0, 0, 0, 8, 0, 0, 1, 0];
+    f.encode(
+        &scsi(2, 1, 0xa0, 512, &w10, Bytes::from(vec![0x3c; 512])),
+        &mut s,
+    );
+    let mut lba_status = [0u8; 16];
+    lba_status[0] = 0x9e;
+    lba_status[1] = 0x12;
+    lba_status[13] = 24;
+    f.encode(&scsi(3, 2, 0xc0, 24, &lba_status, Bytes::new()), &mut s);
+    let mut params = [0u8; 16];
+    params[0] = 0x84;
+    params[1] = 0x03;
+    params[13] = 255;
+    f.encode(&scsi(4, 3, 0xc0, 255, &params, Bytes::new()), &mut s);
+    // The parameter list: header, the LU's identification descriptor (its NAA designator, as
+    // VPD page 83h reports it), one block-to-block segment.
+    let lun = target().get(TARGET).expect("exported").lun.clone();
+    let vpd = futures::executor::block_on(lun.execute(
+        &[0; 16],
+        &[0x12, 1, 0x83, 0, 64, 0],
+        Bytes::new(),
+    ));
+    let mut list = vec![0u8; 16];
+    list[3] = 32; // target descriptor list length
+    list[11] = 28; // segment descriptor list length
+    let mut t = [0u8; 32];
+    t[0] = 0xe4;
+    t[4..24].copy_from_slice(&vpd.data[4..24]);
+    t[30] = 2; // 512-byte blocks
+    list.extend_from_slice(&t);
+    let mut seg = [0u8; 28];
+    seg[0] = 0x02;
+    seg[3] = 24;
+    seg[11] = 1;
+    seg[19] = 8;
+    seg[27] = 40;
+    list.extend_from_slice(&seg);
+    let mut xcopy = [0u8; 16];
+    xcopy[0] = 0x83;
+    xcopy[13] = list.len() as u8;
+    f.encode(
+        &scsi(5, 4, 0xa0, list.len() as u32, &xcopy, Bytes::from(list)),
+        &mut s,
+    );
+    let r10 = [0x28, 0, 0, 0, 0, 40, 0, 0, 1, 0];
+    f.encode(&scsi(6, 5, 0xc0, 512, &r10, Bytes::new()), &mut s);
+    f.encode(
+        &pdu(op::LOGOUT_REQ | 0x40, 0x80, 7, 6, Bytes::new()),
+        &mut s,
+    );
+    s.to_vec()
 }

@@ -16,6 +16,30 @@ fn lun(group: u16) -> Lun {
     Lun::new(Arc::new(MemBlockDevice::new(g)), [3; 16], group)
 }
 
+/// Nexuses A and B, logged in to `l`.
+const A: [u8; 16] = [1; 16];
+const B: [u8; 16] = [2; 16];
+const TUR: [u8; 6] = [0; 6];
+
+fn two_nexuses(group: u16) -> Lun {
+    let l = lun(group);
+    l.nexus_joined(&A);
+    l.nexus_joined(&B);
+    l
+}
+
+fn exec(l: &Lun, h: &[u8; 16], cdb: &[u8]) -> alcubierre_iscsi::scsi::Outcome {
+    futures::executor::block_on(l.execute(h, cdb, Bytes::new()))
+}
+
+/// The next command of `h` gets unit attention `(asc, ascq)`, and only once.
+fn attention_once(l: &Lun, h: &[u8; 16], (asc, ascq): (u8, u8)) {
+    let o = exec(l, h, &TUR);
+    let s = o.sense.unwrap();
+    assert_eq!((o.status, s.key, s.asc, s.ascq), (2, 0x06, asc, ascq));
+    assert_eq!(exec(l, h, &TUR).status, 0, "reported once");
+}
+
 fn run(l: &Lun, cdb: &[u8]) -> Bytes {
     let o = futures::executor::block_on(l.execute(&[0; 16], cdb, Bytes::new()));
     assert_eq!(o.status, 0, "{cdb:x?}: {o:?}");
@@ -72,27 +96,17 @@ fn report_target_port_groups_follows_the_path_state() {
 /// UNIT ATTENTION, CAPACITY DATA HAS CHANGED (not on INQUIRY), then its commands run again.
 #[test]
 fn a_grown_lu_raises_one_unit_attention_per_nexus() {
-    let l = lun(1);
-    let tur = [0u8; 6];
-    let (a, b) = ([1u8; 16], [2u8; 16]);
-    l.nexus_joined(&a);
-    l.nexus_joined(&b);
-    let exec =
-        |h: &[u8; 16], cdb: &[u8]| futures::executor::block_on(l.execute(h, cdb, Bytes::new()));
-    assert_eq!(exec(&a, &tur).status, 0);
-    assert_eq!(exec(&b, &tur).status, 0);
+    let l = two_nexuses(1);
+    assert_eq!(exec(&l, &A, &TUR).status, 0);
+    assert_eq!(exec(&l, &B, &TUR).status, 0);
     l.capacity_changed();
     assert_eq!(
-        exec(&a, &[0x12, 0, 0, 0, 36, 0]).status,
+        exec(&l, &A, &[0x12, 0, 0, 0, 36, 0]).status,
         0,
         "INQUIRY is not held"
     );
-    for h in [&a, &b] {
-        let o = exec(h, &tur);
-        assert_eq!(o.status, 2);
-        let s = o.sense.unwrap();
-        assert_eq!((s.key, s.asc, s.ascq), (0x06, 0x2a, 0x09));
-        assert_eq!(exec(h, &tur).status, 0, "reported once");
+    for h in [&A, &B] {
+        attention_once(&l, h, (0x2a, 0x09));
     }
 }
 
@@ -100,22 +114,14 @@ fn a_grown_lu_raises_one_unit_attention_per_nexus() {
 /// ASYMMETRIC ACCESS STATE CHANGED; setting the state it already has gives none.
 #[test]
 fn an_access_state_change_raises_one_unit_attention_per_nexus() {
-    let l = lun(2);
-    let tur = [0u8; 6];
-    let (a, b) = ([1u8; 16], [2u8; 16]);
-    l.nexus_joined(&a);
-    l.nexus_joined(&b);
-    let exec =
-        |h: &[u8; 16], cdb: &[u8]| futures::executor::block_on(l.execute(h, cdb, Bytes::new()));
+    let l = two_nexuses(2);
     l.set_alua(alua::OPTIMIZED);
-    assert_eq!(exec(&a, &tur).status, 0, "no change, no attention");
+    assert_eq!(exec(&l, &A, &TUR).status, 0, "no change, no attention");
     l.set_alua(alua::NON_OPTIMIZED);
     l.set_alua(alua::TRANSITIONING);
-    for h in [&a, &b] {
-        let o = exec(h, &tur);
-        let s = o.sense.unwrap();
-        assert_eq!((o.status, s.key, s.asc, s.ascq), (2, 0x06, 0x2a, 0x06));
-        assert_eq!(exec(h, &tur).status, 0, "two changes, one attention");
+    // Two changes, one attention.
+    for h in [&A, &B] {
+        attention_once(&l, h, (0x2a, 0x06));
     }
 }
 
@@ -123,18 +129,9 @@ fn an_access_state_change_raises_one_unit_attention_per_nexus() {
 /// DEVICE RESET FUNCTION OCCURRED once; a nexus that logged out gets nothing later.
 #[test]
 fn a_reset_raises_a_unit_attention_on_every_nexus() {
-    let l = lun(2);
-    let tur = [0u8; 6];
-    let (a, b) = ([1u8; 16], [2u8; 16]);
-    l.nexus_joined(&a);
-    l.nexus_joined(&b);
-    l.nexus_lost(&b);
-    let exec =
-        |h: &[u8; 16], cdb: &[u8]| futures::executor::block_on(l.execute(h, cdb, Bytes::new()));
+    let l = two_nexuses(2);
+    l.nexus_lost(&B);
     l.reset();
-    let o = exec(&a, &tur);
-    let s = o.sense.unwrap();
-    assert_eq!((o.status, s.key, s.asc, s.ascq), (2, 0x06, 0x29, 0x03));
-    assert_eq!(exec(&a, &tur).status, 0);
-    assert_eq!(exec(&b, &tur).status, 0, "not logged in at the reset");
+    attention_once(&l, &A, (0x29, 0x03));
+    assert_eq!(exec(&l, &B, &TUR).status, 0, "not logged in at the reset");
 }

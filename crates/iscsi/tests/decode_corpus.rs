@@ -71,6 +71,27 @@ fn sample_sessions_complete_every_command() {
             "{text}"
         );
     }
+    // The copy offload session: every command GOOD, and block 40 holds block 8's data.
+    let got = replies(&run(&target(), &s[3]), false);
+    let ops: Vec<u8> = got.iter().map(|p| p.bhs.opcode()).collect();
+    assert_eq!(
+        ops,
+        [
+            op::LOGIN_RESP,
+            op::SCSI_RESP,
+            op::DATA_IN,
+            op::DATA_IN,
+            op::SCSI_RESP,
+            op::DATA_IN,
+            op::LOGOUT_RESP
+        ]
+    );
+    for p in &got {
+        if p.bhs.opcode() == op::SCSI_RESP {
+            assert_eq!(p.bhs.0[3], 0, "GOOD");
+        }
+    }
+    assert!(got[5].data.iter().all(|&b| b == 0x3c), "the copied block");
     let disc = replies(&run(&target(), &s[2]), false);
     assert_eq!(disc.len(), 2);
     assert!(String::from_utf8_lossy(&disc[1].data).contains("TargetAddress=127.0.0.1:3260,1"));

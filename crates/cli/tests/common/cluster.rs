@@ -116,18 +116,29 @@ pub async fn three_nodes_and_a_volume(
     serde_json::Value,
 ) {
     let (procs, ready, apis) = start_api_nodes(dir, 3, &etcd.endpoint);
+    let store = fast_failover_and_activate(&apis[0], etcd, 3).await;
+    let body = format!(r#"{{"name":"{name}","size":16777216}}"#);
+    let v = json_call(&apis[0], "POST", "/api/v1/volumes", &body).await;
+    (procs, ready, apis, store, v)
+}
+
+/// Sets a 300 ms heartbeat and a 2 s timeout (fast failover) through the API at `api`, then
+/// activates node-1 ..= node-n; the store.
+pub async fn fast_failover_and_activate(
+    api: &str,
+    etcd: &alcubierre_store::testing::EtcdServer,
+    n: usize,
+) -> alcubierre_store::EtcdStore {
     json_call(
-        &apis[0],
+        api,
         "PUT",
         "/api/v1/cluster/config",
         r#"{"heartbeat_interval_ms":300,"heartbeat_timeout_ms":2000}"#,
     )
     .await;
     let store = etcd.connect().await;
-    activate_all(&apis[0], &store, 3).await;
-    let body = format!(r#"{{"name":"{name}","size":16777216}}"#);
-    let v = json_call(&apis[0], "POST", "/api/v1/volumes", &body).await;
-    (procs, ready, apis, store, v)
+    activate_all(api, &store, n).await;
+    store
 }
 
 /// An API call with the test token, off the async workers.
