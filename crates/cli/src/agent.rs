@@ -380,7 +380,7 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
         let deleted = !all.contains_key(&id);
         let mut e = local.exported.remove(&id).expect("listed");
         if let Some(path) = local.paths.get(&id) {
-            path.role.primary.lock().take();
+            path.role.retire();
         }
         e.progress.withdraw(&**store, &id).await?;
         match unexport(p, &id, deleted) {

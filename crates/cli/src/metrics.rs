@@ -118,6 +118,34 @@ fn render(fams: &mut Families, src: &NodeSources) {
                 m.role.promotions.load(Relaxed)
             );
         }
+        for (metric, help, get) in [
+            (
+                "alcubierre_replica_resyncs_total",
+                "Followers that reconnected and were sent the writes they missed, by this node as the volume's primary.",
+                (|e: &alcubierre_replica::volume::ReplicaEvents| e.resyncs)
+                    as fn(&alcubierre_replica::volume::ReplicaEvents) -> u64,
+            ),
+            (
+                "alcubierre_replica_rebuilds_total",
+                "Followers rebuilt from the destage point (new, emptied or too far behind), by this node as the volume's primary.",
+                |e| e.rebuilds,
+            ),
+            (
+                "alcubierre_replica_forced_destages_total",
+                "Rebuilds that needed writes no longer in the primary's memory, so it destaged them at once past the rate limit.",
+                |e| e.forced_destages,
+            ),
+        ] {
+            let out = fams.family(metric, "counter", help);
+            for (id, m) in src.volumes.read().iter() {
+                let _ = writeln!(
+                    out,
+                    "{metric}{{node=\"{node}\",volume=\"{id}\",name=\"{}\"}} {}",
+                    m.name,
+                    get(&m.role.events())
+                );
+            }
+        }
         let followers: Vec<(
             String,
             String,

@@ -10,7 +10,7 @@ use alcubierre_block::{BlockError, IoFuture, Keeper, Reservations, ResvStore};
 use alcubierre_control::leader;
 use alcubierre_control::reconcile::ReplicaRequest;
 use alcubierre_control::volumes::{self, FollowerProgress, Progress, Volume, PROGRESS};
-use alcubierre_replica::volume::{Ask, Control, PrimaryVolume};
+use alcubierre_replica::volume::{Ask, Control, PrimaryVolume, ReplicaEvents};
 use alcubierre_store::{put_if, Compare, Store};
 use alcubierre_types::{ByteOffset, ByteSize, VolumeId};
 
@@ -22,6 +22,34 @@ pub struct Role {
     /// Times this node started serving the volume as its primary (placement, failover,
     /// handover).
     pub promotions: AtomicU64,
+    /// What earlier terms as primary here did to bring followers up to date.
+    past: parking_lot::Mutex<ReplicaEvents>,
+}
+
+impl Role {
+    /// This node no longer serves the volume as its primary: its follower events are kept.
+    pub fn retire(&self) {
+        if let Some(p) = self.primary.lock().take() {
+            let e = p.events();
+            let mut past = self.past.lock();
+            past.resyncs += e.resyncs;
+            past.rebuilds += e.rebuilds;
+            past.forced_destages += e.forced_destages;
+        }
+    }
+
+    /// Resyncs, rebuilds and forced destages of followers by this node as the volume's
+    /// primary, in every term (counters, for metrics).
+    pub fn events(&self) -> ReplicaEvents {
+        let mut e = *self.past.lock();
+        if let Some(p) = &*self.primary.lock() {
+            let now = p.events();
+            e.resyncs += now.resyncs;
+            e.rebuilds += now.rebuilds;
+            e.forced_destages += now.forced_destages;
+        }
+        e
+    }
 }
 
 /// Sends the primary's requests to the leader through the store.

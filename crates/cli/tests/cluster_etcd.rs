@@ -383,6 +383,20 @@ async fn serve_processes_form_a_cluster_that_serves_and_heals_volumes() {
     )
     .await;
 
+    // The primary counted bringing the new replica up to date (a rebuild from the destage
+    // point, or a resync from the start when nothing had been destaged yet).
+    let (_, m) = call(&papi, "GET", "/metrics", "").await;
+    let count = |metric: &str| -> u64 {
+        let prefix = format!("{metric}{{node=\"{primary}\",volume=\"{id}\",name=\"shared\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+            .unwrap_or_else(|| panic!("{metric} missing:\n{m}"))
+    };
+    assert!(
+        count("alcubierre_replica_rebuilds_total") + count("alcubierre_replica_resyncs_total") >= 1,
+        "{m}"
+    );
+
     // Delete: the primary stops exporting it.
     json_call(&live_api, "DELETE", &format!("/api/v1/volumes/{id}"), "").await;
     eventually(10, "the volume unexported", || async {

@@ -139,6 +139,21 @@ pub struct PrimaryVolume {
     rt: tokio::runtime::Handle,
     /// A destage for a rebuild is under way.
     destaging: std::sync::atomic::AtomicBool,
+    /// Followers brought back up to date: resyncs, rebuilds, forced destages.
+    events: [AtomicU64; 3],
+}
+
+/// What a primary did to bring followers up to date, since it started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicaEvents {
+    /// A follower that reconnected was sent the writes after its last one (it kept its log).
+    pub resyncs: u64,
+    /// A follower was rebuilt: reset to the destage point, then sent every write after it
+    /// (a new or emptied replica, or one whose log ended before the destage point).
+    pub rebuilds: u64,
+    /// A follower needed writes no longer in memory: the primary destaged them at once (past
+    /// the destage rate limit) and rebuilt the follower from the new destage point.
+    pub forced_destages: u64,
 }
 
 impl PrimaryVolume {
@@ -218,6 +233,7 @@ impl PrimaryVolume {
             failed: Mutex::new(None),
             rt: tokio::runtime::Handle::current(),
             destaging: std::sync::atomic::AtomicBool::new(false),
+            events: Default::default(),
         });
         {
             let mut inner = v.inner.lock();
@@ -255,6 +271,16 @@ impl PrimaryVolume {
     /// Every follower's progress (rebuilds and resyncs catch up to `head`).
     pub fn followers(&self) -> Vec<crate::primary::FollowerProgress> {
         self.inner.lock().core.followers()
+    }
+
+    /// What it did to bring followers up to date since it started.
+    pub fn events(&self) -> ReplicaEvents {
+        let at = |i: usize| self.events[i].load(Ordering::Relaxed);
+        ReplicaEvents {
+            resyncs: at(0),
+            rebuilds: at(1),
+            forced_destages: at(2),
+        }
     }
 
     /// Whether it serves.
@@ -327,10 +353,18 @@ impl PrimaryVolume {
 
     /// Carries out the state machine's actions (under its lock, so order holds).
     fn run(self: &Arc<Self>, inner: &mut Inner, acts: Vec<Action>) {
+        // The follower just sent a Reset: the replay after it is a rebuild, not a resync.
+        let mut reset: Option<String> = None;
         for a in acts {
             match a {
                 Action::Send { to, msg } => {
                     if let Some((_, tx)) = inner.links.get(&to) {
+                        if let Msg::Reset { base, .. } = &msg {
+                            self.events[1].fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(volume = %self.volume, follower = %to, from = base.seq,
+                                head = inner.core.head(), "rebuilding a follower from the destage point");
+                            reset = Some(to.clone());
+                        }
                         let _ = tx.send(msg);
                     }
                 }
@@ -346,11 +380,17 @@ impl PrimaryVolume {
                         tracing::warn!(volume = %self.volume, follower = %to, after,
                             floor = inner.window.floor,
                             "resync needs writes no longer in memory: destaging them, then rebuilding the follower");
+                        self.events[2].fetch_add(1, Ordering::Relaxed);
                         inner.links.remove(&to);
                         let acts = inner.core.disconnected(&to);
                         self.run(inner, acts);
                         self.destage_for_rebuild();
                         continue;
+                    }
+                    if reset.as_deref() != Some(to.as_str()) && after < upto {
+                        self.events[0].fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(volume = %self.volume, follower = %to, after, upto,
+                            "resyncing a follower from its last write");
                     }
                     let epoch = inner.core.epoch();
                     for (pos, pl) in &inner.window.entries {

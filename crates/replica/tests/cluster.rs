@@ -241,6 +241,11 @@ async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
         block(210, 3),
         "n2 caught up with what it missed"
     );
+    // Counted: n2 was resynced from its last write, or rebuilt from the destage point if the
+    // primary had destaged past it meanwhile; both from the primary's memory.
+    let e = p.events();
+    assert!(e.resyncs + e.rebuilds >= 1, "{e:?}");
+    assert_eq!(e.forced_destages, 0, "{e:?}");
     assert_eq!(
         nodes[2].engine.read(vol, Lba(300), BlockCount(1)).unwrap(),
         block(300, 4)
