@@ -35,6 +35,7 @@ mod logread;
 mod partition;
 mod read;
 mod recovery;
+mod replay;
 mod service;
 
 pub use alcubierre_backend::Backend;
@@ -44,4 +45,5 @@ pub use error::CacheError;
 pub use limiter::RateLimiter;
 pub use partition::{DestageFence, Op, Partition, RepLog, ReplicaRole, Tag};
 pub use recovery::PartitionReport;
+pub use replay::{ReplayEnd, Replayed};
 pub use service::{CacheService, CacheVolume, ServiceConfig, VolumeOpener, WriteCallback};

@@ -61,11 +61,26 @@ impl Partition {
     /// Each device read covers up to `window` blocks (at least one whole batch).
     pub(crate) fn read_batches(
         &self,
+        virt: u64,
+        seq: u64,
+        stop_at: u64,
+        max_bytes: u64,
+        window: u64,
+    ) -> Result<Batches, CacheError> {
+        self.read_batches_from(virt, seq, stop_at, max_bytes, window, true)
+    }
+
+    /// [`Self::read_batches`], where a batch missing from the live log fails the partition
+    /// (`strict`: the caller's position is one the log must hold) or, otherwise, only ends
+    /// what is read (a reader racing with eviction, which finds the batch gone).
+    pub(crate) fn read_batches_from(
+        &self,
         mut virt: u64,
         mut seq: u64,
         mut stop_at: u64,
         max_bytes: u64,
         window: u64,
+        strict: bool,
     ) -> Result<Batches, CacheError> {
         let mut out = Batches {
             windows: Vec::new(),
@@ -115,10 +130,12 @@ impl Partition {
                 // means "up to the batch after it".
                 virt = lap_end;
                 stop_at = stop_at.max(lap_end + 1);
-            } else {
+            } else if strict {
                 return Err(self.fail(format!(
                     "batch {seq} at block {virt} is unreadable in the live log"
                 )));
+            } else {
+                break;
             }
         }
         Ok(out)

@@ -135,6 +135,11 @@ fn render(fams: &mut Families, src: &NodeSources) {
                 "Rebuilds that needed writes no longer in the primary's memory, so it destaged them at once past the rate limit.",
                 |e| e.forced_destages,
             ),
+            (
+                "alcubierre_replica_journal_replays_total",
+                "Resyncs and rebuilds that read writes no longer in the primary's memory back from its journal.",
+                |e| e.journal_replays,
+            ),
         ] {
             let out = fams.family(metric, "counter", help);
             for (id, m) in src.volumes.read().iter() {

@@ -35,6 +35,7 @@ impl Role {
             past.resyncs += e.resyncs;
             past.rebuilds += e.rebuilds;
             past.forced_destages += e.forced_destages;
+            past.journal_replays += e.journal_replays;
         }
     }
 
@@ -47,6 +48,7 @@ impl Role {
             e.resyncs += now.resyncs;
             e.rebuilds += now.rebuilds;
             e.forced_destages += now.forced_destages;
+            e.journal_replays += now.journal_replays;
         }
         e
     }

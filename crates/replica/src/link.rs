@@ -38,6 +38,9 @@ struct Out {
     failed: bool,
     /// Queued by a deferred send, on its thread's list to flush.
     deferred: bool,
+    /// While some frames are still to go ahead of them (a replay from the journal), frames
+    /// sent are kept here, and queued after those at [`Sender::release`].
+    held: Option<BytesMut>,
 }
 
 thread_local! {
@@ -213,6 +216,10 @@ impl Sender {
         if out.failed {
             return Err(Closed);
         }
+        if let Some(held) = &mut out.held {
+            m.encode(held);
+            return Ok(());
+        }
         m.encode(&mut out.buf);
         if DEFERRING.with(Cell::get) && !out.flushing && !out.writing {
             if !out.deferred {
@@ -222,6 +229,48 @@ impl Sender {
             return Ok(());
         }
         shared.start_write(out)
+    }
+}
+
+impl Sender {
+    /// From now on, frames sent are held back until [`Self::release`]; frames sent with
+    /// [`Self::send_ahead`] meanwhile go before them.
+    pub fn hold(&self) {
+        let mut out = self.0 .0.out.lock();
+        if out.held.is_none() {
+            out.held = Some(BytesMut::new());
+        }
+    }
+
+    /// Sends `m` ahead of the frames held back by [`Self::hold`] (at once, like
+    /// [`Self::send`] outside [`deferring`]).
+    pub fn send_ahead(&self, m: Msg) -> Result<(), Closed> {
+        let shared = &self.0 .0;
+        let mut out = shared.out.lock();
+        if out.failed {
+            return Err(Closed);
+        }
+        m.encode(&mut out.buf);
+        shared.start_write(out)
+    }
+
+    /// Queues the frames held back since [`Self::hold`] after everything sent ahead of them.
+    pub fn release(&self) -> Result<(), Closed> {
+        let shared = &self.0 .0;
+        let mut out = shared.out.lock();
+        if let Some(held) = out.held.take() {
+            out.buf.extend_from_slice(&held);
+        }
+        if out.failed {
+            return Err(Closed);
+        }
+        shared.start_write(out)
+    }
+
+    /// Bytes queued and not yet taken by the socket (for a sender that must not run ahead of
+    /// the connection).
+    pub fn queued(&self) -> usize {
+        self.0 .0.out.lock().buf.len()
     }
 }
 
@@ -288,6 +337,7 @@ pub fn spawn(stream: TcpStream) -> (Sender, Reader) {
             closed: false,
             failed: false,
             deferred: false,
+            held: None,
         }),
         wake: Notify::new(),
     });

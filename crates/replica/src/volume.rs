@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use alcubierre_block::{BlockDevice, BlockError, IoFuture};
-use alcubierre_cache::{CacheVolume, DestageFence, Engine, Tag, WriteCallback};
+use alcubierre_cache::{
+    CacheVolume, DestageFence, Engine, ReplayEnd, Replayed, Tag, WriteCallback,
+};
 use alcubierre_types::{BlockCount, ByteSize, Lba, VolumeGeometry, VolumeId};
 use bytes::Bytes;
 use futures::FutureExt;
@@ -103,8 +105,11 @@ impl Lease {
     }
 }
 
-/// Most bytes of written data kept in memory for resync.
+/// Most bytes of written data kept in memory for resync (older writes come from the journal).
 const WINDOW_BYTES: usize = 256 << 20;
+
+/// Most bytes a replay from the journal queues ahead of the follower's connection.
+const REPLAY_QUEUE: usize = 64 << 20;
 
 struct Window {
     entries: VecDeque<(Pos, Payload)>,
@@ -139,8 +144,9 @@ pub struct PrimaryVolume {
     rt: tokio::runtime::Handle,
     /// A destage for a rebuild is under way.
     destaging: std::sync::atomic::AtomicBool,
-    /// Followers brought back up to date: resyncs, rebuilds, forced destages.
-    events: [AtomicU64; 3],
+    /// Followers brought back up to date: resyncs, rebuilds, forced destages, replays from
+    /// the journal.
+    events: [AtomicU64; 4],
 }
 
 /// What a primary did to bring followers up to date, since it started.
@@ -154,6 +160,8 @@ pub struct ReplicaEvents {
     /// A follower needed writes no longer in memory: the primary destaged them at once (past
     /// the destage rate limit) and rebuilt the follower from the new destage point.
     pub forced_destages: u64,
+    /// Resyncs and rebuilds that read writes no longer in memory back from the journal.
+    pub journal_replays: u64,
 }
 
 impl PrimaryVolume {
@@ -280,6 +288,7 @@ impl PrimaryVolume {
             resyncs: at(0),
             rebuilds: at(1),
             forced_destages: at(2),
+            journal_replays: at(3),
         }
     }
 
@@ -369,30 +378,24 @@ impl PrimaryVolume {
                     }
                 }
                 Action::Replay { to, after, upto } => {
-                    let Some((_, tx)) = inner.links.get(&to) else {
+                    let Some((conn, tx)) = inner.links.get(&to).map(|(c, t)| (*c, t.clone()))
+                    else {
                         continue;
                     };
-                    if after < inner.window.floor {
-                        // The writes it needs are no longer in memory (e.g. after this node
-                        // restarted) but may still be dirty here. Destage them now, so the
-                        // destage point passes them; reconnecting then rebuilds the follower
-                        // from there, with what memory holds.
-                        tracing::warn!(volume = %self.volume, follower = %to, after,
-                            floor = inner.window.floor,
-                            "resync needs writes no longer in memory: destaging them, then rebuilding the follower");
-                        self.events[2].fetch_add(1, Ordering::Relaxed);
-                        inner.links.remove(&to);
-                        let acts = inner.core.disconnected(&to);
-                        self.run(inner, acts);
-                        self.destage_for_rebuild();
-                        continue;
-                    }
                     if reset.as_deref() != Some(to.as_str()) && after < upto {
                         self.events[0].fetch_add(1, Ordering::Relaxed);
                         tracing::info!(volume = %self.volume, follower = %to, after, upto,
                             "resyncing a follower from its last write");
                     }
                     let epoch = inner.core.epoch();
+                    let floor = inner.window.floor;
+                    if after < floor {
+                        // It needs writes from before what memory holds (this node restarted
+                        // or took over, or the backlog outgrew the window): they come from the
+                        // journal, ahead of the window's and of every later frame, which the
+                        // link holds back meanwhile.
+                        tx.hold();
+                    }
                     for (pos, pl) in &inner.window.entries {
                         if pos.seq > after && pos.seq <= upto {
                             let _ = tx.send(Msg::Write {
@@ -401,6 +404,9 @@ impl PrimaryVolume {
                                 payload: pl.clone(),
                             });
                         }
+                    }
+                    if after < floor {
+                        self.replay_from_journal(to, conn, tx, epoch, after, floor);
                     }
                 }
                 Action::Persist { pos, payload } => {
@@ -467,8 +473,76 @@ impl PrimaryVolume {
         }
     }
 
+    /// Sends follower `to` (on connection `conn`, whose later frames `tx` holds back) the
+    /// writes in `(after, floor]` from the journal, then lets the held frames go. If the
+    /// journal no longer holds them all (the destager passed them and eviction reused the
+    /// space), the follower is disconnected, the volume destaged, and the follower rebuilt from
+    /// the new destage point when it reconnects.
+    fn replay_from_journal(
+        self: &Arc<Self>,
+        to: String,
+        conn: u64,
+        tx: link::Sender,
+        epoch: u64,
+        after: u64,
+        floor: u64,
+    ) {
+        let me = self.clone();
+        self.rt.spawn_blocking(move || {
+            let t0 = Instant::now();
+            let mut sent = 0u64;
+            let r = me.engine.replay_replicated(me.volume, after, floor, |tag, r| {
+                let payload = match r {
+                    Replayed::Write { offset, data } => Payload::Write { offset, data },
+                    Replayed::Zero { offset, len } => Payload::Zero { offset, len },
+                };
+                let pos = Pos {
+                    epoch: tag.epoch,
+                    seq: tag.seq,
+                };
+                if tx.send_ahead(Msg::Write { epoch, pos, payload }).is_err() {
+                    return false;
+                }
+                sent += 1;
+                // Keep no more than REPLAY_QUEUE bytes ahead of the socket.
+                let wait = Instant::now();
+                while tx.queued() > REPLAY_QUEUE {
+                    if wait.elapsed() > Duration::from_secs(30) {
+                        return false;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                true
+            });
+            match r {
+                Ok(ReplayEnd::Complete) => {
+                    me.events[3].fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(volume = %me.volume, follower = %to, after, floor, writes = sent,
+                        took_ms = t0.elapsed().as_millis() as u64, "replayed writes from the journal");
+                    let _ = tx.release();
+                }
+                other => {
+                    tracing::warn!(volume = %me.volume, follower = %to, after, floor, ?other,
+                        "the journal no longer holds the writes a follower needs: destaging them, then rebuilding the follower");
+                    let _rt = me.rt.enter();
+                    link::deferring(|| {
+                        let mut inner = me.inner.lock();
+                        if inner.links.get(&to).is_some_and(|(c, _)| *c == conn) {
+                            me.events[2].fetch_add(1, Ordering::Relaxed);
+                            inner.links.remove(&to);
+                            let acts = inner.core.disconnected(&to);
+                            me.run(&mut inner, acts);
+                            me.destage_for_rebuild();
+                        }
+                    });
+                    link::flush_deferred();
+                }
+            }
+        });
+    }
+
     /// Destages the volume's partition in the background (once at a time), for a rebuild that
-    /// needs a destage point past what memory holds.
+    /// needs a destage point past what the journal holds.
     fn destage_for_rebuild(&self) {
         if self.destaging.swap(true, Ordering::AcqRel) {
             return;

@@ -28,6 +28,16 @@ struct Node {
 }
 
 async fn node(backend: Arc<MemBackend>, vol: VolumeId, g: VolumeGeometry) -> Node {
+    node_with(backend, vol, g, None).await
+}
+
+/// A node whose destage runs at `destage_limit` (unlimited when `None`).
+async fn node_with(
+    backend: Arc<MemBackend>,
+    vol: VolumeId,
+    g: VolumeGeometry,
+    destage_limit: Option<Arc<alcubierre_cache::RateLimiter>>,
+) -> Node {
     let m: Arc<dyn Medium> = Arc::new(MemMedium::new(32 << 20));
     Engine::format(&*m, &FormatOptions::default()).unwrap();
     let engine = Arc::new(Engine::open(m, backend as Arc<dyn Backend>).unwrap());
@@ -35,7 +45,7 @@ async fn node(backend: Arc<MemBackend>, vol: VolumeId, g: VolumeGeometry) -> Nod
     let svc = CacheService::start(
         engine.clone(),
         ServiceConfig {
-            destage_limit: None,
+            destage_limit,
             ..ServiceConfig::default()
         },
     );
@@ -285,6 +295,122 @@ async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
     );
     assert_eq!(nodes[2].engine.replication_log(vol).last.epoch, 4);
     drop(p1);
+    for n in nodes {
+        n.svc.shutdown();
+    }
+}
+
+/// Resync from the journal: a follower lost for a while comes back after a failover; the new
+/// primary's memory holds none of the writes it missed (it was a follower when they were
+/// made), so they are read back from its journal, ahead of later writes, without destaging
+/// (destage is held back here, so nothing is in the backend and a forced destage could not
+/// help either).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_primary_resyncs_a_follower_from_its_journal() {
+    let backend = Arc::new(MemBackend::new());
+    let vol = VolumeId(uuid::Uuid::new_v4());
+    backend.create(vol, ByteSize::mib(4)).unwrap();
+    // Destage held back: a bucket deep in debt.
+    let held = Arc::new(alcubierre_cache::RateLimiter::new(1, 1));
+    held.spend(1 << 40);
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(node_with(backend.clone(), vol, geometry(), Some(held.clone())).await);
+    }
+    let mut followers = Vec::new();
+    for n in &nodes[1..] {
+        let f = FollowerVolume::new(n.engine.clone(), &n.svc.volumes(), vol, 1).unwrap();
+        n.server.add(f.clone());
+        followers.push(f);
+    }
+    let cfg = Config {
+        min_insync: 2,
+        timeout_ms: 300,
+        retry_ms: 100,
+    };
+    let (p, lease, mut asks) = start_primary(
+        &nodes,
+        0,
+        vol,
+        set(1, "n0", &["n0", "n1", "n2"]),
+        cfg.clone(),
+    );
+    for i in 0..32 {
+        within("write 1", p.write(Lba(i), block(i, 1)))
+            .await
+            .unwrap();
+    }
+    // n2 is lost; the others go on in epoch 2 (64 more writes, some over n2's blocks).
+    nodes[2].server.remove(vol);
+    let replaced = ReplicaServer::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    drop(std::mem::replace(&mut nodes[2].server, replaced));
+    let pw = p.clone();
+    let w = tokio::spawn(async move { pw.write(Lba(16), block(16, 2)).await });
+    let _ = tokio::time::timeout(Duration::from_secs(5), asks.recv()).await;
+    p.membership(set(2, "n0", &["n0", "n1"]), addrs(&nodes));
+    followers[0].store_epoch(2);
+    within("write 2", w).await.unwrap().unwrap();
+    for i in 17..80 {
+        within("write 2", p.write(Lba(i), block(i, 2)))
+            .await
+            .unwrap();
+    }
+    let head = nodes[1].engine.replication_log(vol).last.seq;
+    assert_eq!(head, 96);
+    // n0 goes; n1 takes over in epoch 3 with nothing of the volume in memory; n2 returns with
+    // its journal (32 writes).
+    lease.revoke();
+    drop(p);
+    nodes[1].server.remove(vol);
+    let (p1, _lease1, mut asks1) =
+        start_primary(&nodes, 1, vol, set(3, "n1", &["n1"]), cfg.clone());
+    let f2 = FollowerVolume::new(nodes[2].engine.clone(), &nodes[2].svc.volumes(), vol, 3).unwrap();
+    nodes[2].server.add(f2.clone());
+    p1.membership(set(3, "n1", &["n1"]), addrs(&nodes));
+    let ask = loop {
+        let a = tokio::time::timeout(Duration::from_secs(10), asks1.recv())
+            .await
+            .unwrap_or_else(|_| panic!("n2 did not catch up: {}", p1.describe()))
+            .unwrap();
+        if matches!(a, Ask::Add { .. }) {
+            break a;
+        }
+    };
+    assert_eq!(
+        ask,
+        Ask::Add {
+            node: "n2".into(),
+            epoch: 3
+        }
+    );
+    assert_eq!(nodes[2].engine.replication_log(vol).last.seq, 96);
+    for i in 0..80 {
+        let want = if i < 16 { block(i, 1) } else { block(i, 2) };
+        assert_eq!(
+            nodes[2].engine.read(vol, Lba(i), BlockCount(1)).unwrap(),
+            want,
+            "block {i} on n2"
+        );
+    }
+    // One resync or rebuild (from n1's destage point, which is the volume's start here), from
+    // the journal, without a forced destage.
+    let e = p1.events();
+    assert_eq!(e.resyncs + e.rebuilds, 1, "{e:?}");
+    assert_eq!((e.journal_replays, e.forced_destages), (1, 0), "{e:?}");
+    // Back in the in-sync set, n2 takes new writes after the replayed ones.
+    p1.membership(set(4, "n1", &["n1", "n2"]), addrs(&nodes));
+    f2.store_epoch(4);
+    within("write 3", p1.write(Lba(5), block(5, 3)))
+        .await
+        .unwrap();
+    assert_eq!(
+        nodes[2].engine.read(vol, Lba(5), BlockCount(1)).unwrap(),
+        block(5, 3)
+    );
+    drop(p1);
+    held.set_rate(u64::MAX / 4);
     for n in nodes {
         n.svc.shutdown();
     }
