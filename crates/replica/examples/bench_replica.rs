@@ -7,7 +7,9 @@
 //!
 //! `cargo run --release -p alcubierre-replica --example bench_replica [seconds] [dir|mem]`
 //! (default 5 s per run, files under /var/tmp; `mem`: memory media, no device syncs, which
-//! isolates the replication path's own cost).
+//! isolates the replication path's own cost). `REBUILD_MIB` sets the dirty data of the
+//! rebuild (default 192: within the primary's 256 MiB in-memory window; more is replayed from
+//! its journal, and the cache devices grow to hold it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -100,8 +102,15 @@ async fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let backend = Arc::new(MemBackend::new());
     let vol = VolumeId(uuid::Uuid::new_v4());
-    let g = VolumeGeometry::new(BlockSize::B4096, ByteSize::mib(512)).unwrap();
-    backend.create(vol, ByteSize::mib(512)).unwrap();
+    let dirty_mib: u64 = std::env::var("REBUILD_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(192);
+    // The journal holds the benchmark's writes and the rebuild's dirty data.
+    let cache: u64 = (1u64 << 30).max((2 * dirty_mib + 512) << 20);
+    let vol_mib = 512u64.max(dirty_mib);
+    let g = VolumeGeometry::new(BlockSize::B4096, ByteSize::mib(vol_mib)).unwrap();
+    backend.create(vol, ByteSize::mib(vol_mib)).unwrap();
     let mut engines = Vec::new();
     let mut services = Vec::new();
     let mut servers = Vec::new();
@@ -109,7 +118,7 @@ async fn main() {
     for i in 0..3 {
         let m: Arc<dyn Medium> = if mem {
             // Touched up front, so first-touch page faults are not counted as write cost.
-            let mut image = vec![0u8; 1 << 30];
+            let mut image = vec![0u8; cache as usize];
             image
                 .iter_mut()
                 .step_by(4096)
@@ -119,7 +128,7 @@ async fn main() {
             m
         } else {
             let path = dir.join(format!("cache-{i}.img"));
-            let m = DirectFile::create_file(&path, 1 << 30).unwrap();
+            let m = DirectFile::create_file(&path, cache).unwrap();
             Engine::format(&m, &FormatOptions::default()).unwrap();
             drop(m);
             Arc::new(DirectFile::open(&path).unwrap())
@@ -194,7 +203,7 @@ async fn main() {
     }
     // Rebuild: n2 loses its copy while the other two take `dirty` bytes that stay in the
     // caches (destage paused); then n2 comes back empty and is rebuilt from the primary.
-    let dirty: u64 = 192 << 20;
+    let dirty: u64 = dirty_mib << 20;
     for l in &limits {
         l.set_rate(1);
     }
@@ -216,7 +225,7 @@ async fn main() {
         tasks.push(tokio::spawn(async move {
             let per = dirty / (64 << 10) / 8;
             for k in 0..per {
-                let lba = ((q * per + k) * 16) % (1 << 17);
+                let lba = ((q * per + k) * 16) % (vol_mib << 8);
                 p.write(Lba(lba), chunk.clone()).await.unwrap();
             }
         }));
