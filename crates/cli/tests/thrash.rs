@@ -342,6 +342,25 @@ async fn acknowledged_writes_survive_kill_9_of_random_nodes() {
         );
         verified += 1;
     }
+    // What the primaries did to bring followers back (since each node's last start): printed
+    // with the figures.
+    let mut events = BTreeMap::<String, u64>::new();
+    for a in apis.lock().clone() {
+        let (_, m) = call(&a, "GET", "/metrics", "").await;
+        for l in m
+            .lines()
+            .filter(|l| l.starts_with("alcubierre_replica_") && l.contains("_total{"))
+        {
+            let name = l.split('{').next().unwrap_or("").to_string();
+            let v: u64 = l
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            *events.entry(name).or_default() += v;
+        }
+    }
+    eprintln!("follower events since each node's last start: {events:?}");
     let t = tally.lock();
     whole_waits.sort();
     eprintln!(
