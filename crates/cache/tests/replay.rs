@@ -38,6 +38,19 @@ fn replay(
     (got, end)
 }
 
+/// A fresh engine on a 4 MiB memory journal with one 1 MiB volume of 512-byte blocks.
+fn one_volume() -> (Engine, alcubierre_types::VolumeId) {
+    let medium: Arc<dyn Medium> = Arc::new(MemMedium::new(4 << 20));
+    Engine::format(&*medium, &small_format(1)).unwrap();
+    let backend = Arc::new(MemBackend::new());
+    let a = vol(1);
+    let g = geometry(1 << 20);
+    backend
+        .create(a, alcubierre_types::ByteSize(1 << 20))
+        .unwrap();
+    (open(medium, backend, &[(a, g)]), a)
+}
+
 #[test]
 fn replicated_writes_come_back_in_order_with_their_data() {
     let medium: Arc<dyn Medium> = Arc::new(MemMedium::new(8 << 20));
@@ -122,15 +135,7 @@ fn replicated_writes_come_back_in_order_with_their_data() {
 
 #[test]
 fn partial_blocks_and_resets_end_or_void_the_replay() {
-    let medium: Arc<dyn Medium> = Arc::new(MemMedium::new(4 << 20));
-    Engine::format(&*medium, &small_format(1)).unwrap();
-    let backend = Arc::new(MemBackend::new());
-    let a = vol(1);
-    let g = geometry(1 << 20);
-    backend
-        .create(a, alcubierre_types::ByteSize(1 << 20))
-        .unwrap();
-    let e = open(medium, backend, &[(a, g)]);
+    let (e, a) = one_volume();
     let p = e.partition_of(a).clone();
     let commit = |lba: u64, d: Bytes, t: Tag| {
         let op = e.write_op(a, Lba(lba), d).unwrap();
@@ -158,15 +163,7 @@ fn partial_blocks_and_resets_end_or_void_the_replay() {
 /// cursor) still replay: a primary whose idea of its destage point lags its destager's.
 #[test]
 fn destaged_writes_still_cached_replay_from_the_tail() {
-    let medium: Arc<dyn Medium> = Arc::new(MemMedium::new(4 << 20));
-    Engine::format(&*medium, &small_format(1)).unwrap();
-    let backend = Arc::new(MemBackend::new());
-    let a = vol(1);
-    let g = geometry(1 << 20);
-    backend
-        .create(a, alcubierre_types::ByteSize(1 << 20))
-        .unwrap();
-    let e = open(medium, backend, &[(a, g)]);
+    let (e, a) = one_volume();
     let p = e.partition_of(a).clone();
     for s in 1..=20u64 {
         let op = e.write_op(a, Lba(8 * s), block(s as u8)).unwrap();

@@ -27,10 +27,6 @@ struct Node {
     server: Arc<ReplicaServer>,
 }
 
-async fn node(backend: Arc<MemBackend>, vol: VolumeId, g: VolumeGeometry) -> Node {
-    node_with(backend, vol, g, None).await
-}
-
 /// A node whose destage runs at `destage_limit` (unlimited when `None`).
 async fn node_with(
     backend: Arc<MemBackend>,
@@ -87,12 +83,19 @@ fn geometry() -> VolumeGeometry {
 /// Three nodes sharing a backend, each with a 4 MiB volume attached; n1 and n2 follow it in
 /// epoch 1.
 async fn three_nodes() -> (VolumeId, Vec<Node>, Vec<Arc<FollowerVolume>>) {
+    three_nodes_with(None).await
+}
+
+/// [`three_nodes`] with their destage at `destage_limit`.
+async fn three_nodes_with(
+    destage_limit: Option<Arc<alcubierre_cache::RateLimiter>>,
+) -> (VolumeId, Vec<Node>, Vec<Arc<FollowerVolume>>) {
     let backend = Arc::new(MemBackend::new());
     let vol = VolumeId(uuid::Uuid::new_v4());
     backend.create(vol, ByteSize::mib(4)).unwrap();
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        nodes.push(node(backend.clone(), vol, geometry()).await);
+        nodes.push(node_with(backend.clone(), vol, geometry(), destage_limit.clone()).await);
     }
     let mut followers = Vec::new();
     for n in &nodes[1..] {
@@ -101,6 +104,15 @@ async fn three_nodes() -> (VolumeId, Vec<Node>, Vec<Arc<FollowerVolume>>) {
         followers.push(f);
     }
     (vol, nodes, followers)
+}
+
+/// Short timeouts, two in-sync replicas at least.
+fn fast() -> Config {
+    Config {
+        min_insync: 2,
+        timeout_ms: 300,
+        retry_ms: 100,
+    }
 }
 
 /// The nodes' replica addresses, by name (n0, n1, n2).
@@ -150,11 +162,7 @@ fn set(epoch: u64, primary: &str, in_sync: &[&str]) -> Membership {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
     let (vol, mut nodes, followers) = three_nodes().await;
-    let cfg = Config {
-        min_insync: 2,
-        timeout_ms: 300,
-        retry_ms: 100,
-    };
+    let cfg = fast();
     let (p, lease, mut asks) = start_primary(
         &nodes,
         0,
@@ -307,27 +315,11 @@ async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
 /// help either).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_primary_resyncs_a_follower_from_its_journal() {
-    let backend = Arc::new(MemBackend::new());
-    let vol = VolumeId(uuid::Uuid::new_v4());
-    backend.create(vol, ByteSize::mib(4)).unwrap();
     // Destage held back: a bucket deep in debt.
     let held = Arc::new(alcubierre_cache::RateLimiter::new(1, 1));
     held.spend(1 << 40);
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(node_with(backend.clone(), vol, geometry(), Some(held.clone())).await);
-    }
-    let mut followers = Vec::new();
-    for n in &nodes[1..] {
-        let f = FollowerVolume::new(n.engine.clone(), &n.svc.volumes(), vol, 1).unwrap();
-        n.server.add(f.clone());
-        followers.push(f);
-    }
-    let cfg = Config {
-        min_insync: 2,
-        timeout_ms: 300,
-        retry_ms: 100,
-    };
+    let (vol, mut nodes, followers) = three_nodes_with(Some(held.clone())).await;
+    let cfg = fast();
     let (p, lease, mut asks) = start_primary(
         &nodes,
         0,
