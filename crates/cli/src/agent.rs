@@ -237,6 +237,26 @@ fn iscsi_portals(v: &Volume, nodes: &BTreeMap<String, Node>) -> Vec<String> {
         .collect()
 }
 
+/// The other replica nodes' iSCSI target port groups (their portal group tag) and asymmetric
+/// access states as the store says: active/optimized for the primary, active/non-optimized for
+/// the others (their paths forward to it).
+fn peer_groups(v: &Volume, nodes: &BTreeMap<String, Node>, me: &str) -> Vec<(u16, u8)> {
+    use alcubierre_iscsi::scsi::alua;
+    v.replicas
+        .iter()
+        .filter(|r| r.as_str() != me)
+        .filter_map(|r| {
+            let tag = nodes.get(r)?.iscsi_portals.first()?.rsplit_once(',')?.1;
+            let state = if *r == v.primary {
+                alua::OPTIMIZED
+            } else {
+                alua::NON_OPTIMIZED
+            };
+            Some((tag.parse().ok()?, state))
+        })
+        .collect()
+}
+
 fn peers(v: &Volume, nodes: &BTreeMap<String, Node>) -> HashMap<String, SocketAddr> {
     v.replicas
         .iter()
@@ -446,6 +466,7 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
         if path.iscsi_portals != portals {
             path.set_iscsi_portals(p, portals);
         }
+        path.set_peer_groups(peer_groups(v, &nodes, &p.name));
         if v.size > path.size {
             match grow(p, v, v.primary == p.name) {
                 Ok(()) => {

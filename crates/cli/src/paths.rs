@@ -200,6 +200,14 @@ impl Path {
         self.reexport_iscsi(p);
     }
 
+    /// Sets the other replica nodes' target port groups and states, for REPORT TARGET PORT
+    /// GROUPS.
+    pub fn set_peer_groups(&self, groups: Vec<(u16, u8)>) {
+        if let Some(lun) = &self.lun {
+            lun.set_peer_groups(groups);
+        }
+    }
+
     /// Sets the portals SendTargets lists for the volume: every replica node's.
     pub fn set_iscsi_portals(&mut self, p: &NodeParts, portals: Vec<String>) {
         self.iscsi_portals = portals;

@@ -202,6 +202,9 @@ pub struct Lun {
     group: u16,
     /// The group's asymmetric access state ([`alua`]).
     alua: std::sync::atomic::AtomicU8,
+    /// The other nodes' target port groups and their states, as this node knows them from the
+    /// cluster (REPORT TARGET PORT GROUPS lists every group).
+    peers: parking_lot::RwLock<Vec<(u16, u8)>>,
     /// The logged-in I_T nexuses and their pending unit attentions (SAM-5 5.14).
     attentions: parking_lot::Mutex<HashMap<HostId, VecDeque<Sense>>>,
     /// Some nexus has a unit attention pending (commands look no further otherwise).
@@ -244,6 +247,7 @@ impl Lun {
             reserved6: parking_lot::Mutex::new(None),
             group: group.max(1),
             alua: std::sync::atomic::AtomicU8::new(alua::OPTIMIZED),
+            peers: parking_lot::RwLock::new(Vec::new()),
             attentions: parking_lot::Mutex::new(HashMap::new()),
             attention: std::sync::atomic::AtomicBool::new(false),
             copies: parking_lot::Mutex::new(HashMap::new()),
@@ -380,6 +384,22 @@ impl Lun {
     /// ask REPORT TARGET PORT GROUPS again and move their I/O to the optimized path.
     pub fn set_alua(&self, state: u8) {
         if self.alua.swap(state, Ordering::AcqRel) != state {
+            self.raise(Sense::ALUA_CHANGED);
+        }
+    }
+
+    /// Sets the other nodes' target port groups and states (`(group, state)`, this node's own
+    /// group left out); a change is announced like a change of this node's state.
+    pub fn set_peer_groups(&self, mut groups: Vec<(u16, u8)>) {
+        groups.retain(|(g, _)| *g != self.group);
+        groups.sort_unstable();
+        let changed = {
+            let mut p = self.peers.write();
+            let changed = *p != groups;
+            *p = groups;
+            changed
+        };
+        if changed {
             self.raise(Sense::ALUA_CHANGED);
         }
     }

@@ -135,3 +135,43 @@ fn a_reset_raises_a_unit_attention_on_every_nexus() {
     attention_once(&l, &A, (0x29, 0x03));
     assert_eq!(exec(&l, &B, &TUR).status, 0, "not logged in at the reset");
 }
+
+/// Every node's target port group in REPORT TARGET PORT GROUPS: this node's first, then the
+/// others as the cluster last told it; a change of theirs is announced too.
+#[test]
+fn report_target_port_groups_lists_every_node() {
+    let l = two_nexuses(2);
+    l.set_alua(alua::NON_OPTIMIZED);
+    let _ = exec(&l, &A, &TUR); // the change's attention
+    let _ = exec(&l, &B, &TUR);
+    // Its own group in the list is ignored; the rest sorted.
+    l.set_peer_groups(vec![
+        (3, alua::NON_OPTIMIZED),
+        (1, alua::OPTIMIZED),
+        (2, alua::OPTIMIZED),
+    ]);
+    let d = run(&l, &[0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(u32::from_be_bytes(d[..4].try_into().unwrap()), 36);
+    let groups: Vec<(u8, u16, u16)> = d[4..]
+        .chunks(12)
+        .map(|g| {
+            (
+                g[0] & 0x0f,
+                u16::from_be_bytes([g[2], g[3]]),
+                u16::from_be_bytes([g[10], g[11]]),
+            )
+        })
+        .collect();
+    assert_eq!(groups, [(1, 2, 2), (0, 1, 1), (1, 3, 3)]);
+    attention_once(&l, &A, (0x2a, 0x06));
+    // The same again: no attention.
+    l.set_peer_groups(vec![(1, alua::OPTIMIZED), (3, alua::NON_OPTIMIZED)]);
+    assert_eq!(
+        exec(&l, &B, &TUR).sense.map(|s| s.asc),
+        Some(0x2a),
+        "B's first"
+    );
+    assert_eq!(exec(&l, &B, &TUR).status, 0);
+    l.set_peer_groups(vec![(1, alua::OPTIMIZED), (3, alua::NON_OPTIMIZED)]);
+    assert_eq!(exec(&l, &A, &TUR).status, 0, "no change, no attention");
+}

@@ -240,6 +240,7 @@ async fn main() {
     let dirty_now = engines[0].stats().dirty_bytes;
     let logged = engines[2].stats().log_bytes_written;
     let c0 = cpu();
+    eprintln!("rebuild: starting");
     let t0 = Instant::now();
     servers[2].add(f);
     p.membership(m2(2, &["n0", "n1"]), peers);

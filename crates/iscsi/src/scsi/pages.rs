@@ -6,18 +6,23 @@ use bytes::{BufMut, Bytes};
 use super::{key, Lun, Outcome, Sense, MAX_CAW_BLOCKS, MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS};
 
 impl Lun {
-    /// REPORT TARGET PORT GROUPS (SPC-4 section 6.36): this node's group, its state and its
-    /// one target port (each node reports its own; hosts ask every path).
+    /// REPORT TARGET PORT GROUPS (SPC-4 section 6.36): this node's group first, then the
+    /// other nodes' as the cluster last told this node; each group has one target port whose
+    /// relative id is the group's id.
     pub(super) fn report_groups(&self, cdb: &[u8]) -> Vec<u8> {
         let extended = cdb[1] >> 5 == 1;
-        let mut desc = vec![
-            self.alua_state(),
-            0x8b, // T_SUP, U_SUP, AN_SUP, AO_SUP
-        ];
-        desc.extend_from_slice(&self.group.to_be_bytes());
-        desc.extend_from_slice(&[0, 0, 0, 1]); // status, vendor, one target port
-        desc.extend_from_slice(&[0, 0]);
-        desc.extend_from_slice(&self.group.to_be_bytes()); // relative target port id
+        let mut desc = Vec::new();
+        let groups = std::iter::once((self.group, self.alua_state()))
+            .chain(self.peers.read().iter().copied())
+            .collect::<Vec<_>>();
+        for (group, state) in groups {
+            desc.push(state);
+            desc.push(0x8b); // T_SUP, U_SUP, AN_SUP, AO_SUP
+            desc.extend_from_slice(&group.to_be_bytes());
+            desc.extend_from_slice(&[0, 0, 0, 1]); // status, vendor, one target port
+            desc.extend_from_slice(&[0, 0]);
+            desc.extend_from_slice(&group.to_be_bytes()); // relative target port id
+        }
         let mut d = (desc.len() as u32).to_be_bytes().to_vec();
         if extended {
             // Extended header: format 1, implicit transition time 10 s.
