@@ -177,60 +177,63 @@ impl Engine {
                 p.recycle(read);
                 return Ok(ReplayEnd::Missing { seq: next });
             }
-            for (i, (h, _, _)) in read.batches.iter().enumerate() {
-                let data = read.data(i);
-                for e in &h.entries {
-                    if e.volume != volume
-                        || e.seq < dropped
-                        || e.rep_seq < next
-                        || !matches!(e.kind, EntryKind::Write | EntryKind::Zero)
-                    {
-                        continue;
-                    }
-                    let d: &[u8] = if e.kind == EntryKind::Write {
-                        let at = e.data_offset as usize * BLOCK;
-                        let d = &data[at..at + e.nblocks as usize * BLOCK];
-                        if e.compute_crc(d) != e.crc {
-                            p.recycle(read);
-                            return Ok(ReplayEnd::Missing { seq: next });
-                        }
-                        d
-                    } else {
-                        &[]
-                    };
-                    let tag = Tag {
-                        epoch: e.epoch,
-                        seq: e.rep_seq,
-                    };
-                    // A write's entries are consecutive; a new sequence number ends the last.
-                    if parts.as_ref().is_some_and(|w| w.tag != tag) {
-                        if let Some(end) = emit(parts.take().expect("checked"), &mut next) {
-                            p.recycle(read);
-                            return Ok(end);
-                        }
-                        if e.rep_seq < next {
+            // `Some(Some(end))`: the replay ends so; `Some(None)`: past `upto`, the pending
+            // write is the last; `None`: read on.
+            let stop: Option<Option<ReplayEnd>> = 'chunk: {
+                for (i, (h, _, _)) in read.batches.iter().enumerate() {
+                    let data = read.data(i);
+                    for e in &h.entries {
+                        if e.volume != volume
+                            || e.seq < dropped
+                            || e.rep_seq < next
+                            || !matches!(e.kind, EntryKind::Write | EntryKind::Zero)
+                        {
                             continue;
                         }
-                    }
-                    if e.rep_seq > upto {
-                        p.recycle(read);
-                        return Ok(match parts.take() {
-                            Some(w) => {
-                                emit(w, &mut next).unwrap_or(ReplayEnd::Missing { seq: next })
+                        let d: &[u8] = if e.kind == EntryKind::Write {
+                            let at = e.data_offset as usize * BLOCK;
+                            let d = &data[at..at + e.nblocks as usize * BLOCK];
+                            if e.compute_crc(d) != e.crc {
+                                break 'chunk Some(Some(ReplayEnd::Missing { seq: next }));
                             }
-                            None => ReplayEnd::Missing { seq: next },
+                            d
+                        } else {
+                            &[]
+                        };
+                        let tag = Tag {
+                            epoch: e.epoch,
+                            seq: e.rep_seq,
+                        };
+                        // A write's entries are consecutive; a new sequence number ends the
+                        // last.
+                        if parts.as_ref().is_some_and(|w| w.tag != tag) {
+                            if let Some(end) = emit(parts.take().expect("checked"), &mut next) {
+                                break 'chunk Some(Some(end));
+                            }
+                            if e.rep_seq < next {
+                                continue;
+                            }
+                        }
+                        if e.rep_seq > upto {
+                            break 'chunk Some(None);
+                        }
+                        let w = parts.get_or_insert_with(|| Parts {
+                            tag,
+                            ..Parts::default()
                         });
+                        let full = e.head_mask == FULL_MASK && e.tail_mask == FULL_MASK;
+                        w.add(e.kind, e.first_block, u64::from(e.nblocks), full, d);
                     }
-                    let w = parts.get_or_insert_with(|| Parts {
-                        tag,
-                        ..Parts::default()
-                    });
-                    let full = e.head_mask == FULL_MASK && e.tail_mask == FULL_MASK;
-                    w.add(e.kind, e.first_block, u64::from(e.nblocks), full, d);
                 }
-            }
+                None
+            };
             (virt, seq) = read.next;
             p.recycle(read);
+            match stop {
+                Some(Some(end)) => return Ok(end),
+                Some(None) => break,
+                None => {}
+            }
         }
         Ok(match parts.take() {
             Some(w) => emit(w, &mut next).unwrap_or(ReplayEnd::Missing { seq: next }),

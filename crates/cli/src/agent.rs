@@ -227,36 +227,6 @@ fn attach(p: &NodeParts, v: &Volume) -> anyhow::Result<VolumeId> {
 }
 
 /// The replica addresses of `v`'s members, from their node records.
-/// The iSCSI portals of every node holding a replica of `v`, the primary's first (what
-/// SendTargets lists on each of them).
-fn iscsi_portals(v: &Volume, nodes: &BTreeMap<String, Node>) -> Vec<String> {
-    std::iter::once(&v.primary)
-        .chain(v.replicas.iter().filter(|r| **r != v.primary))
-        .filter_map(|r| nodes.get(r))
-        .flat_map(|n| n.iscsi_portals.iter().cloned())
-        .collect()
-}
-
-/// The other replica nodes' iSCSI target port groups (their portal group tag) and asymmetric
-/// access states as the store says: active/optimized for the primary, active/non-optimized for
-/// the others (their paths forward to it).
-fn peer_groups(v: &Volume, nodes: &BTreeMap<String, Node>, me: &str) -> Vec<(u16, u8)> {
-    use alcubierre_iscsi::scsi::alua;
-    v.replicas
-        .iter()
-        .filter(|r| r.as_str() != me)
-        .filter_map(|r| {
-            let tag = nodes.get(r)?.iscsi_portals.first()?.rsplit_once(',')?.1;
-            let state = if *r == v.primary {
-                alua::OPTIMIZED
-            } else {
-                alua::NON_OPTIMIZED
-            };
-            Some((tag.parse().ok()?, state))
-        })
-        .collect()
-}
-
 fn peers(v: &Volume, nodes: &BTreeMap<String, Node>) -> HashMap<String, SocketAddr> {
     v.replicas
         .iter()
@@ -462,11 +432,7 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
         if path.acl != want || path.iscsi_hosts != want_iscsi {
             path.set_acl(p, want, want_iscsi);
         }
-        let portals = iscsi_portals(v, &nodes);
-        if path.iscsi_portals != portals {
-            path.set_iscsi_portals(p, portals);
-        }
-        path.set_peer_groups(peer_groups(v, &nodes, &p.name));
+        path.set_replica_nodes(p, v, &nodes);
         if v.size > path.size {
             match grow(p, v, v.primary == p.name) {
                 Ok(()) => {

@@ -12,10 +12,12 @@
 //! Role changes switch the route under live connections and tell the hosts with an ANA change
 //! notice.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use alcubierre_block::{BlockDevice, IoStats, Metered};
+use alcubierre_control::model::Node;
 use alcubierre_control::volumes::{Host, QosPolicy, Volume};
 use alcubierre_nvmf::{volume_nqn, AnaState, HostAcl, Subsystem};
 use alcubierre_replica::forward::{Forwarder, PathDevice, Route};
@@ -200,18 +202,37 @@ impl Path {
         self.reexport_iscsi(p);
     }
 
-    /// Sets the other replica nodes' target port groups and states, for REPORT TARGET PORT
-    /// GROUPS.
-    pub fn set_peer_groups(&self, groups: Vec<(u16, u8)>) {
-        if let Some(lun) = &self.lun {
-            lun.set_peer_groups(groups);
+    /// Follows the replica set for iSCSI: SendTargets lists every replica node's portals (the
+    /// primary's first), and REPORT TARGET PORT GROUPS the other nodes' groups (their portal
+    /// group tags) in the states the store gives them: active/optimized for the primary,
+    /// active/non-optimized for the others (their paths forward to it).
+    pub fn set_replica_nodes(&mut self, p: &NodeParts, v: &Volume, nodes: &BTreeMap<String, Node>) {
+        use alcubierre_iscsi::scsi::alua;
+        let portals: Vec<String> = std::iter::once(&v.primary)
+            .chain(v.replicas.iter().filter(|r| **r != v.primary))
+            .filter_map(|r| nodes.get(r))
+            .flat_map(|n| n.iscsi_portals.iter().cloned())
+            .collect();
+        if self.iscsi_portals != portals {
+            self.iscsi_portals = portals;
+            self.reexport_iscsi(p);
         }
-    }
-
-    /// Sets the portals SendTargets lists for the volume: every replica node's.
-    pub fn set_iscsi_portals(&mut self, p: &NodeParts, portals: Vec<String>) {
-        self.iscsi_portals = portals;
-        self.reexport_iscsi(p);
+        let Some(lun) = &self.lun else { return };
+        let groups = v
+            .replicas
+            .iter()
+            .filter(|r| **r != p.name)
+            .filter_map(|r| {
+                let tag = nodes.get(r)?.iscsi_portals.first()?.rsplit_once(',')?.1;
+                let state = if *r == v.primary {
+                    alua::OPTIMIZED
+                } else {
+                    alua::NON_OPTIMIZED
+                };
+                Some((tag.parse().ok()?, state))
+            })
+            .collect();
+        lun.set_peer_groups(groups);
     }
 
     fn reexport_iscsi(&self, p: &NodeParts) {

@@ -30,25 +30,16 @@ impl Role {
     /// This node no longer serves the volume as its primary: its follower events are kept.
     pub fn retire(&self) {
         if let Some(p) = self.primary.lock().take() {
-            let e = p.events();
-            let mut past = self.past.lock();
-            past.resyncs += e.resyncs;
-            past.rebuilds += e.rebuilds;
-            past.forced_destages += e.forced_destages;
-            past.journal_replays += e.journal_replays;
+            *self.past.lock() += p.events();
         }
     }
 
-    /// Resyncs, rebuilds and forced destages of followers by this node as the volume's
-    /// primary, in every term (counters, for metrics).
+    /// Resyncs, rebuilds, journal replays and forced destages of followers by this node as
+    /// the volume's primary, in every term (counters, for metrics).
     pub fn events(&self) -> ReplicaEvents {
         let mut e = *self.past.lock();
         if let Some(p) = &*self.primary.lock() {
-            let now = p.events();
-            e.resyncs += now.resyncs;
-            e.rebuilds += now.rebuilds;
-            e.forced_destages += now.forced_destages;
-            e.journal_replays += now.journal_replays;
+            e += p.events();
         }
         e
     }

@@ -164,6 +164,15 @@ pub struct ReplicaEvents {
     pub journal_replays: u64,
 }
 
+impl std::ops::AddAssign for ReplicaEvents {
+    fn add_assign(&mut self, o: Self) {
+        self.resyncs += o.resyncs;
+        self.rebuilds += o.rebuilds;
+        self.forced_destages += o.forced_destages;
+        self.journal_replays += o.journal_replays;
+    }
+}
+
 impl PrimaryVolume {
     /// Takes the primary role of `volume` (attached to `engine`) in `m`; followers are reached
     /// at `peers`. Starts its timer task.

@@ -52,6 +52,24 @@ pub(super) enum CopyStatus {
     },
 }
 
+/// What a parameter list's LIST ID USAGE asks of its list identifier.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ListUse {
+    /// 00b: the copy's status is held for RECEIVE COPY RESULTS.
+    Held,
+    /// 10b: the identifier is only checked against copies in progress.
+    Checked,
+    /// 11b: no list identifier.
+    Unused,
+}
+
+/// A checked EXTENDED COPY parameter list.
+struct CopyList {
+    list_id: u8,
+    usage: ListUse,
+    segments: Vec<Segment>,
+}
+
 /// One block-to-block segment: source and destination LBAs and the block count.
 struct Segment {
     src: u64,
@@ -188,21 +206,21 @@ impl Lun {
             // A zero parameter list length is not an error (SPC-4 section 6.4.1).
             return Ok(Outcome::good(Bytes::new()));
         }
-        let (list_id, hold, segments) = self.parse_copy(&data)?;
-        let key = (*host, list_id);
-        if let Some(usage) = hold {
+        let list = self.parse_copy(&data)?;
+        let key = (*host, list.list_id);
+        if list.usage != ListUse::Unused {
             let mut copies = self.copies.lock();
             if copies.get(&key) == Some(&CopyStatus::InProgress) {
                 return Err(Outcome::check(OPERATION_IN_PROGRESS));
             }
-            if usage {
+            if list.usage == ListUse::Held {
                 copies.insert(key, CopyStatus::InProgress);
             }
         }
         let mut bytes = 0u64;
         let mut result = Ok(Outcome::good(Bytes::new()));
         let mut done = 0u16;
-        for (i, s) in segments.iter().enumerate() {
+        for (i, s) in list.segments.iter().enumerate() {
             match self.copy_segment(host, s).await {
                 Ok(()) => {
                     bytes += s.blocks * self.block_size();
@@ -220,7 +238,7 @@ impl Lun {
                 }
             }
         }
-        if hold == Some(true) {
+        if list.usage == ListUse::Held {
             self.copies.lock().insert(
                 key,
                 CopyStatus::Done {
@@ -233,11 +251,9 @@ impl Lun {
         result
     }
 
-    /// Checks an EXTENDED COPY parameter list: its list identifier, whether its status is
-    /// held (`Some(true)`), checked for duplicates only (`Some(false)`) or neither, and its
+    /// Checks an EXTENDED COPY parameter list: its list identifier and its use, and its
     /// segments (bounds checked).
-    #[allow(clippy::type_complexity)]
-    fn parse_copy(&self, p: &[u8]) -> Result<(u8, Option<bool>, Vec<Segment>), Outcome> {
+    fn parse_copy(&self, p: &[u8]) -> Result<CopyList, Outcome> {
         let param_len = Outcome::check(Sense::PARAMETER_LENGTH);
         if p.len() < 16 {
             return Err(param_len);
@@ -252,10 +268,10 @@ impl Lun {
         {
             return Err(param_len);
         }
-        let hold = match usage {
-            0 => Some(true),
-            2 => Some(false),
-            3 if list_id == 0 => None,
+        let usage = match usage {
+            0 => ListUse::Held,
+            2 => ListUse::Checked,
+            3 if list_id == 0 => ListUse::Unused,
             _ => return Err(Outcome::check(Sense::INVALID_PARAMETER)),
         };
         // Copy target descriptors: each must name this LU.
@@ -337,7 +353,11 @@ impl Lun {
             segments.push(s);
             index += 1;
         }
-        Ok((list_id, hold, segments))
+        Ok(CopyList {
+            list_id,
+            usage,
+            segments,
+        })
     }
 
     /// Whether a designation descriptor (code set, association and type, length, designator)

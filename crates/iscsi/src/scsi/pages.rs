@@ -12,10 +12,10 @@ impl Lun {
     pub(super) fn report_groups(&self, cdb: &[u8]) -> Vec<u8> {
         let extended = cdb[1] >> 5 == 1;
         let mut desc = Vec::new();
-        let groups = std::iter::once((self.group, self.alua_state()))
-            .chain(self.peers.read().iter().copied())
-            .collect::<Vec<_>>();
-        for (group, state) in groups {
+        let peers = self.peers.read();
+        for (group, state) in
+            std::iter::once((self.group, self.alua_state())).chain(peers.iter().copied())
+        {
             desc.push(state);
             desc.push(0x8b); // T_SUP, U_SUP, AN_SUP, AO_SUP
             desc.extend_from_slice(&group.to_be_bytes());
