@@ -91,10 +91,17 @@ impl Partition {
         let max_batch = u64::from(self.max_batch_data) + 1;
         while virt < stop_at && (out.batches.is_empty() || bytes < max_bytes) {
             let lap_end = self.next_lap(virt);
-            // Up to the window, but no further than the last batch that can start before stop_at.
+            // The data still wanted, in blocks, with room for batch headers (a quarter: about
+            // one per four data blocks at the smallest batches seen) and one batch past it.
+            let wanted = (max_bytes - bytes).div_ceil(BLOCK as u64);
+            let wanted = wanted.saturating_add(wanted / 4).saturating_add(max_batch);
+            // Up to the window, but no further than the last batch that can start before
+            // stop_at, nor (reading on) far past the data wanted: what a window holds past the
+            // last batch taken is read again by the next call.
             let len = window
                 .max(max_batch)
                 .min(stop_at.saturating_sub(virt) + max_batch)
+                .min(wanted)
                 .min(lap_end - virt);
             let mut buf = self.read_buf(len as usize * BLOCK);
             self.medium

@@ -190,3 +190,85 @@ fn destaged_writes_still_cached_replay_from_the_tail() {
         }
     );
 }
+
+/// A memory medium that counts the bytes read from it.
+struct CountingReads {
+    inner: MemMedium,
+    read: std::sync::atomic::AtomicU64,
+}
+
+impl Medium for CountingReads {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.read
+            .fetch_add(buf.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn describe(&self) -> String {
+        "counting memory".into()
+    }
+}
+
+#[test]
+fn a_long_replay_reads_each_batch_about_once() {
+    // 48 MiB of 64 KiB writes in 1 MiB batches: several 8 MiB replay chunks, each read with
+    // windows that must not run far past the chunk (what a window holds beyond it is read
+    // again by the next chunk).
+    let medium = Arc::new(CountingReads {
+        inner: MemMedium::new(128 << 20),
+        read: Default::default(),
+    });
+    Engine::format(&*medium, &alcubierre_cache::FormatOptions::default()).unwrap();
+    let backend = Arc::new(MemBackend::new());
+    let a = vol(1);
+    let g = geometry(64 << 20);
+    backend
+        .create(a, alcubierre_types::ByteSize(64 << 20))
+        .unwrap();
+    let e = open(medium.clone(), backend, &[(a, g)]);
+    let p = e.partition_of(a).clone();
+    let writes = 48 * 16u64;
+    for group in 0..writes / 3 {
+        let ops: Vec<_> = (0..3)
+            .map(|k| {
+                let s = group * 3 + k;
+                e.write_op(a, Lba(s * 128), Bytes::from(vec![s as u8; 64 << 10]))
+                    .unwrap()
+            })
+            .collect();
+        let tags: Vec<_> = (1..=3).map(|k| tag(1, group * 3 + k)).collect();
+        for r in p.commit_tagged(&ops, &tags) {
+            r.unwrap();
+        }
+    }
+    let before = medium.read.load(std::sync::atomic::Ordering::Relaxed);
+    let mut n = 0u64;
+    let end = e
+        .replay_replicated(a, 0, writes, |t, r| {
+            n += 1;
+            assert_eq!(t, tag(1, n));
+            let Replayed::Write { offset, data } = r else {
+                panic!("write {n} came back as {r:?}");
+            };
+            assert_eq!(offset, (n - 1) * (64 << 10));
+            assert!(data.iter().all(|&b| b == (n - 1) as u8));
+            true
+        })
+        .unwrap();
+    assert_eq!((end, n), (ReplayEnd::Complete, writes));
+    let read = medium.read.load(std::sync::atomic::Ordering::Relaxed) - before;
+    let data = writes * (64 << 10);
+    println!("replayed {data} bytes of writes, read {read} bytes");
+    assert!(
+        read < data + data / 3,
+        "the replay read {read} bytes for {data} bytes of writes"
+    );
+}

@@ -6,8 +6,8 @@
 //! and is rebuilt from the primary; reports the time and MB/s.
 //!
 //! `cargo run --release -p alcubierre-replica --example bench_replica [seconds] [dir|mem]`
-//! (default 5 s per run, files under /var/tmp; `mem`: memory media, no device syncs, which
-//! isolates the replication path's own cost). `REBUILD_MIB` sets the dirty data of the
+//! (default 5 s per run, 0 for the rebuild alone; files under /var/tmp; `mem`: memory media,
+//! no device syncs, which isolates the replication path's own cost). `REBUILD_MIB` sets the dirty data of the
 //! rebuild (default 192: within the primary's 256 MiB in-memory window; more is replayed from
 //! its journal, and the cache devices grow to hold it).
 
@@ -35,6 +35,18 @@ impl Control for NoControl {
             eprintln!("unexpected request during the benchmark: {ask:?}");
         }
     }
+}
+
+/// Bytes this process read from and wrote to block devices so far.
+fn device_io() -> (u64, u64) {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("read_bytes:"), field("write_bytes:"))
 }
 
 fn cpu() -> Duration {
@@ -163,7 +175,9 @@ async fn main() {
     );
     // One replica: the primary's engine alone (the same cache path without replication).
     let single: Arc<dyn BlockDevice> = Arc::new(services[0].volume(vol).unwrap());
-    for qd in [1, 32] {
+    // `0` seconds: the rebuild alone.
+    let qds: &[usize] = if secs == 0 { &[] } else { &[1, 32] };
+    for &qd in qds {
         report(
             "1 replica (cache)",
             qd,
@@ -198,7 +212,7 @@ async fn main() {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rep: Arc<dyn BlockDevice> = p.clone();
-    for qd in [1, 32] {
+    for &qd in qds {
         report("3 replicas", qd, secs, run(rep.clone(), qd, secs).await);
     }
     // Rebuild: n2 loses its copy while the other two take `dirty` bytes that stay in the
@@ -240,32 +254,45 @@ async fn main() {
     let dirty_now = engines[0].stats().dirty_bytes;
     let logged = engines[2].stats().log_bytes_written;
     let c0 = cpu();
+    let io0 = device_io();
     eprintln!("rebuild: starting");
     let t0 = Instant::now();
     servers[2].add(f);
     p.membership(m2(2, &["n0", "n1"]), peers);
+    let mut streaming = None;
     loop {
-        let done = p
-            .followers()
-            .iter()
-            .any(|f| f.node == "n2" && f.streaming && f.acked == f.head);
-        if done {
+        let fs = p.followers();
+        let Some(f2) = fs.iter().find(|f| f.node == "n2") else {
+            panic!("n2 left the replica set during the rebuild");
+        };
+        if f2.streaming {
+            streaming.get_or_insert(t0.elapsed());
+        }
+        if f2.streaming && f2.acked == f2.head {
             break;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let took = t0.elapsed();
     let cpu_used = cpu() - c0;
+    let io = device_io();
     let copied = engines[2].stats().log_bytes_written - logged;
     println!(
         "rebuild: {} MiB written, {} MiB dirty on the primary; {} MiB journaled on the new \
-         replica in {:.2} s: {:.0} MB/s, CPU {:.2} s",
+         replica in {:.2} s: {:.0} MB/s, CPU {:.2} s; device reads {} MiB, writes {} MiB",
         dirty >> 20,
         dirty_now >> 20,
         copied >> 20,
         took.as_secs_f64(),
         copied as f64 / took.as_secs_f64() / 1e6,
-        cpu_used.as_secs_f64()
+        cpu_used.as_secs_f64(),
+        (io.0 - io0.0) >> 20,
+        (io.1 - io0.1) >> 20,
+    );
+    println!(
+        "rebuild: connected and streaming after {:.0} ms; the primary's events: {:?}",
+        streaming.unwrap_or_default().as_secs_f64() * 1e3,
+        p.events()
     );
     for l in &limits {
         l.set_rate(u64::MAX / 4);

@@ -1,7 +1,7 @@
 //! One replication connection.
 //!
 //! Frames go out from the caller's thread: [`Sender::send`] encodes the frame into the
-//! connection's buffer and, when no other thread is writing, writes it to the socket at once,
+//! connection's queue (bulk data of 16 KiB or more by reference, not copied) and, when no other thread is writing, writes it to the socket at once,
 //! so a frame costs no task wake-up (inside [`deferring`], at the next [`flush_deferred`], so a
 //! caller can queue frames under its own lock and write them after releasing it). Frames that
 //! other threads queue during a write leave with the writer's next system call. What the socket does not take at once stays queued and a
@@ -11,10 +11,11 @@
 //! connection (after what is queued is written); the reader then reports the end with `None`.
 
 use std::cell::{Cell, RefCell};
-use std::io::ErrorKind;
+use std::collections::VecDeque;
+use std::io::{ErrorKind, IoSlice};
 use std::sync::Arc;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -25,8 +26,110 @@ use crate::wire::Msg;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed;
 
+/// Bulk data of at least this many bytes is queued by reference, not copied: a rebuild queues
+/// hundreds of MiB of writes held in memory faster than the socket takes them.
+const BY_REFERENCE: usize = 16 << 10;
+/// The most pieces one system call writes.
+const MAX_IOV: usize = 64;
+
+/// Frames queued for the socket, in order: pieces already cut (frame heads and bulk data held
+/// by reference), then `tail`, where small frames are encoded back to back.
+#[derive(Default)]
+struct Queue {
+    pieces: VecDeque<Bytes>,
+    tail: BytesMut,
+    len: usize,
+}
+
+impl Queue {
+    fn push(&mut self, m: &Msg) {
+        let before = self.tail.len();
+        match m.encode_split(&mut self.tail, BY_REFERENCE) {
+            Some(data) => {
+                self.len += self.tail.len() - before + data.len();
+                self.pieces.push_back(self.tail.split().freeze());
+                self.pieces.push_back(data);
+            }
+            None => self.len += self.tail.len() - before,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Everything queued, leaving this queue empty.
+    fn take(&mut self) -> Queue {
+        Queue {
+            pieces: std::mem::take(&mut self.pieces),
+            tail: self.tail.split(),
+            len: std::mem::take(&mut self.len),
+        }
+    }
+
+    /// Queues `later` after what is here.
+    fn append(&mut self, mut later: Queue) {
+        if later.is_empty() {
+            return;
+        }
+        if !self.tail.is_empty() {
+            self.pieces.push_back(self.tail.split().freeze());
+        }
+        self.pieces.append(&mut later.pieces);
+        if self.pieces.is_empty() {
+            self.tail = later.tail;
+        } else if !later.tail.is_empty() {
+            self.pieces.push_back(later.tail.freeze());
+        }
+        self.len += later.len;
+    }
+
+    fn clear(&mut self) {
+        *self = Queue::default();
+    }
+
+    /// Writes what the socket takes now; `Ok(true)` when all of it went.
+    fn write_to(&mut self, stream: &TcpStream) -> std::io::Result<bool> {
+        while !self.is_empty() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for p in self.pieces.iter().take(MAX_IOV) {
+                iov[n] = IoSlice::new(p);
+                n += 1;
+            }
+            if n < MAX_IOV && !self.tail.is_empty() {
+                iov[n] = IoSlice::new(&self.tail);
+                n += 1;
+            }
+            match stream.try_write_vectored(&iov[..n]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(written) => self.advance(written),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.pieces.front_mut() else {
+                self.tail.advance(n);
+                return;
+            };
+            if n < front.len() {
+                front.advance(n);
+                return;
+            }
+            n -= front.len();
+            self.pieces.pop_front();
+        }
+    }
+}
+
 struct Out {
-    buf: BytesMut,
+    queue: Queue,
     /// The flusher owns the socket's writes until the buffer is empty.
     flushing: bool,
     /// A sender's thread is writing to the socket (outside the lock) and takes what is queued
@@ -40,7 +143,7 @@ struct Out {
     deferred: bool,
     /// While some frames are still to go ahead of them (a replay from the journal), frames
     /// sent are kept here, and queued after those at [`Sender::release`].
-    held: Option<BytesMut>,
+    held: Option<Queue>,
 }
 
 thread_local! {
@@ -75,19 +178,6 @@ struct Shared {
 }
 
 impl Shared {
-    /// Writes what the socket takes now from `buf`; `Ok(true)` when all of it went.
-    fn write_buf(&self, buf: &mut BytesMut) -> std::io::Result<bool> {
-        while !buf.is_empty() {
-            match self.stream.try_write(buf) {
-                Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(n) => buf.advance(n),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
-    }
-
     /// Writes the queue now unless another thread or the flusher is writing to the socket:
     /// frames queued meanwhile leave with that writer's next write (so concurrent senders share
     /// system calls). The socket is written outside the lock; what it does not take goes to the
@@ -96,17 +186,17 @@ impl Shared {
         if out.failed {
             return Err(Closed);
         }
-        if out.flushing || out.writing || out.buf.is_empty() {
+        if out.flushing || out.writing || out.queue.is_empty() {
             return Ok(());
         }
         out.writing = true;
         loop {
-            let mut chunk = out.buf.split();
+            let mut chunk = out.queue.take();
             drop(out);
-            let r = self.write_buf(&mut chunk);
+            let r = chunk.write_to(&self.stream);
             out = self.out.lock();
             match r {
-                Ok(true) if out.buf.is_empty() => {
+                Ok(true) if out.queue.is_empty() => {
                     out.writing = false;
                     if out.closed {
                         self.shutdown();
@@ -115,8 +205,9 @@ impl Shared {
                 }
                 Ok(true) => {}
                 Ok(false) => {
-                    chunk.extend_from_slice(&out.buf);
-                    out.buf = chunk;
+                    let later = out.queue.take();
+                    chunk.append(later);
+                    out.queue = chunk;
                     out.writing = false;
                     out.flushing = true;
                     drop(out);
@@ -138,7 +229,7 @@ impl Shared {
 
     fn fail(&self, out: &mut Out) {
         out.failed = true;
-        out.buf.clear();
+        out.queue.clear();
         self.shutdown();
     }
 
@@ -153,7 +244,7 @@ impl Shared {
                     if out.failed {
                         return;
                     }
-                    match self.write_buf(&mut out.buf) {
+                    match out.queue.write_to(&self.stream) {
                         Ok(true) => {
                             out.flushing = false;
                             if out.closed {
@@ -190,7 +281,7 @@ impl Drop for Handle {
             // The flusher closes it after the queue.
             return;
         }
-        if !out.buf.is_empty() && !out.failed {
+        if !out.queue.is_empty() && !out.failed {
             // Deferred frames: the flusher writes them, then closes.
             out.flushing = true;
             drop(out);
@@ -217,10 +308,10 @@ impl Sender {
             return Err(Closed);
         }
         if let Some(held) = &mut out.held {
-            m.encode(held);
+            held.push(&m);
             return Ok(());
         }
-        m.encode(&mut out.buf);
+        out.queue.push(&m);
         if DEFERRING.with(Cell::get) && !out.flushing && !out.writing {
             if !out.deferred {
                 out.deferred = true;
@@ -238,7 +329,7 @@ impl Sender {
     pub fn hold(&self) {
         let mut out = self.0 .0.out.lock();
         if out.held.is_none() {
-            out.held = Some(BytesMut::new());
+            out.held = Some(Queue::default());
         }
     }
 
@@ -250,7 +341,7 @@ impl Sender {
         if out.failed {
             return Err(Closed);
         }
-        m.encode(&mut out.buf);
+        out.queue.push(&m);
         shared.start_write(out)
     }
 
@@ -259,7 +350,7 @@ impl Sender {
         let shared = &self.0 .0;
         let mut out = shared.out.lock();
         if let Some(held) = out.held.take() {
-            out.buf.extend_from_slice(&held);
+            out.queue.append(held);
         }
         if out.failed {
             return Err(Closed);
@@ -270,7 +361,7 @@ impl Sender {
     /// Bytes queued and not yet taken by the socket (for a sender that must not run ahead of
     /// the connection).
     pub fn queued(&self) -> usize {
-        self.0 .0.out.lock().buf.len()
+        self.0 .0.out.lock().queue.len
     }
 }
 
@@ -331,7 +422,7 @@ pub fn spawn(stream: TcpStream) -> (Sender, Reader) {
     let shared = Arc::new(Shared {
         stream,
         out: Mutex::new(Out {
-            buf: BytesMut::new(),
+            queue: Queue::default(),
             flushing: false,
             writing: false,
             closed: false,
@@ -404,6 +495,60 @@ mod tests {
         }
         assert_eq!(rb.next().await, Some(release(9)));
         assert_eq!(rb.next().await, None);
+    }
+
+    /// The bytes a queue would write, in order.
+    fn contents(q: &Queue) -> Vec<u8> {
+        let mut v: Vec<u8> = q.pieces.iter().flat_map(|p| p.iter().copied()).collect();
+        v.extend_from_slice(&q.tail);
+        assert_eq!(v.len(), q.len);
+        v
+    }
+
+    #[test]
+    fn a_queue_holds_frames_in_order_with_bulk_data_by_reference() {
+        let write = |seq: u64, len: usize| Msg::Write {
+            epoch: 1,
+            pos: crate::Pos { epoch: 1, seq },
+            payload: crate::wire::Payload::Write {
+                offset: 0,
+                data: bytes::Bytes::from(vec![seq as u8; len]),
+            },
+        };
+        let msgs = [
+            release(1),
+            write(2, 4096),
+            write(3, 64 << 10),
+            release(4),
+            write(5, BY_REFERENCE),
+            write(6, 1 << 20),
+        ];
+        let mut expect = BytesMut::new();
+        msgs.iter().for_each(|m| m.encode(&mut expect));
+        // Built in two queues, the second appended to the first, with some bytes written.
+        let (mut a, mut b) = (Queue::default(), Queue::default());
+        msgs[..3].iter().for_each(|m| a.push(m));
+        msgs[3..].iter().for_each(|m| b.push(m));
+        assert_eq!(
+            a.pieces.len() + b.pieces.len(),
+            6,
+            "three frames' data by reference"
+        );
+        a.append(b);
+        assert_eq!(contents(&a), expect[..]);
+        let mut gone = 0;
+        for n in [1, 30, 4096, 70_000, 16 << 10, 3] {
+            a.advance(n);
+            gone += n;
+            assert_eq!(contents(&a), expect[gone..]);
+        }
+        let later = a.take();
+        assert!(a.is_empty());
+        a.push(&release(7));
+        let mut rest = later;
+        rest.append(a.take());
+        release(7).encode(&mut expect);
+        assert_eq!(contents(&rest), expect[gone..]);
     }
 
     #[tokio::test]

@@ -200,6 +200,9 @@ impl FollowerVolume {
     }
 }
 
+/// How long a primary's connection for a volume this node does not follow waits for it.
+const WAIT_FOR_VOLUME: Duration = Duration::from_secs(2);
+
 /// Devices a node serves forwarded I/O on, by volume.
 type Serving = Mutex<HashMap<[u8; 16], Arc<dyn BlockDevice>>>;
 
@@ -207,6 +210,8 @@ type Serving = Mutex<HashMap<[u8; 16], Arc<dyn BlockDevice>>>;
 /// from the volume's other paths.
 pub struct ReplicaServer {
     followers: Mutex<HashMap<[u8; 16], Arc<FollowerVolume>>>,
+    /// Signalled when a volume is added.
+    added: tokio::sync::Notify,
     serving: Arc<Serving>,
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
@@ -237,6 +242,7 @@ impl ReplicaServer {
             });
             ReplicaServer {
                 followers: Mutex::new(HashMap::new()),
+                added: tokio::sync::Notify::new(),
                 serving: Arc::new(Mutex::new(HashMap::new())),
                 addr,
                 task,
@@ -253,6 +259,7 @@ impl ReplicaServer {
     /// Starts following a volume.
     pub fn add(&self, f: Arc<FollowerVolume>) {
         self.followers.lock().insert(*f.volume.0.as_bytes(), f);
+        self.added.notify_waiters();
     }
 
     /// Stops following a volume (its connection closes).
@@ -297,14 +304,24 @@ impl ReplicaServer {
             tracing::warn!(%peer, "replication connection did not start with Open or ForwardOpen");
             return;
         };
-        let f = self.followers.lock().get(volume).cloned();
-        match f {
-            Some(f) => f.serve(tx, rx, first),
-            None => {
+        // A primary may connect before this node registers the volume (a new replica, or
+        // this node just restarted): the connection waits for it a while rather than making
+        // the primary retry later.
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_VOLUME;
+        loop {
+            let added = self.added.notified();
+            tokio::pin!(added);
+            added.as_mut().enable();
+            if let Some(f) = self.followers.lock().get(volume).cloned() {
+                f.serve(tx, rx, first);
+                return;
+            }
+            if tokio::time::timeout_at(deadline, added).await.is_err() {
                 let _ = tx.send(Msg::Refused {
                     epoch: 0,
                     version: VERSION,
                 });
+                return;
             }
         }
     }

@@ -115,6 +115,10 @@ struct Peer {
     asked_at: u64,
     /// Its log diverged: rebuild it once it is out of the in-sync set.
     needs_rebuild: bool,
+    /// When the last connection attempt started: the next one starts `retry_ms` after it, so a
+    /// follower that held the attempt open (waiting for the volume to be registered there) is
+    /// tried again at once.
+    connect_at: u64,
 }
 
 /// How far a follower is, as its primary sees it.
@@ -365,6 +369,7 @@ impl Primary {
             if let Link::Down { retry_at } = p.link {
                 if now >= retry_at {
                     p.link = Link::Opening;
+                    p.connect_at = now;
                     out.push(Action::Connect { to: n.clone() });
                 }
             }
@@ -407,8 +412,9 @@ impl Primary {
     pub fn disconnected(&mut self, to: &str) -> Vec<Action> {
         let (now, retry) = (self.now, self.cfg.retry_ms);
         if let Some(p) = self.peer(to) {
+            // At once if the attempt took `retry_ms` or more.
             p.link = Link::Down {
-                retry_at: now + retry,
+                retry_at: p.connect_at + retry,
             };
             if p.owing_since.is_none() {
                 p.owing_since = Some(now);
@@ -614,6 +620,7 @@ impl Primary {
                     asked_add: false,
                     asked_at: 0,
                     needs_rebuild: false,
+                    connect_at: self.now,
                 },
             );
             out.push(Action::Connect { to: n.clone() });

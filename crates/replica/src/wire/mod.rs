@@ -188,7 +188,27 @@ fn pos(b: &mut BytesMut, p: Pos) {
 impl Msg {
     /// Appends the framed message to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
+        self.encode_with(out, usize::MAX);
+    }
+
+    /// Appends the framed message to `out`, except for bulk data at its end of at least
+    /// `min_split` bytes (a write's data, a read's reply), which is returned instead: the frame
+    /// is `out`'s new bytes followed by it. Senders queue that data by reference rather than
+    /// copying it.
+    pub fn encode_split(&self, out: &mut BytesMut, min_split: usize) -> Option<Bytes> {
+        self.encode_with(out, min_split)
+    }
+
+    fn encode_with(&self, out: &mut BytesMut, min_split: usize) -> Option<Bytes> {
         let start = out.len();
+        let mut split = None;
+        let mut data_at_end = |out: &mut BytesMut, data: &Bytes| {
+            if data.len() >= min_split {
+                split = Some(data.clone());
+            } else {
+                out.put_slice(data);
+            }
+        };
         out.put_u32_le(0);
         match self {
             Msg::Open {
@@ -226,7 +246,7 @@ impl Msg {
                     out.put_u64_le(*epoch);
                     pos(out, *p);
                     out.put_u64_le(*offset);
-                    out.put_slice(data);
+                    data_at_end(out, data);
                 }
                 Payload::Zero { offset, len } => {
                     out.put_u8(ZERO);
@@ -273,7 +293,7 @@ impl Msg {
                     }
                     Request::Io(Op::Write { lba, data }) => {
                         out.put_u64_le(lba.0);
-                        out.put_slice(data);
+                        data_at_end(out, data);
                     }
                     Request::Io(Op::Flush) => {}
                     Request::Reserve { cntlid, cmd } => {
@@ -311,7 +331,7 @@ impl Msg {
                     Ok(data) => {
                         out.put_u8(0);
                         out.put_slice(&[0; 24]);
-                        out.put_slice(data);
+                        data_at_end(out, data);
                     }
                     Err(e) => {
                         let (code, n, text) = error_fields(e);
@@ -324,8 +344,9 @@ impl Msg {
                 }
             }
         }
-        let len = (out.len() - start - 4) as u32;
-        out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        let len = out.len() - start - 4 + split.as_ref().map_or(0, Bytes::len);
+        out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+        split
     }
 
     /// Decodes one frame from the front of `buf`: `Ok(None)` when more bytes are needed, else
