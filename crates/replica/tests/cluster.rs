@@ -408,6 +408,66 @@ async fn a_new_primary_resyncs_a_follower_from_its_journal() {
     }
 }
 
+/// A primary may reach a node before the node registers the volume (a new replica, a node
+/// restarting): the connection waits there for the registration instead of being refused and
+/// retried much later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_registered_after_the_primary_connects_catches_up_at_once() {
+    let backend = Arc::new(MemBackend::new());
+    let vol = VolumeId(uuid::Uuid::new_v4());
+    backend.create(vol, ByteSize::mib(4)).unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(node_with(backend.clone(), vol, geometry(), None).await);
+    }
+    let f1 = FollowerVolume::new(nodes[1].engine.clone(), &nodes[1].svc.volumes(), vol, 1).unwrap();
+    nodes[1].server.add(f1);
+    // A retry would come only after the test's deadline.
+    let cfg = Config {
+        retry_ms: 600_000,
+        ..fast()
+    };
+    let (p, _lease, mut asks) = start_primary(&nodes, 0, vol, set(1, "n0", &["n0", "n1"]), cfg);
+    for i in 0..8 {
+        within("write", p.write(Lba(i), block(i, 1))).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        p.followers().iter().any(|f| f.node == "n2" && !f.streaming),
+        "n2 streams before it follows the volume: {}",
+        p.describe()
+    );
+    let f2 = FollowerVolume::new(nodes[2].engine.clone(), &nodes[2].svc.volumes(), vol, 1).unwrap();
+    nodes[2].server.add(f2);
+    let ask = loop {
+        let a = tokio::time::timeout(Duration::from_secs(10), asks.recv())
+            .await
+            .unwrap_or_else(|_| panic!("n2 was not caught up: {}", p.describe()))
+            .unwrap();
+        if matches!(a, Ask::Add { .. }) {
+            break a;
+        }
+    };
+    assert_eq!(
+        ask,
+        Ask::Add {
+            node: "n2".into(),
+            epoch: 1
+        }
+    );
+    for i in 0..8 {
+        assert_eq!(
+            nodes[2].engine.read(vol, Lba(i), BlockCount(1)).unwrap(),
+            block(i, 1),
+            "block {i} on n2"
+        );
+    }
+    drop(p);
+    for n in nodes {
+        n.svc.shutdown();
+    }
+}
+
 /// Paths on every replica: a follower's path forwards I/O to the primary (errors included),
 /// refuses it while the primary does not serve the volume, and serves locally once promoted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
