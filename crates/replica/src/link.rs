@@ -1,14 +1,18 @@
 //! One replication connection.
 //!
 //! Frames go out from the caller's thread: [`Sender::send`] encodes the frame into the
-//! connection's queue (bulk data of 16 KiB or more by reference, not copied) and, when no other thread is writing, writes it to the socket at once,
-//! so a frame costs no task wake-up (inside [`deferring`], at the next [`flush_deferred`], so a
-//! caller can queue frames under its own lock and write them after releasing it). Frames that
-//! other threads queue during a write leave with the writer's next system call. What the socket does not take at once stays queued and a
-//! flusher task writes it when the socket becomes writable; later frames queue behind it, so
-//! frames leave in call order. Frames come in on a reader task that hands each to its owner's
-//! handler inside that task (again no wake-up in between). Dropping every sender closes the
-//! connection (after what is queued is written); the reader then reports the end with `None`.
+//! connection's queue (bulk data of 16 KiB or more by reference, not copied) and, when no
+//! other thread is writing, writes it to the socket at once, so a frame costs no task wake-up.
+//! Inside [`deferring`] it is written at the next [`flush_deferred`], so a caller can queue
+//! frames under its own lock and write them after releasing it; or with
+//! [`flush_deferred_soon`], once the runtime has run the tasks ready now, so their frames for
+//! the same connection share one system call. Frames that other threads queue during a write
+//! leave with the writer's next system call. What the socket does not take at once stays
+//! queued and a flusher task writes it when the socket becomes writable; later frames queue
+//! behind it, so frames leave in call order. Frames come in on a reader task that hands each
+//! to its owner's handler inside that task (again no wake-up in between). Dropping every
+//! sender closes the connection (after what is queued is written); the reader then reports the
+//! end with `None`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -141,6 +145,9 @@ struct Out {
     failed: bool,
     /// Queued by a deferred send, on its thread's list to flush.
     deferred: bool,
+    /// A write is due once the runtime has run the tasks ready now ([`flush_deferred_soon`]);
+    /// frames sent meanwhile join it.
+    soon: bool,
     /// While some frames are still to go ahead of them (a replay from the journal), frames
     /// sent are kept here, and queued after those at [`Sender::release`].
     held: Option<Queue>,
@@ -171,10 +178,28 @@ pub fn flush_deferred() {
     }
 }
 
+/// [`flush_deferred`], except that each connection's write waits until the runtime has run
+/// the tasks that are ready now, so frames that they send on it join the same system call (on
+/// a runtime worker: many hosts' writes replicated with one write per follower).
+pub fn flush_deferred_soon() {
+    let list = DEFERRED.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    for shared in list {
+        let mut out = shared.out.lock();
+        out.deferred = false;
+        if out.soon || out.flushing || out.writing || out.failed || out.queue.is_empty() {
+            continue;
+        }
+        out.soon = true;
+        drop(out);
+        shared.soon.notify_one();
+    }
+}
+
 struct Shared {
     stream: TcpStream,
     out: Mutex<Out>,
     wake: Notify,
+    soon: Notify,
 }
 
 impl Shared {
@@ -233,6 +258,23 @@ impl Shared {
         self.shutdown();
     }
 
+    /// Writes for [`flush_deferred_soon`]: after the tasks ready now have run.
+    async fn soon_task(self: Arc<Self>) {
+        loop {
+            self.soon.notified().await;
+            if !self.out.lock().closed {
+                tokio::task::yield_now().await;
+            }
+            let mut out = self.out.lock();
+            out.soon = false;
+            if out.closed {
+                // The last sender went: the flusher writes what is queued.
+                return;
+            }
+            let _ = self.start_write(out);
+        }
+    }
+
     /// The flusher: writes queued frames when the socket is writable; closes the socket once
     /// every sender is gone and the queue is empty.
     async fn flush_task(self: Arc<Self>) {
@@ -279,18 +321,16 @@ impl Drop for Handle {
         out.closed = true;
         if out.flushing || out.writing {
             // The flusher closes it after the queue.
-            return;
-        }
-        if !out.queue.is_empty() && !out.failed {
+        } else if !out.queue.is_empty() && !out.failed {
             // Deferred frames: the flusher writes them, then closes.
             out.flushing = true;
-            drop(out);
-            self.0.wake.notify_one();
-            return;
+        } else {
+            self.0.shutdown();
         }
-        self.0.shutdown();
         drop(out);
         self.0.wake.notify_one();
+        // Ends the task of `flush_deferred_soon` (after `closed` is set, which it checks).
+        self.0.soon.notify_one();
     }
 }
 
@@ -312,6 +352,9 @@ impl Sender {
             return Ok(());
         }
         out.queue.push(&m);
+        if out.soon {
+            return Ok(());
+        }
         if DEFERRING.with(Cell::get) && !out.flushing && !out.writing {
             if !out.deferred {
                 out.deferred = true;
@@ -428,11 +471,14 @@ pub fn spawn(stream: TcpStream) -> (Sender, Reader) {
             closed: false,
             failed: false,
             deferred: false,
+            soon: false,
             held: None,
         }),
         wake: Notify::new(),
+        soon: Notify::new(),
     });
     tokio::spawn(shared.clone().flush_task());
+    tokio::spawn(shared.clone().soon_task());
     (
         Sender(Arc::new(Handle(shared.clone()))),
         Reader {
@@ -494,6 +540,25 @@ mod tests {
             assert_eq!(rb.next().await, Some(big.clone()));
         }
         assert_eq!(rb.next().await, Some(release(9)));
+        assert_eq!(rb.next().await, None);
+    }
+
+    #[tokio::test]
+    async fn frames_flushed_soon_leave_together_even_when_the_sender_goes() {
+        let ((tx, _ra), (_tb, mut rb)) = pair().await;
+        deferring(|| tx.send(release(1)).unwrap());
+        flush_deferred_soon();
+        // Due soon: a later send joins the pending write instead of writing at once.
+        tx.send(release(2)).unwrap();
+        assert!(tx.0 .0.out.lock().soon, "the write was not left for later");
+        assert_eq!(tx.queued(), 2 * 21, "two frames wait");
+        assert_eq!(rb.next().await, Some(release(1)));
+        assert_eq!(rb.next().await, Some(release(2)));
+        // Pending when the last sender goes: still delivered, then the connection closes.
+        deferring(|| tx.send(release(3)).unwrap());
+        flush_deferred_soon();
+        drop(tx);
+        assert_eq!(rb.next().await, Some(release(3)));
         assert_eq!(rb.next().await, None);
     }
 

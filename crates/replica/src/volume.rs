@@ -365,7 +365,9 @@ impl PrimaryVolume {
             self.run(&mut inner, acts);
             Ok(())
         });
-        link::flush_deferred();
+        // Frames for the followers leave once the tasks ready now have run, so the writes of
+        // many hosts' queues share one socket write per follower.
+        link::flush_deferred_soon();
         r
     }
 
