@@ -1,7 +1,7 @@
 //! One replication connection.
 //!
 //! Frames go out from the caller's thread: [`Sender::send`] encodes the frame into the
-//! connection's queue (bulk data of 16 KiB or more by reference, not copied) and, when no
+//! connection's queue (bulk data of 4 KiB or more by reference, not copied) and, when no
 //! other thread is writing, writes it to the socket at once, so a frame costs no task wake-up.
 //! Inside [`deferring`] it is written at the next [`flush_deferred`], so a caller can queue
 //! frames under its own lock and write them after releasing it; or with
@@ -31,8 +31,9 @@ use crate::wire::Msg;
 pub struct Closed;
 
 /// Bulk data of at least this many bytes is queued by reference, not copied: a rebuild queues
-/// hundreds of MiB of writes held in memory faster than the socket takes them.
-const BY_REFERENCE: usize = 16 << 10;
+/// hundreds of MiB of writes held in memory faster than the socket takes them, and a 4 KiB
+/// host write saves a copy per follower (the kernel copies it from the write's own buffer).
+const BY_REFERENCE: usize = 4 << 10;
 /// The most pieces one system call writes.
 const MAX_IOV: usize = 64;
 
@@ -582,7 +583,7 @@ mod tests {
         };
         let msgs = [
             release(1),
-            write(2, 4096),
+            write(2, 512),
             write(3, 64 << 10),
             release(4),
             write(5, BY_REFERENCE),
