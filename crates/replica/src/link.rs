@@ -581,6 +581,19 @@ mod tests {
                 data: bytes::Bytes::from(vec![seq as u8; len]),
             },
         };
+        // Forwarded I/O carries bulk data at the end of its frames too.
+        let forwarded_write = Msg::Request {
+            id: 8,
+            host: [3; 16],
+            req: crate::wire::Request::Io(alcubierre_block::Op::Write {
+                lba: alcubierre_types::Lba(5),
+                data: bytes::Bytes::from(vec![8u8; 8192]),
+            }),
+        };
+        let read_reply = Msg::Reply {
+            id: 9,
+            result: Ok(bytes::Bytes::from(vec![9u8; 4096])),
+        };
         let msgs = [
             release(1),
             write(2, 512),
@@ -588,6 +601,8 @@ mod tests {
             release(4),
             write(5, BY_REFERENCE),
             write(6, 1 << 20),
+            forwarded_write,
+            read_reply,
         ];
         let mut expect = BytesMut::new();
         msgs.iter().for_each(|m| m.encode(&mut expect));
@@ -597,8 +612,8 @@ mod tests {
         msgs[3..].iter().for_each(|m| b.push(m));
         assert_eq!(
             a.pieces.len() + b.pieces.len(),
-            6,
-            "three frames' data by reference"
+            10,
+            "five frames' data by reference"
         );
         a.append(b);
         assert_eq!(contents(&a), expect[..]);
