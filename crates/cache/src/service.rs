@@ -266,6 +266,15 @@ fn destage_loop(engine: &Engine, part: &Partition, cfg: &ServiceConfig) {
         }
         let fill = part.dirty_blocks() as f64 / part.log_blocks() as f64;
         let capped = fill < cfg.high_watermark;
+        // Below the high watermark the destage rate is capped, small rounds included (they
+        // used to go regardless of the cap: a trickle of writes was destaged at any rate).
+        if let (true, Some(limit)) = (capped, &cfg.destage_limit) {
+            let d = limit.delay();
+            if !d.is_zero() {
+                part.wait_for_work(d.min(Duration::from_millis(200)));
+                continue;
+            }
+        }
         if capped && part.dirty_blocks() * 4096 < cfg.min_round_bytes {
             // A little dirty data: give it time to grow into a round (woken early if it does).
             part.wait_for_work(cfg.max_dirty_age);
@@ -273,13 +282,6 @@ fn destage_loop(engine: &Engine, part: &Partition, cfg: &ServiceConfig) {
                 let _ = run_round(engine, part, cfg, capped, &mut backoff);
             }
             continue;
-        }
-        if let (true, Some(limit)) = (capped, &cfg.destage_limit) {
-            let d = limit.delay();
-            if !d.is_zero() {
-                part.wait_for_work(d.min(Duration::from_millis(200)));
-                continue;
-            }
         }
         if run_round(engine, part, cfg, capped, &mut backoff).is_err() {
             return;

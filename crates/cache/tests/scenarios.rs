@@ -366,6 +366,47 @@ fn destage_rate_is_capped() {
 }
 
 #[test]
+fn a_trickle_of_dirty_data_respects_the_destage_cap_too() {
+    let medium = Arc::new(MemMedium::new(32 << 20));
+    Engine::format(&*medium, &FormatOptions::default()).unwrap();
+    let backend = Arc::new(MemBackend::new());
+    backend.create(vol(1), ByteSize(16 << 20)).unwrap();
+    let e = Arc::new(open(
+        medium,
+        backend.clone(),
+        &[(vol(1), geometry(16 << 20))],
+    ));
+    // 256 KiB dirty: less than a minimum round, which waits `max_dirty_age` to grow and then
+    // went to the backend whatever the cap said.
+    for i in 0..64u64 {
+        e.write(vol(1), Lba(i * 8), Bytes::from(vec![2; 4096]))
+            .unwrap();
+    }
+    let dirty = e.stats().dirty_bytes;
+    assert!(dirty > 0 && dirty < ServiceConfig::default().min_round_bytes);
+    // A cap deep in debt: nothing may be destaged.
+    let limit = Arc::new(RateLimiter::new(1, 1));
+    limit.spend(1 << 40);
+    let cfg = ServiceConfig {
+        destage_limit: Some(limit.clone()),
+        ..Default::default()
+    };
+    let waits = cfg.max_dirty_age * 5;
+    let svc = CacheService::start(e.clone(), cfg);
+    std::thread::sleep(waits);
+    assert_eq!(e.stats().dirty_bytes, dirty, "destaged past the cap");
+    assert_eq!(backend.counts().0, 0, "backend writes past the cap");
+    // Lifting the cap lets it go.
+    limit.set_rate(u64::MAX / 4);
+    let start = std::time::Instant::now();
+    while e.stats().dirty_bytes > 0 {
+        std::thread::sleep(Duration::from_millis(10));
+        assert!(start.elapsed() < Duration::from_secs(10), "destage stalled");
+    }
+    svc.shutdown();
+}
+
+#[test]
 fn malformed_ops_given_to_a_partition_fail_alone() {
     let (_m, _b, e) = setup(4 << 20, small_format(1), 1 << 20);
     let p = e.partition_of(vol(1)).clone();
