@@ -100,6 +100,16 @@ impl Parts {
     }
 }
 
+/// How a chunk of the journal left a replay.
+enum Chunk {
+    /// Read the next chunk.
+    ReadOn,
+    /// Past the last write asked for: the write being gathered is the last.
+    PastUpto,
+    /// The replay ends so.
+    Ends(ReplayEnd),
+}
+
 impl Engine {
     /// Passes `volume`'s replicated writes with sequence numbers in `(after, upto]` to `f`, in
     /// order, read back from the journal; stops early when `f` returns `false` (counted as
@@ -177,9 +187,7 @@ impl Engine {
                 p.recycle(read);
                 return Ok(ReplayEnd::Missing { seq: next });
             }
-            // `Some(Some(end))`: the replay ends so; `Some(None)`: past `upto`, the pending
-            // write is the last; `None`: read on.
-            let stop: Option<Option<ReplayEnd>> = 'chunk: {
+            let stop = 'chunk: {
                 for (i, (h, _, _)) in read.batches.iter().enumerate() {
                     let data = read.data(i);
                     for e in &h.entries {
@@ -194,7 +202,7 @@ impl Engine {
                             let at = e.data_offset as usize * BLOCK;
                             let d = &data[at..at + e.nblocks as usize * BLOCK];
                             if e.compute_crc(d) != e.crc {
-                                break 'chunk Some(Some(ReplayEnd::Missing { seq: next }));
+                                break 'chunk Chunk::Ends(ReplayEnd::Missing { seq: next });
                             }
                             d
                         } else {
@@ -208,14 +216,14 @@ impl Engine {
                         // last.
                         if parts.as_ref().is_some_and(|w| w.tag != tag) {
                             if let Some(end) = emit(parts.take().expect("checked"), &mut next) {
-                                break 'chunk Some(Some(end));
+                                break 'chunk Chunk::Ends(end);
                             }
                             if e.rep_seq < next {
                                 continue;
                             }
                         }
                         if e.rep_seq > upto {
-                            break 'chunk Some(None);
+                            break 'chunk Chunk::PastUpto;
                         }
                         let w = parts.get_or_insert_with(|| Parts {
                             tag,
@@ -225,14 +233,14 @@ impl Engine {
                         w.add(e.kind, e.first_block, u64::from(e.nblocks), full, d);
                     }
                 }
-                None
+                Chunk::ReadOn
             };
             (virt, seq) = read.next;
             p.recycle(read);
             match stop {
-                Some(Some(end)) => return Ok(end),
-                Some(None) => break,
-                None => {}
+                Chunk::Ends(end) => return Ok(end),
+                Chunk::PastUpto => break,
+                Chunk::ReadOn => {}
             }
         }
         Ok(match parts.take() {

@@ -40,15 +40,21 @@ fn replay(
 
 /// A fresh engine on a 4 MiB memory journal with one 1 MiB volume of 512-byte blocks.
 fn one_volume() -> (Engine, alcubierre_types::VolumeId) {
-    let medium: Arc<dyn Medium> = Arc::new(MemMedium::new(4 << 20));
-    Engine::format(&*medium, &small_format(1)).unwrap();
+    one_volume_on(Arc::new(MemMedium::new(4 << 20)), &small_format(1), 1 << 20)
+}
+
+/// An engine formatted with `fmt` on `medium`, with one volume of 512-byte blocks and `size`
+/// bytes.
+fn one_volume_on(
+    medium: Arc<dyn Medium>,
+    fmt: &alcubierre_cache::FormatOptions,
+    size: u64,
+) -> (Engine, alcubierre_types::VolumeId) {
+    Engine::format(&*medium, fmt).unwrap();
     let backend = Arc::new(MemBackend::new());
     let a = vol(1);
-    let g = geometry(1 << 20);
-    backend
-        .create(a, alcubierre_types::ByteSize(1 << 20))
-        .unwrap();
-    (open(medium, backend, &[(a, g)]), a)
+    backend.create(a, alcubierre_types::ByteSize(size)).unwrap();
+    (open(medium, backend, &[(a, geometry(size))]), a)
 }
 
 #[test]
@@ -226,14 +232,11 @@ fn a_long_replay_reads_each_batch_about_once() {
         inner: MemMedium::new(128 << 20),
         read: Default::default(),
     });
-    Engine::format(&*medium, &alcubierre_cache::FormatOptions::default()).unwrap();
-    let backend = Arc::new(MemBackend::new());
-    let a = vol(1);
-    let g = geometry(64 << 20);
-    backend
-        .create(a, alcubierre_types::ByteSize(64 << 20))
-        .unwrap();
-    let e = open(medium.clone(), backend, &[(a, g)]);
+    let (e, a) = one_volume_on(
+        medium.clone(),
+        &alcubierre_cache::FormatOptions::default(),
+        64 << 20,
+    );
     let p = e.partition_of(a).clone();
     let writes = 48 * 16u64;
     for group in 0..writes / 3 {

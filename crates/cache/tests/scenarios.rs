@@ -329,15 +329,8 @@ fn service_groups_commits_and_throttles_when_full() {
 
 #[test]
 fn destage_rate_is_capped() {
-    let medium = Arc::new(MemMedium::new(32 << 20));
-    Engine::format(&*medium, &FormatOptions::default()).unwrap();
-    let backend = Arc::new(MemBackend::new());
-    backend.create(vol(1), ByteSize(16 << 20)).unwrap();
-    let e = Arc::new(open(
-        medium,
-        backend.clone(),
-        &[(vol(1), geometry(16 << 20))],
-    ));
+    let (_m, _backend, e) = setup(32 << 20, FormatOptions::default(), 16 << 20);
+    let e = Arc::new(e);
     for i in 0..1024u64 {
         e.write(vol(1), Lba(i * 16), Bytes::from(vec![1; 8192]))
             .unwrap();
@@ -367,15 +360,8 @@ fn destage_rate_is_capped() {
 
 #[test]
 fn a_trickle_of_dirty_data_respects_the_destage_cap_too() {
-    let medium = Arc::new(MemMedium::new(32 << 20));
-    Engine::format(&*medium, &FormatOptions::default()).unwrap();
-    let backend = Arc::new(MemBackend::new());
-    backend.create(vol(1), ByteSize(16 << 20)).unwrap();
-    let e = Arc::new(open(
-        medium,
-        backend.clone(),
-        &[(vol(1), geometry(16 << 20))],
-    ));
+    let (_m, backend, e) = setup(32 << 20, FormatOptions::default(), 16 << 20);
+    let e = Arc::new(e);
     // 256 KiB dirty: less than a minimum round, which waits `max_dirty_age` to grow and then
     // went to the backend whatever the cap said.
     for i in 0..64u64 {

@@ -171,28 +171,33 @@ pub fn deferring<R>(f: impl FnOnce() -> R) -> R {
 
 /// Writes what deferred sends on this thread queued.
 pub fn flush_deferred() {
-    let list = DEFERRED.with(|l| std::mem::take(&mut *l.borrow_mut()));
-    for shared in list {
-        let mut out = shared.out.lock();
-        out.deferred = false;
+    for_each_deferred(|shared, out| {
         let _ = shared.start_write(out);
-    }
+    });
 }
 
 /// [`flush_deferred`], except that each connection's write waits until the runtime has run
 /// the tasks that are ready now, so frames that they send on it join the same system call (on
 /// a runtime worker: many hosts' writes replicated with one write per follower).
 pub fn flush_deferred_soon() {
-    let list = DEFERRED.with(|l| std::mem::take(&mut *l.borrow_mut()));
-    for shared in list {
-        let mut out = shared.out.lock();
-        out.deferred = false;
+    for_each_deferred(|shared, mut out| {
         if out.soon || out.flushing || out.writing || out.failed || out.queue.is_empty() {
-            continue;
+            return;
         }
         out.soon = true;
         drop(out);
         shared.soon.notify_one();
+    });
+}
+
+/// Takes this thread's deferred connections and hands each to `f`, locked and no longer marked
+/// deferred.
+fn for_each_deferred(mut f: impl FnMut(&Arc<Shared>, parking_lot::MutexGuard<'_, Out>)) {
+    let list = DEFERRED.with(|l| std::mem::take(&mut *l.borrow_mut()));
+    for shared in &list {
+        let mut out = shared.out.lock();
+        out.deferred = false;
+        f(shared, out);
     }
 }
 

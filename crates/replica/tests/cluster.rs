@@ -150,6 +150,20 @@ fn start_primary(
     (p, lease, asks)
 }
 
+/// The primary's next request to add a follower to the in-sync set (other requests are
+/// skipped), failing the test after 10 s.
+async fn next_add(asks: &mut mpsc::UnboundedReceiver<Ask>, p: &PrimaryVolume) -> Ask {
+    loop {
+        let a = tokio::time::timeout(Duration::from_secs(10), asks.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no follower caught up: {}", p.describe()))
+            .unwrap();
+        if matches!(a, Ask::Add { .. }) {
+            return a;
+        }
+    }
+}
+
 fn set(epoch: u64, primary: &str, in_sync: &[&str]) -> Membership {
     Membership {
         epoch,
@@ -361,15 +375,7 @@ async fn a_new_primary_resyncs_a_follower_from_its_journal() {
     let f2 = FollowerVolume::new(nodes[2].engine.clone(), &nodes[2].svc.volumes(), vol, 3).unwrap();
     nodes[2].server.add(f2.clone());
     p1.membership(set(3, "n1", &["n1"]), addrs(&nodes));
-    let ask = loop {
-        let a = tokio::time::timeout(Duration::from_secs(10), asks1.recv())
-            .await
-            .unwrap_or_else(|_| panic!("n2 did not catch up: {}", p1.describe()))
-            .unwrap();
-        if matches!(a, Ask::Add { .. }) {
-            break a;
-        }
-    };
+    let ask = next_add(&mut asks1, &p1).await;
     assert_eq!(
         ask,
         Ask::Add {
@@ -413,15 +419,9 @@ async fn a_new_primary_resyncs_a_follower_from_its_journal() {
 /// retried much later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_registered_after_the_primary_connects_catches_up_at_once() {
-    let backend = Arc::new(MemBackend::new());
-    let vol = VolumeId(uuid::Uuid::new_v4());
-    backend.create(vol, ByteSize::mib(4)).unwrap();
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(node_with(backend.clone(), vol, geometry(), None).await);
-    }
-    let f1 = FollowerVolume::new(nodes[1].engine.clone(), &nodes[1].svc.volumes(), vol, 1).unwrap();
-    nodes[1].server.add(f1);
+    let (vol, nodes, _followers) = three_nodes().await;
+    // n2 does not follow the volume yet.
+    nodes[2].server.remove(vol);
     // A retry would come only after the test's deadline.
     let cfg = Config {
         retry_ms: 600_000,
@@ -439,15 +439,7 @@ async fn a_replica_registered_after_the_primary_connects_catches_up_at_once() {
     );
     let f2 = FollowerVolume::new(nodes[2].engine.clone(), &nodes[2].svc.volumes(), vol, 1).unwrap();
     nodes[2].server.add(f2);
-    let ask = loop {
-        let a = tokio::time::timeout(Duration::from_secs(10), asks.recv())
-            .await
-            .unwrap_or_else(|_| panic!("n2 was not caught up: {}", p.describe()))
-            .unwrap();
-        if matches!(a, Ask::Add { .. }) {
-            break a;
-        }
-    };
+    let ask = next_add(&mut asks, &p).await;
     assert_eq!(
         ask,
         Ask::Add {
