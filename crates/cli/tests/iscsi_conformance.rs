@@ -239,10 +239,17 @@ fn send_targets_on_every_node_lists_every_nodes_portal() {
             .any(|(_, p)| p.starts_with(&format!("{portal},"))),
         "{first:?}"
     );
-    // Every node answers the same.
+    // Every node answers the same, once its agent has exported the volume (the demo is ready
+    // when the first node serves it; the others follow within moments).
     for (_, p) in &first {
         let addr = p.rsplit_once(',').unwrap().0;
-        assert_eq!(list(addr), first, "SendTargets on {addr}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut got = list(addr);
+        while got != first && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            got = list(addr);
+        }
+        assert_eq!(got, first, "SendTargets on {addr}");
     }
 }
 
