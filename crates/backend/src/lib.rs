@@ -66,6 +66,16 @@ pub enum BackendError {
         /// Why it was refused.
         reason: &'static str,
     },
+    /// Another node claimed the volume's image ([`Backend::claim`]) and the backend refuses
+    /// this node's writes to it: retrying does not help, only a new claim does (which only a
+    /// volume's new primary makes).
+    #[error(
+        "the backend image of {volume} was claimed by another node; this node is fenced off it"
+    )]
+    Fenced {
+        /// The volume.
+        volume: VolumeId,
+    },
     /// The backend is down or unreachable; retrying later may succeed.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
@@ -148,6 +158,20 @@ pub trait Backend: Send + Sync {
     /// over newer data (zero where writes complete synchronously).
     fn write_timeout(&self) -> std::time::Duration {
         std::time::Duration::ZERO
+    }
+    /// Takes `volume`'s image for this node alone, fencing off whoever held it before: once
+    /// this returns `Ok`, the backend refuses an earlier holder's writes, those still in flight
+    /// included, and they fail with [`BackendError::Fenced`]. A volume's new primary claims it
+    /// before destaging. The default has nothing to fence (an image no other node writes).
+    fn claim(&self, volume: VolumeId) -> Result<(), BackendError> {
+        let _ = volume;
+        Ok(())
+    }
+    /// Gives this node's claim on `volume` up (its primary moved elsewhere in order), so that
+    /// the next claim needs to fence nobody.
+    fn release_claim(&self, volume: VolumeId) -> Result<(), BackendError> {
+        let _ = volume;
+        Ok(())
     }
 }
 

@@ -42,6 +42,9 @@ type ImageT = *mut c_void;
 type CompletionT = *mut c_void;
 type Callback = extern "C" fn(CompletionT, *mut c_void);
 
+/// `RBD_LOCK_MODE_EXCLUSIVE`.
+const LOCK_MODE_EXCLUSIVE: c_int = 0;
+
 #[repr(C)]
 struct SnapInfo {
     id: u64,
@@ -93,6 +96,16 @@ struct Api {
     rbd_aio_write_zeroes:
         unsafe extern "C" fn(ImageT, u64, usize, CompletionT, c_int, c_int) -> c_int,
     rbd_aio_flush: unsafe extern "C" fn(ImageT, CompletionT) -> c_int,
+    rados_get_instance_id: unsafe extern "C" fn(RadosT) -> u64,
+    rbd_get_features: unsafe extern "C" fn(ImageT, *mut u64) -> c_int,
+    rbd_update_features: unsafe extern "C" fn(ImageT, u64, u8) -> c_int,
+    rbd_is_exclusive_lock_owner: unsafe extern "C" fn(ImageT, *mut c_int) -> c_int,
+    rbd_lock_acquire: unsafe extern "C" fn(ImageT, c_int) -> c_int,
+    rbd_lock_release: unsafe extern "C" fn(ImageT) -> c_int,
+    rbd_lock_get_owners:
+        unsafe extern "C" fn(ImageT, *mut c_int, *mut *mut c_char, *mut usize) -> c_int,
+    rbd_lock_get_owners_cleanup: unsafe extern "C" fn(*mut *mut c_char, usize),
+    rbd_lock_break: unsafe extern "C" fn(ImageT, c_int, *const c_char) -> c_int,
     // Keeps the libraries mapped for as long as the pointers above are used (for ever).
     _libs: (libloading::Library, libloading::Library),
 }
@@ -155,6 +168,15 @@ fn load() -> Result<Api, String> {
         rbd_aio_read: sym!(rbd, rbd_aio_read),
         rbd_aio_write_zeroes: sym!(rbd, rbd_aio_write_zeroes),
         rbd_aio_flush: sym!(rbd, rbd_aio_flush),
+        rados_get_instance_id: sym!(rados, rados_get_instance_id),
+        rbd_get_features: sym!(rbd, rbd_get_features),
+        rbd_update_features: sym!(rbd, rbd_update_features),
+        rbd_is_exclusive_lock_owner: sym!(rbd, rbd_is_exclusive_lock_owner),
+        rbd_lock_acquire: sym!(rbd, rbd_lock_acquire),
+        rbd_lock_release: sym!(rbd, rbd_lock_release),
+        rbd_lock_get_owners: sym!(rbd, rbd_lock_get_owners),
+        rbd_lock_get_owners_cleanup: sym!(rbd, rbd_lock_get_owners_cleanup),
+        rbd_lock_break: sym!(rbd, rbd_lock_break),
         _libs: (rados, rbd),
     })
 }
@@ -219,6 +241,15 @@ impl Cluster {
         Ok(Arc::new(c))
     }
 
+    /// This client's name (`client.<global id>`): unique to this connection, so a new
+    /// connection has a new name.
+    pub fn client_name(&self) -> String {
+        // SAFETY: the handle is connected (only `connect` makes a Cluster).
+        format!("client.{}", unsafe {
+            (self.api.rados_get_instance_id)(self.handle)
+        })
+    }
+
     /// Opens pool `name`.
     pub fn pool(self: &Arc<Self>, name: &str) -> Result<Arc<Pool>, CephError> {
         let n = cstr(name, "pool")?;
@@ -231,7 +262,7 @@ impl Cluster {
         Ok(Arc::new(Pool {
             api: self.api,
             io,
-            _cluster: self.clone(),
+            cluster: self.clone(),
         }))
     }
 }
@@ -248,7 +279,7 @@ impl Drop for Cluster {
 pub struct Pool {
     api: &'static Api,
     io: IoCtxT,
-    _cluster: Arc<Cluster>,
+    cluster: Arc<Cluster>,
 }
 
 // SAFETY: an io context may be used from several threads at once (librados documents ioctx
@@ -265,6 +296,11 @@ impl Drop for Pool {
 }
 
 impl Pool {
+    /// The connection the pool was opened on.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
     /// The applications enabled on the pool (`rbd` must be one).
     pub fn applications(&self) -> Result<Vec<String>, CephError> {
         let mut len: usize = 256;
@@ -359,7 +395,7 @@ impl Pool {
             api: self.api,
             image,
             name: name.to_string(),
-            _pool: self.clone(),
+            pool: self.clone(),
         }))
     }
 }
@@ -369,7 +405,7 @@ pub struct Image {
     api: &'static Api,
     image: ImageT,
     name: String,
-    _pool: Arc<Pool>,
+    pool: Arc<Pool>,
 }
 
 // SAFETY: librbd image handles are thread-safe for I/O and metadata calls; the handle is closed
@@ -468,6 +504,110 @@ impl Image {
             || format!("reading the size of {}", self.name),
         )?;
         Ok(s)
+    }
+
+    /// The client this handle was opened by (see [`Cluster::client_name`]).
+    pub fn client_name(&self) -> String {
+        self.pool.cluster.client_name()
+    }
+
+    /// The image's feature bits (`RBD_FEATURE_*`).
+    pub fn features(&self) -> Result<u64, CephError> {
+        let mut f = 0u64;
+        // SAFETY: the image is open; `f` is a valid out-pointer.
+        check(
+            unsafe { (self.api.rbd_get_features)(self.image, &mut f) },
+            || format!("reading the features of {}", self.name),
+        )?;
+        Ok(f)
+    }
+
+    /// Turns `features` on (or off).
+    pub fn update_features(&self, features: u64, enabled: bool) -> Result<(), CephError> {
+        // SAFETY: the image is open.
+        check(
+            unsafe { (self.api.rbd_update_features)(self.image, features, u8::from(enabled)) },
+            || format!("changing the features of {}", self.name),
+        )
+    }
+
+    /// Whether this handle holds the image's exclusive lock.
+    pub fn is_lock_owner(&self) -> Result<bool, CephError> {
+        let mut owner: c_int = 0;
+        // SAFETY: the image is open; `owner` is a valid out-pointer.
+        check(
+            unsafe { (self.api.rbd_is_exclusive_lock_owner)(self.image, &mut owner) },
+            || format!("asking who holds the lock of {}", self.name),
+        )?;
+        Ok(owner != 0)
+    }
+
+    /// Takes the image's exclusive lock and keeps it: from then on this handle no longer hands
+    /// it over when another client asks (librbd's explicit lock mode). Fails (`EROFS`,
+    /// `EBUSY`) while another client holds it.
+    pub fn lock_acquire(&self) -> Result<(), CephError> {
+        // SAFETY: the image is open; mode 0 is RBD_LOCK_MODE_EXCLUSIVE.
+        check(
+            unsafe { (self.api.rbd_lock_acquire)(self.image, LOCK_MODE_EXCLUSIVE) },
+            || format!("taking the exclusive lock of {}", self.name),
+        )
+    }
+
+    /// Gives the exclusive lock up (after the writes in flight completed).
+    pub fn lock_release(&self) -> Result<(), CephError> {
+        // SAFETY: the image is open.
+        check(unsafe { (self.api.rbd_lock_release)(self.image) }, || {
+            format!("releasing the exclusive lock of {}", self.name)
+        })
+    }
+
+    /// The clients holding the image's lock (by address, `ip:port/nonce`), none when free.
+    pub fn lock_owners(&self) -> Result<Vec<String>, CephError> {
+        let mut max: usize = 4;
+        loop {
+            let mut owners: Vec<*mut c_char> = vec![std::ptr::null_mut(); max];
+            let mut n = max;
+            let mut mode: c_int = 0;
+            // SAFETY: `owners` has room for `n` pointers; librbd fills up to `n` of them with
+            // strings it allocates (freed by the cleanup call below), or returns ERANGE and the
+            // count it needs.
+            let r = unsafe {
+                (self.api.rbd_lock_get_owners)(self.image, &mut mode, owners.as_mut_ptr(), &mut n)
+            };
+            match r {
+                -2 => return Ok(Vec::new()), // ENOENT: nobody holds it
+                -34 => {
+                    max = n.max(max * 2);
+                    continue;
+                }
+                _ => {}
+            }
+            check(r, || format!("listing the lock owners of {}", self.name))?;
+            let names = owners[..n.min(max)]
+                .iter()
+                .filter(|p| !p.is_null())
+                .map(|p| {
+                    // SAFETY: librbd set the first `n` pointers to NUL-terminated strings it
+                    // owns until the cleanup call.
+                    unsafe { CStr::from_ptr(*p) }.to_string_lossy().into_owned()
+                })
+                .collect();
+            // SAFETY: frees what rbd_lock_get_owners allocated, `n` entries.
+            unsafe { (self.api.rbd_lock_get_owners_cleanup)(owners.as_mut_ptr(), n.min(max)) };
+            return Ok(names);
+        }
+    }
+
+    /// Breaks `owner`'s exclusive lock. With `rbd_blocklist_on_break_lock` (Ceph's default)
+    /// the monitors first blocklist that client, so the OSDs refuse its writes from then on,
+    /// those in flight included.
+    pub fn lock_break(&self, owner: &str) -> Result<(), CephError> {
+        let o = cstr(owner, "lock owner")?;
+        // SAFETY: the image is open; `o` is NUL-terminated; mode 0 is exclusive.
+        check(
+            unsafe { (self.api.rbd_lock_break)(self.image, LOCK_MODE_EXCLUSIVE, o.as_ptr()) },
+            || format!("breaking {owner}'s lock of {}", self.name),
+        )
     }
 
     /// Resizes to `size` bytes.

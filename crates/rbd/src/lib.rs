@@ -24,8 +24,12 @@ use parking_lot::Mutex;
 
 use ffi::{CephError, Cluster, Image, Pool};
 
-/// RBD layering (clones), the only image feature used.
+/// RBD layering (clones).
 const FEATURE_LAYERING: u64 = 1;
+/// RBD's exclusive lock, which claims rest on (see [`RbdBackend`]'s `claim`).
+const FEATURE_EXCLUSIVE_LOCK: u64 = 4;
+/// The features of the images made here.
+const FEATURES: u64 = FEATURE_LAYERING | FEATURE_EXCLUSIVE_LOCK;
 
 /// How to reach the Ceph cluster and where the images live.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,13 +62,46 @@ impl Default for RbdConfig {
 }
 
 /// Images of one pool.
+///
+/// **Claims** (docs/design/replication.md, "Backend fencing"): a volume's primary claims its
+/// image by taking RBD's exclusive lock explicitly; a lock another client holds is broken
+/// first, and Ceph then blocklists that client, so its writes (in flight ones too) are refused.
+/// A blocklisted connection is useless for every image: on `EBLOCKLISTED` the backend connects
+/// again (a new client), and the claims the old connection held are lost for good: writes to
+/// those volumes fail with [`BackendError::Fenced`] until a new claim.
 pub struct RbdBackend {
-    pool: Arc<Pool>,
+    conn: Mutex<Conn>,
+    /// How to connect again after being blocklisted.
+    cfg: RbdConfig,
     name: String,
-    open: Mutex<HashMap<VolumeId, Arc<Image>>>,
+    claims: Mutex<HashMap<VolumeId, Claim>>,
     /// librados's operation timeout: no write stays in flight longer.
     op_timeout: Duration,
 }
+
+/// One connection to the cluster and the images opened on it.
+struct Conn {
+    pool: Arc<Pool>,
+    /// The connection's name as a lock owner (`client.<id>`).
+    client: String,
+    open: HashMap<VolumeId, Arc<Image>>,
+}
+
+/// This node's claim on a volume's image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Claim {
+    /// Held through the connection named so.
+    Held(String),
+    /// Broken by another client (this one was blocklisted, or lost the lock): writes are fenced.
+    Lost,
+}
+
+/// `EBLOCKLISTED` (Linux's `ESHUTDOWN`): the OSDs refuse this client.
+const EBLOCKLISTED: i32 = 108;
+/// `EROFS`: librbd's answer to a write without the exclusive lock when another client keeps it.
+const EROFS: i32 = 30;
+/// `EBUSY`.
+const EBUSY: i32 = 16;
 
 /// ENOENT, EEXIST, ETIMEDOUT and the other errnos that mean "try later".
 fn to_backend(e: CephError, volume: Option<VolumeId>) -> BackendError {
@@ -126,6 +163,9 @@ impl RbdBackend {
             // 384 to 546 MB/s without it, docs/PERFORMANCE.md), and a completed write is then
             // already on the OSDs.
             ("rbd_cache", "false".to_string()),
+            // A claim breaks an old holder's lock; only a blocklisted holder can no longer
+            // write (whatever a ceph.conf says).
+            ("rbd_blocklist_on_break_lock", "true".to_string()),
         ];
         if let Some(m) = &cfg.mon_host {
             opts.push(("mon_host", m.clone()));
@@ -172,22 +212,128 @@ impl RbdBackend {
             return Err((Culprit::Pool, BackendError::Unavailable(why)));
         }
         Ok(Self {
-            pool,
+            conn: Mutex::new(Conn {
+                client: pool.cluster().client_name(),
+                pool,
+                open: HashMap::new(),
+            }),
+            cfg: cfg.clone(),
             name: cfg.pool.clone(),
-            open: Mutex::new(HashMap::new()),
+            claims: Mutex::new(HashMap::new()),
             op_timeout: Duration::from_secs(cfg.op_timeout.as_secs().max(1)),
         })
     }
 
+    fn pool(&self) -> Arc<Pool> {
+        self.conn.lock().pool.clone()
+    }
+
     fn image(&self, volume: VolumeId) -> Result<Arc<Image>, BackendError> {
-        if let Some(i) = self.open.lock().get(&volume) {
-            return Ok(i.clone());
-        }
-        let i = self
-            .pool
+        let pool = {
+            let c = self.conn.lock();
+            if let Some(i) = c.open.get(&volume) {
+                return Ok(i.clone());
+            }
+            c.pool.clone()
+        };
+        let i = pool
             .open(&image_name(volume))
-            .map_err(|e| to_backend(e, Some(volume)))?;
-        Ok(self.open.lock().entry(volume).or_insert(i).clone())
+            .map_err(|e| self.fail(e, volume, &pool.cluster().client_name()))?;
+        let mut c = self.conn.lock();
+        if !Arc::ptr_eq(&c.pool, &pool) {
+            // Connected again meanwhile: this handle belongs to the old connection.
+            return Err(BackendError::Unavailable(format!(
+                "the connection to Ceph was renewed while opening {}",
+                image_name(volume)
+            )));
+        }
+        Ok(c.open.entry(volume).or_insert(i).clone())
+    }
+
+    /// The backend error for `e`, met on `volume` through connection `client`. A blocklisted
+    /// connection is replaced, and a claim made through it is lost: [`BackendError::Fenced`].
+    /// So is a claimed image whose lock another client took (`EROFS`).
+    fn fail(&self, e: CephError, volume: VolumeId, client: &str) -> BackendError {
+        match e.errno {
+            EBLOCKLISTED => {
+                self.reconnect(client);
+                if self.claims.lock().get(&volume) == Some(&Claim::Lost) {
+                    return BackendError::Fenced { volume };
+                }
+                BackendError::Unavailable(format!(
+                    "{e} (this node's Ceph client was blocklisted; it connected again)"
+                ))
+            }
+            EROFS => {
+                let mut claims = self.claims.lock();
+                match claims.get_mut(&volume) {
+                    Some(c) => {
+                        *c = Claim::Lost;
+                        BackendError::Fenced { volume }
+                    }
+                    None => to_backend(e, Some(volume)),
+                }
+            }
+            _ => to_backend(e, Some(volume)),
+        }
+    }
+
+    /// Replaces connection `client` (blocklisted) with a new one, unless that was done
+    /// already; its claims are lost.
+    fn reconnect(&self, client: &str) {
+        let mut c = self.conn.lock();
+        if c.client != client {
+            return;
+        }
+        {
+            let mut claims = self.claims.lock();
+            for (volume, claim) in claims.iter_mut() {
+                if *claim == Claim::Held(client.to_string()) {
+                    tracing::error!(%volume, %client,
+                        "this node's claim on the RBD image was broken: it is fenced off the image");
+                    *claim = Claim::Lost;
+                }
+            }
+        }
+        match Self::connect_checked(&self.cfg) {
+            Ok(fresh) => {
+                let fresh = fresh.conn.into_inner();
+                tracing::warn!(old = %client, new = %fresh.client,
+                    "the Ceph client was blocklisted; connected again as a new client");
+                *c = fresh;
+            }
+            // The next failure tries again.
+            Err((_, e)) => tracing::warn!(%client, "connecting to Ceph again failed: {e}"),
+        }
+    }
+
+    /// Refuses writes to a volume whose claim was lost.
+    fn check_fence(&self, volume: VolumeId) -> Result<(), BackendError> {
+        match self.claims.lock().get(&volume) {
+            Some(Claim::Lost) => Err(BackendError::Fenced { volume }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The clients holding `volume`'s image lock (their addresses), for tests and status.
+    pub fn lock_owners(&self, volume: VolumeId) -> Result<Vec<String>, BackendError> {
+        let image = self.image(volume)?;
+        image
+            .lock_owners()
+            .map_err(|e| self.fail(e, volume, &image.client_name()))
+    }
+
+    /// Whether this backend's connection holds `volume`'s image lock.
+    pub fn holds_lock(&self, volume: VolumeId) -> Result<bool, BackendError> {
+        let image = self.image(volume)?;
+        image
+            .is_lock_owner()
+            .map_err(|e| self.fail(e, volume, &image.client_name()))
+    }
+
+    /// This backend's current connection (`client.<global id>`, new on every connection).
+    pub fn client_name(&self) -> String {
+        self.conn.lock().client.clone()
     }
 
     fn check_range(
@@ -205,15 +351,16 @@ impl RbdBackend {
 impl Backend for RbdBackend {
     fn create(&self, volume: VolumeId, size: ByteSize) -> Result<(), BackendError> {
         check_size(volume, size)?;
-        self.pool
-            .create(&image_name(volume), size.0, FEATURE_LAYERING)
-            .map_err(|e| to_backend(e, Some(volume)))
+        let pool = self.pool();
+        pool.create(&image_name(volume), size.0, FEATURES)
+            .map_err(|e| self.fail(e, volume, &pool.cluster().client_name()))
     }
 
     fn resize(&self, volume: VolumeId, size: ByteSize) -> Result<(), BackendError> {
         check_size(volume, size)?;
         let image = self.image(volume)?;
-        let now = image.size().map_err(|e| to_backend(e, Some(volume)))?;
+        let err = |e| self.fail(e, volume, &image.client_name());
+        let now = image.size().map_err(err)?;
         if size.0 < now {
             return Err(BackendError::InvalidSize {
                 volume,
@@ -221,37 +368,38 @@ impl Backend for RbdBackend {
                 reason: "images only grow",
             });
         }
-        image
-            .resize(size.0)
-            .map_err(|e| to_backend(e, Some(volume)))
+        image.resize(size.0).map_err(err)
     }
 
     fn delete(&self, volume: VolumeId) -> Result<(), BackendError> {
         let image = self.image(volume)?;
-        let err = |e| to_backend(e, Some(volume));
+        let err = |e| self.fail(e, volume, &image.client_name());
         for snap in image.snapshots().map_err(err)? {
             if image.snap_is_protected(&snap).map_err(err)? {
                 image.snap_unprotect(&snap).map_err(err)?;
             }
             image.snap_remove(&snap).map_err(err)?;
         }
-        self.open.lock().remove(&volume);
-        drop(image); // closes it: an open image cannot be removed
-        self.pool
+        self.claims.lock().remove(&volume);
+        self.conn.lock().open.remove(&volume);
+        drop(image); // closes it (and gives its lock up): an open image cannot be removed
+        self.pool()
             .remove(&image_name(volume))
             .map_err(|e| match e.errno {
                 16 => BackendError::Unavailable(format!(
                     "image {} is open elsewhere (another node still uses it); try again later",
                     image_name(volume)
                 )),
-                _ => err(e),
+                _ => to_backend(e, Some(volume)),
             })
     }
 
     fn size(&self, volume: VolumeId) -> Result<ByteSize, BackendError> {
         let image = self.image(volume)?;
         Ok(ByteSize(
-            image.size().map_err(|e| to_backend(e, Some(volume)))?,
+            image
+                .size()
+                .map_err(|e| self.fail(e, volume, &image.client_name()))?,
         ))
     }
 
@@ -263,8 +411,8 @@ impl Backend for RbdBackend {
     ) -> Result<(), BackendError> {
         let image = self.image(volume)?;
         self.check_range(volume, &image, offset.0, buf.len() as u64)?;
-        let (n, data) =
-            block_on(image.read(offset.0, buf.len())).map_err(|e| to_backend(e, Some(volume)))?;
+        let (n, data) = block_on(image.read(offset.0, buf.len()))
+            .map_err(|e| self.fail(e, volume, &image.client_name()))?;
         let data = data.unwrap_or_default();
         if n as usize != buf.len() || data.len() != buf.len() {
             return Err(BackendError::Io {
@@ -288,8 +436,10 @@ impl Backend for RbdBackend {
         volume: VolumeId,
         extents: &[(ByteOffset, &[u8])],
     ) -> Result<(), BackendError> {
+        self.check_fence(volume)?;
         let image = self.image(volume)?;
-        let size = image.size().map_err(|e| to_backend(e, Some(volume)))?;
+        let err = |e| self.fail(e, volume, &image.client_name());
+        let size = image.size().map_err(err)?;
         for (offset, data) in extents {
             check_io(volume, size, offset.0, data.len() as u64)?;
         }
@@ -297,8 +447,18 @@ impl Backend for RbdBackend {
             .iter()
             .map(|(offset, data)| image.write(offset.0, data.to_vec()))
             .collect();
+        // Every error is looked at: a fenced write among others that failed otherwise still
+        // says the volume is fenced.
+        let mut first = None;
         for r in block_on(futures::future::join_all(all)) {
-            r.map_err(|e| to_backend(e, Some(volume)))?;
+            if let Err(e) = r.map_err(err) {
+                if first.is_none() || matches!(e, BackendError::Fenced { .. }) {
+                    first = Some(e);
+                }
+            }
+        }
+        if let Some(e) = first {
+            return Err(e);
         }
         Ok(())
     }
@@ -309,18 +469,20 @@ impl Backend for RbdBackend {
         offset: ByteOffset,
         len: ByteSize,
     ) -> Result<(), BackendError> {
+        self.check_fence(volume)?;
         let image = self.image(volume)?;
         self.check_range(volume, &image, offset.0, len.0)?;
         block_on(image.write_zeroes(offset.0, len.0 as usize))
             .map(|_| ())
-            .map_err(|e| to_backend(e, Some(volume)))
+            .map_err(|e| self.fail(e, volume, &image.client_name()))
     }
 
     fn flush(&self, volume: VolumeId) -> Result<(), BackendError> {
+        self.check_fence(volume)?;
         let image = self.image(volume)?;
         block_on(image.flush())
             .map(|_| ())
-            .map_err(|e| to_backend(e, Some(volume)))
+            .map_err(|e| self.fail(e, volume, &image.client_name()))
     }
 
     fn snapshot(&self, volume: VolumeId, name: &str) -> Result<(), BackendError> {
@@ -329,7 +491,7 @@ impl Backend for RbdBackend {
             17 => BackendError::Exists {
                 what: format!("{volume}@{name}"),
             },
-            _ => to_backend(e, Some(volume)),
+            _ => self.fail(e, volume, &image.client_name()),
         })
     }
 
@@ -354,12 +516,10 @@ impl Backend for RbdBackend {
                 Err(e) if e.errno == 16 => {}
                 r => r.map_err(not_found)?,
             }
-            match self.pool.clone_image(
-                &image_name(source),
-                name,
-                &image_name(target),
-                FEATURE_LAYERING,
-            ) {
+            match self
+                .pool()
+                .clone_image(&image_name(source), name, &image_name(target), FEATURES)
+            {
                 Err(e) if e.errno == 22 && attempt < 3 => continue,
                 r => r.map_err(|e| to_backend(e, Some(target)))?,
             }
@@ -404,6 +564,78 @@ impl Backend for RbdBackend {
     fn write_timeout(&self) -> Duration {
         // An op that timed out may have been queued at an OSD a little longer.
         self.op_timeout + Duration::from_secs(1)
+    }
+
+    fn claim(&self, volume: VolumeId) -> Result<(), BackendError> {
+        let image = self.image(volume)?;
+        let me = image.client_name();
+        let err = |e: CephError| match e.errno {
+            EBLOCKLISTED => self.fail(e, volume, &me),
+            // Another client keeps taking the lock: try later.
+            EROFS | EBUSY => BackendError::Unavailable(format!(
+                "{e} (another client keeps taking the image's lock)"
+            )),
+            _ => to_backend(e, Some(volume)),
+        };
+        if self.claims.lock().get(&volume) == Some(&Claim::Held(me.clone()))
+            && image.is_lock_owner().map_err(err)?
+        {
+            return Ok(());
+        }
+        // Images made before claims existed get the lock feature now, and are opened again
+        // (an open handle does not take the lock up).
+        let image = if image.features().map_err(err)? & FEATURE_EXCLUSIVE_LOCK == 0 {
+            image
+                .update_features(FEATURE_EXCLUSIVE_LOCK, true)
+                .map_err(err)?;
+            self.conn.lock().open.remove(&volume);
+            drop(image);
+            self.image(volume)?
+        } else {
+            image
+        };
+        // Break whoever else holds the lock (Ceph blocklists it), then take it. Another
+        // client may take it between the two: then break that one too.
+        for attempt in 0.. {
+            if image.is_lock_owner().map_err(err)? {
+                // Taken by this connection already (a write takes it on its own): keep it.
+                image.lock_acquire().map_err(err)?;
+                break;
+            }
+            for owner in image.lock_owners().map_err(err)? {
+                {
+                    tracing::warn!(%volume, %owner, "breaking another client's lock on the RBD image (it is blocklisted)");
+                    match image.lock_break(&owner) {
+                        // ENOENT: it went meanwhile.
+                        Err(e) if e.errno == 2 => {}
+                        r => r.map_err(err)?,
+                    }
+                }
+            }
+            match image.lock_acquire() {
+                Err(e) if (e.errno == EROFS || e.errno == EBUSY) && attempt < 3 => continue,
+                r => r.map_err(err)?,
+            }
+            break;
+        }
+        self.claims.lock().insert(volume, Claim::Held(me));
+        Ok(())
+    }
+
+    fn release_claim(&self, volume: VolumeId) -> Result<(), BackendError> {
+        let claim = self.claims.lock().remove(&volume);
+        let Some(Claim::Held(client)) = claim else {
+            return Ok(());
+        };
+        let image = self.image(volume)?;
+        if image.client_name() != client {
+            return Ok(()); // that connection is gone, and its lock with it
+        }
+        match image.lock_release() {
+            // Not held (any more): nothing to give up.
+            Err(e) if e.errno == 22 || e.errno == 2 => Ok(()),
+            r => r.map_err(|e| self.fail(e, volume, &client)),
+        }
     }
 
     fn describe(&self) -> String {

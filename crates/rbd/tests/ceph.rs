@@ -106,3 +106,98 @@ fn rbd_backend_on_real_ceph() {
     b.delete(v).unwrap();
     assert!(matches!(b.size(v), Err(BackendError::NotFound { .. })));
 }
+
+/// Two connections stand for two nodes. A claim breaks the other's lock and Ceph blocklists
+/// it: its writes to that image fail as fenced and do not land, while it reconnects and goes on
+/// with its other images; a claim given up in order fences nobody.
+#[test]
+fn a_claim_fences_the_previous_holder_off_the_image() {
+    let ceph = CephCluster::start().unwrap();
+    let a = RbdBackend::connect(&ceph.config()).unwrap();
+    let b = RbdBackend::connect(&ceph.config()).unwrap();
+    let (v, w) = (VolumeId::random(), VolumeId::random());
+    a.create(v, ByteSize::mib(4)).unwrap();
+    a.create(w, ByteSize::mib(4)).unwrap();
+    let read = |x: &RbdBackend, vol| {
+        let mut buf = [0u8; 4096];
+        x.read(vol, ByteOffset(0), &mut buf).unwrap();
+        buf[0]
+    };
+
+    // a claims v and writes.
+    a.claim(v).unwrap();
+    assert!(a.holds_lock(v).unwrap());
+    assert_eq!(a.lock_owners(v).unwrap().len(), 1);
+    a.write(v, ByteOffset(0), &[1; 4096]).unwrap();
+    a.flush(v).unwrap();
+    a.write(w, ByteOffset(0), &[1; 4096]).unwrap();
+    a.flush(w).unwrap();
+    let a_first = a.client_name();
+
+    // b claims v: a's lock is broken and a is blocklisted.
+    let a_addr = a.lock_owners(v).unwrap().remove(0);
+    b.claim(v).unwrap();
+    assert!(b.holds_lock(v).unwrap());
+    let b_addr = b.lock_owners(v).unwrap();
+    assert_eq!(b_addr.len(), 1);
+    assert_ne!(b_addr[0], a_addr);
+    let blocklist = ceph.ceph(&["osd", "blocklist", "ls"]).unwrap();
+    assert!(blocklist.contains(&a_addr), "{a_addr} not in {blocklist}");
+
+    // a's next write to v fails as fenced, and lands nowhere.
+    let e = a.write(v, ByteOffset(0), &[2; 4096]).unwrap_err();
+    assert!(
+        matches!(e, BackendError::Fenced { volume } if volume == v),
+        "{e}"
+    );
+    assert!(!e.is_transient());
+    assert_eq!(read(&b, v), 1);
+    // It stays fenced off v (a new connection does not bring the claim back) ...
+    assert_ne!(
+        a.client_name(),
+        a_first,
+        "a connected again as a new client"
+    );
+    let e = a.write(v, ByteOffset(0), &[2; 4096]).unwrap_err();
+    assert!(matches!(e, BackendError::Fenced { .. }), "{e}");
+    assert!(matches!(a.flush(v), Err(BackendError::Fenced { .. })));
+    // ... while it reads v and writes its other images on the new connection.
+    assert_eq!(read(&a, v), 1);
+    a.write(w, ByteOffset(0), &[3; 4096]).unwrap();
+    a.flush(w).unwrap();
+    assert_eq!(read(&b, w), 3);
+    // b writes v.
+    b.write(v, ByteOffset(0), &[4; 4096]).unwrap();
+    b.flush(v).unwrap();
+
+    // A claim given up in order (a handover): the next claim blocklists nobody.
+    b.release_claim(v).unwrap();
+    let b_client = b.client_name();
+    a.claim(v).unwrap();
+    assert!(a.holds_lock(v).unwrap());
+    a.write(v, ByteOffset(0), &[5; 4096]).unwrap();
+    a.flush(v).unwrap();
+    b.write(w, ByteOffset(0), &[6; 4096]).unwrap();
+    b.flush(w).unwrap();
+    assert_eq!(b.client_name(), b_client, "b was not blocklisted");
+    let blocklist = ceph.ceph(&["osd", "blocklist", "ls"]).unwrap();
+    assert!(!blocklist.contains(&b_addr[0]), "{blocklist}");
+    assert_eq!(read(&b, v), 5);
+
+    // An image made without the lock feature (before claims existed) gets it when claimed.
+    let old = VolumeId::random();
+    ceph.rbd(&[
+        "create",
+        "--size",
+        "4",
+        "--image-feature",
+        "layering",
+        &image_name(old),
+    ])
+    .unwrap();
+    a.claim(old).unwrap();
+    let info = ceph.rbd(&["info", &image_name(old)]).unwrap();
+    assert!(info.contains("exclusive-lock"), "{info}");
+    a.write(old, ByteOffset(0), &[7; 4096]).unwrap();
+    a.flush(old).unwrap();
+}
