@@ -70,6 +70,11 @@ pub struct MemBackend {
     down: AtomicBool,
     writes: AtomicU64,
     flushes: AtomicU64,
+    /// Volumes another node claimed (see [`MemBackend::fence_off`]).
+    fenced: Mutex<std::collections::HashSet<VolumeId>>,
+    /// Claims and releases made, in order (`true` for a claim).
+    claims: Mutex<Vec<(VolumeId, bool)>>,
+    refuse_claims: AtomicBool,
 }
 
 impl MemBackend {
@@ -81,6 +86,29 @@ impl MemBackend {
     /// Makes every operation fail with [`BackendError::Unavailable`] (`false`) or work again.
     pub fn set_available(&self, available: bool) {
         self.down.store(!available, Ordering::SeqCst);
+    }
+
+    /// Models another node claiming `volume`'s image: this backend's writes, discards and
+    /// flushes of it fail with [`BackendError::Fenced`] until it claims the image again.
+    pub fn fence_off(&self, volume: VolumeId) {
+        self.fenced.lock().insert(volume);
+    }
+
+    /// Makes claims fail with [`BackendError::Unavailable`] (`true`) or work again.
+    pub fn refuse_claims(&self, refuse: bool) {
+        self.refuse_claims.store(refuse, Ordering::SeqCst);
+    }
+
+    /// The claims (`true`) and releases made so far, in order.
+    pub fn claim_log(&self) -> Vec<(VolumeId, bool)> {
+        self.claims.lock().clone()
+    }
+
+    fn unfenced(&self, volume: VolumeId) -> Result<(), BackendError> {
+        if self.fenced.lock().contains(&volume) {
+            return Err(BackendError::Fenced { volume });
+        }
+        Ok(())
     }
 
     /// The number of `write` calls (each extent of `write_many` counts) and of `flush` calls.
@@ -229,6 +257,7 @@ impl Backend for MemBackend {
 
     fn write(&self, volume: VolumeId, offset: ByteOffset, data: &[u8]) -> Result<(), BackendError> {
         self.writes.fetch_add(1, Ordering::Relaxed);
+        self.unfenced(volume)?;
         self.with_image(volume, |img| {
             check_sector(
                 volume,
@@ -247,6 +276,7 @@ impl Backend for MemBackend {
         offset: ByteOffset,
         len: ByteSize,
     ) -> Result<(), BackendError> {
+        self.unfenced(volume)?;
         self.with_image(volume, |img| {
             check_sector(volume, offset.0, len.0, img.durable.len() as u64)?;
             img.put(offset.0 as usize, &vec![0; len.0 as usize]);
@@ -256,6 +286,7 @@ impl Backend for MemBackend {
 
     fn flush(&self, volume: VolumeId) -> Result<(), BackendError> {
         self.flushes.fetch_add(1, Ordering::Relaxed);
+        self.unfenced(volume)?;
         self.with_image(volume, |img| {
             img.flush();
             Ok(())
@@ -326,6 +357,23 @@ impl Backend for MemBackend {
 
     fn describe(&self) -> String {
         "memory".into()
+    }
+
+    fn claim(&self, volume: VolumeId) -> Result<(), BackendError> {
+        self.up()?;
+        if self.refuse_claims.load(Ordering::SeqCst) {
+            return Err(BackendError::Unavailable(
+                "memory backend refuses claims".into(),
+            ));
+        }
+        self.fenced.lock().remove(&volume);
+        self.claims.lock().push((volume, true));
+        Ok(())
+    }
+
+    fn release_claim(&self, volume: VolumeId) -> Result<(), BackendError> {
+        self.claims.lock().push((volume, false));
+        Ok(())
     }
 }
 

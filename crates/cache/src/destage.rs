@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
-use alcubierre_backend::Backend;
+use alcubierre_backend::{Backend, BackendError};
 use alcubierre_io::AlignedBuf;
 use alcubierre_types::{ByteOffset, ByteSize, VolumeId};
 
@@ -24,7 +24,7 @@ use crate::format::{
     SECTORS_PER_BLOCK as SPB,
 };
 use crate::logread::Batches;
-use crate::partition::{Partition, SECTOR};
+use crate::partition::{ClaimState, Partition, SECTOR};
 
 /// What one destage round did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -66,6 +66,7 @@ impl Partition {
         backend: &dyn Backend,
         budget: u64,
     ) -> Result<RoundStats, CacheError> {
+        self.settle_claims(backend);
         let mut cursor = self.cursor.lock();
         let head = self.head_virt.load(Ordering::Acquire);
         let mut stats = RoundStats::default();
@@ -96,12 +97,13 @@ impl Partition {
             .iter()
             .map(|(v, r)| (*v, r.released))
             .collect();
-        // Primaries whose fence is closed are held like a follower's volumes.
+        // Primaries whose fence is closed, or whose image is not claimed, are held like a
+        // follower's volumes.
         let primaries: std::collections::HashSet<VolumeId> = self
             .primaries
             .lock()
             .iter()
-            .filter(|(_, fence)| fence.allows())
+            .filter(|(_, fence)| fence.allows() && fence.claim_state() == ClaimState::Claimed)
             .map(|(v, _)| *v)
             .collect();
         let released_of = |e: &crate::format::Entry| released.get(&e.volume).copied().unwrap_or(0);
@@ -173,6 +175,15 @@ impl Partition {
                     Ok(b) => stats.bytes += b,
                     Err(e) => {
                         self.counters.backend_errors.fetch_add(1, Ordering::Relaxed);
+                        if let CacheError::Backend(BackendError::Fenced { volume }) = &e {
+                            // Another node claimed the image: this node never destages the
+                            // volume again as this primary (its writes are held from now on).
+                            if let Some(f) = self.primaries.lock().get(volume) {
+                                tracing::error!(partition = self.id, %volume,
+                                    "another node claimed the volume's backend image: destage of it stops here");
+                                f.set_claim(ClaimState::Lost);
+                            }
+                        }
                         applied = Err(e);
                         break;
                     }
@@ -273,6 +284,46 @@ impl Partition {
             n.fetch_add(t.as_nanos() as u64, Ordering::Relaxed);
         }
         Ok(stats)
+    }
+
+    /// Gives up the backend claims of volumes no longer primary here, then claims the images
+    /// of primaries whose fence allows destaging and that have not claimed yet. A claim that
+    /// fails is tried again before the next round; meanwhile the volume is held.
+    fn settle_claims(&self, backend: &dyn Backend) {
+        let releases = std::mem::take(&mut *self.to_release.lock());
+        for volume in releases {
+            if self.primaries.lock().contains_key(&volume) {
+                continue; // primary here again: it keeps the claim
+            }
+            match backend.release_claim(volume) {
+                Ok(()) => {
+                    tracing::info!(partition = self.id, %volume, "gave the backend image's claim up")
+                }
+                // The next claim then fences this node off, which is safe.
+                Err(e) => tracing::warn!(partition = self.id, %volume,
+                    "giving the backend image's claim up failed: {e}"),
+            }
+        }
+        let wanted: Vec<(VolumeId, crate::partition::DestageFence)> = self
+            .primaries
+            .lock()
+            .iter()
+            .filter(|(_, f)| f.claim_state() == ClaimState::Unclaimed && f.allows())
+            .map(|(v, f)| (*v, f.clone()))
+            .collect();
+        for (volume, fence) in wanted {
+            match backend.claim(volume) {
+                Ok(()) => {
+                    tracing::debug!(partition = self.id, %volume, "claimed the backend image");
+                    fence.set_claim(ClaimState::Claimed);
+                }
+                Err(e) => {
+                    self.counters.backend_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(partition = self.id, %volume,
+                        "claiming the backend image failed; the volume's destage waits: {e}");
+                }
+            }
+        }
     }
 
     /// Adds batch `h` (data in `data`, batch number `bi` of the round) to the round's state.

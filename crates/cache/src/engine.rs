@@ -336,7 +336,8 @@ impl Engine {
 
     /// Sets how the destager treats `volume`'s replicated writes (a follower's wait for the
     /// primary's release). Not persistent: after a restart every volume holding replicated
-    /// writes is a follower until its role is set again.
+    /// writes is a follower until its role is set again. A primary that becomes a follower
+    /// gives its claim on the backend image up (the destager does, before its next round).
     pub fn set_replica_role(&self, volume: VolumeId, role: crate::partition::ReplicaRole) {
         let p = self.partition_of(volume);
         {
@@ -347,7 +348,12 @@ impl Engine {
                         .or_insert_with(crate::partition::DestageFence::open);
                 }
                 crate::partition::ReplicaRole::Follower => {
-                    set.remove(&volume);
+                    if set
+                        .remove(&volume)
+                        .is_some_and(|f| f.claim_state() == crate::partition::ClaimState::Claimed)
+                    {
+                        p.to_release.lock().push(volume);
+                    }
                 }
             };
         }

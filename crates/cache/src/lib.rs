@@ -43,7 +43,7 @@ pub use destage::RoundStats;
 pub use engine::{CacheStats, Engine, FormatOptions, RecoveryReport};
 pub use error::CacheError;
 pub use limiter::RateLimiter;
-pub use partition::{DestageFence, Op, Partition, RepLog, ReplicaRole, Tag};
+pub use partition::{ClaimState, DestageFence, Op, Partition, RepLog, ReplicaRole, Tag};
 pub use recovery::PartitionReport;
 pub use replay::{ReplayEnd, Replayed};
 pub use service::{CacheService, CacheVolume, ServiceConfig, VolumeOpener, WriteCallback};

@@ -168,6 +168,9 @@ pub struct Partition {
     /// Volumes this node is primary of (their replicated writes are destaged here, when their
     /// fence allows).
     pub(crate) primaries: Mutex<std::collections::HashMap<VolumeId, DestageFence>>,
+    /// Volumes whose claim on the backend image this node gives up (no longer primary here):
+    /// the destager releases them before its next round.
+    pub(crate) to_release: Mutex<Vec<VolumeId>>,
     /// Bumped by whatever can let a follower's held writes go (a release, a role change, a
     /// drop), so a destager stopped at held writes sleeps until then instead of re-reading
     /// the log on every commit.
@@ -198,29 +201,73 @@ pub struct RepLog {
 
 /// When a primary may destage a volume's replicated writes: only while `allowed` says so (its
 /// node's lease holds: an old primary cut off from the cluster stops writing into the backend
-/// before a new primary is made), and not before `not_before` (a new primary waits until an
-/// old primary's last backend writes have landed or failed, so none of them lands over the
-/// new primary's newer data). See docs/design/replication.md, "Backend fencing".
+/// before a new primary is made), not before `not_before` (a new primary waits until an old
+/// primary's last backend writes have landed or failed, so none of them lands over the new
+/// primary's newer data), and once this node holds the volume's backend image
+/// ([`Backend::claim`](alcubierre_backend::Backend::claim), taken by the destager before the
+/// first round; it fences the old primary off the image where the backend can). See
+/// docs/design/replication.md, "Backend fencing".
 #[derive(Clone)]
 pub struct DestageFence {
     /// Whether destaging may go on now.
     pub allowed: std::sync::Arc<dyn Fn() -> bool + Send + Sync>,
     /// Not before this instant.
     pub not_before: std::time::Instant,
+    /// Where the claim on the backend image stands ([`ClaimState`] as a number).
+    claim: std::sync::Arc<std::sync::atomic::AtomicU8>,
+}
+
+/// Where a primary's claim on its volume's backend image stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimState {
+    /// Not taken yet: the destager takes it before the volume's first round.
+    Unclaimed,
+    /// Held: the volume is destaged.
+    Claimed,
+    /// Another node claimed the image: this node is fenced off it and never destages the
+    /// volume again under this fence (a new primary, with a new fence, claims it anew).
+    Lost,
 }
 
 impl DestageFence {
-    /// No fence: destage whenever there is work.
-    pub fn open() -> Self {
+    /// Destages while `allowed` holds, from `not_before` on, once the image is claimed.
+    pub fn new(
+        allowed: std::sync::Arc<dyn Fn() -> bool + Send + Sync>,
+        not_before: std::time::Instant,
+    ) -> Self {
         Self {
-            allowed: std::sync::Arc::new(|| true),
-            not_before: std::time::Instant::now(),
+            allowed,
+            not_before,
+            claim: Default::default(),
         }
     }
 
-    /// Whether destaging may go on now.
+    /// No fence but the claim: destage whenever there is work.
+    pub fn open() -> Self {
+        Self::new(std::sync::Arc::new(|| true), std::time::Instant::now())
+    }
+
+    /// Whether destaging may go on now (the claim aside).
     pub fn allows(&self) -> bool {
         std::time::Instant::now() >= self.not_before && (self.allowed)()
+    }
+
+    /// Where the claim on the backend image stands.
+    pub fn claim_state(&self) -> ClaimState {
+        match self.claim.load(std::sync::atomic::Ordering::Acquire) {
+            0 => ClaimState::Unclaimed,
+            1 => ClaimState::Claimed,
+            _ => ClaimState::Lost,
+        }
+    }
+
+    pub(crate) fn set_claim(&self, s: ClaimState) {
+        let n = match s {
+            ClaimState::Unclaimed => 0,
+            ClaimState::Claimed => 1,
+            ClaimState::Lost => 2,
+        };
+        self.claim.store(n, std::sync::atomic::Ordering::Release);
     }
 }
 
@@ -282,6 +329,7 @@ impl Partition {
             notify_bytes: AtomicU64::new(1 << 20),
             replog: Mutex::new(std::collections::HashMap::new()),
             primaries: Mutex::new(std::collections::HashMap::new()),
+            to_release: Mutex::new(Vec::new()),
             hold_gen: AtomicU64::new(0),
             read_bufs: Mutex::new(Vec::new()),
             prefetched: Mutex::new(None),

@@ -209,10 +209,10 @@ fn a_primary_destages_only_while_its_fence_allows() {
     let held = lease.clone();
     e.set_primary_fenced(
         a,
-        alcubierre_cache::DestageFence {
-            allowed: Arc::new(move || held.load(Ordering::SeqCst)),
-            not_before: Instant::now(),
-        },
+        alcubierre_cache::DestageFence::new(
+            Arc::new(move || held.load(Ordering::SeqCst)),
+            Instant::now(),
+        ),
     );
     let ops = vec![
         e.write_op(b, Lba(0), Bytes::from(vec![0x0b; 4096]))
@@ -243,10 +243,10 @@ fn a_primary_destages_only_while_its_fence_allows() {
     // A new primary's fence that opens later: nothing before then, then everything.
     e.set_primary_fenced(
         a,
-        alcubierre_cache::DestageFence {
-            allowed: Arc::new(|| true),
-            not_before: Instant::now() + Duration::from_millis(300),
-        },
+        alcubierre_cache::DestageFence::new(
+            Arc::new(|| true),
+            Instant::now() + Duration::from_millis(300),
+        ),
     );
     let op = e
         .write_op(a, Lba(1), Bytes::from(vec![0x22; 4096]))
@@ -261,4 +261,80 @@ fn a_primary_destages_only_while_its_fence_allows() {
     std::thread::sleep(Duration::from_millis(350));
     e.destage_all().unwrap();
     assert_eq!(backend_block(&backend, a, 1), 0x22);
+}
+
+/// A primary claims its volume's backend image before the first destage round; while the
+/// claim fails the volume is held. When another node claims the image (the backend answers
+/// Fenced), the fence's claim is lost for good: nothing more of the volume is destaged under
+/// it. A primary that becomes a follower gives its claim up.
+#[test]
+fn a_primary_claims_the_image_before_destaging_and_stops_when_fenced_off() {
+    use alcubierre_cache::{ClaimState, DestageFence, ReplicaRole};
+    use std::time::Instant;
+
+    let medium: Arc<dyn Medium> = Arc::new(MemMedium::new(4 << 20));
+    Engine::format(&*medium, &small_format(1)).unwrap();
+    let backend = Arc::new(MemBackend::new());
+    let a = vol(1);
+    let g = geometry(1 << 20);
+    backend
+        .create(a, alcubierre_types::ByteSize(1 << 20))
+        .unwrap();
+    let e = open(medium, backend.clone(), &[(a, g)]);
+    let p = e.partition_of(a).clone();
+    let write = |block: u64, byte: u8, seq: u64| {
+        let op = e
+            .write_op(a, Lba(block * 8), Bytes::from(vec![byte; 4096]))
+            .unwrap();
+        p.commit_tagged(&[op], &[tag(1, seq)])
+            .pop()
+            .unwrap()
+            .unwrap();
+    };
+    let fence = DestageFence::new(Arc::new(|| true), Instant::now());
+    e.set_primary_fenced(a, fence.clone());
+    write(0, 0x11, 1);
+
+    // The claim fails: nothing destaged, the volume waits.
+    backend.refuse_claims(true);
+    e.destage_round(1 << 20).unwrap();
+    assert_eq!(fence.claim_state(), ClaimState::Unclaimed);
+    assert_eq!(backend_block(&backend, a, 0), 0);
+    // It works: claimed once, then destaged.
+    backend.refuse_claims(false);
+    e.destage_all().unwrap();
+    assert_eq!(fence.claim_state(), ClaimState::Claimed);
+    assert_eq!(backend_block(&backend, a, 0), 0x11);
+    write(1, 0x22, 2);
+    e.destage_all().unwrap();
+    assert_eq!(backend_block(&backend, a, 1), 0x22);
+    assert_eq!(backend.claim_log(), vec![(a, true)], "claimed once");
+
+    // Another node claims the image: the round fails as fenced, and the claim is lost.
+    backend.fence_off(a);
+    write(2, 0x33, 3);
+    let err = e.destage_round(1 << 20).unwrap_err();
+    assert!(err.to_string().contains("claimed by another node"), "{err}");
+    assert_eq!(fence.claim_state(), ClaimState::Lost);
+    // From then on the volume is held: rounds succeed without touching it, and it is not
+    // claimed again under this fence.
+    let writes = backend.counts().0;
+    assert_eq!(e.destage_round(1 << 20).unwrap().batches, 0);
+    assert_eq!(backend.counts().0, writes);
+    assert_eq!(backend_block(&backend, a, 2), 0);
+    assert_eq!(backend.claim_log(), vec![(a, true)]);
+    // The data is still served from the cache.
+    assert_eq!(&e.read(a, Lba(16), BlockCount(1)).unwrap()[..1], &[0x33]);
+
+    // A new primary term (a new fence) claims again and destages.
+    let again = DestageFence::new(Arc::new(|| true), Instant::now());
+    e.set_primary_fenced(a, again.clone());
+    e.destage_all().unwrap();
+    assert_eq!(again.claim_state(), ClaimState::Claimed);
+    assert_eq!(backend_block(&backend, a, 2), 0x33);
+
+    // Becoming a follower gives the claim up before the next round.
+    e.set_replica_role(a, ReplicaRole::Follower);
+    e.destage_round(1 << 20).unwrap();
+    assert_eq!(backend.claim_log(), vec![(a, true), (a, true), (a, false)]);
 }

@@ -359,6 +359,29 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
     for id in closed {
         local.paths.remove(&id).expect("listed").close(p, &id);
     }
+    // Primaries fenced off their backend image (another node claimed it): they stopped
+    // serving, and serve again only in a newer epoch, which they ask the leader for (the store
+    // then says who serves; docs/design/replication.md, "Backend fencing").
+    let fenced: Vec<String> = local
+        .exported
+        .iter()
+        .filter(|(_, e)| e.primary.fenced())
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in fenced {
+        let mut e = local.exported.remove(&id).expect("listed");
+        if let Some(path) = local.paths.get(&id) {
+            path.role.retire();
+            path.down("another node claimed the volume's backend image");
+        }
+        e.progress.withdraw(&**store, &id).await?;
+        local.floors.insert(id.clone(), e.epoch);
+        tracing::error!(node = %p.name, volume = %e.name, epoch = e.epoch,
+            "fenced off the backend image by another node: stopped serving; asking for a new epoch");
+        if let Err(err) = unexport(p, &id, false) {
+            tracing::error!(node = %p.name, volume = %e.name, "unexport failed: {err:#}");
+        }
+    }
     // Exports that end: deleted, or no longer primary here.
     let gone: Vec<String> = local
         .exported
@@ -447,8 +470,11 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
         if v.primary == p.name {
             match local.exported.get_mut(&v.id) {
                 None => {
-                    // After a restart: serve only in a newer epoch than the one found.
-                    if created.get(&v.id).copied().unwrap_or(0) <= local.start_rev {
+                    // After a restart (or once fenced): serve only in a newer epoch than the
+                    // one found.
+                    if created.get(&v.id).copied().unwrap_or(0) <= local.start_rev
+                        || local.floors.contains_key(&v.id)
+                    {
                         let floor = *local.floors.entry(v.id.clone()).or_insert(v.epoch);
                         if v.epoch <= floor {
                             path.down("the node restarted and waits for a new epoch");

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use alcubierre_block::{BlockDevice, BlockError, IoFuture};
 use alcubierre_cache::{
-    CacheVolume, DestageFence, Engine, ReplayEnd, Replayed, Tag, WriteCallback,
+    CacheVolume, ClaimState, DestageFence, Engine, ReplayEnd, Replayed, Tag, WriteCallback,
 };
 use alcubierre_types::{BlockCount, ByteSize, Lba, VolumeGeometry, VolumeId};
 use bytes::Bytes;
@@ -105,6 +105,9 @@ impl Lease {
     }
 }
 
+/// Why a fenced primary refuses I/O.
+const FENCED: &str = "another node claimed the volume's backend image; retry on another path";
+
 /// Most bytes of written data kept in memory for resync (older writes come from the journal).
 const WINDOW_BYTES: usize = 256 << 20;
 
@@ -138,6 +141,8 @@ pub struct PrimaryVolume {
     inner: Mutex<Inner>,
     next_conn: AtomicU64,
     failed: Mutex<Option<String>>,
+    /// Its destage fence, shared with the cache: a lost claim on the backend image fails it.
+    fence: DestageFence,
     /// Itself, for the tasks it starts from `&self` (block device calls).
     this: std::sync::Weak<PrimaryVolume>,
     /// The runtime it started in (journal completions run on the writer thread).
@@ -209,13 +214,11 @@ impl PrimaryVolume {
         // Destage only under the lease, and only once an earlier primary's backend writes are
         // done (docs/design/replication.md, "Backend fencing").
         let held = lease.clone();
-        engine.set_primary_fenced(
-            volume,
-            DestageFence {
-                allowed: Arc::new(move || held.holds()),
-                not_before: Instant::now() + engine.backend().write_timeout(),
-            },
+        let fence = DestageFence::new(
+            Arc::new(move || held.holds()),
+            Instant::now() + engine.backend().write_timeout(),
         );
+        engine.set_primary_fenced(volume, fence.clone());
         let (core, acts) = Primary::new(
             *volume.0.as_bytes(),
             me,
@@ -248,6 +251,7 @@ impl PrimaryVolume {
             }),
             next_conn: AtomicU64::new(1),
             failed: Mutex::new(None),
+            fence,
             rt: tokio::runtime::Handle::current(),
             destaging: std::sync::atomic::AtomicBool::new(false),
             events: Default::default(),
@@ -314,6 +318,14 @@ impl PrimaryVolume {
     }
 
     fn tick_locked(&self, inner: &mut Inner, destaged: u64) -> Vec<Action> {
+        if self.fence.claim_state() == ClaimState::Lost && self.failed.lock().is_none() {
+            // Another node claimed the backend image (docs/design/replication.md, "Backend
+            // fencing"): this node cannot destage the volume, so it stops serving it. The
+            // agent asks for a new epoch; the store decides who serves next.
+            tracing::error!(volume = %self.volume,
+                "another node claimed the volume's backend image: no longer serving it here");
+            self.stop_serving(inner, BlockError::Unavailable(FENCED.into()));
+        }
         let now = self.lease.now_ms();
         let mut acts = inner.core.tick(now, self.lease.until());
         if !inner.core.serving() && !inner.pending.is_empty() {
@@ -572,11 +584,20 @@ impl PrimaryVolume {
 
     /// The local journal failed (fail-stop) or stopped: nothing more is acknowledged here.
     fn journal_failed(&self, inner: &mut Inner, e: alcubierre_cache::CacheError) {
-        let e = BlockError::from(e);
+        self.stop_serving(inner, BlockError::from(e));
+    }
+
+    /// Nothing more is acknowledged here; waiting writes fail with `e`.
+    fn stop_serving(&self, inner: &mut Inner, e: BlockError) {
         *self.failed.lock() = Some(e.to_string());
         for (_, tx) in std::mem::take(&mut inner.pending) {
             let _ = tx.send(Err(e.clone()));
         }
+    }
+
+    /// Whether another node claimed the volume's backend image, so this primary stopped.
+    pub fn fenced(&self) -> bool {
+        self.fence.claim_state() == ClaimState::Lost
     }
 
     fn connect(self: &Arc<Self>, to: String) {
