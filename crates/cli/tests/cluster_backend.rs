@@ -56,7 +56,7 @@ async fn nodes_without_a_backend_section_use_the_cluster_configurations() {
     let address = BackendAddress::File {
         path: backend.display().to_string(),
     };
-    let (_procs, id, _, _) = serve_one_volume(dir.path(), &etcd, address).await;
+    let (_procs, _, id, _, _) = serve_one_volume(dir.path(), &etcd, address).await;
     // The volume's image is in the cluster configuration's backend, and nowhere else.
     assert!(backend.join(format!("{id}.img")).exists());
     assert!(!dir.path().join("backend").exists());
@@ -64,12 +64,19 @@ async fn nodes_without_a_backend_section_use_the_cluster_configurations() {
 
 /// Saves a cluster configuration naming `backend`, starts three nodes without a `[backend]`
 /// section, creates a volume and writes block 3 (0x7e) through NVMe/TCP, reading it back; the
-/// nodes, the volume's id, the API's address and the host's controller.
+/// nodes and their ready lines, the volume's id, the first node's API address and the host's
+/// controller.
 async fn serve_one_volume(
     dir: &std::path::Path,
     etcd: &EtcdServer,
     backend: BackendAddress,
-) -> (Vec<common::Proc>, String, String, HostController) {
+) -> (
+    Vec<common::Proc>,
+    Vec<serde_json::Value>,
+    String,
+    String,
+    HostController,
+) {
     let store = etcd.connect().await;
     let config = ClusterConfig {
         backend: Some(backend),
@@ -103,39 +110,48 @@ async fn serve_one_volume(
         .parse()
         .unwrap();
     let nqn = alcubierre_nvmf::volume_nqn(alcubierre_types::VolumeId(id.parse().unwrap()));
-    let mut c = eventually(10, "the volume exported", || async {
+    let mut c = connect(addr, &nqn).await;
+    let data = bytes::Bytes::from(vec![0x7e; 4096]);
+    c.write(0, 3, data.clone(), 4096).await.unwrap();
+    assert_eq!(c.read(0, 3, 1, 4096).await.unwrap(), data);
+    (procs, ready, id, api, c)
+}
+
+/// A host controller on the volume `nqn` at `addr`, once it is exported there.
+async fn connect(addr: std::net::SocketAddr, nqn: &str) -> HostController {
+    eventually(10, "the volume exported", || async {
         // No keep-alive timeout: the test keeps this host idle while it waits for destage.
         let host = HostConfig {
             kato: std::time::Duration::ZERO,
             ..HostConfig::default()
         };
-        HostController::connect(addr, &nqn, &host, 1).await.ok()
+        HostController::connect(addr, nqn, &host, 1).await.ok()
     })
-    .await;
-    let data = bytes::Bytes::from(vec![0x7e; 4096]);
-    c.write(0, 3, data.clone(), 4096).await.unwrap();
-    assert_eq!(c.read(0, 3, 1, 4096).await.unwrap(), data);
-    (procs, id, api, c)
+    .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_open_a_ceph_backend_named_by_the_cluster_configuration() {
-    let ceph = alcubierre_rbd::testing::CephCluster::start().unwrap();
+/// The RBD backend address of a throwaway Ceph.
+fn rbd_address(ceph: &alcubierre_rbd::testing::CephCluster) -> BackendAddress {
     let conf = std::fs::read_to_string(&ceph.conf).unwrap();
     let mon = conf
         .lines()
         .find_map(|l| l.strip_prefix("mon host = "))
         .unwrap()
         .to_string();
-    let etcd = EtcdServer::start().unwrap();
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let address = BackendAddress::Rbd {
+    BackendAddress::Rbd {
         monitors: vec![mon],
         pool: ceph.pool.clone(),
         user: None,
         keyring: None,
-    };
-    let (_procs, id, api, mut c) = serve_one_volume(dir.path(), &etcd, address).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_open_a_ceph_backend_named_by_the_cluster_configuration() {
+    let ceph = alcubierre_rbd::testing::CephCluster::start().unwrap();
+    let etcd = EtcdServer::start().unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (_procs, _, id, api, mut c) = serve_one_volume(dir.path(), &etcd, rbd_address(&ceph)).await;
     // The image is in Ceph, and the write reaches it once destaged.
     let image = alcubierre_rbd::image_name(alcubierre_types::VolumeId(id.parse().unwrap()));
     let info = ceph.rbd(&["info", &image]).unwrap();
@@ -213,4 +229,146 @@ async fn nodes_open_a_ceph_backend_named_by_the_cluster_configuration() {
     assert!(cloned[3 * 4096..4 * 4096].iter().all(|&x| x == 0x7e));
     assert!(cloned[7 * 4096..8 * 4096].iter().all(|&x| x == 0x5a));
     assert!(cloned[16 << 20..].iter().all(|&x| x == 0));
+}
+
+/// Block `block`'s first byte in the RBD image, read with Ceph's own tool.
+fn image_byte(ceph: &alcubierre_rbd::testing::CephCluster, image: &str, block: u64) -> Option<u8> {
+    let out = std::env::temp_dir().join(format!("{image}-export"));
+    let _ = std::fs::remove_file(&out);
+    ceph.rbd(&["export", image, out.to_str().unwrap()]).ok()?;
+    let b = std::fs::read(&out).ok()?;
+    let _ = std::fs::remove_file(&out);
+    let at = block as usize * 4096;
+    let blk = b.get(at..at + 4096)?;
+    blk.iter().all(|&x| x == blk[0]).then_some(blk[0])
+}
+
+/// The addresses of the clients holding the image's lock (`rbd lock ls`).
+fn lockers(ceph: &alcubierre_rbd::testing::CephCluster, image: &str) -> Vec<String> {
+    let out = ceph
+        .rbd(&["lock", "ls", "--format", "json", image])
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let all: Vec<&serde_json::Value> = match &v {
+        serde_json::Value::Array(a) => a.iter().collect(),
+        serde_json::Value::Object(m) => m.values().collect(),
+        _ => Vec::new(),
+    };
+    all.iter()
+        .filter_map(|l| l["address"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn signal(p: &common::Proc, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &p.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+/// The old primary stalls (SIGSTOP) with the volume's RBD image claimed. The new primary
+/// claims the image: Ceph blocklists the old one, whose writes can then never land over the
+/// new primary's. When the old primary resumes, it follows and catches up, and the image holds
+/// every write (docs/design/replication.md, "Backend fencing").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_primary_is_fenced_off_the_rbd_image_by_the_new_primary() {
+    let ceph = alcubierre_rbd::testing::CephCluster::start().unwrap();
+    let etcd = EtcdServer::start().unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (procs, ready, id, _, _c) = serve_one_volume(dir.path(), &etcd, rbd_address(&ceph)).await;
+    let api = |i: usize| {
+        ready[i]["api"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("http://")
+            .to_string()
+    };
+    let path = format!("/api/v1/volumes/{id}");
+    let v = json_call(&api(0), "GET", &path, "").await;
+    let old_name = v["primary"].as_str().unwrap().to_string();
+    let old = node_index(&old_name);
+    let image = alcubierre_rbd::image_name(alcubierre_types::VolumeId(id.parse().unwrap()));
+
+    // Destaged by the primary, which holds the image's lock.
+    eventually(60, "block 3 destaged", || {
+        let b = image_byte(&ceph, &image, 3);
+        async move { (b == Some(0x7e)).then_some(()) }
+    })
+    .await;
+    let held = lockers(&ceph, &image);
+    assert_eq!(held.len(), 1, "{held:?}");
+    let old_addr = held[0].clone();
+
+    // The primary stalls; another node is made primary.
+    signal(&procs[old], "-STOP");
+    let other = (old + 1) % 3;
+    let new_name = eventually(30, "a new primary", || {
+        let (api, path, old_name) = (api(other), path.clone(), old_name.clone());
+        async move {
+            let v = json_call(&api, "GET", &path, "").await;
+            let p = v["primary"].as_str()?.to_string();
+            (p != old_name).then_some(p)
+        }
+    })
+    .await;
+    let new = node_index(&new_name);
+    let nqn = alcubierre_nvmf::volume_nqn(alcubierre_types::VolumeId(id.parse().unwrap()));
+    let addr = ready[new]["listening"][0]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut c = connect(addr, &nqn).await;
+    c.write(0, 4, bytes::Bytes::from(vec![0x44; 4096]), 4096)
+        .await
+        .unwrap();
+
+    // The new primary claims the image before destaging: it holds the lock, and the old
+    // primary's client is blocklisted.
+    eventually(90, "block 4 destaged by the new primary", || {
+        let b = image_byte(&ceph, &image, 4);
+        async move { (b == Some(0x44)).then_some(()) }
+    })
+    .await;
+    let held = lockers(&ceph, &image);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_ne!(held[0], old_addr, "the lock moved");
+    let blocklist = ceph.ceph(&["osd", "blocklist", "ls"]).unwrap();
+    assert!(
+        blocklist.contains(&old_addr),
+        "{old_addr} not in {blocklist}"
+    );
+
+    // The old primary resumes: it follows the new one and catches up.
+    signal(&procs[old], "-CONT");
+    eventually(60, "the old primary back in the in-sync set", || {
+        let (api, path, old_name) = (api(new), path.clone(), old_name.clone());
+        async move {
+            let v = json_call(&api, "GET", &path, "").await;
+            let in_sync: Vec<&str> = v["in_sync"]
+                .as_array()?
+                .iter()
+                .filter_map(|x| x.as_str())
+                .collect();
+            (in_sync.len() == 3 && in_sync.contains(&old_name.as_str())).then_some(())
+        }
+    })
+    .await;
+    c.write(0, 5, bytes::Bytes::from(vec![0x55; 4096]), 4096)
+        .await
+        .unwrap();
+    eventually(60, "block 5 destaged", || {
+        let b = image_byte(&ceph, &image, 5);
+        async move { (b == Some(0x55)).then_some(()) }
+    })
+    .await;
+    assert_eq!(image_byte(&ceph, &image, 3), Some(0x7e));
+    assert_eq!(image_byte(&ceph, &image, 4), Some(0x44));
+    assert_eq!(
+        held,
+        lockers(&ceph, &image),
+        "the new primary kept the lock"
+    );
 }
