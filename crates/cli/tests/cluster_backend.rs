@@ -243,8 +243,8 @@ fn image_byte(ceph: &alcubierre_rbd::testing::CephCluster, image: &str, block: u
     blk.iter().all(|&x| x == blk[0]).then_some(blk[0])
 }
 
-/// The addresses of the clients holding the image's lock (`rbd lock ls`).
-fn lockers(ceph: &alcubierre_rbd::testing::CephCluster, image: &str) -> Vec<String> {
+/// The image's locks (`rbd lock ls`): each one's id, locker (`client.N`) and address.
+fn locks(ceph: &alcubierre_rbd::testing::CephCluster, image: &str) -> Vec<[String; 3]> {
     let out = ceph
         .rbd(&["lock", "ls", "--format", "json", image])
         .unwrap();
@@ -255,8 +255,16 @@ fn lockers(ceph: &alcubierre_rbd::testing::CephCluster, image: &str) -> Vec<Stri
         _ => Vec::new(),
     };
     all.iter()
-        .filter_map(|l| l["address"].as_str().map(str::to_string))
+        .filter_map(|l| {
+            let f = |k: &str| l[k].as_str().map(str::to_string);
+            Some([f("id")?, f("locker")?, f("address")?])
+        })
         .collect()
+}
+
+/// The addresses of the clients holding the image's lock.
+fn lockers(ceph: &alcubierre_rbd::testing::CephCluster, image: &str) -> Vec<String> {
+    locks(ceph, image).into_iter().map(|[_, _, a]| a).collect()
 }
 
 fn signal(p: &common::Proc, sig: &str) {
@@ -371,4 +379,49 @@ async fn a_stalled_primary_is_fenced_off_the_rbd_image_by_the_new_primary() {
         lockers(&ceph, &image),
         "the new primary kept the lock"
     );
+
+    // An operator breaks the primary's lock (`rbd lock rm`, which blocklists it) while the
+    // store still names it primary: its next destage is fenced, it stops serving and asks for
+    // a new epoch, then serves again under it and claims the image anew (a new client).
+    let epoch = json_call(&api(new), "GET", &path, "").await["epoch"]
+        .as_u64()
+        .unwrap();
+    let [lock_id, locker, addr_before] = locks(&ceph, &image).remove(0);
+    ceph.rbd(&["lock", "rm", &image, &lock_id, &locker])
+        .unwrap();
+    // A write after the break: the primary's destage of it meets the fence. (The host's write
+    // may be refused while the primary waits for its new epoch: it retries, as a host would.)
+    let t0 = std::time::Instant::now();
+    while c
+        .write(0, 6, bytes::Bytes::from(vec![0x66; 4096]), 4096)
+        .await
+        .is_err()
+    {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "write refused for 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    eventually(120, "block 6 destaged under a new epoch", || {
+        let (api, path) = (api(new), path.clone());
+        let b = image_byte(&ceph, &image, 6);
+        async move {
+            let v = json_call(&api, "GET", &path, "").await;
+            (b == Some(0x66) && v["epoch"].as_u64()? > epoch).then_some(())
+        }
+    })
+    .await;
+    let v = json_call(&api(new), "GET", &path, "").await;
+    assert_eq!(v["primary"].as_str(), Some(new_name.as_str()), "{v}");
+    let held = lockers(&ceph, &image);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_ne!(held[0], addr_before, "claimed by the node's new client");
+    for (block, byte) in [(3, 0x7e), (4, 0x44), (5, 0x55)] {
+        assert_eq!(
+            image_byte(&ceph, &image, block),
+            Some(byte),
+            "block {block}"
+        );
+    }
 }
