@@ -424,7 +424,7 @@ impl Drop for Image {
 /// The state an asynchronous request keeps until librbd completes it: the image and the
 /// buffer it reads into or writes from stay alive even if the waiting future is dropped.
 struct Pending {
-    _image: Arc<Image>,
+    image: Arc<Image>,
     buf: Buf,
     done: oneshot::Sender<(isize, Buf)>,
 }
@@ -439,7 +439,7 @@ extern "C" fn complete(c: CompletionT, arg: *mut c_void) {
     // SAFETY: `arg` is the Box<Pending> leaked by `Image::submit` for this completion, and
     // librbd calls this exactly once.
     let p = unsafe { Box::from_raw(arg.cast::<Pending>()) };
-    let api = p._image.api;
+    let api = p.image.api;
     // SAFETY: `c` is the completion this callback is for; it is released once, here, after
     // its return value was read (as QEMU's rbd driver does).
     let r = unsafe {
@@ -447,7 +447,13 @@ extern "C" fn complete(c: CompletionT, arg: *mut c_void) {
         (api.rbd_aio_release)(c);
         r
     };
-    let Pending { buf, done, .. } = *p;
+    let Pending { buf, done, image } = *p;
+    // This runs on a librbd thread, which must not close the image (rbd_close waits for work
+    // queued to this very thread, e.g. giving the exclusive lock up: a deadlock). The waiter
+    // normally still holds the image; if this was the last reference, it is closed elsewhere.
+    if let Some(last) = Arc::into_inner(image) {
+        std::thread::spawn(move || drop(last));
+    }
     let _ = done.send((r, buf));
 }
 
@@ -715,7 +721,7 @@ impl Image {
             Buf::None => (std::ptr::null(), 0),
         };
         let pending = Box::into_raw(Box::new(Pending {
-            _image: self.clone(),
+            image: self.clone(),
             buf,
             done: tx,
         }));

@@ -82,7 +82,7 @@ pub struct RbdBackend {
 /// One connection to the cluster and the images opened on it.
 struct Conn {
     pool: Arc<Pool>,
-    /// The connection's name as a lock owner (`client.<id>`).
+    /// The connection's name (`client.<global id>`).
     client: String,
     open: HashMap<VolumeId, Arc<Image>>,
 }

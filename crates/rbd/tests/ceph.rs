@@ -201,3 +201,39 @@ fn a_claim_fences_the_previous_holder_off_the_image() {
     a.write(old, ByteOffset(0), &[7; 4096]).unwrap();
     a.flush(old).unwrap();
 }
+
+/// A request nobody waits for any more can hold an image's last reference when librbd
+/// completes it. The image is then closed off librbd's thread: closing it there (which gives
+/// the exclusive lock up through that same thread) deadlocked, and the image stayed open.
+#[test]
+fn an_image_whose_last_reference_is_a_finished_request_closes() {
+    use alcubierre_rbd::ffi::Cluster;
+
+    let ceph = CephCluster::start().unwrap();
+    let cfg = ceph.config();
+    let cluster = Cluster::connect(&cfg.user, cfg.conf_file.as_deref(), &[]).unwrap();
+    let pool = cluster.pool(&cfg.pool).unwrap();
+    pool.create("last-ref", 4 << 20, 1 | 4).unwrap();
+    for i in 0..10u8 {
+        let image = pool.open("last-ref").unwrap();
+        let request = image.write(0, vec![i; 4096]);
+        drop(image);
+        drop(request);
+    }
+    // Closed once the writes completed: Ceph's own tool sees no client watching the image.
+    let t = Instant::now();
+    loop {
+        let status = ceph.rbd(&["status", "last-ref"]).unwrap();
+        if status.contains("none") {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            // A deadlocked librbd would hang these handles' shutdown too.
+            std::mem::forget(pool);
+            std::mem::forget(cluster);
+            panic!("the image never closed: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pool.remove("last-ref").unwrap();
+}
