@@ -182,6 +182,7 @@ impl Partition {
                                 tracing::error!(partition = self.id, %volume,
                                     "another node claimed the volume's backend image: destage of it stops here");
                                 f.set_claim(ClaimState::Lost);
+                                self.counters.claims_lost.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                         applied = Err(e);
@@ -316,6 +317,7 @@ impl Partition {
                 Ok(()) => {
                     tracing::debug!(partition = self.id, %volume, "claimed the backend image");
                     fence.set_claim(ClaimState::Claimed);
+                    self.counters.claims.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(e) => {
                     self.counters.backend_errors.fetch_add(1, Ordering::Relaxed);

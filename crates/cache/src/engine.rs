@@ -85,6 +85,10 @@ pub struct CacheStats {
     pub destage_rounds: u64,
     /// Destage rounds failed by the backend.
     pub backend_errors: u64,
+    /// Backend images claimed by this node as a volume's primary (`Backend::claim`).
+    pub claims: u64,
+    /// Claims lost: another node claimed the image, fencing this one off it.
+    pub claims_lost: u64,
     /// Commits that had to wait for destage to free space.
     pub throttled: u64,
     /// Clean blocks evicted.
@@ -564,6 +568,8 @@ impl Engine {
             s.destage_backend_ns += get(&c.destage_backend_ns);
             s.destage_checkpoint_ns += get(&c.destage_checkpoint_ns);
             s.backend_errors += get(&c.backend_errors);
+            s.claims += get(&c.claims);
+            s.claims_lost += get(&c.claims_lost);
             s.throttled += get(&c.throttled);
             s.evicted_blocks += get(&c.evicted_blocks);
             s.read_hit_blocks += get(&c.read_hit_blocks);

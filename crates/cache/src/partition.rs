@@ -129,6 +129,8 @@ pub(crate) struct Counters {
     pub(crate) destage_backend_ns: AtomicU64,
     pub(crate) destage_checkpoint_ns: AtomicU64,
     pub(crate) backend_errors: AtomicU64,
+    pub(crate) claims: AtomicU64,
+    pub(crate) claims_lost: AtomicU64,
     pub(crate) throttled: AtomicU64,
     pub(crate) evicted_blocks: AtomicU64,
     pub(crate) read_hit_blocks: AtomicU64,

@@ -309,6 +309,7 @@ fn a_primary_claims_the_image_before_destaging_and_stops_when_fenced_off() {
     e.destage_all().unwrap();
     assert_eq!(backend_block(&backend, a, 1), 0x22);
     assert_eq!(backend.claim_log(), vec![(a, true)], "claimed once");
+    assert_eq!((e.stats().claims, e.stats().claims_lost), (1, 0));
 
     // Another node claims the image: the round fails as fenced, and the claim is lost.
     backend.fence_off(a);
@@ -316,6 +317,7 @@ fn a_primary_claims_the_image_before_destaging_and_stops_when_fenced_off() {
     let err = e.destage_round(1 << 20).unwrap_err();
     assert!(err.to_string().contains("claimed by another node"), "{err}");
     assert_eq!(fence.claim_state(), ClaimState::Lost);
+    assert_eq!(e.stats().claims_lost, 1);
     // From then on the volume is held: rounds succeed without touching it, and it is not
     // claimed again under this fence.
     let writes = backend.counts().0;

@@ -301,6 +301,18 @@ fn render(fams: &mut Families, src: &NodeSources) {
                 st.backend_errors,
             ),
             (
+                "alcubierre_cache_backend_claims_total",
+                "counter",
+                "Backend images claimed as a volume's primary (on RBD: the image's exclusive lock).",
+                st.claims,
+            ),
+            (
+                "alcubierre_cache_backend_claims_lost_total",
+                "counter",
+                "Backend claims lost to another node, which fenced this node off the image.",
+                st.claims_lost,
+            ),
+            (
                 "alcubierre_cache_failed_partitions",
                 "gauge",
                 "Journal partitions stopped after a device error (fail-stop).",

@@ -414,6 +414,17 @@ async fn a_stalled_primary_is_fenced_off_the_rbd_image_by_the_new_primary() {
     .await;
     let v = json_call(&api(new), "GET", &path, "").await;
     assert_eq!(v["primary"].as_str(), Some(new_name.as_str()), "{v}");
+    // The node's metrics count both claims (at promotion and after the new epoch) and the
+    // lost one.
+    let (_, m) = call(&api(new), "GET", "/metrics", "").await;
+    let metric = |name: &str| {
+        m.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .find_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} in {m}"))
+    };
+    assert_eq!(metric("alcubierre_cache_backend_claims_total"), 2);
+    assert_eq!(metric("alcubierre_cache_backend_claims_lost_total"), 1);
     let held = lockers(&ceph, &image);
     assert_eq!(held.len(), 1, "{held:?}");
     assert_ne!(held[0], addr_before, "claimed by the node's new client");
