@@ -291,20 +291,7 @@ impl Partition {
     /// of primaries whose fence allows destaging and that have not claimed yet. A claim that
     /// fails is tried again before the next round; meanwhile the volume is held.
     fn settle_claims(&self, backend: &dyn Backend) {
-        let releases = std::mem::take(&mut *self.to_release.lock());
-        for volume in releases {
-            if self.primaries.lock().contains_key(&volume) {
-                continue; // primary here again: it keeps the claim
-            }
-            match backend.release_claim(volume) {
-                Ok(()) => {
-                    tracing::info!(partition = self.id, %volume, "gave the backend image's claim up")
-                }
-                // The next claim then fences this node off, which is safe.
-                Err(e) => tracing::warn!(partition = self.id, %volume,
-                    "giving the backend image's claim up failed: {e}"),
-            }
-        }
+        self.give_claims_up(backend);
         let wanted: Vec<(VolumeId, crate::partition::DestageFence)> = self
             .primaries
             .lock()
@@ -324,6 +311,31 @@ impl Partition {
                     tracing::warn!(partition = self.id, %volume,
                         "claiming the backend image failed; the volume's destage waits: {e}");
                 }
+            }
+        }
+    }
+
+    /// Whether claims wait to be given up ([`Partition::give_claims_up`]).
+    pub(crate) fn has_claims_to_give_up(&self) -> bool {
+        !self.to_release.lock().is_empty()
+    }
+
+    /// Gives up the backend claims of volumes no longer primary here (the destager does it
+    /// between rounds, so no write of theirs is in flight), so that the new primary's claim
+    /// fences nobody.
+    pub(crate) fn give_claims_up(&self, backend: &dyn Backend) {
+        let releases = std::mem::take(&mut *self.to_release.lock());
+        for volume in releases {
+            if self.primaries.lock().contains_key(&volume) {
+                continue; // primary here again: it keeps the claim
+            }
+            match backend.release_claim(volume) {
+                Ok(()) => {
+                    tracing::info!(partition = self.id, %volume, "gave the backend image's claim up")
+                }
+                // The next claim then fences this node off, which is safe.
+                Err(e) => tracing::warn!(partition = self.id, %volume,
+                    "giving the backend image's claim up failed: {e}"),
             }
         }
     }

@@ -260,6 +260,11 @@ fn destage_loop(engine: &Engine, part: &Partition, cfg: &ServiceConfig) {
         if part.is_failed() || part.stopping() {
             return;
         }
+        // A primary that became a follower gives its backend claim up at once, not at the
+        // next round: the new primary's claim would otherwise fence this node off.
+        if part.has_claims_to_give_up() {
+            part.give_claims_up(&**engine.backend());
+        }
         if part.dirty_blocks() == 0 {
             part.wait_for_work(Duration::from_secs(5));
             continue;

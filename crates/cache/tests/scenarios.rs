@@ -466,3 +466,41 @@ fn snapshot_destages_first_and_clones_see_the_snapshot_time_data() {
         Err(CacheError::Backend(_))
     ));
 }
+
+/// A primary that becomes a follower gives its backend claim up at once, even with nothing
+/// dirty (the destager would otherwise sleep until the next write, and the new primary's claim
+/// would fence this node off).
+#[test]
+fn a_claim_is_given_up_at_once_when_nothing_is_dirty() {
+    use alcubierre_cache::{ReplicaRole, Tag};
+
+    let (_m, backend, e) = setup(8 << 20, small_format(1), 1 << 20);
+    let e = Arc::new(e);
+    let svc = CacheService::start(e.clone(), ServiceConfig::default());
+    e.set_replica_role(vol(1), ReplicaRole::Primary);
+    let p = e.partition_of(vol(1)).clone();
+    let op = e
+        .write_op(vol(1), Lba(0), Bytes::from(vec![7u8; 4096]))
+        .unwrap();
+    p.commit_tagged(&[op], &[Tag { epoch: 1, seq: 1 }])
+        .pop()
+        .unwrap()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while e.stats().dirty_bytes > 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "not destaged");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(backend.claim_log(), vec![(vol(1), true)]);
+    e.set_replica_role(vol(1), ReplicaRole::Follower);
+    let t = std::time::Instant::now();
+    while backend.claim_log().len() < 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "the claim was not given up"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(backend.claim_log()[1], (vol(1), false));
+    svc.shutdown();
+}
