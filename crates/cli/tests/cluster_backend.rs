@@ -435,4 +435,56 @@ async fn a_stalled_primary_is_fenced_off_the_rbd_image_by_the_new_primary() {
             "block {block}"
         );
     }
+
+    // A primary that moves away in order (its node is drained) gives its claim up: the next
+    // primary's claim blocklists nobody.
+    let blocklisted = ceph.ceph(&["osd", "blocklist", "ls"]).unwrap();
+    let addr_drained = held[0].clone();
+    json_call(
+        &api(new),
+        "POST",
+        &format!("/api/v1/nodes/{new_name}/drain"),
+        "",
+    )
+    .await;
+    let third = eventually(30, "the primary moved off the drained node", || {
+        let (api, path, new_name) = (api(old), path.clone(), new_name.clone());
+        async move {
+            let v = json_call(&api, "GET", &path, "").await;
+            let p = v["primary"].as_str()?.to_string();
+            (p != new_name).then_some(p)
+        }
+    })
+    .await;
+    // Written through the drained node's path, which forwards to the new primary.
+    let t0 = std::time::Instant::now();
+    while c
+        .write(0, 7, bytes::Bytes::from(vec![0x77; 4096]), 4096)
+        .await
+        .is_err()
+    {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "write refused for 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    eventually(90, "block 7 destaged by the next primary", || {
+        let b = image_byte(&ceph, &image, 7);
+        async move { (b == Some(0x77)).then_some(()) }
+    })
+    .await;
+    let held = lockers(&ceph, &image);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_ne!(held[0], addr_drained, "{third} holds the lock");
+    let now = ceph.ceph(&["osd", "blocklist", "ls"]).unwrap();
+    assert!(
+        !now.contains(&addr_drained),
+        "the drained node was blocklisted: {now}"
+    );
+    assert_eq!(
+        now.lines().filter(|l| l.contains(':')).count(),
+        blocklisted.lines().filter(|l| l.contains(':')).count(),
+        "nobody new blocklisted: {now}"
+    );
 }
