@@ -9,7 +9,7 @@ use std::sync::Arc;
 use alcubierre_backend::{Backend, MemBackend};
 use alcubierre_cache::{Engine, RepLog, Tag};
 use alcubierre_io::{Medium, MemMedium};
-use alcubierre_types::{BlockCount, Lba};
+use alcubierre_types::{BlockCount, Lba, VolumeGeometry, VolumeId};
 use bytes::Bytes;
 use common::{geometry, open, small_format, vol};
 
@@ -17,20 +17,27 @@ fn tag(epoch: u64, seq: u64) -> Tag {
     Tag { epoch, seq }
 }
 
-#[test]
-fn tags_are_journaled_and_recovered() {
+/// A one-partition engine on a 4 MiB memory device, with 1 MiB volumes `vols` attached as
+/// `g` and their backend images made: the device, the backend and the engine.
+fn engine_with(vols: &[VolumeId], g: VolumeGeometry) -> (Arc<dyn Medium>, Arc<MemBackend>, Engine) {
     let medium: Arc<dyn Medium> = Arc::new(MemMedium::new(4 << 20));
     Engine::format(&*medium, &small_format(1)).unwrap();
     let backend = Arc::new(MemBackend::new());
+    for v in vols {
+        backend
+            .create(*v, alcubierre_types::ByteSize(1 << 20))
+            .unwrap();
+    }
+    let attached: Vec<_> = vols.iter().map(|v| (*v, g)).collect();
+    let e = open(medium.clone(), backend.clone(), &attached);
+    (medium, backend, e)
+}
+
+#[test]
+fn tags_are_journaled_and_recovered() {
     let (a, b) = (vol(1), vol(2));
     let g = geometry(1 << 20);
-    backend
-        .create(a, alcubierre_types::ByteSize(1 << 20))
-        .unwrap();
-    backend
-        .create(b, alcubierre_types::ByteSize(1 << 20))
-        .unwrap();
-    let e = open(medium.clone(), backend.clone(), &[(a, g), (b, g)]);
+    let (medium, backend, e) = engine_with(&[a, b], g);
     let p = e.partition_of(a).clone();
     // A partial-block write (three entries), a zero range, an untagged write, a new epoch.
     let ops = vec![
@@ -66,15 +73,9 @@ fn tags_are_journaled_and_recovered() {
 
 #[test]
 fn a_reset_keeps_the_primary_destage_point_as_the_volume_position() {
-    let medium: Arc<dyn Medium> = Arc::new(MemMedium::new(4 << 20));
-    Engine::format(&*medium, &small_format(1)).unwrap();
-    let backend = Arc::new(MemBackend::new());
     let a = vol(1);
     let g = geometry(1 << 20);
-    backend
-        .create(a, alcubierre_types::ByteSize(1 << 20))
-        .unwrap();
-    let e = open(medium.clone(), backend.clone(), &[(a, g)]);
+    let (medium, backend, e) = engine_with(&[a], g);
     let p = e.partition_of(a).clone();
     let op = e.write_op(a, Lba(0), Bytes::from(vec![1u8; 4096])).unwrap();
     p.commit_tagged(&[op], &[tag(2, 7)]).pop().unwrap().unwrap();
@@ -113,21 +114,13 @@ fn backend_block(b: &MemBackend, v: alcubierre_types::VolumeId, block: u64) -> u
 #[test]
 fn a_follower_holds_replicated_writes_until_released() {
     use alcubierre_cache::ReplicaRole;
-    let medium: Arc<dyn Medium> = Arc::new(MemMedium::new(4 << 20));
-    Engine::format(&*medium, &small_format(1)).unwrap();
-    let backend = Arc::new(MemBackend::new());
     let (a, b) = (vol(1), vol(2));
-    let g = alcubierre_types::VolumeGeometry::new(
+    let g = VolumeGeometry::new(
         alcubierre_types::BlockSize::B4096,
         alcubierre_types::ByteSize(1 << 20),
     )
     .unwrap();
-    for v in [a, b] {
-        backend
-            .create(v, alcubierre_types::ByteSize(1 << 20))
-            .unwrap();
-    }
-    let e = open(medium.clone(), backend.clone(), &[(a, g), (b, g)]);
+    let (medium, backend, e) = engine_with(&[a, b], g);
     let p = e.partition_of(a).clone();
     let write = |v, block: u64, byte: u8, t: Tag| {
         let op = e
@@ -193,17 +186,8 @@ fn a_primary_destages_only_while_its_fence_allows() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 
-    let medium: Arc<dyn Medium> = Arc::new(MemMedium::new(4 << 20));
-    Engine::format(&*medium, &small_format(1)).unwrap();
-    let backend = Arc::new(MemBackend::new());
     let (a, b) = (vol(1), vol(2));
-    let g = geometry(1 << 20);
-    for v in [a, b] {
-        backend
-            .create(v, alcubierre_types::ByteSize(1 << 20))
-            .unwrap();
-    }
-    let e = open(medium, backend.clone(), &[(a, g), (b, g)]);
+    let (_medium, backend, e) = engine_with(&[a, b], geometry(1 << 20));
     let p = e.partition_of(a).clone();
     let lease = Arc::new(AtomicBool::new(false));
     let held = lease.clone();
@@ -272,15 +256,8 @@ fn a_primary_claims_the_image_before_destaging_and_stops_when_fenced_off() {
     use alcubierre_cache::{ClaimState, DestageFence, ReplicaRole};
     use std::time::Instant;
 
-    let medium: Arc<dyn Medium> = Arc::new(MemMedium::new(4 << 20));
-    Engine::format(&*medium, &small_format(1)).unwrap();
-    let backend = Arc::new(MemBackend::new());
     let a = vol(1);
-    let g = geometry(1 << 20);
-    backend
-        .create(a, alcubierre_types::ByteSize(1 << 20))
-        .unwrap();
-    let e = open(medium, backend.clone(), &[(a, g)]);
+    let (_medium, backend, e) = engine_with(&[a], geometry(1 << 20));
     let p = e.partition_of(a).clone();
     let write = |block: u64, byte: u8, seq: u64| {
         let op = e

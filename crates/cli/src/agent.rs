@@ -1,6 +1,6 @@
-//! A node's agent in a cluster: it applies the desired state the store holds.
-//! * Activation: when its record turns `activating`, it checks its cache devices and reports
-//!   success or failure (`registry::finish_activation`).
+//! A node's agent in a cluster: it applies the desired state the store holds. Activation, the
+//! lease, cache health and the cluster configuration are its node's own tasks
+//! (`crate::node_tasks`); here:
 //! * Volumes: whenever a volume, a host, a QoS policy or a node record changes, it converges on
 //!   the store's replica sets. Every volume it holds a replica of is exported over NVMe/TCP
 //!   (`crate::paths`), with its access list (the volume's hosts' NQNs; an empty list lets any
@@ -13,14 +13,8 @@
 //!   deleted (a deleted volume's cached data is dropped and its backend image deleted; a
 //!   replica that left the set drops its journal entries). After a restart it serves a volume
 //!   it was primary of only in a new epoch it asks the leader for.
-//! * Lease: the replication lease runs half a heartbeat timeout from the newest successful
-//!   heartbeat round trip.
-//! * Cache health: it reports its cache device failed (every journal partition stopped after a
-//!   device error) or degraded (some did), so the leader moves its replicas.
 //! * Snapshots: it takes the snapshots requested of volumes it serves as primary
 //!   (`crate::snapshots`).
-//! * Configuration: when the cluster configuration changes it applies the heartbeat interval and
-//!   timeout (a new lease) and its share of the destage rate, without a restart.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -31,11 +25,10 @@ use std::time::Duration;
 use alcubierre_backend::BackendError;
 use alcubierre_block::{BlockDevice, IoStats, Keeper, Reserved};
 use alcubierre_cache::{Engine, RateLimiter, VolumeOpener};
-use alcubierre_control::cluster::{self, CONFIG_KEY};
 use alcubierre_control::leader;
-use alcubierre_control::model::{Activation, Node};
+use alcubierre_control::model::Node;
 use alcubierre_control::reconcile::ReplicaRequest;
-use alcubierre_control::registry::{self, Heartbeat, LastOk};
+use alcubierre_control::registry::{self, Heartbeat};
 use alcubierre_control::volumes::{Host, QosPolicy, Volume};
 use alcubierre_nvmf::{volume_nqn, HostAcl, SubsystemEvent, Target};
 use alcubierre_replica::node::{FollowerVolume, ReplicaServer};
@@ -46,6 +39,7 @@ use alcubierre_store::{Store, WatchEvent};
 use alcubierre_types::{BlockSize, ByteSize, VolumeGeometry, VolumeId};
 use parking_lot::RwLock;
 
+use crate::node_tasks;
 use crate::paths::Path;
 use crate::qos::{Limited, Qos};
 use crate::replication::{load_reservations, AgentControl, ProgressRecord, Role};
@@ -109,41 +103,19 @@ impl Agent {
         let timeout = Arc::new(AtomicU64::new(heartbeat.timing().1.as_millis() as u64));
         let last_ok = heartbeat.last_ok();
         let tasks = vec![
-            tokio::spawn(activation(store.clone(), parts.name.clone())),
+            tokio::spawn(node_tasks::activation(store.clone(), parts.name.clone())),
             tokio::spawn(volumes(store.clone(), parts.clone())),
-            tokio::spawn(lease(parts.clone(), last_ok, timeout.clone())),
-            tokio::spawn(config(store.clone(), parts.clone(), heartbeat, timeout)),
-            tokio::spawn(cache_health(store.clone(), parts.clone())),
+            tokio::spawn(node_tasks::lease(parts.clone(), last_ok, timeout.clone())),
+            tokio::spawn(node_tasks::config(
+                store.clone(),
+                parts.clone(),
+                heartbeat,
+                timeout,
+            )),
+            tokio::spawn(node_tasks::cache_health(store.clone(), parts.clone())),
             tokio::spawn(crate::snapshots::run(store, parts)),
         ];
         Self { tasks }
-    }
-}
-
-async fn activation(store: Arc<dyn Store>, name: String) {
-    let key = format!("{}{name}", registry::NODES);
-    let Ok(mut w) = store.watch(&key, Some(1)).await else {
-        tracing::error!(node = %name, "cannot watch the node record");
-        return;
-    };
-    while let Some(ev) = w.next().await {
-        let Ok(WatchEvent::Put(kv)) = ev else {
-            continue;
-        };
-        if kv.key != key {
-            continue;
-        }
-        let Ok(node) = serde_json::from_slice::<Node>(&kv.value) else {
-            continue;
-        };
-        if node.activation == Activation::Activating {
-            match registry::finish_activation(&*store, &node).await {
-                Ok(n) => {
-                    tracing::info!(node = %name, state = n.activation.name(), "activation finished")
-                }
-                Err(e) => tracing::warn!(node = %name, "finishing activation failed: {e}"),
-            }
-        }
     }
 }
 
@@ -316,6 +288,29 @@ fn unfollow(p: &NodeParts, id: &str, member: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Stops serving `id` as its primary here: its role retires, its progress record goes, and it
+/// is unexported (its data dropped when `deleted`). What it was, and whether the unexport
+/// worked (a failure is logged).
+async fn retire_export(
+    store: &Arc<dyn Store>,
+    p: &NodeParts,
+    local: &mut Local,
+    id: &str,
+    deleted: bool,
+) -> anyhow::Result<(Exported, bool)> {
+    let mut e = local.exported.remove(id).expect("exported");
+    if let Some(path) = local.paths.get(id) {
+        path.role.retire();
+    }
+    e.progress.withdraw(&**store, id).await?;
+    let unexported = unexport(p, id, deleted)
+        .inspect_err(
+            |err| tracing::error!(node = %p.name, volume = %e.name, "unexport failed: {err:#}"),
+        )
+        .is_ok();
+    Ok((e, unexported))
+}
+
 async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> anyhow::Result<()> {
     let mut hosts = BTreeMap::new();
     for kv in store.list("hosts/").await? {
@@ -369,18 +364,13 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
         .map(|(id, _)| id.clone())
         .collect();
     for id in fenced {
-        let mut e = local.exported.remove(&id).expect("listed");
         if let Some(path) = local.paths.get(&id) {
-            path.role.retire();
             path.down("another node claimed the volume's backend image");
         }
-        e.progress.withdraw(&**store, &id).await?;
-        local.floors.insert(id.clone(), e.epoch);
+        let (e, _) = retire_export(store, p, local, &id, false).await?;
+        local.floors.insert(id, e.epoch);
         tracing::error!(node = %p.name, volume = %e.name, epoch = e.epoch,
             "fenced off the backend image by another node: stopped serving; asking for a new epoch");
-        if let Err(err) = unexport(p, &id, false) {
-            tracing::error!(node = %p.name, volume = %e.name, "unexport failed: {err:#}");
-        }
     }
     // Exports that end: deleted, or no longer primary here.
     let gone: Vec<String> = local
@@ -391,19 +381,10 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
         .collect();
     for id in gone {
         let deleted = !all.contains_key(&id);
-        let mut e = local.exported.remove(&id).expect("listed");
-        if let Some(path) = local.paths.get(&id) {
-            path.role.retire();
-        }
-        e.progress.withdraw(&**store, &id).await?;
-        match unexport(p, &id, deleted) {
-            Ok(()) if deleted => tracing::info!(node = %p.name, volume = %e.name, "deleted"),
-            Ok(()) => {
-                tracing::info!(node = %p.name, volume = %e.name, "no longer primary")
-            }
-            Err(err) => {
-                tracing::error!(node = %p.name, volume = %e.name, "unexport failed: {err:#}")
-            }
+        match retire_export(store, p, local, &id, deleted).await? {
+            (e, true) if deleted => tracing::info!(node = %p.name, volume = %e.name, "deleted"),
+            (e, true) => tracing::info!(node = %p.name, volume = %e.name, "no longer primary"),
+            (_, false) => {}
         }
     }
     // Followings that end: deleted, promoted here, or no longer a member.
@@ -597,119 +578,13 @@ async fn volumes(store: Arc<dyn Store>, p: Arc<NodeParts>) {
     }
 }
 
-/// Keeps the node's replication lease: it runs half a heartbeat timeout from the start of the
-/// newest successful heartbeat round trip (docs/design/replication.md rule 6).
-async fn lease(p: Arc<NodeParts>, last_ok: LastOk, timeout: Arc<AtomicU64>) {
-    loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let t = *last_ok.lock().expect("not poisoned");
-        if let Some(t) = t {
-            let half = Duration::from_millis(timeout.load(Ordering::Relaxed) / 2);
-            p.lease.renew_from(t, half);
-        }
-    }
-}
-
-/// Reports the cache device's health: failed when every journal partition has failed
-/// (fail-stop after a device error), degraded when some have.
-async fn cache_health(store: Arc<dyn Store>, p: Arc<NodeParts>) {
-    use alcubierre_control::model::CacheState;
-    let mut reported = CacheState::Healthy;
-    loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let parts = p.engine.partitions();
-        let failed = parts.iter().filter(|x| x.is_failed()).count();
-        let state = if failed == 0 {
-            CacheState::Healthy
-        } else if failed == parts.len() {
-            CacheState::Failed
-        } else {
-            CacheState::Degraded
-        };
-        if state == reported {
-            continue;
-        }
-        match registry::set_cache_states(&*store, &p.name, &[state]).await {
-            Ok(_) => {
-                tracing::warn!(node = %p.name, ?state, failed, "cache device state reported");
-                reported = state;
-            }
-            Err(e) => tracing::warn!(node = %p.name, "reporting the cache state failed: {e}"),
-        }
-    }
-}
-
-/// Applies the cluster configuration: heartbeat timing and this node's destage share.
-async fn config(
-    store: Arc<dyn Store>,
-    p: Arc<NodeParts>,
-    mut heartbeat: Heartbeat,
-    timeout: Arc<AtomicU64>,
-) {
-    loop {
-        let rev = store.revision().await.unwrap_or(0);
-        let (Ok(mut w1), Ok(mut w2)) = (
-            store.watch(CONFIG_KEY, Some(rev + 1)).await,
-            store.watch(registry::NODES, Some(rev + 1)).await,
-        ) else {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        };
-        loop {
-            match apply_config(&*store, &p, &mut heartbeat).await {
-                Ok(()) => timeout.store(heartbeat.timing().1.as_millis() as u64, Ordering::Relaxed),
-                Err(e) => {
-                    tracing::warn!(node = %p.name, "applying the cluster config failed: {e:#}")
-                }
-            }
-            let ev = tokio::select! {
-                e = w1.next() => e,
-                e = w2.next() => e,
-            };
-            if !matches!(ev, Some(Ok(_))) {
-                break;
-            }
-        }
-    }
-}
-
-async fn apply_config(
-    store: &dyn Store,
-    p: &NodeParts,
-    heartbeat: &mut Heartbeat,
-) -> anyhow::Result<()> {
-    let c = cluster::load(store).await?;
-    let timing = (
-        Duration::from_millis(c.heartbeat_interval_ms),
-        Duration::from_millis(c.heartbeat_timeout_ms),
-    );
-    if store.get(CONFIG_KEY).await?.is_some() && heartbeat.timing() != timing {
-        *heartbeat = heartbeat.restart(timing.0, timing.1).await?;
-        tracing::info!(node = %p.name, interval = ?timing.0, timeout = ?timing.1, "heartbeat timing applied");
-    }
-    if let Some(limit) = &p.destage_limit {
-        let active = registry::nodes(store)
-            .await?
-            .values()
-            .filter(|(n, _)| n.activation == Activation::Active)
-            .count()
-            .max(1) as u32;
-        let share = c.destage_rate(active) / active as u64;
-        if limit.rate() != share {
-            limit.set_rate(share);
-            tracing::info!(node = %p.name, rate = share, "destage rate applied");
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use alcubierre_backend::MemBackend;
     use alcubierre_block::BlockDevice;
     use alcubierre_cache::{CacheService, FormatOptions, ServiceConfig};
-    use alcubierre_control::model::{CacheDevice, CacheState};
+    use alcubierre_control::model::{Activation, CacheDevice, CacheState};
     use alcubierre_io::fault::{CrashMedium, Fault};
     use alcubierre_io::Medium;
     use alcubierre_store::MemStore;

@@ -14,6 +14,7 @@ mod config;
 mod demo;
 mod load;
 mod metrics;
+mod node_tasks;
 mod paths;
 mod plan;
 mod qos;

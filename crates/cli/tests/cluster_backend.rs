@@ -267,6 +267,49 @@ fn lockers(ceph: &alcubierre_rbd::testing::CephCluster, image: &str) -> Vec<Stri
     locks(ceph, image).into_iter().map(|[_, _, a]| a).collect()
 }
 
+/// Waits up to `secs` until block `block` of the image holds `byte` throughout.
+async fn image_holds(
+    ceph: &alcubierre_rbd::testing::CephCluster,
+    image: &str,
+    block: u64,
+    byte: u8,
+    secs: u64,
+) {
+    eventually(secs, &format!("block {block} destaged"), || {
+        let b = image_byte(ceph, image, block);
+        async move { (b == Some(byte)).then_some(()) }
+    })
+    .await;
+}
+
+/// Waits up to 30 s until the volume at `path` (asked through `api`) has a primary other than
+/// `not`; its name.
+async fn primary_other_than(api: &str, path: &str, not: &str) -> String {
+    eventually(30, &format!("a primary other than {not}"), || async {
+        let v = json_call(api, "GET", path, "").await;
+        let p = v["primary"].as_str()?.to_string();
+        (p != not).then_some(p)
+    })
+    .await
+}
+
+/// Writes block `block` full of `byte`, again while the paths refuse it (a primary waiting for
+/// its epoch), as a host would, for at most 60 s.
+async fn write_until_accepted(c: &mut HostController, block: u64, byte: u8) {
+    let t0 = std::time::Instant::now();
+    while c
+        .write(0, block, bytes::Bytes::from(vec![byte; 4096]), 4096)
+        .await
+        .is_err()
+    {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(60),
+            "write refused for 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 fn signal(p: &common::Proc, sig: &str) {
     let ok = std::process::Command::new("kill")
         .args([sig, &p.0.id().to_string()])
@@ -300,11 +343,7 @@ async fn a_stalled_primary_is_fenced_off_the_rbd_image_by_the_new_primary() {
     let image = alcubierre_rbd::image_name(alcubierre_types::VolumeId(id.parse().unwrap()));
 
     // Destaged by the primary, which holds the image's lock.
-    eventually(60, "block 3 destaged", || {
-        let b = image_byte(&ceph, &image, 3);
-        async move { (b == Some(0x7e)).then_some(()) }
-    })
-    .await;
+    image_holds(&ceph, &image, 3, 0x7e, 60).await;
     let held = lockers(&ceph, &image);
     assert_eq!(held.len(), 1, "{held:?}");
     let old_addr = held[0].clone();
@@ -312,15 +351,7 @@ async fn a_stalled_primary_is_fenced_off_the_rbd_image_by_the_new_primary() {
     // The primary stalls; another node is made primary.
     signal(&procs[old], "-STOP");
     let other = (old + 1) % 3;
-    let new_name = eventually(30, "a new primary", || {
-        let (api, path, old_name) = (api(other), path.clone(), old_name.clone());
-        async move {
-            let v = json_call(&api, "GET", &path, "").await;
-            let p = v["primary"].as_str()?.to_string();
-            (p != old_name).then_some(p)
-        }
-    })
-    .await;
+    let new_name = primary_other_than(&api(other), &path, &old_name).await;
     let new = node_index(&new_name);
     let nqn = alcubierre_nvmf::volume_nqn(alcubierre_types::VolumeId(id.parse().unwrap()));
     let addr = ready[new]["listening"][0]
@@ -335,11 +366,7 @@ async fn a_stalled_primary_is_fenced_off_the_rbd_image_by_the_new_primary() {
 
     // The new primary claims the image before destaging: it holds the lock, and the old
     // primary's client is blocklisted.
-    eventually(90, "block 4 destaged by the new primary", || {
-        let b = image_byte(&ceph, &image, 4);
-        async move { (b == Some(0x44)).then_some(()) }
-    })
-    .await;
+    image_holds(&ceph, &image, 4, 0x44, 90).await;
     let held = lockers(&ceph, &image);
     assert_eq!(held.len(), 1, "{held:?}");
     assert_ne!(held[0], old_addr, "the lock moved");
@@ -367,11 +394,7 @@ async fn a_stalled_primary_is_fenced_off_the_rbd_image_by_the_new_primary() {
     c.write(0, 5, bytes::Bytes::from(vec![0x55; 4096]), 4096)
         .await
         .unwrap();
-    eventually(60, "block 5 destaged", || {
-        let b = image_byte(&ceph, &image, 5);
-        async move { (b == Some(0x55)).then_some(()) }
-    })
-    .await;
+    image_holds(&ceph, &image, 5, 0x55, 60).await;
     assert_eq!(image_byte(&ceph, &image, 3), Some(0x7e));
     assert_eq!(image_byte(&ceph, &image, 4), Some(0x44));
     assert_eq!(
@@ -391,18 +414,7 @@ async fn a_stalled_primary_is_fenced_off_the_rbd_image_by_the_new_primary() {
         .unwrap();
     // A write after the break: the primary's destage of it meets the fence. (The host's write
     // may be refused while the primary waits for its new epoch: it retries, as a host would.)
-    let t0 = std::time::Instant::now();
-    while c
-        .write(0, 6, bytes::Bytes::from(vec![0x66; 4096]), 4096)
-        .await
-        .is_err()
-    {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(60),
-            "write refused for 60 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    write_until_accepted(&mut c, 6, 0x66).await;
     eventually(120, "block 6 destaged under a new epoch", || {
         let (api, path) = (api(new), path.clone());
         let b = image_byte(&ceph, &image, 6);
@@ -447,33 +459,10 @@ async fn a_stalled_primary_is_fenced_off_the_rbd_image_by_the_new_primary() {
         "",
     )
     .await;
-    let third = eventually(30, "the primary moved off the drained node", || {
-        let (api, path, new_name) = (api(old), path.clone(), new_name.clone());
-        async move {
-            let v = json_call(&api, "GET", &path, "").await;
-            let p = v["primary"].as_str()?.to_string();
-            (p != new_name).then_some(p)
-        }
-    })
-    .await;
+    let third = primary_other_than(&api(old), &path, &new_name).await;
     // Written through the drained node's path, which forwards to the new primary.
-    let t0 = std::time::Instant::now();
-    while c
-        .write(0, 7, bytes::Bytes::from(vec![0x77; 4096]), 4096)
-        .await
-        .is_err()
-    {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(60),
-            "write refused for 60 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    eventually(90, "block 7 destaged by the next primary", || {
-        let b = image_byte(&ceph, &image, 7);
-        async move { (b == Some(0x77)).then_some(()) }
-    })
-    .await;
+    write_until_accepted(&mut c, 7, 0x77).await;
+    image_holds(&ceph, &image, 7, 0x77, 90).await;
     let held = lockers(&ceph, &image);
     assert_eq!(held.len(), 1, "{held:?}");
     assert_ne!(held[0], addr_drained, "{third} holds the lock");

@@ -577,11 +577,6 @@ impl Backend for RbdBackend {
             )),
             _ => to_backend(e, Some(volume)),
         };
-        if self.claims.lock().get(&volume) == Some(&Claim::Held(me.clone()))
-            && image.is_lock_owner().map_err(err)?
-        {
-            return Ok(());
-        }
         // Images made before claims existed get the lock feature now, and are opened again
         // (an open handle does not take the lock up).
         let image = if image.features().map_err(err)? & FEATURE_EXCLUSIVE_LOCK == 0 {
@@ -603,13 +598,11 @@ impl Backend for RbdBackend {
                 break;
             }
             for owner in image.lock_owners().map_err(err)? {
-                {
-                    tracing::warn!(%volume, %owner, "breaking another client's lock on the RBD image (it is blocklisted)");
-                    match image.lock_break(&owner) {
-                        // ENOENT: it went meanwhile.
-                        Err(e) if e.errno == 2 => {}
-                        r => r.map_err(err)?,
-                    }
+                tracing::warn!(%volume, %owner, "breaking another client's lock on the RBD image (it is blocklisted)");
+                match image.lock_break(&owner) {
+                    // ENOENT: it went meanwhile.
+                    Err(e) if e.errno == 2 => {}
+                    r => r.map_err(err)?,
                 }
             }
             match image.lock_acquire() {
