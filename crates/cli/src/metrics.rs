@@ -140,6 +140,11 @@ fn render(fams: &mut Families, src: &NodeSources) {
                 "Resyncs and rebuilds that read writes no longer in the primary's memory back from its journal.",
                 |e| e.journal_replays,
             ),
+            (
+                "alcubierre_replica_connections_total",
+                "Replication connections this node made to the volume's followers as its primary (one per follower, one per reconnect).",
+                |e| e.connections,
+            ),
         ] {
             let out = fams.family(metric, "counter", help);
             for (id, m) in src.volumes.read().iter() {

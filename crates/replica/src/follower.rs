@@ -83,6 +83,19 @@ impl Follower {
         Vec::new()
     }
 
+    /// The refusal owed to a new connection whose first frame is `first`, or `None` when it may
+    /// take over from the connection in use: only an `Open` of this volume, in this version, in
+    /// the epoch known or a newer one. A refused connection is answered on its own and leaves
+    /// the one in use alone, so a stale primary cannot cut the current primary's stream.
+    pub fn refusal(&self, first: &Msg) -> Option<Msg> {
+        let fits = matches!(first, Msg::Open { version, volume, epoch }
+            if *version == VERSION && *volume == self.volume && *epoch >= self.epoch);
+        (!fits).then_some(Msg::Refused {
+            epoch: self.epoch,
+            version: VERSION,
+        })
+    }
+
     /// The connection to the primary closed.
     pub fn disconnected(&mut self) {
         self.open = false;
@@ -102,12 +115,8 @@ impl Follower {
             ]
         };
         match msg {
-            Msg::Open {
-                version,
-                volume,
-                epoch,
-            } => {
-                if version != VERSION || volume != self.volume || epoch < self.epoch {
+            Msg::Open { epoch, .. } => {
+                if self.refusal(&msg).is_some() {
                     self.open = false;
                     return refuse(self.epoch);
                 }
@@ -262,8 +271,25 @@ mod tests {
             }
         ));
         f.on_msg(open(5));
+        assert!(
+            f.refusal(&open(5)).is_none(),
+            "the same epoch may reconnect"
+        );
+        assert!(f.refusal(&open(7)).is_none());
+        assert!(
+            matches!(f.refusal(&open(4)), Some(Msg::Refused { epoch: 5, .. })),
+            "a stale primary's connection is refused on its own"
+        );
+        assert!(
+            f.refusal(&w(5, 1)).is_some(),
+            "only an Open starts a connection"
+        );
+        assert!(
+            matches!(f.on_msg(w(5, 1))[0], Action::Persist { .. }),
+            "the connection in use stays open"
+        );
         assert_eq!(f.store_epoch(6), vec![Action::Close]);
-        let a = f.on_msg(w(5, 1));
+        let a = f.on_msg(w(5, 2));
         assert!(matches!(
             &a[0],
             Action::Send {

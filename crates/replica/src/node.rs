@@ -1,7 +1,8 @@
 //! A node's follower side: the replica listener and the follower volumes it feeds.
 //!
 //! The listener accepts a primary's connection, reads its first frame (`Open`) and hands the
-//! connection to that volume's [`FollowerVolume`]; a newer connection replaces an older one. A
+//! connection to that volume's [`FollowerVolume`]; a newer connection that the follower accepts
+//! (this volume, this version, the epoch it knows or a newer one) replaces an older one. A
 //! follower volume runs the [`Follower`] state machine and applies its actions to the local
 //! cache: writes are submitted to the journal in the order they arrive (so the journal's order
 //! is the sequence order), acknowledged when durable, released when the primary says so.
@@ -171,6 +172,18 @@ impl FollowerVolume {
     /// Serves a primary's connection, whose first frame was `first`; later frames are handled
     /// on the connection's reader task as they arrive.
     fn serve(self: Arc<Self>, tx: link::Sender, rx: link::Reader, first: Msg) {
+        // Screened before it replaces the connection in use: an old primary that has not
+        // heard of the new epoch yet must not cut the current primary off.
+        let refusal = self.core.lock().refusal(&first);
+        if let Some(r) = refusal {
+            let offered = match first {
+                Msg::Open { epoch, .. } => epoch,
+                _ => 0,
+            };
+            tracing::info!(volume = %self.volume, offered, "refused a replication connection (older epoch, other version or volume)");
+            let _ = tx.send(r);
+            return;
+        }
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
         self.core.lock().disconnected();
         *self.conn.lock() = Some((id, tx));

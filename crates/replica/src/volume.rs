@@ -150,8 +150,8 @@ pub struct PrimaryVolume {
     /// A destage for a rebuild is under way.
     destaging: std::sync::atomic::AtomicBool,
     /// Followers brought back up to date: resyncs, rebuilds, forced destages, replays from
-    /// the journal.
-    events: [AtomicU64; 4],
+    /// the journal; and connections made to followers.
+    events: [AtomicU64; 5],
 }
 
 /// What a primary did to bring followers up to date, since it started.
@@ -167,6 +167,8 @@ pub struct ReplicaEvents {
     pub forced_destages: u64,
     /// Resyncs and rebuilds that read writes no longer in memory back from the journal.
     pub journal_replays: u64,
+    /// Connections made to followers: one per follower, and one per reconnect.
+    pub connections: u64,
 }
 
 impl std::ops::AddAssign for ReplicaEvents {
@@ -175,6 +177,7 @@ impl std::ops::AddAssign for ReplicaEvents {
         self.rebuilds += o.rebuilds;
         self.forced_destages += o.forced_destages;
         self.journal_replays += o.journal_replays;
+        self.connections += o.connections;
     }
 }
 
@@ -302,6 +305,7 @@ impl PrimaryVolume {
             rebuilds: at(1),
             forced_destages: at(2),
             journal_replays: at(3),
+            connections: at(4),
         }
     }
 
@@ -616,13 +620,20 @@ impl PrimaryVolume {
                 return;
             };
             let (tx, rx) = link::spawn(stream);
+            me.events[4].fetch_add(1, Ordering::Relaxed);
             let id = me.next_conn.fetch_add(1, Ordering::Relaxed);
             let _ = me.step(|inner| {
                 inner.links.insert(to.clone(), (id, tx));
                 Ok::<_, ()>(inner.core.connected(&to))
             });
-            // Frames are handled on the connection's reader task, as they arrive.
+            // Frames are handled on the connection's reader task, as they arrive. The task
+            // holds the primary weakly: once its last handle is dropped, its links close.
+            let weak = Arc::downgrade(&me);
+            drop(me);
             rx.run(move |m| {
+                let Some(me) = weak.upgrade() else {
+                    return false;
+                };
                 let mut go = true;
                 let _ = me.step(|inner| {
                     if inner.links.get(&to).map(|l| l.0) != Some(id) {

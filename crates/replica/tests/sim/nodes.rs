@@ -90,13 +90,7 @@ impl Sim {
                         self.next_conn += 1;
                         self.conns.insert(c, (n, t, self.now));
                         self.nodes[n].conns.insert(to.clone(), c);
-                        let old = self.nodes[t].primary_conn.replace(c);
-                        if let Some(o) = old {
-                            self.conns.remove(&o);
-                        }
-                        if let Role::F(f) = &mut self.nodes[t].role {
-                            f.disconnected();
-                        }
+                        // The follower takes the connection over when its Open arrives.
                         let acts = match &mut self.nodes[n].role {
                             Role::P(p) => p.connected(&to),
                             _ => unreachable!(),
@@ -504,6 +498,25 @@ impl Sim {
                         self.run_primary(to, acts);
                     }
                     Role::F(f) if as_follower => {
+                        let acts = f.on_msg(msg);
+                        self.run_follower(to, acts);
+                    }
+                    // A new connection's first frame: screened before it replaces the one in
+                    // use (as the node's listener does); a refusal goes back on it alone and
+                    // the primary closes it.
+                    Role::F(f) if matches!(msg, Msg::Open { .. }) => {
+                        if let Some(r) = f.refusal(&msg) {
+                            self.send(conn, to, r);
+                            return true;
+                        }
+                        f.disconnected();
+                        let old = self.nodes[to].primary_conn.replace(conn);
+                        if let Some(o) = old {
+                            self.break_conn(o);
+                        }
+                        let Role::F(f) = &mut self.nodes[to].role else {
+                            unreachable!()
+                        };
                         let acts = f.on_msg(msg);
                         self.run_follower(to, acts);
                     }
