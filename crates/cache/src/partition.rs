@@ -177,6 +177,10 @@ pub struct Partition {
     /// drop), so a destager stopped at held writes sleeps until then instead of re-reading
     /// the log on every commit.
     pub(crate) hold_gen: AtomicU64,
+    /// Signalled with `hold_gen` (and at stop); commits do not signal it, so a destager
+    /// waiting on held writes is not woken by every commit group.
+    unhold_lock: Mutex<()>,
+    unhold_cv: Condvar,
     /// Read windows kept for reuse (see `logread`).
     pub(crate) read_bufs: Mutex<Vec<alcubierre_io::AlignedBuf>>,
     /// The next destage round's batches, read while the previous round wrote the backend,
@@ -333,6 +337,8 @@ impl Partition {
             primaries: Mutex::new(std::collections::HashMap::new()),
             to_release: Mutex::new(Vec::new()),
             hold_gen: AtomicU64::new(0),
+            unhold_lock: Mutex::new(()),
+            unhold_cv: Condvar::new(),
             read_bufs: Mutex::new(Vec::new()),
             prefetched: Mutex::new(None),
             staging: Mutex::new(Vec::new()),
@@ -412,12 +418,28 @@ impl Partition {
         self.stopping.store(true, Ordering::SeqCst);
         self.space_cv.notify_all();
         self.notify_work();
+        let _g = self.unhold_lock.lock();
+        self.unhold_cv.notify_all();
     }
 
     /// Something that can let held writes go happened: wakes the destager.
     pub(crate) fn notify_unhold(&self) {
-        self.hold_gen.fetch_add(1, Ordering::AcqRel);
+        {
+            let _g = self.unhold_lock.lock();
+            self.hold_gen.fetch_add(1, Ordering::AcqRel);
+            self.unhold_cv.notify_all();
+        }
         self.notify_work();
+    }
+
+    /// Waits until something may let held writes go after generation `gen` (see
+    /// [`Partition::notify_unhold`]), the partition stops, or `timeout` passes. New commits do
+    /// not end the wait: they cannot, as the round stopped at an older held batch.
+    pub(crate) fn wait_for_unhold(&self, gen: u64, timeout: Duration) {
+        let mut g = self.unhold_lock.lock();
+        if self.hold_gen.load(Ordering::Acquire) == gen && !self.stopping() {
+            self.unhold_cv.wait_for(&mut g, timeout);
+        }
     }
 
     /// Wakes the destager.

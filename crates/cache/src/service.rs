@@ -311,15 +311,10 @@ fn run_round(
             }
             if stats.batches == 0 {
                 // Dirty but nothing can go: a follower's writes wait for the primary's release
-                // (or a new role, or a drop). Sleep until one of those, not on every commit,
-                // which would re-read the held log each time.
-                let until = std::time::Instant::now() + Duration::from_secs(1);
-                while part.hold_gen.load(std::sync::atomic::Ordering::Acquire) == gen
-                    && !part.stopping()
-                    && std::time::Instant::now() < until
-                {
-                    part.wait_for_work(Duration::from_millis(200));
-                }
+                // (or a new role, or a drop). Sleep until one of those, not woken by every
+                // commit, which could not help; the round runs again within 1 s regardless
+                // (for time-based holds: a primary's lease or its fence's start time).
+                part.wait_for_unhold(gen, Duration::from_secs(1));
             }
             Ok(())
         }
