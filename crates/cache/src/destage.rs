@@ -35,6 +35,9 @@ pub struct RoundStats {
     pub bytes: u64,
     /// Blocks found corrupt in the journal (poisoned, not destaged).
     pub corrupt_blocks: u64,
+    /// Batches known from their kept headers, not read from the cache device (a follower's
+    /// released writes).
+    pub from_headers: u64,
     /// Time spent reading the round's batches from the cache device.
     pub read_time: std::time::Duration,
     /// Time spent writing and flushing the backend.
@@ -79,16 +82,6 @@ impl Partition {
         // The batches read ahead during the previous round, if they start here (the log after
         // the destage cursor does not change until it is destaged, so they are still what the
         // log holds); otherwise read now.
-        let mut read = match self.prefetched.lock().take() {
-            Some((at, read)) if at == (cursor.virt, cursor.seq) && !read.batches.is_empty() => read,
-            other => {
-                if let Some((_, stale)) = other {
-                    self.recycle(stale);
-                }
-                self.read_batches(cursor.virt, cursor.seq, head, budget, window)?
-            }
-        };
-        stats.read_time = t0.elapsed();
         // Replicated writes: released ones are skipped; a follower's unreleased ones stop the
         // round before their batch (the primary destages them; see docs/design/replication.md).
         let released: HashMap<VolumeId, u64> = self
@@ -114,6 +107,33 @@ impl Partition {
                 && !primaries.contains(&e.volume)
         };
         let is_released = |e: &crate::format::Entry| e.replicated() && e.rep_seq <= released_of(e);
+        // A batch whose writes are all released (or dropped) needs only its header.
+        let no_data = |h: &BatchHeader| {
+            h.entries.iter().all(|e| {
+                e.kind != EntryKind::Write
+                    || is_released(e)
+                    || dropped.get(&e.volume).is_some_and(|&d| e.seq < d)
+            })
+        };
+        let held_batch = |h: &BatchHeader| h.entries.iter().any(held);
+        let kept =
+            || self.kept_batches(cursor.virt, cursor.seq, head, budget, &no_data, &held_batch);
+        let mut read = match self.prefetched.lock().take() {
+            Some((at, read)) if at == (cursor.virt, cursor.seq) && !read.batches.is_empty() => read,
+            other => {
+                if let Some((_, stale)) = other {
+                    self.recycle(stale);
+                }
+                match kept() {
+                    Some(read) => {
+                        stats.from_headers = read.batches.len() as u64;
+                        read
+                    }
+                    None => self.read_batches(cursor.virt, cursor.seq, head, budget, window)?,
+                }
+            }
+        };
+        stats.read_time = t0.elapsed();
         if let Some(cut) = read
             .batches
             .iter()
@@ -165,7 +185,9 @@ impl Partition {
         vols.sort();
         let next_head = self.head_virt.load(Ordering::Acquire);
         std::thread::scope(|scope| {
-            let ahead = (next_head > virt).then(|| {
+            // Not when the next round may come from kept headers (a follower's released
+            // writes): reading their data would be wasted.
+            let ahead = (next_head > virt && !self.keeps_header(seq)).then(|| {
                 scope.spawn(move || self.read_batches(virt, seq, next_head, budget, window))
             });
             let mut applied = Ok(());

@@ -3,7 +3,7 @@
 use alcubierre_io::AlignedBuf;
 
 use crate::error::CacheError;
-use crate::format::{BatchHeader, BLOCK};
+use crate::format::{BatchHeader, EntryKind, BLOCK};
 use crate::partition::Partition;
 
 /// Batches read from the log: their headers, and their data inside read windows.
@@ -15,10 +15,20 @@ pub(crate) struct Batches {
     pub(crate) next: (u64, u64),
 }
 
+/// The window index of a batch known from its header alone (its data was not read).
+const NOT_READ: usize = usize::MAX;
+
+/// Follower batch headers kept in memory at most (about 0.5 KiB each); past that, eviction
+/// reads the batches back from the device as destage does.
+const KEPT_HEADERS: usize = 16_384;
+
 impl Batches {
-    /// The data blocks of batch `i`.
+    /// The data blocks of batch `i` (empty for a batch taken from its header alone).
     pub(crate) fn data(&self, i: usize) -> &[u8] {
         let (h, w, at) = &self.batches[i];
+        if *w == NOT_READ {
+            return &[];
+        }
         let start = (at + 1) * BLOCK;
         &self.windows[*w][start..start + h.data_blocks as usize * BLOCK]
     }
@@ -32,6 +42,76 @@ impl Batches {
 const KEPT_BYTES: usize = 80 << 20;
 
 impl Partition {
+    /// Keeps the header of a batch just committed if all its writes are a follower's
+    /// (replicated, of volumes this node is not primary of): their data is never destaged
+    /// here, so the header alone is enough to evict them once released.
+    pub(crate) fn keep_follower_header(&self, h: BatchHeader) {
+        let follower_only = {
+            let primaries = self.primaries.lock();
+            h.entries.iter().all(|e| {
+                e.kind != EntryKind::Write || (e.replicated() && !primaries.contains_key(&e.volume))
+            })
+        };
+        if follower_only {
+            // In sequence order, with gaps where batches were not kept.
+            let mut kept = self.follower_headers.lock();
+            if kept.len() == KEPT_HEADERS {
+                kept.pop_front();
+            }
+            kept.push_back(h);
+        }
+    }
+
+    /// Batches from batch `seq` at `virt` (or the next lap), known from their kept headers
+    /// without reading the device, while `no_data(header)` says none of their data is needed
+    /// and, after the first, the data they skip stays within `max_bytes`. No batches when the
+    /// first is kept but `held` (nothing can be destaged before it); `None` when it is not kept
+    /// or needs its data.
+    pub(crate) fn kept_batches(
+        &self,
+        virt: u64,
+        seq: u64,
+        stop_at: u64,
+        max_bytes: u64,
+        no_data: &dyn Fn(&BatchHeader) -> bool,
+        held: &dyn Fn(&BatchHeader) -> bool,
+    ) -> Option<Batches> {
+        let mut kept = self.follower_headers.lock();
+        while kept.front().is_some_and(|h| h.seq < seq) {
+            kept.pop_front();
+        }
+        let mut out = Batches {
+            windows: Vec::new(),
+            batches: Vec::new(),
+            next: (virt, seq),
+        };
+        if kept.front().is_some_and(|h| h.seq == seq && held(h)) {
+            return Some(out);
+        }
+        let mut bytes = 0u64;
+        for h in kept.iter() {
+            let (at, next_seq) = out.next;
+            if h.seq != next_seq || h.virt < at || h.virt >= stop_at || !no_data(h) {
+                break;
+            }
+            if !out.batches.is_empty() && bytes >= max_bytes {
+                break;
+            }
+            bytes += u64::from(h.data_blocks) * BLOCK as u64;
+            out.next = (h.virt + 1 + u64::from(h.data_blocks), h.seq + 1);
+            out.batches.push((h.clone(), NOT_READ, 0));
+        }
+        (!out.batches.is_empty()).then_some(out)
+    }
+
+    /// Whether batch `seq`'s header is kept (a round starting there may not need the device).
+    pub(crate) fn keeps_header(&self, seq: u64) -> bool {
+        self.follower_headers
+            .lock()
+            .binary_search_by_key(&seq, |h| h.seq)
+            .is_ok()
+    }
+
     /// A read window of `len` bytes, reused when one is kept.
     fn read_buf(&self, len: usize) -> AlignedBuf {
         let mut kept = self.read_bufs.lock();

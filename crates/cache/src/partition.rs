@@ -186,6 +186,10 @@ pub struct Partition {
     /// The next destage round's batches, read while the previous round wrote the backend,
     /// with the position they start at.
     pub(crate) prefetched: Mutex<Option<((u64, u64), crate::logread::Batches)>>,
+    /// Headers of recent batches that hold only a follower's writes (and entries without
+    /// data), in sequence order: once the primary releases those writes, the destager evicts
+    /// them from these headers instead of reading the batches back from the device.
+    pub(crate) follower_headers: Mutex<std::collections::VecDeque<BatchHeader>>,
     /// Where destage gathers a volume's extents for the backend, kept between rounds so a
     /// round does not fault in fresh memory (only the destager uses it).
     pub(crate) staging: Mutex<Vec<u8>>,
@@ -341,6 +345,7 @@ impl Partition {
             unhold_cv: Condvar::new(),
             read_bufs: Mutex::new(Vec::new()),
             prefetched: Mutex::new(None),
+            follower_headers: Mutex::new(std::collections::VecDeque::new()),
             staging: Mutex::new(Vec::new()),
         }
     }
@@ -598,6 +603,7 @@ impl Partition {
             .write_durable(&w.buf[..len], self.dev_offset(at))
             .map_err(|e| self.fail(format!("journal write at block {at}: {e}")))?;
         self.apply(at, &header, None);
+        self.keep_follower_header(header);
         let was_clean = w.head == self.destaged_virt.load(Ordering::Acquire);
         w.head = at + need;
         w.head_seq += 1;

@@ -177,6 +177,124 @@ fn a_follower_holds_replicated_writes_until_released() {
     );
 }
 
+/// A medium that counts reads (the tests below check which destage rounds read the log).
+struct CountingReads {
+    inner: MemMedium,
+    reads: std::sync::atomic::AtomicU64,
+}
+
+impl Medium for CountingReads {
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+        self.inner.write_at(buf, offset)
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        self.inner.sync()
+    }
+    fn describe(&self) -> String {
+        "counting reads".into()
+    }
+}
+
+/// A follower evicts the writes the primary released from the batch headers it kept when it
+/// journaled them: the device is not read. Batches with data still to destage (a volume not
+/// replicated, or one this node became primary of) are read as before, and a restart, which
+/// keeps no headers, evicts from the device.
+#[test]
+fn a_follower_evicts_released_writes_without_reading_them_back() {
+    use alcubierre_cache::ReplicaRole;
+    use std::sync::atomic::Ordering::SeqCst;
+    let (a, b) = (vol(1), vol(2));
+    let g = VolumeGeometry::new(
+        alcubierre_types::BlockSize::B4096,
+        alcubierre_types::ByteSize(1 << 20),
+    )
+    .unwrap();
+    let medium = Arc::new(CountingReads {
+        inner: MemMedium::new(4 << 20),
+        reads: Default::default(),
+    });
+    Engine::format(&*medium, &small_format(1)).unwrap();
+    let backend = Arc::new(MemBackend::new());
+    for v in [a, b] {
+        backend
+            .create(v, alcubierre_types::ByteSize(1 << 20))
+            .unwrap();
+    }
+    let e = open(medium.clone(), backend.clone(), &[(a, g), (b, g)]);
+    let p = e.partition_of(a).clone();
+    let write = |v, block: u64, byte: u8, t: Tag| {
+        let op = e
+            .write_op(v, Lba(block), Bytes::from(vec![byte; 4096]))
+            .unwrap();
+        p.commit_tagged(&[op], &[t]).pop().unwrap().unwrap();
+    };
+    for s in 1..=20 {
+        write(a, s, 0x10 + s as u8, tag(2, s));
+    }
+    e.release(a, 20).unwrap();
+    let before = medium.reads.load(SeqCst);
+    e.destage_all().unwrap();
+    assert_eq!(medium.reads.load(SeqCst), before, "no log read to evict");
+    for s in 1..=20 {
+        assert_eq!(
+            &e.read(a, Lba(s), BlockCount(1)).unwrap()[..1],
+            &[0],
+            "block {s} left the index (reads go to the backend)"
+        );
+        assert_eq!(
+            backend_block(&backend, a, s),
+            0,
+            "and was not destaged here"
+        );
+    }
+    assert_eq!(e.stats().dirty_bytes, 0);
+
+    // A write of another volume in between is read and destaged; released writes around it
+    // are still evicted.
+    write(a, 21, 0x21, tag(2, 21));
+    write(b, 0, 0xbb, Tag::default());
+    write(a, 22, 0x22, tag(2, 22));
+    e.release(a, 22).unwrap();
+    let before = medium.reads.load(SeqCst);
+    e.destage_all().unwrap();
+    assert!(
+        medium.reads.load(SeqCst) > before,
+        "the other volume's batch is read"
+    );
+    assert_eq!(backend_block(&backend, b, 0), 0xbb);
+    assert_eq!(&e.read(a, Lba(22), BlockCount(1)).unwrap()[..1], &[0]);
+    assert_eq!(backend_block(&backend, a, 22), 0);
+
+    // Kept headers of writes this node becomes primary of: their data is read and destaged.
+    write(a, 23, 0x23, tag(2, 23));
+    e.set_replica_role(a, ReplicaRole::Primary);
+    e.destage_all().unwrap();
+    assert_eq!(
+        backend_block(&backend, a, 23),
+        0x23,
+        "a primary destages its writes"
+    );
+
+    // After a restart nothing is kept: released writes are evicted from the device.
+    e.set_replica_role(a, ReplicaRole::Follower);
+    write(a, 24, 0x24, tag(3, 24));
+    drop(e);
+    let e = open(medium.clone(), backend.clone(), &[(a, g), (b, g)]);
+    e.release(a, 24).unwrap();
+    let before = medium.reads.load(SeqCst);
+    e.destage_all().unwrap();
+    assert!(medium.reads.load(SeqCst) > before);
+    assert_eq!(&e.read(a, Lba(24), BlockCount(1)).unwrap()[..1], &[0]);
+    assert_eq!(backend_block(&backend, a, 24), 0);
+}
+
 /// Backend fencing (docs/design/replication.md): a primary destages its volume's replicated
 /// writes only while its fence allows (its node's lease holds) and not before the fence's
 /// start (an old primary's last backend writes are done by then). While it is closed, the

@@ -59,10 +59,46 @@ fn cpu() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-async fn run(dev: Arc<dyn BlockDevice>, qd: usize, secs: u64) -> (u64, Vec<Duration>, Duration) {
+/// CPU time of this process's threads so far, by what they do: the engines' journal writers,
+/// their destagers, and the rest (the runtime's workers: the client, the replication state
+/// machines and the network).
+#[derive(Clone, Copy, Default)]
+struct Split {
+    writers: Duration,
+    destage: Duration,
+    rest: Duration,
+}
+
+fn split() -> Split {
+    let mut s = Split::default();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return s;
+    };
+    for t in tasks.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let Some((head, after)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map_or("", |(_, c)| c);
+        let f: Vec<&str> = after.split_whitespace().collect();
+        let at = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+        let d = Duration::from_millis((at(11) + at(12)) * 10);
+        if comm.starts_with("cache-writer") {
+            s.writers += d;
+        } else if comm.starts_with("cache-destage") {
+            s.destage += d;
+        } else {
+            s.rest += d;
+        }
+    }
+    s
+}
+
+async fn run(dev: Arc<dyn BlockDevice>, qd: usize, secs: u64) -> Run {
     let data = Bytes::from(vec![0x5a; 4096]);
     let stop = Instant::now() + Duration::from_secs(secs);
     let c0 = cpu();
+    let s0 = split();
     let mut tasks = Vec::new();
     for q in 0..qd {
         let dev = dev.clone();
@@ -84,18 +120,78 @@ async fn run(dev: Arc<dyn BlockDevice>, qd: usize, secs: u64) -> (u64, Vec<Durat
         all.extend(t.await.unwrap());
     }
     let cpu = cpu() - c0;
+    let s1 = split();
     all.sort();
-    (all.len() as u64, all, cpu)
+    Run {
+        n: all.len() as u64,
+        lat: all,
+        cpu,
+        split: Split {
+            writers: s1.writers.saturating_sub(s0.writers),
+            destage: s1.destage.saturating_sub(s0.destage),
+            rest: s1.rest.saturating_sub(s0.rest),
+        },
+    }
 }
 
-fn report(name: &str, qd: usize, secs: u64, (n, lat, cpu): (u64, Vec<Duration>, Duration)) {
-    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)];
+/// One run's writes, their latencies (sorted), and the CPU time they took.
+struct Run {
+    n: u64,
+    lat: Vec<Duration>,
+    cpu: Duration,
+    split: Split,
+}
+
+fn report(name: &str, qd: usize, secs: u64, r: Run) {
+    let p = |q: f64| r.lat[((r.lat.len() as f64 * q) as usize).min(r.lat.len() - 1)];
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / r.n as f64;
     println!(
-        "{name:<22} QD{qd:<3} {:>8.0} IOPS  p50 {:>7.1} us  p99 {:>7.1} us  CPU {:>6.1} us/write",
-        n as f64 / secs as f64,
+        "{name:<22} QD{qd:<3} {:>8.0} IOPS  p50 {:>7.1} us  p99 {:>7.1} us  CPU {:>6.1} us/write \
+         (journal writers {:.1}, destage {:.1}, runtime: client, replication, network {:.1})",
+        r.n as f64 / secs as f64,
         p(0.5).as_secs_f64() * 1e6,
         p(0.99).as_secs_f64() * 1e6,
-        cpu.as_secs_f64() * 1e6 / n as f64
+        per(r.cpu),
+        per(r.split.writers),
+        per(r.split.destage),
+        per(r.split.rest),
+    );
+}
+
+/// Waits (up to 2 minutes) until every engine has destaged everything, so that no run pays for
+/// destaging the one before.
+async fn settle(engines: &[Arc<Engine>]) {
+    let until = Instant::now() + Duration::from_secs(120);
+    while engines.iter().any(|e| e.stats().dirty_bytes > 0) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// QD1 latency of one replica and of three, measured in the same seconds: the writes alternate
+/// between the two, so both meet the same machine (the separate QD1 runs above are seconds
+/// apart, and this shared VM's latency drifts between them).
+async fn interleaved(single: &Arc<dyn BlockDevice>, rep: &Arc<dyn BlockDevice>, secs: u64) {
+    let data = Bytes::from(vec![0x6b; 4096]);
+    let stop = Instant::now() + Duration::from_secs(secs);
+    let (mut one, mut three) = (Vec::new(), Vec::new());
+    let mut lba = 0u64;
+    while Instant::now() < stop {
+        for (dev, lat) in [(single, &mut one), (rep, &mut three)] {
+            let t = Instant::now();
+            dev.write(Lba(lba % (1 << 17)), data.clone()).await.unwrap();
+            lat.push(t.elapsed());
+        }
+        lba += 1;
+    }
+    one.sort();
+    three.sort();
+    let p50 = |l: &[Duration]| l[l.len() / 2].as_secs_f64() * 1e6;
+    println!(
+        "QD1 interleaved        {} writes each  p50 1 replica {:.1} us, 3 replicas {:.1} us: {:.2}x",
+        one.len(),
+        p50(&one),
+        p50(&three),
+        p50(&three) / p50(&one)
     );
 }
 
@@ -123,6 +219,9 @@ async fn main() {
     let vol_mib = 512u64.max(dirty_mib);
     let g = VolumeGeometry::new(BlockSize::B4096, ByteSize::mib(vol_mib)).unwrap();
     backend.create(vol, ByteSize::mib(vol_mib)).unwrap();
+    // The 1-replica runs write their own volume on the primary's engine.
+    let solo = VolumeId(uuid::Uuid::new_v4());
+    backend.create(solo, ByteSize::mib(vol_mib)).unwrap();
     let mut engines = Vec::new();
     let mut services = Vec::new();
     let mut servers = Vec::new();
@@ -147,6 +246,9 @@ async fn main() {
         };
         let e = Arc::new(Engine::open(m, backend.clone() as Arc<dyn Backend>).unwrap());
         e.attach(vol, g).unwrap();
+        if i == 0 {
+            e.attach(solo, g).unwrap();
+        }
         let limit = Arc::new(RateLimiter::new(u64::MAX / 4, 1 << 20));
         let svc = CacheService::start(
             e.clone(),
@@ -174,10 +276,11 @@ async fn main() {
         }
     );
     // One replica: the primary's engine alone (the same cache path without replication).
-    let single: Arc<dyn BlockDevice> = Arc::new(services[0].volume(vol).unwrap());
+    let single: Arc<dyn BlockDevice> = Arc::new(services[0].volume(solo).unwrap());
     // `0` seconds: the rebuild alone.
     let qds: &[usize] = if secs == 0 { &[] } else { &[1, 32] };
     for &qd in qds {
+        settle(&engines).await;
         report(
             "1 replica (cache)",
             qd,
@@ -185,6 +288,7 @@ async fn main() {
             run(single.clone(), qd, secs).await,
         );
     }
+    settle(&engines).await;
     // Three replicas.
     let mut peers = HashMap::new();
     for i in 1..3 {
@@ -213,7 +317,12 @@ async fn main() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let rep: Arc<dyn BlockDevice> = p.clone();
     for &qd in qds {
+        settle(&engines).await;
         report("3 replicas", qd, secs, run(rep.clone(), qd, secs).await);
+    }
+    if secs > 0 {
+        settle(&engines).await;
+        interleaved(&single, &rep, secs).await;
     }
     // Rebuild: n2 loses its copy while the other two take `dirty` bytes that stay in the
     // caches (destage paused); then n2 comes back empty and is rebuilt from the primary.
