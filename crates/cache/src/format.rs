@@ -408,11 +408,17 @@ impl Entry {
         put32(b, 60, self.crc);
     }
 
-    /// Computes the entry's CRC over its descriptor fields and `data`.
+    /// Computes the entry's CRC-32C over its descriptor fields and `data`. Every write's
+    /// data is checked on each replica's journal and again at destage, so this is one of the
+    /// hottest loops: it uses `crc-fast` (the same CRC as the `crc32c` crate, several times
+    /// faster on 4 KiB with the CPU's carry-less multiply).
     pub fn compute_crc(&self, data: &[u8]) -> u32 {
         let mut b = [0u8; ENTRY_LEN];
         self.encode_into(&mut b);
-        crc32c::crc32c_append(crc32c::crc32c(&b[..60]), data)
+        let mut d = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+        d.update(&b[..60]);
+        d.update(data);
+        d.finalize() as u32
     }
 }
 
@@ -678,6 +684,17 @@ mod tests {
         let mut other = data.clone();
         other[5000] ^= 1;
         assert_ne!(crc, e.compute_crc(&other));
+        // The journal's format: CRC-32C (Castagnoli) of the first 60 descriptor bytes, then
+        // the data, as the `crc32c` crate computes it (devices written before keep working).
+        let mut b = [0u8; ENTRY_LEN];
+        e.encode_into(&mut b);
+        for len in [0, 1, 511, 4096, 3 * BLOCK] {
+            assert_eq!(
+                e.compute_crc(&data[..len]),
+                crc32c::crc32c_append(crc32c::crc32c(&b[..60]), &data[..len]),
+                "{len} bytes"
+            );
+        }
         assert_eq!(e.mask_of(0), 0xf0);
         assert_eq!(e.mask_of(1), FULL_MASK);
         assert_eq!(e.mask_of(2), 0x0f);

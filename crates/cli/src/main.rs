@@ -1,9 +1,14 @@
 //! `alcubierre`: the one binary operators use.
 //!
-//! Today it formats and inspects cache devices, runs the single-node engine demo, and runs the
-//! cache-engine benchmark. Later issues add `serve`, the cluster `demo`, and the control-plane
-//! commands (`cluster`, `node`, `volume`, `qos`, `host`, `plan`, `status`).
+//! It runs a storage node (`serve`) and the whole cluster on one machine (`demo`), formats and
+//! inspects cache devices, runs the benchmarks, and drives the cluster through its REST API
+//! (`cluster`, `node`, `volume`, `qos`, `host`, `plan`, `status`, ...).
 #![forbid(unsafe_code)]
+
+// mimalloc rather than glibc's allocator: the I/O path allocates and frees many small buffers
+// per request; in `bench_replica` it cut the CPU per replicated write by about 2 µs (8%).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod agent;
 mod bench;

@@ -26,6 +26,10 @@ use alcubierre_replica::Membership;
 use alcubierre_types::{BlockSize, ByteSize, Lba, VolumeGeometry, VolumeId};
 use bytes::Bytes;
 
+// The allocator the `alcubierre` binary uses.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The leader's part: no requests are expected, except the primary asking to add the rebuilt
 /// replica at the end.
 struct NoControl;
@@ -191,9 +195,12 @@ async fn main() {
     let vol_mib = 512u64.max(dirty_mib);
     let g = VolumeGeometry::new(BlockSize::B4096, ByteSize::mib(vol_mib)).unwrap();
     backend.create(vol, ByteSize::mib(vol_mib)).unwrap();
-    // The 1-replica runs write their own volume on the primary's engine.
-    let solo = VolumeId(uuid::Uuid::new_v4());
-    backend.create(solo, ByteSize::mib(vol_mib)).unwrap();
+    // The 1-replica runs write volumes of their own, one per engine.
+    let solos: Vec<VolumeId> = (0..3).map(|_| VolumeId(uuid::Uuid::new_v4())).collect();
+    for s in &solos {
+        backend.create(*s, ByteSize::mib(vol_mib)).unwrap();
+    }
+    let solo = solos[0];
     // The memory backend's images are touched up front (as the memory media are), so the
     // kernel's first-touch page faults are not counted as destage cost.
     let zeros = vec![0u8; 16 << 20];
@@ -209,7 +216,7 @@ async fn main() {
     let mut services = Vec::new();
     let mut servers = Vec::new();
     let mut limits = Vec::new();
-    for i in 0..3 {
+    for (i, solo_i) in solos.iter().enumerate() {
         let m: Arc<dyn Medium> = if mem {
             // Touched up front, so first-touch page faults are not counted as write cost.
             let mut image = vec![0u8; cache as usize];
@@ -229,9 +236,7 @@ async fn main() {
         };
         let e = Arc::new(Engine::open(m, backend.clone() as Arc<dyn Backend>).unwrap());
         e.attach(vol, g).unwrap();
-        if i == 0 {
-            e.attach(solo, g).unwrap();
-        }
+        e.attach(*solo_i, g).unwrap();
         let limit = Arc::new(RateLimiter::new(u64::MAX / 4, 1 << 20));
         let svc = CacheService::start(
             e.clone(),
@@ -269,6 +274,26 @@ async fn main() {
             qd,
             secs,
             run(single.clone(), qd, secs).await,
+        );
+    }
+    // The same QD1 writes without replication on all three engines at once: each replicated
+    // write makes three journal commits at the same moment, and here the three journals share
+    // one virtual disk, which slows each commit down.
+    if secs > 0 {
+        settle(&engines).await;
+        let dev =
+            |i: usize| -> Arc<dyn BlockDevice> { Arc::new(services[i].volume(solos[i]).unwrap()) };
+        let (a, b, c) = tokio::join!(
+            run(dev(0), 1, secs),
+            run(dev(1), 1, secs),
+            run(dev(2), 1, secs)
+        );
+        let p50 = |r: &Run| r.lat[r.lat.len() / 2].as_secs_f64() * 1e6;
+        println!(
+            "1 replica x3 at once   QD1  p50 {:.1} / {:.1} / {:.1} us (three engines, no replication)",
+            p50(&a),
+            p50(&b),
+            p50(&c)
         );
     }
     settle(&engines).await;
