@@ -21,6 +21,16 @@ fn tag(epoch: u64, seq: u64) -> Tag {
 /// `g` and their backend images made: the device, the backend and the engine.
 fn engine_with(vols: &[VolumeId], g: VolumeGeometry) -> (Arc<dyn Medium>, Arc<MemBackend>, Engine) {
     let medium: Arc<dyn Medium> = Arc::new(MemMedium::new(4 << 20));
+    let (backend, e) = engine_on(medium.clone(), vols, g);
+    (medium, backend, e)
+}
+
+/// [`engine_with`] on `medium` (formatted here): the backend and the engine.
+fn engine_on(
+    medium: Arc<dyn Medium>,
+    vols: &[VolumeId],
+    g: VolumeGeometry,
+) -> (Arc<MemBackend>, Engine) {
     Engine::format(&*medium, &small_format(1)).unwrap();
     let backend = Arc::new(MemBackend::new());
     for v in vols {
@@ -29,8 +39,8 @@ fn engine_with(vols: &[VolumeId], g: VolumeGeometry) -> (Arc<dyn Medium>, Arc<Me
             .unwrap();
     }
     let attached: Vec<_> = vols.iter().map(|v| (*v, g)).collect();
-    let e = open(medium.clone(), backend.clone(), &attached);
-    (medium, backend, e)
+    let e = open(medium, backend.clone(), &attached);
+    (backend, e)
 }
 
 #[test]
@@ -220,14 +230,7 @@ fn a_follower_evicts_released_writes_without_reading_them_back() {
         inner: MemMedium::new(4 << 20),
         reads: Default::default(),
     });
-    Engine::format(&*medium, &small_format(1)).unwrap();
-    let backend = Arc::new(MemBackend::new());
-    for v in [a, b] {
-        backend
-            .create(v, alcubierre_types::ByteSize(1 << 20))
-            .unwrap();
-    }
-    let e = open(medium.clone(), backend.clone(), &[(a, g), (b, g)]);
+    let (backend, e) = engine_on(medium.clone(), &[a, b], g);
     let p = e.partition_of(a).clone();
     let write = |v, block: u64, byte: u8, t: Tag| {
         let op = e
