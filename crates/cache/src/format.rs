@@ -90,8 +90,14 @@ fn put64(b: &mut [u8], at: usize, v: u64) {
     b[at..at + 8].copy_from_slice(&v.to_le_bytes());
 }
 
+/// The CRC-32C of a metadata block (superblock, batch header, ...) before its CRC field.
+/// Every commit seals a batch header, so it uses `crc-fast`, as entries do.
+fn block_crc(b: &[u8]) -> u32 {
+    crc_fast::checksum(crc_fast::CrcAlgorithm::Crc32Iscsi, &b[..CRC_AT]) as u32
+}
+
 fn seal(b: &mut [u8]) {
-    let crc = crc32c::crc32c(&b[..CRC_AT]);
+    let crc = block_crc(b);
     put32(b, CRC_AT, crc);
 }
 
@@ -111,7 +117,7 @@ fn check_block(b: &[u8], what: &'static str, magic: &[u8; 8]) -> Result<(), Form
         });
     }
     let stored = u32_at(b, CRC_AT);
-    let computed = crc32c::crc32c(&b[..CRC_AT]);
+    let computed = block_crc(b);
     if stored != computed {
         return Err(FormatError::BadChecksum {
             what,
@@ -698,5 +704,21 @@ mod tests {
         assert_eq!(e.mask_of(0), 0xf0);
         assert_eq!(e.mask_of(1), FULL_MASK);
         assert_eq!(e.mask_of(2), 0x0f);
+    }
+
+    #[test]
+    fn metadata_blocks_are_sealed_with_crc32c() {
+        // The on-disk format: CRC-32C of the bytes before the CRC field, as the `crc32c`
+        // crate computes it, whichever crate the engine uses.
+        let h = header();
+        let b = h.encode();
+        assert_eq!(u32_at(&b, CRC_AT), crc32c::crc32c(&b[..CRC_AT]));
+        let mut bad = b;
+        bad[100] ^= 1;
+        assert!(matches!(
+            BatchHeader::decode(&bad),
+            Err(FormatError::BadChecksum { .. })
+        ));
+        assert_eq!(BatchHeader::decode(&b).unwrap(), h);
     }
 }

@@ -202,38 +202,69 @@ fn a_claim_fences_the_previous_holder_off_the_image() {
     a.flush(old).unwrap();
 }
 
-/// A request nobody waits for any more can hold an image's last reference when librbd
-/// completes it. The image is then closed off librbd's thread: closing it there (which gives
-/// the exclusive lock up through that same thread) deadlocked, and the image stayed open.
+/// A write still queued in the old holder's client when it is fenced never lands. The
+/// cluster holds every operation (`ceph osd pause`) while `a` sends a write; meanwhile `a` is
+/// blocklisted, as `b`'s claim does first when it breaks the lock (the claim itself cannot run
+/// while reads are held: it reads the lock's owner). When operations flow again, `a`'s queued
+/// write is refused and reported as fenced; `b` claims the image and finds the last write `a`
+/// completed.
 #[test]
-fn an_image_whose_last_reference_is_a_finished_request_closes() {
-    use alcubierre_rbd::ffi::Cluster;
-
+fn a_write_queued_in_the_old_holder_at_the_break_does_not_land() {
     let ceph = CephCluster::start().unwrap();
-    let cfg = ceph.config();
-    let cluster = Cluster::connect(&cfg.user, cfg.conf_file.as_deref(), &[]).unwrap();
-    let pool = cluster.pool(&cfg.pool).unwrap();
-    pool.create("last-ref", 4 << 20, 1 | 4).unwrap();
-    for i in 0..10u8 {
-        let image = pool.open("last-ref").unwrap();
-        let request = image.write(0, vec![i; 4096]);
-        drop(image);
-        drop(request);
-    }
-    // Closed once the writes completed: Ceph's own tool sees no client watching the image.
-    let t = Instant::now();
-    loop {
-        let status = ceph.rbd(&["status", "last-ref"]).unwrap();
-        if status.contains("none") {
-            break;
+    let a = RbdBackend::connect(&ceph.config()).unwrap();
+    let b = RbdBackend::connect(&ceph.config()).unwrap();
+    let v = VolumeId::random();
+    a.create(v, ByteSize::mib(4)).unwrap();
+    a.claim(v).unwrap();
+    a.write(v, ByteOffset(0), &[1; 4096]).unwrap();
+    a.flush(v).unwrap();
+    let a_addr = a.lock_owners(v).unwrap().remove(0);
+    let read = |x: &RbdBackend| {
+        let mut buf = [0u8; 4096];
+        x.read(v, ByteOffset(0), &mut buf).unwrap();
+        buf
+    };
+    assert_eq!(read(&b), [1; 4096]);
+
+    ceph.ceph(&["osd", "pause"]).unwrap();
+    // A client learns of the pause from a newer map, which an OSD shares with it on its next
+    // operation: until then its writes complete. Each write that completes is acknowledged
+    // before the fence and must stay; the first one held is the queued write.
+    let mut landed = 1u8;
+    let a_ref = &a;
+    std::thread::scope(|s| {
+        let queued = loop {
+            let next = landed + 1;
+            let w = s.spawn(move || a_ref.write(v, ByteOffset(0), &[next; 4096]));
+            std::thread::sleep(Duration::from_secs(1));
+            if !w.is_finished() {
+                break w;
+            }
+            w.join().unwrap().unwrap();
+            landed = next;
+            assert!(landed < 10, "a never heard of the pause");
+        };
+        ceph.ceph(&["osd", "blocklist", "add", &a_addr]).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            !queued.is_finished(),
+            "a's write finished while the cluster was paused"
+        );
+        ceph.ceph(&["osd", "unpause"]).unwrap();
+        match queued.join().unwrap() {
+            Err(BackendError::Fenced { volume }) => assert_eq!(volume, v),
+            other => panic!("a's queued write: {other:?}, expected fenced"),
         }
-        if t.elapsed() > Duration::from_secs(30) {
-            // A deadlocked librbd would hang these handles' shutdown too.
-            std::mem::forget(pool);
-            std::mem::forget(cluster);
-            panic!("the image never closed: {status}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    pool.remove("last-ref").unwrap();
+    });
+    b.claim(v).unwrap();
+    assert!(b.holds_lock(v).unwrap());
+    // The queued write is nowhere, and a stays fenced off the image on its new connection.
+    assert_eq!(read(&b), [landed; 4096]);
+    assert!(matches!(a.flush(v), Err(BackendError::Fenced { .. })));
+    let e = a.write(v, ByteOffset(0), &[99; 4096]).unwrap_err();
+    assert!(matches!(e, BackendError::Fenced { .. }), "{e}");
+    assert_eq!(read(&a), [landed; 4096]);
+    b.write(v, ByteOffset(0), &[100; 4096]).unwrap();
+    b.flush(v).unwrap();
+    assert_eq!(read(&a), [100; 4096]);
 }
