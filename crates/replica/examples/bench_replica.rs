@@ -5,11 +5,15 @@
 //! a rebuild: one replica comes back empty while 192 MiB of writes are dirty (destage paused)
 //! and is rebuilt from the primary; reports the time and MB/s.
 //!
-//! `cargo run --release -p alcubierre-replica --example bench_replica [seconds] [dir|mem]`
+//! `cargo run --release -p alcubierre-replica --example bench_replica [seconds] [dir|mem|devices]`
 //! (default 5 s per run, 0 for the rebuild alone; files under /var/tmp; `mem`: memory media,
-//! no device syncs, which isolates the replication path's own cost). `REBUILD_MIB` sets the dirty data of the
-//! rebuild (default 192: within the primary's 256 MiB in-memory window; more is replayed from
-//! its journal, and the cache devices grow to hold it).
+//! no device syncs, which isolates the replication path's own cost; `devices`: three block
+//! devices, comma-separated, one per node, e.g. `/dev/zram1,/dev/zram2,/dev/zram3` from
+//! `scripts/zram-devices up 3`: each node then commits to a device of its own, as on a real
+//! cluster, instead of three journals sharing one disk. They are formatted: their contents are
+//! lost). `REBUILD_MIB` sets the dirty data of the rebuild (default 192: within the primary's
+//! 256 MiB in-memory window; more is replayed from its journal, and the cache devices grow to
+//! hold it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -176,14 +180,21 @@ async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let secs: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let mem = args.get(2).is_some_and(|a| a == "mem");
+    let devices: Vec<std::path::PathBuf> = args
+        .get(2)
+        .filter(|a| a.starts_with("/dev/"))
+        .map(|a| a.split(',').map(Into::into).collect())
+        .unwrap_or_default();
     let dir = std::path::PathBuf::from(
         args.get(2)
-            .filter(|_| !mem)
+            .filter(|_| !mem && devices.is_empty())
             .cloned()
             .unwrap_or("/var/tmp".into()),
     )
     .join(format!("alcubierre-bench-replica-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    if devices.is_empty() {
+        std::fs::create_dir_all(&dir).unwrap();
+    }
     let backend = Arc::new(MemBackend::new());
     let vol = VolumeId(uuid::Uuid::new_v4());
     let dirty_mib: u64 = std::env::var("REBUILD_MIB")
@@ -192,6 +203,12 @@ async fn main() {
         .unwrap_or(192);
     // The journal holds the benchmark's writes and the rebuild's dirty data.
     let cache: u64 = (1u64 << 30).max((2 * dirty_mib + 512) << 20);
+    if !devices.is_empty() {
+        if let Err(e) = check_devices(&devices, cache) {
+            eprintln!("bench_replica: {e}");
+            std::process::exit(2);
+        }
+    }
     let vol_mib = 512u64.max(dirty_mib);
     let g = VolumeGeometry::new(BlockSize::B4096, ByteSize::mib(vol_mib)).unwrap();
     backend.create(vol, ByteSize::mib(vol_mib)).unwrap();
@@ -227,6 +244,11 @@ async fn main() {
             let m = Arc::new(alcubierre_io::MemMedium::from_image(image));
             Engine::format(&*m, &FormatOptions::default()).unwrap();
             m
+        } else if let Some(path) = devices.get(i) {
+            let m = DirectFile::open(path).unwrap();
+            Engine::format(&m, &FormatOptions::default()).unwrap();
+            drop(m);
+            Arc::new(DirectFile::open(path).unwrap())
         } else {
             let path = dir.join(format!("cache-{i}.img"));
             let m = DirectFile::create_file(&path, cache).unwrap();
@@ -259,6 +281,9 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         if mem {
             "memory".to_string()
+        } else if !devices.is_empty() {
+            let names: Vec<String> = devices.iter().map(|d| d.display().to_string()).collect();
+            format!("one device per node: {}", names.join(", "))
         } else {
             dir.display().to_string()
         }
@@ -424,5 +449,47 @@ async fn main() {
     for s in services {
         s.shutdown();
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if devices.is_empty() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The devices mode's checks: three distinct block devices that nothing else holds open
+/// exclusively (a mounted file system or a device-mapper table would), each large enough for
+/// the journal.
+fn check_devices(devices: &[std::path::PathBuf], min_len: u64) -> Result<(), String> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    if devices.len() != 3 {
+        return Err(format!(
+            "devices: expected three block devices, comma-separated (one per node), got {}",
+            devices.len()
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for d in devices {
+        let meta = std::fs::metadata(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        if !meta.file_type().is_block_device() {
+            return Err(format!("{}: not a block device", d.display()));
+        }
+        if !seen.insert(std::os::unix::fs::MetadataExt::rdev(&meta)) {
+            return Err(format!("{}: named twice", d.display()));
+        }
+        // O_EXCL on a block device fails with EBUSY while it is mounted or otherwise claimed.
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_EXCL)
+            .open(d)
+            .map_err(|e| format!("{}: {e} (is it mounted or in use?)", d.display()))?;
+        let len =
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0)).map_err(|e| e.to_string())?;
+        if len < min_len {
+            return Err(format!(
+                "{}: {} MiB; the benchmark needs at least {} MiB per device",
+                d.display(),
+                len >> 20,
+                min_len >> 20
+            ));
+        }
+    }
+    Ok(())
 }
