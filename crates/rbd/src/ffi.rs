@@ -97,6 +97,7 @@ struct Api {
         unsafe extern "C" fn(ImageT, u64, usize, CompletionT, c_int, c_int) -> c_int,
     rbd_aio_flush: unsafe extern "C" fn(ImageT, CompletionT) -> c_int,
     rados_get_instance_id: unsafe extern "C" fn(RadosT) -> u64,
+    rados_wait_for_latest_osdmap: unsafe extern "C" fn(RadosT) -> c_int,
     rbd_get_features: unsafe extern "C" fn(ImageT, *mut u64) -> c_int,
     rbd_update_features: unsafe extern "C" fn(ImageT, u64, u8) -> c_int,
     rbd_is_exclusive_lock_owner: unsafe extern "C" fn(ImageT, *mut c_int) -> c_int,
@@ -169,6 +170,7 @@ fn load() -> Result<Api, String> {
         rbd_aio_write_zeroes: sym!(rbd, rbd_aio_write_zeroes),
         rbd_aio_flush: sym!(rbd, rbd_aio_flush),
         rados_get_instance_id: sym!(rados, rados_get_instance_id),
+        rados_wait_for_latest_osdmap: sym!(rados, rados_wait_for_latest_osdmap),
         rbd_get_features: sym!(rbd, rbd_get_features),
         rbd_update_features: sym!(rbd, rbd_update_features),
         rbd_is_exclusive_lock_owner: sym!(rbd, rbd_is_exclusive_lock_owner),
@@ -248,6 +250,15 @@ impl Cluster {
         format!("client.{}", unsafe {
             (self.api.rados_get_instance_id)(self.handle)
         })
+    }
+
+    /// Waits until this client has the cluster's latest OSD map (its flags, its blocklist).
+    pub fn wait_for_latest_osdmap(&self) -> Result<(), CephError> {
+        // SAFETY: the handle is connected (only `connect` makes a Cluster).
+        check(
+            unsafe { (self.api.rados_wait_for_latest_osdmap)(self.handle) },
+            || "waiting for the latest OSD map".to_string(),
+        )
     }
 
     /// Opens pool `name`.

@@ -323,6 +323,15 @@ impl RbdBackend {
             .map_err(|e| self.fail(e, volume, &image.client_name()))
     }
 
+    /// Waits until this backend's connection has the cluster's latest OSD map, so that what it
+    /// sends next obeys the map's flags (e.g. `ceph osd pause`); for tests and tools.
+    pub fn wait_for_latest_map(&self) -> Result<(), BackendError> {
+        let pool = self.conn.lock().pool.clone();
+        pool.cluster()
+            .wait_for_latest_osdmap()
+            .map_err(|e| BackendError::Unavailable(format!("Ceph: {e}")))
+    }
+
     /// Whether this backend's connection holds `volume`'s image lock.
     pub fn holds_lock(&self, volume: VolumeId) -> Result<bool, BackendError> {
         let image = self.image(volume)?;

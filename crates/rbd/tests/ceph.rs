@@ -206,12 +206,18 @@ fn a_claim_fences_the_previous_holder_off_the_image() {
 /// cluster holds every operation (`ceph osd pause`) while `a` sends a write; meanwhile `a` is
 /// blocklisted, as `b`'s claim does first when it breaks the lock (the claim itself cannot run
 /// while reads are held: it reads the lock's owner). When operations flow again, `a`'s queued
-/// write is refused and reported as fenced; `b` claims the image and finds the last write `a`
-/// completed.
+/// write is refused and reported as fenced; `b` claims the image and finds what `a` wrote
+/// before.
 #[test]
 fn a_write_queued_in_the_old_holder_at_the_break_does_not_land() {
     let ceph = CephCluster::start().unwrap();
-    let a = RbdBackend::connect(&ceph.config()).unwrap();
+    // The held write's time counts against librados's operation timeout: a long one, so it
+    // is refused for the blocklist, not for the time it waited.
+    let a = RbdBackend::connect(&RbdConfig {
+        op_timeout: Duration::from_secs(300),
+        ..ceph.config()
+    })
+    .unwrap();
     let b = RbdBackend::connect(&ceph.config()).unwrap();
     let v = VolumeId::random();
     a.create(v, ByteSize::mib(4)).unwrap();
@@ -227,24 +233,12 @@ fn a_write_queued_in_the_old_holder_at_the_break_does_not_land() {
     assert_eq!(read(&b), [1; 4096]);
 
     ceph.ceph(&["osd", "pause"]).unwrap();
-    // A client learns of the pause from a newer map, which an OSD shares with it on its next
-    // operation: until then its writes complete. Each write that completes is acknowledged
-    // before the fence and must stay; the first one held is the queued write.
-    let mut landed = 1u8;
-    let a_ref = &a;
+    // a's client holds what it sends once it has the map with the pause.
+    a.wait_for_latest_map().unwrap();
     std::thread::scope(|s| {
-        let queued = loop {
-            let next = landed + 1;
-            let w = s.spawn(move || a_ref.write(v, ByteOffset(0), &[next; 4096]));
-            std::thread::sleep(Duration::from_secs(1));
-            if !w.is_finished() {
-                break w;
-            }
-            w.join().unwrap().unwrap();
-            landed = next;
-            assert!(landed < 10, "a never heard of the pause");
-        };
+        let queued = s.spawn(|| a.write(v, ByteOffset(0), &[2; 4096]));
         ceph.ceph(&["osd", "blocklist", "add", &a_addr]).unwrap();
+        // Still held: neither done nor refused while the cluster is paused.
         std::thread::sleep(Duration::from_millis(500));
         assert!(
             !queued.is_finished(),
@@ -259,12 +253,48 @@ fn a_write_queued_in_the_old_holder_at_the_break_does_not_land() {
     b.claim(v).unwrap();
     assert!(b.holds_lock(v).unwrap());
     // The queued write is nowhere, and a stays fenced off the image on its new connection.
-    assert_eq!(read(&b), [landed; 4096]);
+    assert_eq!(read(&b), [1; 4096]);
     assert!(matches!(a.flush(v), Err(BackendError::Fenced { .. })));
-    let e = a.write(v, ByteOffset(0), &[99; 4096]).unwrap_err();
+    let e = a.write(v, ByteOffset(0), &[3; 4096]).unwrap_err();
     assert!(matches!(e, BackendError::Fenced { .. }), "{e}");
-    assert_eq!(read(&a), [landed; 4096]);
-    b.write(v, ByteOffset(0), &[100; 4096]).unwrap();
+    assert_eq!(read(&a), [1; 4096]);
+    b.write(v, ByteOffset(0), &[4; 4096]).unwrap();
     b.flush(v).unwrap();
-    assert_eq!(read(&a), [100; 4096]);
+    assert_eq!(read(&a), [4; 4096]);
+}
+
+/// A request nobody waits for any more can hold an image's last reference when librbd
+/// completes it. The image is then closed off librbd's thread: closing it there (which gives
+/// the exclusive lock up through that same thread) deadlocked, and the image stayed open.
+#[test]
+fn an_image_whose_last_reference_is_a_finished_request_closes() {
+    use alcubierre_rbd::ffi::Cluster;
+
+    let ceph = CephCluster::start().unwrap();
+    let cfg = ceph.config();
+    let cluster = Cluster::connect(&cfg.user, cfg.conf_file.as_deref(), &[]).unwrap();
+    let pool = cluster.pool(&cfg.pool).unwrap();
+    pool.create("last-ref", 4 << 20, 1 | 4).unwrap();
+    for i in 0..10u8 {
+        let image = pool.open("last-ref").unwrap();
+        let request = image.write(0, vec![i; 4096]);
+        drop(image);
+        drop(request);
+    }
+    // Closed once the writes completed: Ceph's own tool sees no client watching the image.
+    let t = Instant::now();
+    loop {
+        let status = ceph.rbd(&["status", "last-ref"]).unwrap();
+        if status.contains("none") {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            // A deadlocked librbd would hang these handles' shutdown too.
+            std::mem::forget(pool);
+            std::mem::forget(cluster);
+            panic!("the image never closed: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pool.remove("last-ref").unwrap();
 }

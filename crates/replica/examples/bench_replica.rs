@@ -5,13 +5,13 @@
 //! a rebuild: one replica comes back empty while 192 MiB of writes are dirty (destage paused)
 //! and is rebuilt from the primary; reports the time and MB/s.
 //!
-//! `cargo run --release -p alcubierre-replica --example bench_replica [seconds] [dir|mem|devices]`
-//! (default 5 s per run, 0 for the rebuild alone; files under /var/tmp; `mem`: memory media,
-//! no device syncs, which isolates the replication path's own cost; `devices`: three block
-//! devices, comma-separated, one per node, e.g. `/dev/zram1,/dev/zram2,/dev/zram3` from
+//! `cargo run --release -p alcubierre-replica --example bench_replica [seconds] [DIR|mem|/dev/A,/dev/B,/dev/C]`
+//! (default 5 s per run, 0 for the rebuild alone; 1 GiB journal files under DIR, default
+//! /var/tmp; `mem`: memory media, no device syncs, which isolates the replication path's own
+//! cost; three block devices, one per node, e.g. `/dev/zram1,/dev/zram2,/dev/zram3` from
 //! `scripts/zram-devices up 3`: each node then commits to a device of its own, as on a real
-//! cluster, instead of three journals sharing one disk. They are formatted: their contents are
-//! lost). `REBUILD_MIB` sets the dirty data of the rebuild (default 192: within the primary's
+//! cluster, instead of three journals sharing one disk. The devices are formatted whole: their
+//! contents are lost). `REBUILD_MIB` sets the dirty data of the rebuild (default 192: within the primary's
 //! 256 MiB in-memory window; more is replayed from its journal, and the cache devices grow to
 //! hold it).
 
@@ -179,6 +179,10 @@ async fn settle(engines: &[Arc<Engine>]) {
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     let secs: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
+    if args.get(2).is_some_and(|a| a.is_empty()) {
+        eprintln!("bench_replica: the media argument is empty (a directory, `mem` or devices)");
+        std::process::exit(2);
+    }
     let mem = args.get(2).is_some_and(|a| a == "mem");
     let devices: Vec<std::path::PathBuf> = args
         .get(2)
@@ -302,8 +306,9 @@ async fn main() {
         );
     }
     // The same QD1 writes without replication on all three engines at once: each replicated
-    // write makes three journal commits at the same moment, and here the three journals share
-    // one virtual disk, which slows each commit down.
+    // write makes three journal commits at the same moment. With journal files, the three
+    // share one disk, which slows each commit down; with a device per node or memory media,
+    // this shows what three busy engines cost each other on this machine's CPUs.
     if secs > 0 {
         settle(&engines).await;
         let dev =
@@ -480,8 +485,8 @@ fn check_devices(devices: &[std::path::PathBuf], min_len: u64) -> Result<(), Str
             .custom_flags(libc::O_EXCL)
             .open(d)
             .map_err(|e| format!("{}: {e} (is it mounted or in use?)", d.display()))?;
-        let len =
-            std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0)).map_err(|e| e.to_string())?;
+        let len = std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))
+            .map_err(|e| format!("{}: {e}", d.display()))?;
         if len < min_len {
             return Err(format!(
                 "{}: {} MiB; the benchmark needs at least {} MiB per device",
