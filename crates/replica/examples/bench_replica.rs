@@ -5,15 +5,15 @@
 //! a rebuild: one replica comes back empty while 192 MiB of writes are dirty (destage paused)
 //! and is rebuilt from the primary; reports the time and MB/s.
 //!
-//! `cargo run --release -p alcubierre-replica --example bench_replica [seconds] [DIR|mem|/dev/A,/dev/B,/dev/C]`
-//! (default 5 s per run, 0 for the rebuild alone; 1 GiB journal files under DIR, default
-//! /var/tmp; `mem`: memory media, no device syncs, which isolates the replication path's own
-//! cost; three block devices, one per node, e.g. `/dev/zram1,/dev/zram2,/dev/zram3` from
-//! `scripts/zram-devices up 3`: each node then commits to a device of its own, as on a real
-//! cluster, instead of three journals sharing one disk. The devices are formatted whole: their
-//! contents are lost). `REBUILD_MIB` sets the dirty data of the rebuild (default 192: within the primary's
-//! 256 MiB in-memory window; more is replayed from its journal, and the cache devices grow to
-//! hold it).
+//! `cargo run --release -p alcubierre-replica --example bench_replica [seconds] [media]`
+//! (default 5 s per run, 0 for the rebuild alone). Media: a directory DIR for 1 GiB journal
+//! files (default /var/tmp); `mem`: memory media, no device syncs, which isolates the
+//! replication path's own cost; `/dev/A,/dev/B,/dev/C`: three block devices, one per node,
+//! e.g. from `scripts/zram-devices up 3`, so that each node commits to a device of its own,
+//! as on a real cluster, instead of three journals sharing one disk (the devices are
+//! formatted whole: their contents are lost). `REBUILD_MIB` sets the dirty data of the rebuild
+//! (default 192: within the primary's 256 MiB in-memory window; more is replayed from its
+//! journal, and the cache devices grow to hold it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -183,22 +183,16 @@ async fn main() {
         eprintln!("bench_replica: the media argument is empty (a directory, `mem` or devices)");
         std::process::exit(2);
     }
-    let mem = args.get(2).is_some_and(|a| a == "mem");
-    let devices: Vec<std::path::PathBuf> = args
-        .get(2)
-        .filter(|a| a.starts_with("/dev/"))
-        .map(|a| a.split(',').map(Into::into).collect())
-        .unwrap_or_default();
-    let dir = std::path::PathBuf::from(
-        args.get(2)
-            .filter(|_| !mem && devices.is_empty())
-            .cloned()
-            .unwrap_or("/var/tmp".into()),
-    )
-    .join(format!("alcubierre-bench-replica-{}", std::process::id()));
-    if devices.is_empty() {
-        std::fs::create_dir_all(&dir).unwrap();
-    }
+    let media = match args.get(2).map(String::as_str) {
+        Some("mem") => Media::Memory,
+        Some(a) if a.starts_with("/dev/") => Media::Devices(a.split(',').map(Into::into).collect()),
+        a => {
+            let dir = std::path::PathBuf::from(a.unwrap_or("/var/tmp"))
+                .join(format!("alcubierre-bench-replica-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Media::Files(dir)
+        }
+    };
     let backend = Arc::new(MemBackend::new());
     let vol = VolumeId(uuid::Uuid::new_v4());
     let dirty_mib: u64 = std::env::var("REBUILD_MIB")
@@ -207,8 +201,8 @@ async fn main() {
         .unwrap_or(192);
     // The journal holds the benchmark's writes and the rebuild's dirty data.
     let cache: u64 = (1u64 << 30).max((2 * dirty_mib + 512) << 20);
-    if !devices.is_empty() {
-        if let Err(e) = check_devices(&devices, cache) {
+    if let Media::Devices(devices) = &media {
+        if let Err(e) = check_devices(devices, cache) {
             eprintln!("bench_replica: {e}");
             std::process::exit(2);
         }
@@ -238,28 +232,22 @@ async fn main() {
     let mut servers = Vec::new();
     let mut limits = Vec::new();
     for (i, solo_i) in solos.iter().enumerate() {
-        let m: Arc<dyn Medium> = if mem {
-            // Touched up front, so first-touch page faults are not counted as write cost.
-            let mut image = vec![0u8; cache as usize];
-            image
-                .iter_mut()
-                .step_by(4096)
-                .for_each(|b| *b = std::hint::black_box(0));
-            let m = Arc::new(alcubierre_io::MemMedium::from_image(image));
-            Engine::format(&*m, &FormatOptions::default()).unwrap();
-            m
-        } else if let Some(path) = devices.get(i) {
-            let m = DirectFile::open(path).unwrap();
-            Engine::format(&m, &FormatOptions::default()).unwrap();
-            drop(m);
-            Arc::new(DirectFile::open(path).unwrap())
-        } else {
-            let path = dir.join(format!("cache-{i}.img"));
-            let m = DirectFile::create_file(&path, cache).unwrap();
-            Engine::format(&m, &FormatOptions::default()).unwrap();
-            drop(m);
-            Arc::new(DirectFile::open(&path).unwrap())
+        let m: Arc<dyn Medium> = match &media {
+            Media::Memory => {
+                // Touched up front, so first-touch page faults are not counted as write cost.
+                let mut image = vec![0u8; cache as usize];
+                image
+                    .iter_mut()
+                    .step_by(4096)
+                    .for_each(|b| *b = std::hint::black_box(0));
+                Arc::new(alcubierre_io::MemMedium::from_image(image))
+            }
+            Media::Devices(devices) => Arc::new(DirectFile::open(&devices[i]).unwrap()),
+            Media::Files(dir) => Arc::new(
+                DirectFile::create_file(&dir.join(format!("cache-{i}.img")), cache).unwrap(),
+            ),
         };
+        Engine::format(&*m, &FormatOptions::default()).unwrap();
         let e = Arc::new(Engine::open(m, backend.clone() as Arc<dyn Backend>).unwrap());
         e.attach(vol, g).unwrap();
         e.attach(*solo_i, g).unwrap();
@@ -283,13 +271,13 @@ async fn main() {
     println!(
         "machine: {} CPUs; cache media: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        if mem {
-            "memory".to_string()
-        } else if !devices.is_empty() {
-            let names: Vec<String> = devices.iter().map(|d| d.display().to_string()).collect();
-            format!("one device per node: {}", names.join(", "))
-        } else {
-            dir.display().to_string()
+        match &media {
+            Media::Memory => "memory".to_string(),
+            Media::Devices(devices) => {
+                let names: Vec<String> = devices.iter().map(|d| d.display().to_string()).collect();
+                format!("one device per node: {}", names.join(", "))
+            }
+            Media::Files(dir) => dir.display().to_string(),
         }
     );
     // One replica: the primary's engine alone (the same cache path without replication).
@@ -454,9 +442,19 @@ async fn main() {
     for s in services {
         s.shutdown();
     }
-    if devices.is_empty() {
-        let _ = std::fs::remove_dir_all(&dir);
+    if let Media::Files(dir) = &media {
+        let _ = std::fs::remove_dir_all(dir);
     }
+}
+
+/// Where the three nodes' journals are.
+enum Media {
+    /// Memory media (no device syncs).
+    Memory,
+    /// One block device per node.
+    Devices(Vec<std::path::PathBuf>),
+    /// Three journal files in this (benchmark-made) directory, on one file system.
+    Files(std::path::PathBuf),
 }
 
 /// The devices mode's checks: three distinct block devices that nothing else holds open
