@@ -104,7 +104,7 @@ if up_to_date; then
 	exit 0
 fi
 
-[[ $(id -u) == 0 ]] || die "building the VM needs root (debootstrap, chroot); run it once as root"
+[[ $(id -u) == 0 ]] || die "the test VM is not built and building it needs root (debootstrap, chroot): run scripts/setup as root"
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock"
 flock 9
@@ -128,9 +128,10 @@ host_mirror() {
 	if [[ -z $m && -f /etc/apt/sources.list ]]; then
 		m=$(awk '$1 == "deb" && $2 !~ /^\[/ && $3 == "bookworm" { print $2; exit }' /etc/apt/sources.list)
 	fi
-	echo "${m:-http://deb.debian.org/debian}"
+	echo "$m"
 }
 MIRROR=${ALCUBIERRE_VM_MIRROR:-$(host_mirror)}
+[[ -n $MIRROR ]] || die "no Debian mirror for bookworm in /etc/apt/sources.list{,.d/}; set ALCUBIERRE_VM_MIRROR"
 
 have_backports() {
 	local files=(/etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources)

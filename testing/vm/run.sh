@@ -72,7 +72,7 @@ kernel=$CACHE/vmlinux
 if [[ ${ALCUBIERRE_VM_KERNEL:-} == bzimage || ! -f $kernel ]]; then
 	kernel=$CACHE/vmlinuz
 fi
-command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found (build.sh installs it)"
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found: run scripts/setup as root"
 
 # qboot is a much smaller firmware than SeaBIOS and prints nothing.
 firmware=()

@@ -1,16 +1,11 @@
 //! schemathesis (PyPI) against the running API from the checked-in OpenAPI document
-//! (`testing/api/schemathesis.sh`): no 5xx, every 4xx with a message. It needs Python and
-//! network access to PyPI for its first run, so it runs when `ALCUBIERRE_API_FUZZ=1`; CI sets it,
-//! and then a failure to run is a failure.
+//! (`testing/api/schemathesis.sh`): no 5xx, every 4xx with a message. schemathesis lives in a
+//! virtualenv that `scripts/setup` makes; without it the test fails, naming the command.
 
 use std::process::Command;
 
 #[test]
 fn schemathesis_finds_no_server_errors() {
-    if std::env::var("ALCUBIERRE_API_FUZZ").as_deref() != Ok("1") {
-        eprintln!("ALCUBIERRE_API_FUZZ is not 1: schemathesis does not run here (CI runs it)");
-        return;
-    }
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../testing/api/schemathesis.sh"

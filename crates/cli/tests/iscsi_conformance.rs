@@ -2,17 +2,13 @@
 //! replicated volume over iSCSI, with `--dataloss`, every family. The result of every test is
 //! compared with the baseline in `testing/iscsi/baseline.txt`: a test that passed there and
 //! fails or is skipped now, or that was skipped there and fails now, fails this test. `ISCSI_BASELINE_WRITE=1` rewrites the baseline from this run.
-//! Without `iscsi-test-cu` installed the test says so and passes, unless
-//! `ALCUBIERRE_ISCSI_TESTS=1` (CI sets it), which makes a missing tool a failure.
+//! Without libiscsi's tools (Debian's `libiscsi-bin`, which `scripts/setup` installs) the tests
+//! fail, naming the tool.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::process::Command;
-
-/// Tests whose outcome depends on timing, not on the target: in AbortTaskSimpleAsync the write
-/// the test aborts may complete before the ABORT TASK arrives (seen both ways in runs here).
-const FLAKY: &[&str] = &["iSCSITMF.AbortTaskSimpleAsync"];
 
 /// A test's result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -79,26 +75,16 @@ fn results(out: &str) -> BTreeMap<String, Verdict> {
     found
 }
 
-/// Whether libiscsi's `tool` is installed; without it the test is skipped, unless
-/// `ALCUBIERRE_ISCSI_TESTS=1` (CI), which makes it a failure.
-fn have(tool: &str) -> bool {
-    if Command::new(tool).arg("--help").output().is_ok() {
-        return true;
+/// Fails the test when libiscsi's `tool` is not installed, naming it and how to get it.
+fn require(tool: &str) {
+    if let Err(e) = Command::new(tool).arg("--help").output() {
+        panic!("{tool} cannot run ({e}): install Debian's libiscsi-bin (scripts/setup, as root)");
     }
-    assert_ne!(
-        std::env::var("ALCUBIERRE_ISCSI_TESTS").as_deref(),
-        Ok("1"),
-        "{tool} is missing (apt-get install libiscsi-bin)"
-    );
-    eprintln!("{tool} is not installed: the test is skipped");
-    false
 }
 
 #[test]
 fn libiscsi_conformance_does_not_regress() {
-    if !have("iscsi-test-cu") {
-        return;
-    }
+    require("iscsi-test-cu");
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (_demo, ready) =
         common::spawn_ready(&["demo".as_ref(), "--dir".as_ref(), dir.path().as_os_str()]);
@@ -147,9 +133,6 @@ fn libiscsi_conformance_does_not_regress() {
         let Some((verdict, test)) = line.split_once(' ') else {
             continue;
         };
-        if FLAKY.contains(&test) {
-            continue;
-        }
         let got = now.get(test).copied().unwrap_or(Verdict::Fail);
         match verdict {
             "PASS" if got != Verdict::Pass => regressed.push(format!("{test} ({})", got.word())),
@@ -192,9 +175,7 @@ fn the_output_parser_tells_passes_skips_and_failures() {
 /// its node's target portal group tag; libiscsi's `iscsi-ls` asks each portal in turn.
 #[test]
 fn send_targets_on_every_node_lists_every_nodes_portal() {
-    if !have("iscsi-ls") {
-        return;
-    }
+    require("iscsi-ls");
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (_demo, ready) =
         common::spawn_ready(&["demo".as_ref(), "--dir".as_ref(), dir.path().as_os_str()]);
@@ -259,9 +240,7 @@ fn send_targets_on_every_node_lists_every_nodes_portal() {
 /// another initiator name is refused.
 #[test]
 fn mutual_chap_credentials_come_from_the_control_plane() {
-    if !have("iscsi-inq") {
-        return;
-    }
+    require("iscsi-inq");
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (_demo, ready) =
         common::spawn_ready(&["demo".as_ref(), "--dir".as_ref(), dir.path().as_os_str()]);

@@ -17,6 +17,14 @@ use crate::scsi::{sense_segment, status, Direction, Lun, Outcome, Sense};
 /// Commands the target accepts at once (MaxCmdSN - ExpCmdSN + 1).
 pub const QUEUE_DEPTH: u32 = 128;
 
+/// Task Management Function Response codes (RFC 7143 section 11.6.1).
+mod tmf_response {
+    pub const COMPLETE: u8 = 0;
+    pub const NO_TASK: u8 = 1;
+    pub const REASSIGN_UNSUPPORTED: u8 = 4;
+    pub const NOT_SUPPORTED: u8 = 5;
+}
+
 /// The largest write a command may carry (EDTL); larger ones are refused.
 pub const MAX_WRITE: usize = 16 << 20;
 
@@ -539,13 +547,29 @@ impl Conn {
         let function = b.flags() & 0x7f;
         let referenced = b.u32_at(20);
         let response = match function {
-            // ABORT TASK
+            // ABORT TASK (RFC 7143 section 11.5.1): a task still here is aborted ("Function
+            // complete"), and a running one gets no response. A task that is not here has
+            // finished (its response went out before this one) or was never received: only
+            // a RefCmdSN in the command window and before this request's CmdSN is one not
+            // received yet, which counts as aborted; anything else is "Task does not exist",
+            // so the initiator knows the command's own response is the outcome.
             1 => {
-                self.writes.remove(&referenced);
+                let waiting_for_data = self.writes.remove(&referenced).is_some();
                 if self.running.contains_key(&referenced) {
                     self.aborted.insert(referenced);
+                    tmf_response::COMPLETE
+                } else if waiting_for_data {
+                    tmf_response::COMPLETE
+                } else {
+                    let ref_cmd_sn = b.u32_at(32);
+                    let in_window = ref_cmd_sn.wrapping_sub(self.exp_cmd_sn) < QUEUE_DEPTH;
+                    let before_this = (b.u32_at(24).wrapping_sub(ref_cmd_sn) as i32) > 0;
+                    if in_window && before_this {
+                        tmf_response::COMPLETE
+                    } else {
+                        tmf_response::NO_TASK
+                    }
                 }
-                0
             }
             // ABORT TASK SET, CLEAR TASK SET, LUN RESET, TARGET WARM RESET
             2 | 4 | 5 | 6 => {
@@ -557,10 +581,10 @@ impl Conn {
                     h.set_flags(0x80);
                     return vec![Action::ResetLun, Action::Send(Pdu::new(h, Bytes::new()))];
                 }
-                0
+                tmf_response::COMPLETE
             }
             // CLEAR ACA: no ACA here.
-            3 => 0,
+            3 => tmf_response::COMPLETE,
             // TARGET COLD RESET: answer, then the connection ends.
             7 => {
                 let mut h = self.header(op::TMF_RESP, b.itt(), true);
@@ -572,8 +596,8 @@ impl Conn {
                 ];
             }
             // TASK REASSIGN needs ERL 2.
-            8 => 4,
-            _ => 5,
+            8 => tmf_response::REASSIGN_UNSUPPORTED,
+            _ => tmf_response::NOT_SUPPORTED,
         };
         let mut h = self.header(op::TMF_RESP, b.itt(), true);
         h.set_flags(0x80);
@@ -608,5 +632,124 @@ impl Conn {
         h.set_flags(0x80);
         h.put_u32(20, NO_TAG);
         vec![Action::Send(Pdu::new(h, encode_keys(&out)))]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::Target;
+
+    fn conn() -> Conn {
+        let params = Params {
+            header_digest: false,
+            data_digest: false,
+            initiator_max_recv: 8192,
+            target_max_recv: 8192,
+            max_burst: 1 << 20,
+            first_burst: 65536,
+            initial_r2t: false,
+            immediate_data: true,
+            max_outstanding_r2t: 1,
+            time2wait: 2,
+            time2retain: 0,
+        };
+        let g = alcubierre_types::VolumeGeometry::new(
+            alcubierre_types::BlockSize::B512,
+            alcubierre_types::ByteSize::mib(1),
+        )
+        .unwrap();
+        let dev = Arc::new(alcubierre_block::MemBlockDevice::new(g));
+        Conn::new(
+            params,
+            SessionType::Normal,
+            Some(crate::harness::TARGET.into()),
+            Some(Arc::new(Lun::new(dev, [7; 16], 1))),
+            Target::new(),
+            1,
+            10,
+        )
+    }
+
+    /// A WRITE(10) of one 512-byte block with its data immediate.
+    fn write(itt: u32, cmd_sn: u32) -> Pdu {
+        let mut b = Bhs::new(op::SCSI_CMD);
+        b.set_flags(0xa0);
+        b.put_u32(16, itt);
+        b.put_u32(20, 512);
+        b.put_u32(24, cmd_sn);
+        b.0[32..42].copy_from_slice(&[0x2a, 0, 0, 0, 0, 8, 0, 0, 1, 0]);
+        Pdu::new(b, Bytes::from(vec![7u8; 512]))
+    }
+
+    /// An immediate ABORT TASK of `itt` (sent as `cmd_sn`, referencing `ref_cmd_sn`): its
+    /// response code.
+    fn abort(c: &mut Conn, itt: u32, ref_cmd_sn: u32, cmd_sn: u32) -> u8 {
+        let mut b = Bhs::new(op::TMF_REQ | 0x40);
+        b.set_flags(0x81);
+        b.put_u32(16, 0x100 + itt);
+        b.put_u32(20, itt);
+        b.put_u32(24, cmd_sn);
+        b.put_u32(32, ref_cmd_sn);
+        let out = c.handle(Pdu::new(b, Bytes::new()));
+        match out.as_slice() {
+            [Action::Send(p)] if p.bhs.opcode() == op::TMF_RESP => p.bhs.0[2],
+            _ => panic!("one TMF response, not {} actions", out.len()),
+        }
+    }
+
+    fn executes(out: &[Action]) -> bool {
+        matches!(out, [Action::Execute { .. }])
+    }
+
+    #[test]
+    fn abort_of_a_running_command_completes_and_silences_it() {
+        let mut c = conn();
+        assert!(executes(&c.handle(write(1, 10))));
+        assert_eq!(abort(&mut c, 1, 10, 11), tmf_response::COMPLETE);
+        let o = Outcome {
+            status: 0,
+            sense: None,
+            data: Bytes::new(),
+        };
+        assert!(
+            c.completed(1, o).is_empty(),
+            "no response for the aborted write"
+        );
+    }
+
+    /// libiscsi's AbortTaskSimpleAsync: the write's response went out before the ABORT TASK
+    /// arrived, so the answer is "Task does not exist", not "Function complete" (which would
+    /// tell the initiator the write it saw complete had been aborted).
+    #[test]
+    fn abort_of_a_finished_command_is_task_does_not_exist() {
+        let mut c = conn();
+        assert!(executes(&c.handle(write(1, 10))));
+        let o = Outcome {
+            status: 0,
+            sense: None,
+            data: Bytes::new(),
+        };
+        let done = c.completed(1, o);
+        assert!(matches!(done.as_slice(), [Action::Send(p)] if p.bhs.opcode() == op::SCSI_RESP));
+        assert_eq!(abort(&mut c, 1, 10, 11), tmf_response::NO_TASK);
+        assert_eq!(
+            abort(&mut c, 77, 3, 11),
+            tmf_response::NO_TASK,
+            "never sent"
+        );
+    }
+
+    /// A referenced command in the window and before the request's CmdSN was lost on its way:
+    /// it counts as received and aborted (RFC 7143 section 11.5.1, b).
+    #[test]
+    fn abort_of_a_command_not_received_yet_completes() {
+        let mut c = conn();
+        assert_eq!(abort(&mut c, 5, 10, 12), tmf_response::COMPLETE);
+        assert_eq!(
+            abort(&mut c, 5, 12, 12),
+            tmf_response::NO_TASK,
+            "not before the TMF"
+        );
     }
 }

@@ -39,7 +39,7 @@ fn run(cmd: &mut Command, what: &str) -> std::io::Result<String> {
     let out = cmd.stdin(Stdio::null()).output().map_err(|e| {
         std::io::Error::new(
             e.kind(),
-            format!("{what}: {e} (install ceph-mon, ceph-osd and ceph-common)"),
+            format!("{what}: {e} (Debian's ceph-mon, ceph-osd and ceph-common: run scripts/setup as root)"),
         )
     })?;
     if !out.status.success() {

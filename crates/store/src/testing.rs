@@ -62,7 +62,7 @@ impl EtcdServer {
             .map_err(|e| {
                 std::io::Error::new(
                     e.kind(),
-                    format!("starting etcd (install Debian's etcd-server; .ci/run does): {e}"),
+                    format!("starting etcd (Debian's etcd-server: run scripts/setup as root): {e}"),
                 )
             })?;
         Ok(Self {
