@@ -29,7 +29,7 @@ use alcubierre_control::leader;
 use alcubierre_control::model::Node;
 use alcubierre_control::reconcile::ReplicaRequest;
 use alcubierre_control::registry::{self, Heartbeat};
-use alcubierre_control::volumes::{Host, QosPolicy, Volume};
+use alcubierre_control::volumes::{self, Deletion, Host, QosPolicy, Volume};
 use alcubierre_nvmf::{volume_nqn, HostAcl, SubsystemEvent, Target};
 use alcubierre_replica::node::{FollowerVolume, ReplicaServer};
 use alcubierre_replica::primary::Config as ReplicaConfig;
@@ -40,7 +40,7 @@ use alcubierre_types::{BlockSize, ByteSize, VolumeGeometry, VolumeId};
 use parking_lot::RwLock;
 
 use crate::node_tasks;
-use crate::paths::Path;
+use crate::paths::{IscsiHosts, Path};
 use crate::qos::{Limited, Qos};
 use crate::replication::{load_reservations, AgentControl, ProgressRecord, Role};
 
@@ -94,6 +94,9 @@ pub struct NodeParts {
     pub replica: Option<Arc<ReplicaServer>>,
     /// Its replication lease, kept by the heartbeat.
     pub lease: Lease,
+    /// How many volumes it leaves as they are because their record is missing (without a
+    /// deletion request) or cannot be read (`alcubierre_volumes_held`).
+    pub held_volumes: Arc<AtomicU64>,
 }
 
 impl Agent {
@@ -147,6 +150,52 @@ struct Local {
     floors: BTreeMap<String, u64>,
     /// The store revision when the agent started: volumes created later have no floor.
     start_rev: i64,
+    /// Volumes held here whose record is missing without a deletion request, or cannot be
+    /// read, with why: left as they are, reported once per change.
+    held: BTreeMap<String, String>,
+}
+
+impl Local {
+    /// Which of the volumes held here are left as they are (their record is missing without a
+    /// deletion request, or cannot be read); logs each change and sets the metric.
+    fn report_held(
+        &mut self,
+        p: &NodeParts,
+        all: &BTreeMap<String, Volume>,
+        unreadable: &BTreeMap<String, String>,
+        deletions: &BTreeMap<String, (Deletion, i64)>,
+    ) {
+        let mut held = BTreeMap::new();
+        let ids = self
+            .paths
+            .keys()
+            .chain(self.exported.keys())
+            .chain(self.following.keys());
+        for id in ids {
+            if all.contains_key(id) || held.contains_key(id) {
+                continue;
+            }
+            let why = match unreadable.get(id) {
+                Some(reason) => format!("its record cannot be read ({reason})"),
+                None if deletions.contains_key(id) => continue,
+                None => "its record is missing and no deletion was requested".to_string(),
+            };
+            held.insert(id.clone(), why);
+        }
+        for (id, why) in &held {
+            if self.held.get(id) != Some(why) {
+                tracing::error!(node = %p.name, volume = %id,
+                    "volume left as it is (served as before, nothing dropped): {why}");
+            }
+        }
+        for id in self.held.keys() {
+            if !held.contains_key(id) {
+                tracing::info!(node = %p.name, volume = %id, "volume record readable again");
+            }
+        }
+        p.held_volumes.store(held.len() as u64, Ordering::Relaxed);
+        self.held = held;
+    }
 }
 
 /// The access list of `v`: its hosts' NQNs, or any host when it names none.
@@ -259,15 +308,21 @@ fn grow(p: &NodeParts, v: &Volume, resize_backend: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stops serving `id` as its primary; when `deleted`, drops its cached data and deletes its
-/// backend image.
-fn unexport(p: &NodeParts, id: &str, deleted: bool) -> anyhow::Result<()> {
+/// Stops serving `id` as its primary (its data stays: only a deletion request drops it).
+fn unexport(p: &NodeParts, id: &str) -> anyhow::Result<()> {
     let vid = VolumeId(id.parse()?);
     if let Some(server) = &p.replica {
         server.stop_forwarded(vid);
     }
-    if deleted {
-        p.engine.drop_volume(vid)?;
+    Ok(())
+}
+
+/// This node's part of deletion request `d`: drops what its cache holds of the volume (nothing,
+/// when it never held it) and, on the volume's last primary, deletes the backend image.
+fn delete_here(p: &NodeParts, d: &Deletion) -> anyhow::Result<()> {
+    let vid = VolumeId(d.id.parse()?);
+    p.engine.drop_volume(vid)?;
+    if d.primary == p.name {
         match p.engine.backend().delete(vid) {
             Ok(()) | Err(BackendError::NotFound { .. }) => {}
             Err(e) => return Err(e.into()),
@@ -276,34 +331,33 @@ fn unexport(p: &NodeParts, id: &str, deleted: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stops following `id`; its journal entries are dropped when it is no longer a member.
-fn unfollow(p: &NodeParts, id: &str, member: bool) -> anyhow::Result<()> {
+/// Stops following `id`; its journal entries are dropped unless `keep` (it is still a member,
+/// or its deletion request drops them).
+fn unfollow(p: &NodeParts, id: &str, keep: bool) -> anyhow::Result<()> {
     let vid = VolumeId(id.parse()?);
     if let Some(server) = &p.replica {
         server.remove(vid);
     }
-    if !member {
+    if !keep {
         p.engine.drop_volume(vid)?;
     }
     Ok(())
 }
 
 /// Stops serving `id` as its primary here: its role retires, its progress record goes, and it
-/// is unexported (its data dropped when `deleted`). What it was, and whether the unexport
-/// worked (a failure is logged).
+/// is unexported. What it was, and whether the unexport worked (a failure is logged).
 async fn retire_export(
     store: &Arc<dyn Store>,
     p: &NodeParts,
     local: &mut Local,
     id: &str,
-    deleted: bool,
 ) -> anyhow::Result<(Exported, bool)> {
     let mut e = local.exported.remove(id).expect("exported");
     if let Some(path) = local.paths.get(id) {
         path.role.retire();
     }
     e.progress.withdraw(&**store, id).await?;
-    let unexported = unexport(p, id, deleted)
+    let unexported = unexport(p, id)
         .inspect_err(
             |err| tracing::error!(node = %p.name, volume = %e.name, "unexport failed: {err:#}"),
         )
@@ -334,12 +388,23 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
         .collect();
     let mut all = BTreeMap::new();
     let mut created = BTreeMap::new();
+    let mut unreadable = BTreeMap::new();
     for kv in store.list("volumes/").await? {
-        if let Ok(v) = serde_json::from_slice::<Volume>(&kv.value) {
-            created.insert(v.id.clone(), kv.create_revision);
-            all.insert(v.id.clone(), v);
+        match volumes::parse(&kv.key, &kv.value) {
+            Ok(v) => {
+                created.insert(v.id.clone(), kv.create_revision);
+                all.insert(v.id.clone(), v);
+            }
+            Err(u) => {
+                unreadable.insert(u.id().to_string(), u.reason);
+            }
         }
     }
+    // Only an explicit deletion request removes a volume; a record that is missing without one,
+    // or cannot be read, leaves the volume here as it is (served as before), reported.
+    let deletions = volumes::deletions(&**store).await?;
+    let deleted = |id: &str| !all.contains_key(id) && deletions.contains_key(id);
+    local.report_held(p, &all, &unreadable, &deletions);
     let control: Arc<dyn Control> = Arc::new(AgentControl {
         store: store.clone(),
         me: p.name.clone(),
@@ -348,7 +413,7 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
     let closed: Vec<String> = local
         .paths
         .keys()
-        .filter(|id| all.get(*id).is_none_or(|v| !v.has_replica(&p.name)))
+        .filter(|id| deleted(id) || all.get(*id).is_some_and(|v| !v.has_replica(&p.name)))
         .cloned()
         .collect();
     for id in closed {
@@ -367,22 +432,24 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
         if let Some(path) = local.paths.get(&id) {
             path.down("another node claimed the volume's backend image");
         }
-        let (e, _) = retire_export(store, p, local, &id, false).await?;
+        let (e, _) = retire_export(store, p, local, &id).await?;
         local.floors.insert(id, e.epoch);
         tracing::error!(node = %p.name, volume = %e.name, epoch = e.epoch,
             "fenced off the backend image by another node: stopped serving; asking for a new epoch");
     }
-    // Exports that end: deleted, or no longer primary here.
+    // Exports that end: deleted, or no longer primary here. A deleted volume's data goes
+    // below, with its deletion request.
     let gone: Vec<String> = local
         .exported
         .keys()
-        .filter(|id| all.get(*id).is_none_or(|v| v.primary != p.name))
+        .filter(|id| deleted(id) || all.get(*id).is_some_and(|v| v.primary != p.name))
         .cloned()
         .collect();
     for id in gone {
-        let deleted = !all.contains_key(&id);
-        match retire_export(store, p, local, &id, deleted).await? {
-            (e, true) if deleted => tracing::info!(node = %p.name, volume = %e.name, "deleted"),
+        match retire_export(store, p, local, &id).await? {
+            (e, true) if deleted(&id) => {
+                tracing::info!(node = %p.name, volume = %e.name, "stopped serving: deleted")
+            }
             (e, true) => tracing::info!(node = %p.name, volume = %e.name, "no longer primary"),
             (_, false) => {}
         }
@@ -392,15 +459,18 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
         .following
         .keys()
         .filter(|id| {
-            all.get(*id)
-                .is_none_or(|v| v.primary == p.name || !v.has_replica(&p.name))
+            deleted(id)
+                || all
+                    .get(*id)
+                    .is_some_and(|v| v.primary == p.name || !v.has_replica(&p.name))
         })
         .cloned()
         .collect();
     for id in done {
-        let member = all.get(&id).is_some_and(|v| v.has_replica(&p.name));
+        // A deleted volume's data goes below, with its deletion request.
+        let keep = deleted(&id) || all.get(&id).is_some_and(|v| v.has_replica(&p.name));
         local.following.remove(&id);
-        if let Err(e) = unfollow(p, &id, member) {
+        if let Err(e) = unfollow(p, &id, keep) {
             tracing::error!(node = %p.name, volume = %id, "unfollow failed: {e:#}");
         }
     }
@@ -409,11 +479,18 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
             continue;
         }
         let want = acl(v, &hosts);
-        let want_iscsi: Vec<Host> = v
-            .hosts
-            .iter()
-            .filter_map(|h| hosts.get(h).cloned())
-            .collect();
+        // A volume that names hosts admits only those whose records were read: a host record
+        // that cannot be read locks its host out; it never opens the volume to everyone.
+        let want_iscsi = if v.hosts.is_empty() {
+            IscsiHosts::Any
+        } else {
+            IscsiHosts::Only(
+                v.hosts
+                    .iter()
+                    .filter_map(|h| hosts.get(h).cloned())
+                    .collect(),
+            )
+        };
         let policy = v.qos.as_ref().and_then(|q| policies.get(q)).cloned();
         let path = match local.paths.entry(v.id.clone()) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
@@ -534,17 +611,49 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
             }
         }
     }
+    // Deletion requests naming this node: its part, then it leaves the request. A volume
+    // that still has a record is never deleted here.
+    for (id, (d, _)) in &deletions {
+        if !d.nodes.contains(&p.name) || all.contains_key(id) || unreadable.contains_key(id) {
+            continue;
+        }
+        match delete_here(p, d) {
+            Ok(()) => {
+                volumes::deletion_done(&**store, id, &p.name).await?;
+                tracing::info!(node = %p.name, volume = %d.name, "deleted");
+            }
+            Err(e) => {
+                tracing::error!(node = %p.name, volume = %d.name, "deleting failed: {e:#}; retrying")
+            }
+        }
+    }
     Ok(())
+}
+
+/// The store's revision, retried until the store answers: the revision guards safety (a
+/// restarted primary waits for a new epoch), so a failed read is never taken for 0.
+async fn revision(store: &dyn Store, node: &str) -> i64 {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match store.revision().await {
+            Ok(r) => return r,
+            Err(e) => {
+                tracing::warn!(node, "cannot read the store's revision: {e}; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 async fn volumes(store: Arc<dyn Store>, p: Arc<NodeParts>) {
     let mut local = Local {
-        start_rev: store.revision().await.unwrap_or(0),
+        start_rev: revision(&*store, &p.name).await,
         ..Local::default()
     };
     loop {
         // Watch first, then read: nothing written in between is missed.
-        let rev = store.revision().await.unwrap_or(0);
+        let rev = revision(&*store, &p.name).await;
         let (mut w1, mut w2, mut w3, mut w4) = match (
             store.watch("volumes/", Some(rev + 1)).await,
             store.watch("hosts/", Some(rev + 1)).await,
@@ -588,6 +697,26 @@ mod tests {
     use alcubierre_io::fault::{CrashMedium, Fault};
     use alcubierre_io::Medium;
     use alcubierre_store::MemStore;
+
+    /// The revision that guards a restarted primary is never a failed read taken for 0: the
+    /// agent waits until the store answers.
+    #[tokio::test]
+    async fn a_failing_store_read_of_the_revision_is_retried_not_taken_for_zero() {
+        let mem = Arc::new(MemStore::new());
+        for i in 0..5 {
+            mem.put(&format!("k{i}"), vec![], None).await.unwrap();
+        }
+        let want = mem.revision().await.unwrap();
+        assert!(want > 0);
+        let faulty = alcubierre_store::testing::FaultyStore::new(mem);
+        faulty.fail_next(3);
+        assert_eq!(revision(&faulty, "n1").await, want);
+        assert_eq!(
+            faulty.failures_left(),
+            0,
+            "it asked again after each failure"
+        );
+    }
 
     /// A cache device that starts failing writes: the journal stops (fail-stop) and the agent
     /// reports the device failed in the node record, where the leader acts on it.
@@ -643,6 +772,7 @@ mod tests {
                 stats: VolumeStats::default(),
                 replica: None,
                 lease: Default::default(),
+                held_volumes: Default::default(),
             },
             hb,
         );

@@ -57,13 +57,14 @@ struct Ready {
     iscsi_url: String,
 }
 
-fn random_token() -> String {
+/// The demo's API token: 128 bits from the OS's random source (an error, never a fixed token,
+/// when it fails).
+fn random_token() -> anyhow::Result<String> {
     let mut b = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut b);
-    }
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    getrandom::fill(&mut b).map_err(|e| {
+        anyhow::anyhow!("cannot make the API token: the OS random source failed: {e}")
+    })?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 async fn start_node(
@@ -139,11 +140,13 @@ async fn start_node(
     )
     .await?;
     let stats = crate::agent::VolumeStats::default();
+    let held_volumes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let metrics = crate::metrics::NodeSources {
         node: name.clone(),
         engine: Some(engine.clone()),
         destage_limit: Some(limit.clone()),
         volumes: stats.clone(),
+        held_volumes: Some(held_volumes.clone()),
     };
     let leader = tokio::spawn(alcubierre_control::leader::run(store.clone(), name.clone()));
     let agent = Agent::start(
@@ -159,6 +162,7 @@ async fn start_node(
             stats,
             replica: Some(replica),
             lease: Default::default(),
+            held_volumes,
         },
         hb,
     );
@@ -191,7 +195,7 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
         registry::activate(&*store, &names, &Licence::default(), 0).await?;
         // Each node's agent finishes its own activation.
         registry::wait_active(&*store, &names, Duration::from_secs(10)).await?;
-        let token = random_token();
+        let token = random_token()?;
         let api = match tokio::net::TcpListener::bind("127.0.0.1:8080").await {
             Ok(l) => l,
             Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await?,

@@ -21,6 +21,8 @@ pub struct NodeSources {
     pub destage_limit: Option<Arc<RateLimiter>>,
     /// Its exported volumes' statistics.
     pub volumes: VolumeStats,
+    /// How many volumes its agent leaves as they are (record missing or unreadable).
+    pub held_volumes: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// The renderer the API calls on every scrape, for one node or several (the demo's three nodes
@@ -73,6 +75,19 @@ fn render(fams: &mut Families, src: &NodeSources) {
         .iter()
         .map(|(id, m)| (id.clone(), m.name.clone(), m.io.clone()))
         .collect();
+    if let Some(held) = &src.held_volumes {
+        let out = fams.family(
+            "alcubierre_volumes_held",
+            "gauge",
+            "Volumes a node leaves as they are (served as before, nothing dropped) because their \
+             record is missing without a deletion request or cannot be read; see the node's log.",
+        );
+        let _ = writeln!(
+            out,
+            "alcubierre_volumes_held{{node=\"{node}\"}} {}",
+            held.load(Relaxed)
+        );
+    }
     {
         let out = fams.family(
             "alcubierre_volume_qos_limit",

@@ -33,7 +33,7 @@ pub struct Path {
     pub size: u64,
     pub acl: HostAcl,
     /// The hosts whose IQNs and CHAP credentials the iSCSI target admits.
-    pub iscsi_hosts: Vec<Host>,
+    pub iscsi_hosts: IscsiHosts,
     /// The iSCSI portals of every node holding a replica (`ip:port,tpgt`), for SendTargets.
     pub iscsi_portals: Vec<String>,
     pub qos: Arc<Qos>,
@@ -52,7 +52,7 @@ fn export_iscsi(
     t: &alcubierre_iscsi::Target,
     id: VolumeId,
     lun: &Arc<alcubierre_iscsi::scsi::Lun>,
-    hosts: &[Host],
+    hosts: &IscsiHosts,
     portals: &[String],
 ) {
     t.export(
@@ -65,14 +65,25 @@ fn export_iscsi(
     );
 }
 
-/// Who may log in to a volume's iSCSI target: its hosts' IQNs (a volume without hosts admits
-/// any initiator) with their CHAP credentials.
-pub fn iscsi_access(hosts: &[Host]) -> alcubierre_iscsi::login::Access {
+/// Who may log in to a volume's iSCSI target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IscsiHosts {
+    /// Any initiator: the volume names no hosts.
+    Any,
+    /// Only these hosts' IQNs, with their CHAP credentials: the hosts the volume names whose
+    /// records could be read. None of them, when none could: access fails closed.
+    Only(Vec<Host>),
+}
+
+/// The iSCSI target access for `hosts`.
+pub fn iscsi_access(hosts: &IscsiHosts) -> alcubierre_iscsi::login::Access {
     use alcubierre_iscsi::login::{Access, Chap};
+    let IscsiHosts::Only(hosts) = hosts else {
+        return Access::default();
+    };
     Access {
-        // No hosts: any initiator; hosts: only their IQNs (none when they have only NQNs).
-        initiators: (!hosts.is_empty())
-            .then(|| hosts.iter().filter_map(|h| h.iqn.clone()).collect()),
+        // Only the hosts' IQNs (none when they have only NQNs, or none could be read).
+        initiators: Some(hosts.iter().filter_map(|h| h.iqn.clone()).collect()),
         per_initiator: hosts
             .iter()
             .filter_map(|h| {
@@ -95,7 +106,7 @@ impl Path {
         v: &Volume,
         id: VolumeId,
         acl: HostAcl,
-        iscsi_hosts: Vec<Host>,
+        iscsi_hosts: IscsiHosts,
         policy: Option<QosPolicy>,
     ) -> anyhow::Result<Self> {
         let engine = p.engine.clone();
@@ -195,7 +206,7 @@ impl Path {
     }
 
     /// Replaces the host access list (existing connections stay).
-    pub fn set_acl(&mut self, p: &NodeParts, acl: HostAcl, iscsi_hosts: Vec<Host>) {
+    pub fn set_acl(&mut self, p: &NodeParts, acl: HostAcl, iscsi_hosts: IscsiHosts) {
         self.subsystem.set_acl(acl.clone());
         self.acl = acl;
         self.iscsi_hosts = iscsi_hosts;
@@ -250,5 +261,39 @@ impl Path {
             t.unexport(&alcubierre_iscsi::volume_iqn(self.id));
         }
         p.stats.write().remove(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(iqn: Option<&str>) -> Host {
+        Host {
+            name: "h".into(),
+            nqn: None,
+            iqn: iqn.map(str::to_string),
+            chap: None,
+            target_chap: None,
+        }
+    }
+
+    /// A volume that names hosts admits only those read: when none could be read, nobody (as
+    /// NVMe's empty access list does); only a volume that names no hosts admits any initiator.
+    #[test]
+    fn iscsi_access_fails_closed() {
+        assert_eq!(iscsi_access(&IscsiHosts::Any).initiators, None);
+        assert_eq!(
+            iscsi_access(&IscsiHosts::Only(vec![])).initiators,
+            Some(vec![])
+        );
+        assert_eq!(
+            iscsi_access(&IscsiHosts::Only(vec![
+                host(Some("iqn.2024-01.org.example:a")),
+                host(None)
+            ]))
+            .initiators,
+            Some(vec!["iqn.2024-01.org.example:a".to_string()])
+        );
     }
 }

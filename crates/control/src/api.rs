@@ -107,6 +107,14 @@ impl From<VolumeError> for ApiError {
         let m = e.to_string();
         match e {
             VolumeError::Invalid { field, .. } => err(StatusCode::BAD_REQUEST, m, Some(field)),
+            VolumeError::Unknown(ref field) => {
+                let f = field.clone();
+                ApiError {
+                    status: StatusCode::BAD_REQUEST,
+                    message: m,
+                    field: Some(f),
+                }
+            }
             VolumeError::LicenceCapacity { .. } => err(StatusCode::BAD_REQUEST, m, Some("size")),
             VolumeError::NameTaken(_) => err(StatusCode::CONFLICT, m, Some("name")),
             VolumeError::NotFound(_) => err(StatusCode::NOT_FOUND, m, None),
@@ -168,6 +176,55 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
             }
         }
     }
+}
+
+/// A JSON body of a stored record's type (hosts, QoS policies): records tolerate fields they do
+/// not know when read (a newer release's), but a request with a field this release does not
+/// know is refused, naming it, rather than stored to do nothing.
+struct Strict<T>(T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Serialize> axum::extract::FromRequest<S>
+    for Strict<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let Body(raw) = Body::<serde_json::Value>::from_request(req, state).await?;
+        let v: T = serde_json::from_value(raw.clone()).map_err(|e| {
+            let m = format!("Failed to deserialize the JSON body into the target type: {e}");
+            let f = field_of(&m);
+            err(StatusCode::UNPROCESSABLE_ENTITY, m, f.as_deref())
+        })?;
+        let known = serde_json::to_value(&v).expect("serialises");
+        match unknown_field(&raw, &known) {
+            Some(f) => Err(err(
+                StatusCode::BAD_REQUEST,
+                format!("{f}: unknown field"),
+                Some(&f),
+            )),
+            None => Ok(Strict(v)),
+        }
+    }
+}
+
+/// The first key of `input` (at any depth) that `known`, the same value read and written
+/// back, does not have: a field the type does not know. A null is not a field set.
+fn unknown_field(input: &serde_json::Value, known: &serde_json::Value) -> Option<String> {
+    let (serde_json::Value::Object(i), serde_json::Value::Object(k)) = (input, known) else {
+        return None;
+    };
+    for (key, value) in i {
+        match k.get(key) {
+            None if !value.is_null() => return Some(key.clone()),
+            None => {}
+            Some(kv) => {
+                if let Some(inner) = unknown_field(value, kv) {
+                    return Some(format!("{key}.{inner}"));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Query parameters whose rejections are API errors.
@@ -369,31 +426,39 @@ async fn create_volume(
     Body(r): Body<CreateVolume>,
 ) -> Result<(StatusCode, Json<volumes::Volume>), ApiError> {
     authorize(&s, &h)?;
+    if let Some(source) = &r.source {
+        volumes::no_unknown_fields(&source.extra, "source.")?;
+    }
     let v = match &r.source {
         Some(source) => snapshots::create_from_snapshot(&s, &r, source).await?,
-        None => volumes::create(&*s.store, &r, new_id(), &s.licence).await?,
+        None => volumes::create(&*s.store, &r, new_id()?, &s.licence).await?,
     };
     Ok((StatusCode::CREATED, Json(v)))
 }
 
-/// A fresh volume id (UUID v4 text) from the OS's random source.
-fn new_id() -> String {
+/// A fresh volume id (UUID v4 text) from the OS's random source; when that fails, an error
+/// (never a fixed id).
+fn new_id() -> Result<String, ApiError> {
     let mut b = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut b);
-    }
+    getrandom::fill(&mut b).map_err(|e| {
+        tracing::error!("the OS random source failed: {e}");
+        err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot make a volume id: the OS random source failed: {e}"),
+            None,
+        )
+    })?;
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
+    Ok(format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],
         &h[8..12],
         &h[12..16],
         &h[16..20],
         &h[20..32]
-    )
+    ))
 }
 
 async fn get_volume(
@@ -508,7 +573,7 @@ async fn put_qos(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path(name): Path<String>,
-    Body(q): Body<QosPolicy>,
+    Strict(q): Strict<QosPolicy>,
 ) -> ApiResult<QosPolicy> {
     authorize(&s, &h)?;
     volumes::put_qos(&*s.store, &name, &q).await?;
@@ -539,7 +604,7 @@ async fn put_host(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path(name): Path<String>,
-    Body(mut host): Body<Host>,
+    Strict(mut host): Strict<Host>,
 ) -> ApiResult<serde_json::Value> {
     authorize(&s, &h)?;
     if !host.name.is_empty() && host.name != name {

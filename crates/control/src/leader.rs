@@ -207,9 +207,10 @@ impl Leader {
         }
         let mut vols = Vec::new();
         for kv in store.list("volumes/").await? {
-            match serde_json::from_slice::<volumes::Volume>(&kv.value) {
+            // A record this release cannot read is left as it is: never rewritten.
+            match volumes::parse(&kv.key, &kv.value) {
                 Ok(v) => vols.push((v, kv.mod_revision)),
-                Err(_) => tracing::error!(key = %kv.key, "volume record does not parse"),
+                Err(u) => tracing::warn!(key = %u.key, "volume record not acted on: {}", u.reason),
             }
         }
         let mut candidates = view.candidates(vols.iter().map(|(v, _)| v));

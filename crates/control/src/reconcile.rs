@@ -350,6 +350,7 @@ mod tests {
 
     fn volume(in_sync: &[&str]) -> Volume {
         Volume {
+            version: 1,
             id: "u".into(),
             name: "v".into(),
             size: 4096,
@@ -361,6 +362,7 @@ mod tests {
             hosts: vec![],
             epoch: 1,
             source: None,
+            extra: Default::default(),
         }
     }
 

@@ -86,7 +86,8 @@ pub fn check_name(name: &str) -> Result<(), VolumeError> {
 }
 
 fn parse(kv_key: &str, value: &[u8]) -> Result<Snapshot, VolumeError> {
-    serde_json::from_slice(value).map_err(|_| VolumeError::Corrupt(kv_key.to_string()))
+    serde_json::from_slice(value)
+        .map_err(|e| VolumeError::Corrupt(format!("{kv_key} does not parse: {e}")))
 }
 
 /// Requests a snapshot of a volume (by id or name); the volume's primary takes it.

@@ -3,7 +3,8 @@
 //! Keys: `volumes/<uuid>` (the [`Volume`]), `volume-names/<name>` (name -> uuid, so names are
 //! unique: created in the same transaction as the volume, compared as missing), `qos/<name>`,
 //! `hosts/<name>`, `reservations/<uuid>` (the volume's persistent reservations, written by its
-//! primary: [`save_reservations`]). A volume's replicas are placed on distinct eligible nodes
+//! primary: [`save_reservations`]), `deletions/<uuid>` (a [`Deletion`]: the explicit request
+//! that alone makes nodes drop a volume's data). A volume's replicas are placed on distinct eligible nodes
 //! ([`crate::placement`]) when it is created; the leader's reconcilers (next) make the nodes
 //! export it.
 
@@ -17,9 +18,29 @@ use crate::model::{Activation, CacheState, Service};
 use crate::placement::{place, Candidate, PlacementError};
 use crate::registry::{nodes, service_states, RegistryError};
 
+/// The format version of the volume records this release writes and reads.
+pub const VOLUME_RECORD_VERSION: u32 = 1;
+
+fn first_version() -> u32 {
+    1
+}
+
+/// Fields of a record that this release does not know: a newer release's additions, kept so
+/// that rewriting the record does not drop them.
+pub type Extra = BTreeMap<String, serde_json::Value>;
+
 /// A volume.
+///
+/// Records are read tolerantly: a field this release does not know is kept in `extra` (and
+/// written back), so a newer controller adding one during a rolling upgrade changes nothing
+/// here. A record of a newer `version`, or one that does not parse, is [`Unreadable`]: nodes
+/// leave the volume as it is, and report it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
+    /// The record's format version ([`VOLUME_RECORD_VERSION`] when this release wrote it;
+    /// records from before versions are 1).
+    #[serde(default = "first_version")]
+    pub version: u32,
     /// UUID.
     pub id: String,
     /// Unique name.
@@ -43,16 +64,156 @@ pub struct Volume {
     /// The snapshot it was cloned from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<VolumeSource>,
+    /// Fields this release does not know.
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// Where a cloned volume came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct VolumeSource {
     /// The source volume (its name or id in a request; its id once created).
     pub volume: String,
     /// The snapshot's name.
     pub snapshot: String,
+    /// Fields this release does not know (refused in a request).
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A volume record that cannot be read here: the volume is left as it is (served as before,
+/// never taken for deleted) and the record is reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unreadable {
+    /// The record's key.
+    pub key: String,
+    /// Why it cannot be read.
+    pub reason: String,
+}
+
+impl Unreadable {
+    /// The volume id the record's key names.
+    pub fn id(&self) -> &str {
+        self.key.strip_prefix("volumes/").unwrap_or(&self.key)
+    }
+}
+
+/// Reads volume record `key`.
+pub fn parse(key: &str, value: &[u8]) -> Result<Volume, Unreadable> {
+    let unreadable = |reason: String| Unreadable {
+        key: key.to_string(),
+        reason,
+    };
+    let v: Volume =
+        serde_json::from_slice(value).map_err(|e| unreadable(format!("does not parse: {e}")))?;
+    if v.version > VOLUME_RECORD_VERSION {
+        return Err(unreadable(format!(
+            "written by a newer release (record version {}; this node reads up to {})",
+            v.version, VOLUME_RECORD_VERSION
+        )));
+    }
+    if key.strip_prefix("volumes/") != Some(v.id.as_str()) {
+        return Err(unreadable(format!("holds volume id {:?}", v.id)));
+    }
+    Ok(v)
+}
+
+/// Every volume record: those that read, by id, and those that do not.
+pub async fn scan(
+    store: &dyn Store,
+) -> Result<(BTreeMap<String, Volume>, Vec<Unreadable>), StoreError> {
+    let mut read = BTreeMap::new();
+    let mut unreadable = Vec::new();
+    for kv in store.list("volumes/").await? {
+        match parse(&kv.key, &kv.value) {
+            Ok(v) => {
+                read.insert(v.id.clone(), v);
+            }
+            Err(u) => unreadable.push(u),
+        }
+    }
+    Ok((read, unreadable))
+}
+
+/// Where deletion requests live: `deletions/<uuid>`.
+pub const DELETIONS: &str = "deletions/";
+
+/// An explicit request to delete a volume, written with the removal of its record: the only
+/// thing that makes a node drop a volume's cached data, and its primary delete the backend
+/// image. A volume whose record is missing without one, or cannot be read, is left as it is.
+/// Each node listed removes itself when it has done its part; the last removes the request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deletion {
+    /// The volume's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Nodes still to drop their replica's data.
+    pub nodes: Vec<String>,
+    /// The node that deletes the backend image: the volume's primary when it was deleted.
+    pub primary: String,
+}
+
+/// Every pending deletion request, by volume id (with its revision). A request that does not
+/// parse is reported and not acted on.
+pub async fn deletions(store: &dyn Store) -> Result<BTreeMap<String, (Deletion, i64)>, StoreError> {
+    let mut out = BTreeMap::new();
+    for kv in store.list(DELETIONS).await? {
+        match serde_json::from_slice::<Deletion>(&kv.value) {
+            Ok(d) if kv.key.strip_prefix(DELETIONS) == Some(d.id.as_str()) => {
+                out.insert(d.id.clone(), (d, kv.mod_revision));
+            }
+            Ok(_) => {
+                tracing::error!(key = %kv.key, "deletion request names another volume: not acted on")
+            }
+            Err(e) => {
+                tracing::error!(key = %kv.key, "deletion request does not parse: {e}; not acted on")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Node `node` has dropped its part of deleted volume `id`: it leaves the request, and the
+/// request goes when no node is left.
+pub async fn deletion_done(store: &dyn Store, id: &str, node: &str) -> Result<(), StoreError> {
+    let key = format!("{DELETIONS}{id}");
+    loop {
+        let Some(kv) = store.get(&key).await? else {
+            return Ok(());
+        };
+        let Ok(mut d) = serde_json::from_slice::<Deletion>(&kv.value) else {
+            return Ok(());
+        };
+        d.nodes.retain(|n| n != node);
+        let op = if d.nodes.is_empty() {
+            TxnOp::Delete { key: key.clone() }
+        } else {
+            TxnOp::Put {
+                key: key.clone(),
+                value: serde_json::to_vec(&d).expect("serialises"),
+                lease: None,
+            }
+        };
+        let r = store
+            .txn(Txn {
+                when: vec![Compare::ModRevision(key.clone(), kv.mod_revision)],
+                then: vec![op],
+                otherwise: vec![],
+            })
+            .await?;
+        if r.succeeded {
+            return Ok(());
+        }
+    }
+}
+
+/// Refuses a request whose object has fields this release does not know, naming the first.
+pub fn no_unknown_fields(extra: &Extra, within: &str) -> Result<(), VolumeError> {
+    match extra.keys().next() {
+        None => Ok(()),
+        Some(k) => Err(VolumeError::Unknown(format!("{within}{k}"))),
+    }
 }
 
 impl Volume {
@@ -63,8 +224,9 @@ impl Volume {
 }
 
 /// A QoS policy (the seed's example: `write_iops_sec = 5000`, `write_MiB_sec = 100`).
+///
+/// A stored policy tolerates fields this release does not know; the API refuses them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct QosPolicy {
     /// Read IOPS limit.
     pub read_iops: Option<u64>,
@@ -77,8 +239,9 @@ pub struct QosPolicy {
 }
 
 /// A host (initiator) and its credentials.
+///
+/// A stored host tolerates fields this release does not know; the API refuses them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Host {
     /// Name (the API takes it from the path; a body may omit it).
     #[serde(default)]
@@ -155,9 +318,12 @@ pub enum VolumeError {
         /// The total after the operation.
         would: u64,
     },
-    /// A stored record does not parse.
-    #[error("record {0} is corrupt")]
+    /// A stored record cannot be read: its key and why.
+    #[error("record {0}")]
     Corrupt(String),
+    /// A request has a field this release does not know.
+    #[error("{0}: unknown field")]
+    Unknown(String),
     /// Records changed concurrently; retry.
     #[error("volumes changed concurrently; retry")]
     Conflict,
@@ -297,15 +463,9 @@ pub async fn progress(store: &dyn Store) -> Result<Vec<Progress>, StoreError> {
         .collect())
 }
 
-/// Every volume, by id.
+/// Every volume whose record reads, by id (the others: [`scan`]).
 pub async fn list(store: &dyn Store) -> Result<BTreeMap<String, Volume>, VolumeError> {
-    let mut out = BTreeMap::new();
-    for kv in store.list("volumes/").await? {
-        let v: Volume =
-            serde_json::from_slice(&kv.value).map_err(|_| VolumeError::Corrupt(kv.key.clone()))?;
-        out.insert(v.id.clone(), v);
-    }
-    Ok(out)
+    Ok(scan(store).await?.0)
 }
 
 /// A volume by id or name.
@@ -318,7 +478,8 @@ pub async fn find(store: &dyn Store, id_or_name: &str) -> Result<(Volume, i64), 
         .get(&format!("volumes/{id}"))
         .await?
         .ok_or_else(|| VolumeError::NotFound(id_or_name.to_string()))?;
-    let v = serde_json::from_slice(&kv.value).map_err(|_| VolumeError::Corrupt(kv.key.clone()))?;
+    let v = parse(&kv.key, &kv.value)
+        .map_err(|u| VolumeError::Corrupt(format!("{} {}", u.key, u.reason)))?;
     Ok((v, kv.mod_revision))
 }
 
@@ -338,6 +499,9 @@ pub async fn create(
 ) -> Result<Volume, VolumeError> {
     if !valid_name(&req.name) {
         return Err(invalid("name", "1-64 characters from A-Z a-z 0-9 - _ ."));
+    }
+    if let Some(s) = &req.source {
+        no_unknown_fields(&s.extra, "source.")?;
     }
     if req.block_size != 512 && req.block_size != 4096 {
         return Err(invalid(
@@ -389,6 +553,7 @@ pub async fn create(
         .collect();
     let replicas = place(&candidates, REPLICAS, &[])?;
     let v = Volume {
+        version: VOLUME_RECORD_VERSION,
         id: id.clone(),
         name: req.name.clone(),
         size: req.size,
@@ -401,6 +566,7 @@ pub async fn create(
         hosts: req.hosts.clone(),
         epoch: 1,
         source: req.source.clone(),
+        extra: Extra::new(),
     };
     let name_key = format!("volume-names/{}", req.name);
     let r = store
@@ -534,8 +700,19 @@ pub async fn set_hosts(
 pub async fn delete(store: &dyn Store, id_or_name: &str) -> Result<Volume, VolumeError> {
     let (v, rev) = find(store, id_or_name).await?;
     let key = format!("volumes/{}", v.id);
+    let deletion = Deletion {
+        id: v.id.clone(),
+        name: v.name.clone(),
+        nodes: v.replicas.clone(),
+        primary: v.primary.clone(),
+    };
     let mut then = vec![
         TxnOp::Delete { key: key.clone() },
+        TxnOp::Put {
+            key: format!("{DELETIONS}{}", v.id),
+            value: serde_json::to_vec(&deletion).expect("serialises"),
+            lease: None,
+        },
         TxnOp::Delete {
             key: format!("volume-names/{}", v.name),
         },

@@ -256,6 +256,40 @@ async fn bad_bodies_get_json_errors_naming_the_field() {
     let (s, v) = call(&app, "GET", "/api/v1/plan?nodes=x", None, T).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert!(v["error"].is_string(), "{v}");
+    // Stored records tolerate fields a newer release adds; a request with a field this release
+    // does not know is refused, naming it, not stored to do nothing.
+    let (s, v) = call(
+        &app,
+        "PUT",
+        "/api/v1/hosts/h1",
+        Some(json!({"nqn": "nqn.2014-08.org.example:h1", "chap_secret": "x"})),
+        T,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["field"], "chap_secret", "{v}");
+    let (s, v) = call(
+        &app,
+        "PUT",
+        "/api/v1/qos/gold",
+        Some(json!({"write_iops": 5000, "write_MiB_sec": 100})),
+        T,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["field"], "write_MiB_sec", "{v}");
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/v1/volumes",
+        Some(
+            json!({"name": "c", "size": 4096, "source": {"volume": "a", "snapshot": "s", "at": 1}}),
+        ),
+        T,
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["field"], "source.at", "{v}");
 }
 
 #[tokio::test]

@@ -92,3 +92,117 @@ impl EtcdServer {
         }
     }
 }
+
+/// A store whose operations fail on demand, in front of another: for tests of what callers do
+/// when the store errs. `fail_next(n)` makes the next `n` operations of any kind fail with
+/// [`crate::StoreError::Unavailable`].
+pub struct FaultyStore {
+    inner: std::sync::Arc<dyn Store>,
+    failures: std::sync::atomic::AtomicU64,
+}
+
+impl FaultyStore {
+    /// In front of `inner`, failing nothing yet.
+    pub fn new(inner: std::sync::Arc<dyn Store>) -> Self {
+        Self {
+            inner,
+            failures: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The next `n` operations fail.
+    pub fn fail_next(&self, n: u64) {
+        self.failures.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Operations still to fail.
+    pub fn failures_left(&self) -> u64 {
+        self.failures.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn check(&self) -> Result<(), crate::StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        match self
+            .failures
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+        {
+            Ok(_) => Err(crate::StoreError::Unavailable("injected failure".into())),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+macro_rules! faulty {
+    ($self:ident, $call:expr) => {{
+        let r = $self.check();
+        Box::pin(async move {
+            r?;
+            $call.await
+        })
+    }};
+}
+
+impl Store for FaultyStore {
+    fn get<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Option<crate::KeyValue>, crate::StoreError>> {
+        faulty!(self, self.inner.get(key))
+    }
+    fn list<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<crate::KeyValue>, crate::StoreError>> {
+        faulty!(self, self.inner.list(prefix))
+    }
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        value: Vec<u8>,
+        lease: Option<crate::LeaseId>,
+    ) -> futures::future::BoxFuture<'a, Result<crate::Revision, crate::StoreError>> {
+        faulty!(self, self.inner.put(key, value, lease))
+    }
+    fn delete<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<bool, crate::StoreError>> {
+        faulty!(self, self.inner.delete(key))
+    }
+    fn txn(
+        &self,
+        txn: crate::Txn,
+    ) -> futures::future::BoxFuture<'_, Result<crate::TxnResponse, crate::StoreError>> {
+        faulty!(self, self.inner.txn(txn))
+    }
+    fn watch<'a>(
+        &'a self,
+        prefix: &'a str,
+        start: Option<crate::Revision>,
+    ) -> futures::future::BoxFuture<'a, Result<crate::Watch, crate::StoreError>> {
+        faulty!(self, self.inner.watch(prefix, start))
+    }
+    fn grant(
+        &self,
+        ttl: Duration,
+    ) -> futures::future::BoxFuture<'_, Result<crate::LeaseId, crate::StoreError>> {
+        faulty!(self, self.inner.grant(ttl))
+    }
+    fn keep_alive(
+        &self,
+        lease: crate::LeaseId,
+    ) -> futures::future::BoxFuture<'_, Result<(), crate::StoreError>> {
+        faulty!(self, self.inner.keep_alive(lease))
+    }
+    fn revoke(
+        &self,
+        lease: crate::LeaseId,
+    ) -> futures::future::BoxFuture<'_, Result<(), crate::StoreError>> {
+        faulty!(self, self.inner.revoke(lease))
+    }
+    fn revision(
+        &self,
+    ) -> futures::future::BoxFuture<'_, Result<crate::Revision, crate::StoreError>> {
+        faulty!(self, self.inner.revision())
+    }
+}

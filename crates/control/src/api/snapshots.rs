@@ -172,7 +172,7 @@ pub(super) async fn create_from_snapshot(
         return Err(VolumeError::NameTaken(r.name.clone()).into());
     }
     let b = backend(s)?;
-    let id = new_id();
+    let id = new_id()?;
     let (src, target) = (volume_id(&sv.id)?, volume_id(&id)?);
     let (name, size) = (snap.name.clone(), r.size);
     let b2 = b.clone();
@@ -188,6 +188,7 @@ pub(super) async fn create_from_snapshot(
     req.source = Some(VolumeSource {
         volume: sv.id.clone(),
         snapshot: snap.name.clone(),
+        extra: Default::default(),
     });
     match volumes::create(&*s.store, &req, id, &s.licence).await {
         Ok(v) => Ok(v),

@@ -1,0 +1,131 @@
+//! A volume is removed only on an explicit delete: three `alcubierre serve` nodes on a real
+//! etcd keep serving a volume, with every write intact, while its record carries a field a
+//! newer release added, has a newer format version, is not JSON at all, or is missing (as an
+//! `etcdctl del` would leave it); the nodes report what they leave as it is
+//! (`alcubierre_volumes_held`). A delete through the API then stops the volume, deletes its
+//! backend image, and its deletion request goes once every replica node has done its part.
+
+mod common;
+
+use common::cluster::*;
+
+use std::time::Duration;
+
+use alcubierre_nvmf::initiator::HostController;
+use alcubierre_store::testing::EtcdServer;
+use alcubierre_store::Store;
+use serde_json::{json, Value};
+
+fn block(i: u64) -> bytes::Bytes {
+    let mut d = vec![(i % 251) as u8; 4096];
+    d[..8].copy_from_slice(&i.to_le_bytes());
+    bytes::Bytes::from(d)
+}
+
+/// The sum of `alcubierre_volumes_held` over every node's metrics.
+async fn held(apis: &[String]) -> u64 {
+    let mut sum = 0;
+    for api in apis {
+        let (st, text) = call(api, "GET", "/metrics", "").await;
+        assert_eq!(st, 200);
+        sum += text
+            .lines()
+            .filter(|l| l.starts_with("alcubierre_volumes_held{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum::<u64>();
+    }
+    sum
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_an_explicit_delete_removes_a_volume() {
+    let etcd = EtcdServer::start().unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (_procs, ready, apis, store, v) = three_nodes_and_a_volume(dir.path(), &etcd, "keep").await;
+    let id = v["id"].as_str().unwrap().to_string();
+    let nqn = alcubierre_nvmf::volume_nqn(alcubierre_types::VolumeId(id.parse().unwrap()));
+    let primary = v["primary"].as_str().unwrap().to_string();
+    let addr: std::net::SocketAddr = ready[node_index(&primary)]["listening"][0]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut c = eventually(10, "the volume exported", || async {
+        HostController::connect(addr, &nqn, &Default::default(), 1)
+            .await
+            .ok()
+    })
+    .await;
+    let image = dir.path().join("backend").join(format!("{id}.img"));
+    let key = format!("volumes/{id}");
+    let original = store.get(&key).await.unwrap().unwrap().value;
+    let mut record: Value = serde_json::from_slice(&original).unwrap();
+    record["placement_hint"] = json!("rack-2");
+    let with_field = serde_json::to_vec(&record).unwrap();
+    record["version"] = json!(2);
+    let newer = serde_json::to_vec(&record).unwrap();
+
+    let mut written = 0u64;
+    let variants: [(&str, Option<Vec<u8>>, u64); 4] = [
+        ("a field a newer release added", Some(with_field), 0),
+        ("a newer record version", Some(newer), 3),
+        ("not JSON", Some(b"{\"id\": \"trunc".to_vec()), 3),
+        ("missing, without a deletion request", None, 3),
+    ];
+    for (what, value, want_held) in variants {
+        match value {
+            Some(value) => {
+                store.put(&key, value, None).await.unwrap();
+            }
+            None => {
+                assert!(store.delete(&key).await.unwrap());
+            }
+        }
+        // Every node reports what it holds back (or nothing), after a converge pass or two.
+        eventually(15, what, || async {
+            (held(&apis).await == want_held).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        for _ in 0..16 {
+            c.write(0, written * 3, block(written), 4096)
+                .await
+                .unwrap_or_else(|e| panic!("record {what}: write {written} failed: {e}"));
+            written += 1;
+        }
+        for i in 0..written {
+            assert_eq!(
+                c.read(0, i * 3, 1, 4096).await.unwrap(),
+                block(i),
+                "record {what}: block {i}"
+            );
+        }
+        assert!(image.exists(), "record {what}: the backend image is kept");
+    }
+    // The record back as it was: nothing is held any more.
+    store.put(&key, original, None).await.unwrap();
+    eventually(15, "records readable again", || async {
+        (held(&apis).await == 0).then_some(())
+    })
+    .await;
+
+    // A delete through the API: the volume goes, with its data, on every node.
+    json_call(&apis[0], "DELETE", &format!("/api/v1/volumes/{id}"), "").await;
+    eventually(20, "the backend image deleted", || async {
+        (!image.exists()).then_some(())
+    })
+    .await;
+    eventually(20, "the deletion request done by every node", || async {
+        store
+            .get(&format!("deletions/{id}"))
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        c.write(0, 0, block(0), 4096).await.is_err(),
+        "a deleted volume takes no writes"
+    );
+}
