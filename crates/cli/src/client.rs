@@ -696,6 +696,13 @@ pub fn status(a: &ApiArgs, json: bool) -> anyhow::Result<()> {
         list(&st["unavailable"]),
         list(&st["draining"])
     );
+    for u in st["unreadable"].as_array().into_iter().flatten() {
+        println!(
+            "unreadable record {}: {} (its volume is left as it is)",
+            s(&u["key"]),
+            s(&u["reason"])
+        );
+    }
     println!();
     nodes_table(&nodes);
     println!();

@@ -2,7 +2,7 @@
 //! etcd keep serving a volume, with every write intact, while its record carries a field a
 //! newer release added, has a newer format version, is not JSON at all, or is missing (as an
 //! `etcdctl del` would leave it); the nodes report what they leave as it is
-//! (`alcubierre_volumes_held`). A delete through the API then stops the volume, deletes its
+//! (`alcubierre_volumes_held`, and the API's status for records it cannot read). A delete through the API then stops the volume, deletes its
 //! backend image, and its deletion request goes once every replica node has done its part.
 
 mod common;
@@ -73,6 +73,7 @@ async fn only_an_explicit_delete_removes_a_volume() {
         ("missing, without a deletion request", None, 3),
     ];
     for (what, value, want_held) in variants {
+        let unreadable = value.is_some() && want_held > 0;
         match value {
             Some(value) => {
                 store.put(&key, value, None).await.unwrap();
@@ -86,6 +87,14 @@ async fn only_an_explicit_delete_removes_a_volume() {
             (held(&apis).await == want_held).then_some(())
         })
         .await;
+        // The API's status names a record it cannot read, and why.
+        let st = json_call(&apis[1], "GET", "/api/v1/status", "").await;
+        let listed = st["unreadable"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["key"] == key.as_str() && u["reason"].is_string());
+        assert_eq!(listed, unreadable, "record {what}: status {st}");
         tokio::time::sleep(Duration::from_secs(3)).await;
         for _ in 0..16 {
             c.write(0, written * 3, block(written), 4096)

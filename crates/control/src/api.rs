@@ -360,13 +360,15 @@ struct Status {
     unavailable: Vec<String>,
     capacity_bytes: u64,
     provisioned_bytes: u64,
+    /// Volume records this node cannot read (each node leaves such a volume as it is).
+    unreadable: Vec<volumes::Unreadable>,
 }
 
 async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Status> {
     authorize(&s, &h)?;
     let nodes = registry::nodes(&*s.store).await?;
     let services = registry::service_states(&*s.store).await?;
-    let vols = volumes::list(&*s.store).await?;
+    let (vols, unreadable) = volumes::scan(&*s.store).await?;
     let up = |n: &str| {
         nodes
             .get(n)
@@ -406,6 +408,7 @@ async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Status> {
             .map(|(n, _)| n.cache_bytes())
             .sum(),
         provisioned_bytes: vols.values().map(|v| v.size).sum(),
+        unreadable,
     }))
 }
 
