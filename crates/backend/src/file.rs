@@ -19,6 +19,19 @@ pub struct FileBackend {
     open: RwLock<HashMap<VolumeId, (Arc<File>, u64)>>,
 }
 
+/// An error setting an image's length: a size the file system cannot hold is an invalid size.
+fn size_err(volume: VolumeId, size: ByteSize, path: &Path, e: std::io::Error) -> BackendError {
+    if e.kind() == std::io::ErrorKind::FileTooLarge {
+        BackendError::InvalidSize {
+            volume,
+            size: size.0,
+            reason: "larger than the backend's file system allows for a file",
+        }
+    } else {
+        io_err(path, e)
+    }
+}
+
 fn io_err(what: &Path, source: std::io::Error) -> BackendError {
     BackendError::Io {
         what: what.display().to_string(),
@@ -131,8 +144,11 @@ impl Backend for FileBackend {
                 },
                 _ => io_err(&path, e),
             })?;
-        file.set_len(size.0).map_err(|e| io_err(&path, e))?;
-        file.sync_all().map_err(|e| io_err(&path, e))?;
+        if let Err(e) = file.set_len(size.0).and_then(|()| file.sync_all()) {
+            // No half-made image stays behind to look like a volume's.
+            let _ = std::fs::remove_file(&path);
+            return Err(size_err(volume, size, &path, e));
+        }
         self.open.write().insert(volume, (Arc::new(file), size.0));
         Ok(())
     }
@@ -149,7 +165,7 @@ impl Backend for FileBackend {
         }
         file.set_len(size.0)
             .and_then(|()| file.sync_all())
-            .map_err(|e| io_err(&self.image_path(volume), e))?;
+            .map_err(|e| size_err(volume, size, &self.image_path(volume), e))?;
         self.open.write().insert(volume, (file, size.0));
         Ok(())
     }

@@ -72,6 +72,33 @@ impl Drop for Agent {
     }
 }
 
+/// What a node's agent leaves as it is or fails to serve (`alcubierre_volumes_held`,
+/// `alcubierre_volume_failed`).
+#[derive(Default)]
+pub struct AgentHealth {
+    /// Volumes left as they are: their record is missing without a deletion request, or
+    /// cannot be read.
+    pub held: AtomicU64,
+    /// Volumes it fails to serve, by id, with their names.
+    pub failing: RwLock<BTreeMap<String, String>>,
+}
+
+/// The longest wait between attempts at a volume that fails here.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A volume this node fails to serve: its record in the store, and when to try again.
+struct Failing {
+    record: volumes::ReplicaFailure,
+    next: std::time::Instant,
+}
+
+/// Whether volume `id` may be tried now: it is not failing, or its backoff has passed.
+fn may_try(failing: &BTreeMap<String, Failing>, id: &str) -> bool {
+    failing
+        .get(id)
+        .is_none_or(|f| std::time::Instant::now() >= f.next)
+}
+
 /// What the agent acts on.
 pub struct NodeParts {
     /// This node's name.
@@ -94,9 +121,8 @@ pub struct NodeParts {
     pub replica: Option<Arc<ReplicaServer>>,
     /// Its replication lease, kept by the heartbeat.
     pub lease: Lease,
-    /// How many volumes it leaves as they are because their record is missing (without a
-    /// deletion request) or cannot be read (`alcubierre_volumes_held`).
-    pub held_volumes: Arc<AtomicU64>,
+    /// What its agent leaves as it is or fails to serve, for metrics.
+    pub health: Arc<AgentHealth>,
 }
 
 impl Agent {
@@ -153,9 +179,59 @@ struct Local {
     /// Volumes held here whose record is missing without a deletion request, or cannot be
     /// read, with why: left as they are, reported once per change.
     held: BTreeMap<String, String>,
+    /// Volumes this node fails to serve, retried with backoff.
+    failing: BTreeMap<String, Failing>,
 }
 
 impl Local {
+    /// Volume `v` failed here (`stage`: what was tried): reported in the store (the API shows
+    /// it), the log and a metric; tried again after a backoff that doubles up to a minute.
+    async fn failed(&mut self, store: &Arc<dyn Store>, p: &NodeParts, v: &Volume, why: String) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let f = self.failing.entry(v.id.clone()).or_insert_with(|| Failing {
+            record: volumes::ReplicaFailure {
+                volume: v.id.clone(),
+                name: v.name.clone(),
+                node: p.name.clone(),
+                reason: String::new(),
+                since: now,
+                retries: 0,
+            },
+            next: std::time::Instant::now(),
+        });
+        f.record.reason = why;
+        f.record.retries += 1;
+        let wait = Duration::from_secs(1 << f.record.retries.min(6)).min(MAX_BACKOFF);
+        f.next = std::time::Instant::now() + wait;
+        tracing::error!(node = %p.name, volume = %v.name, retries = f.record.retries,
+            "cannot serve the volume here: {}; retrying in {wait:?}", f.record.reason);
+        p.health
+            .failing
+            .write()
+            .insert(v.id.clone(), v.name.clone());
+        let key = format!("{}{}/{}", volumes::FAILURES, v.id, p.name);
+        let value = serde_json::to_vec(&f.record).expect("serialises");
+        if let Err(e) = store.put(&key, value, None).await {
+            tracing::warn!(node = %p.name, volume = %v.name, "cannot report the failure: {e}");
+        }
+    }
+
+    /// Volume `id` is served here again (or left this node): its failure record goes.
+    async fn recovered(&mut self, store: &Arc<dyn Store>, p: &NodeParts, id: &str) {
+        let Some(f) = self.failing.remove(id) else {
+            return;
+        };
+        p.health.failing.write().remove(id);
+        tracing::info!(node = %p.name, volume = %f.record.name, retries = f.record.retries,
+            "serving the volume again after failures");
+        let key = format!("{}{}/{}", volumes::FAILURES, id, p.name);
+        if let Err(e) = store.delete(&key).await {
+            tracing::warn!(node = %p.name, volume = %f.record.name, "cannot clear the failure: {e}");
+        }
+    }
+
     /// Which of the volumes held here are left as they are (their record is missing without a
     /// deletion request, or cannot be read); logs each change and sets the metric.
     fn report_held(
@@ -193,7 +269,7 @@ impl Local {
                 tracing::info!(node = %p.name, volume = %id, "volume record readable again");
             }
         }
-        p.held_volumes.store(held.len() as u64, Ordering::Relaxed);
+        p.health.held.store(held.len() as u64, Ordering::Relaxed);
         self.held = held;
     }
 }
@@ -492,19 +568,26 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
             )
         };
         let policy = v.qos.as_ref().and_then(|q| policies.get(q)).cloned();
-        let path = match local.paths.entry(v.id.clone()) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                let id = attach(p, v)?;
-                match Path::open(p, v, id, want.clone(), want_iscsi.clone(), policy.clone()) {
-                    Ok(path) => e.insert(path),
-                    Err(err) => {
-                        tracing::error!(node = %p.name, volume = %v.name, "export failed: {err:#}");
-                        continue;
-                    }
+        // A volume that fails here stays with that volume: the others converge, and it is
+        // tried again after its backoff.
+        if !local.paths.contains_key(&v.id) {
+            if !may_try(&local.failing, &v.id) {
+                continue;
+            }
+            let opened = attach(p, v).and_then(|id| {
+                Path::open(p, v, id, want.clone(), want_iscsi.clone(), policy.clone())
+            });
+            match opened {
+                Ok(path) => {
+                    local.paths.insert(v.id.clone(), path);
+                }
+                Err(err) => {
+                    local.failed(store, p, v, format!("{err:#}")).await;
+                    continue;
                 }
             }
-        };
+        }
+        let path = local.paths.get_mut(&v.id).expect("opened");
         if path.policy != policy {
             path.qos.apply(policy.as_ref());
             tracing::info!(node = %p.name, volume = %v.name, ?policy, "QoS applied");
@@ -546,6 +629,9 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
                             continue;
                         }
                     }
+                    if !may_try(&local.failing, &v.id) {
+                        continue;
+                    }
                     let exported = match load_reservations(store, &v.id, &p.name).await {
                         Ok(keeper) => export(p, v, path, &nodes, control.clone(), keeper),
                         Err(e) => Err(e),
@@ -564,10 +650,14 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
                                     progress: ProgressRecord::default(),
                                 },
                             );
+                            local.recovered(store, p, &v.id).await;
                         }
                         Err(e) => {
                             path.down("the node failed to serve the volume");
-                            tracing::error!(node = %p.name, volume = %v.name, "serving as primary failed: {e:#}")
+                            local
+                                .failed(store, p, v, format!("serving as primary: {e:#}"))
+                                .await;
+                            continue;
                         }
                     }
                 }
@@ -591,7 +681,17 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
             );
             match local.following.get_mut(&v.id) {
                 None => {
-                    let f = FollowerVolume::new(p.engine.clone(), &p.volumes, path.id, v.epoch)?;
+                    if !may_try(&local.failing, &v.id) {
+                        continue;
+                    }
+                    let f =
+                        match FollowerVolume::new(p.engine.clone(), &p.volumes, path.id, v.epoch) {
+                            Ok(f) => f,
+                            Err(e) => {
+                                local.failed(store, p, v, format!("following: {e:#}")).await;
+                                continue;
+                            }
+                        };
                     server.add(f.clone());
                     tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch, last = ?f.last(), "following");
                     local.following.insert(
@@ -601,6 +701,7 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
                             epoch: v.epoch,
                         },
                     );
+                    local.recovered(store, p, &v.id).await;
                 }
                 Some(f) => {
                     if v.epoch != f.epoch {
@@ -610,6 +711,17 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
                 }
             }
         }
+    }
+    // Failures of volumes that left this node (deleted, moved) are no longer this node's.
+    let left: Vec<String> = local
+        .failing
+        .keys()
+        .filter(|id| !all.get(*id).is_some_and(|v| v.has_replica(&p.name)))
+        .filter(|id| !unreadable.contains_key(*id))
+        .cloned()
+        .collect();
+    for id in left {
+        local.recovered(store, p, &id).await;
     }
     // Deletion requests naming this node: its part, then it leaves the request. A volume
     // that still has a record is never deleted here.
@@ -772,7 +884,7 @@ mod tests {
                 stats: VolumeStats::default(),
                 replica: None,
                 lease: Default::default(),
-                held_volumes: Default::default(),
+                health: Default::default(),
             },
             hb,
         );

@@ -429,6 +429,27 @@ pub fn node(a: &ApiArgs, c: NodeCmd, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The replicas their nodes fail to serve (all, or `volume`'s), from the API's status.
+fn print_failures(status: &Value, volume: Option<&Value>) {
+    for f in status["failures"].as_array().into_iter().flatten() {
+        if volume.is_some_and(|v| v["id"] != f["volume"]) {
+            continue;
+        }
+        let since = f["since"].as_u64().unwrap_or(0);
+        let ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_sub(since);
+        println!(
+            "failed: volume {} on {} for {ago} s ({} attempts): {}",
+            s(&f["name"]),
+            s(&f["node"]),
+            f["retries"],
+            s(&f["reason"])
+        );
+    }
+}
+
 /// Runs `volume`.
 pub fn volume(a: &ApiArgs, c: VolumeCmd, json: bool) -> anyhow::Result<()> {
     let v = match c {
@@ -462,7 +483,13 @@ pub fn volume(a: &ApiArgs, c: VolumeCmd, json: bool) -> anyhow::Result<()> {
         VolumeCmd::Snapshot(c) => return snapshot(a, c, json),
         VolumeCmd::List => request(a, "GET", "/api/v1/volumes", None)?,
         VolumeCmd::Show { volume } => {
-            request(a, "GET", &format!("/api/v1/volumes/{volume}"), None)?
+            let v = request(a, "GET", &format!("/api/v1/volumes/{volume}"), None)?;
+            if !json {
+                volumes_table(&v);
+                print_failures(&request(a, "GET", "/api/v1/status", None)?, Some(&v));
+                return Ok(());
+            }
+            v
         }
         VolumeCmd::Resize { volume, size: sz } => request(
             a,
@@ -696,6 +723,7 @@ pub fn status(a: &ApiArgs, json: bool) -> anyhow::Result<()> {
         list(&st["unavailable"]),
         list(&st["draining"])
     );
+    print_failures(&st, None);
     for u in st["unreadable"].as_array().into_iter().flatten() {
         println!(
             "unreadable record {}: {} (its volume is left as it is)",

@@ -140,13 +140,13 @@ async fn start_node(
     )
     .await?;
     let stats = crate::agent::VolumeStats::default();
-    let held_volumes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let health = Arc::new(crate::agent::AgentHealth::default());
     let metrics = crate::metrics::NodeSources {
         node: name.clone(),
         engine: Some(engine.clone()),
         destage_limit: Some(limit.clone()),
         volumes: stats.clone(),
-        held_volumes: Some(held_volumes.clone()),
+        health: Some(health.clone()),
     };
     let leader = tokio::spawn(alcubierre_control::leader::run(store.clone(), name.clone()));
     let agent = Agent::start(
@@ -162,7 +162,7 @@ async fn start_node(
             stats,
             replica: Some(replica),
             lease: Default::default(),
-            held_volumes,
+            health,
         },
         hb,
     );

@@ -21,8 +21,8 @@ pub struct NodeSources {
     pub destage_limit: Option<Arc<RateLimiter>>,
     /// Its exported volumes' statistics.
     pub volumes: VolumeStats,
-    /// How many volumes its agent leaves as they are (record missing or unreadable).
-    pub held_volumes: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// What its agent leaves as it is or fails to serve.
+    pub health: Option<Arc<crate::agent::AgentHealth>>,
 }
 
 /// The renderer the API calls on every scrape, for one node or several (the demo's three nodes
@@ -75,7 +75,7 @@ fn render(fams: &mut Families, src: &NodeSources) {
         .iter()
         .map(|(id, m)| (id.clone(), m.name.clone(), m.io.clone()))
         .collect();
-    if let Some(held) = &src.held_volumes {
+    if let Some(health) = &src.health {
         let out = fams.family(
             "alcubierre_volumes_held",
             "gauge",
@@ -85,8 +85,20 @@ fn render(fams: &mut Families, src: &NodeSources) {
         let _ = writeln!(
             out,
             "alcubierre_volumes_held{{node=\"{node}\"}} {}",
-            held.load(Relaxed)
+            health.held.load(Relaxed)
         );
+        let out = fams.family(
+            "alcubierre_volume_failed",
+            "gauge",
+            "1 for each volume replica a node fails to serve (attach, export, follow); it retries \
+             with backoff, and the reason is in the API's status and the node's log.",
+        );
+        for (id, name) in health.failing.read().iter() {
+            let _ = writeln!(
+                out,
+                "alcubierre_volume_failed{{node=\"{node}\",volume=\"{id}\",name=\"{name}\"}} 1"
+            );
+        }
     }
     {
         let out = fams.family(

@@ -468,7 +468,7 @@ async fn join_cluster(
         bail!("cluster: a node in a cluster needs [cache] and [backend]");
     };
     let stats = crate::agent::VolumeStats::default();
-    let held_volumes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let health = std::sync::Arc::new(crate::agent::AgentHealth::default());
     let agent = crate::agent::Agent::start(
         store.clone(),
         crate::agent::NodeParts {
@@ -482,7 +482,7 @@ async fn join_cluster(
             stats: stats.clone(),
             replica: Some(replica),
             lease: Default::default(),
-            held_volumes: held_volumes.clone(),
+            health: health.clone(),
         },
         hb,
     );
@@ -495,7 +495,7 @@ async fn join_cluster(
         engine: Some(svc.engine().clone()),
         destage_limit,
         volumes: stats,
-        held_volumes: Some(held_volumes),
+        health: Some(health),
     }]);
     let (api, api_addr) = match c.api_listen {
         Some(addr) => {

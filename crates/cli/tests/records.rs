@@ -138,3 +138,116 @@ async fn only_an_explicit_delete_removes_a_volume() {
         "a deleted volume takes no writes"
     );
 }
+
+/// One volume that no node can serve stays with that volume: a record whose size is not a
+/// multiple of its block size (as a faulty controller could write) fails on every replica
+/// node, which report it (the API's status names the volume unavailable, with the reason; a
+/// metric per node) and retry with backoff, while a volume created afterwards is exported and
+/// takes writes. A size the backend cannot hold is refused at create, naming `size`: the file
+/// backend's directory is on ext4 here, whose largest file is 16 TiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_bad_volume_does_not_stall_the_others() {
+    let etcd = EtcdServer::start().unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (_procs, ready, apis, store, first) =
+        three_nodes_and_a_volume(dir.path(), &etcd, "first").await;
+    let (st, body) = call(
+        &apis[0],
+        "POST",
+        "/api/v1/volumes",
+        &json!({"name": "huge", "size": 100u64 << 40}).to_string(),
+    )
+    .await;
+    assert_eq!(st, 400, "{body}");
+    let e: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(e["field"], "size", "{e}");
+    let (st, _) = call(&apis[0], "GET", "/api/v1/volumes/huge", "").await;
+    assert_eq!(st, 404, "a refused volume is not created");
+
+    // A bad record, sorted before every other volume.
+    let bad = "00000000-0000-4000-8000-000000000001";
+    let mut record: Value = first.clone();
+    record["id"] = json!(bad);
+    record["name"] = json!("bad");
+    record["size"] = json!((16u64 << 20) + 512);
+    store
+        .put(
+            &format!("volumes/{bad}"),
+            serde_json::to_vec(&record).unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    store
+        .put("volume-names/bad", bad.as_bytes().to_vec(), None)
+        .await
+        .unwrap();
+    let failures = eventually(20, "three nodes report the bad volume", || async {
+        let st = json_call(&apis[0], "GET", "/api/v1/status", "").await;
+        let f: Vec<Value> = st["failures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f["volume"] == bad)
+            .cloned()
+            .collect();
+        (f.len() == 3).then_some((st, f))
+    })
+    .await;
+    let (st, failures) = failures;
+    assert!(
+        st["unavailable"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "bad"),
+        "{st}"
+    );
+    for f in &failures {
+        assert!(
+            f["reason"].as_str().unwrap().contains("size"),
+            "the reason names the problem: {f}"
+        );
+        assert!(f["retries"].as_u64().unwrap() >= 1, "{f}");
+    }
+    let (_, metrics) = call(&apis[0], "GET", "/metrics", "").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("alcubierre_volume_failed{") && l.contains(bad)),
+        "a metric per failing volume"
+    );
+
+    // A volume created now is exported and takes writes.
+    let v = json_call(
+        &apis[1],
+        "POST",
+        "/api/v1/volumes",
+        r#"{"name":"second","size":16777216}"#,
+    )
+    .await;
+    let id = v["id"].as_str().unwrap();
+    let nqn = alcubierre_nvmf::volume_nqn(alcubierre_types::VolumeId(id.parse().unwrap()));
+    let primary = v["primary"].as_str().unwrap();
+    let addr: std::net::SocketAddr = ready[node_index(primary)]["listening"][0]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut c = eventually(20, "the second volume exported", || async {
+        HostController::connect(addr, &nqn, &Default::default(), 1)
+            .await
+            .ok()
+    })
+    .await;
+    c.write(0, 5, block(5), 4096).await.unwrap();
+    assert_eq!(c.read(0, 5, 1, 4096).await.unwrap(), block(5));
+
+    // Deleting the bad volume clears its failures.
+    json_call(&apis[0], "DELETE", "/api/v1/volumes/bad", "").await;
+    eventually(30, "the failures cleared", || async {
+        let st = json_call(&apis[0], "GET", "/api/v1/status", "").await;
+        st["failures"].as_array().unwrap().is_empty().then_some(())
+    })
+    .await;
+}

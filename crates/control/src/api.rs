@@ -362,6 +362,9 @@ struct Status {
     provisioned_bytes: u64,
     /// Volume records this node cannot read (each node leaves such a volume as it is).
     unreadable: Vec<volumes::Unreadable>,
+    /// Replicas their nodes fail to serve, with why: a volume whose primary fails is also in
+    /// `unavailable`, one whose other replica fails in `degraded`.
+    failures: Vec<volumes::ReplicaFailure>,
 }
 
 async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Status> {
@@ -369,6 +372,16 @@ async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Status> {
     let nodes = registry::nodes(&*s.store).await?;
     let services = registry::service_states(&*s.store).await?;
     let (vols, unreadable) = volumes::scan(&*s.store).await?;
+    let failures: Vec<volumes::ReplicaFailure> = volumes::failures(&*s.store)
+        .await?
+        .into_iter()
+        .filter(|f| vols.get(&f.volume).is_some_and(|v| v.has_replica(&f.node)))
+        .collect();
+    let failing = |v: &volumes::Volume, primary: bool| {
+        failures
+            .iter()
+            .any(|f| f.volume == v.id && (f.node == v.primary) == primary)
+    };
     let up = |n: &str| {
         nodes
             .get(n)
@@ -394,12 +407,12 @@ async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Status> {
         volumes: vols.len(),
         degraded: vols
             .values()
-            .filter(|v| v.in_sync.len() < v.replicas.len())
+            .filter(|v| v.in_sync.len() < v.replicas.len() || failing(v, false))
             .map(|v| v.name.clone())
             .collect(),
         unavailable: vols
             .values()
-            .filter(|v| !up(&v.primary))
+            .filter(|v| !up(&v.primary) || failing(v, true))
             .map(|v| v.name.clone())
             .collect(),
         capacity_bytes: nodes
@@ -409,6 +422,7 @@ async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Status> {
             .sum(),
         provisioned_bytes: vols.values().map(|v| v.size).sum(),
         unreadable,
+        failures,
     }))
 }
 
@@ -434,7 +448,7 @@ async fn create_volume(
     }
     let v = match &r.source {
         Some(source) => snapshots::create_from_snapshot(&s, &r, source).await?,
-        None => volumes::create(&*s.store, &r, new_id()?, &s.licence).await?,
+        None => snapshots::create_plain(&s, &r, new_id()?).await?,
     };
     Ok((StatusCode::CREATED, Json(v)))
 }

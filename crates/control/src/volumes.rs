@@ -4,7 +4,8 @@
 //! unique: created in the same transaction as the volume, compared as missing), `qos/<name>`,
 //! `hosts/<name>`, `reservations/<uuid>` (the volume's persistent reservations, written by its
 //! primary: [`save_reservations`]), `deletions/<uuid>` (a [`Deletion`]: the explicit request
-//! that alone makes nodes drop a volume's data). A volume's replicas are placed on distinct eligible nodes
+//! that alone makes nodes drop a volume's data), `failures/<uuid>/<node>` (a
+//! [`ReplicaFailure`]: a node that fails to serve its replica, and why). A volume's replicas are placed on distinct eligible nodes
 //! ([`crate::placement`]) when it is created; the leader's reconcilers (next) make the nodes
 //! export it.
 
@@ -206,6 +207,44 @@ pub async fn deletion_done(store: &dyn Store, id: &str, node: &str) -> Result<()
             return Ok(());
         }
     }
+}
+
+/// Where nodes report replicas they fail to serve: `failures/<uuid>/<node>`.
+pub const FAILURES: &str = "failures/";
+
+/// A replica a node fails to serve (attach, export, follow), and why. The failure stays with
+/// that volume on that node: the node serves its other volumes, retries this one with backoff,
+/// and removes the record once it succeeds (or the volume leaves it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaFailure {
+    /// The volume's id.
+    pub volume: String,
+    /// Its name.
+    pub name: String,
+    /// The node.
+    pub node: String,
+    /// Why it fails (the last attempt's error).
+    pub reason: String,
+    /// When it first failed (Unix seconds).
+    pub since: u64,
+    /// Attempts that failed.
+    pub retries: u32,
+}
+
+/// Every reported replica failure.
+pub async fn failures(store: &dyn Store) -> Result<Vec<ReplicaFailure>, StoreError> {
+    Ok(store
+        .list(FAILURES)
+        .await?
+        .into_iter()
+        .filter_map(|kv| match serde_json::from_slice(&kv.value) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(key = %kv.key, "failure record does not parse: {e}");
+                None
+            }
+        })
+        .collect())
 }
 
 /// Refuses a request whose object has fields this release does not know, naming the first.
@@ -490,13 +529,13 @@ fn valid_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
 }
 
-/// Creates a volume: validates the request, places 3 replicas, writes it with a unique name.
-pub async fn create(
+/// The checks of a create request that need no placement: name, fields, block size, size,
+/// QoS policy, hosts, the licence's capacity.
+pub async fn check(
     store: &dyn Store,
     req: &CreateVolume,
-    id: String,
     licence: &Licence,
-) -> Result<Volume, VolumeError> {
+) -> Result<(), VolumeError> {
     if !valid_name(&req.name) {
         return Err(invalid("name", "1-64 characters from A-Z a-z 0-9 - _ ."));
     }
@@ -525,13 +564,25 @@ pub async fn create(
             return Err(invalid("hosts", format!("no host named {h:?}")));
         }
     }
-    let existing = list(store).await?;
     if let Some(max) = licence.max_capacity {
+        let existing = list(store).await?;
         let would = existing.values().map(|v| v.size).sum::<u64>() + req.size;
         if would > max {
             return Err(VolumeError::LicenceCapacity { max, would });
         }
     }
+    Ok(())
+}
+
+/// Creates a volume: validates the request, places 3 replicas, writes it with a unique name.
+pub async fn create(
+    store: &dyn Store,
+    req: &CreateVolume,
+    id: String,
+    licence: &Licence,
+) -> Result<Volume, VolumeError> {
+    check(store, req, licence).await?;
+    let existing = list(store).await?;
     let all = nodes(store).await?;
     let services = service_states(store).await?;
     let mut load: BTreeMap<&str, u32> = BTreeMap::new();

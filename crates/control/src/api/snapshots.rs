@@ -20,6 +20,13 @@ use crate::volumes::{self, CreateVolume, VolumeError, VolumeSource};
 
 impl From<BackendError> for ApiError {
     fn from(e: BackendError) -> Self {
+        if let BackendError::InvalidSize { .. } = e {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("size: backend: {e}"),
+                Some("size"),
+            );
+        }
         let status = match e {
             BackendError::NotFound { .. } => StatusCode::NOT_FOUND,
             BackendError::Exists { .. } => StatusCode::CONFLICT,
@@ -125,6 +132,33 @@ pub(super) async fn delete_snapshot(
     }
     snapshots::remove(&*s.store, &snap, rev).await?;
     Ok(Json(snap))
+}
+
+/// Creates a volume that is not a clone. Where this API server reaches the backend, the
+/// volume's image is made first, so a size the backend cannot hold is refused here (400 naming
+/// `size`) instead of leaving every node to fail on it; if writing the record fails, the image
+/// is deleted again.
+pub(super) async fn create_plain(
+    s: &ApiState,
+    r: &CreateVolume,
+    id: String,
+) -> Result<volumes::Volume, ApiError> {
+    let Some(b) = s.backend.clone() else {
+        return Ok(volumes::create(&*s.store, r, id, &s.licence).await?);
+    };
+    volumes::check(&*s.store, r, &s.licence).await?;
+    let vid = volume_id(&id)?;
+    let (b2, size) = (b.clone(), r.size);
+    blocking(move || b2.create(vid, ByteSize(size))).await?;
+    match volumes::create(&*s.store, r, id, &s.licence).await {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            if let Err(d) = blocking(move || b.delete(vid)).await {
+                tracing::error!(volume = %vid, "deleting the image of a volume not created failed: {}", d.message);
+            }
+            Err(e.into())
+        }
+    }
 }
 
 /// Creates a volume cloned from `source`: the image is cloned first (a new, independent
