@@ -131,21 +131,60 @@ impl Agent {
         let parts = Arc::new(parts);
         let timeout = Arc::new(AtomicU64::new(heartbeat.timing().1.as_millis() as u64));
         let last_ok = heartbeat.last_ok();
+        let node = parts.name.clone();
         let tasks = vec![
-            tokio::spawn(node_tasks::activation(store.clone(), parts.name.clone())),
-            tokio::spawn(volumes(store.clone(), parts.clone())),
-            tokio::spawn(node_tasks::lease(parts.clone(), last_ok, timeout.clone())),
-            tokio::spawn(node_tasks::config(
-                store.clone(),
-                parts.clone(),
-                heartbeat,
-                timeout,
-            )),
-            tokio::spawn(node_tasks::cache_health(store.clone(), parts.clone())),
-            tokio::spawn(crate::snapshots::run(store, parts)),
+            supervised(
+                "activation",
+                &node,
+                node_tasks::activation(store.clone(), parts.name.clone()),
+            ),
+            supervised("volumes", &node, volumes(store.clone(), parts.clone())),
+            supervised(
+                "lease",
+                &node,
+                node_tasks::lease(parts.clone(), last_ok, timeout.clone()),
+            ),
+            supervised(
+                "config",
+                &node,
+                node_tasks::config(store.clone(), parts.clone(), heartbeat, timeout),
+            ),
+            supervised(
+                "cache health",
+                &node,
+                node_tasks::cache_health(store.clone(), parts.clone()),
+            ),
+            supervised("snapshots", &node, crate::snapshots::run(store, parts)),
         ];
         Self { tasks }
     }
+}
+
+/// Exit status of a node whose task panicked (EX_SOFTWARE).
+const PANIC_EXIT: i32 = 70;
+
+/// Spawns node task `name`. A panic in it ends the process: a node that heartbeats but no
+/// longer acts would hold its volumes with nobody serving them, while a node that is gone is
+/// failed over by the cluster (and restarted by its service manager).
+fn supervised(
+    name: &'static str,
+    node: &str,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    use futures::FutureExt;
+    let node = node.to_string();
+    tokio::spawn(async move {
+        if let Err(panic) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            tracing::error!(node = %node, task = name,
+                "node task panicked: {what}; the node exits so that the cluster fails its volumes over");
+            std::process::exit(PANIC_EXIT);
+        }
+    })
 }
 
 /// A volume this node is primary of.
@@ -442,6 +481,9 @@ async fn retire_export(
 }
 
 async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> anyhow::Result<()> {
+    if crate::failpoints::on(&format!("converge-panic@{}", p.name)) {
+        panic!("failpoint converge-panic");
+    }
     let mut hosts = BTreeMap::new();
     for kv in store.list("hosts/").await? {
         if let Ok(h) = serde_json::from_slice::<Host>(&kv.value) {

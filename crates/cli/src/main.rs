@@ -17,6 +17,7 @@ mod client;
 mod cluster_demo;
 mod config;
 mod demo;
+mod failpoints;
 mod load;
 mod metrics;
 mod node_tasks;
