@@ -382,10 +382,15 @@ pub enum HostCmd {
 pub enum ClusterCmd {
     /// Shows the cluster configuration.
     Show,
-    /// Validates and saves a configuration (JSON file).
+    /// Changes the fields a JSON file names and keeps the others (a merge patch; `null` resets
+    /// a field to its default); prints what changed.
     Set {
         /// The file.
         file: std::path::PathBuf,
+        /// Replace the whole configuration with the file's: a field it leaves out goes back to
+        /// its default.
+        #[arg(long)]
+        replace: bool,
     },
 }
 
@@ -673,17 +678,56 @@ pub fn host(a: &ApiArgs, c: HostCmd, json: bool) -> anyhow::Result<()> {
 pub fn cluster(a: &ApiArgs, c: ClusterCmd, json: bool) -> anyhow::Result<()> {
     let v = match c {
         ClusterCmd::Show => request(a, "GET", "/api/v1/cluster/config", None)?,
-        ClusterCmd::Set { file } => {
+        ClusterCmd::Set { file, replace } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let body: Value = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not JSON", file.display()))?;
-            request(a, "PUT", "/api/v1/cluster/config", Some(&body))?
+            let before = request(a, "GET", "/api/v1/cluster/config", None)?;
+            let method = if replace { "PUT" } else { "PATCH" };
+            let after = request(a, method, "/api/v1/cluster/config", Some(&body))?;
+            if !json {
+                let changes = changed(&before, &after);
+                if changes.is_empty() {
+                    println!("no change");
+                }
+                for (field, old, new) in changes {
+                    println!("{field}: {old} -> {new}");
+                }
+                return Ok(());
+            }
+            after
         }
     };
     println!("{}", serde_json::to_string_pretty(&v)?);
-    let _ = json;
     Ok(())
+}
+
+/// The fields (dotted paths) whose values differ between `a` and `b`, with both values.
+fn changed(a: &Value, b: &Value) -> Vec<(String, String, String)> {
+    fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<(String, String, String)>) {
+        if let (Value::Object(x), Value::Object(y)) = (a, b) {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                walk(
+                    &p,
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        } else if a != b {
+            out.push((path.to_string(), a.to_string(), b.to_string()));
+        }
+    }
+    let mut out = Vec::new();
+    walk("", a, b, &mut out);
+    out
 }
 
 /// Runs `status`: the summary, nodes and volumes.

@@ -88,4 +88,40 @@ fn operator_commands_over_the_api() {
     );
     let (ok, out, _) = cli(api, token, &["volume", "delete", "data1"]);
     assert!(ok, "{out}");
+
+    // `cluster set` changes what the file names and keeps the rest; --replace resets the rest.
+    let file = dir.path().join("partial.json");
+    std::fs::write(&file, r#"{"destage_rate": 123456789}"#).unwrap();
+    let (ok, out, err) = cli(api, token, &["cluster", "set", file.to_str().unwrap()]);
+    assert!(
+        ok && out.contains("destage_rate: null -> 123456789"),
+        "{out}{err}"
+    );
+    std::fs::write(&file, r#"{"migration_delay_s": 120}"#).unwrap();
+    let (ok, out, err) = cli(api, token, &["cluster", "set", file.to_str().unwrap()]);
+    assert!(
+        ok && out.contains("migration_delay_s: 600 -> 120"),
+        "{out}{err}"
+    );
+    let (ok, out, _) = cli(api, token, &["--json", "cluster", "show"]);
+    let c: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        ok && c["destage_rate"] == 123456789 && c["migration_delay_s"] == 120,
+        "{c}"
+    );
+    let (ok, out, err) = cli(
+        api,
+        token,
+        &["cluster", "set", "--replace", file.to_str().unwrap()],
+    );
+    assert!(
+        ok && out.contains("destage_rate: 123456789 -> null"),
+        "{out}{err}"
+    );
+    std::fs::write(&file, r#"{"data_transport": "rdma"}"#).unwrap();
+    let (ok, _, err) = cli(api, token, &["cluster", "set", file.to_str().unwrap()]);
+    assert!(
+        !ok && err.contains("data_transport") && err.contains("rdma: not built"),
+        "{err}"
+    );
 }

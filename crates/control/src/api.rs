@@ -28,6 +28,7 @@ mod snapshots;
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/cluster/config"),
     ("PUT", "/api/v1/cluster/config"),
+    ("PATCH", "/api/v1/cluster/config"),
     ("GET", "/api/v1/nodes"),
     ("POST", "/api/v1/nodes/activate"),
     ("POST", "/api/v1/nodes/{name}/deactivate"),
@@ -663,6 +664,51 @@ async fn put_config(
     Ok(Json(c))
 }
 
+/// Changes the fields a partial document names and keeps the others (a JSON merge patch, RFC
+/// 7386: `null` resets a field to its default); the result is checked and saved as by PUT.
+async fn patch_config(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Body(patch): Body<serde_json::Value>,
+) -> ApiResult<ClusterConfig> {
+    authorize(&s, &h)?;
+    if !patch.is_object() {
+        return Err(err(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object naming the fields to change",
+            None,
+        ));
+    }
+    let mut doc = serde_json::to_value(cluster::load(&*s.store).await?).expect("serialises");
+    merge_patch(&mut doc, &patch);
+    let c: ClusterConfig = serde_json::from_value(doc).map_err(|e| {
+        let m = e.to_string();
+        let f = field_of(&m);
+        err(StatusCode::UNPROCESSABLE_ENTITY, m, f.as_deref())
+    })?;
+    cluster::save(&*s.store, &c).await?;
+    Ok(Json(c))
+}
+
+/// Applies JSON merge patch `patch` to `doc` (RFC 7386).
+fn merge_patch(doc: &mut serde_json::Value, patch: &serde_json::Value) {
+    let serde_json::Value::Object(p) = patch else {
+        *doc = patch.clone();
+        return;
+    };
+    if !doc.is_object() {
+        *doc = serde_json::Value::Object(Default::default());
+    }
+    let d = doc.as_object_mut().expect("an object");
+    for (k, v) in p {
+        if v.is_null() {
+            d.remove(k);
+        } else {
+            merge_patch(d.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PlanQuery {
@@ -816,7 +862,10 @@ async fn method_not_allowed() -> ApiError {
 /// The router.
 pub fn router(state: ApiState) -> Router {
     Router::new()
-        .route("/api/v1/cluster/config", get(get_config).put(put_config))
+        .route(
+            "/api/v1/cluster/config",
+            get(get_config).put(put_config).patch(patch_config),
+        )
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/nodes/activate", post(activate))
         .route("/api/v1/nodes/{name}/deactivate", post(deactivate))

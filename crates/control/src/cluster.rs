@@ -238,8 +238,17 @@ fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u32), String> {
 }
 
 impl ClusterConfig {
-    /// Checks every field; the first error names it.
+    /// Checks every field; the first error names it. A field this release stores but does not
+    /// apply is refused unless it keeps its default, so nothing is accepted that does nothing.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (field, t) in [
+            ("data_transport", self.data_transport),
+            ("replica_transport", self.replica_transport),
+        ] {
+            if t == Transport::Rdma {
+                return Err(bad(field, "rdma: not built in this release (tcp only)"));
+            }
+        }
         if !(1..=16).contains(&self.partitions_per_cache_device) {
             return Err(bad(
                 "partitions_per_cache_device",
@@ -250,6 +259,14 @@ impl ClusterConfig {
             return Err(bad(
                 "heartbeat_interval_ms",
                 "must be between 100 and 60000 milliseconds",
+            ));
+        }
+        if self.partitions_per_cache_device != 1 {
+            return Err(bad(
+                "partitions_per_cache_device",
+                "not applied cluster-wide in this release: a cache device's journals are set \
+                 when it is formatted (`alcubierre format --partitions N`, or `partitions` in a \
+                 node's [cache] section)",
             ));
         }
         if self.heartbeat_timeout_ms > 600_000 {
@@ -273,13 +290,31 @@ impl ClusterConfig {
         if self.destage_rate == Some(0) {
             return Err(bad("destage_rate", "must be positive (bytes per second)"));
         }
-        for (k, v) in [
-            ("multipath.iscsi", self.multipath.iscsi),
-            ("multipath.nvme_tcp", self.multipath.nvme_tcp),
-            ("multipath.nvme_rdma", self.multipath.nvme_rdma),
+        let defaults = Multipath::default();
+        for (k, v, d) in [
+            ("multipath.iscsi", self.multipath.iscsi, defaults.iscsi),
+            (
+                "multipath.nvme_tcp",
+                self.multipath.nvme_tcp,
+                defaults.nvme_tcp,
+            ),
+            (
+                "multipath.nvme_rdma",
+                self.multipath.nvme_rdma,
+                defaults.nvme_rdma,
+            ),
         ] {
             if !(1..=8).contains(&v) {
                 return Err(bad(k, "must be between 1 and 8 paths"));
+            }
+            if v != d {
+                return Err(bad(
+                    k,
+                    format!(
+                        "not applied in this release (hosts are given every replica node's \
+                         portal); only the default {d} is accepted"
+                    ),
+                ));
             }
         }
         match &self.backend {
@@ -370,6 +405,13 @@ impl ClusterConfig {
                     ),
                 ));
             }
+        }
+        if !self.node_groups.is_empty() {
+            return Err(bad(
+                "node_groups",
+                "not applied in this release: each node advertises the data addresses of its \
+                 own configuration (nvmf.advertise, iscsi.advertise)",
+            ));
         }
         Ok(())
     }
@@ -571,7 +613,8 @@ mod tests {
             }],
             ..ClusterConfig::default()
         };
-        c.validate().unwrap();
+        // A well-formed group: refused only because groups are not applied yet.
+        assert_eq!(c.validate().unwrap_err().field, "node_groups");
         let a = c.data_addresses();
         assert_eq!(a["node-10"], Ipv4Addr::new(192, 168, 10, 100));
         assert_eq!(a["node-12"], Ipv4Addr::new(192, 168, 10, 102));
@@ -631,6 +674,47 @@ mod tests {
         );
         let e = serde_json::from_str::<ClusterConfig>(r#"{"bogus": 1}"#).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+    }
+
+    /// Fields stored but not applied in this release are refused, naming the field and why,
+    /// unless they keep their defaults.
+    #[test]
+    fn fields_not_applied_are_refused() {
+        let refused = |c: ClusterConfig| c.validate().unwrap_err();
+        let e = refused(ClusterConfig {
+            data_transport: Transport::Rdma,
+            ..ClusterConfig::default()
+        });
+        assert_eq!(e.field, "data_transport");
+        assert!(e.reason.contains("rdma: not built"), "{e}");
+        let e = refused(ClusterConfig {
+            replica_transport: Transport::Rdma,
+            ..ClusterConfig::default()
+        });
+        assert_eq!(e.field, "replica_transport");
+        let e = refused(ClusterConfig {
+            partitions_per_cache_device: 2,
+            ..ClusterConfig::default()
+        });
+        assert_eq!(e.field, "partitions_per_cache_device");
+        let e = refused(ClusterConfig {
+            multipath: Multipath {
+                iscsi: 2,
+                ..Multipath::default()
+            },
+            ..ClusterConfig::default()
+        });
+        assert_eq!(e.field, "multipath.iscsi");
+        let e = refused(ClusterConfig {
+            node_groups: vec![NodeGroup {
+                nodes: "node-[1-3]".into(),
+                subnet: "10.0.0.0/24".into(),
+                start: "10.0.0.10".into(),
+            }],
+            ..ClusterConfig::default()
+        });
+        assert_eq!(e.field, "node_groups");
+        assert!(ClusterConfig::default().validate().is_ok());
     }
 
     #[test]
