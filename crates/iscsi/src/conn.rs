@@ -64,8 +64,9 @@ pub enum Action {
 
 /// What the connection needs of the target to answer Text requests.
 pub trait Portals: Send + Sync {
-    /// `(target name, addresses "host:port,tpgt")` for SendTargets; only `only` when given.
-    fn send_targets(&self, only: Option<&str>) -> Vec<(String, Vec<String>)>;
+    /// `(target name, addresses "host:port,tpgt")` for SendTargets: the targets `initiator` may
+    /// log in to (their access lists admit it), only `only` when given.
+    fn send_targets(&self, initiator: &str, only: Option<&str>) -> Vec<(String, Vec<String>)>;
 }
 
 /// A command that runs.
@@ -107,6 +108,8 @@ struct Write {
 /// A connection in the full feature phase.
 pub struct Conn {
     params: Params,
+    /// The initiator's name (from its login).
+    initiator: String,
     session: SessionType,
     target: Option<String>,
     lun: Option<Arc<Lun>>,
@@ -125,6 +128,7 @@ impl Conn {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         params: Params,
+        initiator: String,
         session: SessionType,
         target: Option<String>,
         lun: Option<Arc<Lun>>,
@@ -134,6 +138,7 @@ impl Conn {
     ) -> Self {
         Self {
             params,
+            initiator,
             session,
             target,
             lun,
@@ -618,7 +623,7 @@ impl Conn {
                     (_, "") => self.target.clone(),
                     (_, name) => Some(name.to_string()),
                 };
-                for (name, addrs) in self.portals.send_targets(only.as_deref()) {
+                for (name, addrs) in self.portals.send_targets(&self.initiator, only.as_deref()) {
                     out.push(("TargetName".into(), name));
                     for a in addrs {
                         out.push(("TargetAddress".into(), a));
@@ -662,6 +667,7 @@ mod tests {
         let dev = Arc::new(alcubierre_block::MemBlockDevice::new(g));
         Conn::new(
             params,
+            "iqn.2024-01.org.example:host".into(),
             SessionType::Normal,
             Some(crate::harness::TARGET.into()),
             Some(Arc::new(Lun::new(dev, [7; 16], 1))),
@@ -751,5 +757,53 @@ mod tests {
             tmf_response::NO_TASK,
             "not before the TMF"
         );
+    }
+
+    /// SendTargets discloses only the targets whose access lists admit the asking initiator.
+    #[test]
+    fn send_targets_lists_only_targets_the_initiator_may_log_in_to() {
+        use crate::login::Access;
+        use crate::target::Export;
+        let t = Target::new();
+        let g = alcubierre_types::VolumeGeometry::new(
+            alcubierre_types::BlockSize::B512,
+            alcubierre_types::ByteSize::mib(1),
+        )
+        .unwrap();
+        for (name, initiators) in [
+            ("iqn.2024-01.test:open", None),
+            ("iqn.2024-01.test:only-a", Some(vec!["iqn.a".to_string()])),
+            ("iqn.2024-01.test:nobody", Some(vec![])),
+        ] {
+            let dev = Arc::new(alcubierre_block::MemBlockDevice::new(g));
+            t.export(
+                name,
+                Export {
+                    lun: Arc::new(Lun::new(dev, [1; 16], 1)),
+                    access: Access {
+                        initiators,
+                        ..Access::default()
+                    },
+                    portals: vec!["127.0.0.1:3260,1".into()],
+                },
+            );
+        }
+        let names = |initiator: &str| -> Vec<String> {
+            let mut n: Vec<String> = t
+                .send_targets(initiator, None)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            n.sort();
+            n
+        };
+        assert_eq!(names("iqn.b"), ["iqn.2024-01.test:open"]);
+        assert_eq!(
+            names("iqn.a"),
+            ["iqn.2024-01.test:only-a", "iqn.2024-01.test:open"]
+        );
+        assert!(t
+            .send_targets("iqn.b", Some("iqn.2024-01.test:only-a"))
+            .is_empty());
     }
 }

@@ -138,6 +138,7 @@ async fn connection(
     let _nexus = Nexus(lun.clone(), host);
     let mut conn = Conn::new(
         params,
+        initiator.clone(),
         login.session_type,
         login.target.clone(),
         lun.clone(),

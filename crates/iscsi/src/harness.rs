@@ -69,6 +69,7 @@ pub fn run(t: &Arc<Target>, data: &[u8]) -> Vec<u8> {
         .map(|e| e.lun.clone());
     let mut conn = Conn::new(
         params,
+        login.initiator.clone().unwrap_or_default(),
         login.session_type,
         login.target.clone(),
         lun.clone(),

@@ -110,12 +110,20 @@ impl Directory for Target {
 }
 
 impl Portals for Target {
-    fn send_targets(&self, only: Option<&str>) -> Vec<(String, Vec<String>)> {
+    fn send_targets(&self, initiator: &str, only: Option<&str>) -> Vec<(String, Vec<String>)> {
         let local = self.local.read().clone();
         self.exports
             .read()
             .iter()
             .filter(|(n, _)| only.is_none_or(|o| o == n.as_str()))
+            // A target whose access list does not admit the initiator is not disclosed to it
+            // (as NVMe discovery lists only the subsystems a host may connect to).
+            .filter(|(_, e)| {
+                e.access
+                    .initiators
+                    .as_ref()
+                    .is_none_or(|l| l.iter().any(|i| i == initiator))
+            })
             .map(|(n, e)| {
                 let portals = if e.portals.is_empty() {
                     vec![format!("{local},{}", self.tpgt.load(Ordering::Relaxed))]
