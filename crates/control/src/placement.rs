@@ -1,6 +1,8 @@
 //! Replica placement: a volume's replicas go to distinct active, available nodes with healthy
 //! cache, preferring the most free cache and then the fewest replicas already placed (load);
-//! ties break by name so placement is deterministic.
+//! of those, the node that is primary of the fewest volumes comes first (the volume's primary),
+//! so primaries spread over the nodes as replicas do. Ties break by name so placement is
+//! deterministic.
 
 /// What placement knows of a node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,6 +15,8 @@ pub struct Candidate {
     pub free_cache: u64,
     /// Replicas it holds.
     pub replicas: u32,
+    /// Volumes it is primary of.
+    pub primaries: u32,
 }
 
 /// Why a volume cannot be placed.
@@ -49,7 +53,13 @@ pub fn place(
             .then(a.replicas.cmp(&b.replicas))
             .then(a.name.cmp(&b.name))
     });
-    Ok(c[..replicas].iter().map(|n| n.name.clone()).collect())
+    let mut chosen: Vec<&Candidate> = c[..replicas].to_vec();
+    // The first is the primary: the chosen node that serves the fewest volumes (a stable sort,
+    // so ties keep the order above).
+    if let Some(i) = (0..chosen.len()).min_by_key(|&i| (chosen[i].primaries, i)) {
+        chosen[..=i].rotate_right(1);
+    }
+    Ok(chosen.iter().map(|n| n.name.clone()).collect())
 }
 
 #[cfg(test)]
@@ -62,7 +72,31 @@ mod tests {
             eligible: true,
             free_cache: free,
             replicas,
+            primaries: 0,
         }
+    }
+
+    /// Three equal nodes holding every volume: primaries go round, one each in turn.
+    #[test]
+    fn primaries_spread_over_the_nodes() {
+        let mut nodes: Vec<Candidate> = (1..=3).map(|i| n(&format!("node-{i}"), 100, 0)).collect();
+        let mut firsts = Vec::new();
+        for _ in 0..6 {
+            let placed = place(&nodes, 3, &[]).unwrap();
+            for name in &placed {
+                nodes.iter_mut().find(|x| &x.name == name).unwrap().replicas += 1;
+            }
+            nodes
+                .iter_mut()
+                .find(|x| x.name == placed[0])
+                .unwrap()
+                .primaries += 1;
+            firsts.push(placed[0].clone());
+        }
+        assert_eq!(
+            firsts,
+            ["node-1", "node-2", "node-3", "node-1", "node-2", "node-3"]
+        );
     }
 
     #[test]

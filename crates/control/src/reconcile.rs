@@ -83,10 +83,12 @@ impl View<'_> {
     /// Placement candidates, with the replica counts of `volumes`.
     pub fn candidates<'v>(&self, volumes: impl Iterator<Item = &'v Volume>) -> Vec<Candidate> {
         let mut load: BTreeMap<&str, u32> = BTreeMap::new();
+        let mut primaries: BTreeMap<&str, u32> = BTreeMap::new();
         for v in volumes {
             for r in &v.replicas {
                 *load.entry(r.as_str()).or_default() += 1;
             }
+            *primaries.entry(v.primary.as_str()).or_default() += 1;
         }
         self.nodes
             .values()
@@ -97,6 +99,7 @@ impl View<'_> {
                     && n.cache.iter().all(|c| c.state == CacheState::Healthy),
                 free_cache: n.cache_bytes(),
                 replicas: load.get(n.name.as_str()).copied().unwrap_or(0),
+                primaries: primaries.get(n.name.as_str()).copied().unwrap_or(0),
             })
             .collect()
     }

@@ -586,10 +586,12 @@ pub async fn create(
     let all = nodes(store).await?;
     let services = service_states(store).await?;
     let mut load: BTreeMap<&str, u32> = BTreeMap::new();
+    let mut primaries: BTreeMap<&str, u32> = BTreeMap::new();
     for v in existing.values() {
         for r in &v.replicas {
             *load.entry(r.as_str()).or_default() += 1;
         }
+        *primaries.entry(v.primary.as_str()).or_default() += 1;
     }
     let candidates: Vec<Candidate> = all
         .values()
@@ -600,6 +602,7 @@ pub async fn create(
                 && n.cache.iter().all(|c| c.state == CacheState::Healthy),
             free_cache: n.cache_bytes(),
             replicas: load.get(n.name.as_str()).copied().unwrap_or(0),
+            primaries: primaries.get(n.name.as_str()).copied().unwrap_or(0),
         })
         .collect();
     let replicas = place(&candidates, REPLICAS, &[])?;

@@ -56,6 +56,13 @@ async fn create_places_three_distinct_balanced_replicas() {
         }
     }
     assert!(per_node.values().all(|c| *c == 6), "balanced: {per_node:?}");
+    // Primaries spread too (they took node-1 every time when ties broke by name).
+    let mut primaries = std::collections::BTreeMap::new();
+    for v in list(s).await.unwrap().values() {
+        *primaries.entry(v.primary.clone()).or_insert(0) += 1;
+    }
+    assert_eq!(primaries.len(), 4, "every node is primary of some: {primaries:?}");
+    assert!(primaries.values().all(|c| *c == 2), "{primaries:?}");
     assert!(matches!(
         create(s, &req("v0", 1 << 30), "id-x".into(), &l).await,
         Err(VolumeError::NameTaken(_))
