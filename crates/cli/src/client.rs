@@ -111,12 +111,12 @@ fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
             .collect::<Vec<_>>()
             .join("  ")
     };
-    println!(
+    say!(
         "{}",
         line(headers.iter().map(|h| h.to_string()).collect()).trim_end()
     );
     for r in rows {
-        println!("{}", line(r).trim_end());
+        say!("{}", line(r).trim_end());
     }
 }
 
@@ -130,7 +130,7 @@ fn s(v: &Value) -> String {
 
 fn out(v: &Value, json: bool, table: impl FnOnce(&Value)) {
     if json {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        say!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     } else {
         table(v);
     }
@@ -344,6 +344,11 @@ pub enum QosCmd {
     },
     /// Lists policies.
     List,
+    /// Deletes a policy (refused while a volume uses it).
+    Delete {
+        /// Name.
+        name: String,
+    },
 }
 
 /// `alcubierre host ...`.
@@ -375,6 +380,11 @@ pub enum HostCmd {
     },
     /// Lists hosts (secrets are not shown).
     List,
+    /// Deletes a host (refused while a volume's access list names it).
+    Delete {
+        /// Name.
+        name: String,
+    },
 }
 
 /// `alcubierre cluster ...`.
@@ -413,20 +423,20 @@ pub fn node(a: &ApiArgs, c: NodeCmd, json: bool) -> anyhow::Result<()> {
                 "/api/v1/nodes/activate",
                 Some(&json!({ "nodes": nodes })),
             )?;
-            out(&v, json, |_| println!("activating {}", nodes.join(", ")));
+            out(&v, json, |_| say!("activating {}", nodes.join(", ")));
         }
         NodeCmd::Deactivate { node } => {
             let v = request(a, "POST", &format!("/api/v1/nodes/{node}/deactivate"), None)?;
-            out(&v, json, |_| println!("{node} deactivated"));
+            out(&v, json, |_| say!("{node} deactivated"));
         }
         NodeCmd::Drain { node, stop } => {
             let verb = if stop { "undrain" } else { "drain" };
             let v = request(a, "POST", &format!("/api/v1/nodes/{node}/{verb}"), None)?;
             out(&v, json, |_| {
                 if stop {
-                    println!("{node} no longer draining")
+                    say!("{node} no longer draining")
                 } else {
-                    println!("{node} draining; `alcubierre status` shows the volumes still on it")
+                    say!("{node} draining; `alcubierre status` shows the volumes still on it")
                 }
             });
         }
@@ -445,7 +455,7 @@ fn print_failures(status: &Value, volume: Option<&Value>) {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
             .saturating_sub(since);
-        println!(
+        say!(
             "failed: volume {} on {} for {ago} s ({} attempts): {}",
             s(&f["name"]),
             s(&f["node"]),
@@ -515,7 +525,12 @@ pub fn volume(a: &ApiArgs, c: VolumeCmd, json: bool) -> anyhow::Result<()> {
             Some(&json!({ "qos": policy })),
         )?,
         VolumeCmd::Delete { volume } => {
-            request(a, "DELETE", &format!("/api/v1/volumes/{volume}"), None)?
+            let v = request(a, "DELETE", &format!("/api/v1/volumes/{volume}"), None)?;
+            if !json {
+                say!("deleted volume {} ({})", s(&v["name"]), s(&v["id"]));
+                return Ok(());
+            }
+            v
         }
     };
     out(&v, json, volumes_table);
@@ -554,12 +569,19 @@ fn snapshot(a: &ApiArgs, c: SnapshotCmd, json: bool) -> anyhow::Result<()> {
             &format!("/api/v1/volumes/{volume}/snapshots"),
             None,
         )?,
-        SnapshotCmd::Delete { volume, name } => request(
-            a,
-            "DELETE",
-            &format!("/api/v1/volumes/{volume}/snapshots/{name}"),
-            None,
-        )?,
+        SnapshotCmd::Delete { volume, name } => {
+            let v = request(
+                a,
+                "DELETE",
+                &format!("/api/v1/volumes/{volume}/snapshots/{name}"),
+                None,
+            )?;
+            if !json {
+                say!("deleted snapshot {volume}@{name}");
+                return Ok(());
+            }
+            v
+        }
     };
     out(&v, json, |v| {
         let list = as_list(v);
@@ -600,7 +622,13 @@ pub fn qos(a: &ApiArgs, c: QosCmd, json: bool) -> anyhow::Result<()> {
                 "read_bps": bw("read-bw", read_bw)?, "write_bps": bw("write-bw", write_bw)?,
             });
             let v = request(a, "PUT", &format!("/api/v1/qos/{name}"), Some(&body))?;
-            out(&v, json, |_| println!("QoS policy {name} saved"));
+            out(&v, json, |_| say!("QoS policy {name} saved"));
+        }
+        QosCmd::Delete { name } => {
+            request(a, "DELETE", &format!("/api/v1/qos/{name}"), None)?;
+            if !json {
+                say!("deleted QoS policy {name}");
+            }
         }
         QosCmd::List => out(&request(a, "GET", "/api/v1/qos", None)?, json, |v| {
             let rows = v
@@ -650,7 +678,13 @@ pub fn host(a: &ApiArgs, c: HostCmd, json: bool) -> anyhow::Result<()> {
                 "target_chap": target_chap,
             });
             let v = request(a, "PUT", &format!("/api/v1/hosts/{name}"), Some(&body))?;
-            out(&v, json, |_| println!("host {name} saved"));
+            out(&v, json, |_| say!("host {name} saved"));
+        }
+        HostCmd::Delete { name } => {
+            request(a, "DELETE", &format!("/api/v1/hosts/{name}"), None)?;
+            if !json {
+                say!("deleted host {name}");
+            }
         }
         HostCmd::List => out(&request(a, "GET", "/api/v1/hosts", None)?, json, |v| {
             let rows = v
@@ -689,17 +723,17 @@ pub fn cluster(a: &ApiArgs, c: ClusterCmd, json: bool) -> anyhow::Result<()> {
             if !json {
                 let changes = changed(&before, &after);
                 if changes.is_empty() {
-                    println!("no change");
+                    say!("no change");
                 }
                 for (field, old, new) in changes {
-                    println!("{field}: {old} -> {new}");
+                    say!("{field}: {old} -> {new}");
                 }
                 return Ok(());
             }
             after
         }
     };
-    println!("{}", serde_json::to_string_pretty(&v)?);
+    say!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
 
@@ -737,7 +771,7 @@ pub fn status(a: &ApiArgs, json: bool) -> anyhow::Result<()> {
     let vols = request(a, "GET", "/api/v1/volumes", None)?;
     let progress = request(a, "GET", "/api/v1/replication", None)?;
     if json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(
                 &json!({ "status": st, "nodes": nodes, "volumes": vols, "replication": progress })
@@ -751,7 +785,7 @@ pub fn status(a: &ApiArgs, json: bool) -> anyhow::Result<()> {
             .filter(|x| !x.is_empty())
             .unwrap_or_else(|| "none".into())
     };
-    println!(
+    say!(
         "leader {}; nodes {} active of {}, {} available; volumes {} ({} provisioned, cache {})",
         st["leader"].as_str().unwrap_or("none (no node is leading)"),
         st["active"],
@@ -761,7 +795,7 @@ pub fn status(a: &ApiArgs, json: bool) -> anyhow::Result<()> {
         alcubierre_types::ByteSize(st["provisioned_bytes"].as_u64().unwrap_or(0)),
         alcubierre_types::ByteSize(st["capacity_bytes"].as_u64().unwrap_or(0)),
     );
-    println!(
+    say!(
         "degraded: {}; unavailable: {}; draining: {}",
         list(&st["degraded"]),
         list(&st["unavailable"]),
@@ -769,15 +803,15 @@ pub fn status(a: &ApiArgs, json: bool) -> anyhow::Result<()> {
     );
     print_failures(&st, None);
     for u in st["unreadable"].as_array().into_iter().flatten() {
-        println!(
+        say!(
             "unreadable record {}: {} (its volume is left as it is)",
             s(&u["key"]),
             s(&u["reason"])
         );
     }
-    println!();
+    say!();
     nodes_table(&nodes);
-    println!();
+    say!();
     volumes_table(&vols);
     let catching_up: Vec<String> = progress
         .as_array()
@@ -806,10 +840,10 @@ pub fn status(a: &ApiArgs, json: bool) -> anyhow::Result<()> {
         })
         .collect();
     if !catching_up.is_empty() {
-        println!();
-        println!("replicas catching up (resync or rebuild):");
+        say!();
+        say!("replicas catching up (resync or rebuild):");
         for l in catching_up {
-            println!("{l}");
+            say!("{l}");
         }
     }
     Ok(())

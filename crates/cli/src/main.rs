@@ -10,6 +10,21 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Prints a line on stdout. A reader that went away (`alcubierre status | head -1`) ends the
+/// command quietly, as it ends other Unix tools, rather than with a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("error: writing to stdout: {e}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 mod agent;
 mod bench;
 mod bench_nvmf;
@@ -71,7 +86,8 @@ enum Cmd {
         device: PathBuf,
     },
     /// Runs a whole cluster on this machine: 3 nodes, embedded store, file caches and backend,
-    /// activated, one volume exported over NVMe/TCP on loopback, the REST API; until Ctrl-C.
+    /// activated, one volume exported over NVMe/TCP and iSCSI on loopback, the REST API and web
+    /// console; until Ctrl-C.
     Demo {
         /// Directory for the demo's files (default: a new directory under /var/tmp).
         #[arg(long)]
@@ -81,34 +97,36 @@ enum Cmd {
         #[arg(long)]
         engine: bool,
     },
-    /// Runs a node from a config file: cache, backend, NVMe/TCP target (see docs/serve.md).
+    /// Runs a node from a config file: cache, backend, NVMe/TCP and iSCSI targets (see
+    /// docs/serve.md).
     Serve {
         /// The node's config file (TOML).
         #[arg(long)]
         config: PathBuf,
     },
-    /// Nodes: list, activate, deactivate (over the REST API).
+    /// Nodes: list, activate, deactivate, drain (over the REST API).
     Node {
         #[command(flatten)]
         api: client::ApiArgs,
         #[command(subcommand)]
         cmd: client::NodeCmd,
     },
-    /// Volumes: create, list, show, resize, delete (over the REST API).
+    /// Volumes: create (or clone), list, show, resize, hosts, qos, snapshot, delete (over the
+    /// REST API).
     Volume {
         #[command(flatten)]
         api: client::ApiArgs,
         #[command(subcommand)]
         cmd: client::VolumeCmd,
     },
-    /// QoS policies (over the REST API).
+    /// QoS policies: set, list, delete (over the REST API).
     Qos {
         #[command(flatten)]
         api: client::ApiArgs,
         #[command(subcommand)]
         cmd: client::QosCmd,
     },
-    /// Hosts and their credentials (over the REST API).
+    /// Hosts and their credentials: set, list, delete (over the REST API).
     Host {
         #[command(flatten)]
         api: client::ApiArgs,
@@ -212,13 +230,13 @@ fn format(
             .iter()
             .map(|p| serde_json::json!({"start_block": p.start, "blocks": p.blocks}))
             .collect();
-        println!(
+        say!(
             "{}",
             serde_json::json!({"device": device, "device_id": sb.device_id.to_string(),
                 "partitions": parts})
         );
     } else {
-        println!(
+        say!(
             "formatted {} ({} partitions, {} log blocks each), device id {}",
             device.display(),
             sb.partitions.len(),
@@ -250,20 +268,20 @@ fn inspect(device: &std::path::Path, json: bool) -> anyhow::Result<()> {
                 "dirty_bytes": p.dirty_blocks * 4096})
             })
             .collect();
-        println!(
+        say!(
             "{}",
             serde_json::json!({"device_id": sb.device_id.to_string(), "created": sb.created,
                 "device_bytes": sb.device_blocks * 4096, "partitions": parts})
         );
     } else {
-        println!("device id   {}", sb.device_id);
-        println!(
+        say!("device id   {}", sb.device_id);
+        say!(
             "size        {}",
             alcubierre_types::ByteSize(sb.device_blocks * 4096)
         );
-        println!("PARTITION  BATCHES  ENTRIES  DIRTY        TORN  CORRUPT  POISONED");
+        say!("PARTITION  BATCHES  ENTRIES  DIRTY        TORN  CORRUPT  POISONED");
         for p in &r.partitions {
-            println!(
+            say!(
                 "{:<10} {:<8} {:<8} {:<12} {:<5} {:<8} {}",
                 p.partition,
                 p.batches,

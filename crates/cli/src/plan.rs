@@ -58,7 +58,7 @@ pub fn run(a: &PlanArgs, json: bool) -> anyhow::Result<()> {
         cache_disk_tb: a.cache_disk_tb,
     })?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&p)?);
+        say!("{}", serde_json::to_string_pretty(&p)?);
         return Ok(());
     }
     let rows = [
@@ -113,10 +113,10 @@ pub fn run(a: &PlanArgs, json: bool) -> anyhow::Result<()> {
         ("recommended node", p.recommended_node.clone()),
     ];
     for (k, v) in rows {
-        println!("{k:<22} {v}");
+        say!("{k:<22} {v}");
     }
     for w in &p.warnings {
-        println!("warning: {w}");
+        say!("warning: {w}");
     }
     Ok(())
 }
@@ -132,10 +132,10 @@ fn check(a: &PlanArgs, json: bool) -> anyhow::Result<()> {
     let c = crate::client::request(&a.api, "GET", &q, None)?;
     let findings = c["findings"].as_array().cloned().unwrap_or_default();
     if json {
-        println!("{}", serde_json::to_string_pretty(&c)?);
+        say!("{}", serde_json::to_string_pretty(&c)?);
     } else {
         for f in &findings {
-            println!(
+            say!(
                 "{:<5} {:<22} {}",
                 f["level"].as_str().unwrap_or("?"),
                 f["rule"].as_str().unwrap_or("?"),

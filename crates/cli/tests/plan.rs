@@ -56,3 +56,20 @@ fn bad_and_below_minimum_inputs() {
         "{s}"
     );
 }
+
+/// Output into a pipe whose reader is gone (`alcubierre status | head -1`) ends the command
+/// quietly: no panic, no backtrace.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_alcubierre"))
+        .args(["plan", "--nodes", "3", "--usable-tb", "40"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+}

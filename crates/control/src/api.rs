@@ -49,10 +49,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/replication"),
     ("GET", "/api/v1/qos"),
     ("PUT", "/api/v1/qos/{name}"),
+    ("DELETE", "/api/v1/qos/{name}"),
     ("GET", "/api/v1/hosts"),
     ("PUT", "/api/v1/hosts/{name}"),
+    ("DELETE", "/api/v1/hosts/{name}"),
     ("GET", "/api/v1/plan"),
     ("GET", "/api/v1/plan/check"),
+    ("GET", "/api/v1/openapi.json"),
     ("GET", "/metrics"),
     ("GET", "/"),
 ];
@@ -118,6 +121,7 @@ impl From<VolumeError> for ApiError {
             }
             VolumeError::LicenceCapacity { .. } => err(StatusCode::BAD_REQUEST, m, Some("size")),
             VolumeError::NameTaken(_) => err(StatusCode::CONFLICT, m, Some("name")),
+            VolumeError::Taken { field, .. } => err(StatusCode::CONFLICT, m, Some(field)),
             VolumeError::NotFound(_) => err(StatusCode::NOT_FOUND, m, None),
             VolumeError::Placement(_) | VolumeError::Conflict => err(StatusCode::CONFLICT, m, None),
             VolumeError::Store(_) | VolumeError::Registry(_) | VolumeError::Corrupt(_) => {
@@ -598,6 +602,48 @@ async fn put_qos(
     Ok(Json(q))
 }
 
+async fn delete_qos(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&s, &h)?;
+    if volumes::delete_qos(&*s.store, &name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(err(
+            StatusCode::NOT_FOUND,
+            format!("no QoS policy named {name:?}"),
+            None,
+        ))
+    }
+}
+
+async fn delete_host(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&s, &h)?;
+    if volumes::delete_host(&*s.store, &name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(err(
+            StatusCode::NOT_FOUND,
+            format!("no host named {name:?}"),
+            None,
+        ))
+    }
+}
+
+/// The OpenAPI document of this API (no token needed).
+async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("../../../docs/api/openapi.json"),
+    )
+}
+
 async fn list_hosts(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Vec<serde_json::Value>> {
     authorize(&s, &h)?;
     let hosts: Vec<Host> = list_prefix(&s, "hosts/").await?;
@@ -846,7 +892,7 @@ async fn metrics(State(s): State<ApiState>) -> Result<String, ApiError> {
 async fn not_found() -> ApiError {
     err(
         StatusCode::NOT_FOUND,
-        "no such endpoint (see docs/api/openapi.json)",
+        "no such endpoint (the API's routes: GET /api/v1/openapi.json)",
         None,
     )
 }
@@ -854,7 +900,7 @@ async fn not_found() -> ApiError {
 async fn method_not_allowed() -> ApiError {
     err(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method not allowed on this endpoint (see docs/api/openapi.json)",
+        "method not allowed on this endpoint (the API's routes: GET /api/v1/openapi.json)",
         None,
     )
 }
@@ -891,11 +937,12 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/replication", get(replication))
         .route("/api/v1/qos", get(list_qos))
-        .route("/api/v1/qos/{name}", put(put_qos))
+        .route("/api/v1/qos/{name}", put(put_qos).delete(delete_qos))
         .route("/api/v1/hosts", get(list_hosts))
-        .route("/api/v1/hosts/{name}", put(put_host))
+        .route("/api/v1/hosts/{name}", put(put_host).delete(delete_host))
         .route("/api/v1/plan", get(get_plan))
         .route("/api/v1/plan/check", get(check_plan))
+        .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

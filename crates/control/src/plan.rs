@@ -298,6 +298,18 @@ pub struct LiveNode<'a> {
     pub cpu_threads: Option<u32>,
 }
 
+/// A byte count in decimal units, as the seed's rules are stated (TB, GB, MB), with enough
+/// digits to show it: a 256 MiB demo cache is "268.435 MB", not "0.000 TB".
+fn decimal_size(b: u64) -> String {
+    let b = b as f64;
+    for (unit, size) in [("TB", 1e12), ("GB", 1e9), ("MB", 1e6)] {
+        if b >= size {
+            return format!("{:.3} {unit}", b / size);
+        }
+    }
+    format!("{b} B")
+}
+
 /// `plan --check`: checks live nodes and the configured destage rate (bytes/s) against the
 /// plan for `usable_tb` (with `ceph_replicas` and, if known, `osds`).
 pub fn check(
@@ -350,7 +362,14 @@ pub fn check(
             Level::Fail
         },
         "cache disks per node",
-        format!("{counts:?} (1 or 2, the same on every node)"),
+        format!(
+            "{} (1 or 2, the same on every node)",
+            counts
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     );
     let need = plan.cache_tb_per_disk * 1e12;
     let smallest = nodes
@@ -369,8 +388,8 @@ pub fn check(
             level,
             "cache disk size",
             format!(
-                "smallest {:.3} TB on {name}; the rule needs {:.3} TB (raw {:.1} TB / ({} nodes x {disks} disks x 12)), {:.1} TB recommended",
-                b as f64 / 1e12,
+                "smallest {} on {name}; the rule needs {:.3} TB (raw {:.1} TB / ({} nodes x {disks} disks x 12)), {:.1} TB recommended",
+                decimal_size(b),
                 plan.cache_tb_per_disk,
                 plan.raw_tb,
                 nodes.len(),
@@ -569,5 +588,33 @@ mod tests {
             .findings
             .iter()
             .any(|f| f.rule == "destage rate" && f.level == Level::Warn));
+        // The demo's nodes: one 256 MiB cache file each. Details read as an operator would
+        // write them: no set literal, no size rounded to nothing.
+        let demo: Vec<LiveNode> = ["n1", "n2", "n3"]
+            .into_iter()
+            .map(|name| LiveNode {
+                name,
+                cache_bytes: vec![256 << 20],
+                cpu_threads: None,
+            })
+            .collect();
+        let d = check(&demo, 150_000_000, 1.0, 3, None).unwrap();
+        let detail = |rule: &str| {
+            d.findings
+                .iter()
+                .find(|f| f.rule == rule)
+                .unwrap()
+                .detail
+                .clone()
+        };
+        assert_eq!(
+            detail("cache disks per node"),
+            "1 (1 or 2, the same on every node)"
+        );
+        assert!(
+            detail("cache disk size").starts_with("smallest 268.435 MB on n1;"),
+            "{}",
+            detail("cache disk size")
+        );
     }
 }

@@ -130,7 +130,7 @@ pub async fn request(
         return Ok(s);
     }
     if store.get(&k).await?.is_some() {
-        return Err(VolumeError::Invalid {
+        return Err(VolumeError::Taken {
             field: "name",
             reason: format!("volume {} has a snapshot named {name:?}", v.name),
         });

@@ -363,6 +363,14 @@ pub enum VolumeError {
     /// A request has a field this release does not know.
     #[error("{0}: unknown field")]
     Unknown(String),
+    /// An object of that name exists, or the object is in use.
+    #[error("{field}: {reason}")]
+    Taken {
+        /// The field.
+        field: &'static str,
+        /// What holds it.
+        reason: String,
+    },
     /// Records changed concurrently; retry.
     #[error("volumes changed concurrently; retry")]
     Conflict,
@@ -814,6 +822,39 @@ pub async fn put_qos(store: &dyn Store, name: &str, q: &QosPolicy) -> Result<(),
         )
         .await?;
     Ok(())
+}
+
+/// Deletes QoS policy `name`, unless a volume uses it; whether it existed.
+pub async fn delete_qos(store: &dyn Store, name: &str) -> Result<bool, VolumeError> {
+    in_use(store, "qos", |v| v.qos.as_deref() == Some(name)).await?;
+    Ok(store.delete(&format!("qos/{name}")).await?)
+}
+
+/// Deletes host `name`, unless a volume's access list names it; whether it existed.
+pub async fn delete_host(store: &dyn Store, name: &str) -> Result<bool, VolumeError> {
+    in_use(store, "hosts", |v| v.hosts.iter().any(|h| h == name)).await?;
+    Ok(store.delete(&format!("hosts/{name}")).await?)
+}
+
+/// Refuses (409 naming `field`) when a volume matches `uses`.
+async fn in_use(
+    store: &dyn Store,
+    field: &'static str,
+    uses: impl Fn(&Volume) -> bool,
+) -> Result<(), VolumeError> {
+    let users: Vec<String> = list(store)
+        .await?
+        .values()
+        .filter(|v| uses(v))
+        .map(|v| v.name.clone())
+        .collect();
+    if users.is_empty() {
+        return Ok(());
+    }
+    Err(VolumeError::Taken {
+        field,
+        reason: format!("in use by volume(s) {}", users.join(", ")),
+    })
 }
 
 /// Creates or replaces a host.

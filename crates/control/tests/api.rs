@@ -323,3 +323,113 @@ async fn status_drain_and_console() {
     assert_eq!(s, StatusCode::OK);
     assert!(v.as_str().unwrap().contains("/api/v1/status"));
 }
+
+/// QoS policies and hosts can be deleted, but not while a volume uses them (409 naming the
+/// field and the volumes); a duplicate snapshot is a conflict as a duplicate volume is; the
+/// API serves its own OpenAPI document, and an unknown path points to it, not to a file.
+#[tokio::test]
+async fn deletes_conflicts_and_the_served_document() {
+    let (store, _b) = common::active_cluster(3, std::time::Duration::from_secs(5)).await;
+    let app = router(ApiState {
+        store,
+        token: Arc::new("secret-token".into()),
+        licence: Licence::default(),
+        now: || 0,
+        node_metrics: None,
+        backend: None,
+    });
+    let put = |path: &str, body: Value| {
+        let (app, path) = (app.clone(), path.to_string());
+        async move { call(&app, "PUT", &path, Some(body), T).await }
+    };
+    assert_eq!(
+        put("/api/v1/qos/gold", json!({"write_iops": 5000})).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        put(
+            "/api/v1/hosts/h1",
+            json!({"nqn": "nqn.2014-08.org.example:h1"})
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/v1/volumes",
+        Some(json!({"name": "v", "size": 1 << 30, "qos": "gold", "hosts": ["h1"]})),
+        T,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, e) = call(&app, "DELETE", "/api/v1/qos/gold", None, T).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert_eq!(e["field"], "qos", "{e}");
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("in use by volume(s) v"),
+        "{e}"
+    );
+    let (s, e) = call(&app, "DELETE", "/api/v1/hosts/h1", None, T).await;
+    assert_eq!(
+        (s, e["field"].as_str()),
+        (StatusCode::CONFLICT, Some("hosts")),
+        "{e}"
+    );
+
+    let snap = json!({"name": "s1"});
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/api/v1/volumes/v/snapshots",
+        Some(snap.clone()),
+        T,
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::ACCEPTED,
+        "a snapshot is taken by the primary"
+    );
+    let (s, e) = call(&app, "POST", "/api/v1/volumes/v/snapshots", Some(snap), T).await;
+    assert_eq!(
+        (s, e["field"].as_str()),
+        (StatusCode::CONFLICT, Some("name")),
+        "{e}"
+    );
+
+    let (s, _) = call(&app, "DELETE", "/api/v1/volumes/v", None, T).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        call(&app, "DELETE", "/api/v1/qos/gold", None, T).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        call(&app, "DELETE", "/api/v1/hosts/h1", None, T).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        call(&app, "DELETE", "/api/v1/qos/gold", None, T).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, q) = call(&app, "GET", "/api/v1/qos", None, T).await;
+    assert_eq!(q, json!({}));
+
+    let (s, doc) = call(&app, "GET", "/api/v1/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        doc["paths"]["/api/v1/qos/{name}"]["delete"].is_object(),
+        "{doc}"
+    );
+    let (s, e) = call(&app, "GET", "/api/v1/nope", None, T).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let m = e["error"].as_str().unwrap();
+    assert!(
+        m.contains("/api/v1/openapi.json") && !m.contains("docs/"),
+        "{m}"
+    );
+}

@@ -61,7 +61,11 @@ async fn create_places_three_distinct_balanced_replicas() {
     for v in list(s).await.unwrap().values() {
         *primaries.entry(v.primary.clone()).or_insert(0) += 1;
     }
-    assert_eq!(primaries.len(), 4, "every node is primary of some: {primaries:?}");
+    assert_eq!(
+        primaries.len(),
+        4,
+        "every node is primary of some: {primaries:?}"
+    );
     assert!(primaries.values().all(|c| *c == 2), "{primaries:?}");
     assert!(matches!(
         create(s, &req("v0", 1 << 30), "id-x".into(), &l).await,

@@ -62,17 +62,22 @@ impl ByteSize {
     }
 }
 
+/// In the largest binary unit the size reaches (up to EiB): whole when exact (`100 TiB`),
+/// else with one decimal (`1.5 GiB`).
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = self.0 as f64;
-        if self.0 >= 1 << 30 {
-            write!(f, "{:.1} GiB", b / (1u64 << 30) as f64)
-        } else if self.0 >= 1 << 20 {
-            write!(f, "{:.1} MiB", b / (1u64 << 20) as f64)
-        } else if self.0 >= 1 << 10 {
-            write!(f, "{:.1} KiB", b / 1024.0)
+        const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+        let Some(i) = (0..UNITS.len())
+            .rev()
+            .find(|&i| self.0 >> (10 * (i + 1)) > 0)
+        else {
+            return write!(f, "{} B", self.0);
+        };
+        let unit = 1u64 << (10 * (i + 1));
+        if self.0.is_multiple_of(unit) {
+            write!(f, "{} {}", self.0 / unit, UNITS[i])
         } else {
-            write!(f, "{} B", self.0)
+            write!(f, "{:.1} {}", self.0 as f64 / unit as f64, UNITS[i])
         }
     }
 }
@@ -199,6 +204,17 @@ impl VolumeGeometry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_sizes_print_in_the_largest_unit() {
+        let shown = |b: u64| ByteSize(b).to_string();
+        assert_eq!(shown(512), "512 B");
+        assert_eq!(shown(4096), "4 KiB");
+        assert_eq!(shown(1536 << 20), "1.5 GiB");
+        assert_eq!(shown(100 << 40), "100 TiB");
+        assert_eq!(shown(3 << 50), "3 PiB");
+        assert_eq!(shown(u64::MAX), "16.0 EiB");
+    }
 
     #[test]
     fn geometry_rejects_bad_sizes() {
