@@ -129,8 +129,9 @@ async fn a_snapshot_holds_cached_writes_and_a_clone_serves_them() {
         &["volume", "snapshot", "create", "demo", "s1"],
     )
     .await;
+    // A duplicate is a conflict, as a duplicate volume is.
     assert!(
-        !ok && err.contains("name") && err.contains("HTTP 400"),
+        !ok && err.contains("name") && err.contains("HTTP 409"),
         "{err}"
     );
     let (ok, _, err) = cli_async(
