@@ -9,7 +9,6 @@ use common::cluster::*;
 
 use std::time::{Duration, Instant};
 
-use alcubierre_nvmf::initiator::HostController;
 use alcubierre_store::testing::EtcdServer;
 
 fn block(i: u64) -> bytes::Bytes {
@@ -29,25 +28,12 @@ async fn a_panicking_node_task_ends_the_node_and_its_volume_fails_over() {
     let (mut procs, ready, apis, _store, v) =
         three_nodes_and_a_volume(dir.path(), &etcd, "p").await;
     let id = v["id"].as_str().unwrap().to_string();
-    let nqn = alcubierre_nvmf::volume_nqn(alcubierre_types::VolumeId(id.parse().unwrap()));
     let primary = v["primary"].as_str().unwrap().to_string();
-    let portal = |name: &str| -> std::net::SocketAddr {
-        ready[node_index(name)]["listening"][0]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
     let other = (1..=3)
         .map(|i| format!("node-{i}"))
         .find(|n| *n != primary)
         .unwrap();
-    let mut c = eventually(10, "the volume exported", || async {
-        HostController::connect(portal(&other), &nqn, &Default::default(), 1)
-            .await
-            .ok()
-    })
-    .await;
+    let mut c = connect_through(&ready, &v, &other, 10).await;
     for i in 0..32 {
         c.write(0, i * 5, block(i), 4096).await.unwrap();
     }

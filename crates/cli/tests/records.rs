@@ -11,7 +11,6 @@ use common::cluster::*;
 
 use std::time::Duration;
 
-use alcubierre_nvmf::initiator::HostController;
 use alcubierre_store::testing::EtcdServer;
 use alcubierre_store::Store;
 use serde_json::{json, Value};
@@ -43,19 +42,7 @@ async fn only_an_explicit_delete_removes_a_volume() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (_procs, ready, apis, store, v) = three_nodes_and_a_volume(dir.path(), &etcd, "keep").await;
     let id = v["id"].as_str().unwrap().to_string();
-    let nqn = alcubierre_nvmf::volume_nqn(alcubierre_types::VolumeId(id.parse().unwrap()));
-    let primary = v["primary"].as_str().unwrap().to_string();
-    let addr: std::net::SocketAddr = ready[node_index(&primary)]["listening"][0]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut c = eventually(10, "the volume exported", || async {
-        HostController::connect(addr, &nqn, &Default::default(), 1)
-            .await
-            .ok()
-    })
-    .await;
+    let mut c = connect_through(&ready, &v, v["primary"].as_str().unwrap(), 10).await;
     let image = dir.path().join("backend").join(format!("{id}.img"));
     let key = format!("volumes/{id}");
     let original = store.get(&key).await.unwrap().unwrap().value;
@@ -226,20 +213,7 @@ async fn one_bad_volume_does_not_stall_the_others() {
         r#"{"name":"second","size":16777216}"#,
     )
     .await;
-    let id = v["id"].as_str().unwrap();
-    let nqn = alcubierre_nvmf::volume_nqn(alcubierre_types::VolumeId(id.parse().unwrap()));
-    let primary = v["primary"].as_str().unwrap();
-    let addr: std::net::SocketAddr = ready[node_index(primary)]["listening"][0]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let mut c = eventually(20, "the second volume exported", || async {
-        HostController::connect(addr, &nqn, &Default::default(), 1)
-            .await
-            .ok()
-    })
-    .await;
+    let mut c = connect_through(&ready, &v, v["primary"].as_str().unwrap(), 20).await;
     c.write(0, 5, block(5), 4096).await.unwrap();
     assert_eq!(c.read(0, 5, 1, 4096).await.unwrap(), block(5));
 

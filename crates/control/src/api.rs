@@ -608,14 +608,16 @@ async fn delete_qos(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     authorize(&s, &h)?;
-    if volumes::delete_qos(&*s.store, &name).await? {
+    let found = volumes::delete_qos(&*s.store, &name).await?;
+    deleted(found, || format!("no QoS policy named {name:?}"))
+}
+
+/// 204 for a delete that found its object, else 404 with `missing`'s message.
+fn deleted(found: bool, missing: impl FnOnce() -> String) -> Result<StatusCode, ApiError> {
+    if found {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(err(
-            StatusCode::NOT_FOUND,
-            format!("no QoS policy named {name:?}"),
-            None,
-        ))
+        Err(err(StatusCode::NOT_FOUND, missing(), None))
     }
 }
 
@@ -625,15 +627,8 @@ async fn delete_host(
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     authorize(&s, &h)?;
-    if volumes::delete_host(&*s.store, &name).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(err(
-            StatusCode::NOT_FOUND,
-            format!("no host named {name:?}"),
-            None,
-        ))
-    }
+    let found = volumes::delete_host(&*s.store, &name).await?;
+    deleted(found, || format!("no host named {name:?}"))
 }
 
 /// The OpenAPI document of this API (no token needed).

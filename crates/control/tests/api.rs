@@ -44,15 +44,19 @@ async fn call(
 async fn app() -> (axum::Router, Vec<Heartbeat>) {
     let store: Arc<dyn Store> = Arc::new(MemStore::new());
     let beats = common::register_nodes(&store, 3).await;
-    let state = ApiState {
+    (app_on(store), beats)
+}
+
+/// The API on `store`, with the test token.
+fn app_on(store: Arc<dyn Store>) -> axum::Router {
+    router(ApiState {
         store,
         token: Arc::new("secret-token".into()),
         licence: Licence::default(),
         now: || 0,
         node_metrics: None,
         backend: None,
-    };
-    (router(state), beats)
+    })
 }
 
 const T: Option<&str> = Some("secret-token");
@@ -330,14 +334,7 @@ async fn status_drain_and_console() {
 #[tokio::test]
 async fn deletes_conflicts_and_the_served_document() {
     let (store, _b) = common::active_cluster(3, std::time::Duration::from_secs(5)).await;
-    let app = router(ApiState {
-        store,
-        token: Arc::new("secret-token".into()),
-        licence: Licence::default(),
-        now: || 0,
-        node_metrics: None,
-        backend: None,
-    });
+    let app = app_on(store);
     let put = |path: &str, body: Value| {
         let (app, path) = (app.clone(), path.to_string());
         async move { call(&app, "PUT", &path, Some(body), T).await }

@@ -704,6 +704,15 @@ mod tests {
         }
     }
 
+    /// A write's outcome: GOOD.
+    fn good() -> Outcome {
+        Outcome {
+            status: 0,
+            sense: None,
+            data: Bytes::new(),
+        }
+    }
+
     fn executes(out: &[Action]) -> bool {
         matches!(out, [Action::Execute { .. }])
     }
@@ -713,11 +722,7 @@ mod tests {
         let mut c = conn();
         assert!(executes(&c.handle(write(1, 10))));
         assert_eq!(abort(&mut c, 1, 10, 11), tmf_response::COMPLETE);
-        let o = Outcome {
-            status: 0,
-            sense: None,
-            data: Bytes::new(),
-        };
+        let o = good();
         assert!(
             c.completed(1, o).is_empty(),
             "no response for the aborted write"
@@ -731,11 +736,7 @@ mod tests {
     fn abort_of_a_finished_command_is_task_does_not_exist() {
         let mut c = conn();
         assert!(executes(&c.handle(write(1, 10))));
-        let o = Outcome {
-            status: 0,
-            sense: None,
-            data: Bytes::new(),
-        };
+        let o = good();
         let done = c.completed(1, o);
         assert!(matches!(done.as_slice(), [Action::Send(p)] if p.bhs.opcode() == op::SCSI_RESP));
         assert_eq!(abort(&mut c, 1, 10, 11), tmf_response::NO_TASK);

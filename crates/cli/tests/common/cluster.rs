@@ -195,3 +195,31 @@ pub async fn ana_state(c: &mut alcubierre_nvmf::initiator::HostController) -> u8
 pub fn node_index(name: &str) -> usize {
     name.trim_start_matches("node-").parse::<usize>().unwrap() - 1
 }
+
+/// Node `name`'s first NVMe/TCP portal, from the ready lines of node-1 ..= node-n.
+pub fn portal(ready: &[serde_json::Value], name: &str) -> std::net::SocketAddr {
+    ready[node_index(name)]["listening"][0]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A host connection to volume `v` (its API record) through node `name`'s portal, once the
+/// node exports it (within `secs`).
+pub async fn connect_through(
+    ready: &[serde_json::Value],
+    v: &serde_json::Value,
+    name: &str,
+    secs: u64,
+) -> alcubierre_nvmf::initiator::HostController {
+    let id: uuid::Uuid = v["id"].as_str().unwrap().parse().unwrap();
+    let nqn = alcubierre_nvmf::volume_nqn(alcubierre_types::VolumeId(id));
+    let addr = portal(ready, name);
+    eventually(secs, "the volume exported", || async {
+        alcubierre_nvmf::initiator::HostController::connect(addr, &nqn, &Default::default(), 1)
+            .await
+            .ok()
+    })
+    .await
+}
