@@ -144,11 +144,28 @@ fn libiscsi_conformance_does_not_regress() {
     if !newly.is_empty() {
         eprintln!("now passing (update the baseline): {}", newly.join(", "));
     }
-    assert!(
-        regressed.is_empty(),
-        "tests that passed in the baseline fail now: {}",
-        regressed.join(", ")
-    );
+    if !regressed.is_empty() {
+        // What the tool said of each regressed test, and its whole output kept for a look.
+        let kept = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("iscsi-test-cu.log");
+        let _ = std::fs::write(&kept, text.as_bytes());
+        let said: Vec<String> = regressed
+            .iter()
+            .filter_map(|t| {
+                let name = t.split(" (").next()?.rsplit('.').next()?;
+                let at = text.find(&format!("  Test: {name} ..."))?;
+                let end = text[at + 1..]
+                    .find("  Test: ")
+                    .map_or(text.len(), |e| at + 1 + e);
+                Some(text[at..end.min(at + 2000)].to_string())
+            })
+            .collect();
+        panic!(
+            "tests that passed in the baseline fail now: {}\n{}\n(the whole output: {})",
+            regressed.join(", "),
+            said.join(""),
+            kept.display()
+        );
+    }
 }
 
 #[test]
