@@ -223,12 +223,10 @@ struct Local {
 }
 
 impl Local {
-    /// Volume `v` failed here (`stage`: what was tried): reported in the store (the API shows
-    /// it), the log and a metric; tried again after a backoff that doubles up to a minute.
+    /// Volume `v` failed here, `why`: reported in the store (the API shows it), the log and a
+    /// metric; tried again after a backoff that doubles up to a minute.
     async fn failed(&mut self, store: &Arc<dyn Store>, p: &NodeParts, v: &Volume, why: String) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = alcubierre_control::unix_now();
         let f = self.failing.entry(v.id.clone()).or_insert_with(|| Failing {
             record: volumes::ReplicaFailure {
                 volume: v.id.clone(),

@@ -451,10 +451,7 @@ fn print_failures(status: &Value, volume: Option<&Value>) {
             continue;
         }
         let since = f["since"].as_u64().unwrap_or(0);
-        let ago = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs())
-            .saturating_sub(since);
+        let ago = alcubierre_control::unix_now().saturating_sub(since);
         say!(
             "failed: volume {} on {} for {ago} s ({} attempts): {}",
             s(&f["name"]),

@@ -206,11 +206,7 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
             store: store.clone(),
             token: Arc::new(token.clone()),
             licence: Licence::default(),
-            now: || {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs())
-            },
+            now: alcubierre_control::unix_now,
             node_metrics: Some(crate::metrics::renderer(sources)),
             backend: Some(backend.clone()),
         });

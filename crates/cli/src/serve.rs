@@ -517,11 +517,7 @@ async fn join_cluster(
                 store,
                 token: Arc::new(token),
                 licence: alcubierre_control::activation::Licence::default(),
-                now: || {
-                    std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs())
-                },
+                now: alcubierre_control::unix_now,
                 node_metrics: Some(node_metrics),
                 backend: Some(svc.engine().backend().clone()),
             });

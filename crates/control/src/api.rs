@@ -111,14 +111,7 @@ impl From<VolumeError> for ApiError {
         let m = e.to_string();
         match e {
             VolumeError::Invalid { field, .. } => err(StatusCode::BAD_REQUEST, m, Some(field)),
-            VolumeError::Unknown(ref field) => {
-                let f = field.clone();
-                ApiError {
-                    status: StatusCode::BAD_REQUEST,
-                    message: m,
-                    field: Some(f),
-                }
-            }
+            VolumeError::Unknown(field) => err(StatusCode::BAD_REQUEST, m, Some(&field)),
             VolumeError::LicenceCapacity { .. } => err(StatusCode::BAD_REQUEST, m, Some("size")),
             VolumeError::NameTaken(_) => err(StatusCode::CONFLICT, m, Some("name")),
             VolumeError::Taken { field, .. } => err(StatusCode::CONFLICT, m, Some(field)),
@@ -448,9 +441,6 @@ async fn create_volume(
     Body(r): Body<CreateVolume>,
 ) -> Result<(StatusCode, Json<volumes::Volume>), ApiError> {
     authorize(&s, &h)?;
-    if let Some(source) = &r.source {
-        volumes::no_unknown_fields(&source.extra, "source.")?;
-    }
     let v = match &r.source {
         Some(source) => snapshots::create_from_snapshot(&s, &r, source).await?,
         None => snapshots::create_plain(&s, &r, new_id()?).await?,

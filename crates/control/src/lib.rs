@@ -26,3 +26,10 @@ pub mod reconcile;
 pub mod registry;
 pub mod snapshots;
 pub mod volumes;
+
+/// The wall clock in seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -590,6 +590,16 @@ pub async fn create(
     licence: &Licence,
 ) -> Result<Volume, VolumeError> {
     check(store, req, licence).await?;
+    place_and_write(store, req, id).await
+}
+
+/// [`create`] after [`check`] passed: places 3 replicas and writes the volume with a unique
+/// name (for callers that do more between the two, such as making the backend image).
+pub async fn place_and_write(
+    store: &dyn Store,
+    req: &CreateVolume,
+    id: String,
+) -> Result<Volume, VolumeError> {
     let existing = list(store).await?;
     let all = nodes(store).await?;
     let services = service_states(store).await?;

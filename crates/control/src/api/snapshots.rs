@@ -150,11 +150,23 @@ pub(super) async fn create_plain(
     let vid = volume_id(&id)?;
     let (b2, size) = (b.clone(), r.size);
     blocking(move || b2.create(vid, ByteSize(size))).await?;
-    match volumes::create(&*s.store, r, id, &s.licence).await {
+    write_or_undo(s, r, id, b, vid).await
+}
+
+/// Writes the record of a volume whose image `image` was just made (the request passed
+/// [`volumes::check`]); if that fails, the image is deleted again.
+async fn write_or_undo(
+    s: &ApiState,
+    r: &CreateVolume,
+    id: String,
+    b: Arc<dyn Backend>,
+    image: VolumeId,
+) -> Result<volumes::Volume, ApiError> {
+    match volumes::place_and_write(&*s.store, r, id).await {
         Ok(v) => Ok(v),
         Err(e) => {
-            if let Err(d) = blocking(move || b.delete(vid)).await {
-                tracing::error!(volume = %vid, "deleting the image of a volume not created failed: {}", d.message);
+            if let Err(d) = blocking(move || b.delete(image)).await {
+                tracing::error!(volume = %image, "deleting the image of a volume not created failed: {}", d.message);
             }
             Err(e.into())
         }
@@ -168,6 +180,7 @@ pub(super) async fn create_from_snapshot(
     r: &CreateVolume,
     source: &VolumeSource,
 ) -> Result<volumes::Volume, ApiError> {
+    volumes::check(&*s.store, r, &s.licence).await?;
     let field = |reason: String| VolumeError::Invalid {
         field: "source",
         reason,
@@ -224,11 +237,5 @@ pub(super) async fn create_from_snapshot(
         snapshot: snap.name.clone(),
         extra: Default::default(),
     });
-    match volumes::create(&*s.store, &req, id, &s.licence).await {
-        Ok(v) => Ok(v),
-        Err(e) => {
-            let _ = blocking(move || b.delete(target)).await;
-            Err(e.into())
-        }
-    }
+    write_or_undo(s, &req, id, b, target).await
 }
