@@ -1,6 +1,7 @@
 //! A volume held in memory: the reference implementation of the contract, for tests and for
 //! front-end benchmarks that must not measure storage.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use alcubierre_types::{BlockCount, ByteSize, Lba, VolumeGeometry};
@@ -8,13 +9,15 @@ use bytes::Bytes;
 use futures::FutureExt;
 use parking_lot::RwLock;
 
-use crate::{check_payload, check_range, BlockDevice, IoFuture};
+use crate::{check_payload, check_range, BlockDevice, BlockError, IoFuture};
 
 /// A [`BlockDevice`] whose blocks live in memory. Durable for the life of the process only.
 #[derive(Clone)]
 pub struct MemBlockDevice {
     geometry: VolumeGeometry,
     data: Arc<RwLock<Vec<u8>>>,
+    /// Reads touching this LBA or later fail as a medium error (`u64::MAX`: none do).
+    unreadable_from: Arc<AtomicU64>,
 }
 
 impl MemBlockDevice {
@@ -23,7 +26,14 @@ impl MemBlockDevice {
         Self {
             geometry,
             data: Arc::new(RwLock::new(vec![0; geometry.size().0 as usize])),
+            unreadable_from: Arc::new(AtomicU64::new(u64::MAX)),
         }
+    }
+
+    /// From now on, reads of `lba` or later fail with [`BlockError::Medium`] naming the first
+    /// unreadable LBA they touch, as a device with lost data reports them (for front-end tests).
+    pub fn lose_data_from(&self, lba: Lba) {
+        self.unreadable_from.store(lba.0, Ordering::Relaxed);
     }
 
     fn span(&self, lba: Lba, count: BlockCount) -> std::ops::Range<usize> {
@@ -50,8 +60,18 @@ impl BlockDevice for MemBlockDevice {
     }
 
     fn read(&self, lba: Lba, count: BlockCount) -> IoFuture<Bytes> {
-        let res = check_range(&self.geometry, self.max_transfer(), lba, count)
-            .map(|()| Bytes::copy_from_slice(&self.data.read()[self.span(lba, count)]));
+        let lost = self.unreadable_from.load(Ordering::Relaxed);
+        let res = check_range(&self.geometry, self.max_transfer(), lba, count).and_then(|()| {
+            if lba.0 + count.0 > lost {
+                return Err(BlockError::Medium {
+                    lba: lba.0.max(lost),
+                    reason: "data lost (test device)".into(),
+                });
+            }
+            Ok(Bytes::copy_from_slice(
+                &self.data.read()[self.span(lba, count)],
+            ))
+        });
         futures::future::ready(res).boxed()
     }
 

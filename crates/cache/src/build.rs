@@ -2,7 +2,7 @@
 //! with their current contents. Runs in the writer (the caller of [`Partition::commit`]).
 
 use alcubierre_io::AlignedBuf;
-use alcubierre_types::VolumeId;
+use alcubierre_types::{ByteOffset, VolumeId};
 
 use crate::error::CacheError;
 use crate::format::{Entry, EntryKind, BLOCK, FULL_MASK, MAX_ENTRIES, SECTORS_PER_BLOCK as SPB};
@@ -128,7 +128,10 @@ impl Partition {
                 out.fill(0);
                 Ok(0)
             }
-            Loc::Poisoned => Err(CacheError::Medium { volume, block }),
+            Loc::Poisoned => Err(CacheError::Medium {
+                volume,
+                offset: ByteOffset(block * BLOCK as u64),
+            }),
         }
     }
 

@@ -2,7 +2,7 @@
 
 use alcubierre_backend::BackendError;
 use alcubierre_block::BlockError;
-use alcubierre_types::VolumeId;
+use alcubierre_types::{BlockSize, ByteOffset, VolumeId};
 
 use crate::format::FormatError;
 
@@ -81,31 +81,33 @@ pub enum CacheError {
     /// The backend failed (reads of uncached data, destage).
     #[error("backend: {0}")]
     Backend(#[from] BackendError),
-    /// The block's newest version is corrupt on the cache device.
-    #[error("volume {volume} block {block} (4 KiB) is corrupt in the cache and cannot be read")]
+    /// The newest version of some of the requested data is corrupt on the cache device.
+    #[error("volume {volume} cannot be read at byte {}: its newest cached version is corrupt", offset.0)]
     Medium {
         /// The volume.
         volume: VolumeId,
-        /// The 4 KiB block.
-        block: u64,
+        /// The first unreadable byte the request touches, from the start of the volume.
+        offset: ByteOffset,
     },
     /// The engine is stopping.
     #[error("cache is shutting down")]
     ShuttingDown,
 }
 
-impl From<CacheError> for BlockError {
-    fn from(e: CacheError) -> Self {
-        match e {
+impl CacheError {
+    /// The error as a block device reports it for a volume of `block_size`-byte blocks: a
+    /// corrupt range becomes the volume LBA that holds its first unreadable byte.
+    pub fn into_block(self, block_size: BlockSize) -> BlockError {
+        match self {
             CacheError::Request(b) => b,
-            CacheError::Medium { block, .. } => BlockError::Medium {
-                lba: block,
-                reason: e.to_string(),
+            CacheError::Medium { offset, .. } => BlockError::Medium {
+                lba: offset.0 / block_size.bytes(),
+                reason: self.to_string(),
             },
-            CacheError::Backend(_) => BlockError::Backend(e.to_string()),
+            CacheError::Backend(_) => BlockError::Backend(self.to_string()),
             CacheError::DeviceFailed { .. }
             | CacheError::Corrupt { .. }
-            | CacheError::Io { .. } => BlockError::DeviceFailed(e.to_string()),
+            | CacheError::Io { .. } => BlockError::DeviceFailed(self.to_string()),
             other => BlockError::Unavailable(other.to_string()),
         }
     }

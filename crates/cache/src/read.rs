@@ -51,7 +51,13 @@ impl Partition {
             while i < plan.len() {
                 let b = first + i as u64;
                 match plan[i] {
-                    Loc::Poisoned => return Err(CacheError::Medium { volume, block: b }),
+                    Loc::Poisoned => {
+                        let from = (b * SPB).max(sector);
+                        return Err(CacheError::Medium {
+                            volume,
+                            offset: ByteOffset(from * SECTOR),
+                        });
+                    }
                     Loc::Zero => {
                         let (from, to, at) = span(b);
                         out[at..at + ((to - from) * SECTOR) as usize].fill(0);

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use alcubierre_block::{BlockDevice, BlockError, IoFuture};
-use alcubierre_types::{BlockCount, ByteSize, Lba, VolumeGeometry, VolumeId};
+use alcubierre_block::{BlockDevice, IoFuture};
+use alcubierre_types::{BlockCount, BlockSize, ByteSize, Lba, VolumeGeometry, VolumeId};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use futures::FutureExt;
@@ -331,11 +331,15 @@ fn run_round(
 
 /// The future of a request handed to a service thread: its reply, or "shutting down" if the
 /// thread stopped before answering.
-fn reply<T: Send + 'static>(rx: oneshot::Receiver<Result<T, CacheError>>) -> IoFuture<T> {
+/// A cache error names its volume's block for a `block_size`-byte LBA.
+fn reply<T: Send + 'static>(
+    rx: oneshot::Receiver<Result<T, CacheError>>,
+    block_size: BlockSize,
+) -> IoFuture<T> {
     async move {
         match rx.await {
-            Ok(r) => r.map_err(BlockError::from),
-            Err(_) => Err(CacheError::ShuttingDown.into()),
+            Ok(r) => r.map_err(|e| e.into_block(block_size)),
+            Err(_) => Err(CacheError::ShuttingDown.into_block(block_size)),
         }
     }
     .boxed()
@@ -434,7 +438,7 @@ impl CacheVolume {
     fn submit_tagged(&self, op: Result<Op, CacheError>, tag: Tag) -> IoFuture<()> {
         let op = match op {
             Ok(op) => op,
-            Err(e) => return futures::future::ready(Err(e.into())).boxed(),
+            Err(e) => return self.failed(e),
         };
         let (tx, rx) = oneshot::channel();
         if self
@@ -446,9 +450,18 @@ impl CacheVolume {
             }))
             .is_err()
         {
-            return futures::future::ready(Err(CacheError::ShuttingDown.into())).boxed();
+            return self.failed(CacheError::ShuttingDown);
         }
-        reply(rx)
+        reply(rx, self.block_size())
+    }
+
+    fn block_size(&self) -> BlockSize {
+        self.geometry.block_size()
+    }
+
+    /// A request that failed before it was sent.
+    fn failed<T: Send + 'static>(&self, e: CacheError) -> IoFuture<T> {
+        futures::future::ready(Err(e.into_block(self.block_size()))).boxed()
     }
 }
 
@@ -470,9 +483,9 @@ impl BlockDevice for CacheVolume {
             done: tx,
         };
         if self.reads.send(Some(req)).is_err() {
-            return futures::future::ready(Err(CacheError::ShuttingDown.into())).boxed();
+            return self.failed(CacheError::ShuttingDown);
         }
-        reply(rx)
+        reply(rx, self.block_size())
     }
 
     fn write(&self, lba: Lba, data: Bytes) -> IoFuture<()> {
@@ -494,7 +507,7 @@ impl BlockDevice for CacheVolume {
             .engine
             .partition_of(self.volume)
             .check_failed()
-            .map_err(BlockError::from);
+            .map_err(|e| e.into_block(self.block_size()));
         futures::future::ready(r).boxed()
     }
 }

@@ -213,7 +213,10 @@ fn backend_outage_keeps_writes_flowing_and_fails_uncached_reads_clearly() {
     );
     let err = e.read(v, Lba(64), BlockCount(8)).unwrap_err();
     assert!(matches!(err, CacheError::Backend(_)), "{err}");
-    assert!(matches!(BlockError::from(err), BlockError::Backend(_)));
+    assert!(matches!(
+        err.into_block(BlockSize::B4096),
+        BlockError::Backend(_)
+    ));
     assert!(e.destage_round(1 << 20).is_err());
     b.set_available(true);
     e.destage_all().unwrap();
@@ -503,4 +506,53 @@ fn a_claim_is_given_up_at_once_when_nothing_is_dirty() {
     }
     assert_eq!(backend.claim_log()[1], (vol(1), false));
     svc.shutdown();
+}
+
+/// A journal entry whose data fails its checksum at recovery poisons its blocks; a read of them
+/// is a medium error that names the first unreadable LBA in the volume's own 512-byte blocks,
+/// not the 4 KiB cache block (8x smaller).
+#[test]
+fn a_corrupt_journal_entry_reports_the_volume_lba_it_lost() {
+    let (m, b, e) = setup(4 << 20, small_format(1), 1 << 20);
+    let v = vol(1);
+    // LBA 24..32 is cache block 3; a later write keeps the bad entry off the journal's end
+    // (where it would be a torn batch, not corruption).
+    let marker = Bytes::from(b"lost-data-".repeat(410)[..4096].to_vec());
+    e.write(v, Lba(24), marker.clone()).unwrap();
+    e.write(v, Lba(800), Bytes::from(vec![7; 4096])).unwrap();
+    drop(e);
+    let image = m.image();
+    let at = image
+        .windows(marker.len())
+        .position(|w| w == &marker[..])
+        .expect("the entry's data is on the device");
+    m.write_at(&[image[at] ^ 0xff], at as u64).unwrap();
+    let e = open(m, b, &[(v, geometry(1 << 20))]);
+    assert_eq!(e.recovery_report().poisoned_blocks(), 1);
+
+    // A read from LBA 20 meets the bad block at its first sector, LBA 24.
+    let err = e.read(v, Lba(20), BlockCount(16)).unwrap_err();
+    assert!(matches!(err, CacheError::Medium { .. }), "{err}");
+    match err.into_block(BlockSize::B512) {
+        BlockError::Medium { lba, reason } => {
+            assert_eq!(lba, 24, "{reason}");
+            assert!(reason.contains("byte 12288"), "{reason}");
+        }
+        other => panic!("{other}"),
+    }
+    // A read starting inside the block names its own first LBA.
+    match e
+        .read(v, Lba(27), BlockCount(2))
+        .unwrap_err()
+        .into_block(BlockSize::B512)
+    {
+        BlockError::Medium { lba, .. } => assert_eq!(lba, 27),
+        other => panic!("{other}"),
+    }
+    // The blocks around it read as written.
+    assert_eq!(
+        &e.read(v, Lba(800), BlockCount(8)).unwrap()[..],
+        &[7u8; 4096][..]
+    );
+    assert!(e.read(v, Lba(16), BlockCount(8)).is_ok());
 }

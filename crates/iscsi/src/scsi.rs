@@ -159,7 +159,12 @@ fn from_block(e: &BlockError) -> Outcome {
         BlockError::Misaligned { .. }
         | BlockError::TooLarge { .. }
         | BlockError::InvalidField(_) => Outcome::check(Sense::INVALID_FIELD),
-        BlockError::Medium { .. } => Outcome::check(Sense::UNRECOVERED_READ),
+        // The INFORMATION field names the first unreadable LBA (SBC-4 4.18.1); fixed-format
+        // sense has four bytes for it, so a larger LBA is left out (VALID stays 0).
+        BlockError::Medium { lba, .. } => Outcome::check(Sense {
+            info: u32::try_from(*lba).ok(),
+            ..Sense::UNRECOVERED_READ
+        }),
         BlockError::Backend(_) => Outcome::check(Sense::UNRECOVERED_READ),
         BlockError::Unavailable(_) => Outcome::check(Sense::TRANSITIONING),
         BlockError::DeviceFailed(_) => Outcome::check(Sense::INTERNAL_FAILURE),

@@ -324,7 +324,7 @@ impl QueuePair {
                 &ctrl.hostnqn,
                 std::slice::from_ref(&self.local),
             ),
-            (_, log_id::ERROR) => vec![0; 4096],
+            (_, log_id::ERROR) => identify::error_log(&ctrl.inner.lock().errors),
             (Kind::Io(_), log_id::SMART) => identify::smart_log(ctrl.inner.lock().error_count),
             (Kind::Io(_), log_id::FIRMWARE) => identify::firmware_log(&self.target.config.firmware),
             (Kind::Io(_), log_id::CHANGED_NS) => {

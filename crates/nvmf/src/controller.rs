@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use crate::status::Status;
 use crate::subsystem::{Subsystem, SubsystemEvent};
 use alcubierre_block::HostId;
 
@@ -72,6 +73,43 @@ pub struct Inner {
     pub temp_threshold: u32,
     /// Number of commands completed with an error (error log count).
     pub error_count: u64,
+    /// The newest error log entries, newest first (at most [`ERROR_LOG_ENTRIES`]).
+    pub errors: VecDeque<ErrorEntry>,
+}
+
+/// How many Error Information log entries a controller keeps (Identify ELPE + 1).
+pub const ERROR_LOG_ENTRIES: usize = 64;
+
+/// One Error Information log entry (Base 1.4 figure 194).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorEntry {
+    /// The controller's error count when this error happened (its unique id, from 1).
+    pub count: u64,
+    /// The submission queue of the command.
+    pub sqid: u16,
+    /// The command.
+    pub cid: u16,
+    /// How it completed.
+    pub status: Status,
+    /// The namespace and first failing LBA, for media errors.
+    pub at: Option<(u32, u64)>,
+}
+
+impl Inner {
+    /// Records a command that completed with an error.
+    pub fn log_error(&mut self, sqid: u16, cid: u16, status: Status, at: Option<(u32, u64)>) {
+        self.error_count += 1;
+        if self.errors.len() == ERROR_LOG_ENTRIES {
+            self.errors.pop_back();
+        }
+        self.errors.push_front(ErrorEntry {
+            count: self.error_count,
+            sqid,
+            cid,
+            status,
+            at,
+        });
+    }
 }
 
 /// A controller.
@@ -139,6 +177,7 @@ impl Controller {
                 resv_mask: 0,
                 temp_threshold: 0x0157,
                 error_count: 0,
+                errors: VecDeque::new(),
             }),
             wake,
         }

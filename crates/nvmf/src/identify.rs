@@ -2,7 +2,9 @@
 //! 1.1 section 5.3). Each builder returns the whole structure; the caller clips it to the
 //! host's transfer length and offset.
 
-use crate::controller::{Controller, Kind};
+use std::collections::VecDeque;
+
+use crate::controller::{Controller, ErrorEntry, Kind, ERROR_LOG_ENTRIES};
 use crate::subsystem::{AnaState, Portal, Subsystem, Target};
 
 /// PCI vendor id reported (none assigned: the spec allows 0 for fabrics).
@@ -193,6 +195,26 @@ pub fn smart_log(error_count: u64) -> Vec<u8> {
     b[4] = 10; // threshold
                // Media and data integrity errors (160..176) stay 0; error log entries at 176.
     b[176..184].copy_from_slice(&error_count.to_le_bytes());
+    b
+}
+
+/// Error Information log (figure 194): 64 bytes per entry, newest first; an entry with error
+/// count 0 is empty.
+pub fn error_log(entries: &VecDeque<ErrorEntry>) -> Vec<u8> {
+    let mut b = vec![0u8; 64 * ERROR_LOG_ENTRIES];
+    for (e, d) in entries.iter().zip(b.chunks_exact_mut(64)) {
+        d[0..8].copy_from_slice(&e.count.to_le_bytes());
+        d[8..10].copy_from_slice(&e.sqid.to_le_bytes());
+        d[10..12].copy_from_slice(&e.cid.to_le_bytes());
+        d[12..14].copy_from_slice(&e.status.to_field().to_le_bytes());
+        // Parameter Error Location: none named.
+        d[14..16].copy_from_slice(&0xffffu16.to_le_bytes());
+        if let Some((nsid, lba)) = e.at {
+            d[16..24].copy_from_slice(&lba.to_le_bytes());
+            d[24..28].copy_from_slice(&nsid.to_le_bytes());
+        }
+        d[29] = 3; // transport type: TCP
+    }
     b
 }
 

@@ -357,6 +357,19 @@ impl QueuePair {
     }
 
     fn complete(&mut self, out: &mut Output, cid: u16, r: CmdResult, xfer: u32) {
+        self.complete_at(out, cid, r, xfer, None);
+    }
+
+    /// Completes a command; an error goes into the controller's error log with `at` (the
+    /// namespace and LBA of a media error).
+    fn complete_at(
+        &mut self,
+        out: &mut Output,
+        cid: u16,
+        r: CmdResult,
+        xfer: u32,
+        at: Option<(u32, u64)>,
+    ) {
         let Some(result) = r.transpose() else {
             return;
         };
@@ -377,7 +390,7 @@ impl QueuePair {
             }
             Err((status, dw0)) => {
                 if let Some(c) = &self.ctrl {
-                    c.inner.lock().error_count += 1;
+                    c.inner.lock().log_error(self.qid, cid, status, at);
                 }
                 self.respond(out, cid, status, dw0, 0);
             }
@@ -579,6 +592,7 @@ impl QueuePair {
         if self.phase == Phase::Closed {
             return;
         }
+        let mut at = None;
         let r = match (result, compare) {
             (Ok(d), Some(c)) => {
                 if d == c {
@@ -589,9 +603,14 @@ impl QueuePair {
             }
             (Ok(d), None) if !d.is_empty() => Ok(Some(Resp::data(d))),
             (Ok(_), None) => Ok(Some(Resp::default())),
-            (Err(e), _) => fail(block_status(&e)),
+            (Err(e), _) => {
+                if let BlockError::Medium { lba, .. } = e {
+                    at = Some((crate::identify::NSID, lba));
+                }
+                fail(block_status(&e))
+            }
         };
-        self.complete(out, cid, r, xfer);
+        self.complete_at(out, cid, r, xfer, at);
     }
 
     /// Looks at the controller after a wake-up or at the deadline: keep-alive expiry, failure,

@@ -14,7 +14,7 @@ use alcubierre_nvmf::spec::{admin_op, cns, feat, fes, io_op, log_id};
 use alcubierre_nvmf::{
     AnaState, HostAcl, Listener, Portal, Status, Subsystem, Target, TargetConfig,
 };
-use alcubierre_types::{BlockSize, ByteSize, VolumeGeometry, VolumeId};
+use alcubierre_types::{BlockSize, ByteSize, Lba, VolumeGeometry, VolumeId};
 use bytes::Bytes;
 
 struct Setup {
@@ -195,6 +195,63 @@ async fn io_errors_get_their_nvme_status() {
     );
     // The queue still works.
     ok(q, cmd::read(0, 1), None, 4096).await;
+}
+
+#[tokio::test]
+async fn a_media_error_names_its_lba_in_the_error_log() {
+    // Base 1.4 section 5.14.1.1 (figure 194): the Error Information entry of a failed command
+    // carries its queue, command id, status, namespace and the first failing LBA.
+    let g = VolumeGeometry::new(BlockSize::B512, ByteSize::mib(1)).unwrap();
+    let dev = MemBlockDevice::new(g);
+    dev.lose_data_from(Lba(24));
+    let target = Arc::new(Target::new(TargetConfig::default()));
+    let subsys = Arc::new(Subsystem::new(
+        VolumeId::random(),
+        Arc::new(Reserved::volatile(dev)),
+        HostAcl::Any,
+        1,
+    ));
+    target.add_subsystem(subsys.clone());
+    let listener = Listener::bind(target, "127.0.0.1:0".parse().unwrap(), 1)
+        .await
+        .unwrap();
+    let mut c = HostController::connect(
+        listener.local_addr(),
+        &subsys.nqn,
+        &HostConfig::default(),
+        1,
+    )
+    .await
+    .unwrap();
+    ok(&mut c.io[0], cmd::read(0, 8), None, 4096).await;
+    let read = cmd::read(20, 16);
+    let cid = c.io[0].execute(read, None, 8192).await.unwrap();
+    assert_eq!(cid.cqe.status, Status::UNRECOVERED_READ);
+    let failed_cid = cid.cqe.cid;
+    let log = ok(
+        &mut c.admin,
+        cmd::get_log_page(log_id::ERROR, 0, 4096, 0),
+        None,
+        4096,
+    )
+    .await;
+    let e = &log.data[..64];
+    let u16_at = |i: usize| u16::from_le_bytes([e[i], e[i + 1]]);
+    assert_eq!(
+        u64::from_le_bytes(e[0..8].try_into().unwrap()),
+        1,
+        "error count"
+    );
+    assert_eq!(u16_at(8), 1, "submission queue");
+    assert_eq!(u16_at(10), failed_cid);
+    assert_eq!(Status::from_field(u16_at(12)), Status::UNRECOVERED_READ);
+    assert_eq!(u64::from_le_bytes(e[16..24].try_into().unwrap()), 24, "LBA");
+    assert_eq!(
+        u32::from_le_bytes(e[24..28].try_into().unwrap()),
+        1,
+        "namespace"
+    );
+    assert!(log.data[64..].iter().all(|&b| b == 0), "one entry");
 }
 
 #[tokio::test]

@@ -588,7 +588,7 @@ impl PrimaryVolume {
 
     /// The local journal failed (fail-stop) or stopped: nothing more is acknowledged here.
     fn journal_failed(&self, inner: &mut Inner, e: alcubierre_cache::CacheError) {
-        self.stop_serving(inner, BlockError::from(e));
+        self.stop_serving(inner, e.into_block(self.geometry().block_size()));
     }
 
     /// Nothing more is acknowledged here; waiting writes fail with `e`.
