@@ -24,6 +24,7 @@
 //!
 //! [iscsi]                                    # optional: serve iSCSI too
 //! listen = ["0.0.0.0:3260"]
+//! advertise = "192.0.2.10:3260"              # same form: IP or IP:port, one or a list
 //!
 //! [[volume]]
 //! name = "vol1"
@@ -210,9 +211,9 @@ pub struct NvmfSection {
     /// Extra discovery listeners (port 8009 by convention); not listed as I/O portals.
     #[serde(default)]
     pub discovery_listen: Vec<SocketAddr>,
-    /// Addresses hosts reach this node by (default: the listen addresses that are not
-    /// wildcards).
-    #[serde(default)]
+    /// Addresses hosts reach this node by, each `IP` (on every listen port) or `IP:port`
+    /// (default: the listen addresses that are not wildcards).
+    #[serde(default, deserialize_with = "one_or_many")]
     pub advertise: Vec<String>,
     /// In-capsule data size for I/O queues, bytes.
     #[serde(default = "default_icd")]
@@ -228,10 +229,59 @@ pub struct NvmfSection {
 pub struct IscsiSection {
     /// Listen addresses (port 3260 by convention).
     pub listen: Vec<SocketAddr>,
-    /// The portal (`host:port`) hosts reach this node's iSCSI target on; SendTargets on every
-    /// node serving a volume here lists it (default: the bound listen addresses).
-    #[serde(default)]
-    pub advertise: Option<String>,
+    /// The portals hosts reach this node's iSCSI target on, in `nvmf.advertise`'s form: `IP`
+    /// (on every listen port) or `IP:port`, one or a list. SendTargets on every node serving a
+    /// volume here lists them (default: the bound listen addresses).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub advertise: Vec<String>,
+}
+
+/// One address or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(s)) => Ok(vec![s]),
+        Ok(OneOrMany::Many(v)) => Ok(v),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected an address (\"IP\" or \"IP:port\") or a list of them",
+        )),
+    }
+}
+
+/// The portals an `advertise` list names: each entry `IP` (with every port of `listen`) or
+/// `IP:port` (IPv6 as `[addr]:port`). An error names `field` and the entry.
+pub fn advertised(
+    field: &str,
+    list: &[String],
+    listen: &[SocketAddr],
+) -> anyhow::Result<Vec<SocketAddr>> {
+    let mut ports: Vec<u16> = listen.iter().map(SocketAddr::port).collect();
+    ports.dedup();
+    let mut out = Vec::new();
+    for (i, a) in list.iter().enumerate() {
+        if let Ok(s) = a.parse::<SocketAddr>() {
+            if s.port() == 0 {
+                bail!("{field}[{i}]: {a:?}: port 0 cannot be reached");
+            }
+            out.push(s);
+        } else if let Ok(ip) = a.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+            out.extend(ports.iter().map(|p| SocketAddr::new(ip, *p)));
+        } else {
+            bail!(
+                "{field}[{i}]: {a:?} is not an IP address or IP:port (hosts are told to connect \
+                 to it, so it must be an address they reach this node by)"
+            );
+        }
+        if out.last().is_some_and(|s| s.ip().is_unspecified()) {
+            bail!("{field}[{i}]: {a:?} is a wildcard; hosts need this node's own address");
+        }
+    }
+    Ok(out)
 }
 
 fn default_icd() -> u32 {
@@ -371,6 +421,10 @@ impl NodeConfig {
                 "node.ana_group: at most 65535 on a node serving iSCSI (it is the node's target \
                  port group)"
             );
+        }
+        advertised("nvmf.advertise", &self.nvmf.advertise, &self.nvmf.listen)?;
+        if let Some(i) = &self.iscsi {
+            advertised("iscsi.advertise", &i.advertise, &i.listen)?;
         }
         if self.nvmf.busy_poll_us > 10_000 {
             bail!("nvmf.busy_poll_us: at most 10000 microseconds");
@@ -514,10 +568,62 @@ hosts = ["*"]
                 GOOD.replace("hosts = [\"*\"]", "hosts = [\"*\"]\nblock_size = 1000"),
                 "block_size",
             ),
+            (
+                // The mistake a user made: the port given twice.
+                GOOD.replace("[nvmf]", "[nvmf]\nadvertise = [\"10.0.2.2:20361:20361\"]"),
+                "nvmf.advertise[0]: \"10.0.2.2:20361:20361\" is not an IP address or IP:port",
+            ),
+            (
+                GOOD.replace(
+                    "[nvmf]",
+                    "[iscsi]\nlisten = []\nadvertise = \"node-1\"\n[nvmf]",
+                ),
+                "iscsi.advertise[0]: \"node-1\" is not an IP address",
+            ),
+            (
+                GOOD.replace("[nvmf]", "[nvmf]\nadvertise = \"0.0.0.0\""),
+                "nvmf.advertise[0]: \"0.0.0.0\" is a wildcard",
+            ),
+            (
+                GOOD.replace("[nvmf]", "[nvmf]\nadvertise = 7"),
+                "expected an address (\"IP\" or \"IP:port\") or a list of them",
+            ),
         ];
         for (text, want) in cases {
             let e = format!("{:#}", NodeConfig::parse(&text).unwrap_err());
             assert!(e.contains(want), "{want:?} not in {e:?}");
         }
+    }
+
+    #[test]
+    fn advertise_takes_the_same_form_for_both_protocols() {
+        let listen: Vec<SocketAddr> = vec!["0.0.0.0:4420".parse().unwrap()];
+        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let got = advertised(
+            "f",
+            &list(&["10.0.2.2", "10.0.2.3:20361", "[fd00::1]:4421"]),
+            &listen,
+        )
+        .unwrap();
+        let want: Vec<SocketAddr> = ["10.0.2.2:4420", "10.0.2.3:20361", "[fd00::1]:4421"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(got, want);
+        let text = GOOD.replace(
+            "[nvmf]",
+            "[iscsi]\nlisten = [\"0.0.0.0:3260\"]\nadvertise = [\"10.0.2.2\", \"10.0.2.3:3261\"]\n[nvmf]\nadvertise = \"10.0.2.2:20361\"",
+        );
+        let c = NodeConfig::parse(&text).unwrap();
+        assert_eq!(c.nvmf.advertise, ["10.0.2.2:20361"]);
+        let iscsi = c.iscsi.unwrap();
+        let got = advertised("iscsi.advertise", &iscsi.advertise, &iscsi.listen).unwrap();
+        assert_eq!(
+            got,
+            [
+                "10.0.2.2:3260".parse::<SocketAddr>().unwrap(),
+                "10.0.2.3:3261".parse().unwrap()
+            ]
+        );
     }
 }

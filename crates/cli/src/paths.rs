@@ -47,6 +47,36 @@ pub struct Path {
     lun: Option<Arc<alcubierre_iscsi::scsi::Lun>>,
 }
 
+/// The NVMe/TCP portals of `nodes` (the primary's first), as every node's discovery log lists
+/// them for the volume so that a host's `nvme connect-all` sets up a path through each. Port ids
+/// are the node's ANA group times 16 plus the portal's place (one port id per node portal, the
+/// same in every subsystem's entries).
+fn nvme_portals(nodes: &[&Node]) -> Vec<alcubierre_nvmf::Portal> {
+    let mut out = Vec::new();
+    for n in nodes {
+        let group = n.nvme.map_or(0, |i| i.ana_group);
+        for (i, a) in n.portals.iter().enumerate() {
+            let addr = match a.parse::<SocketAddr>() {
+                Ok(addr) if !addr.ip().is_unspecified() => addr,
+                // A wildcard listener with nothing advertised: the node lists the address each
+                // host reached it by itself.
+                Ok(_) => continue,
+                Err(_) => {
+                    tracing::warn!(node = %n.name, portal = %a,
+                        "node record: portal is not IP:port; not listed");
+                    continue;
+                }
+            };
+            out.push(alcubierre_nvmf::Portal {
+                addr: addr.ip().to_string(),
+                port: addr.port(),
+                port_id: (group as u16).wrapping_mul(16).wrapping_add(i as u16 + 1),
+            });
+        }
+    }
+    out
+}
+
 /// Exports (or re-exports with new access rules) volume `id`'s LU on the node's iSCSI target.
 fn export_iscsi(
     t: &alcubierre_iscsi::Target,
@@ -208,6 +238,10 @@ impl Path {
     /// Replaces the host access list (existing connections stay).
     pub fn set_acl(&mut self, p: &NodeParts, acl: HostAcl, iscsi_hosts: IscsiHosts) {
         self.subsystem.set_acl(acl.clone());
+        if self.acl != acl {
+            // Which hosts the discovery log lists this subsystem to.
+            p.target.discovery_changed();
+        }
         self.acl = acl;
         self.iscsi_hosts = iscsi_hosts;
         self.reexport_iscsi(p);
@@ -219,9 +253,15 @@ impl Path {
     /// active/non-optimized for the others (their paths forward to it).
     pub fn set_replica_nodes(&mut self, p: &NodeParts, v: &Volume, nodes: &BTreeMap<String, Node>) {
         use alcubierre_iscsi::scsi::alua;
-        let portals: Vec<String> = std::iter::once(&v.primary)
+        let replica_nodes: Vec<&Node> = std::iter::once(&v.primary)
             .chain(v.replicas.iter().filter(|r| **r != v.primary))
             .filter_map(|r| nodes.get(r))
+            .collect();
+        if self.subsystem.set_portals(nvme_portals(&replica_nodes)) {
+            p.target.discovery_changed();
+        }
+        let portals: Vec<String> = replica_nodes
+            .iter()
             .flat_map(|n| n.iscsi_portals.iter().cloned())
             .collect();
         if self.iscsi_portals != portals {

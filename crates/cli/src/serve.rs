@@ -51,53 +51,49 @@ pub struct ExportedVolume {
 }
 
 fn portals(cfg: &NodeConfig) -> Vec<Portal> {
-    let mut ports: Vec<u16> = cfg.nvmf.listen.iter().map(SocketAddr::port).collect();
-    ports.dedup();
-    let mut out = Vec::new();
-    if cfg.nvmf.advertise.is_empty() {
-        for a in &cfg.nvmf.listen {
-            if a.ip().is_unspecified() {
-                tracing::warn!(
-                    "nvmf.listen {a} is a wildcard and nvmf.advertise is empty: discovery will \
-                     advertise the address each host connected to"
-                );
-                return Vec::new();
-            }
-            out.push(Portal {
-                addr: a.ip().to_string(),
-                port: a.port(),
-                port_id: out.len() as u16 + 1,
-            });
+    // Validated when the file was read.
+    let advertised =
+        crate::config::advertised("nvmf.advertise", &cfg.nvmf.advertise, &cfg.nvmf.listen)
+            .unwrap_or_default();
+    let addrs: Vec<SocketAddr> = if advertised.is_empty() {
+        if let Some(a) = cfg.nvmf.listen.iter().find(|a| a.ip().is_unspecified()) {
+            tracing::warn!(
+                "nvmf.listen {a} is a wildcard and nvmf.advertise is empty: discovery will \
+                 advertise the address each host connected to"
+            );
+            return Vec::new();
         }
+        cfg.nvmf.listen.clone()
     } else {
-        for addr in &cfg.nvmf.advertise {
-            for p in &ports {
-                out.push(Portal {
-                    addr: addr.clone(),
-                    port: *p,
-                    port_id: out.len() as u16 + 1,
-                });
-            }
-        }
-    }
-    out
+        advertised
+    };
+    addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| Portal {
+            addr: a.ip().to_string(),
+            port: a.port(),
+            port_id: i as u16 + 1,
+        })
+        .collect()
 }
 
 /// The iSCSI portals hosts reach this node on, with its portal group tag (`ip:port,tpgt`): the
-/// advertised address, else the bound listeners that are not wildcards.
+/// advertised addresses, else the bound listeners that are not wildcards.
 fn iscsi_portals(cfg: &NodeConfig, bound: &[SocketAddr]) -> Vec<String> {
     let Some(sec) = &cfg.iscsi else {
         return Vec::new();
     };
     let tpgt = cfg.node.ana_group;
-    match &sec.advertise {
-        Some(a) => vec![format!("{a},{tpgt}")],
-        None => bound
-            .iter()
-            .filter(|a| !a.ip().is_unspecified())
-            .map(|a| format!("{a},{tpgt}"))
-            .collect(),
-    }
+    // Validated when the file was read.
+    let advertised =
+        crate::config::advertised("iscsi.advertise", &sec.advertise, bound).unwrap_or_default();
+    let addrs: Vec<&SocketAddr> = if advertised.is_empty() {
+        bound.iter().filter(|a| !a.ip().is_unspecified()).collect()
+    } else {
+        advertised.iter().collect()
+    };
+    addrs.iter().map(|a| format!("{a},{tpgt}")).collect()
 }
 
 /// Opens the cache device, creating and formatting a file when asked to.
@@ -321,8 +317,10 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
             iscsi_bound.push(bound);
             iscsi_tasks.push(task);
         }
-        if let Some(a) = &sec.advertise {
-            t.set_local_portal(a.clone());
+        if let Some(a) = iscsi_portals(cfg, &iscsi_bound).first() {
+            // Without the tag: the target adds its own.
+            let portal = a.rsplit_once(',').map_or(a.as_str(), |(p, _)| p);
+            t.set_local_portal(portal.to_string());
         }
     }
     let cluster = match &cfg.cluster {

@@ -12,62 +12,26 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use alcubierre_store::testing::EtcdServer;
-use common::cluster::{fast_failover_and_activate, json_call, node_config, node_index};
+use common::cluster::{json_call, node_index};
+use common::vm::{guest, three_nodes, wait_file};
 
 /// The nodes' iSCSI ports on the host's loopback (the guest reaches them on 10.0.2.2).
 const PORT_BASE: u16 = 3280;
 
-fn wait_file(p: &Path, secs: u64, vm: &std::thread::JoinHandle<(i32, String)>) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(secs) {
-        if p.exists() {
-            return true;
-        }
-        if vm.is_finished() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dm_multipath_survives_a_node_killed_during_io() {
-    let etcd = EtcdServer::start().unwrap();
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let mut procs = Vec::new();
-    let mut apis = Vec::new();
-    for i in 1..=3usize {
-        let port = PORT_BASE + i as u16;
-        let cluster = format!(
-            "etcd = [\"{}\"]\nheartbeat_interval_ms = 300\nheartbeat_timeout_ms = 3000\n\
-             api_listen = \"127.0.0.1:0\"\napi_token = \"t0ken-for-tests\"",
-            etcd.endpoint
-        );
-        let tail =
-            format!("[iscsi]\nlisten = [\"127.0.0.1:{port}\"]\nadvertise = \"10.0.2.2:{port}\"");
-        let cfg = node_config(dir.path(), i, "127.0.0.1:0", &cluster, &tail);
-        let (p, ready) =
-            common::spawn_ready(&["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()]);
-        assert!(
-            ready["listening"].is_array(),
-            "node-{i} did not start: {ready}"
-        );
-        apis.push(
-            ready["api"]
-                .as_str()
-                .unwrap()
-                .trim_start_matches("http://")
-                .to_string(),
-        );
-        procs.push(Some(p));
-    }
-    let _store = fast_failover_and_activate(&apis[0], &etcd, 3).await;
+    let mut c = three_nodes(
+        |_| 0,
+        |_| String::new(),
+        |i| {
+            let port = PORT_BASE + i as u16;
+            format!("[iscsi]\nlisten = [\"127.0.0.1:{port}\"]\nadvertise = \"10.0.2.2:{port}\"")
+        },
+    )
+    .await;
+    let apis = c.apis.clone();
     let v = json_call(
         &apis[0],
         "POST",
@@ -84,8 +48,7 @@ async fn dm_multipath_survives_a_node_killed_during_io() {
     // volume within a heartbeat or two).
     tokio::time::sleep(Duration::from_secs(3)).await;
 
-    let share = dir.path().join("share");
-    std::fs::create_dir_all(&share).unwrap();
+    let share = c.share.clone();
     let portals: Vec<String> = [p]
         .into_iter()
         .chain((1..=3).filter(|&i| i != p))
@@ -100,36 +63,12 @@ async fn dm_multipath_survives_a_node_killed_during_io() {
         ),
     )
     .unwrap();
-    let here = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testing/vm");
-    std::fs::copy(
-        format!("{here}/iscsi-multipath-guest.sh"),
-        share.join("guest.sh"),
-    )
-    .unwrap();
-    let vm = {
-        let share = share.clone();
-        std::thread::spawn(move || {
-            let out = Command::new(format!("{here}/run.sh"))
-                .arg(&share)
-                .arg("guest.sh")
-                .arg("600")
-                .output()
-                .expect("running testing/vm/run.sh");
-            (
-                out.status.code().unwrap_or(-1),
-                format!(
-                    "{}\n{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                ),
-            )
-        })
-    };
+    let vm = guest(&share, "iscsi-multipath-guest.sh", 600);
     let started = wait_file(&share.join("io-started"), 300, &vm);
     if started {
         // Into the writes, then one path goes: its node dies.
         std::thread::sleep(Duration::from_secs(3));
-        drop(procs[victim - 1].take());
+        drop(c.procs[victim - 1].take());
         std::fs::write(share.join("path-dropped"), format!("node-{victim}\n")).unwrap();
         eprintln!("killed node-{victim}, the primary, during the writes");
     }
@@ -150,5 +89,4 @@ async fn dm_multipath_survives_a_node_killed_during_io() {
     )
     .await;
     assert_ne!(after["primary"], primary, "{after}");
-    drop(procs);
 }

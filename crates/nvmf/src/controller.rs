@@ -142,6 +142,19 @@ pub const AEN_ANA_CHANGED: u32 = AE_TYPE_NOTICE | (0x03 << 8) | (0x0c << 16);
 pub const AEC_NS_ATTR: u32 = 1 << 8;
 /// AEC bit enabling ANA Change Notices.
 pub const AEC_ANA: u32 = 1 << 11;
+/// Notice: Discovery Log Page Change; log page 70h (Base 1.4 figure 148).
+pub const AEN_DISCOVERY_CHANGED: u32 = AE_TYPE_NOTICE | (0xf0 << 8) | (0x70 << 16);
+/// AEC bit enabling Discovery Log Page Change Notices (discovery controllers).
+pub const AEC_DISCOVERY: u32 = 1 << 31;
+
+/// The AEC bit that enables (and masks) the notice `dw0`.
+fn aec_bit(dw0: u32) -> u32 {
+    match dw0 {
+        AEN_ANA_CHANGED => AEC_ANA,
+        AEN_DISCOVERY_CHANGED => AEC_DISCOVERY,
+        _ => AEC_NS_ATTR,
+    }
+}
 
 impl Controller {
     /// A new, disabled controller.
@@ -228,10 +241,12 @@ impl Controller {
 
     /// Queues an asynchronous event if the host enabled it and it is not already reported.
     pub fn post_event(&self, ev: SubsystemEvent) {
-        let (bit, dw0) = match ev {
-            SubsystemEvent::NamespaceChanged => (AEC_NS_ATTR, AEN_NS_CHANGED),
-            SubsystemEvent::AnaChanged => (AEC_ANA, AEN_ANA_CHANGED),
+        let dw0 = match ev {
+            SubsystemEvent::NamespaceChanged => AEN_NS_CHANGED,
+            SubsystemEvent::AnaChanged => AEN_ANA_CHANGED,
+            SubsystemEvent::DiscoveryChanged => AEN_DISCOVERY_CHANGED,
         };
+        let bit = aec_bit(dw0);
         {
             let mut i = self.inner.lock();
             if ev == SubsystemEvent::NamespaceChanged {
@@ -254,6 +269,7 @@ impl Controller {
                 i.ns_changed = false;
             }
             crate::spec::log_id::ANA => i.masked &= !AEC_ANA,
+            crate::spec::log_id::DISCOVERY => i.masked &= !AEC_DISCOVERY,
             _ => {}
         }
     }
@@ -265,11 +281,7 @@ impl Controller {
         while !i.aer_cids.is_empty() && !i.events.is_empty() {
             let cid = i.aer_cids.pop_front().expect("non-empty");
             let ev = i.events.pop_front().expect("non-empty");
-            i.masked |= if ev == AEN_ANA_CHANGED {
-                AEC_ANA
-            } else {
-                AEC_NS_ATTR
-            };
+            i.masked |= aec_bit(ev);
             done.push((cid, ev));
         }
         done

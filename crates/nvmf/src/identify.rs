@@ -64,8 +64,9 @@ pub fn controller(target: &Target, ctrl: &Controller) -> Vec<u8> {
     b[77] = cfg.mdts;
     le16(&mut b, 78, ctrl.cntlid);
     le32(&mut b, 80, VERSION);
-    // OAES: Namespace Attribute Notices (bit 8) and ANA Change Notices (bit 11).
-    le32(&mut b, 92, if io { (1 << 8) | (1 << 11) } else { 0 });
+    // OAES: Namespace Attribute Notices (bit 8) and ANA Change Notices (bit 11); a discovery
+    // controller: Discovery Log Page Change Notices (bit 31).
+    le32(&mut b, 92, if io { (1 << 8) | (1 << 11) } else { 1 << 31 });
     // CTRATT: Traffic Based Keep Alive (bit 6): any command restarts the keep-alive timer.
     le32(&mut b, 96, 1 << 6);
     b[111] = if io { 1 } else { 2 }; // CNTRLTYPE: I/O or discovery controller
@@ -287,10 +288,14 @@ pub fn discovery_log(target: &Target, hostnqn: &str, fallback: &[Portal]) -> Vec
         if !s.allows(hostnqn) {
             continue;
         }
-        let p = s.portals();
-        let portals = if p.is_empty() { &node_portals } else { &p };
+        let mut portals = s.portals();
+        // A node without configured portals (a wildcard listener, nothing advertised) is not in
+        // the subsystem's list: it adds the address the host reached it by.
+        if portals.is_empty() || target.config.portals.is_empty() {
+            portals.extend(node_portals.iter().cloned());
+        }
         for p in portals {
-            entries.push((s.nqn.clone(), p.clone()));
+            entries.push((s.nqn.clone(), p));
         }
     }
     let mut b = vec![0u8; 1024 * (1 + entries.len())];
@@ -301,7 +306,10 @@ pub fn discovery_log(target: &Target, hostnqn: &str, fallback: &[Portal]) -> Vec
         e[0] = 3; // TRTYPE TCP
         e[1] = if p.addr.contains(':') { 2 } else { 1 }; // ADRFAM IPv6 / IPv4
         e[2] = 2; // SUBTYPE NVMe subsystem
-        e[3] = 0b10; // TREQ: secure channel not required
+                  // TREQ: secure channel requirement not specified, as Linux's nvmet reports a port
+                  // without TLS. "Not required" (10b) makes libnvme 1.3 (Debian 12's nvme-cli) ask the
+                  // kernel for TLS on `connect-all`, which fails every connect.
+        e[3] = 0;
         le16(e, 4, p.port_id);
         le16(e, 6, 0xffff); // dynamic controller model
         le16(e, 8, 32); // ASQSZ

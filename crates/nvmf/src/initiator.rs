@@ -596,6 +596,15 @@ impl HostController {
         })
     }
 
+    /// Connects to the discovery controller at `addr` and keeps the connection (a persistent
+    /// discovery controller, for its log change events): its admin queue.
+    pub async fn connect_discovery(
+        addr: SocketAddr,
+        cfg: &HostConfig,
+    ) -> Result<HostQueue, InitiatorError> {
+        Ok(Self::admin_connect(addr, DISCOVERY_NQN, cfg).await?.0)
+    }
+
     /// Reads the discovery log at `addr`.
     pub async fn discover(
         addr: SocketAddr,
@@ -606,7 +615,7 @@ impl HostController {
             ..cfg.clone()
         };
         c.disable_sqflow = false;
-        let (mut q, _) = Self::admin_connect(addr, DISCOVERY_NQN, &c).await?;
+        let mut q = Self::connect_discovery(addr, &c).await?;
         let hdr = q
             .execute(cmd::get_log_page(log_id::DISCOVERY, 0, 1024, 0), None, 1024)
             .await?

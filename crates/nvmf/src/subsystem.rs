@@ -76,6 +76,8 @@ pub enum SubsystemEvent {
     NamespaceChanged,
     /// The ANA state changed: ANA Change notice.
     AnaChanged,
+    /// What a host's discovery log lists changed (discovery controllers only).
+    DiscoveryChanged,
 }
 
 /// One exported volume.
@@ -151,9 +153,15 @@ impl Subsystem {
         self.portals.read().clone()
     }
 
-    /// Sets the portals of every node that exports the subsystem.
-    pub fn set_portals(&self, p: Vec<Portal>) {
-        *self.portals.write() = p;
+    /// Sets the portals of every node that exports the subsystem; whether they changed (then
+    /// call [`Target::discovery_changed`]).
+    pub fn set_portals(&self, p: Vec<Portal>) -> bool {
+        let mut cur = self.portals.write();
+        if *cur == p {
+            return false;
+        }
+        *cur = p;
+        true
     }
 
     /// Tells every live controller of an event (e.g. after a resize).
@@ -247,13 +255,25 @@ impl Target {
     /// Adds (or replaces) a subsystem.
     pub fn add_subsystem(&self, s: Arc<Subsystem>) {
         self.subsystems.write().insert(s.nqn.clone(), s);
+        self.discovery_changed();
+    }
+
+    /// The discovery log changed (a subsystem came or went, or its portals or hosts changed):
+    /// a new generation, and a Discovery Log Page Change notice to every discovery controller
+    /// that asked for them, so hosts with a persistent discovery connection connect the new
+    /// paths.
+    pub fn discovery_changed(&self) {
         self.discovery_gen.fetch_add(1, Ordering::Relaxed);
+        let ctrls: Vec<_> = self.controllers.lock().values().cloned().collect();
+        for c in ctrls.iter().filter(|c| c.subsystem().is_none()) {
+            c.post_event(SubsystemEvent::DiscoveryChanged);
+        }
     }
 
     /// Removes a subsystem; its controllers fail.
     pub fn remove_subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
         let s = self.subsystems.write().remove(nqn);
-        self.discovery_gen.fetch_add(1, Ordering::Relaxed);
+        self.discovery_changed();
         let ctrls: Vec<_> = self.controllers.lock().values().cloned().collect();
         for c in ctrls {
             if c.subsystem().is_some_and(|cs| cs.nqn == nqn) {

@@ -107,6 +107,94 @@ async fn discovery_lists_the_subsystem_on_the_advertised_portal() {
 }
 
 #[tokio::test]
+async fn discovery_log_changes_are_announced_to_persistent_discovery_controllers() {
+    // Base 1.4 section 5.2 (figure 148): a Discovery Log Page Change notice (log page 70h) when
+    // the log changes, once until the host reads the log; Identify OAES bit 31 says so.
+    let s = setup(HostAcl::Any).await;
+    let cfg = HostConfig::default();
+    let mut d = HostController::connect_discovery(s.listener.local_addr(), &cfg)
+        .await
+        .unwrap();
+    let id = ok(&mut d, cmd::identify(cns::CONTROLLER, 0), None, 4096).await;
+    assert_ne!(
+        u32::from_le_bytes(id.data[92..96].try_into().unwrap()) & (1 << 31),
+        0
+    );
+    ok(
+        &mut d,
+        cmd::set_features(feat::ASYNC_EVENT, 1 << 31),
+        None,
+        0,
+    )
+    .await;
+    let gen = |page: &Bytes| u64::from_le_bytes(page[0..8].try_into().unwrap());
+    let before = ok(
+        &mut d,
+        cmd::get_log_page(log_id::DISCOVERY, 0, 1024, 0),
+        None,
+        1024,
+    )
+    .await;
+    let aer_cid = d.submit(cmd::new(admin_op::ASYNC_EVENT, 0), None, 0);
+
+    // Another node joins the volume's replica set: its portal is listed too.
+    let other = Portal {
+        addr: "192.0.2.11".into(),
+        port: 4420,
+        port_id: 33,
+    };
+    let mine = s.target.config.portals[0].clone();
+    assert!(s.subsys.set_portals(vec![mine.clone(), other.clone()]));
+    s.target.discovery_changed();
+    let (cid, comp) = tokio::time::timeout(Duration::from_secs(5), d.next())
+        .await
+        .expect("a notice within 5 s")
+        .unwrap();
+    assert_eq!(cid, aer_cid);
+    assert_eq!(
+        comp.cqe.dw0, 0x0070_f002,
+        "notice, discovery log change, log page 70h"
+    );
+
+    // Until the log is read the notice is masked: a second change raises none.
+    let aer_cid = d.submit(cmd::new(admin_op::ASYNC_EVENT, 0), None, 0);
+    assert!(
+        !s.subsys.set_portals(vec![mine.clone(), other.clone()]),
+        "no change"
+    );
+    s.target.discovery_changed();
+    assert!(tokio::time::timeout(Duration::from_millis(300), d.next())
+        .await
+        .is_err());
+    let len = 1024 * 3;
+    let page = ok(
+        &mut d,
+        cmd::get_log_page(log_id::DISCOVERY, 0, len, 0),
+        None,
+        len,
+    )
+    .await;
+    assert!(gen(&page.data) > gen(&before.data), "a new generation");
+    assert_eq!(u64::from_le_bytes(page.data[8..16].try_into().unwrap()), 2);
+    let traddr = |i: usize| {
+        let e = &page.data[1024 * (i + 1)..1024 * (i + 2)];
+        (
+            String::from_utf8_lossy(&e[512..768]).trim_end().to_string(),
+            u16::from_le_bytes([e[4], e[5]]),
+        )
+    };
+    assert_eq!(traddr(0), ("192.0.2.10".into(), mine.port_id));
+    assert_eq!(traddr(1), ("192.0.2.11".into(), 33));
+    // Read: the next change is announced again.
+    s.target.discovery_changed();
+    let (cid, comp) = tokio::time::timeout(Duration::from_secs(5), d.next())
+        .await
+        .expect("a notice within 5 s")
+        .unwrap();
+    assert_eq!((cid, comp.cqe.dw0), (aer_cid, 0x0070_f002));
+}
+
+#[tokio::test]
 async fn write_read_round_trip_in_capsule_and_r2t_with_digests() {
     // TCP 1.0 section 3.3: in-capsule data (4 KiB), R2T/H2CData (256 KiB over MAXH2CDATA-sized
     // PDUs), C2HData; sections 3.6.2.x digests.

@@ -13,6 +13,18 @@ pub fn node_config(
     cluster: &str,
     tail: &str,
 ) -> std::path::PathBuf {
+    node_config_nvmf(dir, i, listen, "", cluster, tail)
+}
+
+/// [`node_config`] with `nvmf` (more keys of the [nvmf] section, such as `advertise`).
+pub fn node_config_nvmf(
+    dir: &std::path::Path,
+    i: usize,
+    listen: &str,
+    nvmf: &str,
+    cluster: &str,
+    tail: &str,
+) -> std::path::PathBuf {
     let d = dir.join(format!("node-{i}"));
     std::fs::create_dir_all(&d).unwrap();
     let cfg = d.join("node.toml");
@@ -34,6 +46,7 @@ kind = "file"
 dir = "{backend}"
 [nvmf]
 listen = ["{listen}"]
+{nvmf}
 [cluster]
 {cluster}
 {tail}

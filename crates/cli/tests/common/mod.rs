@@ -5,6 +5,7 @@
 pub mod certs;
 pub mod cluster;
 pub mod netns;
+pub mod vm;
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
