@@ -230,6 +230,19 @@ impl HostQueue {
         self.in_capsule = bytes;
     }
 
+    /// Abandons command `cid` here without telling the controller, and gives its id to the next
+    /// command, as SPDK's host does with its Asynchronous Event Requests before it shuts a
+    /// controller down.
+    pub fn forget(&mut self, cid: u16) {
+        self.pending.remove(&cid);
+        self.next_cid = cid;
+    }
+
+    /// Sends the queued commands.
+    pub async fn flush(&mut self) -> Result<(), InitiatorError> {
+        self.send().await
+    }
+
     /// Commands in flight.
     pub fn outstanding(&self) -> usize {
         self.pending.len()

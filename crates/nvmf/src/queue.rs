@@ -424,7 +424,7 @@ impl QueuePair {
         if self.sqsize > 0 {
             self.sqhd = (self.sqhd + 1) % (self.sqsize + 1);
         }
-        if self.inflight.contains_key(&cid) {
+        if self.inflight.contains_key(&cid) && !self.retire_aer(cid) {
             return self.respond(out, cid, Status::CID_CONFLICT, 0, 0);
         }
         if !ddgst_ok {
@@ -649,6 +649,29 @@ impl QueuePair {
             self.inflight.remove(&cid);
             self.respond(out, cid, Status::SUCCESS, dw0, 0);
         }
+    }
+
+    /// A new command reuses the id of an Asynchronous Event Request this controller still
+    /// holds: the host has given that request up (SPDK's host completes its AERs itself before
+    /// it shuts a controller down, then reuses their ids for the shutdown's Property Get and
+    /// Set). As Linux's nvmet and SPDK's target, which keep no command ids, run such a
+    /// command, so does this target; unlike them it also drops the given-up AER, so no event
+    /// is ever completed under an id the host has reused. False when `cid` is not a held AER
+    /// (a real Command ID Conflict).
+    fn retire_aer(&mut self, cid: u16) -> bool {
+        if self.qid != 0 || !matches!(self.inflight.get(&cid), Some(Inflight::Held)) {
+            return false;
+        }
+        let Some(c) = self.ctrl.clone() else {
+            return false;
+        };
+        let mut i = c.inner.lock();
+        let Some(at) = i.aer_cids.iter().position(|&a| a == cid) else {
+            return false;
+        };
+        i.aer_cids.remove(at);
+        self.inflight.remove(&cid);
+        true
     }
 
     pub(crate) fn aer(&mut self, cid: u16) -> CmdResult {

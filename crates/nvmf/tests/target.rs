@@ -10,7 +10,7 @@ use alcubierre_nvmf::initiator::{
     cmd, Completion, HostConfig, HostController, HostQueue, InitiatorError,
 };
 use alcubierre_nvmf::pdu::{Digests, Pdu};
-use alcubierre_nvmf::spec::{admin_op, cns, feat, fes, io_op, log_id};
+use alcubierre_nvmf::spec::{admin_op, cns, feat, fes, io_op, log_id, prop};
 use alcubierre_nvmf::{
     AnaState, HostAcl, Listener, Portal, Status, Subsystem, Target, TargetConfig,
 };
@@ -192,6 +192,55 @@ async fn discovery_log_changes_are_announced_to_persistent_discovery_controllers
         .expect("a notice within 5 s")
         .unwrap();
     assert_eq!((cid, comp.cqe.dw0), (aer_cid, 0x0070_f002));
+}
+
+#[tokio::test]
+async fn a_host_reusing_a_given_up_aer_id_for_its_shutdown_is_answered() {
+    // SPDK's host completes its four Asynchronous Event Requests itself before it shuts the
+    // controller down, then sends Property Get CC and Property Set CC.SHN under two of their
+    // ids. Linux's nvmet and SPDK's target run them (neither keeps command ids); so must we,
+    // or the host cannot shut down ("Failed to read the CC register").
+    let s = setup(HostAcl::Any).await;
+    let mut c = s.connect().await;
+    let a = &mut c.admin;
+    ok(a, cmd::set_features(feat::ASYNC_EVENT, 1 << 11), None, 0).await;
+    let aers: Vec<u16> = (0..4)
+        .map(|_| a.submit(cmd::new(admin_op::ASYNC_EVENT, 0), None, 0))
+        .collect();
+    a.flush().await.unwrap();
+    // A fifth is over the limit: the four are held.
+    assert_eq!(
+        err(a, cmd::new(admin_op::ASYNC_EVENT, 0), None, 0).await,
+        Status::AER_LIMIT
+    );
+    a.forget(aers[1]);
+    let cc = ok(a, cmd::property_get(prop::CC, false), None, 0).await;
+    assert_eq!(cc.cqe.cid, aers[1]);
+    assert_eq!(cc.cqe.dw0 & 1, 1, "CC.EN");
+    a.forget(aers[2]);
+    let set = ok(
+        a,
+        cmd::property_set(prop::CC, cc.cqe.dw0 | (1 << 14)),
+        None,
+        0,
+    )
+    .await;
+    assert_eq!(set.cqe.cid, aers[2]);
+    let csts = ok(a, cmd::property_get(prop::CSTS, false), None, 0).await;
+    assert_eq!((csts.cqe.dw0 >> 2) & 3, 2, "CSTS.SHST: shutdown complete");
+
+    // The two AERs the host kept are still held: an event completes under one of them, never
+    // under a reused id.
+    s.subsys.set_ana(AnaState::NonOptimized);
+    let (cid, comp) = tokio::time::timeout(Duration::from_secs(5), a.next())
+        .await
+        .expect("an event within 5 s")
+        .unwrap();
+    assert!(
+        cid == aers[0] || cid == aers[3],
+        "{cid} not one of the kept AERs"
+    );
+    assert_eq!(comp.cqe.status, Status::SUCCESS);
 }
 
 #[tokio::test]
