@@ -55,6 +55,8 @@ struct Ready {
     primary_addr: String,
     /// The demo volume over iSCSI on its primary (libiscsi URL form).
     iscsi_url: String,
+    /// The same on every node, the primary's first: one LU, three paths.
+    iscsi_urls: Vec<String>,
 }
 
 /// The demo's API token: 128 bits from the OS's random source (an error, never a fixed token,
@@ -248,6 +250,8 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let iqn = alcubierre_iscsi::volume_iqn(VolumeId(id.parse()?));
+        let iscsi_url = |a: SocketAddr| format!("iscsi://{a}/{iqn}/0");
         let ready = Ready {
             dir: dir.display().to_string(),
             api: format!("http://{api_addr}"),
@@ -261,11 +265,11 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
             nqn: nqn.clone(),
             primary: primary.clone(),
             primary_addr: paddr.to_string(),
-            iscsi_url: format!(
-                "iscsi://{}/{}/0",
-                pnode.iscsi.0,
-                alcubierre_iscsi::volume_iqn(VolumeId(id.parse()?))
-            ),
+            iscsi_url: iscsi_url(pnode.iscsi.0),
+            iscsi_urls: std::iter::once(pnode)
+                .chain(nodes.iter().filter(|n| n.name != pnode.name))
+                .map(|n| iscsi_url(n.iscsi.0))
+                .collect(),
         };
         if json {
             println!("{}", serde_json::to_string(&ready)?);

@@ -20,7 +20,7 @@ use alcubierre_block::{BlockDevice, IoStats, Metered};
 use alcubierre_control::model::Node;
 use alcubierre_control::volumes::{Host, QosPolicy, Volume};
 use alcubierre_nvmf::{volume_nqn, AnaState, HostAcl, Subsystem};
-use alcubierre_replica::forward::{Forwarder, PathDevice, Route};
+use alcubierre_replica::forward::{Forwarder, PathDevice, Peers, Route};
 use alcubierre_types::VolumeId;
 
 use crate::agent::{NodeParts, VolumeMetrics};
@@ -42,6 +42,8 @@ pub struct Path {
     pub role: Arc<Role>,
     device: Arc<PathDevice>,
     forwarder: Arc<Forwarder>,
+    /// The other replica nodes, told of logical-unit-wide unit attentions raised here.
+    peers: Arc<Peers>,
     subsystem: Arc<Subsystem>,
     /// The iSCSI logical unit, when the node serves iSCSI.
     lun: Option<Arc<alcubierre_iscsi::scsi::Lun>>,
@@ -162,6 +164,27 @@ impl Path {
             export_iscsi(t, id, &lun, &iscsi_hosts, &[]);
             lun
         });
+        let peers = Peers::new(id);
+        if let Some(lun) = &lun {
+            // The LU is one across the cluster: a reset through this node reaches the nexuses
+            // on the others, and theirs reach the nexuses here.
+            let to = peers.clone();
+            lun.pass_attentions_on(Arc::new(move |asc, ascq| {
+                let to = to.clone();
+                Box::pin(async move { to.attention(asc, ascq).await })
+            }));
+            if let Some(server) = &p.replica {
+                let here = Arc::downgrade(lun);
+                server.take_attentions(
+                    id,
+                    Arc::new(move |asc, ascq| {
+                        if let Some(l) = here.upgrade() {
+                            l.attention_from_elsewhere(asc, ascq);
+                        }
+                    }),
+                );
+            }
+        }
         let iscsi_hosts = iscsi_hosts.clone();
         subsystem.set_ana(AnaState::Inaccessible);
         p.target.add_subsystem(subsystem.clone());
@@ -185,6 +208,7 @@ impl Path {
             role,
             device,
             forwarder: Forwarder::new(id),
+            peers,
             subsystem,
             lun,
         })
@@ -260,6 +284,12 @@ impl Path {
         if self.subsystem.set_portals(nvme_portals(&replica_nodes)) {
             p.target.discovery_changed();
         }
+        let others: Vec<SocketAddr> = replica_nodes
+            .iter()
+            .filter(|n| n.name != p.name)
+            .filter_map(|n| n.replica.parse().ok())
+            .collect();
+        self.peers.set(&others);
         let portals: Vec<String> = replica_nodes
             .iter()
             .flat_map(|n| n.iscsi_portals.iter().cloned())
@@ -299,6 +329,9 @@ impl Path {
         p.target.remove_subsystem(&volume_nqn(self.id));
         if let Some(t) = &p.iscsi {
             t.unexport(&alcubierre_iscsi::volume_iqn(self.id));
+        }
+        if let Some(server) = &p.replica {
+            server.drop_attentions(self.id);
         }
         p.stats.write().remove(id);
     }

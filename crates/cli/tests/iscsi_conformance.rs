@@ -168,6 +168,73 @@ fn libiscsi_conformance_does_not_regress() {
     }
 }
 
+/// The LU is one across the cluster: libiscsi's MultipathIO family (Simple, Reset,
+/// CompareAndWrite, CompareAndWriteAsync) through two nodes' portals of the demo volume, for
+/// each pair of the three nodes (this libiscsi takes two paths per run): a LOGICAL UNIT RESET
+/// through one node gives every nexus on both a unit attention, writes through one are read
+/// through the other, COMPARE AND WRITE holds across them. Every test must pass, none skipped.
+#[test]
+fn multipath_io_passes_through_every_pair_of_nodes() {
+    require("iscsi-test-cu");
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (_demo, ready) =
+        common::spawn_ready(&["demo".as_ref(), "--dir".as_ref(), dir.path().as_os_str()]);
+    let urls: Vec<&str> = ready["iscsi_urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert_eq!(urls.len(), 3, "{ready}");
+    for (a, b) in [(0, 1), (1, 2), (2, 0)] {
+        zero_block_256(&ready);
+        let out = Command::new("iscsi-test-cu")
+            .args([
+                "--dataloss",
+                "-v",
+                "--test=ALL.MultipathIO",
+                urls[a],
+                urls[b],
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let r = results(&text);
+        eprintln!(
+            "MultipathIO through node {} and node {}: {r:?}",
+            a + 1,
+            b + 1
+        );
+        assert_eq!(r.len(), 4, "{text}");
+        assert!(
+            r.values().all(|v| *v == Verdict::Pass),
+            "paths {a} and {b}: {r:?}\n{text}"
+        );
+    }
+}
+
+/// libiscsi's CompareAndWrite writes zeroes over blocks 0..256 but then compares blocks 0..=256:
+/// block 256 must read as zeroes before each run (it does on a new volume, not after a run).
+fn zero_block_256(ready: &serde_json::Value) {
+    use alcubierre_nvmf::initiator::{cmd, HostConfig, HostController};
+    let addr = ready["primary_addr"].as_str().unwrap().parse().unwrap();
+    let nqn = ready["nqn"].as_str().unwrap().to_string();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut c = HostController::connect(addr, &nqn, &HostConfig::default(), 1)
+            .await
+            .unwrap();
+        let zeroes = bytes::Bytes::from(vec![0u8; 4096]);
+        c.io[0]
+            .execute(cmd::write(256, 1), Some(zeroes), 0)
+            .await
+            .unwrap()
+            .ok()
+            .unwrap();
+    });
+}
+
 #[test]
 fn the_output_parser_tells_passes_skips_and_failures() {
     let out = "     CUnit - A unit testing framework\n\

@@ -193,8 +193,10 @@ async fn connection(
                 }
                 Action::Close => closing = true,
                 Action::ResetLun => {
+                    // Before the TMF response that follows: every nexus of the LU, on every
+                    // node, has the unit attention by the time the host hears "done".
                     if let Some(l) = &lun {
-                        l.reset();
+                        l.reset().await;
                     }
                 }
             }

@@ -109,7 +109,7 @@ pub fn run(t: &Arc<Target>, data: &[u8]) -> Vec<u8> {
                     }
                     Action::ResetLun => {
                         if let Some(l) = &lun {
-                            l.reset();
+                            futures::executor::block_on(l.reset());
                         }
                     }
                     Action::Close => return out.to_vec(),

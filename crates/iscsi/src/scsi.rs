@@ -216,7 +216,13 @@ pub struct Lun {
     attention: std::sync::atomic::AtomicBool,
     /// EXTENDED COPY results held per nexus and list identifier (RECEIVE COPY RESULTS).
     copies: parking_lot::Mutex<HashMap<(HostId, u8), copy::CopyStatus>>,
+    /// Passes a logical-unit-wide unit attention raised here on to the LU's nexuses on the
+    /// other nodes; the future ends when they have it.
+    elsewhere: parking_lot::RwLock<Option<PassOn>>,
 }
+
+/// What a [`Lun`] calls to pass a unit attention `(asc, ascq)` on to the other nodes.
+pub type PassOn = Arc<dyn Fn(u8, u8) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// Asymmetric access states (SPC-4 table 166).
 pub mod alua {
@@ -256,7 +262,14 @@ impl Lun {
             attentions: parking_lot::Mutex::new(HashMap::new()),
             attention: std::sync::atomic::AtomicBool::new(false),
             copies: parking_lot::Mutex::new(HashMap::new()),
+            elsewhere: parking_lot::RwLock::new(None),
         }
+    }
+
+    /// Logical-unit-wide unit attentions raised here (a LOGICAL UNIT RESET) also go to the
+    /// LU's nexuses on the other nodes, through `pass_on`: the LU is one across the cluster.
+    pub fn pass_attentions_on(&self, pass_on: PassOn) {
+        *self.elsewhere.write() = Some(pass_on);
     }
 
     fn block_size(&self) -> u64 {
@@ -434,13 +447,33 @@ impl Lun {
         }
     }
 
-    /// A LUN or target reset (SAM-5 section 6.3): the RESERVE(6) reservation goes and every
-    /// nexus logged in to this node, the one that asked included, gets BUS DEVICE RESET
-    /// FUNCTION OCCURRED. (Nexuses on other nodes' paths do not: a reset does not cross
-    /// nodes.)
-    pub fn reset(&self) {
+    /// A LUN or target reset through this node (SAM-5 section 6.3): the RESERVE(6) reservation
+    /// goes and every nexus of the LU, the one that asked included, gets BUS DEVICE RESET
+    /// FUNCTION OCCURRED, on this node and (through [`Lun::pass_attentions_on`]) on every other
+    /// node; returns when all have it, so the host's next command on any path sees it.
+    pub async fn reset(&self) {
+        self.reset_here();
+        let pass_on = self.elsewhere.read().clone();
+        if let Some(pass_on) = pass_on {
+            let (asc, ascq) = (Sense::RESET_OCCURRED.asc, Sense::RESET_OCCURRED.ascq);
+            pass_on(asc, ascq).await;
+        }
+    }
+
+    fn reset_here(&self) {
         *self.reserved6.lock() = None;
         self.raise(Sense::RESET_OCCURRED);
+    }
+
+    /// Another node passed on unit attention `(asc, ascq)` for the LU: every nexus here gets it
+    /// (after a reset there, as after one here: RESERVE(6) goes too).
+    pub fn attention_from_elsewhere(&self, asc: u8, ascq: u8) {
+        let reset = Sense::RESET_OCCURRED;
+        if (asc, ascq) == (reset.asc, reset.ascq) {
+            self.reset_here();
+        } else {
+            self.raise(Sense::new(key::UNIT_ATTENTION, asc, ascq));
+        }
     }
 
     fn check_lba(&self, (lba, count): (u64, u64)) -> Result<(), Outcome> {

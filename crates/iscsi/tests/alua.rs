@@ -131,9 +131,31 @@ fn an_access_state_change_raises_one_unit_attention_per_nexus() {
 fn a_reset_raises_a_unit_attention_on_every_nexus() {
     let l = two_nexuses(2);
     l.nexus_lost(&B);
-    l.reset();
+    futures::executor::block_on(l.reset());
     attention_once(&l, &A, (0x29, 0x03));
     assert_eq!(exec(&l, &B, &TUR).status, 0, "not logged in at the reset");
+}
+
+/// The LU is one across the cluster: a reset through one node's LU reaches the nexuses of the
+/// LU on the others (through what the node passes it on with) before it returns.
+#[test]
+fn a_reset_is_passed_on_to_the_other_nodes_before_it_returns() {
+    let here = Arc::new(two_nexuses(1));
+    let there = Arc::new(two_nexuses(2));
+    let t = there.clone();
+    here.pass_attentions_on(Arc::new(move |asc, ascq| {
+        let t = t.clone();
+        Box::pin(async move { t.attention_from_elsewhere(asc, ascq) })
+    }));
+    futures::executor::block_on(here.reset());
+    for l in [&here, &there] {
+        for h in [&A, &B] {
+            attention_once(l, h, (0x29, 0x03));
+        }
+    }
+    // Passed on, not back: a reset there does not reach here (nothing passes it on).
+    futures::executor::block_on(there.reset());
+    assert_eq!(exec(&here, &A, &TUR).status, 0);
 }
 
 /// Every node's target port group in REPORT TARGET PORT GROUPS: this node's first, then the

@@ -32,13 +32,37 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Finds the device a node serves forwarded I/O of a volume on.
 pub(crate) type Lookup = Arc<dyn Fn(&[u8; 16]) -> Option<Arc<dyn BlockDevice>> + Send + Sync>;
 
-/// Serves a forwarding connection on the primary: every request runs on `lookup(volume)`'s
-/// device, concurrently; replies go back as they complete.
-pub(crate) fn serve(volume: [u8; 16], lookup: Lookup, tx: link::Sender, rx: link::Reader) {
+/// Takes a unit attention `(asc, ascq)` for every I_T nexus of a volume's LU on this node.
+pub type AttentionSink = Arc<dyn Fn(u8, u8) + Send + Sync>;
+
+/// Finds where a node takes a volume's unit attentions.
+pub(crate) type Attentions = Arc<dyn Fn(&[u8; 16]) -> Option<AttentionSink> + Send + Sync>;
+
+/// Serves a forwarding connection: every I/O request runs on `lookup(volume)`'s device (this
+/// node is the primary), concurrently, and replies go back as they complete; a unit attention
+/// from another node goes to `attentions(volume)` (any replica node) and is answered at once.
+pub(crate) fn serve(
+    volume: [u8; 16],
+    lookup: Lookup,
+    attentions: Attentions,
+    tx: link::Sender,
+    rx: link::Reader,
+) {
     rx.run(move |m| {
         let Some(Msg::Request { id, host, req }) = m else {
             return false; // the end, or a frame that has no place here
         };
+        if let Request::Attention { asc, ascq } = req {
+            // No nexus of the volume here (no path, no iSCSI): nothing to tell.
+            if let Some(sink) = attentions(&volume) {
+                sink(asc, ascq);
+            }
+            let _ = tx.send(Msg::Reply {
+                id,
+                result: Ok(Bytes::new()),
+            });
+            return true;
+        }
         let dev = lookup(&volume);
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -61,6 +85,7 @@ async fn run(dev: &dyn BlockDevice, host: HostId, req: Request) -> Result<Bytes,
             let state = dev.reserve(host, cntlid, cmd).await?;
             Ok(Bytes::from(state.encode()))
         }
+        Request::Attention { .. } => Ok(Bytes::new()),
     }
 }
 
@@ -173,6 +198,63 @@ impl Forwarder {
                 )))
             }
         }
+    }
+}
+
+/// How long telling another node of a unit attention may take; a node that does not answer
+/// in time (down, partitioned) has no host that could still be told through it.
+const ATTENTION_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The other nodes holding a replica of a volume, to tell of logical-unit-wide unit attentions
+/// (a LOGICAL UNIT RESET through this node's path): the LU is one across the cluster, so every
+/// nexus on every node must see them (SAM-5 5.14, libiscsi's MultipathIO.Reset).
+pub struct Peers {
+    volume: VolumeId,
+    nodes: Mutex<Vec<(SocketAddr, Arc<Forwarder>)>>,
+}
+
+impl Peers {
+    /// None yet.
+    pub fn new(volume: VolumeId) -> Arc<Self> {
+        Arc::new(Self {
+            volume,
+            nodes: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The other replica nodes' replica addresses (connections to nodes that stay are kept).
+    pub fn set(&self, addrs: &[SocketAddr]) {
+        let mut nodes = self.nodes.lock();
+        nodes.retain(|(a, _)| addrs.contains(a));
+        for a in addrs {
+            if !nodes.iter().any(|(n, _)| n == a) {
+                let f = Forwarder::new(self.volume);
+                f.set_primary(Some(*a));
+                nodes.push((*a, f));
+            }
+        }
+    }
+
+    /// Gives every nexus of the LU on the other nodes unit attention `(asc, ascq)`; returns
+    /// once each node has it, or could not be reached within [`ATTENTION_TIMEOUT`] (logged).
+    pub async fn attention(&self, asc: u8, ascq: u8) {
+        let nodes: Vec<_> = self.nodes.lock().clone();
+        let sends = nodes.into_iter().map(|(addr, f)| async move {
+            let req = Request::Attention { asc, ascq };
+            match tokio::time::timeout(ATTENTION_TIMEOUT, f.forward([0; 16], req)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(volume = %self.volume, node = %addr, asc, ascq,
+                        "could not pass a unit attention on: {e}");
+                }
+                Err(_) => {
+                    tracing::warn!(volume = %self.volume, node = %addr, asc, ascq,
+                        "a node did not take a unit attention within {} s",
+                        ATTENTION_TIMEOUT.as_secs());
+                }
+            }
+        });
+        futures::future::join_all(sends).await;
     }
 }
 

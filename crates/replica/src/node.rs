@@ -219,6 +219,9 @@ const WAIT_FOR_VOLUME: Duration = Duration::from_secs(2);
 /// Devices a node serves forwarded I/O on, by volume.
 type Serving = Mutex<HashMap<[u8; 16], Arc<dyn BlockDevice>>>;
 
+/// Where a node takes the unit attentions other nodes pass on, by volume.
+type AttentionSinks = Mutex<HashMap<[u8; 16], crate::forward::AttentionSink>>;
+
 /// The node's replica listener: replication connections from primaries, and forwarded I/O
 /// from the volume's other paths.
 pub struct ReplicaServer {
@@ -226,6 +229,7 @@ pub struct ReplicaServer {
     /// Signalled when a volume is added.
     added: tokio::sync::Notify,
     serving: Arc<Serving>,
+    attentions: Arc<AttentionSinks>,
     addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
@@ -257,6 +261,7 @@ impl ReplicaServer {
                 followers: Mutex::new(HashMap::new()),
                 added: tokio::sync::Notify::new(),
                 serving: Arc::new(Mutex::new(HashMap::new())),
+                attentions: Arc::new(Mutex::new(HashMap::new())),
                 addr,
                 task,
             }
@@ -294,6 +299,16 @@ impl ReplicaServer {
         self.serving.lock().remove(volume.0.as_bytes());
     }
 
+    /// Unit attentions other nodes pass on for `volume` go to `sink` (its LU on this node).
+    pub fn take_attentions(&self, volume: VolumeId, sink: crate::forward::AttentionSink) {
+        self.attentions.lock().insert(*volume.0.as_bytes(), sink);
+    }
+
+    /// `volume` has no LU here any more.
+    pub fn drop_attentions(&self, volume: VolumeId) {
+        self.attentions.lock().remove(volume.0.as_bytes());
+    }
+
     async fn accept(self: Arc<Self>, s: tokio::net::TcpStream, peer: SocketAddr) {
         let (tx, mut rx) = link::spawn(s);
         let first = tokio::time::timeout(Duration::from_secs(10), rx.next()).await;
@@ -310,7 +325,9 @@ impl ReplicaServer {
             }
             let serving = self.serving.clone();
             let lookup = Arc::new(move |v: &[u8; 16]| serving.lock().get(v).cloned());
-            crate::forward::serve(volume, lookup, tx, rx);
+            let sinks = self.attentions.clone();
+            let attentions = Arc::new(move |v: &[u8; 16]| sinks.lock().get(v).cloned());
+            crate::forward::serve(volume, lookup, attentions, tx, rx);
             return;
         }
         let Msg::Open { volume, .. } = &first else {

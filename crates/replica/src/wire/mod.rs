@@ -56,6 +56,15 @@ pub enum Request {
         /// The command.
         cmd: ResvCommand,
     },
+    /// Not for the primary: a logical-unit-wide unit attention (SAM-5 5.14) that happened on
+    /// the sender's paths, for every I_T nexus of the volume's LU on the receiving node (any
+    /// node holding a replica takes it). The reply comes once the nexuses have it.
+    Attention {
+        /// Additional sense code.
+        asc: u8,
+        /// Its qualifier.
+        ascq: u8,
+    },
 }
 
 /// A message.
@@ -179,6 +188,7 @@ const FWD_UNMAP: u8 = 13;
 const FWD_FLUSH: u8 = 14;
 const REPLY: u8 = 15;
 const FWD_RESERVE: u8 = 16;
+const FWD_ATTENTION: u8 = 17;
 
 fn pos(b: &mut BytesMut, p: Pos) {
     b.put_u64_le(p.epoch);
@@ -279,6 +289,7 @@ impl Msg {
                     Request::Io(Op::Write { .. }) => FWD_WRITE,
                     Request::Io(Op::Flush) => FWD_FLUSH,
                     Request::Reserve { .. } => FWD_RESERVE,
+                    Request::Attention { .. } => FWD_ATTENTION,
                 });
                 out.put_u64_le(*id);
                 out.put_slice(host);
@@ -322,6 +333,7 @@ impl Msg {
                         out.put_u64_le(k1);
                         out.put_u64_le(k2);
                     }
+                    Request::Attention { asc, ascq } => out.put_slice(&[*asc, *ascq]),
                 }
             }
             Msg::Reply { id, result } => {
@@ -479,7 +491,8 @@ impl Msg {
                     volume: f[2..18].try_into().expect("16 bytes"),
                 }
             }
-            FWD_READ | FWD_ZEROES | FWD_UNMAP | FWD_WRITE | FWD_FLUSH | FWD_RESERVE => {
+            FWD_READ | FWD_ZEROES | FWD_UNMAP | FWD_WRITE | FWD_FLUSH | FWD_RESERVE
+            | FWD_ATTENTION => {
                 // id, host, then the request's fields.
                 if f.len() < 24 {
                     return Err(bad);
@@ -516,6 +529,13 @@ impl Msg {
                     FWD_FLUSH => {
                         exact(0)?;
                         Request::Io(Op::Flush)
+                    }
+                    FWD_ATTENTION => {
+                        exact(2)?;
+                        Request::Attention {
+                            asc: r[0],
+                            ascq: r[1],
+                        }
                     }
                     _ => {
                         exact(22)?;

@@ -121,6 +121,14 @@ fn all() -> Vec<Msg> {
                 cmd: ResvCommand::Report,
             },
         },
+        Msg::Request {
+            id: 12,
+            host: [0; 16],
+            req: Request::Attention {
+                asc: 0x29,
+                ascq: 0x03,
+            },
+        },
         Msg::Reply {
             id: 10,
             result: Err(BlockError::ReservationConflict),
