@@ -83,7 +83,9 @@ iscsiadm -m node -T \$IQN -p \$P --login
 wait_disk
 iscsiadm -m session -P 3 | tee session.txt
 grep -q "Attached scsi disk sda" session.txt
-[ "\$(cat /sys/block/sda/queue/logical_block_size)" = 4096 ]
+# 512-byte blocks on 4096-byte physical blocks (512e, the default).
+[ "\$(cat /sys/block/sda/queue/logical_block_size)" = 512 ]
+[ "\$(cat /sys/block/sda/queue/physical_block_size)" = 4096 ]
 [ "\$(cat /sys/block/sda/size)" = 262144 ]
 cat /sys/block/sda/device/vendor /sys/block/sda/device/model
 

@@ -76,11 +76,13 @@ nvme id-ctrl /dev/nvme0 | tee idctrl.txt
 grep -q "mn *: Alcubierre" idctrl.txt
 grep -q "subnqn *: \$NQN" idctrl.txt
 nvme id-ns /dev/nvme0n1 | tee idns.txt
-grep -q "nsze *: 0x8000" idns.txt
+# 128 MiB of 512-byte blocks, on 4096-byte physical blocks (512e, the default).
+grep -q "nsze *: 0x40000" idns.txt
 nvme ana-log /dev/nvme0 | tee ana.txt
 grep -qi "optimized" ana.txt
 cat /sys/class/nvme/nvme0/transport /sys/class/nvme/nvme0/state
-[ "\$(cat /sys/block/nvme0n1/queue/logical_block_size)" = 4096 ]
+[ "\$(cat /sys/block/nvme0n1/queue/logical_block_size)" = 512 ]
+[ "\$(cat /sys/block/nvme0n1/queue/physical_block_size)" = 4096 ]
 
 fio --name=w --filename=/dev/nvme0n1 --rw=randwrite --bs=4k --size=32m --ioengine=libaio \
 	--iodepth=16 --direct=1 --verify=crc32c --do_verify=1 --verify_fatal=1 --randrepeat=1 \

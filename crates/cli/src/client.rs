@@ -96,7 +96,7 @@ pub fn request(
     Ok(v)
 }
 
-fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
     let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for r in &rows {
         for (i, c) in r.iter().enumerate() {
@@ -120,7 +120,7 @@ fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
     }
 }
 
-fn s(v: &Value) -> String {
+pub(crate) fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -241,9 +241,10 @@ pub enum VolumeCmd {
         /// Size, e.g. 10GiB (with --from: at least the snapshot's; default the snapshot's).
         #[arg(long, required_unless_present = "from")]
         size: Option<String>,
-        /// 512 or 4096 (with --from: the snapshot's).
-        #[arg(long, default_value_t = 4096)]
-        block_size: u64,
+        /// 512 (reporting 4096-byte physical blocks) or 4096 [default: 512; with --from: the
+        /// snapshot's].
+        #[arg(long)]
+        block_size: Option<u64>,
         /// Clone it from a snapshot: VOLUME@SNAPSHOT.
         #[arg(long)]
         from: Option<String>,
@@ -473,8 +474,10 @@ pub fn volume(a: &ApiArgs, c: VolumeCmd, json: bool) -> anyhow::Result<()> {
             qos,
             hosts,
         } => {
-            let mut body =
-                json!({ "name": name, "block_size": block_size, "qos": qos, "hosts": hosts });
+            let mut body = json!({ "name": name, "qos": qos, "hosts": hosts });
+            if let Some(bs) = block_size {
+                body["block_size"] = json!(bs);
+            }
             if let Some(sz) = &sz {
                 body["size"] = json!(size("size", sz)?);
             }
@@ -484,7 +487,6 @@ pub fn volume(a: &ApiArgs, c: VolumeCmd, json: bool) -> anyhow::Result<()> {
                     .context("--from: write VOLUME@SNAPSHOT")?;
                 let path = format!("/api/v1/volumes/{vol}/snapshots/{snap}");
                 let snapshot = request(a, "GET", &path, None).context("--from")?;
-                body["block_size"] = snapshot["block_size"].clone();
                 if sz.is_none() {
                     body["size"] = snapshot["size"].clone();
                 }
@@ -495,13 +497,12 @@ pub fn volume(a: &ApiArgs, c: VolumeCmd, json: bool) -> anyhow::Result<()> {
         VolumeCmd::Snapshot(c) => return snapshot(a, c, json),
         VolumeCmd::List => request(a, "GET", "/api/v1/volumes", None)?,
         VolumeCmd::Show { volume } => {
-            let v = request(a, "GET", &format!("/api/v1/volumes/{volume}"), None)?;
+            let d = crate::volume_show::details(a, &volume)?;
             if !json {
-                volumes_table(&v);
-                print_failures(&request(a, "GET", "/api/v1/status", None)?, Some(&v));
+                crate::volume_show::print(&d);
                 return Ok(());
             }
-            v
+            d
         }
         VolumeCmd::Resize { volume, size: sz } => request(
             a,

@@ -219,7 +219,7 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
             &CreateVolume {
                 name: "demo".into(),
                 size: VOLUME,
-                block_size: 4096,
+                block_size: None,
                 qos: None,
                 hosts: vec![],
                 source: None,

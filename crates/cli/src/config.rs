@@ -316,7 +316,7 @@ pub struct VolumeSection {
 }
 
 fn default_bs() -> u64 {
-    4096
+    alcubierre_control::volumes::DEFAULT_BLOCK_SIZE
 }
 
 impl VolumeSection {
@@ -532,7 +532,7 @@ hosts = ["*"]
         let c = NodeConfig::parse(GOOD).unwrap();
         assert_eq!(c.cache.as_ref().unwrap().create_size, Some(Size(1 << 30)));
         assert_eq!(c.cache.unwrap().destage_rate, Size(50_000_000));
-        assert_eq!(c.volumes[0].block_size, 4096);
+        assert_eq!(c.volumes[0].block_size, 512);
         assert_eq!(c.volumes[0].volume_id(), c.volumes[0].volume_id());
     }
 

@@ -44,6 +44,7 @@ mod serve;
 mod snapshots;
 mod sysinfo;
 mod tls;
+mod volume_show;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -46,6 +46,7 @@ listen = ["127.0.0.1:{port}"]
 [[volume]]
 name = "vol1"
 size = "256MiB"
+block_size = 4096
 hosts = ["*"]
 "#,
         dir = dir.display(),

@@ -36,6 +36,40 @@ fn operator_commands_over_the_api() {
     let (ok, out, _) = cli(api, token, &["volume", "resize", "data1", "--size", "3GiB"]);
     assert!(ok && out.contains("3 GiB"), "{out}");
 
+    // `volume show`: the names hosts connect to, every path with its state, every replica.
+    let (ok, out, err) = cli(api, token, &["volume", "show", "data1"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("3 GiB in 512-byte blocks (4096-byte physical)"),
+        "the default block size: {out}"
+    );
+    assert!(
+        out.contains("nqn       nqn.2014-08.io.alcubierre:vol:"),
+        "{out}"
+    );
+    assert!(
+        out.contains("iqn       iqn.2014-08.io.alcubierre:vol."),
+        "{out}"
+    );
+    assert!(out.contains("hosts     any host"), "{out}");
+    let primary_rows = out.lines().filter(|l| l.contains(" primary ")).count();
+    let follower_rows = out.lines().filter(|l| l.contains(" follower ")).count();
+    assert_eq!((primary_rows, follower_rows), (1, 2), "{out}");
+    let (ok, out, _) = cli(api, token, &["--json", "volume", "show", "data1"]);
+    assert!(ok);
+    let d: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let paths = d["paths"].as_array().unwrap();
+    // Each of the three nodes: an NVMe/TCP and an iSCSI portal.
+    assert_eq!(paths.len(), 6, "{d}");
+    let state = |s: &str| paths.iter().filter(|p| p["state"] == s).count();
+    assert_eq!((state("optimized"), state("non-optimized")), (2, 4), "{d}");
+    assert_eq!(
+        paths[0]["node"], d["primary"],
+        "the primary's paths first: {d}"
+    );
+    let states = d["replica_states"].as_array().unwrap();
+    assert!(states.iter().all(|r| r["service"] == "available"), "{d}");
+
     let (ok, _, err) = cli(api, token, &["volume", "create", "bad", "--size", "10XB"]);
     assert!(!ok);
     assert!(err.contains("--size") && err.contains("XB"), "{err}");

@@ -99,7 +99,7 @@ async fn serve_one_volume(
         &api,
         "POST",
         "/api/v1/volumes",
-        r#"{"name":"cb","size":16777216}"#,
+        r#"{"name":"cb","size":16777216,"block_size":4096}"#,
     )
     .await;
     let id = v["id"].as_str().unwrap().to_string();

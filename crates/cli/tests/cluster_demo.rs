@@ -22,9 +22,13 @@ async fn cluster_demo_serves_a_volume() {
         .unwrap();
     let (nsze, bs) = c.namespace().await.unwrap();
     assert_eq!(nsze * bs as u64, 1 << 30);
+    assert_eq!(
+        bs, 512,
+        "the demo's volume is made on the defaults: 512-byte blocks"
+    );
     let data = Bytes::from((0..65536u32).map(|i| (i % 253) as u8).collect::<Vec<u8>>());
     c.write(0, 1000, data.clone(), bs).await.unwrap();
-    assert_eq!(c.read(0, 1000, 16, bs).await.unwrap(), data);
+    assert_eq!(c.read(0, 1000, 65536 / bs, bs).await.unwrap(), data);
     drop(c);
 
     let api = ready["api"]

@@ -147,7 +147,7 @@ async fn serve_processes_form_a_cluster_that_serves_and_heals_volumes() {
         &api,
         "POST",
         "/api/v1/volumes",
-        r#"{"name":"shared","size":33554432,"hosts":["host-a"]}"#,
+        r#"{"name":"shared","size":33554432,"block_size":4096,"hosts":["host-a"]}"#,
     )
     .await;
     assert_eq!(st, 201, "{body}");

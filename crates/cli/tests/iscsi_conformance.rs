@@ -225,7 +225,8 @@ fn zero_block_256(ready: &serde_json::Value) {
         let mut c = HostController::connect(addr, &nqn, &HostConfig::default(), 1)
             .await
             .unwrap();
-        let zeroes = bytes::Bytes::from(vec![0u8; 4096]);
+        let (_, bs) = c.namespace().await.unwrap();
+        let zeroes = bytes::Bytes::from(vec![0u8; bs as usize]);
         c.io[0]
             .execute(cmd::write(256, 1), Some(zeroes), 0)
             .await

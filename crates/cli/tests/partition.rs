@@ -150,7 +150,7 @@ async fn an_isolated_primary_stops_serving_within_its_lease_and_rejoins_without_
         &api,
         "POST",
         "/api/v1/volumes",
-        r#"{"name":"p","size":16777216}"#,
+        r#"{"name":"p","size":16777216,"block_size":4096}"#,
     )
     .await;
     let id = v["id"].as_str().unwrap().to_string();

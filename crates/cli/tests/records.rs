@@ -210,7 +210,7 @@ async fn one_bad_volume_does_not_stall_the_others() {
         &apis[1],
         "POST",
         "/api/v1/volumes",
-        r#"{"name":"second","size":16777216}"#,
+        r#"{"name":"second","size":16777216,"block_size":4096}"#,
     )
     .await;
     let mut c = connect_through(&ready, &v, v["primary"].as_str().unwrap(), 20).await;

@@ -188,12 +188,12 @@ async fn a_snapshot_holds_cached_writes_and_a_clone_serves_them() {
         HostController::connect(addr, &cnqn, &host(), 1).await.ok()
     })
     .await;
-    assert_eq!(cc.read(0, 1000, 16, bs).await.unwrap(), a);
-    assert_eq!(cc.read(0, 5000, 16, bs).await.unwrap(), a);
-    assert_eq!(c.read(0, 1000, 16, bs).await.unwrap(), b);
+    assert_eq!(cc.read(0, 1000, a.len() as u32 / bs, bs).await.unwrap(), a);
+    assert_eq!(cc.read(0, 5000, a.len() as u32 / bs, bs).await.unwrap(), a);
+    assert_eq!(c.read(0, 1000, b.len() as u32 / bs, bs).await.unwrap(), b);
     // The clone is its own volume: its writes do not reach the source.
     cc.write(0, 5000, b.clone(), bs).await.unwrap();
-    assert_eq!(c.read(0, 5000, 16, bs).await.unwrap(), a);
+    assert_eq!(c.read(0, 5000, a.len() as u32 / bs, bs).await.unwrap(), a);
 
     let (ok, out, _) = cli_async(&api, &token, &["volume", "snapshot", "list", "demo"]).await;
     assert!(ok && out.contains("s1") && out.contains("ready"), "{out}");
@@ -213,5 +213,5 @@ async fn a_snapshot_holds_cached_writes_and_a_clone_serves_them() {
     )
     .await;
     assert!(ok && out.trim() == "[]", "{out}");
-    assert_eq!(cc.read(0, 1000, 16, bs).await.unwrap(), a);
+    assert_eq!(cc.read(0, 1000, a.len() as u32 / bs, bs).await.unwrap(), a);
 }

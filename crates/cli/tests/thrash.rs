@@ -224,7 +224,10 @@ async fn acknowledged_writes_survive_kill_9_of_random_nodes() {
         &api(),
         "POST",
         "/api/v1/volumes",
-        &format!(r#"{{"name":"thrash","size":{}}}"#, BLOCKS * u64::from(BS)),
+        &format!(
+            r#"{{"name":"thrash","size":{},"block_size":{BS}}}"#,
+            BLOCKS * u64::from(BS)
+        ),
     )
     .await;
     let id = v["id"].as_str().unwrap().to_string();

@@ -305,9 +305,10 @@ pub struct CreateVolume {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
-    /// 512 or 4096 (default 4096).
-    #[serde(default = "default_bs")]
-    pub block_size: u64,
+    /// 512 or 4096 (default: a clone's snapshot's, else 512, with 4096-byte physical blocks:
+    /// SPEC §2, docs/cluster.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<u64>,
     /// QoS policy name.
     #[serde(default)]
     pub qos: Option<String>,
@@ -319,8 +320,15 @@ pub struct CreateVolume {
     pub source: Option<VolumeSource>,
 }
 
-fn default_bs() -> u64 {
-    4096
+/// 512-byte logical blocks on 4096-byte physical ones ("512e"), as SPEC §2 asks: every host
+/// and guest OS takes them, and hosts align to the 4096 bytes the volumes report as physical.
+pub const DEFAULT_BLOCK_SIZE: u64 = 512;
+
+impl CreateVolume {
+    /// The block size asked for, else the default.
+    pub fn block_size(&self) -> u64 {
+        self.block_size.unwrap_or(DEFAULT_BLOCK_SIZE)
+    }
 }
 
 /// Why a volume operation failed; each names the field or object.
@@ -550,13 +558,14 @@ pub async fn check(
     if let Some(s) = &req.source {
         no_unknown_fields(&s.extra, "source.")?;
     }
-    if req.block_size != 512 && req.block_size != 4096 {
+    let block_size = req.block_size();
+    if block_size != 512 && block_size != 4096 {
         return Err(invalid(
             "block_size",
-            format!("{} is not 512 or 4096", req.block_size),
+            format!("{block_size} is not 512 or 4096"),
         ));
     }
-    if req.size == 0 || !req.size.is_multiple_of(req.block_size) {
+    if req.size == 0 || !req.size.is_multiple_of(block_size) {
         return Err(invalid(
             "size",
             format!("{} is not a positive multiple of the block size", req.size),
@@ -629,7 +638,7 @@ pub async fn place_and_write(
         id: id.clone(),
         name: req.name.clone(),
         size: req.size,
-        block_size: req.block_size,
+        block_size: req.block_size(),
         primary: replicas[0].clone(),
         // A new volume holds no write yet: every replica has all of them.
         in_sync: replicas.clone(),

@@ -18,7 +18,7 @@ fn req(name: &str) -> CreateVolume {
     CreateVolume {
         name: name.into(),
         size: 1 << 30,
-        block_size: 4096,
+        block_size: Some(4096),
         qos: None,
         hosts: vec![],
         source: None,

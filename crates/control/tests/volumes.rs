@@ -21,7 +21,7 @@ fn req(name: &str, size: u64) -> CreateVolume {
     CreateVolume {
         name: name.into(),
         size,
-        block_size: 4096,
+        block_size: Some(4096),
         qos: None,
         hosts: vec![],
         source: None,
@@ -100,7 +100,7 @@ async fn validation_names_the_field() {
         "size"
     );
     let mut r = req("v", 4096);
-    r.block_size = 1024;
+    r.block_size = Some(1024);
     assert_eq!(
         field(create(s, &r, "a".into(), &l).await.unwrap_err()),
         "block_size"

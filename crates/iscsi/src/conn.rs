@@ -316,6 +316,12 @@ impl Conn {
                 if cdb[0] == 0x89 && needed == 0 && edtl > 0 {
                     return self.check(itt, edtl, Sense::INVALID_FIELD);
                 }
+                // WRITE SAME's one block and COMPARE AND WRITE's two halves are the whole
+                // Data-Out: another length is a mistake about the block size, refused rather
+                // than cut or padded into a write (libiscsi's InvalidDataOutSize; LIO does so).
+                if matches!(cdb[0], 0x41 | 0x93 | 0x89) && needed > 0 && edtl != needed {
+                    return self.check(itt, edtl, Sense::INVALID_FIELD);
+                }
                 let immediate = pdu.data.len();
                 if immediate > edtl || (immediate > 0 && !self.params.immediate_data) {
                     return vec![self.reject(reject::PROTOCOL, b)];

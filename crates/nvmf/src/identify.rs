@@ -118,9 +118,9 @@ pub fn namespace(s: &Subsystem) -> Vec<u8> {
     le64(&mut b, 0, blocks); // NSZE
     le64(&mut b, 8, blocks); // NCAP
     le64(&mut b, 16, blocks); // NUSE
-                              // NSFEAT: thin provisioning (bit 0), deallocated blocks error (bit 2): reads of deallocated
-                              // blocks return zeroes, and NOWS/NPxx fields valid (bit 4).
-    b[24] = 0b1_0001;
+                              // NSFEAT: thin provisioning (bit 0), the namespace's own atomicity fields (NAWUN,
+                              // NAWUPF, NACWU; bit 1) and NOWS/NPxx (bit 4) valid.
+    b[24] = 0b1_0011;
     b[25] = 0; // NLBAF: one format
     b[26] = 0; // FLBAS: format 0
     b[30] = 1; // NMIC: may be attached to several controllers
@@ -128,7 +128,12 @@ pub fn namespace(s: &Subsystem) -> Vec<u8> {
     b[31] = 0b1111_1110;
     // DLFEAT: deallocated blocks read as zeroes; Write Zeroes may deallocate.
     b[33] = 0b1001;
+    // 4096-byte physical blocks, written atomically (a cache block is journalled whole), on
+    // volumes of 512-byte blocks too: Linux takes the physical block size as the smaller of
+    // NPWG and the atomic write unit (NAWUPF), so both say 4096 bytes.
     let pg = (4096 / g.block_size().bytes()) as u16 - 1;
+    le16(&mut b, 34, pg); // NAWUN
+    le16(&mut b, 36, pg); // NAWUPF
     le16(&mut b, 64, pg); // NPWG
     le16(&mut b, 66, pg); // NPWA
     le16(&mut b, 68, pg); // NPDG
@@ -352,6 +357,27 @@ mod tests {
         assert_eq!(b[30], 1);
         assert_eq!(u32::from_le_bytes(b[92..96].try_into().unwrap()), 7);
         assert_eq!(&b[104..120], s.volume.0.as_bytes());
+        // 4096-byte blocks: one block is the physical block and the atomic write unit (0's
+        // based), both valid (NSFEAT bits 1 and 4).
+        assert_eq!(b[24] & 0b1_0010, 0b1_0010);
+        let at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        assert_eq!((at(34), at(36), at(64), at(72)), (0, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_512_byte_namespace_reports_4096_byte_physical_blocks() {
+        // What Linux reads (nvme_update_disk_info): physical block = min(NPWG, NAWUPF) + 1
+        // blocks; the optimal I/O size from NOWS.
+        let g = VolumeGeometry::new(BlockSize::B512, ByteSize::mib(8)).unwrap();
+        let dev = Arc::new(MemBlockDevice::new(g));
+        let s = Subsystem::new(VolumeId::random(), dev, HostAcl::Any, 1);
+        let b = namespace(&s);
+        let at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        assert_eq!((at(34), at(36), at(64), at(72)), (7, 7, 7, 7));
+        assert_eq!(
+            (u32::from_le_bytes(b[128..132].try_into().unwrap()) >> 16) & 0xff,
+            9
+        );
     }
 
     #[test]

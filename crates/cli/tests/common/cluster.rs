@@ -70,7 +70,9 @@ pub fn start_node_with(
     let cluster = format!(
         "etcd = [\"{etcd}\"]\nheartbeat_interval_ms = 300\nheartbeat_timeout_ms = 3000\n{extra}"
     );
-    let tail = format!("[[volume]]\nname = \"v{i}\"\nsize = \"64MiB\"\nhosts = [\"*\"]");
+    let tail = format!(
+        "[[volume]]\nname = \"v{i}\"\nsize = \"64MiB\"\nblock_size = 4096\nhosts = [\"*\"]"
+    );
     let cfg = node_config(dir, i, "127.0.0.1:0", &cluster, &tail);
     let (p, v) = super::spawn_ready(&["serve".as_ref(), "--config".as_ref(), cfg.as_os_str()]);
     assert!(v["listening"].is_array(), "node-{i} did not start: {v}");
@@ -130,7 +132,7 @@ pub async fn three_nodes_and_a_volume(
 ) {
     let (procs, ready, apis) = start_api_nodes(dir, 3, &etcd.endpoint);
     let store = fast_failover_and_activate(&apis[0], etcd, 3).await;
-    let body = format!(r#"{{"name":"{name}","size":16777216}}"#);
+    let body = format!(r#"{{"name":"{name}","size":16777216,"block_size":4096}}"#);
     let v = json_call(&apis[0], "POST", "/api/v1/volumes", &body).await;
     (procs, ready, apis, store, v)
 }

@@ -180,21 +180,27 @@ pub(super) async fn create_from_snapshot(
     r: &CreateVolume,
     source: &VolumeSource,
 ) -> Result<volumes::Volume, ApiError> {
-    volumes::check(&*s.store, r, &s.licence).await?;
     let field = |reason: String| VolumeError::Invalid {
         field: "source",
         reason,
     };
+    volumes::no_unknown_fields(&source.extra, "source.")?;
     let (sv, snap, _) = snapshots::get(&*s.store, &source.volume, &source.snapshot)
         .await
         .map_err(|e| match e {
             VolumeError::NotFound(what) => field(format!("{what} not found")),
             e => e,
         })?;
+    // A clone has its snapshot's block size unless the request names one.
+    let r = &CreateVolume {
+        block_size: Some(r.block_size.unwrap_or(snap.block_size)),
+        ..r.clone()
+    };
+    volumes::check(&*s.store, r, &s.licence).await?;
     if snap.state != SnapshotState::Ready {
         return Err(field(format!("snapshot {:?} is not ready", snap.name)).into());
     }
-    if r.block_size != snap.block_size {
+    if r.block_size() != snap.block_size {
         return Err(VolumeError::Invalid {
             field: "block_size",
             reason: format!("the snapshot's block size is {}", snap.block_size),
