@@ -158,6 +158,99 @@ fn field_of(message: &str) -> Option<String> {
     Some(rest.split_once('`')?.0.to_string())
 }
 
+/// A body that could not be read, told as the field and the rule it breaks rather than in the
+/// JSON library's words: `size: must be a whole number (at least 0), not a string`. Returns the
+/// message and the field, when one is named.
+fn body_error(message: &str) -> (String, Option<String>) {
+    const NOT_JSON: &str = "Failed to parse the request body as JSON: ";
+    const QUERY: &str = "Failed to deserialize query string: ";
+    if let Some(rest) = message.strip_prefix(QUERY) {
+        return match rest.split_once(": ") {
+            Some((f, what)) if !f.contains(' ') => (format!("{f}: {}", rule(what)), Some(f.into())),
+            _ => (format!("the query: {}", rule(rest)), field_of(rest)),
+        };
+    }
+    const WRONG: &str = "Failed to deserialize the JSON body into the target type: ";
+    if let Some(rest) = message.strip_prefix(NOT_JSON) {
+        return (format!("the body is not JSON: {rest}"), None);
+    }
+    let Some(rest) = message.strip_prefix(WRONG) else {
+        return (message.to_string(), field_of(message));
+    };
+    // "[path: ]what at line L column C"
+    let what = rest.rsplit_once(" at line ").map_or(rest, |(w, _)| w);
+    let (path, what) = match what.split_once(": ") {
+        Some((p, w)) if !p.contains(' ') => (Some(p.to_string()), w),
+        _ => (None, what),
+    };
+    let named = |f: &str| match &path {
+        Some(p) if p != "." => format!("{p}.{f}"),
+        _ => f.to_string(),
+    };
+    if let Some(f) = field_of(what).filter(|_| what.starts_with("missing field")) {
+        let f = named(&f);
+        return (format!("{f}: required"), Some(f));
+    }
+    if let Some(f) = field_of(what).filter(|_| what.starts_with("unknown field")) {
+        let f = named(&f);
+        return (format!("{f}: unknown field"), Some(f));
+    }
+    let Some(path) = path else {
+        return (format!("the body: {}", rule(what)), None);
+    };
+    (format!("{path}: {}", rule(what)), Some(path))
+}
+
+/// The rule a serde type error states, in words: "invalid type: string \"x\", expected u64"
+/// -> "must be a whole number (at least 0), not a string".
+fn rule(what: &str) -> String {
+    let want = |expected: &str| match expected {
+        e if e.starts_with("u8")
+            || e.starts_with("u16")
+            || e.starts_with("u32")
+            || e.starts_with("u64") =>
+        {
+            "a whole number (at least 0)".to_string()
+        }
+        e if e.starts_with("i64") || e.starts_with("i32") => "a whole number".to_string(),
+        e if e.starts_with("f64") || e.starts_with("f32") => "a number".to_string(),
+        "a boolean" => "true or false".to_string(),
+        "a string" => "a string".to_string(),
+        e if e.starts_with("a sequence") => "a list".to_string(),
+        e if e.starts_with("struct") || e.starts_with("a map") => "an object".to_string(),
+        e => e.to_string(),
+    };
+    let got = |g: &str| {
+        // "integer `-1`", "floating point `1.5`", "string \"x\"", "boolean `true`", "map"...
+        let value = g
+            .split_once('`')
+            .and_then(|(_, v)| v.split_once('`'))
+            .map(|(v, _)| v);
+        match g.split_whitespace().next().unwrap_or(g) {
+            "integer" | "floating" => format!("not {}", value.unwrap_or(g)),
+            "string" => "not a string".to_string(),
+            "boolean" => "not true or false".to_string(),
+            "sequence" => "not a list".to_string(),
+            "map" => "not an object".to_string(),
+            "null" | "unit" => "not null".to_string(),
+            _ => format!("not {g}"),
+        }
+    };
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(r) = what.strip_prefix(prefix) {
+            if let Some((g, e)) = r.rsplit_once(", expected ") {
+                return format!("must be {}, {}", want(e), got(g));
+            }
+        }
+    }
+    if let Some(r) = what.strip_prefix("unknown variant ") {
+        if let Some((g, e)) = r.split_once(", expected ") {
+            return format!("{g} is not one of {e}");
+        }
+    }
+    what.to_string()
+}
+
 /// A JSON request body whose rejections are API errors (JSON, with the field when known).
 struct Body<T>(T);
 
@@ -168,8 +261,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Body(v)),
             Err(r) => {
-                let m = r.body_text();
-                let f = field_of(&m);
+                let (m, f) = body_error(&r.body_text());
                 Err(err(r.status(), m, f.as_deref()))
             }
         }
@@ -190,7 +282,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Serialize> axum::extract::
         let Body(raw) = Body::<serde_json::Value>::from_request(req, state).await?;
         let v: T = serde_json::from_value(raw.clone()).map_err(|e| {
             let m = format!("Failed to deserialize the JSON body into the target type: {e}");
-            let f = field_of(&m);
+            let (m, f) = body_error(&m);
             err(StatusCode::UNPROCESSABLE_ENTITY, m, f.as_deref())
         })?;
         let known = serde_json::to_value(&v).expect("serialises");
@@ -240,8 +332,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequestP
         match Query::<T>::from_request_parts(parts, state).await {
             Ok(Query(v)) => Ok(Params(v)),
             Err(r) => {
-                let m = r.body_text();
-                let f = field_of(&m);
+                let (m, f) = body_error(&r.body_text());
                 Err(err(r.status(), m, f.as_deref()))
             }
         }
@@ -932,4 +1023,61 @@ pub fn router(state: ApiState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::body_error;
+
+    #[test]
+    fn body_errors_name_the_field_and_the_rule() {
+        let wrong = "Failed to deserialize the JSON body into the target type: ";
+        let cases = [
+            (
+                format!("{wrong}size: invalid type: string \"big\", expected u64 at line 1 column 15"),
+                "size: must be a whole number (at least 0), not a string",
+                Some("size"),
+            ),
+            (
+                format!("{wrong}size: invalid value: integer `-1`, expected u64 at line 1 column 9"),
+                "size: must be a whole number (at least 0), not -1",
+                Some("size"),
+            ),
+            (
+                format!("{wrong}missing field `name` at line 1 column 13"),
+                "name: required",
+                Some("name"),
+            ),
+            (
+                format!("{wrong}source: missing field `snapshot` at line 1 column 30"),
+                "source.snapshot: required",
+                Some("source.snapshot"),
+            ),
+            (
+                format!("{wrong}hosts: invalid type: string \"h1\", expected a sequence at line 1 column 20"),
+                "hosts: must be a list, not a string",
+                Some("hosts"),
+            ),
+            (
+                format!("{wrong}invalid type: sequence, expected struct CreateVolume at line 1 column 1"),
+                "the body: must be an object, not a list",
+                None,
+            ),
+            (
+                "Failed to parse the request body as JSON: EOF while parsing an object at line 1 column 9".to_string(),
+                "the body is not JSON: EOF while parsing an object at line 1 column 9",
+                None,
+            ),
+            (
+                "Failed to deserialize query string: nodes: invalid digit found in string".to_string(),
+                "nodes: invalid digit found in string",
+                Some("nodes"),
+            ),
+        ];
+        for (raw, want, field) in cases {
+            let (m, f) = body_error(&raw);
+            assert_eq!(m, want, "{raw}");
+            assert_eq!(f.as_deref(), field, "{raw}");
+        }
+    }
 }
