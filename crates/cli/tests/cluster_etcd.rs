@@ -282,7 +282,34 @@ async fn serve_processes_form_a_cluster_that_serves_and_heals_volumes() {
     })
     .await;
 
-    // Online growth: the host sees the new size on the same connection.
+    // Online growth: the host sees the new size on the same connection, and a controller on
+    // a follower's path is told too (Namespace Attribute Changed): the namespace is one across
+    // the nodes.
+    let follower = v["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| **r != v["primary"])
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    let faddr: std::net::SocketAddr = ready[node_index(&follower)]["listening"][0]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut f = HostController::connect(faddr, &nqn, &host, 1)
+        .await
+        .unwrap();
+    let aec = alcubierre_nvmf::initiator::cmd::set_features(
+        alcubierre_nvmf::spec::feat::ASYNC_EVENT,
+        1 << 8,
+    );
+    f.admin.execute(aec, None, 0).await.unwrap().ok().unwrap();
+    let aer = alcubierre_nvmf::initiator::cmd::new(alcubierre_nvmf::spec::admin_op::ASYNC_EVENT, 0);
+    let aer = f.admin.submit(aer, None, 0);
+    f.admin.flush().await.unwrap();
     json_call(
         &api,
         "POST",
@@ -290,6 +317,17 @@ async fn serve_processes_form_a_cluster_that_serves_and_heals_volumes() {
         r#"{"size":67108864}"#,
     )
     .await;
+    let (cid, notice) = tokio::time::timeout(Duration::from_secs(10), f.admin.next())
+        .await
+        .expect("the follower's controller told of the new size within 10 s")
+        .unwrap();
+    assert_eq!(cid, aer);
+    assert_eq!(
+        notice.cqe.dw0, 0x0004_0002,
+        "Namespace Attribute Changed, log page 04h"
+    );
+    assert_eq!(f.namespace().await.unwrap().0, 16384);
+    drop(f);
     let t0 = Instant::now();
     while c.namespace().await.unwrap().0 != 16384 {
         assert!(
