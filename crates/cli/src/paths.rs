@@ -169,17 +169,17 @@ impl Path {
             // The LU is one across the cluster: a reset through this node reaches the nexuses
             // on the others, and theirs reach the nexuses here.
             let to = peers.clone();
-            lun.pass_attentions_on(Arc::new(move |asc, ascq| {
+            lun.pass_attentions_on(Arc::new(move |asc, ascq, hosts| {
                 let to = to.clone();
-                Box::pin(async move { to.attention(asc, ascq).await })
+                Box::pin(async move { to.attention(asc, ascq, hosts).await })
             }));
             if let Some(server) = &p.replica {
                 let here = Arc::downgrade(lun);
                 server.take_attentions(
                     id,
-                    Arc::new(move |asc, ascq| {
+                    Arc::new(move |asc, ascq, hosts: &[[u8; 16]]| {
                         if let Some(l) = here.upgrade() {
-                            l.attention_from_elsewhere(asc, ascq);
+                            l.attention_from_elsewhere(asc, ascq, hosts);
                         }
                     }),
                 );

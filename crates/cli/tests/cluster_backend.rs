@@ -117,15 +117,18 @@ async fn serve_one_volume(
     (procs, ready, id, api, c)
 }
 
-/// A host controller on the volume `nqn` at `addr`, once it is exported there.
+/// A host controller on the volume `nqn` at `addr`, once the node serves it there: exported
+/// and its path ANA optimized (a path is inaccessible while its node starts to serve the
+/// volume, and a host would retry its I/O on another one).
 async fn connect(addr: std::net::SocketAddr, nqn: &str) -> HostController {
-    eventually(10, "the volume exported", || async {
+    eventually(10, "the volume served", || async {
         // No keep-alive timeout: the test keeps this host idle while it waits for destage.
         let host = HostConfig {
             kato: std::time::Duration::ZERO,
             ..HostConfig::default()
         };
-        HostController::connect(addr, nqn, &host, 1).await.ok()
+        let mut c = HostController::connect(addr, nqn, &host, 1).await.ok()?;
+        (ana_state(&mut c).await == alcubierre_nvmf::AnaState::Optimized as u8).then_some(c)
     })
     .await
 }

@@ -50,6 +50,57 @@ fn scsi_type(t: alcubierre_block::resv::ResvType) -> (u8, bool) {
     (SCSI_TYPES[i], i >= 4)
 }
 
+/// A unit attention a PR OUT command leaves for other I_T nexuses (SPC-4 5.14.11): `sense` for
+/// each of `hosts`, on whichever node their nexus is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// The nexuses told.
+    pub hosts: Vec<HostId>,
+    /// UNIT ATTENTION with RESERVATIONS PREEMPTED, RELEASED or REGISTRATIONS PREEMPTED.
+    pub sense: Sense,
+}
+
+/// What `host`'s PR OUT changed for the other registrants, from the state before and after:
+/// a CLEAR preempts every reservation and registration (RESERVATIONS PREEMPTED), a PREEMPT
+/// removes the preempted registrations (REGISTRATIONS PREEMPTED), and releasing a reservation
+/// that every registrant or the registrants only held tells those left (RESERVATIONS
+/// RELEASED).
+fn notices(sa: u8, host: &HostId, before: &Reservations, after: &Reservations) -> Vec<Notice> {
+    let others = |st: &Reservations| -> Vec<HostId> {
+        st.registrants()
+            .iter()
+            .map(|r| r.host)
+            .filter(|h| h != host)
+            .collect()
+    };
+    let ua = |ascq: u8| Sense::unit_attention(0x2a, ascq);
+    let (hosts, sense) = match sa {
+        3 => (others(before), ua(0x03)),
+        4 | 5 => {
+            let gone = others(before)
+                .into_iter()
+                .filter(|h| !after.registrants().iter().any(|r| r.host == *h))
+                .collect();
+            (gone, ua(0x05))
+        }
+        2 => {
+            let shared = before
+                .reservation()
+                .is_some_and(|t| !matches!(t as u8, 1 | 2));
+            if shared && after.reservation().is_none() {
+                (others(after), ua(0x04))
+            } else {
+                (Vec::new(), ua(0x04))
+            }
+        }
+        _ => (Vec::new(), ua(0)),
+    };
+    if hosts.is_empty() {
+        return Vec::new();
+    }
+    vec![Notice { hosts, sense }]
+}
+
 /// `host`'s registered key.
 fn key_of(st: &Reservations, host: &HostId) -> Option<u64> {
     st.registrants()
@@ -145,7 +196,7 @@ pub async fn reserve_out(
     host: HostId,
     cdb: &[u8],
     data: &[u8],
-) -> Result<(), Outcome> {
+) -> Result<Vec<Notice>, Outcome> {
     let sa = cdb[1] & 0x1f;
     let rtype = cdb[2] & 0x0f;
     let scope = cdb[2] >> 4;
@@ -170,6 +221,12 @@ pub async fn reserve_out(
         .iter()
         .position(|&x| x == rtype)
         .map_or(0, |i| i as u8 + 1);
+    // What the other registrants must be told depends on the state before.
+    let before = if matches!(sa, 2..=5) {
+        Some(run(dev, host, ResvCommand::Report).await?)
+    } else {
+        None
+    };
     let cmd = match sa {
         0 | 6 => {
             let ignore = sa == 6;
@@ -179,7 +236,7 @@ pub async fn reserve_out(
                 None if !ignore && key != 0 => {
                     return Err(fail(&BlockError::ReservationConflict));
                 }
-                None if sa_key == 0 => return Ok(()),
+                None if sa_key == 0 => return Ok(Vec::new()),
                 None => ResvCommand::Register {
                     action: 0,
                     ignore_key: false,
@@ -205,12 +262,12 @@ pub async fn reserve_out(
         },
         2 => {
             // RELEASE by a registrant that does not hold it changes nothing (SPC-4 5.14.11.2).
-            let st = run(dev, host, ResvCommand::Report).await?;
-            let mine = key_of(&st, &host);
+            let st = before.as_ref().expect("read above");
+            let mine = key_of(st, &host);
             match mine {
                 None => return Err(fail(&BlockError::ReservationConflict)),
                 Some(k) if k != key => return Err(fail(&BlockError::ReservationConflict)),
-                Some(_) if !st.holds(&host) => return Ok(()),
+                Some(_) if !st.holds(&host) => return Ok(Vec::new()),
                 Some(_) => {}
             }
             if st.reservation().map(|r| r as u8) != Some(t) {
@@ -235,7 +292,8 @@ pub async fn reserve_out(
         },
         _ => return Err(Outcome::check(Sense::INVALID_FIELD)),
     };
-    run(dev, host, cmd).await.map(|_| ())
+    let after = run(dev, host, cmd).await?;
+    Ok(before.map_or(Vec::new(), |b| notices(sa, &host, &b, &after)))
 }
 
 /// The outcome of a PR command's result.

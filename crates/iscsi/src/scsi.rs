@@ -62,6 +62,11 @@ pub struct Sense {
 }
 
 impl Sense {
+    /// UNIT ATTENTION with `(asc, ascq)`.
+    pub const fn unit_attention(asc: u8, ascq: u8) -> Self {
+        Self::new(key::UNIT_ATTENTION, asc, ascq)
+    }
+
     const fn new(key: u8, asc: u8, ascq: u8) -> Self {
         Self {
             key,
@@ -221,8 +226,10 @@ pub struct Lun {
     elsewhere: parking_lot::RwLock<Option<PassOn>>,
 }
 
-/// What a [`Lun`] calls to pass a unit attention `(asc, ascq)` on to the other nodes.
-pub type PassOn = Arc<dyn Fn(u8, u8) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+/// What a [`Lun`] calls to pass a unit attention `(asc, ascq)` for `hosts` (empty: every
+/// nexus) on to the other nodes.
+pub type PassOn =
+    Arc<dyn Fn(u8, u8, Vec<HostId>) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
 
 /// Asymmetric access states (SPC-4 table 166).
 pub mod alua {
@@ -453,10 +460,31 @@ impl Lun {
     /// node; returns when all have it, so the host's next command on any path sees it.
     pub async fn reset(&self) {
         self.reset_here();
+        self.pass_on(Sense::RESET_OCCURRED, Vec::new()).await;
+    }
+
+    /// Passes unit attention `s` for `hosts` (empty: every nexus) on to the other nodes.
+    async fn pass_on(&self, s: Sense, hosts: Vec<HostId>) {
         let pass_on = self.elsewhere.read().clone();
         if let Some(pass_on) = pass_on {
-            let (asc, ascq) = (Sense::RESET_OCCURRED.asc, Sense::RESET_OCCURRED.ascq);
-            pass_on(asc, ascq).await;
+            pass_on(s.asc, s.ascq, hosts).await;
+        }
+    }
+
+    /// Gives the nexuses of `hosts` logged in here unit attention `s`.
+    fn raise_for(&self, hosts: &[HostId], s: Sense) {
+        let mut ua = self.attentions.lock();
+        let mut any = false;
+        for h in hosts {
+            if let Some(q) = ua.get_mut(h) {
+                if !q.contains(&s) {
+                    q.push_back(s);
+                }
+                any = true;
+            }
+        }
+        if any {
+            self.attention.store(true, Ordering::Release);
         }
     }
 
@@ -465,14 +493,16 @@ impl Lun {
         self.raise(Sense::RESET_OCCURRED);
     }
 
-    /// Another node passed on unit attention `(asc, ascq)` for the LU: every nexus here gets it
-    /// (after a reset there, as after one here: RESERVE(6) goes too).
-    pub fn attention_from_elsewhere(&self, asc: u8, ascq: u8) {
+    /// Another node passed on unit attention `(asc, ascq)` for the LU: the nexuses of `hosts`
+    /// here get it, every nexus when `hosts` is empty (after a reset there, as after one here:
+    /// RESERVE(6) goes too).
+    pub fn attention_from_elsewhere(&self, asc: u8, ascq: u8, hosts: &[HostId]) {
+        let s = Sense::unit_attention(asc, ascq);
         let reset = Sense::RESET_OCCURRED;
-        if (asc, ascq) == (reset.asc, reset.ascq) {
-            self.reset_here();
-        } else {
-            self.raise(Sense::new(key::UNIT_ATTENTION, asc, ascq));
+        match ((asc, ascq) == (reset.asc, reset.ascq), hosts.is_empty()) {
+            (true, _) => self.reset_here(),
+            (false, true) => self.raise(s),
+            (false, false) => self.raise_for(hosts, s),
         }
     }
 
@@ -669,9 +699,15 @@ impl Lun {
                 crate::pr::reserve_in(&*self.dev, *host, cdb).await,
                 u16at(7) as usize,
             )),
-            0x5f => crate::pr::reserve_out(&*self.dev, *host, cdb, &data)
-                .await
-                .map(|()| Outcome::good(Bytes::new())),
+            0x5f => {
+                let notices = crate::pr::reserve_out(&*self.dev, *host, cdb, &data).await?;
+                // The registrants told are nexuses here or on other nodes.
+                for n in notices {
+                    self.raise_for(&n.hosts, n.sense);
+                    self.pass_on(n.sense, n.hosts).await;
+                }
+                Ok(Outcome::good(Bytes::new()))
+            }
             0x34 | 0x90 => {
                 // PRE-FETCH: everything is as fast as it gets; GOOD for a valid range.
                 self.check_lba(range_10_16())?;

@@ -143,9 +143,9 @@ fn a_reset_is_passed_on_to_the_other_nodes_before_it_returns() {
     let here = Arc::new(two_nexuses(1));
     let there = Arc::new(two_nexuses(2));
     let t = there.clone();
-    here.pass_attentions_on(Arc::new(move |asc, ascq| {
+    here.pass_attentions_on(Arc::new(move |asc, ascq, hosts| {
         let t = t.clone();
-        Box::pin(async move { t.attention_from_elsewhere(asc, ascq) })
+        Box::pin(async move { t.attention_from_elsewhere(asc, ascq, &hosts) })
     }));
     futures::executor::block_on(here.reset());
     for l in [&here, &there] {

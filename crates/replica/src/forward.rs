@@ -32,8 +32,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Finds the device a node serves forwarded I/O of a volume on.
 pub(crate) type Lookup = Arc<dyn Fn(&[u8; 16]) -> Option<Arc<dyn BlockDevice>> + Send + Sync>;
 
-/// Takes a unit attention `(asc, ascq)` for every I_T nexus of a volume's LU on this node.
-pub type AttentionSink = Arc<dyn Fn(u8, u8) + Send + Sync>;
+/// Takes a unit attention `(asc, ascq)` for the I_T nexuses of `hosts` (empty: every nexus) of
+/// a volume's LU on this node.
+pub type AttentionSink = Arc<dyn Fn(u8, u8, &[HostId]) + Send + Sync>;
 
 /// Finds where a node takes a volume's unit attentions.
 pub(crate) type Attentions = Arc<dyn Fn(&[u8; 16]) -> Option<AttentionSink> + Send + Sync>;
@@ -52,10 +53,10 @@ pub(crate) fn serve(
         let Some(Msg::Request { id, host, req }) = m else {
             return false; // the end, or a frame that has no place here
         };
-        if let Request::Attention { asc, ascq } = req {
+        if let Request::Attention { asc, ascq, hosts } = req {
             // No nexus of the volume here (no path, no iSCSI): nothing to tell.
             if let Some(sink) = attentions(&volume) {
-                sink(asc, ascq);
+                sink(asc, ascq, &hosts);
             }
             let _ = tx.send(Msg::Reply {
                 id,
@@ -235,22 +236,26 @@ impl Peers {
         }
     }
 
-    /// Gives every nexus of the LU on the other nodes unit attention `(asc, ascq)`; returns
-    /// once each node has it, or could not be reached within [`ATTENTION_TIMEOUT`] (logged).
-    pub async fn attention(&self, asc: u8, ascq: u8) {
+    /// Gives the nexuses of `hosts` (empty: every nexus) of the LU on the other nodes unit
+    /// attention `(asc, ascq)`; returns once each node has it, or could not be reached within
+    /// [`ATTENTION_TIMEOUT`] (logged).
+    pub async fn attention(&self, asc: u8, ascq: u8, hosts: Vec<HostId>) {
         let nodes: Vec<_> = self.nodes.lock().clone();
-        let sends = nodes.into_iter().map(|(addr, f)| async move {
-            let req = Request::Attention { asc, ascq };
-            match tokio::time::timeout(ATTENTION_TIMEOUT, f.forward([0; 16], req)).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(volume = %self.volume, node = %addr, asc, ascq,
+        let sends = nodes.into_iter().map(|(addr, f)| {
+            let hosts = hosts.clone();
+            async move {
+                let req = Request::Attention { asc, ascq, hosts };
+                match tokio::time::timeout(ATTENTION_TIMEOUT, f.forward([0; 16], req)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(volume = %self.volume, node = %addr, asc, ascq,
                         "could not pass a unit attention on: {e}");
-                }
-                Err(_) => {
-                    tracing::warn!(volume = %self.volume, node = %addr, asc, ascq,
+                    }
+                    Err(_) => {
+                        tracing::warn!(volume = %self.volume, node = %addr, asc, ascq,
                         "a node did not take a unit attention within {} s",
                         ATTENTION_TIMEOUT.as_secs());
+                    }
                 }
             }
         });

@@ -64,6 +64,8 @@ pub enum Request {
         asc: u8,
         /// Its qualifier.
         ascq: u8,
+        /// The nexuses (host identities) it is for; empty: every nexus.
+        hosts: Vec<HostId>,
     },
 }
 
@@ -333,7 +335,12 @@ impl Msg {
                         out.put_u64_le(k1);
                         out.put_u64_le(k2);
                     }
-                    Request::Attention { asc, ascq } => out.put_slice(&[*asc, *ascq]),
+                    Request::Attention { asc, ascq, hosts } => {
+                        out.put_slice(&[*asc, *ascq]);
+                        for h in hosts {
+                            out.put_slice(h);
+                        }
+                    }
                 }
             }
             Msg::Reply { id, result } => {
@@ -531,10 +538,16 @@ impl Msg {
                         Request::Io(Op::Flush)
                     }
                     FWD_ATTENTION => {
-                        exact(2)?;
+                        if r.len() < 2 || !(r.len() - 2).is_multiple_of(16) {
+                            return Err(bad);
+                        }
                         Request::Attention {
                             asc: r[0],
                             ascq: r[1],
+                            hosts: r[2..]
+                                .chunks_exact(16)
+                                .map(|h| h.try_into().expect("16 bytes"))
+                                .collect(),
                         }
                     }
                     _ => {

@@ -127,6 +127,16 @@ fn all() -> Vec<Msg> {
             req: Request::Attention {
                 asc: 0x29,
                 ascq: 0x03,
+                hosts: vec![],
+            },
+        },
+        Msg::Request {
+            id: 13,
+            host: [0; 16],
+            req: Request::Attention {
+                asc: 0x2a,
+                ascq: 0x05,
+                hosts: vec![[1; 16], [2; 16]],
             },
         },
         Msg::Reply {
