@@ -11,6 +11,7 @@
 # (through the promoted primary), and the map must show the failed path.
 set -euxo pipefail
 . ./params.sh
+. ./path-loss-writes.sh
 # multipath finds paths and their WWIDs through udev, which the VM's init does not start.
 /lib/systemd/systemd-udevd --daemon
 udevadm trigger --action=add
@@ -65,17 +66,7 @@ DEV=/dev/mapper/$MAP
 grep -q "prio=50" mp.txt
 grep -q "prio=10" mp.txt
 
-touch io-started
-fio --name=mp --filename="$DEV" --rw=randwrite --bs=4k --size=32m --ioengine=libaio \
-	--iodepth=8 --direct=1 --rate_iops=,400 --verify=crc32c --do_verify=1 --verify_fatal=1 \
-	--randrepeat=1 --output=fio-write.txt
-cat fio-write.txt
-# The host dropped a path while the writes ran.
-[ -e path-dropped ]
-fio --name=mp --filename="$DEV" --rw=randwrite --bs=4k --size=32m --ioengine=libaio \
-	--iodepth=8 --direct=1 --verify=crc32c --verify_only=1 --verify_fatal=1 --randrepeat=1 \
-	--output=fio-verify.txt
-cat fio-verify.txt
+writes_through_a_path_loss "$DEV"
 multipath -ll | tee mp-after.txt
 grep -qE "failed|faulty" mp-after.txt
 # The sessions still up log out (the dropped one may not).

@@ -11,6 +11,7 @@
 # an error and the data must verify through the promoted primary.
 set -euxo pipefail
 . ./params.sh
+. ./path-loss-writes.sh
 H=10.0.2.2
 HOSTNQN=nqn.2014-08.io.alcubierre:test-guest
 trap 'dmesg | tail -30' EXIT
@@ -50,17 +51,7 @@ done
 DEV=$(ls /dev/nvme*n1 | grep -v c | head -1)
 [ -b "$DEV" ]
 
-touch io-started
-fio --name=mp --filename="$DEV" --rw=randwrite --bs=4k --size=32m --ioengine=libaio \
-	--iodepth=8 --direct=1 --rate_iops=,400 --verify=crc32c --do_verify=1 --verify_fatal=1 \
-	--randrepeat=1 --output=fio-write.txt
-cat fio-write.txt
-# The host dropped a path while the writes ran.
-[ -e path-dropped ]
-fio --name=mp --filename="$DEV" --rw=randwrite --bs=4k --size=32m --ioengine=libaio \
-	--iodepth=8 --direct=1 --verify=crc32c --verify_only=1 --verify_fatal=1 --randrepeat=1 \
-	--output=fio-verify.txt
-cat fio-verify.txt
+writes_through_a_path_loss "$DEV"
 nvme list-subsys | tee subsys-after.txt
 nvme disconnect -n "$NQN" || true
 echo "NVME-MULTIPATH-OK"

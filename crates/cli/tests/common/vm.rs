@@ -67,11 +67,13 @@ pub async fn three_nodes(
     }
 }
 
-/// Boots the VM on `share` running `testing/vm/<script>` (copied there as guest.sh) for at most
-/// `secs`; joins to (exit code, console).
+/// Boots the VM on `share` running `testing/vm/<script>` (copied there as guest.sh, with the
+/// shell functions it sources) for at most `secs`; joins to (exit code, console).
 pub fn guest(share: &Path, script: &str, secs: u32) -> JoinHandle<(i32, String)> {
     let here = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testing/vm");
     std::fs::copy(format!("{here}/{script}"), share.join("guest.sh")).unwrap();
+    let lib = "path-loss-writes.sh";
+    std::fs::copy(format!("{here}/{lib}"), share.join(lib)).unwrap();
     let share = share.to_path_buf();
     std::thread::spawn(move || {
         let out = Command::new(format!("{here}/run.sh"))

@@ -1,0 +1,21 @@
+# Sourced by the multipath guest scripts (testing/vm/*-multipath-guest.sh), which run with
+# set -e in the share directory.
+#
+# writes_through_a_path_loss DEV: 32 MiB of 4K random writes at 400 IOPS with crc32c
+# verification through DEV. It touches ./io-started when they start; the host kills the node
+# carrying the I/O during them and touches ./path-dropped. The writes must end without an error
+# and the data must then verify through the remaining paths.
+writes_through_a_path_loss() {
+	local dev=$1
+	touch io-started
+	fio --name=mp --filename="$dev" --rw=randwrite --bs=4k --size=32m --ioengine=libaio \
+		--iodepth=8 --direct=1 --rate_iops=,400 --verify=crc32c --do_verify=1 \
+		--verify_fatal=1 --randrepeat=1 --output=fio-write.txt
+	cat fio-write.txt
+	# The host dropped a path while the writes ran.
+	[ -e path-dropped ]
+	fio --name=mp --filename="$dev" --rw=randwrite --bs=4k --size=32m --ioengine=libaio \
+		--iodepth=8 --direct=1 --verify=crc32c --verify_only=1 --verify_fatal=1 \
+		--randrepeat=1 --output=fio-verify.txt
+	cat fio-verify.txt
+}
