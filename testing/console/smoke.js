@@ -1,6 +1,6 @@
 // Runs the web console's script (crates/control/src/console.html) against a live API with a
-// minimal DOM and checks what it renders: the summary, the nodes and volumes tables, the I/O
-// table, and no error. Usage: node smoke.js <console.html> <api-url> <token>
+// minimal DOM and checks what it renders: the summary, the nodes and volumes tables, the failed
+// replicas (none on the demo), the I/O table, and no error. Usage: node smoke.js <console.html> <api-url> <token>
 "use strict";
 const fs = require("fs");
 const [html, api, token] = process.argv.slice(2);
@@ -22,6 +22,7 @@ setTimeout(() => {
     ["summary", "leader<b>node-"],
     ["nodes", "<td>node-1</td>"],
     ["volumes", "<td>demo</td>"],
+    ["failures", "<td>none</td>"],
     ["io", "<b>cache</b>"],
   ];
   let failed = false;
@@ -35,6 +36,6 @@ setTimeout(() => {
       failed = true;
     }
   }
-  console.log(failed ? "console: FAILED" : "console: rendered summary, nodes, volumes, I/O");
+  console.log(failed ? "console: FAILED" : "console: rendered summary, nodes, volumes, failed replicas, I/O");
   process.exit(failed ? 1 : 0);
 }, 2000);
