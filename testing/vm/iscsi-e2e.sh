@@ -43,6 +43,7 @@ advertise = "10.0.2.2:$PORT"
 [[volume]]
 name = "e2e"
 size = "128MiB"
+block_size = 512
 hosts = ["$GUEST_IQN"]
 chap_user = "$CHAP_USER"
 chap_secret = "$CHAP_SECRET"

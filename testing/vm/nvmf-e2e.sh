@@ -40,6 +40,7 @@ advertise = ["10.0.2.2"]
 [[volume]]
 name = "e2e"
 size = "128MiB"
+block_size = 512
 hosts = ["$HOSTNQN"]
 TOML
 

@@ -257,7 +257,17 @@ impl Partition {
             if mask == FULL_MASK {
                 continue;
             }
-            let old = self.base_block(w, volume, first + u64::from(i), batch, &mut scratch)?;
+            let block = first + u64::from(i);
+            let old = self
+                .base_block(w, volume, block, batch, &mut scratch)
+                .map_err(|e| match e {
+                    // The LBA named is the command's own: its first sector in the block.
+                    CacheError::Medium { volume, .. } => CacheError::Medium {
+                        volume,
+                        offset: ByteOffset((block * SPB).max(sector) * SECTOR),
+                    },
+                    e => e,
+                })?;
             let at = base + i as usize * BLOCK;
             w.buf[at..at + BLOCK].copy_from_slice(&scratch);
             let merged = mask | old;

@@ -121,11 +121,13 @@ busy_poll_us = {poll}
 [[volume]]
 name = "memory"
 size = "{span}MiB"
+block_size = 4096
 hosts = ["*"]
 memory = true
 [[volume]]
 name = "cache"
 size = "{span}MiB"
+block_size = 4096
 hosts = ["*"]
 "#,
         threads = args.target_threads,

@@ -261,8 +261,9 @@ pub fn advertised(
     listen: &[SocketAddr],
 ) -> anyhow::Result<Vec<SocketAddr>> {
     let mut ports: Vec<u16> = listen.iter().map(SocketAddr::port).collect();
+    ports.sort_unstable();
     ports.dedup();
-    let mut out = Vec::new();
+    let mut out: Vec<SocketAddr> = Vec::new();
     for (i, a) in list.iter().enumerate() {
         if let Ok(s) = a.parse::<SocketAddr>() {
             if s.port() == 0 {
@@ -270,6 +271,9 @@ pub fn advertised(
             }
             out.push(s);
         } else if let Ok(ip) = a.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+            if ports.is_empty() {
+                bail!("{field}[{i}]: {a:?} has no port, and there is no listen port to take");
+            }
             out.extend(ports.iter().map(|p| SocketAddr::new(ip, *p)));
         } else {
             bail!(
@@ -281,6 +285,9 @@ pub fn advertised(
             bail!("{field}[{i}]: {a:?} is a wildcard; hosts need this node's own address");
         }
     }
+    // The same portal named twice is listed once.
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|a| seen.insert(*a));
     Ok(out)
 }
 
@@ -298,9 +305,10 @@ pub struct VolumeSection {
     pub id: Option<uuid::Uuid>,
     /// Size.
     pub size: Size,
-    /// 512 or 4096.
-    #[serde(default = "default_bs")]
-    pub block_size: u64,
+    /// 512 (reported with 4096-byte physical blocks) or 4096; required, since a volume served
+    /// by a release whose default was 4096 must keep it.
+    #[serde(default)]
+    pub block_size: Option<u64>,
     /// Host NQNs (NVMe/TCP) and initiator IQNs (iSCSI) allowed to connect; `["*"]` allows
     /// any.
     pub hosts: Vec<String>,
@@ -313,10 +321,6 @@ pub struct VolumeSection {
     /// Serve from memory without the cache (front-end benchmarks only; not durable).
     #[serde(default)]
     pub memory: bool,
-}
-
-fn default_bs() -> u64 {
-    alcubierre_control::volumes::DEFAULT_BLOCK_SIZE
 }
 
 impl VolumeSection {
@@ -438,9 +442,17 @@ impl NodeConfig {
             if v.name.is_empty() {
                 bail!("volume[{i}].name: must not be empty");
             }
-            BlockSize::from_bytes(v.block_size)
+            let Some(block_size) = v.block_size else {
+                bail!(
+                    "{}: required: 512 (reported with 4096-byte physical blocks) or 4096. A \
+                     volume served before without it has 4096-byte blocks: give it \
+                     block_size = 4096, or its data is read at the wrong addresses",
+                    f("block_size")
+                );
+            };
+            BlockSize::from_bytes(block_size)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", f("block_size")))?;
-            if v.size.0 == 0 || v.size.0 % v.block_size != 0 {
+            if v.size.0 == 0 || v.size.0 % block_size != 0 {
                 bail!(
                     "{}: {} is not a positive multiple of the block size",
                     f("size"),
@@ -524,6 +536,7 @@ listen = ["127.0.0.1:4420"]
 [[volume]]
 name = "v"
 size = "1GiB"
+block_size = 512
 hosts = ["*"]
 "#;
 
@@ -532,7 +545,7 @@ hosts = ["*"]
         let c = NodeConfig::parse(GOOD).unwrap();
         assert_eq!(c.cache.as_ref().unwrap().create_size, Some(Size(1 << 30)));
         assert_eq!(c.cache.unwrap().destage_rate, Size(50_000_000));
-        assert_eq!(c.volumes[0].block_size, 512);
+        assert_eq!(c.volumes[0].block_size, Some(512));
         assert_eq!(c.volumes[0].volume_id(), c.volumes[0].volume_id());
     }
 
@@ -540,7 +553,7 @@ hosts = ["*"]
     fn errors_name_the_field() {
         let cases = [
             (
-                GOOD.replace("size = \"1GiB\"\nhosts", "size = \"1000\"\nhosts"),
+                GOOD.replace("size = \"1GiB\"\nblock_size", "size = \"1000\"\nblock_size"),
                 "volume[0] (v).size",
             ),
             (
@@ -552,7 +565,7 @@ hosts = ["*"]
                 "backend.kind",
             ),
             (
-                GOOD.replace("size = \"1GiB\"\nhosts", "size = \"1XB\"\nhosts"),
+                GOOD.replace("size = \"1GiB\"\nblock_size", "size = \"1XB\"\nblock_size"),
                 "unknown size unit",
             ),
             (GOOD.replace("[nvmf]", "[nvmf]\nbogus = 1"), "bogus"),
@@ -565,8 +578,13 @@ hosts = ["*"]
                 "listen",
             ),
             (
-                GOOD.replace("hosts = [\"*\"]", "hosts = [\"*\"]\nblock_size = 1000"),
-                "block_size",
+                GOOD.replace("block_size = 512", "block_size = 1000"),
+                "volume[0] (v).block_size: block_size must be 512 or 4096, got 1000",
+            ),
+            (
+                // No default: a volume served when the default was 4096 keeps its blocks.
+                GOOD.replace("block_size = 512\n", ""),
+                "volume[0] (v).block_size: required",
             ),
             (
                 // The mistake a user made: the port given twice.

@@ -199,7 +199,10 @@ fn open_cache(
             Err(BackendError::NotFound { .. }) => backend.create(id, ByteSize(v.size.0))?,
             Err(e) => return Err(e).with_context(|| format!("volume {}: backend", v.name)),
         }
-        let g = VolumeGeometry::new(BlockSize::from_bytes(v.block_size)?, ByteSize(v.size.0))?;
+        let g = VolumeGeometry::new(
+            BlockSize::from_bytes(v.block_size.expect("validated"))?,
+            ByteSize(v.size.0),
+        )?;
         engine.attach(id, g)?;
     }
     let limit = Arc::new(RateLimiter::new(c.destage_rate.0, 0));
@@ -241,7 +244,10 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
     let mut volumes = Vec::new();
     for v in &cfg.volumes {
         let id = v.volume_id();
-        let g = VolumeGeometry::new(BlockSize::from_bytes(v.block_size)?, ByteSize(v.size.0))?;
+        let g = VolumeGeometry::new(
+            BlockSize::from_bytes(v.block_size.expect("validated"))?,
+            ByteSize(v.size.0),
+        )?;
         // Only this node serves a configured volume: its reservations live here.
         let dev: Arc<dyn BlockDevice> = if v.memory {
             Arc::new(Reserved::volatile(MemBlockDevice::new(g)))
@@ -336,7 +342,11 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
                     .config
                     .portals
                     .iter()
-                    .map(|p| format!("{}:{}", p.addr, p.port))
+                    // As a socket address: an IPv6 one in brackets.
+                    .map(|p| match p.addr.parse::<std::net::IpAddr>() {
+                        Ok(ip) => SocketAddr::new(ip, p.port).to_string(),
+                        Err(_) => format!("{}:{}", p.addr, p.port),
+                    })
                     .collect()
             };
             Some(

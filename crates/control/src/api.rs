@@ -280,7 +280,8 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Serialize> axum::extract::
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         let Body(raw) = Body::<serde_json::Value>::from_request(req, state).await?;
-        let v: T = serde_json::from_value(raw.clone()).map_err(|e| {
+        // With the path of the value that failed, as the body extractor reports it.
+        let v: T = serde_path_to_error::deserialize(raw.clone()).map_err(|e| {
             let m = format!("Failed to deserialize the JSON body into the target type: {e}");
             let (m, f) = body_error(&m);
             err(StatusCode::UNPROCESSABLE_ENTITY, m, f.as_deref())

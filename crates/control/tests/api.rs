@@ -305,6 +305,24 @@ async fn bad_bodies_get_json_errors_naming_the_field() {
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert_eq!(v["field"], "write_MiB_sec", "{v}");
+    // A stored record's type names the field of a wrong value too.
+    let (s, v) = call(
+        &app,
+        "PUT",
+        "/api/v1/qos/gold",
+        Some(json!({"write_iops": "many"})),
+        T,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["field"], "write_iops", "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("write_iops: must be"),
+        "{v}"
+    );
     let (s, v) = call(
         &app,
         "POST",

@@ -176,6 +176,17 @@ impl Forwarder {
     }
 
     async fn forward(&self, host: HostId, req: Request) -> Result<Bytes, BlockError> {
+        self.forward_within(host, req, REQUEST_TIMEOUT).await
+    }
+
+    /// [`Forwarder::forward`], failing as unavailable after `timeout` (the request is then
+    /// forgotten here; a late reply is dropped).
+    async fn forward_within(
+        &self,
+        host: HostId,
+        req: Request,
+        timeout: Duration,
+    ) -> Result<Bytes, BlockError> {
         let conn = self.conn().await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (done, rx) = oneshot::channel();
@@ -186,7 +197,7 @@ impl Forwarder {
                 "the connection to the primary closed".into(),
             ));
         }
-        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+        match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(BlockError::Unavailable(
                 "the connection to the primary closed".into(),
@@ -194,8 +205,8 @@ impl Forwarder {
             Err(_) => {
                 conn.pending.lock().remove(&id);
                 Err(BlockError::Unavailable(format!(
-                    "the primary did not answer within {} s",
-                    REQUEST_TIMEOUT.as_secs()
+                    "the node did not answer within {} s",
+                    timeout.as_secs()
                 )))
             }
         }
@@ -245,17 +256,9 @@ impl Peers {
             let hosts = hosts.clone();
             async move {
                 let req = Request::Attention { asc, ascq, hosts };
-                match tokio::time::timeout(ATTENTION_TIMEOUT, f.forward([0; 16], req)).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(volume = %self.volume, node = %addr, asc, ascq,
+                if let Err(e) = f.forward_within([0; 16], req, ATTENTION_TIMEOUT).await {
+                    tracing::warn!(volume = %self.volume, node = %addr, asc, ascq,
                         "could not pass a unit attention on: {e}");
-                    }
-                    Err(_) => {
-                        tracing::warn!(volume = %self.volume, node = %addr, asc, ascq,
-                        "a node did not take a unit attention within {} s",
-                        ATTENTION_TIMEOUT.as_secs());
-                    }
                 }
             }
         });
