@@ -50,24 +50,22 @@ pub struct ExportedVolume {
     pub memory: bool,
 }
 
-fn portals(cfg: &NodeConfig) -> Vec<Portal> {
-    // Validated when the file was read.
+fn portals(cfg: &NodeConfig) -> anyhow::Result<Vec<Portal>> {
     let advertised =
-        crate::config::advertised("nvmf.advertise", &cfg.nvmf.advertise, &cfg.nvmf.listen)
-            .unwrap_or_default();
+        crate::config::advertised("nvmf.advertise", &cfg.nvmf.advertise, &cfg.nvmf.listen)?;
     let addrs: Vec<SocketAddr> = if advertised.is_empty() {
         if let Some(a) = cfg.nvmf.listen.iter().find(|a| a.ip().is_unspecified()) {
             tracing::warn!(
                 "nvmf.listen {a} is a wildcard and nvmf.advertise is empty: discovery will \
                  advertise the address each host connected to"
             );
-            return Vec::new();
+            return Ok(Vec::new());
         }
         cfg.nvmf.listen.clone()
     } else {
         advertised
     };
-    addrs
+    Ok(addrs
         .iter()
         .enumerate()
         .map(|(i, a)| Portal {
@@ -75,25 +73,25 @@ fn portals(cfg: &NodeConfig) -> Vec<Portal> {
             port: a.port(),
             port_id: i as u16 + 1,
         })
-        .collect()
+        .collect())
 }
 
-/// The iSCSI portals hosts reach this node on, with its portal group tag (`ip:port,tpgt`): the
-/// advertised addresses, else the bound listeners that are not wildcards.
-fn iscsi_portals(cfg: &NodeConfig, bound: &[SocketAddr]) -> Vec<String> {
+/// The iSCSI portals hosts reach this node on: the advertised addresses, else the bound
+/// listeners that are not wildcards.
+fn iscsi_portals(cfg: &NodeConfig, bound: &[SocketAddr]) -> anyhow::Result<Vec<SocketAddr>> {
     let Some(sec) = &cfg.iscsi else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    let tpgt = cfg.node.ana_group;
-    // Validated when the file was read.
-    let advertised =
-        crate::config::advertised("iscsi.advertise", &sec.advertise, bound).unwrap_or_default();
-    let addrs: Vec<&SocketAddr> = if advertised.is_empty() {
-        bound.iter().filter(|a| !a.ip().is_unspecified()).collect()
+    let advertised = crate::config::advertised("iscsi.advertise", &sec.advertise, bound)?;
+    Ok(if advertised.is_empty() {
+        bound
+            .iter()
+            .filter(|a| !a.ip().is_unspecified())
+            .copied()
+            .collect()
     } else {
-        advertised.iter().collect()
-    };
-    addrs.iter().map(|a| format!("{a},{tpgt}")).collect()
+        advertised
+    })
 }
 
 /// Opens the cache device, creating and formatting a file when asked to.
@@ -232,7 +230,7 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
         cntlid_base: cfg.node.cntlid_base,
         cntlid_count: cfg.node.cntlid_count,
         in_capsule_data: cfg.nvmf.in_capsule_data,
-        portals: portals(cfg),
+        portals: portals(cfg)?,
         busy_poll: std::time::Duration::from_micros(cfg.nvmf.busy_poll_us as u64),
         ..TargetConfig::default()
     }));
@@ -315,6 +313,7 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
         listeners.push(l);
     }
     let (mut iscsi_bound, mut iscsi_tasks) = (Vec::new(), Vec::new());
+    let mut iscsi_addrs = Vec::new();
     if let (Some(t), Some(sec)) = (&iscsi, &cfg.iscsi) {
         for a in &sec.listen {
             let (bound, task) = alcubierre_iscsi::driver::listen(t.clone(), *a)
@@ -323,10 +322,9 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
             iscsi_bound.push(bound);
             iscsi_tasks.push(task);
         }
-        if let Some(a) = iscsi_portals(cfg, &iscsi_bound).first() {
-            // Without the tag: the target adds its own.
-            let portal = a.rsplit_once(',').map_or(a.as_str(), |(p, _)| p);
-            t.set_local_portal(portal.to_string());
+        iscsi_addrs = iscsi_portals(cfg, &iscsi_bound)?;
+        if let Some(a) = iscsi_addrs.first() {
+            t.set_local_portal(a.to_string());
         }
     }
     let cluster = match &cfg.cluster {
@@ -357,7 +355,11 @@ pub async fn start(cfg: &NodeConfig) -> anyhow::Result<Node> {
                     destage_limit,
                     (&target, iscsi.clone()),
                     portals,
-                    iscsi_portals(cfg, &iscsi_bound),
+                    // With the node's portal group tag, as SendTargets lists them.
+                    iscsi_addrs
+                        .iter()
+                        .map(|a| format!("{a},{}", cfg.node.ana_group))
+                        .collect(),
                 )
                 .await?,
             )

@@ -205,17 +205,12 @@ fn body_error(message: &str) -> (String, Option<String>) {
 /// -> "must be a whole number (at least 0), not a string".
 fn rule(what: &str) -> String {
     let want = |expected: &str| match expected {
-        e if e.starts_with("u8")
-            || e.starts_with("u16")
-            || e.starts_with("u32")
-            || e.starts_with("u64") =>
-        {
+        e if e.starts_with('u') && e[1..].parse::<u8>().is_ok() => {
             "a whole number (at least 0)".to_string()
         }
-        e if e.starts_with("i64") || e.starts_with("i32") => "a whole number".to_string(),
-        e if e.starts_with("f64") || e.starts_with("f32") => "a number".to_string(),
+        e if e.starts_with('i') && e[1..].parse::<u8>().is_ok() => "a whole number".to_string(),
+        e if e.starts_with('f') && e[1..].parse::<u8>().is_ok() => "a number".to_string(),
         "a boolean" => "true or false".to_string(),
-        "a string" => "a string".to_string(),
         e if e.starts_with("a sequence") => "a list".to_string(),
         e if e.starts_with("struct") || e.starts_with("a map") => "an object".to_string(),
         e => e.to_string(),

@@ -83,17 +83,15 @@ fn notices(sa: u8, host: &HostId, before: &Reservations, after: &Reservations) -
                 .collect();
             (gone, ua(0x05))
         }
-        2 => {
-            let shared = before
-                .reservation()
-                .is_some_and(|t| !matches!(t as u8, 1 | 2));
-            if shared && after.reservation().is_none() {
-                (others(after), ua(0x04))
-            } else {
-                (Vec::new(), ua(0x04))
-            }
+        // Only a reservation the registrants held (not WE or EA) is announced as released.
+        2 if before
+            .reservation()
+            .is_some_and(|t| !matches!(t as u8, 1 | 2))
+            && after.reservation().is_none() =>
+        {
+            (others(after), ua(0x04))
         }
-        _ => (Vec::new(), ua(0)),
+        _ => return Vec::new(),
     };
     if hosts.is_empty() {
         return Vec::new();
