@@ -25,10 +25,14 @@
 
 mod mem;
 pub mod metered;
+pub mod qos;
+mod rate;
 pub mod resv;
 
 pub use mem::MemBlockDevice;
 pub use metered::{IoStats, Metered};
+pub use qos::{Limited, Qos, QosLimits};
+pub use rate::RateLimiter;
 pub use resv::{HostId, Keeper, Reservations, Reserved, ResvCommand, ResvStore};
 
 use alcubierre_types::{BlockCount, ByteSize, Lba, VolumeGeometry};

@@ -26,8 +26,8 @@ use tokio::sync::oneshot;
 
 use crate::engine::Engine;
 use crate::error::CacheError;
-use crate::limiter::RateLimiter;
 use crate::partition::{Op, Partition, Tag};
+use alcubierre_block::RateLimiter;
 
 /// How the service runs.
 #[derive(Clone)]

@@ -23,8 +23,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alcubierre_backend::BackendError;
-use alcubierre_block::{BlockDevice, IoStats, Keeper, Reserved};
-use alcubierre_cache::{Engine, RateLimiter, VolumeOpener};
+use alcubierre_block::RateLimiter;
+use alcubierre_block::{BlockDevice, IoStats, Keeper, Limited, Qos, QosLimits, Reserved};
+use alcubierre_cache::{Engine, VolumeOpener};
 use alcubierre_control::leader;
 use alcubierre_control::model::Node;
 use alcubierre_control::reconcile::ReplicaRequest;
@@ -41,7 +42,6 @@ use parking_lot::RwLock;
 
 use crate::node_tasks;
 use crate::paths::{IscsiHosts, Path};
-use crate::qos::{Limited, Qos};
 use crate::replication::{load_reservations, AgentControl, ProgressRecord, Role};
 
 /// What a node publishes about a volume it exports.
@@ -309,6 +309,17 @@ impl Local {
         p.health.held.store(held.len() as u64, Ordering::Relaxed);
         self.held = held;
     }
+}
+
+/// The limits of QoS policy `p` (`None`: the volume names no policy, or one that is not
+/// there).
+fn qos_limits(p: Option<&QosPolicy>) -> QosLimits {
+    p.map_or_else(QosLimits::default, |p| QosLimits {
+        read_iops: p.read_iops,
+        write_iops: p.write_iops,
+        read_bps: p.read_bps,
+        write_bps: p.write_bps,
+    })
 }
 
 /// The access list of `v`: its hosts' NQNs, or any host when it names none.
@@ -607,16 +618,15 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
                     .collect(),
             )
         };
-        let policy = v.qos.as_ref().and_then(|q| policies.get(q)).cloned();
+        let policy = qos_limits(v.qos.as_ref().and_then(|q| policies.get(q)));
         // A volume that fails here stays with that volume: the others converge, and it is
         // tried again after its backoff.
         if !local.paths.contains_key(&v.id) {
             if !may_try(&local.failing, &v.id) {
                 continue;
             }
-            let opened = attach(p, v).and_then(|id| {
-                Path::open(p, v, id, want.clone(), want_iscsi.clone(), policy.clone())
-            });
+            let opened = attach(p, v)
+                .and_then(|id| Path::open(p, v, id, want.clone(), want_iscsi.clone(), policy));
             match opened {
                 Ok(path) => {
                     local.paths.insert(v.id.clone(), path);
@@ -629,7 +639,7 @@ async fn converge(store: &Arc<dyn Store>, p: &NodeParts, local: &mut Local) -> a
         }
         let path = local.paths.get_mut(&v.id).expect("opened");
         if path.policy != policy {
-            path.qos.apply(policy.as_ref());
+            path.qos.apply(&policy);
             tracing::info!(node = %p.name, volume = %v.name, ?policy, "QoS applied");
             path.policy = policy;
         }

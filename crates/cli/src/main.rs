@@ -38,7 +38,6 @@ mod metrics;
 mod node_tasks;
 mod paths;
 mod plan;
-mod qos;
 mod replication;
 mod serve;
 mod snapshots;

@@ -107,7 +107,7 @@ fn render(fams: &mut Families, src: &NodeSources) {
             "QoS limits in force on the exporting node (IOPS or bytes per second).",
         );
         for (id, m) in src.volumes.read().iter() {
-            for (kind, v) in m.qos.limits() {
+            for (kind, v) in m.qos.limits().named() {
                 if let Some(v) = v {
                     let _ = writeln!(
                         out,

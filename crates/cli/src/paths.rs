@@ -16,15 +16,14 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use alcubierre_block::{BlockDevice, IoStats, Metered};
+use alcubierre_block::{BlockDevice, IoStats, Metered, Qos, QosLimits};
 use alcubierre_control::model::Node;
-use alcubierre_control::volumes::{Host, QosPolicy, Volume};
+use alcubierre_control::volumes::{Host, Volume};
 use alcubierre_nvmf::{volume_nqn, AnaState, HostAcl, Subsystem};
 use alcubierre_replica::forward::{Forwarder, PathDevice, Peers, Route};
 use alcubierre_types::VolumeId;
 
 use crate::agent::{NodeParts, VolumeMetrics};
-use crate::qos::Qos;
 use crate::replication::Role;
 
 /// This node's path to one volume.
@@ -37,7 +36,8 @@ pub struct Path {
     /// The iSCSI portals of every node holding a replica (`ip:port,tpgt`), for SendTargets.
     pub iscsi_portals: Vec<String>,
     pub qos: Arc<Qos>,
-    pub policy: Option<QosPolicy>,
+    /// The limits applied to `qos`.
+    pub policy: QosLimits,
     /// Its role here, for metrics.
     pub role: Arc<Role>,
     device: Arc<PathDevice>,
@@ -139,7 +139,7 @@ impl Path {
         id: VolumeId,
         acl: HostAcl,
         iscsi_hosts: IscsiHosts,
-        policy: Option<QosPolicy>,
+        policy: QosLimits,
     ) -> anyhow::Result<Self> {
         let engine = p.engine.clone();
         let device = Arc::new(PathDevice::new(
@@ -149,7 +149,7 @@ impl Path {
             Route::Down("the node is starting to serve the volume".into()),
         ));
         let qos = Arc::new(Qos::default());
-        qos.apply(policy.as_ref());
+        qos.apply(&policy);
         let stats = Arc::new(IoStats::default());
         let role = Arc::new(Role::default());
         let dev: Arc<dyn BlockDevice> = Arc::new(Metered::new(device.clone(), stats.clone()));

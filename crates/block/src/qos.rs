@@ -1,4 +1,4 @@
-//! QoS: a volume's named policy (read / write IOPS and bytes per second) enforced in front of its
+//! QoS: a volume's limits (read / write IOPS and bytes per second) enforced in front of its
 //! device. Each limit is a token bucket allowing debt ([`RateLimiter`]): an I/O reserves its cost
 //! at once and waits until the debt it joined is paid, so waiting I/Os are served in arrival
 //! order and the long-run rate is exact. Policies change while volumes are exported.
@@ -6,9 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use alcubierre_block::{BlockDevice, IoFuture};
-use alcubierre_cache::RateLimiter;
-use alcubierre_control::volumes::QosPolicy;
+use crate::rate::RateLimiter;
+use crate::{BlockDevice, IoFuture};
 use alcubierre_types::{BlockCount, ByteSize, Lba, VolumeGeometry};
 use bytes::Bytes;
 use parking_lot::RwLock;
@@ -48,6 +47,31 @@ impl Slot {
     }
 }
 
+/// A volume's limits; `None`: not limited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QosLimits {
+    /// Read operations per second.
+    pub read_iops: Option<u64>,
+    /// Write operations per second (write zeroes and unmaps count as writes).
+    pub write_iops: Option<u64>,
+    /// Bytes read per second.
+    pub read_bps: Option<u64>,
+    /// Bytes written per second.
+    pub write_bps: Option<u64>,
+}
+
+impl QosLimits {
+    /// Each limit with its name (`read_iops`, `write_iops`, `read_bps`, `write_bps`).
+    pub fn named(&self) -> [(&'static str, Option<u64>); 4] {
+        [
+            ("read_iops", self.read_iops),
+            ("write_iops", self.write_iops),
+            ("read_bps", self.read_bps),
+            ("write_bps", self.write_bps),
+        ]
+    }
+}
+
 /// A volume's live limits.
 #[derive(Default)]
 pub struct Qos {
@@ -58,24 +82,22 @@ pub struct Qos {
 }
 
 impl Qos {
-    /// Applies `p` (`None`: no limits).
-    pub fn apply(&self, p: Option<&QosPolicy>) {
-        let d = QosPolicy::default();
-        let p = p.unwrap_or(&d);
+    /// Applies `p` from now on.
+    pub fn apply(&self, p: &QosLimits) {
         self.read_iops.set(p.read_iops);
         self.write_iops.set(p.write_iops);
         self.read_bps.set(p.read_bps);
         self.write_bps.set(p.write_bps);
     }
 
-    /// The limits in force: read IOPS, write IOPS, read bytes/s, write bytes/s.
-    pub fn limits(&self) -> [(&'static str, Option<u64>); 4] {
-        [
-            ("read_iops", self.read_iops.rate()),
-            ("write_iops", self.write_iops.rate()),
-            ("read_bps", self.read_bps.rate()),
-            ("write_bps", self.write_bps.rate()),
-        ]
+    /// The limits in force.
+    pub fn limits(&self) -> QosLimits {
+        QosLimits {
+            read_iops: self.read_iops.rate(),
+            write_iops: self.write_iops.rate(),
+            read_bps: self.read_bps.rate(),
+            write_bps: self.write_bps.rate(),
+        }
     }
 
     fn wait_read(&self, bytes: u64) -> Duration {
@@ -160,7 +182,7 @@ impl<D: BlockDevice + 'static> BlockDevice for Limited<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alcubierre_block::MemBlockDevice;
+    use crate::MemBlockDevice;
     use alcubierre_types::BlockSize;
     use std::time::Instant;
 
@@ -172,10 +194,10 @@ mod tests {
     #[tokio::test]
     async fn write_iops_are_held_to_the_limit_and_reads_are_not() {
         let qos = Arc::new(Qos::default());
-        qos.apply(Some(&QosPolicy {
+        qos.apply(&QosLimits {
             write_iops: Some(100),
-            ..QosPolicy::default()
-        }));
+            ..QosLimits::default()
+        });
         let d = dev(qos.clone());
         // 30 writes at 100 IOPS with a 10-write burst: at least 0.2 s.
         let t0 = Instant::now();
@@ -190,19 +212,19 @@ mod tests {
         // Reads have no limit: they do not wait behind the writes' debt.
         assert_eq!(qos.wait_read(4096), Duration::ZERO);
         d.read(Lba(0), BlockCount(1)).await.unwrap();
-        assert_eq!(qos.limits()[1], ("write_iops", Some(100)));
+        assert_eq!(qos.limits().write_iops, Some(100));
         // Removing the policy lifts the limit.
-        qos.apply(None);
-        assert_eq!(qos.limits()[1], ("write_iops", None));
+        qos.apply(&QosLimits::default());
+        assert_eq!(qos.limits(), QosLimits::default());
     }
 
     #[tokio::test]
     async fn bandwidth_limits_count_bytes() {
         let qos = Arc::new(Qos::default());
-        qos.apply(Some(&QosPolicy {
+        qos.apply(&QosLimits {
             read_bps: Some(1 << 20),
-            ..QosPolicy::default()
-        }));
+            ..QosLimits::default()
+        });
         let d = dev(qos);
         // 512 KiB at 1 MiB/s with a 100 ms burst: at least 0.35 s.
         let t0 = Instant::now();
