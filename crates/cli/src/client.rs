@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
-use crate::config::parse_size;
+use alcubierre_storage_node::config::parse_size;
 
 /// Where the API is and the token to use.
 #[derive(clap::Args, Clone)]
@@ -62,8 +62,11 @@ pub fn request(
         let ca = a
             .ca_cert
             .clone()
-            .unwrap_or_else(|| crate::tls::SYSTEM_CA.into());
-        let mut s = crate::tls::connect(hostport, crate::tls::client_config(&ca)?)?;
+            .unwrap_or_else(|| alcubierre_storage_node::tls::SYSTEM_CA.into());
+        let mut s = alcubierre_storage_node::tls::connect(
+            hostport,
+            alcubierre_storage_node::tls::client_config(&ca)?,
+        )?;
         s.write_all(req.as_bytes())
             .with_context(|| format!("TLS to the API at {} (is --ca-cert right?)", a.api))?;
         if let Err(e) = s.read_to_end(&mut raw) {

@@ -25,24 +25,15 @@ macro_rules! say {
     }};
 }
 
-mod agent;
 mod bench;
 mod bench_nvmf;
 mod client;
 mod cluster_demo;
-mod config;
 mod demo;
-mod failpoints;
 mod load;
-mod metrics;
-mod node_tasks;
-mod paths;
 mod plan;
-mod replication;
 mod serve;
-mod snapshots;
 mod sysinfo;
-mod tls;
 mod volume_show;
 
 use std::path::PathBuf;

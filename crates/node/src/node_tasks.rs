@@ -17,7 +17,7 @@ use alcubierre_control::model::{Activation, Node};
 use alcubierre_control::registry::{self, Heartbeat, LastOk};
 use alcubierre_store::{Store, WatchEvent};
 
-use crate::agent::NodeParts;
+use crate::parts::NodeParts;
 
 /// Finishes this node's activation whenever its record asks for it.
 pub(crate) async fn activation(store: Arc<dyn Store>, name: String) {

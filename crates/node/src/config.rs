@@ -392,11 +392,13 @@ impl NodeConfig {
     /// Parses and validates config text.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let c: NodeConfig = toml::from_str(text)?;
-        c.validate()?;
+        c.validate(false)?;
         Ok(c)
     }
 
-    fn validate(&self) -> anyhow::Result<()> {
+    /// Checks the configuration; with `embedded_store` the node is handed its cluster's store
+    /// (the demo, tests) and `cluster.etcd` is not used.
+    pub fn validate(&self, embedded_store: bool) -> anyhow::Result<()> {
         for v in &self.volumes {
             match (&v.chap_user, &v.chap_secret) {
                 (Some(_), Some(s)) if !(12..=16).contains(&s.len()) => bail!(
@@ -479,7 +481,7 @@ impl NodeConfig {
             }
         }
         if let Some(c) = &self.cluster {
-            if c.etcd.is_empty() {
+            if c.etcd.is_empty() && !embedded_store {
                 bail!("cluster.etcd: list at least one etcd URL");
             }
             if let Some(u) = c.etcd.iter().find(|u| !u.starts_with("http://")) {

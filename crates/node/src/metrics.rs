@@ -6,12 +6,14 @@ use std::fmt::Write;
 use std::sync::Arc;
 
 use alcubierre_block::metered::{DirStats, LATENCY_BOUNDS_US};
-use alcubierre_cache::{Engine, RateLimiter};
+use alcubierre_block::RateLimiter;
+use alcubierre_cache::Engine;
 use alcubierre_control::api::NodeMetrics;
 
-use crate::agent::VolumeStats;
+use crate::parts::VolumeStats;
 
 /// What a node reports.
+#[derive(Clone)]
 pub struct NodeSources {
     /// The node's name (the `node` label).
     pub node: String,
@@ -22,7 +24,7 @@ pub struct NodeSources {
     /// Its exported volumes' statistics.
     pub volumes: VolumeStats,
     /// What its agent leaves as it is or fails to serve.
-    pub health: Option<Arc<crate::agent::AgentHealth>>,
+    pub health: Option<Arc<crate::parts::AgentHealth>>,
 }
 
 /// The renderer the API calls on every scrape, for one node or several (the demo's three nodes

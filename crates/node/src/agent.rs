@@ -23,41 +23,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alcubierre_backend::BackendError;
-use alcubierre_block::RateLimiter;
-use alcubierre_block::{BlockDevice, IoStats, Keeper, Limited, Qos, QosLimits, Reserved};
-use alcubierre_cache::{Engine, VolumeOpener};
+use alcubierre_block::{BlockDevice, Keeper, Limited, QosLimits, Reserved};
 use alcubierre_control::leader;
 use alcubierre_control::model::Node;
 use alcubierre_control::reconcile::ReplicaRequest;
 use alcubierre_control::registry::{self, Heartbeat};
 use alcubierre_control::volumes::{self, Deletion, Host, QosPolicy, Volume};
-use alcubierre_nvmf::{volume_nqn, HostAcl, SubsystemEvent, Target};
-use alcubierre_replica::node::{FollowerVolume, ReplicaServer};
+use alcubierre_nvmf::{volume_nqn, HostAcl, SubsystemEvent};
+use alcubierre_replica::node::FollowerVolume;
 use alcubierre_replica::primary::Config as ReplicaConfig;
-use alcubierre_replica::volume::{Control, Lease, PrimaryVolume};
+use alcubierre_replica::volume::{Control, PrimaryVolume};
 use alcubierre_replica::Membership;
 use alcubierre_store::{Store, WatchEvent};
-use alcubierre_types::{BlockSize, ByteSize, VolumeGeometry, VolumeId};
-use parking_lot::RwLock;
+use alcubierre_types::{ByteSize, VolumeId};
 
 use crate::node_tasks;
+use crate::parts::{geometry, NodeParts};
 use crate::paths::{IscsiHosts, Path};
-use crate::replication::{load_reservations, AgentControl, ProgressRecord, Role};
-
-/// What a node publishes about a volume it exports.
-pub struct VolumeMetrics {
-    /// The volume's name.
-    pub name: String,
-    /// Its I/O statistics.
-    pub io: Arc<IoStats>,
-    /// Its QoS limits in force.
-    pub qos: Arc<Qos>,
-    /// Its replication role here.
-    pub role: Arc<Role>,
-}
-
-/// The volumes a node exports, by volume id.
-pub type VolumeStats = Arc<RwLock<BTreeMap<String, VolumeMetrics>>>;
+use crate::replication::{load_reservations, AgentControl, ProgressRecord};
 
 /// The running agent; dropping it stops it.
 pub struct Agent {
@@ -70,17 +53,6 @@ impl Drop for Agent {
             t.abort();
         }
     }
-}
-
-/// What a node's agent leaves as it is or fails to serve (`alcubierre_volumes_held`,
-/// `alcubierre_volume_failed`).
-#[derive(Default)]
-pub struct AgentHealth {
-    /// Volumes left as they are: their record is missing without a deletion request, or
-    /// cannot be read.
-    pub held: AtomicU64,
-    /// Volumes it fails to serve, by id, with their names.
-    pub failing: RwLock<BTreeMap<String, String>>,
 }
 
 /// The longest wait between attempts at a volume that fails here.
@@ -97,32 +69,6 @@ fn may_try(failing: &BTreeMap<String, Failing>, id: &str) -> bool {
     failing
         .get(id)
         .is_none_or(|f| std::time::Instant::now() >= f.next)
-}
-
-/// What the agent acts on.
-pub struct NodeParts {
-    /// This node's name.
-    pub name: String,
-    /// Its cache engine.
-    pub engine: Arc<Engine>,
-    /// Opens volumes of its cache service.
-    pub volumes: VolumeOpener,
-    /// Its NVMe/TCP target.
-    pub target: Arc<Target>,
-    /// Its iSCSI target, when it serves iSCSI.
-    pub iscsi: Option<Arc<alcubierre_iscsi::Target>>,
-    /// Its ANA group.
-    pub ana_group: u32,
-    /// Its destagers' shared rate limit.
-    pub destage_limit: Option<Arc<RateLimiter>>,
-    /// Where it publishes the I/O statistics of the volumes it exports.
-    pub stats: VolumeStats,
-    /// Its replica listener (followers); `None`: it does not replicate (single node).
-    pub replica: Option<Arc<ReplicaServer>>,
-    /// Its replication lease, kept by the heartbeat.
-    pub lease: Lease,
-    /// What its agent leaves as it is or fails to serve, for metrics.
-    pub health: Arc<AgentHealth>,
 }
 
 impl Agent {
@@ -333,13 +279,6 @@ fn acl(v: &Volume, hosts: &BTreeMap<String, Host>) -> HostAcl {
             .filter_map(|h| hosts.get(h).and_then(|h| h.nqn.clone()))
             .collect(),
     )
-}
-
-pub(crate) fn geometry(v: &Volume) -> anyhow::Result<VolumeGeometry> {
-    Ok(VolumeGeometry::new(
-        BlockSize::from_bytes(v.block_size)?,
-        ByteSize(v.size),
-    )?)
 }
 
 fn membership(v: &Volume) -> Membership {
@@ -852,13 +791,17 @@ async fn volumes(store: Arc<dyn Store>, p: Arc<NodeParts>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parts::VolumeStats;
     use alcubierre_backend::MemBackend;
     use alcubierre_block::BlockDevice;
+    use alcubierre_cache::Engine;
     use alcubierre_cache::{CacheService, FormatOptions, ServiceConfig};
     use alcubierre_control::model::{Activation, CacheDevice, CacheState};
     use alcubierre_io::fault::{CrashMedium, Fault};
     use alcubierre_io::Medium;
+    use alcubierre_nvmf::Target;
     use alcubierre_store::MemStore;
+    use alcubierre_types::{BlockSize, VolumeGeometry};
 
     /// The revision that guards a restarted primary is never a failed read taken for 0: the
     /// agent waits until the store answers.

@@ -155,7 +155,7 @@ mod tests {
 
     mod certs {
         // Shared with the integration tests.
-        include!("../tests/common/certs.rs");
+        include!("../../cli/tests/common/certs.rs");
     }
     use certs::make_certs;
 

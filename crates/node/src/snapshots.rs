@@ -14,7 +14,7 @@ use alcubierre_control::volumes;
 use alcubierre_store::Store;
 use alcubierre_types::VolumeId;
 
-use crate::agent::NodeParts;
+use crate::parts::NodeParts;
 
 /// How long a snapshot's destage may wait for another volume's writes this node holds as a
 /// follower (their primary releases them after its own destage).

@@ -23,7 +23,7 @@ use alcubierre_nvmf::{volume_nqn, AnaState, HostAcl, Subsystem};
 use alcubierre_replica::forward::{Forwarder, PathDevice, Peers, Route};
 use alcubierre_types::VolumeId;
 
-use crate::agent::{NodeParts, VolumeMetrics};
+use crate::parts::{NodeParts, VolumeMetrics};
 use crate::replication::Role;
 
 /// This node's path to one volume.
@@ -144,7 +144,7 @@ impl Path {
         let engine = p.engine.clone();
         let device = Arc::new(PathDevice::new(
             Arc::new(move || engine.geometry(id).ok()),
-            crate::agent::geometry(v)?,
+            crate::parts::geometry(v)?,
             p.engine.max_transfer(),
             Route::Down("the node is starting to serve the volume".into()),
         ));
