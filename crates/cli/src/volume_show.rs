@@ -123,10 +123,10 @@ pub fn print(d: &Value) {
     say!("iqn       {}", s(&d["iqn"]));
     say!(
         "hosts     {}",
-        if hosts.is_empty() {
-            "any host (none named)".to_string()
-        } else {
-            hosts.join(", ")
+        match (hosts.is_empty(), d["any_host"] == true) {
+            (true, true) => "any host (none named)".to_string(),
+            (true, false) => "none (every attachment was detached)".to_string(),
+            (false, _) => hosts.join(", "),
         }
     );
     say!(

@@ -78,12 +78,76 @@ async fn cluster_demo_serves_a_volume() {
         "{}",
         String::from_utf8_lossy(&tiny.stdout)
     );
-    let (status, _) = tokio::task::spawn_blocking(move || {
-        common::http(&api, "GET", "/api/v1/volumes/demo", "wrong", "")
+    let (status, _) = tokio::task::spawn_blocking({
+        let api = api.clone();
+        move || common::http(&api, "GET", "/api/v1/volumes/demo", "wrong", "")
     })
     .await
     .unwrap();
     assert_eq!(status, 401);
+
+    // Attach a host through the API: the connection info it returns reaches the volume on
+    // every node (the followers forward to the primary), for that host only.
+    let h1 = "nqn.2014-08.org.example:h1";
+    let (status, body) = tokio::task::spawn_blocking({
+        let (api, token) = (api.clone(), token.clone());
+        let body = format!("{{\"nqn\": \"{h1}\"}}");
+        move || {
+            common::http(
+                &api,
+                "PUT",
+                "/api/v1/volumes/demo/attachments/h1",
+                &token,
+                &body,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let att: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let conn = &att["connection"]["nvme"];
+    assert_eq!(conn["subsystem_nqn"], nqn);
+    let portals = conn["portals"].as_array().unwrap();
+    assert_eq!(portals.len(), 3, "{att}");
+    assert_eq!(portals[0]["state"], "optimized");
+    let host = |nqn: &str| HostConfig {
+        hostnqn: nqn.into(),
+        ..HostConfig::default()
+    };
+    let other = "nqn.2014-08.org.example:h2";
+    let t0 = std::time::Instant::now();
+    'applied: loop {
+        // Every node applies the new access list on its own.
+        let mut all = true;
+        for p in portals {
+            let a = format!("{}:{}", p["address"].as_str().unwrap(), p["port"]);
+            let a: std::net::SocketAddr = a.parse().unwrap();
+            let refused = HostController::connect(a, nqn, &host(other), 1)
+                .await
+                .is_err();
+            all &= refused;
+        }
+        if all {
+            break 'applied;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(15),
+            "a host that is not attached still connects"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    for p in portals {
+        let a = format!("{}:{}", p["address"].as_str().unwrap(), p["port"]);
+        let mut c = HostController::connect(a.parse().unwrap(), nqn, &host(h1), 1)
+            .await
+            .unwrap_or_else(|e| panic!("the attached host connects through {p}: {e}"));
+        assert_eq!(
+            c.read(0, 1000, 65536 / bs, bs).await.unwrap(),
+            data,
+            "through {p}"
+        );
+    }
 
     let kill = Command::new("kill")
         .args(["-TERM", &demo.0.id().to_string()])

@@ -1,8 +1,10 @@
 //! The REST API, `/api/v1` (axum). Every request but `GET /metrics` needs
 //! `Authorization: Bearer <token>`. Errors are JSON `{"error": "...", "field": "..."}` with the
 //! status that fits: 400 (bad field), 401, 404, 409 (conflict, name taken), 503 (store).
-//! The routes are listed once in [`ROUTES`]; `docs/api/openapi.json` documents the same set and
-//! a test keeps the two equal.
+//! Bodies are the API contract's types (`alcubierre_api::v1`), converted from and to the
+//! store's records (`convert`). The routes are listed in [`ROUTES`]; the contract's OpenAPI
+//! document (served at `/api/v1/openapi.json`, checked in at `docs/api/openapi.json`) declares
+//! the same set and a test keeps the two equal.
 
 use std::sync::Arc;
 
@@ -12,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::activation::{ActivationError, Licence};
@@ -22,7 +24,11 @@ use crate::plan::{plan, PlanInput};
 use crate::registry::{self, RegistryError};
 use crate::volumes::{self, CreateVolume, Host, QosPolicy, VolumeError};
 
+mod attachments;
+mod convert;
 mod snapshots;
+
+use alcubierre_api::v1 as api;
 
 /// Every route: method and path (axum syntax). The OpenAPI document lists the same.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -42,6 +48,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/volumes/{id}/resize"),
     ("PUT", "/api/v1/volumes/{id}/hosts"),
     ("PUT", "/api/v1/volumes/{id}/qos"),
+    ("GET", "/api/v1/volumes/{id}/connection"),
+    ("GET", "/api/v1/volumes/{id}/attachments"),
+    ("PUT", "/api/v1/volumes/{id}/attachments/{host}"),
+    ("DELETE", "/api/v1/volumes/{id}/attachments/{host}"),
     ("GET", "/api/v1/volumes/{id}/snapshots"),
     ("POST", "/api/v1/volumes/{id}/snapshots"),
     ("GET", "/api/v1/volumes/{id}/snapshots/{snapshot}"),
@@ -53,6 +63,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/hosts"),
     ("PUT", "/api/v1/hosts/{name}"),
     ("DELETE", "/api/v1/hosts/{name}"),
+    ("GET", "/api/v1/hosts/{name}/attachments"),
     ("GET", "/api/v1/plan"),
     ("GET", "/api/v1/plan/check"),
     ("GET", "/api/v1/openapi.json"),
@@ -192,7 +203,11 @@ fn body_error(message: &str) -> (String, Option<String>) {
         return (format!("{f}: required"), Some(f));
     }
     if let Some(f) = field_of(what).filter(|_| what.starts_with("unknown field")) {
-        let f = named(&f);
+        // The path already ends at the unknown field.
+        let f = match &path {
+            Some(p) if *p == f || p.ends_with(&format!(".{f}")) => p.clone(),
+            _ => named(&f),
+        };
         return (format!("{f}: unknown field"), Some(f));
     }
     let Some(path) = path else {
@@ -257,60 +272,17 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
             Ok(Json(v)) => Ok(Body(v)),
             Err(r) => {
                 let (m, f) = body_error(&r.body_text());
-                Err(err(r.status(), m, f.as_deref()))
+                // A field this release does not know is a bad request, not a body that fails
+                // to parse: it is refused, naming it, rather than stored to do nothing.
+                let status = if m.ends_with(": unknown field") {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    r.status()
+                };
+                Err(err(status, m, f.as_deref()))
             }
         }
     }
-}
-
-/// A JSON body of a stored record's type (hosts, QoS policies): records tolerate fields they do
-/// not know when read (a newer release's), but a request with a field this release does not
-/// know is refused, naming it, rather than stored to do nothing.
-struct Strict<T>(T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned + Serialize> axum::extract::FromRequest<S>
-    for Strict<T>
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        let Body(raw) = Body::<serde_json::Value>::from_request(req, state).await?;
-        // With the path of the value that failed, as the body extractor reports it.
-        let v: T = serde_path_to_error::deserialize(raw.clone()).map_err(|e| {
-            let m = format!("Failed to deserialize the JSON body into the target type: {e}");
-            let (m, f) = body_error(&m);
-            err(StatusCode::UNPROCESSABLE_ENTITY, m, f.as_deref())
-        })?;
-        let known = serde_json::to_value(&v).expect("serialises");
-        match unknown_field(&raw, &known) {
-            Some(f) => Err(err(
-                StatusCode::BAD_REQUEST,
-                format!("{f}: unknown field"),
-                Some(&f),
-            )),
-            None => Ok(Strict(v)),
-        }
-    }
-}
-
-/// The first key of `input` (at any depth) that `known`, the same value read and written
-/// back, does not have: a field the type does not know. A null is not a field set.
-fn unknown_field(input: &serde_json::Value, known: &serde_json::Value) -> Option<String> {
-    let (serde_json::Value::Object(i), serde_json::Value::Object(k)) = (input, known) else {
-        return None;
-    };
-    for (key, value) in i {
-        match k.get(key) {
-            None if !value.is_null() => return Some(key.clone()),
-            None => {}
-            Some(kv) => {
-                if let Some(inner) = unknown_field(value, kv) {
-                    return Some(format!("{key}.{inner}"));
-                }
-            }
-        }
-    }
-    None
 }
 
 /// Query parameters whose rejections are API errors.
@@ -352,43 +324,34 @@ fn authorize(s: &ApiState, h: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// A node as the API shows it.
-#[derive(Serialize)]
-struct NodeView {
-    #[serde(flatten)]
-    node: Node,
-    service: Service,
-}
-
-async fn list_nodes(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Vec<NodeView>> {
+async fn list_nodes(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Vec<api::Node>> {
     authorize(&s, &h)?;
     let services = registry::service_states(&*s.store).await?;
     let nodes = registry::nodes(&*s.store).await?;
+    let service = |n: &str| services.get(n).copied().unwrap_or(Service::Unavailable);
     Ok(Json(
         nodes
             .into_values()
-            .map(|(node, _)| NodeView {
-                service: services
-                    .get(&node.name)
-                    .copied()
-                    .unwrap_or(Service::Unavailable),
-                node,
-            })
+            .map(|(node, _)| convert::node(&node, service(&node.name)))
             .collect(),
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ActivateReq {
-    nodes: Vec<String>,
+/// Node record `n` as the API shows it, with its service state.
+async fn node_view(s: &ApiState, n: Node) -> ApiResult<api::Node> {
+    let services = registry::service_states(&*s.store).await?;
+    let service = services
+        .get(&n.name)
+        .copied()
+        .unwrap_or(Service::Unavailable);
+    Ok(Json(convert::node(&n, service)))
 }
 
 async fn activate(
     State(s): State<ApiState>,
     h: HeaderMap,
-    Body(r): Body<ActivateReq>,
-) -> ApiResult<serde_json::Value> {
+    Body(r): Body<api::Activate>,
+) -> ApiResult<api::Activating> {
     authorize(&s, &h)?;
     if r.nodes.is_empty() {
         return Err(err(
@@ -398,61 +361,42 @@ async fn activate(
         ));
     }
     registry::activate(&*s.store, &r.nodes, &s.licence, (s.now)()).await?;
-    Ok(Json(json!({ "activating": r.nodes })))
+    Ok(Json(api::Activating {
+        activating: r.nodes,
+    }))
 }
 
 async fn deactivate(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path(name): Path<String>,
-) -> ApiResult<Node> {
+) -> ApiResult<api::Node> {
     authorize(&s, &h)?;
-    Ok(Json(
-        registry::apply(&*s.store, &name, ActivationEvent::Deactivate).await?,
-    ))
+    let n = registry::apply(&*s.store, &name, ActivationEvent::Deactivate).await?;
+    node_view(&s, n).await
 }
 
 async fn drain(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path(name): Path<String>,
-) -> ApiResult<Node> {
+) -> ApiResult<api::Node> {
     authorize(&s, &h)?;
-    Ok(Json(registry::set_draining(&*s.store, &name, true).await?))
+    let n = registry::set_draining(&*s.store, &name, true).await?;
+    node_view(&s, n).await
 }
 
 async fn undrain(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path(name): Path<String>,
-) -> ApiResult<Node> {
+) -> ApiResult<api::Node> {
     authorize(&s, &h)?;
-    Ok(Json(registry::set_draining(&*s.store, &name, false).await?))
+    let n = registry::set_draining(&*s.store, &name, false).await?;
+    node_view(&s, n).await
 }
 
-/// The cluster at a glance.
-#[derive(Serialize)]
-struct Status {
-    leader: Option<String>,
-    nodes: usize,
-    active: usize,
-    available: usize,
-    draining: Vec<String>,
-    volumes: usize,
-    /// Volumes with fewer in-sync replicas than replicas.
-    degraded: Vec<String>,
-    /// Volumes whose primary is not up (no I/O).
-    unavailable: Vec<String>,
-    capacity_bytes: u64,
-    provisioned_bytes: u64,
-    /// Volume records this node cannot read (each node leaves such a volume as it is).
-    unreadable: Vec<volumes::Unreadable>,
-    /// Replicas their nodes fail to serve, with why: a volume whose primary fails is also in
-    /// `unavailable`, one whose other replica fails in `degraded`.
-    failures: Vec<volumes::ReplicaFailure>,
-}
-
-async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Status> {
+async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<api::Status> {
     authorize(&s, &h)?;
     let nodes = registry::nodes(&*s.store).await?;
     let services = registry::service_states(&*s.store).await?;
@@ -473,23 +417,23 @@ async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Status> {
             .is_some_and(|(r, _)| r.activation == crate::model::Activation::Active)
             && services.get(n) == Some(&Service::Available)
     };
-    Ok(Json(Status {
+    Ok(Json(api::Status {
         leader: crate::leader::current(&*s.store).await?,
-        nodes: nodes.len(),
+        nodes: nodes.len() as u64,
         active: nodes
             .values()
             .filter(|(n, _)| n.activation == crate::model::Activation::Active)
-            .count(),
+            .count() as u64,
         available: services
             .values()
             .filter(|s| **s == Service::Available)
-            .count(),
+            .count() as u64,
         draining: nodes
             .values()
             .filter(|(n, _)| n.draining)
             .map(|(n, _)| n.name.clone())
             .collect(),
-        volumes: vols.len(),
+        volumes: vols.len() as u64,
         degraded: vols
             .values()
             .filter(|v| v.in_sync.len() < v.replicas.len() || failing(v, false))
@@ -506,8 +450,8 @@ async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Status> {
             .map(|(n, _)| n.cache_bytes())
             .sum(),
         provisioned_bytes: vols.values().map(|v| v.size).sum(),
-        unreadable,
-        failures,
+        unreadable: unreadable.iter().map(Into::into).collect(),
+        failures: failures.iter().map(Into::into).collect(),
     }))
 }
 
@@ -515,10 +459,14 @@ async fn console() -> axum::response::Html<&'static str> {
     axum::response::Html(include_str!("console.html"))
 }
 
-async fn list_volumes(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Vec<volumes::Volume>> {
+async fn list_volumes(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Vec<api::Volume>> {
     authorize(&s, &h)?;
     Ok(Json(
-        volumes::list(&*s.store).await?.into_values().collect(),
+        volumes::list(&*s.store)
+            .await?
+            .into_values()
+            .map(Into::into)
+            .collect(),
     ))
 }
 
@@ -526,13 +474,13 @@ async fn create_volume(
     State(s): State<ApiState>,
     h: HeaderMap,
     Body(r): Body<CreateVolume>,
-) -> Result<(StatusCode, Json<volumes::Volume>), ApiError> {
+) -> Result<(StatusCode, Json<api::Volume>), ApiError> {
     authorize(&s, &h)?;
     let v = match &r.source {
         Some(source) => snapshots::create_from_snapshot(&s, &r, source).await?,
         None => snapshots::create_plain(&s, &r, new_id()?).await?,
     };
-    Ok((StatusCode::CREATED, Json(v)))
+    Ok((StatusCode::CREATED, Json(v.into())))
 }
 
 /// A fresh volume id (UUID v4 text) from the OS's random source; when that fails, an error
@@ -564,79 +512,67 @@ async fn get_volume(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path(id): Path<String>,
-) -> ApiResult<volumes::Volume> {
+) -> ApiResult<api::Volume> {
     authorize(&s, &h)?;
-    Ok(Json(volumes::find(&*s.store, &id).await?.0))
+    Ok(Json(volumes::find(&*s.store, &id).await?.0.into()))
 }
 
 /// Replication progress of volumes whose replicas are catching up.
-async fn replication(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Vec<volumes::Progress>> {
+async fn replication(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Vec<api::Progress>> {
     authorize(&s, &h)?;
     // A record can outlive its volume when the volume is deleted with its primary down.
     let live = volumes::list(&*s.store).await?;
     let mut out = volumes::progress(&*s.store).await?;
     out.retain(|p| live.contains_key(&p.volume));
-    Ok(Json(out))
+    Ok(Json(out.iter().map(Into::into).collect()))
 }
 
 async fn delete_volume(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path(id): Path<String>,
-) -> ApiResult<volumes::Volume> {
+) -> ApiResult<api::Volume> {
     authorize(&s, &h)?;
-    Ok(Json(volumes::delete(&*s.store, &id).await?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResizeReq {
-    size: u64,
+    Ok(Json(volumes::delete(&*s.store, &id).await?.into()))
 }
 
 async fn resize_volume(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path(id): Path<String>,
-    Body(r): Body<ResizeReq>,
-) -> ApiResult<volumes::Volume> {
+    Body(r): Body<api::Resize>,
+) -> ApiResult<api::Volume> {
     authorize(&s, &h)?;
     Ok(Json(
-        volumes::resize(&*s.store, &id, r.size, &s.licence).await?,
+        volumes::resize(&*s.store, &id, r.size, &s.licence)
+            .await?
+            .into(),
     ))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HostsReq {
-    hosts: Vec<String>,
 }
 
 async fn set_volume_hosts(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path(id): Path<String>,
-    Body(r): Body<HostsReq>,
-) -> ApiResult<volumes::Volume> {
+    Body(r): Body<api::VolumeHosts>,
+) -> ApiResult<api::Volume> {
     authorize(&s, &h)?;
-    Ok(Json(volumes::set_hosts(&*s.store, &id, &r.hosts).await?))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QosReq {
-    qos: Option<String>,
+    Ok(Json(
+        volumes::set_hosts(&*s.store, &id, &r.hosts).await?.into(),
+    ))
 }
 
 async fn set_volume_qos(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path(id): Path<String>,
-    Body(r): Body<QosReq>,
-) -> ApiResult<volumes::Volume> {
+    Body(r): Body<api::VolumeQos>,
+) -> ApiResult<api::Volume> {
     authorize(&s, &h)?;
     Ok(Json(
-        volumes::set_qos(&*s.store, &id, r.qos.as_deref()).await?,
+        volumes::set_qos(&*s.store, &id, r.qos.as_deref())
+            .await?
+            .into(),
     ))
 }
 
@@ -657,25 +593,30 @@ async fn list_prefix<T: serde::de::DeserializeOwned>(
     Ok(out)
 }
 
-async fn list_qos(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<serde_json::Value> {
+async fn list_qos(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<api::QosPolicies> {
     authorize(&s, &h)?;
-    let mut out = serde_json::Map::new();
+    let mut out = api::QosPolicies::new();
     for kv in s.store.list("qos/").await? {
-        let q: QosPolicy = serde_json::from_slice(&kv.value)
-            .map_err(|_| err(StatusCode::SERVICE_UNAVAILABLE, "corrupt QoS record", None))?;
-        out.insert(kv.key["qos/".len()..].to_string(), json!(q));
+        let q: QosPolicy = serde_json::from_slice(&kv.value).map_err(|_| {
+            err(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("record {} is corrupt", kv.key),
+                None,
+            )
+        })?;
+        out.insert(kv.key["qos/".len()..].to_string(), (&q).into());
     }
-    Ok(Json(serde_json::Value::Object(out)))
+    Ok(Json(out))
 }
 
 async fn put_qos(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path(name): Path<String>,
-    Strict(q): Strict<QosPolicy>,
-) -> ApiResult<QosPolicy> {
+    Body(q): Body<api::QosPolicy>,
+) -> ApiResult<api::QosPolicy> {
     authorize(&s, &h)?;
-    volumes::put_qos(&*s.store, &name, &q).await?;
+    volumes::put_qos(&*s.store, &name, &(&q).into()).await?;
     Ok(Json(q))
 }
 
@@ -710,38 +651,26 @@ async fn delete_host(
 
 /// The OpenAPI document of this API (no token needed).
 async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str) {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        include_str!("../../../docs/api/openapi.json"),
+        DOC.get_or_init(alcubierre_api::openapi_json),
     )
 }
 
-async fn list_hosts(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Vec<serde_json::Value>> {
+async fn list_hosts(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Vec<api::HostView>> {
     authorize(&s, &h)?;
     let hosts: Vec<Host> = list_prefix(&s, "hosts/").await?;
     // CHAP secrets are write-only.
-    Ok(Json(
-        hosts
-            .into_iter()
-            .map(|h| {
-                json!({
-                    "name": h.name,
-                    "nqn": h.nqn,
-                    "iqn": h.iqn,
-                    "chap_user": h.chap.map(|c| c.0),
-                    "target_chap_user": h.target_chap.map(|c| c.0),
-                })
-            })
-            .collect(),
-    ))
+    Ok(Json(hosts.iter().map(Into::into).collect()))
 }
 
 async fn put_host(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path(name): Path<String>,
-    Strict(mut host): Strict<Host>,
-) -> ApiResult<serde_json::Value> {
+    Body(host): Body<api::Host>,
+) -> ApiResult<api::HostView> {
     authorize(&s, &h)?;
     if !host.name.is_empty() && host.name != name {
         return Err(err(
@@ -750,9 +679,10 @@ async fn put_host(
             Some("name"),
         ));
     }
+    let mut host = Host::from(host);
     host.name = name;
     volumes::put_host(&*s.store, &host).await?;
-    Ok(Json(json!({ "name": host.name })))
+    Ok(Json((&host).into()))
 }
 
 impl From<StoredConfigError> for ApiError {
@@ -767,19 +697,20 @@ impl From<StoredConfigError> for ApiError {
     }
 }
 
-async fn get_config(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<ClusterConfig> {
+async fn get_config(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<api::ClusterConfig> {
     authorize(&s, &h)?;
-    Ok(Json(cluster::load(&*s.store).await?))
+    Ok(Json((&cluster::load(&*s.store).await?).into()))
 }
 
 async fn put_config(
     State(s): State<ApiState>,
     h: HeaderMap,
-    Body(c): Body<ClusterConfig>,
-) -> ApiResult<ClusterConfig> {
+    Body(c): Body<api::ClusterConfig>,
+) -> ApiResult<api::ClusterConfig> {
     authorize(&s, &h)?;
+    let c = ClusterConfig::from(c);
     cluster::save(&*s.store, &c).await?;
-    Ok(Json(c))
+    Ok(Json((&c).into()))
 }
 
 /// Changes the fields a partial document names and keeps the others (a JSON merge patch, RFC
@@ -788,7 +719,7 @@ async fn patch_config(
     State(s): State<ApiState>,
     h: HeaderMap,
     Body(patch): Body<serde_json::Value>,
-) -> ApiResult<ClusterConfig> {
+) -> ApiResult<api::ClusterConfig> {
     authorize(&s, &h)?;
     if !patch.is_object() {
         return Err(err(
@@ -797,15 +728,17 @@ async fn patch_config(
             None,
         ));
     }
-    let mut doc = serde_json::to_value(cluster::load(&*s.store).await?).expect("serialises");
+    let current = api::ClusterConfig::from(&cluster::load(&*s.store).await?);
+    let mut doc = serde_json::to_value(current).expect("serialises");
     merge_patch(&mut doc, &patch);
-    let c: ClusterConfig = serde_json::from_value(doc).map_err(|e| {
+    let c: api::ClusterConfig = serde_json::from_value(doc).map_err(|e| {
         let m = e.to_string();
         let f = field_of(&m);
         err(StatusCode::UNPROCESSABLE_ENTITY, m, f.as_deref())
     })?;
+    let c = ClusterConfig::from(c);
     cluster::save(&*s.store, &c).await?;
-    Ok(Json(c))
+    Ok(Json((&c).into()))
 }
 
 /// Applies JSON merge patch `patch` to `doc` (RFC 7386).
@@ -1000,6 +933,18 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/volumes/{id}/hosts", put(set_volume_hosts))
         .route("/api/v1/volumes/{id}/qos", put(set_volume_qos))
         .route(
+            "/api/v1/volumes/{id}/connection",
+            get(attachments::get_connection),
+        )
+        .route(
+            "/api/v1/volumes/{id}/attachments",
+            get(attachments::list_for_volume),
+        )
+        .route(
+            "/api/v1/volumes/{id}/attachments/{host}",
+            put(attachments::attach).delete(attachments::detach),
+        )
+        .route(
             "/api/v1/volumes/{id}/snapshots",
             get(snapshots::list_snapshots).post(snapshots::create_snapshot),
         )
@@ -1012,6 +957,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/qos/{name}", put(put_qos).delete(delete_qos))
         .route("/api/v1/hosts", get(list_hosts))
         .route("/api/v1/hosts/{name}", put(put_host).delete(delete_host))
+        .route(
+            "/api/v1/hosts/{name}/attachments",
+            get(attachments::list_for_host),
+        )
         .route("/api/v1/plan", get(get_plan))
         .route("/api/v1/plan/check", get(check_plan))
         .route("/api/v1/openapi.json", get(openapi))

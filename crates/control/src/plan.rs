@@ -40,46 +40,7 @@ pub struct PlanInput {
     pub cache_disk_tb: Option<f64>,
 }
 
-/// What `plan` recommends.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct Plan {
-    /// Raw capacity, TB.
-    pub raw_tb: f64,
-    /// Raw capacity per node, TB.
-    pub raw_tb_per_node: f64,
-    /// Whether the node is in the "above 80 TB per node" class.
-    pub large_nodes: bool,
-    /// Minimum cache capacity per disk, TB, exactly as the rule gives it.
-    pub cache_tb_per_disk: f64,
-    /// The same rounded down to one decimal, as the seed states its example.
-    pub cache_tb_per_disk_seed: f64,
-    /// What to buy per disk: the rule, but at least the 1.5 TB minimum.
-    pub cache_tb_per_disk_min: f64,
-    /// Minimum Ceph OSDs in total (nodes x 8).
-    pub min_osds: u32,
-    /// OSDs for the 1,200-IOPS headroom rule (ceil of nodes x 100k / 10 / 1200).
-    pub headroom_osds: u32,
-    /// OSDs used for the thread count (the input, or the larger minimum).
-    pub osds: u32,
-    /// OSDs per node (rounded up).
-    pub osds_per_node: u32,
-    /// CPU threads per node.
-    pub threads_per_node: u32,
-    /// Destage rate limit, MB/s.
-    pub destage_mb_per_s: u32,
-    /// IOPS Ceph delivers with `osds` OSDs.
-    pub ceph_iops: u64,
-    /// IOPS the tier peaks at (nodes x 100k).
-    pub tier_peak_iops: u64,
-    /// The seed's recommended node configuration for this size class.
-    pub recommended_node: String,
-    /// Multipath paths per host: iSCSI, NVMe/TCP, NVMe/RDMA.
-    pub multipath_paths: (u32, u32, u32),
-    /// Baseline test before production: VMs and the volume size each, GB.
-    pub baseline_vms: u32,
-    /// Warnings for inputs below minimums or recommendations.
-    pub warnings: Vec<String>,
-}
+pub use alcubierre_api::v1::{Check, Finding, Level, Plan};
 
 /// Why the inputs cannot be planned at all.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -256,38 +217,6 @@ pub fn plan(i: &PlanInput) -> Result<Plan, PlanError> {
     })
 }
 
-/// How serious a finding of [`check`] is.
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Level {
-    /// Meets the rule.
-    Ok,
-    /// Below a recommendation.
-    Warn,
-    /// Breaks a rule the seed states as a requirement.
-    Fail,
-}
-
-/// One checked rule.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct Finding {
-    /// How serious.
-    pub level: Level,
-    /// Which rule.
-    pub rule: &'static str,
-    /// What was found, with the numbers.
-    pub detail: String,
-}
-
-/// A live cluster checked against the plan for its size.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct Check {
-    /// The plan for the cluster's active node count and cache disks.
-    pub plan: Plan,
-    /// Each rule's result.
-    pub findings: Vec<Finding>,
-}
-
 /// What a live cluster offers, per active node.
 pub struct LiveNode<'a> {
     /// Name.
@@ -337,10 +266,10 @@ pub fn check(
         cache_disk_tb: None,
     })?;
     let mut f = Vec::new();
-    let mut add = |level, rule, detail: String| {
+    let mut add = |level, rule: &str, detail: String| {
         f.push(Finding {
             level,
-            rule,
+            rule: rule.to_string(),
             detail,
         })
     };

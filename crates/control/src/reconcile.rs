@@ -363,6 +363,7 @@ mod tests {
             in_sync: in_sync.iter().map(|s| s.to_string()).collect(),
             qos: None,
             hosts: vec![],
+            closed: false,
             epoch: 1,
             source: None,
             extra: Default::default(),

@@ -60,6 +60,11 @@ pub struct Volume {
     pub qos: Option<String>,
     /// Host names allowed to attach.
     pub hosts: Vec<String>,
+    /// Only `hosts` reach the volume even when it names none: set by attaching or detaching a
+    /// host, so that detaching the last one leaves nobody rather than everybody. Without it, a
+    /// volume that names no hosts is open to any host.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub closed: bool,
     /// Replica-set epoch (raised by every membership, in-sync or primary change).
     pub epoch: u64,
     /// The snapshot it was cloned from, if any.
@@ -256,6 +261,11 @@ pub fn no_unknown_fields(extra: &Extra, within: &str) -> Result<(), VolumeError>
 }
 
 impl Volume {
+    /// Whether any host may connect: the volume names no hosts and was never attached.
+    pub fn any_host(&self) -> bool {
+        self.hosts.is_empty() && !self.closed
+    }
+
     /// Whether the volume has a replica on `node`.
     pub fn has_replica(&self, node: &str) -> bool {
         self.replicas.iter().any(|r| r == node)
@@ -297,39 +307,7 @@ pub struct Host {
     pub target_chap: Option<(String, String)>,
 }
 
-/// What creating a volume needs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateVolume {
-    /// Unique name.
-    pub name: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// 512 or 4096 (default: a clone's snapshot's, else 512, with 4096-byte physical blocks:
-    /// SPEC §2, docs/cluster.md).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub block_size: Option<u64>,
-    /// QoS policy name.
-    #[serde(default)]
-    pub qos: Option<String>,
-    /// Host names allowed to attach.
-    #[serde(default)]
-    pub hosts: Vec<String>,
-    /// Clone it from this snapshot (size at least the snapshot's, the same block size).
-    #[serde(default)]
-    pub source: Option<VolumeSource>,
-}
-
-/// 512-byte logical blocks on 4096-byte physical ones ("512e"), as SPEC §2 asks: every host
-/// and guest OS takes them, and hosts align to the 4096 bytes the volumes report as physical.
-pub const DEFAULT_BLOCK_SIZE: u64 = 512;
-
-impl CreateVolume {
-    /// The block size asked for, else the default.
-    pub fn block_size(&self) -> u64 {
-        self.block_size.unwrap_or(DEFAULT_BLOCK_SIZE)
-    }
-}
+pub use alcubierre_api::v1::{CreateVolume, DEFAULT_BLOCK_SIZE};
 
 /// Why a volume operation failed; each names the field or object.
 #[derive(Debug, thiserror::Error)]
@@ -555,9 +533,6 @@ pub async fn check(
     if !valid_name(&req.name) {
         return Err(invalid("name", "1-64 characters from A-Z a-z 0-9 - _ ."));
     }
-    if let Some(s) = &req.source {
-        no_unknown_fields(&s.extra, "source.")?;
-    }
     let block_size = req.block_size();
     if block_size != 512 && block_size != 4096 {
         return Err(invalid(
@@ -645,8 +620,13 @@ pub async fn place_and_write(
         replicas,
         qos: req.qos.clone(),
         hosts: req.hosts.clone(),
+        closed: false,
         epoch: 1,
-        source: req.source.clone(),
+        source: req.source.as_ref().map(|s| VolumeSource {
+            volume: s.volume.clone(),
+            snapshot: s.snapshot.clone(),
+            extra: Default::default(),
+        }),
         extra: Extra::new(),
     };
     let name_key = format!("volume-names/{}", req.name);
@@ -770,10 +750,90 @@ pub async fn set_hosts(
     hosts.sort();
     hosts.dedup();
     update(store, id_or_name, |v| {
+        // An explicit list: empty opens the volume to any host, as at creation.
+        v.closed = false;
         v.hosts = hosts;
         Ok(())
     })
     .await
+}
+
+/// Puts host `host` (which must exist) on the volume's access list: an attachment. Returns the
+/// volume and whether the host was added (attaching twice changes nothing).
+pub async fn attach_host(
+    store: &dyn Store,
+    id_or_name: &str,
+    host: &str,
+) -> Result<(Volume, bool), VolumeError> {
+    if store.get(&format!("hosts/{host}")).await?.is_none() {
+        return Err(VolumeError::NotFound(format!("host {host:?}")));
+    }
+    change_hosts(store, id_or_name, |v| {
+        if v.closed && v.hosts.iter().any(|h| h == host) {
+            return false;
+        }
+        if !v.hosts.iter().any(|h| h == host) {
+            v.hosts.push(host.to_string());
+            v.hosts.sort();
+        }
+        v.closed = true;
+        true
+    })
+    .await
+}
+
+/// Takes host `host` off the volume's access list. Returns the volume and whether the host was
+/// on it (detaching twice changes nothing).
+pub async fn detach_host(
+    store: &dyn Store,
+    id_or_name: &str,
+    host: &str,
+) -> Result<(Volume, bool), VolumeError> {
+    let mut was = false;
+    let r = change_hosts(store, id_or_name, |v| {
+        was = v.hosts.iter().any(|h| h == host);
+        if v.closed && !was {
+            return false;
+        }
+        v.hosts.retain(|h| h != host);
+        // The last host leaving leaves nobody, never everybody.
+        v.closed = true;
+        true
+    })
+    .await?;
+    Ok((r.0, was))
+}
+
+/// Applies `f` to the volume, retrying when another change raced it; writes only when `f`
+/// says it changed it.
+async fn change_hosts(
+    store: &dyn Store,
+    id_or_name: &str,
+    mut f: impl FnMut(&mut Volume) -> bool,
+) -> Result<(Volume, bool), VolumeError> {
+    for _ in 0..16 {
+        let (mut v, rev) = find(store, id_or_name).await?;
+        if !f(&mut v) {
+            return Ok((v, false));
+        }
+        let key = format!("volumes/{}", v.id);
+        let cmp = vec![Compare::ModRevision(key.clone(), rev)];
+        let value = serde_json::to_vec(&v).expect("serialises");
+        if put_if(store, cmp, &key, value).await? {
+            return Ok((v, true));
+        }
+    }
+    Err(VolumeError::Conflict)
+}
+
+/// A host record, if there is one.
+pub async fn host(store: &dyn Store, name: &str) -> Result<Option<Host>, VolumeError> {
+    match store.get(&format!("hosts/{name}")).await? {
+        None => Ok(None),
+        Some(kv) => serde_json::from_slice(&kv.value)
+            .map(Some)
+            .map_err(|e| VolumeError::Corrupt(format!("host record {name}: {e}"))),
+    }
 }
 
 /// Deletes a volume, its name and its snapshots' records (its primary deletes the backend

@@ -15,7 +15,7 @@ use crate::scsi::Lun;
 /// The target name of a volume: `iqn.2014-08.io.alcubierre:vol.<uuid>` (the same on every
 /// node, as multipath hosts need).
 pub fn volume_iqn(id: VolumeId) -> String {
-    format!("iqn.2014-08.io.alcubierre:vol.{}", id.0)
+    id.iqn()
 }
 
 /// One exported volume.

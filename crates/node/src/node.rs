@@ -32,8 +32,8 @@ pub struct NodeSpec {
     pub store: Option<Arc<dyn Store>>,
     /// An opened backend, used instead of `[backend]` or the cluster configuration's.
     pub backend: Option<Arc<dyn Backend>>,
-    /// A listen address whose port is taken is bound on any free port of the same address
-    /// instead (the demo's usual ports, when free); otherwise it is an error.
+    /// A listen address whose port is taken is replaced by a free port of the same address
+    /// (the demo's usual ports, when free); otherwise it is an error.
     pub any_port_when_taken: bool,
 }
 
@@ -325,24 +325,31 @@ fn open_cache(
     Ok(Some((svc, limit)))
 }
 
-/// Binds `addr` with `bind`; when its port is taken and `any_port` is set, any free port of
-/// the same address.
-async fn bind_or_any<T, F, Fut>(addr: SocketAddr, any_port: bool, bind: F) -> std::io::Result<T>
-where
-    F: Fn(SocketAddr) -> Fut,
-    Fut: std::future::Future<Output = std::io::Result<T>>,
-{
-    match bind(addr).await {
-        Err(e) if any_port && e.kind() == std::io::ErrorKind::AddrInUse => {
-            bind(SocketAddr::new(addr.ip(), 0)).await
+/// Replaces each address whose port is taken by one with a free port on the same IP (the
+/// demo's usual ports, when free). Done before anything is bound, so that the portals the node
+/// advertises are the ones it listens on.
+fn free_ports(addrs: &mut [SocketAddr]) -> std::io::Result<()> {
+    for a in addrs {
+        match std::net::TcpListener::bind(*a) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                *a = std::net::TcpListener::bind(SocketAddr::new(a.ip(), 0))?.local_addr()?;
+            }
+            Err(e) => return Err(e),
         }
-        r => r,
     }
+    Ok(())
 }
 
 impl Node {
     /// Starts a node (inside a tokio runtime).
-    pub async fn start(spec: NodeSpec) -> anyhow::Result<Node> {
+    pub async fn start(mut spec: NodeSpec) -> anyhow::Result<Node> {
+        if spec.any_port_when_taken {
+            free_ports(&mut spec.config.nvmf.listen)?;
+            if let Some(i) = &mut spec.config.iscsi {
+                free_ports(&mut i.listen)?;
+            }
+        }
         let cfg = &spec.config;
         cfg.validate(spec.store.is_some())?;
         let store = match &cfg.cluster {
@@ -384,22 +391,18 @@ impl Node {
             .chain(&cfg.nvmf.discovery_listen)
             .enumerate()
         {
-            let l = bind_or_any(*a, spec.any_port_when_taken, |a| {
-                Listener::bind(target.clone(), a, i as u16 + 1)
-            })
-            .await
-            .with_context(|| format!("nvmf.listen: binding {a}"))?;
+            let l = Listener::bind(target.clone(), *a, i as u16 + 1)
+                .await
+                .with_context(|| format!("nvmf.listen: binding {a}"))?;
             listeners.push(l);
         }
         let (mut iscsi_bound, mut iscsi_tasks) = (Vec::new(), Vec::new());
         let mut iscsi_addrs = Vec::new();
         if let (Some(t), Some(sec)) = (&iscsi, &cfg.iscsi) {
             for a in &sec.listen {
-                let (bound, task) = bind_or_any(*a, spec.any_port_when_taken, |a| {
-                    alcubierre_iscsi::driver::listen(t.clone(), a)
-                })
-                .await
-                .with_context(|| format!("iscsi.listen: binding {a}"))?;
+                let (bound, task) = alcubierre_iscsi::driver::listen(t.clone(), *a)
+                    .await
+                    .with_context(|| format!("iscsi.listen: binding {a}"))?;
                 iscsi_bound.push(bound);
                 iscsi_tasks.push(task);
             }

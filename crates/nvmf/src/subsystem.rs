@@ -16,12 +16,11 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::controller::Controller;
 
-/// Prefix of volume subsystem NQNs.
-pub const NQN_PREFIX: &str = "nqn.2014-08.io.alcubierre:vol:";
+pub use alcubierre_types::NQN_PREFIX;
 
 /// The NQN of a volume's subsystem.
 pub fn volume_nqn(volume: VolumeId) -> String {
-    format!("{NQN_PREFIX}{}", volume.0)
+    volume.nqn()
 }
 
 /// ANA states (Base 1.4 section 8.20.3).

@@ -29,6 +29,28 @@ impl VolumeId {
     }
 }
 
+/// Prefix of volume subsystem NQNs.
+pub const NQN_PREFIX: &str = "nqn.2014-08.io.alcubierre:vol:";
+
+impl VolumeId {
+    /// The NQN of the volume's NVMe subsystem (the same on every node, as multipath hosts
+    /// need).
+    pub fn nqn(self) -> String {
+        format!("{NQN_PREFIX}{}", self.0)
+    }
+
+    /// The volume's iSCSI target name: `iqn.2014-08.io.alcubierre:vol.<uuid>` (the same on
+    /// every node).
+    pub fn iqn(self) -> String {
+        format!("iqn.2014-08.io.alcubierre:vol.{}", self.0)
+    }
+
+    /// The NGUID of the volume's namespace: its UUID's 16 bytes, as 32 hex digits.
+    pub fn nguid(self) -> String {
+        self.0.simple().to_string()
+    }
+}
+
 impl fmt::Debug for VolumeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "vol:{}", self.0)

@@ -12,11 +12,12 @@ use alcubierre_types::{ByteSize, VolumeId};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use serde::Deserialize;
 
 use super::{authorize, err, new_id, ApiError, ApiResult, ApiState, Body};
-use crate::snapshots::{self, Snapshot, SnapshotState};
-use crate::volumes::{self, CreateVolume, VolumeError, VolumeSource};
+use crate::snapshots::{self, SnapshotState};
+use alcubierre_api::v1 as api;
+
+use crate::volumes::{self, CreateVolume, VolumeError};
 
 impl From<BackendError> for ApiError {
     fn from(e: BackendError) -> Self {
@@ -73,46 +74,48 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct SnapshotReq {
-    name: String,
-}
-
 pub(super) async fn create_snapshot(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path(id): Path<String>,
-    Body(r): Body<SnapshotReq>,
-) -> Result<(StatusCode, Json<Snapshot>), ApiError> {
+    Body(r): Body<api::SnapshotRequest>,
+) -> Result<(StatusCode, Json<api::Snapshot>), ApiError> {
     authorize(&s, &h)?;
     let snap = snapshots::request(&*s.store, &id, &r.name, (s.now)()).await?;
-    Ok((StatusCode::ACCEPTED, Json(snap)))
+    Ok((StatusCode::ACCEPTED, Json((&snap).into())))
 }
 
 pub(super) async fn list_snapshots(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path(id): Path<String>,
-) -> ApiResult<Vec<Snapshot>> {
+) -> ApiResult<Vec<api::Snapshot>> {
     authorize(&s, &h)?;
-    Ok(Json(snapshots::list(&*s.store, &id).await?))
+    Ok(Json(
+        snapshots::list(&*s.store, &id)
+            .await?
+            .iter()
+            .map(Into::into)
+            .collect(),
+    ))
 }
 
 pub(super) async fn get_snapshot(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path((id, name)): Path<(String, String)>,
-) -> ApiResult<Snapshot> {
+) -> ApiResult<api::Snapshot> {
     authorize(&s, &h)?;
-    Ok(Json(snapshots::get(&*s.store, &id, &name).await?.1))
+    Ok(Json(
+        (&snapshots::get(&*s.store, &id, &name).await?.1).into(),
+    ))
 }
 
 pub(super) async fn delete_snapshot(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path((id, name)): Path<(String, String)>,
-) -> ApiResult<Snapshot> {
+) -> ApiResult<api::Snapshot> {
     authorize(&s, &h)?;
     let (v, snap, rev) = snapshots::get(&*s.store, &id, &name).await?;
     if snap.state == SnapshotState::Creating {
@@ -131,7 +134,7 @@ pub(super) async fn delete_snapshot(
         r => r?,
     }
     snapshots::remove(&*s.store, &snap, rev).await?;
-    Ok(Json(snap))
+    Ok(Json((&snap).into()))
 }
 
 /// Creates a volume that is not a clone. Where this API server reaches the backend, the
@@ -178,13 +181,12 @@ async fn write_or_undo(
 pub(super) async fn create_from_snapshot(
     s: &ApiState,
     r: &CreateVolume,
-    source: &VolumeSource,
+    source: &api::VolumeSource,
 ) -> Result<volumes::Volume, ApiError> {
     let field = |reason: String| VolumeError::Invalid {
         field: "source",
         reason,
     };
-    volumes::no_unknown_fields(&source.extra, "source.")?;
     let (sv, snap, _) = snapshots::get(&*s.store, &source.volume, &source.snapshot)
         .await
         .map_err(|e| match e {
@@ -238,10 +240,9 @@ pub(super) async fn create_from_snapshot(
     })
     .await?;
     let mut req = r.clone();
-    req.source = Some(VolumeSource {
+    req.source = Some(api::VolumeSource {
         volume: sv.id.clone(),
         snapshot: snap.name.clone(),
-        extra: Default::default(),
     });
     write_or_undo(s, &req, id, b, target).await
 }

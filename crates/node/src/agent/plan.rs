@@ -264,9 +264,10 @@ pub fn qos_limits(p: Option<&QosPolicy>) -> QosLimits {
     })
 }
 
-/// The NVMe access list of `v`: its hosts' NQNs, or any host when it names none.
+/// The NVMe access list of `v`: its hosts' NQNs, or any host when it names none and was never
+/// attached.
 pub fn acl(v: &Volume, hosts: &BTreeMap<String, Host>) -> HostAcl {
-    if v.hosts.is_empty() {
+    if v.any_host() {
         return HostAcl::Any;
     }
     HostAcl::Only(
@@ -281,7 +282,7 @@ pub fn acl(v: &Volume, hosts: &BTreeMap<String, Host>) -> HostAcl {
 /// read: a host record that cannot be read locks its host out; it never opens the volume to
 /// everyone.
 pub fn iscsi_hosts(v: &Volume, hosts: &BTreeMap<String, Host>) -> IscsiHosts {
-    if v.hosts.is_empty() {
+    if v.any_host() {
         return IscsiHosts::Any;
     }
     IscsiHosts::Only(
@@ -475,6 +476,7 @@ mod tests {
             in_sync: replicas.iter().map(|r| r.to_string()).collect(),
             qos: None,
             hosts: vec![],
+            closed: false,
             epoch,
             source: None,
             extra: Extra::default(),

@@ -1,0 +1,246 @@
+//! Connection info and attachments: how hosts reach a volume. An attachment is a host on the
+//! volume's access list; attaching returns everything an initiator needs (every replica node's
+//! portals with their access states, and the cluster's multipath defaults), as Cinder's
+//! driver, the host agent and the CSI driver read it.
+
+use alcubierre_api::v1 as api;
+use alcubierre_types::VolumeId;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+
+use super::{authorize, err, ApiError, ApiResult, ApiState, Body};
+use crate::cluster;
+use crate::model::{Activation, Node, Service};
+use crate::registry;
+use crate::volumes::{self, Host, Volume};
+
+/// The access state of node `n`'s paths to `v`, as the agents set them: the primary's are
+/// optimized, the other replicas' forward to it; a node whose heartbeat is lost, or that is
+/// not active, cannot serve.
+fn path_state(v: &Volume, n: &Node, service: Option<Service>) -> api::PathState {
+    let up = n.activation == Activation::Active && service == Some(Service::Available);
+    match (up, n.name == v.primary) {
+        (false, _) => api::PathState::Inaccessible,
+        (true, true) => api::PathState::Optimized,
+        (true, false) => api::PathState::NonOptimized,
+    }
+}
+
+/// Splits `ip:port` (IPv6 in brackets) into the address hosts connect to and the port.
+fn address(portal: &str) -> Option<(String, u16)> {
+    let a: std::net::SocketAddr = portal.parse().ok()?;
+    Some((a.ip().to_string(), a.port()))
+}
+
+/// How hosts reach `v`; `host` gives the CHAP user (iSCSI) when it has one.
+pub(super) async fn connection(
+    s: &ApiState,
+    v: &Volume,
+    host: Option<&Host>,
+) -> Result<api::ConnectionInfo, ApiError> {
+    let id: VolumeId = v.id.parse().map(VolumeId).map_err(|_| {
+        err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("volume record {} has no valid UUID", v.id),
+            None,
+        )
+    })?;
+    let nodes = registry::nodes(&*s.store).await?;
+    let services = registry::service_states(&*s.store).await?;
+    let multipath = cluster::load(&*s.store).await?.multipath;
+    // The primary's first, as discovery lists them.
+    let order = std::iter::once(&v.primary).chain(v.replicas.iter().filter(|r| **r != v.primary));
+    let (mut nvme, mut iscsi) = (Vec::new(), Vec::new());
+    for name in order {
+        let Some((n, _)) = nodes.get(name) else {
+            continue;
+        };
+        let state = path_state(v, n, services.get(name).copied());
+        for p in &n.portals {
+            let Some((address, port)) = address(p) else {
+                continue;
+            };
+            nvme.push(api::NvmePortal {
+                node: n.name.clone(),
+                address,
+                port,
+                transport: "tcp".into(),
+                ana_group: n.nvme.map(|i| i.ana_group),
+                state,
+            });
+        }
+        for p in &n.iscsi_portals {
+            let Some((hostport, tag)) = p.rsplit_once(',') else {
+                continue;
+            };
+            let (Some((address, port)), Ok(tag)) = (address(hostport), tag.parse()) else {
+                continue;
+            };
+            iscsi.push(api::IscsiPortal {
+                node: n.name.clone(),
+                address,
+                port,
+                portal_group_tag: tag,
+                state,
+            });
+        }
+    }
+    Ok(api::ConnectionInfo {
+        volume: v.id.clone(),
+        name: v.name.clone(),
+        size: v.size,
+        block_size: v.block_size,
+        nvme: api::NvmeConnection {
+            subsystem_nqn: id.nqn(),
+            namespace_id: 1,
+            nguid: id.nguid(),
+            uuid: id.to_string(),
+            portals: nvme,
+            multipath: multipath.nvme_tcp,
+        },
+        iscsi: (!iscsi.is_empty()).then(|| api::IscsiConnection {
+            target_iqn: id.iqn(),
+            lun: 0,
+            portals: iscsi,
+            chap_user: host.and_then(|h| h.chap.as_ref().map(|c| c.0.clone())),
+            multipath: multipath.iscsi,
+        }),
+    })
+}
+
+/// `GET /api/v1/volumes/{id}/connection`.
+pub(super) async fn get_connection(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<api::ConnectionInfo> {
+    authorize(&s, &h)?;
+    let (v, _) = volumes::find(&*s.store, &id).await?;
+    Ok(Json(connection(&s, &v, None).await?))
+}
+
+/// The host `name` with the initiator names `r` gives: created when it does not exist (it needs
+/// one of them), its names updated when they changed (its CHAP credentials stay).
+async fn register(s: &ApiState, name: &str, r: &api::AttachRequest) -> Result<Host, ApiError> {
+    let found = volumes::host(&*s.store, name).await?;
+    let wanted = match found.clone() {
+        None if r.nqn.is_none() && r.iqn.is_none() => {
+            return Err(err(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no host named {name:?}: give its nqn or iqn to create it, or create it \
+                     with PUT /api/v1/hosts/{name}"
+                ),
+                Some("host"),
+            ))
+        }
+        None => Host {
+            name: name.to_string(),
+            nqn: r.nqn.clone(),
+            iqn: r.iqn.clone(),
+            chap: None,
+            target_chap: None,
+        },
+        Some(mut h) => {
+            h.nqn = r.nqn.clone().or(h.nqn);
+            h.iqn = r.iqn.clone().or(h.iqn);
+            h
+        }
+    };
+    if found.as_ref() != Some(&wanted) {
+        volumes::put_host(&*s.store, &wanted).await?;
+    }
+    Ok(wanted)
+}
+
+/// `PUT /api/v1/volumes/{id}/attachments/{host}`.
+pub(super) async fn attach(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path((id, host)): Path<(String, String)>,
+    Body(r): Body<api::AttachRequest>,
+) -> ApiResult<api::Attachment> {
+    authorize(&s, &h)?;
+    // The volume first: attaching to a volume that does not exist registers nothing.
+    volumes::find(&*s.store, &id).await?;
+    let record = register(&s, &host, &r).await?;
+    let (v, added) = volumes::attach_host(&*s.store, &id, &host).await?;
+    if added {
+        tracing::info!(volume = %v.name, host = %host, "attached");
+    }
+    Ok(Json(api::Attachment {
+        volume: v.id.clone(),
+        volume_name: v.name.clone(),
+        host: host.clone(),
+        nqn: record.nqn.clone(),
+        iqn: record.iqn.clone(),
+        connection: connection(&s, &v, Some(&record)).await?,
+    }))
+}
+
+/// `DELETE /api/v1/volumes/{id}/attachments/{host}`.
+pub(super) async fn detach(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path((id, host)): Path<(String, String)>,
+) -> ApiResult<api::Detached> {
+    authorize(&s, &h)?;
+    let (v, removed) = volumes::detach_host(&*s.store, &id, &host).await?;
+    if removed {
+        tracing::info!(volume = %v.name, host = %host, "detached");
+    }
+    Ok(Json(api::Detached {
+        volume: v.id,
+        host,
+        was_attached: removed,
+    }))
+}
+
+/// `GET /api/v1/volumes/{id}/attachments`.
+pub(super) async fn list_for_volume(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult<Vec<api::AttachmentRef>> {
+    authorize(&s, &h)?;
+    let (v, _) = volumes::find(&*s.store, &id).await?;
+    Ok(Json(
+        v.hosts
+            .iter()
+            .map(|host| api::AttachmentRef {
+                volume: v.id.clone(),
+                volume_name: v.name.clone(),
+                host: host.clone(),
+            })
+            .collect(),
+    ))
+}
+
+/// `GET /api/v1/hosts/{name}/attachments`.
+pub(super) async fn list_for_host(
+    State(s): State<ApiState>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult<Vec<api::AttachmentRef>> {
+    authorize(&s, &h)?;
+    if volumes::host(&*s.store, &name).await?.is_none() {
+        return Err(err(
+            StatusCode::NOT_FOUND,
+            format!("no host named {name:?}"),
+            None,
+        ));
+    }
+    Ok(Json(
+        volumes::list(&*s.store)
+            .await?
+            .into_values()
+            .filter(|v| v.hosts.contains(&name))
+            .map(|v| api::AttachmentRef {
+                volume: v.id,
+                volume_name: v.name,
+                host: name.clone(),
+            })
+            .collect(),
+    ))
+}
