@@ -5,6 +5,8 @@
 //! (`ALCUBIERRE_BLESS=1 cargo test -p alcubierre-api` writes it).
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "client")]
+pub mod client;
 pub mod v1;
 
 /// The OpenAPI document as served and checked in: pretty JSON with a final newline.

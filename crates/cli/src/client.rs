@@ -1,10 +1,9 @@
 //! The operator commands over the REST API: `node`, `volume`, `qos`, `host`, `cluster`,
-//! `status`. A small blocking HTTP/1.1 client (JSON in, JSON out); tables by default, `--json`
+//! `status`, through the API's client (`alcubierre_api::client`); tables by default, `--json`
 //! prints the API's JSON. `--api` / `ALCUBIERRE_API` and `--token` / `ALCUBIERRE_TOKEN` say
 //! where and who.
 
-use std::io::{Read, Write};
-
+use alcubierre_api::client::Client;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
@@ -35,68 +34,26 @@ pub struct ApiArgs {
     ca_cert: Option<std::path::PathBuf>,
 }
 
-/// One request; returns the JSON body of a 2xx answer, or the API's error message.
+impl ApiArgs {
+    /// The API client these arguments name.
+    pub fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::new(
+            &self.api,
+            &self.token,
+            self.ca_cert.as_deref(),
+        )?)
+    }
+}
+
+/// One request; returns the JSON body of a 2xx answer (null for none), or the API's error
+/// message.
 pub fn request(
     a: &ApiArgs,
     method: &str,
     path: &str,
     body: Option<&Value>,
 ) -> anyhow::Result<Value> {
-    let (tls, hostport) = if let Some(h) = a.api.strip_prefix("http://") {
-        (false, h)
-    } else if let Some(h) = a.api.strip_prefix("https://") {
-        (true, h)
-    } else {
-        bail!("--api {:?}: use an http:// or https:// URL", a.api);
-    };
-    let hostport = hostport.trim_end_matches('/');
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nAuthorization: Bearer {}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        a.token,
-        body.len()
-    );
-    let mut raw = Vec::new();
-    if tls {
-        let ca = a
-            .ca_cert
-            .clone()
-            .unwrap_or_else(|| alcubierre_storage_node::tls::SYSTEM_CA.into());
-        let mut s = alcubierre_storage_node::tls::connect(
-            hostport,
-            alcubierre_storage_node::tls::client_config(&ca)?,
-        )?;
-        s.write_all(req.as_bytes())
-            .with_context(|| format!("TLS to the API at {} (is --ca-cert right?)", a.api))?;
-        if let Err(e) = s.read_to_end(&mut raw) {
-            // A server that closes without close_notify after a whole answer is fine.
-            if e.kind() != std::io::ErrorKind::UnexpectedEof || raw.is_empty() {
-                return Err(e).context("reading the API's answer");
-            }
-        }
-    } else {
-        let mut s = std::net::TcpStream::connect(hostport)
-            .with_context(|| format!("connecting to the API at {}", a.api))?;
-        s.write_all(req.as_bytes())?;
-        s.read_to_end(&mut raw)?;
-    }
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP response")?;
-    let status: u16 = head
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .context("malformed HTTP status line")?;
-    let v: Value = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
-    if !(200..300).contains(&status) {
-        let msg = v["error"]
-            .as_str()
-            .map_or_else(|| body.to_string(), str::to_string);
-        bail!("{msg} (HTTP {status})");
-    }
-    Ok(v)
+    Ok(a.client()?.call(method, path, body)?)
 }
 
 pub(crate) fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {

@@ -1,7 +1,7 @@
 //! TLS for the REST API (rustls, ring). The server takes a PEM certificate chain and key
 //! (`cluster.api_tls_cert`, `cluster.api_tls_key`); handshakes run in their own tasks with a
-//! timeout, so a slow or silent client cannot hold up others. The CLI's client verifies the
-//! server against `--ca-cert` (or Debian's system bundle).
+//! timeout, so a slow or silent client cannot hold up others. Clients (`alcubierre_api::client`)
+//! verify the server against `--ca-cert` (or Debian's system bundle).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,12 +10,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-
-/// Debian's CA bundle, the client's default trust.
-pub const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -110,45 +107,6 @@ impl axum::serve::Listener for TlsListener {
     }
 }
 
-/// The client configuration trusting the CAs in `ca` (PEM).
-pub fn client_config(ca: &Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca)
-        .with_context(|| format!("--ca-cert: reading {}", ca.display()))?
-    {
-        let c = c.with_context(|| format!("--ca-cert: {} is not PEM", ca.display()))?;
-        // A bundle may hold certificates rustls cannot use; skip those.
-        let _ = roots.add(c);
-    }
-    anyhow::ensure!(
-        !roots.is_empty(),
-        "--ca-cert: no usable CA certificate in {}",
-        ca.display()
-    );
-    let cfg = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(cfg))
-}
-
-/// A blocking TLS connection to `host:port`, verifying the certificate names `host`.
-pub fn connect(
-    hostport: &str,
-    cfg: Arc<rustls::ClientConfig>,
-) -> anyhow::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
-    let host = match hostport.rsplit_once(':') {
-        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
-        None => hostport,
-    };
-    let name = ServerName::try_from(host.to_string())
-        .with_context(|| format!("--api: {host:?} is not a host name or address"))?;
-    let conn = rustls::ClientConnection::new(cfg, name)?;
-    let tcp = std::net::TcpStream::connect(hostport)
-        .with_context(|| format!("connecting to the API at https://{hostport}"))?;
-    Ok(rustls::StreamOwned::new(conn, tcp))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,35 +117,63 @@ mod tests {
     }
     use certs::make_certs;
 
+    /// The API's client over TLS, trusting the test CA, reads a large answer the server sends
+    /// in chunks; one that trusts another CA is refused.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_client_trusting_the_ca_talks_to_the_listener() {
+    async fn the_api_client_reads_a_chunked_answer_over_tls() {
         let d = tempfile::tempdir().unwrap();
         make_certs(d.path());
         let cfg = server_config(&d.path().join("api.crt"), &d.path().join("api.key")).unwrap();
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut tl = TlsListener::new(l, cfg).unwrap();
+        let tl = TlsListener::new(l, cfg).unwrap();
         let addr = axum::serve::Listener::local_addr(&tl).unwrap();
-        let server = tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let (mut s, _) = axum::serve::Listener::accept(&mut tl).await;
-            let mut b = [0u8; 5];
-            s.read_exact(&mut b).await.unwrap();
-            s.write_all(&b).await.unwrap();
-            s.shutdown().await.unwrap();
-        });
+        // 2,000 volumes, streamed: the body goes out chunked (no Content-Length).
+        let app = axum::Router::new().route(
+            "/api/v1/volumes",
+            axum::routing::get(|| async {
+                let items: Vec<Result<String, std::io::Error>> = (0..2000)
+                    .map(|i| {
+                        let sep = if i == 0 { "[" } else { "," };
+                        Ok(format!(
+                            "{sep}{{\"id\":\"{i}\",\"name\":\"v{i}\",\"size\":4096,\
+                             \"block_size\":512,\"replicas\":[],\"primary\":\"n1\",\
+                             \"in_sync\":[],\"qos\":null,\"hosts\":[],\"any_host\":true,\
+                             \"epoch\":1}}"
+                        ))
+                    })
+                    .chain(std::iter::once(Ok("]".to_string())))
+                    .collect();
+                axum::body::Body::from_stream(futures::stream::iter(items))
+            }),
+        );
+        let server = tokio::spawn(async move { axum::serve(tl, app).await });
+        let url = format!("https://{addr}");
         let ca = d.path().join("ca.crt");
-        let echoed = tokio::task::spawn_blocking(move || {
-            use std::io::{Read, Write};
-            let mut s = connect(&addr.to_string(), client_config(&ca).unwrap()).unwrap();
-            s.write_all(b"hello").unwrap();
-            let mut out = Vec::new();
-            s.read_to_end(&mut out).unwrap();
-            out
+        let got = tokio::task::spawn_blocking({
+            let url = url.clone();
+            move || {
+                alcubierre_api::client::Client::new(&url, "t", Some(&ca))
+                    .unwrap()
+                    .volumes()
+            }
         })
         .await
+        .unwrap()
         .unwrap();
-        assert_eq!(echoed, b"hello");
-        server.await.unwrap();
+        assert_eq!(got.len(), 2000);
+        assert_eq!(got[1999].name, "v1999");
+        // Trusting another CA (the server's own certificate is no CA): refused, with no answer.
+        let other = d.path().join("api.crt");
+        let e = tokio::task::spawn_blocking(move || {
+            alcubierre_api::client::Client::new(&url, "t", Some(&other))
+                .unwrap()
+                .volumes()
+        })
+        .await
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(e.status, None, "{e}");
+        server.abort();
         // Missing key or wrong files name the setting.
         let e = server_config(&d.path().join("api.crt"), &d.path().join("nope")).unwrap_err();
         assert!(e.to_string().contains("cluster.api_tls_key"), "{e:#}");

@@ -4,7 +4,6 @@
 //! checked-in document (`ALCUBIERRE_BLESS=1 cargo test -p alcubierre-api`).
 #![allow(dead_code)]
 
-
 use super::*;
 
 #[utoipa::path(
