@@ -71,8 +71,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/"),
 ];
 
-/// Renders a node's own metrics (its volumes' I/O, its cache) for `/metrics`.
-pub type NodeMetrics = Arc<dyn Fn() -> String + Send + Sync>;
+/// Adds a node's own metrics (its volumes' I/O, its cache) to `/metrics`'s registry.
+pub type NodeMetrics = Arc<dyn Fn(&mut crate::metrics::Registry) + Send + Sync>;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -844,54 +844,52 @@ async fn metrics(State(s): State<ApiState>) -> Result<String, ApiError> {
     let nodes = registry::nodes(&*s.store).await?;
     let services = registry::service_states(&*s.store).await?;
     let vols = volumes::list(&*s.store).await?;
-    let mut out = String::new();
-    out.push_str("# HELP alcubierre_node_available 1 when the node's heartbeat is alive.\n");
-    out.push_str("# TYPE alcubierre_node_available gauge\n");
+    let mut r = crate::metrics::Registry::new();
+    let f = r.gauge(
+        "alcubierre_node_available",
+        "1 when the node's heartbeat is alive.",
+    );
     for (name, (node, _)) in &nodes {
         let up = services.get(name) == Some(&Service::Available);
-        out.push_str(&format!(
-            "alcubierre_node_available{{node=\"{name}\",activation=\"{}\"}} {}\n",
-            node.activation.name(),
-            up as u8
-        ));
+        f.sample(
+            &[("node", name), ("activation", node.activation.name())],
+            up as u8,
+        );
     }
-    out.push_str("# HELP alcubierre_node_cache_bytes Cache device capacity of the node.\n");
-    out.push_str("# TYPE alcubierre_node_cache_bytes gauge\n");
+    let f = r.gauge(
+        "alcubierre_node_cache_bytes",
+        "Cache device capacity of the node.",
+    );
     for (name, (node, _)) in &nodes {
-        out.push_str(&format!(
-            "alcubierre_node_cache_bytes{{node=\"{name}\"}} {}\n",
-            node.cache_bytes()
-        ));
+        f.sample(&[("node", name)], node.cache_bytes());
     }
-    out.push_str(
-        "# HELP alcubierre_volumes Volumes in the cluster.\n# TYPE alcubierre_volumes gauge\n",
+    r.gauge("alcubierre_volumes", "Volumes in the cluster.")
+        .sample(&[], vols.len());
+    let f = r.gauge(
+        "alcubierre_volume_size_bytes",
+        "Provisioned size of each volume.",
     );
-    out.push_str(&format!("alcubierre_volumes {}\n", vols.len()));
-    out.push_str("# HELP alcubierre_volume_size_bytes Provisioned size of each volume.\n");
-    out.push_str("# TYPE alcubierre_volume_size_bytes gauge\n");
     for v in vols.values() {
-        out.push_str(&format!(
-            "alcubierre_volume_size_bytes{{volume=\"{}\",name=\"{}\"}} {}\n",
-            v.id, v.name, v.size
-        ));
+        f.sample(&[("volume", &v.id), ("name", &v.name)], v.size);
     }
-    out.push_str(
-        "# HELP alcubierre_volume_in_sync_replicas Replicas holding every acknowledged write.\n",
+    let f = r.gauge(
+        "alcubierre_volume_in_sync_replicas",
+        "Replicas holding every acknowledged write.",
     );
-    out.push_str("# TYPE alcubierre_volume_in_sync_replicas gauge\n");
     for v in vols.values() {
-        out.push_str(&format!(
-            "alcubierre_volume_in_sync_replicas{{volume=\"{}\",name=\"{}\",primary=\"{}\"}} {}\n",
-            v.id,
-            v.name,
-            v.primary,
-            v.in_sync.len()
-        ));
+        f.sample(
+            &[
+                ("volume", &v.id),
+                ("name", &v.name),
+                ("primary", &v.primary),
+            ],
+            v.in_sync.len(),
+        );
     }
     if let Some(f) = &s.node_metrics {
-        out.push_str(&f());
+        f(&mut r);
     }
-    Ok(out)
+    Ok(r.render())
 }
 
 async fn not_found() -> ApiError {

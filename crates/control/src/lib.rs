@@ -19,6 +19,7 @@ pub mod activation;
 pub mod api;
 pub mod cluster;
 pub mod leader;
+pub mod metrics;
 pub mod model;
 pub mod placement;
 pub mod plan;

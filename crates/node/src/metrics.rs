@@ -2,13 +2,13 @@
 //! I/O (operations, bytes, errors, latency histograms) of the volumes it exports, and its cache
 //! (capacity, used and dirty bytes, destaged bytes, the destage rate limit, hits and misses).
 
-use std::fmt::Write;
 use std::sync::Arc;
 
 use alcubierre_block::metered::{DirStats, LATENCY_BOUNDS_US};
 use alcubierre_block::RateLimiter;
 use alcubierre_cache::Engine;
 use alcubierre_control::api::NodeMetrics;
+use alcubierre_control::metrics::Registry;
 
 use crate::parts::VolumeStats;
 
@@ -27,48 +27,17 @@ pub struct NodeSources {
     pub health: Option<Arc<crate::parts::AgentHealth>>,
 }
 
-/// The renderer the API calls on every scrape, for one node or several (the demo's three nodes
-/// in one process): each family is written once, with every node's samples.
+/// What the API calls on every scrape, for one node or several (the demo's three nodes in one
+/// process): each family gets every node's samples.
 pub fn renderer(srcs: Vec<NodeSources>) -> NodeMetrics {
-    Arc::new(move || {
-        let mut fams = Families::default();
+    Arc::new(move |r: &mut Registry| {
         for s in &srcs {
-            render(&mut fams, s);
+            render(r, s);
         }
-        fams.text()
     })
 }
 
-/// Metric families in first-seen order, each with its samples.
-#[derive(Default)]
-struct Families {
-    order: Vec<(String, String)>,
-    samples: std::collections::HashMap<String, String>,
-}
-
-impl Families {
-    fn family(&mut self, name: &str, kind: &str, help: &str) -> &mut String {
-        if !self.samples.contains_key(name) {
-            self.order.push((
-                name.to_string(),
-                format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"),
-            ));
-            self.samples.insert(name.to_string(), String::new());
-        }
-        self.samples.get_mut(name).expect("inserted")
-    }
-
-    fn text(&self) -> String {
-        let mut out = String::new();
-        for (name, head) in &self.order {
-            out.push_str(head);
-            out.push_str(&self.samples[name]);
-        }
-        out
-    }
-}
-
-fn render(fams: &mut Families, src: &NodeSources) {
+fn render(r: &mut Registry, src: &NodeSources) {
     use std::sync::atomic::Ordering::Relaxed;
     let node = &src.node;
     let vols: Vec<(String, String, Arc<alcubierre_block::IoStats>)> = src
@@ -78,73 +47,59 @@ fn render(fams: &mut Families, src: &NodeSources) {
         .map(|(id, m)| (id.clone(), m.name.clone(), m.io.clone()))
         .collect();
     if let Some(health) = &src.health {
-        let out = fams.family(
+        r.gauge(
             "alcubierre_volumes_held",
-            "gauge",
             "Volumes a node leaves as they are (served as before, nothing dropped) because their \
              record is missing without a deletion request or cannot be read; see the node's log.",
-        );
-        let _ = writeln!(
-            out,
-            "alcubierre_volumes_held{{node=\"{node}\"}} {}",
-            health.held.load(Relaxed)
-        );
-        let out = fams.family(
+        )
+        .sample(&[("node", node)], health.held.load(Relaxed));
+        let f = r.gauge(
             "alcubierre_volume_failed",
-            "gauge",
             "1 for each volume replica a node fails to serve (attach, export, follow); it retries \
              with backoff, and the reason is in the API's status and the node's log.",
         );
         for (id, name) in health.failing.read().iter() {
-            let _ = writeln!(
-                out,
-                "alcubierre_volume_failed{{node=\"{node}\",volume=\"{id}\",name=\"{name}\"}} 1"
-            );
+            f.sample(&[("node", node), ("volume", id), ("name", name)], 1);
         }
     }
     {
-        let out = fams.family(
+        let f = r.gauge(
             "alcubierre_volume_qos_limit",
-            "gauge",
             "QoS limits in force on the exporting node (IOPS or bytes per second).",
         );
         for (id, m) in src.volumes.read().iter() {
             for (kind, v) in m.qos.limits().named() {
                 if let Some(v) = v {
-                    let _ = writeln!(
-                        out,
-                        "alcubierre_volume_qos_limit{{node=\"{node}\",volume=\"{id}\",name=\"{}\",limit=\"{kind}\"}} {v}",
-                        m.name
+                    f.sample(
+                        &[
+                            ("node", node),
+                            ("volume", id),
+                            ("name", &m.name),
+                            ("limit", kind),
+                        ],
+                        v,
                     );
                 }
             }
         }
     }
     {
-        let out = fams.family(
+        let f = r.gauge(
             "alcubierre_volume_primary",
-            "gauge",
             "1 while this node serves the volume as its primary (its paths are ANA optimized).",
         );
         for (id, m) in src.volumes.read().iter() {
             let on = u8::from(m.role.primary.lock().is_some());
-            let _ = writeln!(
-                out,
-                "alcubierre_volume_primary{{node=\"{node}\",volume=\"{id}\",name=\"{}\"}} {on}",
-                m.name
-            );
+            f.sample(&[("node", node), ("volume", id), ("name", &m.name)], on);
         }
-        let out = fams.family(
+        let f = r.counter(
             "alcubierre_volume_promotions_total",
-            "counter",
             "Times this node started serving the volume as its primary (placement, failover, handover).",
         );
         for (id, m) in src.volumes.read().iter() {
-            let _ = writeln!(
-                out,
-                "alcubierre_volume_promotions_total{{node=\"{node}\",volume=\"{id}\",name=\"{}\"}} {}",
-                m.name,
-                m.role.promotions.load(Relaxed)
+            f.sample(
+                &[("node", node), ("volume", id), ("name", &m.name)],
+                m.role.promotions.load(Relaxed),
             );
         }
         for (metric, help, get) in [
@@ -175,13 +130,11 @@ fn render(fams: &mut Families, src: &NodeSources) {
                 |e| e.connections,
             ),
         ] {
-            let out = fams.family(metric, "counter", help);
+            let f = r.counter(metric, help);
             for (id, m) in src.volumes.read().iter() {
-                let _ = writeln!(
-                    out,
-                    "{metric}{{node=\"{node}\",volume=\"{id}\",name=\"{}\"}} {}",
-                    m.name,
-                    get(&m.role.events())
+                f.sample(
+                    &[("node", node), ("volume", id), ("name", &m.name)],
+                    get(&m.role.events()),
                 );
             }
         }
@@ -220,13 +173,16 @@ fn render(fams: &mut Families, src: &NodeSources) {
                 |f| u64::from(f.streaming),
             ),
         ] {
-            let out = fams.family(metric, "gauge", help);
+            let fam = r.gauge(metric, help);
             for (id, name, f) in &followers {
-                let _ = writeln!(
-                    out,
-                    "{metric}{{node=\"{node}\",volume=\"{id}\",name=\"{name}\",follower=\"{}\"}} {}",
-                    f.node,
-                    get(f)
+                fam.sample(
+                    &[
+                        ("node", node),
+                        ("volume", id),
+                        ("name", name),
+                        ("follower", &f.node),
+                    ],
+                    get(f),
                 );
             }
         }
@@ -254,38 +210,32 @@ fn render(fams: &mut Families, src: &NodeSources) {
             |d: &DirStats| d.errors.load(Relaxed),
         ),
     ] {
-        let out = fams.family(metric, "counter", help);
+        let f = r.counter(metric, help);
         for (id, name, s) in &vols {
             for (op, pick) in dirs {
-                let _ = writeln!(
-                    out,
-                    "{metric}{{node=\"{node}\",volume=\"{id}\",name=\"{name}\",op=\"{op}\"}} {}",
-                    get(pick(s))
+                f.sample(
+                    &[("node", node), ("volume", id), ("name", name), ("op", op)],
+                    get(pick(s)),
                 );
             }
         }
     }
-    let metric = "alcubierre_volume_latency_seconds";
-    let out = fams.family(
-        metric,
-        "histogram",
+    let bounds: Vec<f64> = LATENCY_BOUNDS_US
+        .iter()
+        .map(|us| *us as f64 / 1e6)
+        .collect();
+    let f = r.histogram(
+        "alcubierre_volume_latency_seconds",
         "I/O latency at the node, from request to completion, by operation.",
     );
     for (id, name, s) in &vols {
         for (op, pick) in dirs {
             let (counts, sum) = pick(s).latency.snapshot();
-            let labels = format!("node=\"{node}\",volume=\"{id}\",name=\"{name}\",op=\"{op}\"");
-            for (i, c) in counts.iter().enumerate() {
-                let le = LATENCY_BOUNDS_US
-                    .get(i)
-                    .map_or("+Inf".to_string(), |us| format!("{}", *us as f64 / 1e6));
-                let _ = writeln!(out, "{metric}_bucket{{{labels},le=\"{le}\"}} {c}");
-            }
-            let _ = writeln!(out, "{metric}_sum{{{labels}}} {sum}");
-            let _ = writeln!(
-                out,
-                "{metric}_count{{{labels}}} {}",
-                counts.last().unwrap_or(&0)
+            f.histogram(
+                &[("node", node), ("volume", id), ("name", name), ("op", op)],
+                &bounds,
+                &counts,
+                sum,
             );
         }
     }
@@ -353,17 +303,18 @@ fn render(fams: &mut Families, src: &NodeSources) {
                 st.failed_partitions,
             ),
         ] {
-            let out = fams.family(metric, kind, help);
-            let _ = writeln!(out, "{metric}{{node=\"{node}\"}} {v}");
+            let f = match kind {
+                "counter" => r.counter(metric, help),
+                _ => r.gauge(metric, help),
+            };
+            f.sample(&[("node", node)], v);
         }
     }
     if let Some(l) = &src.destage_limit {
-        let metric = "alcubierre_cache_destage_rate_limit_bytes";
-        let out = fams.family(
-            metric,
-            "gauge",
+        r.gauge(
+            "alcubierre_cache_destage_rate_limit_bytes",
             "This node's destage rate limit, bytes per second.",
-        );
-        let _ = writeln!(out, "{metric}{{node=\"{node}\"}} {}", l.rate());
+        )
+        .sample(&[("node", node)], l.rate());
     }
 }

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
+use tracing::Instrument;
 
 use crate::link;
 use crate::primary::{Action, Config, Primary};
@@ -149,9 +150,11 @@ pub struct PrimaryVolume {
     rt: tokio::runtime::Handle,
     /// A destage for a rebuild is under way.
     destaging: std::sync::atomic::AtomicBool,
-    /// Followers brought back up to date: resyncs, rebuilds, forced destages, replays from
-    /// the journal; and connections made to followers.
-    events: [AtomicU64; 5],
+    /// Followers brought back up to date, and connections made to them.
+    events: EventCounters,
+    /// The span its tasks run in: the volume, this node and the epoch (recorded anew on every
+    /// membership change).
+    span: tracing::Span,
 }
 
 /// What a primary did to bring followers up to date, since it started.
@@ -169,6 +172,22 @@ pub struct ReplicaEvents {
     pub journal_replays: u64,
     /// Connections made to followers: one per follower, and one per reconnect.
     pub connections: u64,
+}
+
+/// The live counters behind [`ReplicaEvents`].
+#[derive(Default)]
+struct EventCounters {
+    resyncs: AtomicU64,
+    rebuilds: AtomicU64,
+    forced_destages: AtomicU64,
+    journal_replays: AtomicU64,
+    connections: AtomicU64,
+}
+
+impl EventCounters {
+    fn bump(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl std::ops::AddAssign for ReplicaEvents {
@@ -196,6 +215,7 @@ impl PrimaryVolume {
         cfg: Config,
     ) -> Result<Arc<Self>, alcubierre_cache::CacheError> {
         let volume = dev.id();
+        let epoch = m.epoch;
         let geometry = engine.geometry(volume)?;
         let log = engine.replication_log(volume);
         let last = Pos {
@@ -258,25 +278,30 @@ impl PrimaryVolume {
             rt: tokio::runtime::Handle::current(),
             destaging: std::sync::atomic::AtomicBool::new(false),
             events: Default::default(),
+            span: tracing::info_span!("primary", volume = %volume, node = %me, epoch),
         });
         {
             let mut inner = v.inner.lock();
             v.run(&mut inner, acts);
         }
         let weak = Arc::downgrade(&v);
-        tokio::spawn(async move {
-            let mut t = tokio::time::interval(Duration::from_millis(50));
-            loop {
-                t.tick().await;
-                let Some(v) = weak.upgrade() else { return };
-                v.tick();
+        tokio::spawn(
+            async move {
+                let mut t = tokio::time::interval(Duration::from_millis(50));
+                loop {
+                    t.tick().await;
+                    let Some(v) = weak.upgrade() else { return };
+                    v.tick();
+                }
             }
-        });
+            .instrument(v.span.clone()),
+        );
         Ok(v)
     }
 
     /// The store's replica set changed; `peers` are the members' replica addresses.
     pub fn membership(self: &Arc<Self>, m: Membership, peers: HashMap<String, SocketAddr>) {
+        self.span.record("epoch", m.epoch);
         *self.peers.lock() = peers;
         let _ = self.step(|inner| Ok::<_, ()>(inner.core.membership(m)));
     }
@@ -299,13 +324,13 @@ impl PrimaryVolume {
 
     /// What it did to bring followers up to date since it started.
     pub fn events(&self) -> ReplicaEvents {
-        let at = |i: usize| self.events[i].load(Ordering::Relaxed);
+        let e = &self.events;
         ReplicaEvents {
-            resyncs: at(0),
-            rebuilds: at(1),
-            forced_destages: at(2),
-            journal_replays: at(3),
-            connections: at(4),
+            resyncs: e.resyncs.load(Ordering::Relaxed),
+            rebuilds: e.rebuilds.load(Ordering::Relaxed),
+            forced_destages: e.forced_destages.load(Ordering::Relaxed),
+            journal_replays: e.journal_replays.load(Ordering::Relaxed),
+            connections: e.connections.load(Ordering::Relaxed),
         }
     }
 
@@ -396,7 +421,7 @@ impl PrimaryVolume {
                 Action::Send { to, msg } => {
                     if let Some((_, tx)) = inner.links.get(&to) {
                         if let Msg::Reset { base, .. } = &msg {
-                            self.events[1].fetch_add(1, Ordering::Relaxed);
+                            EventCounters::bump(&self.events.rebuilds);
                             tracing::info!(volume = %self.volume, follower = %to, from = base.seq,
                                 head = inner.core.head(), "rebuilding a follower from the destage point");
                             reset = Some(to.clone());
@@ -410,7 +435,7 @@ impl PrimaryVolume {
                         continue;
                     };
                     if reset.as_deref() != Some(to.as_str()) && after < upto {
-                        self.events[0].fetch_add(1, Ordering::Relaxed);
+                        EventCounters::bump(&self.events.resyncs);
                         tracing::info!(volume = %self.volume, follower = %to, after, upto,
                             "resyncing a follower from its last write");
                     }
@@ -543,7 +568,7 @@ impl PrimaryVolume {
             });
             match r {
                 Ok(ReplayEnd::Complete) => {
-                    me.events[3].fetch_add(1, Ordering::Relaxed);
+                    EventCounters::bump(&me.events.journal_replays);
                     tracing::info!(volume = %me.volume, follower = %to, after, floor, writes = sent,
                         took_ms = t0.elapsed().as_millis() as u64, "replayed writes from the journal");
                     let _ = tx.release();
@@ -555,7 +580,7 @@ impl PrimaryVolume {
                     link::deferring(|| {
                         let mut inner = me.inner.lock();
                         if inner.links.get(&to).is_some_and(|(c, _)| *c == conn) {
-                            me.events[2].fetch_add(1, Ordering::Relaxed);
+                            EventCounters::bump(&me.events.forced_destages);
                             inner.links.remove(&to);
                             let acts = inner.core.disconnected(&to);
                             me.run(&mut inner, acts);
@@ -607,50 +632,57 @@ impl PrimaryVolume {
     fn connect(self: &Arc<Self>, to: String) {
         let addr = self.peers.lock().get(&to).copied();
         let me = self.clone();
-        tokio::spawn(async move {
-            let stream = match addr {
-                Some(a) => {
-                    tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(a))
+        let span = tracing::info_span!(parent: &self.span, "link", follower = %to);
+        tokio::spawn(
+            async move {
+                let stream = match addr {
+                    Some(a) => {
+                        tokio::time::timeout(
+                            Duration::from_secs(2),
+                            tokio::net::TcpStream::connect(a),
+                        )
                         .await
-                }
-                None => Ok(Err(std::io::Error::other("no replica address"))),
-            };
-            let Ok(Ok(stream)) = stream else {
-                let _ = me.step(|inner| Ok::<_, ()>(inner.core.disconnected(&to)));
-                return;
-            };
-            let (tx, rx) = link::spawn(stream);
-            me.events[4].fetch_add(1, Ordering::Relaxed);
-            let id = me.next_conn.fetch_add(1, Ordering::Relaxed);
-            let _ = me.step(|inner| {
-                inner.links.insert(to.clone(), (id, tx));
-                Ok::<_, ()>(inner.core.connected(&to))
-            });
-            // Frames are handled on the connection's reader task, as they arrive. The task
-            // holds the primary weakly: once its last handle is dropped, its links close.
-            let weak = Arc::downgrade(&me);
-            drop(me);
-            rx.run(move |m| {
-                let Some(me) = weak.upgrade() else {
-                    return false;
-                };
-                let mut go = true;
-                let _ = me.step(|inner| {
-                    if inner.links.get(&to).map(|l| l.0) != Some(id) {
-                        go = false;
-                        return Ok::<_, ()>(Vec::new());
                     }
-                    Ok(match m {
-                        Some(m) => inner.core.on_msg(&to, m),
-                        None => {
-                            inner.links.remove(&to);
-                            inner.core.disconnected(&to)
-                        }
-                    })
+                    None => Ok(Err(std::io::Error::other("no replica address"))),
+                };
+                let Ok(Ok(stream)) = stream else {
+                    let _ = me.step(|inner| Ok::<_, ()>(inner.core.disconnected(&to)));
+                    return;
+                };
+                let (tx, rx) = link::spawn(stream);
+                EventCounters::bump(&me.events.connections);
+                let id = me.next_conn.fetch_add(1, Ordering::Relaxed);
+                let _ = me.step(|inner| {
+                    inner.links.insert(to.clone(), (id, tx));
+                    Ok::<_, ()>(inner.core.connected(&to))
                 });
-                go
-            });
-        });
+                // Frames are handled on the connection's reader task, as they arrive. The task
+                // holds the primary weakly: once its last handle is dropped, its links close.
+                let weak = Arc::downgrade(&me);
+                drop(me);
+                rx.run(move |m| {
+                    let Some(me) = weak.upgrade() else {
+                        return false;
+                    };
+                    let mut go = true;
+                    let _ = me.step(|inner| {
+                        if inner.links.get(&to).map(|l| l.0) != Some(id) {
+                            go = false;
+                            return Ok::<_, ()>(Vec::new());
+                        }
+                        Ok(match m {
+                            Some(m) => inner.core.on_msg(&to, m),
+                            None => {
+                                inner.links.remove(&to);
+                                inner.core.disconnected(&to)
+                            }
+                        })
+                    });
+                    go
+                });
+            }
+            .instrument(span),
+        );
     }
 
     fn submit(&self, payload: Payload) -> IoFuture<()> {

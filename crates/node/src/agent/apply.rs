@@ -21,6 +21,7 @@ use alcubierre_replica::volume::{Control, PrimaryVolume};
 use alcubierre_replica::Membership;
 use alcubierre_store::Store;
 use alcubierre_types::{ByteSize, VolumeId};
+use tracing::Instrument;
 
 use super::plan::{self, Action, Desired, Have, Held as HeldRole, Retirement};
 use crate::parts::{geometry, NodeParts};
@@ -427,8 +428,17 @@ pub(super) async fn converge(
         if stopped.contains(a.volume()) {
             continue;
         }
-        if !local.apply(store, p, &round, a).await? {
-            stopped.insert(a.volume().to_string());
+        let id = a.volume();
+        let record = all.get(id);
+        let span = tracing::info_span!(
+            "volume",
+            volume = record.map_or(id, |v| v.name.as_str()),
+            id,
+            node = %p.name,
+            epoch = record.map_or(0, |v| v.epoch),
+        );
+        if !local.apply(store, p, &round, a).instrument(span).await? {
+            stopped.insert(id.to_string());
         }
     }
     Ok(())

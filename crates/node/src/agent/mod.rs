@@ -89,9 +89,12 @@ fn supervised(
     task: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     use futures::FutureExt;
+    use tracing::Instrument;
     let node = node.to_string();
+    let span = tracing::info_span!("node_task", node = %node, task = name);
     tokio::spawn(async move {
-        if let Err(panic) = std::panic::AssertUnwindSafe(task).catch_unwind().await {
+        let task = std::panic::AssertUnwindSafe(task.instrument(span));
+        if let Err(panic) = task.catch_unwind().await {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
