@@ -18,12 +18,12 @@ use alcubierre_backend::{Backend, BackendError};
 use alcubierre_io::AlignedBuf;
 use alcubierre_types::{ByteOffset, ByteSize, VolumeId};
 
+use crate::batches::Batches;
 use crate::error::CacheError;
 use crate::format::{
     checkpoint_blocks, BatchHeader, Checkpoint, EntryKind, BLOCK, FULL_MASK,
     SECTORS_PER_BLOCK as SPB,
 };
-use crate::logread::Batches;
 use crate::partition::{ClaimState, Partition, SECTOR};
 
 /// What one destage round did.

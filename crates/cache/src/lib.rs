@@ -23,6 +23,7 @@
 //! 4. After a device write or sync error the partition refuses all further writes (fail-stop).
 #![forbid(unsafe_code)]
 
+mod batches;
 pub mod blockmap;
 mod build;
 mod destage;

@@ -2,37 +2,14 @@
 
 use alcubierre_io::AlignedBuf;
 
+use crate::batches::{Batches, NOT_READ};
 use crate::error::CacheError;
 use crate::format::{BatchHeader, EntryKind, BLOCK};
 use crate::partition::Partition;
 
-/// Batches read from the log: their headers, and their data inside read windows.
-pub(crate) struct Batches {
-    windows: Vec<AlignedBuf>,
-    /// (header, window index, block offset of the header in the window)
-    pub(crate) batches: Vec<(BatchHeader, usize, usize)>,
-    /// Position and sequence number after the last batch read.
-    pub(crate) next: (u64, u64),
-}
-
-/// The window index of a batch known from its header alone (its data was not read).
-const NOT_READ: usize = usize::MAX;
-
 /// Follower batch headers kept in memory at most (about 0.5 KiB each); past that, eviction
 /// reads the batches back from the device as destage does.
 const KEPT_HEADERS: usize = 16_384;
-
-impl Batches {
-    /// The data blocks of batch `i` (empty for a batch taken from its header alone).
-    pub(crate) fn data(&self, i: usize) -> &[u8] {
-        let (h, w, at) = &self.batches[i];
-        if *w == NOT_READ {
-            return &[];
-        }
-        let start = (at + 1) * BLOCK;
-        &self.windows[*w][start..start + h.data_blocks as usize * BLOCK]
-    }
-}
 
 /// Read windows kept for reuse per partition, so a round does not allocate and zero its
 /// windows again: at most [`KEPT_BYTES`] in all. Destage holds two rounds' windows at once (the

@@ -185,7 +185,7 @@ pub struct Partition {
     pub(crate) read_bufs: Mutex<Vec<alcubierre_io::AlignedBuf>>,
     /// The next destage round's batches, read while the previous round wrote the backend,
     /// with the position they start at.
-    pub(crate) prefetched: Mutex<Option<((u64, u64), crate::logread::Batches)>>,
+    pub(crate) prefetched: Mutex<Option<((u64, u64), crate::batches::Batches)>>,
     /// Headers of recent batches that hold only a follower's writes (and entries without
     /// data), in sequence order: once the primary releases those writes, the destager evicts
     /// them from these headers instead of reading the batches back from the device.

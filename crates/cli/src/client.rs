@@ -3,90 +3,13 @@
 //! prints the API's JSON. `--api` / `ALCUBIERRE_API` and `--token` / `ALCUBIERRE_TOKEN` say
 //! where and who.
 
-use alcubierre_api::client::Client;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use alcubierre_storage_node::config::parse_size;
 
-/// Where the API is and the token to use.
-#[derive(clap::Args, Clone)]
-pub struct ApiArgs {
-    /// API base URL.
-    #[arg(
-        long,
-        env = "ALCUBIERRE_API",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
-    api: String,
-    /// Bearer token.
-    #[arg(
-        long,
-        env = "ALCUBIERRE_TOKEN",
-        default_value = "",
-        global = true,
-        hide_env_values = true
-    )]
-    token: String,
-    /// CA certificates (PEM) to verify an https:// API (default: the system bundle).
-    #[arg(long, env = "ALCUBIERRE_CA_CERT", global = true)]
-    ca_cert: Option<std::path::PathBuf>,
-}
-
-impl ApiArgs {
-    /// The API client these arguments name.
-    pub fn client(&self) -> anyhow::Result<Client> {
-        Ok(Client::new(
-            &self.api,
-            &self.token,
-            self.ca_cert.as_deref(),
-        )?)
-    }
-}
-
-/// One request; returns the JSON body of a 2xx answer (null for none), or the API's error
-/// message.
-pub fn request(
-    a: &ApiArgs,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-) -> anyhow::Result<Value> {
-    Ok(a.client()?.call(method, path, body)?)
-}
-
-pub(crate) fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
-    let mut w: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            w[i] = w[i].max(c.len());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<width$}", width = w[i]))
-            .collect::<Vec<_>>()
-            .join("  ")
-    };
-    say!(
-        "{}",
-        line(headers.iter().map(|h| h.to_string()).collect()).trim_end()
-    );
-    for r in rows {
-        say!("{}", line(r).trim_end());
-    }
-}
-
-pub(crate) fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        v => v.to_string(),
-    }
-}
+pub use crate::api_args::{request, ApiArgs};
+use crate::table::{print_table, s};
 
 fn out(v: &Value, json: bool, table: impl FnOnce(&Value)) {
     if json {

@@ -25,6 +25,7 @@ macro_rules! say {
     }};
 }
 
+mod api_args;
 mod bench;
 mod bench_nvmf;
 mod client;
@@ -34,6 +35,7 @@ mod load;
 mod plan;
 mod serve;
 mod sysinfo;
+mod table;
 mod volume_show;
 
 use std::path::PathBuf;

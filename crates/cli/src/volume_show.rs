@@ -6,7 +6,8 @@
 use alcubierre_types::VolumeId;
 use serde_json::{json, Value};
 
-use crate::client::{print_table, request, s, ApiArgs};
+use crate::api_args::{request, ApiArgs};
+use crate::table::{print_table, s};
 
 /// The volume `name_or_id` with its connection names, paths and replica states.
 pub fn details(a: &ApiArgs, name_or_id: &str) -> anyhow::Result<Value> {

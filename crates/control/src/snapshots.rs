@@ -21,8 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::volumes::{find, Volume, VolumeError};
 
-/// Where snapshot records live.
-pub const SNAPSHOTS: &str = "snapshots/";
+pub use crate::volumes::SNAPSHOTS;
 
 /// A snapshot's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -214,6 +214,10 @@ pub async fn deletion_done(store: &dyn Store, id: &str, node: &str) -> Result<()
     }
 }
 
+/// Where snapshot records are kept: `snapshots/<volume id>/<name>` (a volume's deletion
+/// removes its snapshots' records with it).
+pub const SNAPSHOTS: &str = "snapshots/";
+
 /// Where nodes report replicas they fail to serve: `failures/<uuid>/<node>`.
 pub const FAILURES: &str = "failures/";
 
@@ -863,10 +867,7 @@ pub async fn delete(store: &dyn Store, id_or_name: &str) -> Result<Volume, Volum
     ];
     // A snapshot requested between this listing and the transaction stays behind as a record
     // that no call shows (its volume is gone) and no node acts on.
-    for kv in store
-        .list(&format!("{}{}/", crate::snapshots::SNAPSHOTS, v.id))
-        .await?
-    {
+    for kv in store.list(&format!("{}{}/", SNAPSHOTS, v.id)).await? {
         then.push(TxnOp::Delete { key: kv.key });
     }
     let r = store

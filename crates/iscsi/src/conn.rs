@@ -12,10 +12,10 @@ use bytes::{Bytes, BytesMut};
 
 use crate::login::{encode_keys, parse_keys, Params, SessionType};
 use crate::pdu::{op, Bhs, Pdu};
-use crate::scsi::{sense_segment, status, Direction, Lun, Outcome, Sense};
+use crate::scsi::{Direction, Lun};
+use crate::sense::{sense_segment, status, Outcome, Sense};
 
-/// Commands the target accepts at once (MaxCmdSN - ExpCmdSN + 1).
-pub const QUEUE_DEPTH: u32 = 128;
+pub use crate::{MAX_WRITE, QUEUE_DEPTH};
 
 /// Task Management Function Response codes (RFC 7143 section 11.6.1).
 mod tmf_response {
@@ -24,9 +24,6 @@ mod tmf_response {
     pub const REASSIGN_UNSUPPORTED: u8 = 4;
     pub const NOT_SUPPORTED: u8 = 5;
 }
-
-/// The largest write a command may carry (EDTL); larger ones are refused.
-pub const MAX_WRITE: usize = 16 << 20;
 
 const NO_TAG: u32 = 0xffff_ffff;
 

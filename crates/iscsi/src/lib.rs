@@ -24,6 +24,13 @@ mod opcodes;
 pub mod pdu;
 mod pr;
 pub mod scsi;
+pub mod sense;
 pub mod target;
 
 pub use target::{volume_iqn, Export, Target};
+
+/// Commands the target accepts at once (MaxCmdSN - ExpCmdSN + 1).
+pub const QUEUE_DEPTH: u32 = 128;
+
+/// The largest write a command may carry (EDTL); larger ones are refused.
+pub const MAX_WRITE: usize = 16 << 20;

@@ -258,7 +258,7 @@ impl Login {
         self.stat_sn = self.stat_sn.wrapping_add(1);
         let cmd_sn = req.u32_at(24);
         b.put_u32(28, cmd_sn);
-        b.put_u32(32, cmd_sn.wrapping_add(crate::conn::QUEUE_DEPTH - 1));
+        b.put_u32(32, cmd_sn.wrapping_add(crate::QUEUE_DEPTH - 1));
         b.0[36] = (status >> 8) as u8;
         b.0[37] = status as u8;
         if status != status::SUCCESS {

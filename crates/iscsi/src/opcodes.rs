@@ -1,7 +1,7 @@
 //! REPORT SUPPORTED OPERATION CODES (SPC-4 section 6.35): the commands the SCSI layer
 //! implements, with their CDB lengths and usage masks.
 
-use crate::scsi::{Outcome, Sense};
+use crate::sense::{Outcome, Sense};
 
 /// `(operation code, service action, CDB length)` of every command implemented.
 const SUPPORTED: &[(u8, Option<u16>, u8)] = &[

@@ -11,7 +11,7 @@
 use alcubierre_block::{BlockDevice, BlockError, HostId, Reservations, ResvCommand};
 use bytes::Bytes;
 
-use crate::scsi::{key, status, Outcome, Sense};
+use crate::sense::{key, status, Outcome, Sense};
 
 fn fail(e: &BlockError) -> Outcome {
     match e {

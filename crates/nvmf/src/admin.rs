@@ -128,7 +128,9 @@ impl QueuePair {
                 return fail(Status::CONTROLLER_BUSY);
             };
             if let Kind::Io(s) = sub {
-                s.add_controller(&ctrl);
+                let sink: std::sync::Weak<dyn crate::subsystem::EventSink> =
+                    Arc::downgrade(&ctrl) as _;
+                s.add_controller(sink);
             }
             tracing::info!(cntlid = ctrl.cntlid, host = %cd.hostnqn, subsystem = %cd.subnqn, "controller created");
             let id = ctrl.cntlid;

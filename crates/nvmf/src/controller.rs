@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::status::Status;
-use crate::subsystem::{Subsystem, SubsystemEvent};
+use crate::subsystem::{EventSink, Subsystem, SubsystemEvent};
 use alcubierre_block::HostId;
 
 /// What the controller serves.
@@ -307,5 +307,11 @@ impl Controller {
     /// Restarts the keep-alive timer.
     pub fn keep_alive(&self, now: Instant) {
         self.inner.lock().last_keep_alive = now;
+    }
+}
+
+impl EventSink for Controller {
+    fn post_event(&self, ev: SubsystemEvent) {
+        Controller::post_event(self, ev);
     }
 }

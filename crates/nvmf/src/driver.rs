@@ -18,7 +18,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::queue::{Output, QueuePair};
-use crate::subsystem::{Portal, Target};
+use crate::subsystem::Portal;
+use crate::target::Target;
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 256 * 1024;

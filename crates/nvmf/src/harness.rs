@@ -16,7 +16,8 @@ use crate::initiator::cmd;
 use crate::pdu::{DataPdu, Digests, Encoder, IcReq, Pdu};
 use crate::queue::{Output, QueuePair};
 use crate::spec::{cns, feat, io_op, log_id, prop};
-use crate::subsystem::{HostAcl, Portal, Subsystem, Target, TargetConfig};
+use crate::subsystem::{HostAcl, Portal, Subsystem};
+use crate::target::{Target, TargetConfig};
 
 /// The volume id of the harness's subsystem (fixed, so seeds can connect to it).
 pub const VOLUME: u128 = 0x0123_4567_89ab_4def_8123_4567_89ab_cdef;

@@ -5,7 +5,8 @@
 use std::collections::VecDeque;
 
 use crate::controller::{Controller, ErrorEntry, Kind, ERROR_LOG_ENTRIES};
-use crate::subsystem::{AnaState, Portal, Subsystem, Target};
+use crate::subsystem::{AnaState, Portal, Subsystem};
+use crate::target::Target;
 
 /// PCI vendor id reported (none assigned: the spec allows 0 for fabrics).
 const VID: u16 = 0;
@@ -329,7 +330,8 @@ pub fn discovery_log(target: &Target, hostnqn: &str, fallback: &[Portal]) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::subsystem::{HostAcl, TargetConfig};
+    use crate::subsystem::HostAcl;
+    use crate::target::TargetConfig;
     use alcubierre_block::MemBlockDevice;
     use alcubierre_types::{BlockSize, ByteSize, VolumeGeometry, VolumeId};
     use std::sync::Arc;

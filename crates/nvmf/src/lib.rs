@@ -28,13 +28,14 @@ pub mod queue;
 pub mod spec;
 pub mod status;
 pub mod subsystem;
+pub mod target;
 
 mod admin;
 mod io;
+mod resv_report;
 
 pub use driver::{serve, Listener};
 pub use queue::QueuePair;
 pub use status::Status;
-pub use subsystem::{
-    volume_nqn, AnaState, HostAcl, Portal, Subsystem, SubsystemEvent, Target, TargetConfig,
-};
+pub use subsystem::{volume_nqn, AnaState, HostAcl, Portal, Subsystem, SubsystemEvent};
+pub use target::{Target, TargetConfig};

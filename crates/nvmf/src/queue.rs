@@ -28,7 +28,8 @@ use crate::pdu::{
 };
 use crate::spec::{admin_op, fctype, fes};
 use crate::status::Status;
-use crate::subsystem::{Portal, Target};
+use crate::subsystem::Portal;
+use crate::target::Target;
 
 /// What an I/O request asks of the device.
 #[derive(Clone, Debug)]
@@ -91,7 +92,7 @@ impl IoRequest {
                 .map(move |r| {
                     let r = r.map(|state| match report {
                         Some((eds, len)) => {
-                            let mut b = crate::io::reservation_status(&state, eds);
+                            let mut b = crate::resv_report::reservation_status(&state, eds);
                             b.resize(len, 0);
                             Bytes::from(b)
                         }
