@@ -290,31 +290,14 @@ impl ClusterConfig {
         if self.destage_rate == Some(0) {
             return Err(bad("destage_rate", "must be positive (bytes per second)"));
         }
-        let defaults = Multipath::default();
-        for (k, v, d) in [
-            ("multipath.iscsi", self.multipath.iscsi, defaults.iscsi),
-            (
-                "multipath.nvme_tcp",
-                self.multipath.nvme_tcp,
-                defaults.nvme_tcp,
-            ),
-            (
-                "multipath.nvme_rdma",
-                self.multipath.nvme_rdma,
-                defaults.nvme_rdma,
-            ),
+        // Handed to hosts with the connection info (how many of the portals to use).
+        for (k, v) in [
+            ("multipath.iscsi", self.multipath.iscsi),
+            ("multipath.nvme_tcp", self.multipath.nvme_tcp),
+            ("multipath.nvme_rdma", self.multipath.nvme_rdma),
         ] {
             if !(1..=8).contains(&v) {
                 return Err(bad(k, "must be between 1 and 8 paths"));
-            }
-            if v != d {
-                return Err(bad(
-                    k,
-                    format!(
-                        "not applied in this release (hosts are given every replica node's \
-                         portal); only the default {d} is accepted"
-                    ),
-                ));
             }
         }
         match &self.backend {
@@ -699,7 +682,7 @@ mod tests {
         assert_eq!(e.field, "partitions_per_cache_device");
         let e = refused(ClusterConfig {
             multipath: Multipath {
-                iscsi: 2,
+                iscsi: 9,
                 ..Multipath::default()
             },
             ..ClusterConfig::default()

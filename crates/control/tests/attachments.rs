@@ -282,6 +282,36 @@ async fn attach_returns_every_path_and_detach_leaves_nobody() {
     let (s, _) = call(&app, "DELETE", "/api/v1/volumes/nope/attachments/h1", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
+    // The cluster's multipath defaults are what the connection info hands out.
+    let (s, c) = call(
+        &app,
+        "PATCH",
+        "/api/v1/cluster/config",
+        Some(json!({"multipath": {"iscsi": 2, "nvme_tcp": 3, "nvme_rdma": 2}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    let (_, c) = call(&app, "GET", "/api/v1/volumes/db/connection", None).await;
+    assert_eq!(
+        (
+            c["iscsi"]["multipath"].clone(),
+            c["nvme"]["multipath"].clone()
+        ),
+        (json!(2), json!(3))
+    );
+    let (s, e) = call(
+        &app,
+        "PATCH",
+        "/api/v1/cluster/config",
+        Some(json!({"multipath": {"iscsi": 9, "nvme_tcp": 1, "nvme_rdma": 2}})),
+    )
+    .await;
+    assert_eq!(
+        (s, e["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("multipath.iscsi")),
+        "{e}"
+    );
+
     // A node whose heartbeat stops: its paths are inaccessible in the connection info.
     let follower = portals[2]["node"].as_str().unwrap().to_string();
     let i: usize = follower.trim_start_matches("node-").parse().unwrap();
