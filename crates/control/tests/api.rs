@@ -9,37 +9,10 @@ use alcubierre_control::activation::Licence;
 use alcubierre_control::api::{router, ApiState, ROUTES};
 use alcubierre_control::registry::Heartbeat;
 use alcubierre_store::{MemStore, Store};
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    path: &str,
-    body: Option<Value>,
-    token: Option<&str>,
-) -> (StatusCode, Value) {
-    let mut r = Request::builder().method(method).uri(path);
-    if let Some(t) = token {
-        r = r.header("authorization", format!("Bearer {t}"));
-    }
-    let req = match body {
-        Some(b) => r
-            .header("content-type", "application/json")
-            .body(Body::from(b.to_string())),
-        None => r.body(Body::empty()),
-    }
-    .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    let v = serde_json::from_slice(&bytes)
-        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
-    (status, v)
-}
+use common::call;
 
 async fn app() -> (axum::Router, Vec<Heartbeat>) {
     let store: Arc<dyn Store> = Arc::new(MemStore::new());

@@ -12,11 +12,8 @@ use alcubierre_control::api::{router, ApiState};
 use alcubierre_control::model::NvmeIdentity;
 use alcubierre_control::registry::{self, Heartbeat};
 use alcubierre_store::{MemStore, Store};
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 const T: &str = "secret-token";
 
@@ -26,24 +23,7 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let r = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {T}"));
-    let req = match body {
-        Some(b) => r
-            .header("content-type", "application/json")
-            .body(Body::from(b.to_string())),
-        None => r.body(Body::empty()),
-    }
-    .unwrap();
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    common::call(app, method, path, body, Some(T)).await
 }
 
 /// Three active nodes with NVMe/TCP and iSCSI portals, heartbeating with `timeout`.

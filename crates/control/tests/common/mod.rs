@@ -71,3 +71,35 @@ pub async fn active_cluster(n: usize, timeout: Duration) -> (Arc<dyn Store>, Vec
     }
     (store, beats)
 }
+
+/// One request to the API router `app` (JSON body, bearer `token`): the status and the body
+/// as JSON (a string when it is not JSON).
+#[allow(dead_code)] // not every test binary uses it
+pub async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+    token: Option<&str>,
+) -> (axum::http::StatusCode, serde_json::Value) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let mut r = axum::http::Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        r = r.header("authorization", format!("Bearer {t}"));
+    }
+    let req = match body {
+        Some(b) => r
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(b.to_string())),
+        None => r.body(axum::body::Body::empty()),
+    }
+    .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let v = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::String(
+        String::from_utf8_lossy(&bytes).into(),
+    ));
+    (status, v)
+}
