@@ -1,4 +1,4 @@
-//! schemathesis (PyPI) against the running API from the checked-in OpenAPI document
+//! schemathesis (PyPI) against the running API from the OpenAPI document it serves
 //! (`testing/api/schemathesis.sh`): no 5xx, every 4xx with a message. schemathesis lives in a
 //! virtualenv that `scripts/setup` makes; without it the test fails, naming the command.
 

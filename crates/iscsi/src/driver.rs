@@ -46,6 +46,20 @@ pub async fn listen(
     Ok((bound, tokio::spawn(serve(target, l))))
 }
 
+/// Serves `target` on a socket already bound; returns its address and the accept task.
+pub fn listen_std(
+    target: Arc<Target>,
+    l: std::net::TcpListener,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    l.set_nonblocking(true)?;
+    let l = TcpListener::from_std(l)?;
+    let bound = l.local_addr()?;
+    if target.local_portal().is_empty() {
+        target.set_local_portal(bound.to_string());
+    }
+    Ok((bound, tokio::spawn(serve(target, l))))
+}
+
 /// Releases the nexus's RESERVE(6) when the connection ends.
 struct Nexus(Option<Arc<crate::scsi::Lun>>, [u8; 16]);
 

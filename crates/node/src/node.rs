@@ -325,33 +325,46 @@ fn open_cache(
     Ok(Some((svc, limit)))
 }
 
-/// Replaces each address whose port is taken by one with a free port on the same IP (the
-/// demo's usual ports, when free). Done before anything is bound, so that the portals the node
-/// advertises are the ones it listens on.
-fn free_ports(addrs: &mut [SocketAddr]) -> std::io::Result<()> {
+/// Binds every address of `addrs` (`field` names them in errors) before anything else, so that
+/// the portals the node advertises are the ones it listens on; with `any_port`, an address whose
+/// port is taken is bound on a free port of the same IP instead (the demo's usual ports, when
+/// free). Each address is replaced by the bound one.
+fn bind_all(
+    field: &str,
+    addrs: &mut [SocketAddr],
+    any_port: bool,
+) -> anyhow::Result<Vec<std::net::TcpListener>> {
+    let mut out = Vec::new();
     for a in addrs {
-        match std::net::TcpListener::bind(*a) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                *a = std::net::TcpListener::bind(SocketAddr::new(a.ip(), 0))?.local_addr()?;
+        let l = match std::net::TcpListener::bind(*a) {
+            Err(e) if any_port && e.kind() == std::io::ErrorKind::AddrInUse => {
+                std::net::TcpListener::bind(SocketAddr::new(a.ip(), 0))
             }
-            Err(e) => return Err(e),
+            r => r,
         }
+        .with_context(|| format!("{field}: binding {a}"))?;
+        *a = l.local_addr()?;
+        out.push(l);
     }
-    Ok(())
+    Ok(out)
 }
 
 impl Node {
     /// Starts a node (inside a tokio runtime).
     pub async fn start(mut spec: NodeSpec) -> anyhow::Result<Node> {
-        if spec.any_port_when_taken {
-            free_ports(&mut spec.config.nvmf.listen)?;
-            if let Some(i) = &mut spec.config.iscsi {
-                free_ports(&mut i.listen)?;
-            }
-        }
+        spec.config.validate(spec.store.is_some())?;
+        let any = spec.any_port_when_taken;
+        let mut nvme_sockets = bind_all("nvmf.listen", &mut spec.config.nvmf.listen, any)?;
+        nvme_sockets.extend(bind_all(
+            "nvmf.discovery_listen",
+            &mut spec.config.nvmf.discovery_listen,
+            any,
+        )?);
+        let iscsi_sockets = match &mut spec.config.iscsi {
+            Some(i) => bind_all("iscsi.listen", &mut i.listen, any)?,
+            None => Vec::new(),
+        };
         let cfg = &spec.config;
-        cfg.validate(spec.store.is_some())?;
         let store = match &cfg.cluster {
             Some(c) => Some(cluster_store(&spec, c).await?),
             None => None,
@@ -384,25 +397,14 @@ impl Node {
         });
         let volumes = export_configured(cfg, service.as_ref(), &target, iscsi.as_ref())?;
         let mut listeners = Vec::new();
-        for (i, a) in cfg
-            .nvmf
-            .listen
-            .iter()
-            .chain(&cfg.nvmf.discovery_listen)
-            .enumerate()
-        {
-            let l = Listener::bind(target.clone(), *a, i as u16 + 1)
-                .await
-                .with_context(|| format!("nvmf.listen: binding {a}"))?;
-            listeners.push(l);
+        for (i, sock) in nvme_sockets.into_iter().enumerate() {
+            listeners.push(Listener::from_std(target.clone(), sock, i as u16 + 1)?);
         }
         let (mut iscsi_bound, mut iscsi_tasks) = (Vec::new(), Vec::new());
         let mut iscsi_addrs = Vec::new();
-        if let (Some(t), Some(sec)) = (&iscsi, &cfg.iscsi) {
-            for a in &sec.listen {
-                let (bound, task) = alcubierre_iscsi::driver::listen(t.clone(), *a)
-                    .await
-                    .with_context(|| format!("iscsi.listen: binding {a}"))?;
+        if let Some(t) = &iscsi {
+            for sock in iscsi_sockets {
+                let (bound, task) = alcubierre_iscsi::driver::listen_std(t.clone(), sock)?;
                 iscsi_bound.push(bound);
                 iscsi_tasks.push(task);
             }

@@ -43,6 +43,20 @@ impl Listener {
         Ok(Self { addr, task })
     }
 
+    /// Serves `target` on a socket already bound (so the caller knows the port before the
+    /// target exists); `port_id` identifies the port in discovery logs.
+    pub fn from_std(
+        target: Arc<Target>,
+        l: std::net::TcpListener,
+        port_id: u16,
+    ) -> std::io::Result<Self> {
+        l.set_nonblocking(true)?;
+        let l = TcpListener::from_std(l)?;
+        let addr = l.local_addr()?;
+        let task = tokio::spawn(serve(target, l, port_id));
+        Ok(Self { addr, task })
+    }
+
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
