@@ -175,6 +175,32 @@ pub enum VolumeCmd {
     /// Snapshots of a volume.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
+    /// Attaches a host: it joins the volume's access list (recording the initiator names
+    /// given; a host that does not exist is created with them). Prints how to connect.
+    Attach {
+        /// Name or id.
+        volume: String,
+        /// Host name.
+        host: String,
+        /// The host's NVMe host NQN.
+        #[arg(long)]
+        nqn: Option<String>,
+        /// The host's iSCSI initiator IQN.
+        #[arg(long)]
+        iqn: Option<String>,
+    },
+    /// Detaches a host: it leaves the volume's access list (the last one leaving leaves nobody).
+    Detach {
+        /// Name or id.
+        volume: String,
+        /// Host name.
+        host: String,
+    },
+    /// How hosts reach a volume: every replica node's portals with their states.
+    Connection {
+        /// Name or id.
+        volume: String,
+    },
 }
 
 /// `alcubierre volume snapshot ...`.
@@ -405,6 +431,40 @@ pub fn volume(a: &ApiArgs, c: VolumeCmd, json: bool) -> anyhow::Result<()> {
             &format!("/api/v1/volumes/{volume}/qos"),
             Some(&json!({ "qos": policy })),
         )?,
+        VolumeCmd::Attach {
+            volume,
+            host,
+            nqn,
+            iqn,
+        } => {
+            let r = alcubierre_api::v1::AttachRequest { nqn, iqn };
+            let att = a.client()?.attach(&volume, &host, &r)?;
+            if !json {
+                say!("attached host {} to volume {}", att.host, att.volume_name);
+                print_connection(&att.connection);
+                return Ok(());
+            }
+            serde_json::to_value(att)?
+        }
+        VolumeCmd::Detach { volume, host } => {
+            let d = a.client()?.detach(&volume, &host)?;
+            if !json {
+                match d.was_attached {
+                    true => say!("detached host {host} from volume {volume}"),
+                    false => say!("host {host} was not attached to volume {volume}"),
+                }
+                return Ok(());
+            }
+            serde_json::to_value(d)?
+        }
+        VolumeCmd::Connection { volume } => {
+            let c = a.client()?.connection(&volume)?;
+            if !json {
+                print_connection(&c);
+                return Ok(());
+            }
+            serde_json::to_value(c)?
+        }
         VolumeCmd::Delete { volume } => {
             let v = request(a, "DELETE", &format!("/api/v1/volumes/{volume}"), None)?;
             if !json {
@@ -416,6 +476,61 @@ pub fn volume(a: &ApiArgs, c: VolumeCmd, json: bool) -> anyhow::Result<()> {
     };
     out(&v, json, volumes_table);
     Ok(())
+}
+
+/// Prints connection info as a host administrator reads it.
+fn print_connection(c: &alcubierre_api::v1::ConnectionInfo) {
+    let state = |s: alcubierre_api::v1::PathState| match s {
+        alcubierre_api::v1::PathState::Optimized => "optimized",
+        alcubierre_api::v1::PathState::NonOptimized => "non-optimized",
+        alcubierre_api::v1::PathState::Inaccessible => "inaccessible",
+    };
+    say!(
+        "NVMe/TCP  {} (namespace {}, {} path(s) per host)",
+        c.nvme.subsystem_nqn,
+        c.nvme.namespace_id,
+        c.nvme.multipath
+    );
+    print_table(
+        &["NODE", "PORTAL", "ANA GROUP", "STATE"],
+        c.nvme
+            .portals
+            .iter()
+            .map(|p| {
+                vec![
+                    p.node.clone(),
+                    format!("{}:{}", p.address, p.port),
+                    p.ana_group.map_or("-".into(), |g| g.to_string()),
+                    state(p.state).into(),
+                ]
+            })
+            .collect(),
+    );
+    if let Some(i) = &c.iscsi {
+        say!(
+            "iSCSI     {} (LUN {}, {} path(s) per host{})",
+            i.target_iqn,
+            i.lun,
+            i.multipath,
+            i.chap_user
+                .as_ref()
+                .map_or(String::new(), |u| format!(", CHAP user {u}"))
+        );
+        print_table(
+            &["NODE", "PORTAL", "TPGT", "STATE"],
+            i.portals
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.node.clone(),
+                        format!("{}:{}", p.address, p.port),
+                        p.portal_group_tag.to_string(),
+                        state(p.state).into(),
+                    ]
+                })
+                .collect(),
+        );
+    }
 }
 
 /// How long `volume snapshot create` waits for the primary.

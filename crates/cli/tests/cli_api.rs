@@ -55,6 +55,51 @@ fn operator_commands_over_the_api() {
     let primary_rows = out.lines().filter(|l| l.contains(" primary ")).count();
     let follower_rows = out.lines().filter(|l| l.contains(" follower ")).count();
     assert_eq!((primary_rows, follower_rows), (1, 2), "{out}");
+    // Attach, connection info, detach.
+    let (ok, out, err) = cli(
+        api,
+        token,
+        &[
+            "volume",
+            "attach",
+            "data1",
+            "h9",
+            "--nqn",
+            "nqn.2014-08.org.example:h9",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("attached host h9 to volume data1"), "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains("optimized")).count(),
+        6,
+        "3 NVMe/TCP and 3 iSCSI paths: {out}"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.contains("non-optimized")).count(),
+        4,
+        "{out}"
+    );
+    let (ok, out, _) = cli(api, token, &["--json", "volume", "connection", "data1"]);
+    assert!(ok);
+    let c: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(c["nvme"]["portals"].as_array().unwrap().len(), 3, "{c}");
+    let (ok, out, _) = cli(api, token, &["volume", "show", "data1"]);
+    assert!(ok && out.contains("hosts     h9"), "{out}");
+    let (ok, out, _) = cli(api, token, &["volume", "detach", "data1", "h9"]);
+    assert!(ok && out.contains("detached host h9"), "{out}");
+    let (ok, out, _) = cli(api, token, &["volume", "detach", "data1", "h9"]);
+    assert!(ok && out.contains("was not attached"), "{out}");
+    let (ok, out, _) = cli(api, token, &["volume", "show", "data1"]);
+    assert!(
+        ok && out.contains("hosts     none"),
+        "detaching the last host leaves nobody: {out}"
+    );
+    let (ok, _, err) = cli(api, token, &["volume", "attach", "nope", "h9"]);
+    assert!(!ok && err.contains("HTTP 404"), "{err}");
+    let (ok, _, _) = cli(api, token, &["volume", "hosts", "data1"]);
+    assert!(ok, "an explicit empty list opens it again");
+
     let (ok, out, _) = cli(api, token, &["--json", "volume", "show", "data1"]);
     assert!(ok);
     let d: serde_json::Value = serde_json::from_str(&out).unwrap();
