@@ -11,6 +11,9 @@ use serde::Serialize;
 
 use crate::v1;
 
+/// The largest answer read (a list of every volume of a large cluster fits many times).
+const MAX_ANSWER: u64 = 1 << 30;
+
 /// The CA bundle an `https://` API is verified with when the caller names none.
 pub const SYSTEM_CA: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -74,7 +77,9 @@ impl Client {
                 "--api {base:?}: use an http:// or https:// URL"
             )));
         }
+        // Straight to the API: no proxy from the environment (the token would go through it).
         let mut config = ureq::Agent::config_builder()
+            .proxy(None)
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)));
         if base.starts_with("https://") {
@@ -150,6 +155,8 @@ impl Client {
         let status = resp.status().as_u16();
         let text = resp
             .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER)
             .read_to_string()
             .map_err(|e| ClientError::local(format!("reading the API's answer ({status}): {e}")))?;
         if !(200..300).contains(&status) {
@@ -269,6 +276,10 @@ impl Client {
 /// A path segment with the characters a URL path does not take percent-encoded (names are
 /// `A-Z a-z 0-9 - _ .`, so this only matters for a wrong one, which the API then refuses).
 fn seg(s: &str) -> String {
+    // `.` and `..` would be taken for path steps.
+    if s == "." || s == ".." {
+        return s.replace('.', "%2E");
+    }
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~:".contains(&b) {
@@ -288,6 +299,10 @@ mod tests {
     fn path_segments_are_escaped_and_urls_checked() {
         assert_eq!(seg("vol-1_a.b"), "vol-1_a.b");
         assert_eq!(seg("a/b c"), "a%2Fb%20c");
+        assert_eq!(
+            (seg("."), seg("..")),
+            ("%2E".to_string(), "%2E%2E".to_string())
+        );
         let e = Client::new("ftp://x", "t", None).err().unwrap();
         assert!(e.message.contains("http://"), "{e}");
         let e = Client::new("https://x", "t", Some(Path::new("/nonexistent")))

@@ -49,7 +49,7 @@ async fn only_an_explicit_delete_removes_a_volume() {
     let mut record: Value = serde_json::from_slice(&original).unwrap();
     record["placement_hint"] = json!("rack-2");
     let with_field = serde_json::to_vec(&record).unwrap();
-    record["version"] = json!(2);
+    record["version"] = json!(alcubierre_control::volumes::VOLUME_RECORD_VERSION + 1);
     let newer = serde_json::to_vec(&record).unwrap();
 
     let mut written = 0u64;

@@ -19,8 +19,11 @@ use crate::model::{Activation, CacheState, Service};
 use crate::placement::{place, Candidate, PlacementError};
 use crate::registry::{nodes, service_states, RegistryError};
 
-/// The format version of the volume records this release writes and reads.
-pub const VOLUME_RECORD_VERSION: u32 = 1;
+/// The newest format version of the volume records this release reads. It writes each record
+/// with the lowest version that holds it ([`Volume::stamp`]): 2 only for a `closed` volume,
+/// which a release that reads only version 1 would open to any host, so that such a node
+/// leaves the volume as it is instead.
+pub const VOLUME_RECORD_VERSION: u32 = 2;
 
 fn first_version() -> u32 {
     1
@@ -265,6 +268,11 @@ pub fn no_unknown_fields(extra: &Extra, within: &str) -> Result<(), VolumeError>
 }
 
 impl Volume {
+    /// Sets the record's version to the lowest that holds it (see [`VOLUME_RECORD_VERSION`]).
+    pub fn stamp(&mut self) {
+        self.version = if self.closed { 2 } else { 1 };
+    }
+
     /// Whether any host may connect: the volume names no hosts and was never attached.
     pub fn any_host(&self) -> bool {
         self.hosts.is_empty() && !self.closed
@@ -521,7 +529,10 @@ pub async fn find(store: &dyn Store, id_or_name: &str) -> Result<(Volume, i64), 
 }
 
 fn valid_name(n: &str) -> bool {
+    // `.` and `..` would read as path steps in the API's URLs.
     !n.is_empty()
+        && n != "."
+        && n != ".."
         && n.len() <= 64
         && n.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
@@ -613,7 +624,7 @@ pub async fn place_and_write(
         .collect();
     let replicas = place(&candidates, REPLICAS, &[])?;
     let v = Volume {
-        version: VOLUME_RECORD_VERSION,
+        version: 1,
         id: id.clone(),
         name: req.name.clone(),
         size: req.size,
@@ -669,6 +680,7 @@ async fn update(
 ) -> Result<Volume, VolumeError> {
     let (mut v, rev) = find(store, id_or_name).await?;
     f(&mut v)?;
+    v.stamp();
     let key = format!("volumes/{}", v.id);
     let cmp = vec![Compare::ModRevision(key.clone(), rev)];
     if !put_if(
@@ -796,7 +808,8 @@ pub async fn detach_host(
     let mut was = false;
     let r = change_hosts(store, id_or_name, |v| {
         was = v.hosts.iter().any(|h| h == host);
-        if v.closed && !was {
+        // A host that is not attached changes nothing (an open volume stays open).
+        if !was {
             return false;
         }
         v.hosts.retain(|h| h != host);
@@ -820,6 +833,7 @@ async fn change_hosts(
         if !f(&mut v) {
             return Ok((v, false));
         }
+        v.stamp();
         let key = format!("volumes/{}", v.id);
         let cmp = vec![Compare::ModRevision(key.clone(), rev)];
         let value = serde_json::to_vec(&v).expect("serialises");

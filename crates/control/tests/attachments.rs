@@ -71,7 +71,7 @@ fn app(store: Arc<dyn Store>) -> axum::Router {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_returns_every_path_and_detach_leaves_nobody() {
     let (store, mut beats) = cluster(Duration::from_secs(2)).await;
-    let app = app(store);
+    let app = app(store.clone());
     let (s, v) = call(
         &app,
         "POST",
@@ -124,6 +124,21 @@ async fn attach_returns_every_path_and_detach_leaves_nobody() {
     assert_eq!(ip[0]["port"], 3260);
     assert!(ip.iter().all(|p| p["portal_group_tag"].as_u64().is_some()));
 
+    // Detaching a host that is not attached changes nothing: the volume stays open.
+    let (s, d) = call(
+        &app,
+        "DELETE",
+        "/api/v1/volumes/db/attachments/nobody",
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, d["was_attached"].clone()),
+        (StatusCode::OK, json!(false))
+    );
+    let (_, v) = call(&app, "GET", "/api/v1/volumes/db", None).await;
+    assert_eq!(v["any_host"], true, "{v}");
+
     // Attaching an unknown host without its names: 404 naming the host, nothing created.
     let (s, e) = call(
         &app,
@@ -175,6 +190,14 @@ async fn attach_returns_every_path_and_detach_leaves_nobody() {
     let (_, v) = call(&app, "GET", "/api/v1/volumes/db", None).await;
     assert_eq!(v["hosts"], json!(["h1"]));
     assert_eq!(v["any_host"], false);
+    // The record of a closed volume is version 2: a node of a release that reads only version
+    // 1 (and would take no hosts for any host) leaves it as it is.
+    let record = store.get(&format!("volumes/{id}")).await.unwrap().unwrap();
+    let record: Value = serde_json::from_slice(&record.value).unwrap();
+    assert_eq!(
+        (record["version"].clone(), record["closed"].clone()),
+        (json!(2), json!(true))
+    );
     // Again: the same, nothing changes.
     let (s, again) = call(
         &app,

@@ -27,9 +27,14 @@ fn path_state(v: &Volume, n: &Node, service: Option<Service>) -> api::PathState 
     }
 }
 
-/// Splits `ip:port` (IPv6 in brackets) into the address hosts connect to and the port.
+/// Splits `ip:port` (IPv6 in brackets) into the address hosts connect to and the port; `None`
+/// for a wildcard (a node listening on every address with nothing advertised: hosts cannot be
+/// told where to connect, and its discovery service answers each with the address it used).
 fn address(portal: &str) -> Option<(String, u16)> {
     let a: std::net::SocketAddr = portal.parse().ok()?;
+    if a.ip().is_unspecified() {
+        return None;
+    }
     Some((a.ip().to_string(), a.port()))
 }
 

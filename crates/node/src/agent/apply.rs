@@ -463,18 +463,24 @@ impl Local {
                 let Role::Primary(mut e) = std::mem::replace(&mut held.role, Role::Idle) else {
                     unreachable!("the plan retires primaries")
                 };
-                if let Retirement::Fenced { epoch } = why {
-                    held.path
-                        .down("another node claimed the volume's backend image");
-                    self.floors.insert(id.to_string(), *epoch);
-                }
+                // Host I/O stops here before anything waits: the path goes down (a demoted
+                // primary's forwards to the new one right after) and forwarded I/O stops.
+                let why_down = match why {
+                    Retirement::Fenced { epoch } => {
+                        self.floors.insert(id.to_string(), *epoch);
+                        "another node claimed the volume's backend image"
+                    }
+                    Retirement::NotPrimary => "another node is the volume's primary now",
+                    Retirement::Deleted | Retirement::Left => "the volume left this node",
+                };
+                held.path.down(why_down);
                 held.path.role.retire();
-                e.progress.withdraw(&**store, id).await?;
                 let unexported = unexport(p, id)
                     .inspect_err(|err| {
                         tracing::error!(node = %p.name, volume = %e.name, "unexport failed: {err:#}")
                     })
                     .is_ok();
+                e.progress.withdraw(&**store, id).await?;
                 match why {
                     Retirement::Fenced { epoch } => tracing::error!(node = %p.name,
                         volume = %e.name, epoch,

@@ -1,8 +1,8 @@
 //! The agent's decisions: a pure function from what the store wants ([`Desired`]) and what this
 //! node holds ([`Have`], by volume) to the [`Action`]s that bring the node there. The agent
 //! (`super`) reads the store, runs [`plan`], and carries the actions out in order; an action that
-//! fails for a volume ends that volume's actions for the round (it is tried again later), never
-//! the other volumes'.
+//! fails for a volume (attach, export, serve, follow) ends that volume's actions for the round (it
+//! is tried again later), never the other volumes'; a store write that fails ends the round.
 //!
 //! Rules, for each volume:
 //! 1. **Leaving.** A volume held here that was deleted (its record gone with a deletion request)
