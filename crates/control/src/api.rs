@@ -734,7 +734,13 @@ async fn patch_config(
     let c: api::ClusterConfig = serde_json::from_value(doc).map_err(|e| {
         let m = e.to_string();
         let f = field_of(&m);
-        err(StatusCode::UNPROCESSABLE_ENTITY, m, f.as_deref())
+        // A field this release does not know is a bad request, as in PUT's body.
+        let status = if m.starts_with("unknown field") {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        };
+        err(status, m, f.as_deref())
     })?;
     let c = ClusterConfig::from(c);
     cluster::save(&*s.store, &c).await?;

@@ -315,6 +315,20 @@ async fn attach_returns_every_path_and_detach_leaves_nobody() {
         "{e}"
     );
 
+    // A field the configuration does not have: 400 naming it, as PUT answers.
+    let (s, e) = call(
+        &app,
+        "PATCH",
+        "/api/v1/cluster/config",
+        Some(json!({"multipaths": 2})),
+    )
+    .await;
+    assert_eq!(
+        (s, e["field"].clone()),
+        (StatusCode::BAD_REQUEST, json!("multipaths")),
+        "{e}"
+    );
+
     // A node whose heartbeat stops: its paths are inaccessible in the connection info.
     let follower = portals[2]["node"].as_str().unwrap().to_string();
     let i: usize = follower.trim_start_matches("node-").parse().unwrap();

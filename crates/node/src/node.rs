@@ -656,34 +656,15 @@ async fn join_cluster(
     tracing::info!(node = %cfg.node.name, "joined the cluster");
     let stats = VolumeStats::default();
     let health = Arc::new(AgentHealth::default());
-    let agent = crate::agent::Agent::start(
-        store.clone(),
-        NodeParts {
-            name: cfg.node.name.clone(),
-            engine: svc.engine().clone(),
-            volumes: svc.volumes(),
-            target: target.clone(),
-            iscsi,
-            ana_group: cfg.node.ana_group,
-            destage_limit: destage_limit.clone(),
-            stats: stats.clone(),
-            replica: Some(replica),
-            lease: Default::default(),
-            health: health.clone(),
-        },
-        hb,
-    );
-    let leader = tokio::spawn(alcubierre_control::leader::run(
-        store.clone(),
-        cfg.node.name.clone(),
-    ));
     let metrics = NodeSources {
         node: cfg.node.name.clone(),
         engine: Some(svc.engine().clone()),
-        destage_limit,
-        volumes: stats,
-        health: Some(health),
+        destage_limit: destage_limit.clone(),
+        volumes: stats.clone(),
+        health: Some(health.clone()),
     };
+    // The API before the node's tasks: a wrong token, TLS file or address fails the start
+    // before the node acts on any volume.
     let api = match c.api_listen {
         Some(addr) => {
             let token = c
@@ -693,7 +674,7 @@ async fn join_cluster(
                 .filter(|t| !t.is_empty())
                 .context("cluster.api_token: set it (or ALCUBIERRE_TOKEN) to serve the API")?;
             let state = ApiState {
-                store,
+                store: store.clone(),
                 token: Arc::new(token),
                 licence: alcubierre_control::activation::Licence::default(),
                 now: alcubierre_control::unix_now,
@@ -705,6 +686,27 @@ async fn join_cluster(
         }
         None => None,
     };
+    let agent = crate::agent::Agent::start(
+        store.clone(),
+        NodeParts {
+            name: cfg.node.name.clone(),
+            engine: svc.engine().clone(),
+            volumes: svc.volumes(),
+            target: target.clone(),
+            iscsi,
+            ana_group: cfg.node.ana_group,
+            destage_limit,
+            stats,
+            replica: Some(replica),
+            lease: Default::default(),
+            health,
+        },
+        hb,
+    );
+    let leader = tokio::spawn(alcubierre_control::leader::run(
+        store,
+        cfg.node.name.clone(),
+    ));
     Ok(Cluster {
         agent: Some(agent),
         leader,
