@@ -99,6 +99,52 @@ async fn three_nodes_started_in_process_serve_a_replicated_volume() {
         .await
         .unwrap();
     assert_eq!(c.read(0, 8, 16, 512).await.unwrap(), data);
+    // Attaching another host closes the open volume to the others: the connection this host
+    // holds fails (on every node), and it cannot connect again.
+    let mut through_follower =
+        HostController::connect(at(follower), &nqn, &HostConfig::default(), 1)
+            .await
+            .unwrap();
+    volumes::put_host(
+        &*store,
+        &volumes::Host {
+            name: "h1".into(),
+            nqn: Some("nqn.2014-08.org.example:h1".into()),
+            iqn: None,
+            chap: None,
+            target_chap: None,
+        },
+    )
+    .await
+    .unwrap();
+    volumes::attach_host(&*store, &v.id, "h1").await.unwrap();
+    let t0 = std::time::Instant::now();
+    loop {
+        let a = c.read(0, 8, 16, 512).await.is_err();
+        let b = through_follower.read(0, 8, 16, 512).await.is_err();
+        if a && b {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "still served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in &v.replicas {
+        assert!(
+            HostController::connect(at(n), &nqn, &HostConfig::default(), 1)
+                .await
+                .is_err(),
+            "{n} lets the host in again"
+        );
+    }
+    let h1 = HostConfig {
+        hostnqn: "nqn.2014-08.org.example:h1".into(),
+        hostid: [9; 16],
+        ..HostConfig::default()
+    };
+    let mut c = HostController::connect(at(&v.primary), &nqn, &h1, 1)
+        .await
+        .unwrap();
+    assert_eq!(c.read(0, 8, 16, 512).await.unwrap(), data);
     drop(c);
     for n in nodes {
         n.stop();

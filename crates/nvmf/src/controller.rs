@@ -314,4 +314,12 @@ impl EventSink for Controller {
     fn post_event(&self, ev: SubsystemEvent) {
         Controller::post_event(self, ev);
     }
+
+    fn host_nqn(&self) -> &str {
+        &self.hostnqn
+    }
+
+    fn revoke(&self, why: &str) {
+        self.fail(why);
+    }
 }

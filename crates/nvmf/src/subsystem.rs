@@ -121,9 +121,19 @@ impl Subsystem {
         self.acl.read().allows(hostnqn)
     }
 
-    /// Replaces the host access list (existing connections stay).
+    /// Replaces the host access list; the controllers of hosts it no longer admits fail (their
+    /// connections close, and a reconnect is refused).
     pub fn set_acl(&self, acl: HostAcl) {
-        *self.acl.write() = acl;
+        *self.acl.write() = acl.clone();
+        let mut ctrls = self.controllers.lock();
+        ctrls.retain(|w| w.strong_count() > 0);
+        for c in ctrls.iter().filter_map(Weak::upgrade) {
+            if !acl.allows(c.host_nqn()) {
+                tracing::warn!(host = %c.host_nqn(), subsystem = %self.nqn,
+                    "the host's access was revoked: its controller fails");
+                c.revoke("the host's access to the subsystem was revoked");
+            }
+        }
     }
 
     /// The ANA state of this node's paths and its change count.
@@ -173,8 +183,12 @@ impl Subsystem {
     }
 }
 
-/// What a subsystem tells of its events: its controllers.
+/// What a subsystem tells of its events and access changes: its controllers.
 pub(crate) trait EventSink: Send + Sync {
     /// Queues `ev` for the host (an asynchronous event, when it asked for one).
     fn post_event(&self, ev: SubsystemEvent);
+    /// The host's NQN.
+    fn host_nqn(&self) -> &str;
+    /// The host lost access: the controller fails.
+    fn revoke(&self, why: &str);
 }
