@@ -441,7 +441,7 @@ pub fn volume(a: &ApiArgs, c: VolumeCmd, json: bool) -> anyhow::Result<()> {
             let att = a.client()?.attach(&volume, &host, &r)?;
             if !json {
                 say!("attached host {} to volume {}", att.host, att.volume_name);
-                print_connection(&att.connection);
+                crate::volume_show::print_connection(&att.connection);
                 return Ok(());
             }
             serde_json::to_value(att)?
@@ -460,7 +460,7 @@ pub fn volume(a: &ApiArgs, c: VolumeCmd, json: bool) -> anyhow::Result<()> {
         VolumeCmd::Connection { volume } => {
             let c = a.client()?.connection(&volume)?;
             if !json {
-                print_connection(&c);
+                crate::volume_show::print_connection(&c);
                 return Ok(());
             }
             serde_json::to_value(c)?
@@ -476,61 +476,6 @@ pub fn volume(a: &ApiArgs, c: VolumeCmd, json: bool) -> anyhow::Result<()> {
     };
     out(&v, json, volumes_table);
     Ok(())
-}
-
-/// Prints connection info as a host administrator reads it.
-fn print_connection(c: &alcubierre_api::v1::ConnectionInfo) {
-    let state = |s: alcubierre_api::v1::PathState| match s {
-        alcubierre_api::v1::PathState::Optimized => "optimized",
-        alcubierre_api::v1::PathState::NonOptimized => "non-optimized",
-        alcubierre_api::v1::PathState::Inaccessible => "inaccessible",
-    };
-    say!(
-        "NVMe/TCP  {} (namespace {}, {} path(s) per host)",
-        c.nvme.subsystem_nqn,
-        c.nvme.namespace_id,
-        c.nvme.multipath
-    );
-    print_table(
-        &["NODE", "PORTAL", "ANA GROUP", "STATE"],
-        c.nvme
-            .portals
-            .iter()
-            .map(|p| {
-                vec![
-                    p.node.clone(),
-                    format!("{}:{}", p.address, p.port),
-                    p.ana_group.map_or("-".into(), |g| g.to_string()),
-                    state(p.state).into(),
-                ]
-            })
-            .collect(),
-    );
-    if let Some(i) = &c.iscsi {
-        say!(
-            "iSCSI     {} (LUN {}, {} path(s) per host{})",
-            i.target_iqn,
-            i.lun,
-            i.multipath,
-            i.chap_user
-                .as_ref()
-                .map_or(String::new(), |u| format!(", CHAP user {u}"))
-        );
-        print_table(
-            &["NODE", "PORTAL", "TPGT", "STATE"],
-            i.portals
-                .iter()
-                .map(|p| {
-                    vec![
-                        p.node.clone(),
-                        format!("{}:{}", p.address, p.port),
-                        p.portal_group_tag.to_string(),
-                        state(p.state).into(),
-                    ]
-                })
-                .collect(),
-        );
-    }
 }
 
 /// How long `volume snapshot create` waits for the primary.

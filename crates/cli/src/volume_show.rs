@@ -190,6 +190,61 @@ pub fn print(d: &Value) {
     print_table(&["PROTOCOL", "PORTAL", "NODE", "PATH STATE"], rows);
 }
 
+/// Prints connection info as a host administrator reads it.
+pub fn print_connection(c: &alcubierre_api::v1::ConnectionInfo) {
+    let state = |s: alcubierre_api::v1::PathState| match s {
+        alcubierre_api::v1::PathState::Optimized => "optimized",
+        alcubierre_api::v1::PathState::NonOptimized => "non-optimized",
+        alcubierre_api::v1::PathState::Inaccessible => "inaccessible",
+    };
+    say!(
+        "NVMe/TCP  {} (namespace {}, {} path(s) per host)",
+        c.nvme.subsystem_nqn,
+        c.nvme.namespace_id,
+        c.nvme.multipath
+    );
+    print_table(
+        &["NODE", "PORTAL", "ANA GROUP", "STATE"],
+        c.nvme
+            .portals
+            .iter()
+            .map(|p| {
+                vec![
+                    p.node.clone(),
+                    format!("{}:{}", p.address, p.port),
+                    p.ana_group.map_or("-".into(), |g| g.to_string()),
+                    state(p.state).into(),
+                ]
+            })
+            .collect(),
+    );
+    if let Some(i) = &c.iscsi {
+        say!(
+            "iSCSI     {} (LUN {}, {} path(s) per host{})",
+            i.target_iqn,
+            i.lun,
+            i.multipath,
+            i.chap_user
+                .as_ref()
+                .map_or(String::new(), |u| format!(", CHAP user {u}"))
+        );
+        print_table(
+            &["NODE", "PORTAL", "TPGT", "STATE"],
+            i.portals
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.node.clone(),
+                        format!("{}:{}", p.address, p.port),
+                        p.portal_group_tag.to_string(),
+                        state(p.state).into(),
+                    ]
+                })
+                .collect(),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

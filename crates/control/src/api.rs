@@ -261,6 +261,19 @@ fn rule(what: &str) -> String {
     what.to_string()
 }
 
+/// The error for a body that could not be read (`raw`, the extractor's words), with `status`; a
+/// field this release does not know is a bad request (400), not a body that fails to parse: it
+/// is refused, naming it, rather than stored to do nothing.
+fn rejected(raw: &str, status: StatusCode) -> ApiError {
+    let (m, f) = body_error(raw);
+    let status = if m.ends_with(": unknown field") {
+        StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
+    err(status, m, f.as_deref())
+}
+
 /// A JSON request body whose rejections are API errors (JSON, with the field when known).
 struct Body<T>(T);
 
@@ -270,17 +283,7 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Body(v)),
-            Err(r) => {
-                let (m, f) = body_error(&r.body_text());
-                // A field this release does not know is a bad request, not a body that fails
-                // to parse: it is refused, naming it, rather than stored to do nothing.
-                let status = if m.ends_with(": unknown field") {
-                    StatusCode::BAD_REQUEST
-                } else {
-                    r.status()
-                };
-                Err(err(status, m, f.as_deref()))
-            }
+            Err(r) => Err(rejected(&r.body_text(), r.status())),
         }
     }
 }
@@ -731,16 +734,9 @@ async fn patch_config(
     let current = api::ClusterConfig::from(&cluster::load(&*s.store).await?);
     let mut doc = serde_json::to_value(current).expect("serialises");
     merge_patch(&mut doc, &patch);
-    let c: api::ClusterConfig = serde_json::from_value(doc).map_err(|e| {
-        let m = e.to_string();
-        let f = field_of(&m);
-        // A field this release does not know is a bad request, as in PUT's body.
-        let status = if m.starts_with("unknown field") {
-            StatusCode::BAD_REQUEST
-        } else {
-            StatusCode::UNPROCESSABLE_ENTITY
-        };
-        err(status, m, f.as_deref())
+    let c: api::ClusterConfig = serde_path_to_error::deserialize(doc).map_err(|e| {
+        let m = format!("Failed to deserialize the JSON body into the target type: {e}");
+        rejected(&m, StatusCode::UNPROCESSABLE_ENTITY)
     })?;
     let c = ClusterConfig::from(c);
     cluster::save(&*s.store, &c).await?;

@@ -17,6 +17,7 @@
 
 pub mod activation;
 pub mod api;
+pub mod attachments;
 pub mod cluster;
 pub mod leader;
 pub mod metrics;

@@ -117,7 +117,9 @@ async fn three_nodes_started_in_process_serve_a_replicated_volume() {
     )
     .await
     .unwrap();
-    volumes::attach_host(&*store, &v.id, "h1").await.unwrap();
+    alcubierre_control::attachments::attach_host(&*store, &v.id, "h1")
+        .await
+        .unwrap();
     let t0 = std::time::Instant::now();
     loop {
         let a = c.read(0, 8, 16, 512).await.is_err();

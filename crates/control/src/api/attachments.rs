@@ -170,7 +170,7 @@ pub(super) async fn attach(
     // The volume first: attaching to a volume that does not exist registers nothing.
     volumes::find(&*s.store, &id).await?;
     let record = register(&s, &host, &r).await?;
-    let (v, added) = volumes::attach_host(&*s.store, &id, &host).await?;
+    let (v, added) = crate::attachments::attach_host(&*s.store, &id, &host).await?;
     if added {
         tracing::info!(volume = %v.name, host = %host, "attached");
     }
@@ -191,7 +191,7 @@ pub(super) async fn detach(
     Path((id, host)): Path<(String, String)>,
 ) -> ApiResult<api::Detached> {
     authorize(&s, &h)?;
-    let (v, removed) = volumes::detach_host(&*s.store, &id, &host).await?;
+    let (v, removed) = crate::attachments::detach_host(&*s.store, &id, &host).await?;
     if removed {
         tracing::info!(volume = %v.name, host = %host, "detached");
     }
