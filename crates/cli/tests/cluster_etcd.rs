@@ -10,6 +10,8 @@ use common::cluster::*;
 
 use std::time::{Duration, Instant};
 
+use alcubierre_nvmf::initiator::InitiatorError;
+
 use alcubierre_control::activation::{ActivationError, Licence};
 use alcubierre_control::model::Service;
 use alcubierre_control::registry::{activate, service_states, RegistryError};
@@ -408,7 +410,21 @@ async fn serve_processes_form_a_cluster_that_serves_and_heals_volumes() {
         "{healed}"
     );
     assert!(healed["epoch"].as_u64().unwrap() > v["epoch"].as_u64().unwrap());
-    assert_eq!(c.read(0, 7, 2, 4096).await.unwrap(), data, "I/O continues");
+    // I/O continues. A path status is retried, as a host's multipath does: the primary's node
+    // may learn the new epoch from the store after a follower did, and serves nothing until it
+    // has (it stays the primary; it must not stay demoted).
+    let read = Instant::now();
+    let got = loop {
+        match c.read(0, 7, 2, 4096).await {
+            Err(InitiatorError::Status { status, .. })
+                if status.sct == 3 && read.elapsed() < Duration::from_secs(5) =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            r => break r.unwrap(),
+        }
+    };
+    assert_eq!(got, data, "I/O continues");
     // Once the new replica is rebuilt into the in-sync set, nothing is catching up.
     eventually(
         20,

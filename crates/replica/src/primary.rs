@@ -84,7 +84,8 @@ pub enum Action {
         /// The epoch the request is based on.
         epoch: u64,
     },
-    /// A newer epoch exists: stop serving the volume; pending writes are not acknowledged here.
+    /// The store named another primary in a newer epoch: stop serving the volume; pending
+    /// writes are not acknowledged here.
     Demoted {
         /// The newer epoch.
         epoch: u64,
@@ -164,6 +165,11 @@ pub struct Primary {
     now: u64,
     lease_until: u64,
     demoted: Option<u64>,
+    /// A follower named this newer epoch before the store's membership for it reached here:
+    /// nothing is acknowledged or read until [`Primary::membership`] says whether this node is
+    /// still the primary in it (the followers' and the primary's nodes learn a new epoch from
+    /// the store independently, in either order).
+    stale: Option<u64>,
 }
 
 impl Primary {
@@ -199,6 +205,7 @@ impl Primary {
             now,
             lease_until: 0,
             demoted: None,
+            stale: None,
             m: m.clone(),
         };
         let mut out = Vec::new();
@@ -224,7 +231,7 @@ impl Primary {
     /// Its state in one line, for logs and test failures.
     pub fn describe(&self) -> String {
         format!(
-            "epoch {} head {} durable {} acked {} destaged {:?} lease_until {} now {} demoted {:?} peers {:?}",
+            "epoch {} head {} durable {} acked {} destaged {:?} lease_until {} now {} demoted {:?} stale {:?} peers {:?}",
             self.m.epoch,
             self.head,
             self.durable,
@@ -233,6 +240,7 @@ impl Primary {
             self.lease_until,
             self.now,
             self.demoted,
+            self.stale,
             self.peers
         )
     }
@@ -254,9 +262,15 @@ impl Primary {
         out
     }
 
-    /// Whether it may serve (reads too): not demoted and the lease is valid.
+    /// Whether it may serve (reads too): not demoted, not waiting to learn a newer epoch, and
+    /// the lease is valid.
     pub fn serving(&self) -> bool {
-        self.demoted.is_none() && self.now < self.lease_until
+        self.demoted.is_none() && self.stale.is_none() && self.now < self.lease_until
+    }
+
+    /// Whether a follower named a newer epoch that the store's membership has not yet brought.
+    pub fn stale(&self) -> Option<u64> {
+        self.stale
     }
 
     /// The epoch a sequence number was assigned in (0: unknown / before the log).
@@ -435,7 +449,7 @@ impl Primary {
         match msg {
             Msg::Refused { epoch, .. } => {
                 if epoch > self.m.epoch {
-                    self.demote(epoch, &mut out);
+                    self.heard_newer(from, epoch, &mut out);
                 } else {
                     out.push(Action::Close {
                         to: from.to_string(),
@@ -455,7 +469,7 @@ impl Primary {
             }
             Msg::Ack { epoch, seq } => {
                 if epoch > self.m.epoch {
-                    self.demote(epoch, &mut out);
+                    self.heard_newer(from, epoch, &mut out);
                     return out;
                 }
                 let head = self.head;
@@ -562,6 +576,22 @@ impl Primary {
         });
     }
 
+    /// Follower `from` is in `epoch`, newer than this one. Whether this node is still the
+    /// primary in it only the store says (through [`Primary::membership`]): until then it
+    /// acknowledges and serves nothing, holding its writes, and keeps retrying the follower.
+    /// Waiting is bounded: the node's own agent brings the membership from the same store, or
+    /// the node loses its lease.
+    fn heard_newer(&mut self, from: &str, epoch: u64, out: &mut Vec<Action>) {
+        if self.demoted.is_some() {
+            return;
+        }
+        self.stale = self.stale.max(Some(epoch));
+        out.push(Action::Close {
+            to: from.to_string(),
+        });
+        out.extend(self.disconnected(from));
+    }
+
     fn demote(&mut self, epoch: u64, out: &mut Vec<Action>) {
         if self.demoted.is_none() {
             self.demoted = Some(epoch);
@@ -581,6 +611,9 @@ impl Primary {
         if m.primary != self.me {
             self.demote(m.epoch, &mut out);
             return out;
+        }
+        if self.stale.is_some_and(|e| m.epoch >= e) {
+            self.stale = None;
         }
         if m.epoch > self.m.epoch {
             // The new epoch is announced by reopening every connection.
@@ -650,7 +683,7 @@ impl Primary {
 
     /// Acknowledges what rule 2 allows, and asks to add caught-up followers.
     fn commit(&mut self, out: &mut Vec<Action>) {
-        if self.demoted.is_some() {
+        if self.demoted.is_some() || self.stale.is_some() {
             return;
         }
         let mut c = self.durable;
@@ -686,3 +719,6 @@ impl Primary {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -357,7 +357,10 @@ impl PrimaryVolume {
         }
         let now = self.lease.now_ms();
         let mut acts = inner.core.tick(now, self.lease.until());
-        if !inner.core.serving() && !inner.pending.is_empty() {
+        // (Writes held while a follower's newer epoch is confirmed by the store are not failed:
+        // the membership comes from the same store soon, or the lease runs out.)
+        let waiting = inner.core.stale().is_some() && self.lease.holds();
+        if !inner.core.serving() && !waiting && !inner.pending.is_empty() {
             // The lease ran out (the node lost the store): nothing more is acknowledged here
             // until it is back, and a new primary may be chosen meanwhile. Waiting writes fail
             // with a path error now, so hosts retry them on another path rather than time out.
@@ -512,7 +515,7 @@ impl PrimaryVolume {
                     self.control.ask(self.volume, Ask::Add { node, epoch })
                 }
                 Action::Demoted { epoch } => {
-                    tracing::warn!(volume = %self.volume, epoch, "demoted: a newer epoch exists");
+                    tracing::warn!(volume = %self.volume, epoch, "demoted: another node is the primary in a newer epoch");
                     let e = BlockError::Unavailable(format!(
                         "this node is no longer the volume's primary (epoch {epoch})"
                     ));
