@@ -71,12 +71,29 @@ impl Drop for Nexus {
     }
 }
 
-/// The I_T nexus identity reservations use: initiator name and ISID.
-fn host_id(initiator: &str, isid: [u8; 6]) -> [u8; 16] {
-    let mut h = Md5::new();
-    h.update(initiator.as_bytes());
-    h.update(isid);
-    h.finalize().into()
+/// The I_T nexus identity reservations use: the first 8 bytes name the initiator
+/// ([`initiator_key`]), the last 8 its session's ISID, so that every registration of one host
+/// can be found by its name (a force detach fences them all).
+pub fn host_id(initiator: &str, isid: [u8; 6]) -> [u8; 16] {
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&initiator_key(initiator));
+    let isid: [u8; 16] = Md5::digest(isid).into();
+    id[8..].copy_from_slice(&isid[..8]);
+    id
+}
+
+/// The part of every I_T nexus identity of `initiator` that names it ([`host_id`]).
+pub fn initiator_key(initiator: &str) -> [u8; 8] {
+    let h: [u8; 16] = Md5::digest(initiator.as_bytes()).into();
+    h[..8].try_into().expect("8 bytes")
+}
+
+/// Completes when `session` is revoked; never without one (a discovery session).
+async fn revoked(session: Option<&crate::target::Session>) {
+    match session {
+        Some(s) => s.revoked().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn read_pdu(
@@ -143,6 +160,14 @@ async fn connection(
     if login.session_type == SessionType::Normal && lun.is_none() {
         return Ok(());
     }
+    // A normal session ends when its initiator leaves the target's access list.
+    let session = match (&lun, &login.target) {
+        (Some(_), Some(name)) => match target.join(name, &initiator) {
+            Some(s) => Some(s),
+            None => return Ok(()),
+        },
+        _ => None,
+    };
     tracing::info!(%peer, %initiator, target = ?login.target, "iSCSI login");
     let host = host_id(&initiator, login.isid());
     // However the connection ends, its I_T nexus is gone (RESERVE(6) is released).
@@ -188,6 +213,10 @@ async fn connection(
                 acts
             }
             Some((itt, outcome)) = done_rx.recv() => conn.completed(itt, outcome),
+            _ = revoked(session.as_ref()) => {
+                let _ = wr.shutdown().await;
+                return Ok(());
+            }
         };
         out.clear();
         for a in actions {

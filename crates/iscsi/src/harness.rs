@@ -151,6 +151,59 @@ fn scsi(itt: u32, cmd_sn: u32, flags: u8, edtl: u32, cdb: &[u8], data: Bytes) ->
     p
 }
 
+/// The login of a normal session of `initiator` to `target` without authentication or
+/// digests, in two requests (security, then operational negotiation into full feature phase).
+pub fn login(initiator: &str, target: &str) -> Vec<u8> {
+    let f = Framing::default();
+    let mut s = BytesMut::new();
+    f.encode(
+        &pdu(
+            op::LOGIN_REQ | 0x40,
+            0x81,
+            1,
+            1,
+            keys(&[
+                ("InitiatorName", initiator),
+                ("TargetName", target),
+                ("SessionType", "Normal"),
+                ("AuthMethod", "None"),
+            ]),
+        ),
+        &mut s,
+    );
+    f.encode(
+        &pdu(
+            op::LOGIN_REQ | 0x40,
+            0x87,
+            1,
+            1,
+            keys(&[
+                ("HeaderDigest", "None"),
+                ("DataDigest", "None"),
+                ("MaxRecvDataSegmentLength", "8192"),
+            ]),
+        ),
+        &mut s,
+    );
+    s.to_vec()
+}
+
+/// A NOP-Out ping (ITT `itt`, CmdSN `cmd_sn`) that the target answers with a NOP-In.
+pub fn ping(itt: u32, cmd_sn: u32) -> Vec<u8> {
+    let mut s = BytesMut::new();
+    Framing::default().encode(
+        &pdu(
+            op::NOP_OUT | 0x40,
+            0x80,
+            itt,
+            cmd_sn,
+            Bytes::from_static(b"ping"),
+        ),
+        &mut s,
+    );
+    s.to_vec()
+}
+
 /// Valid sessions for seeds and tests: a normal session with `digests` on or off that logs in,
 /// runs INQUIRY, a write with immediate data, a write that needs an R2T and Data-Out, a read, a
 /// NOP, an ABORT TASK and a Text request, and logs out; then a discovery session.

@@ -259,8 +259,8 @@ impl Path {
         }
     }
 
-    /// Replaces the host access list; NVMe/TCP controllers of hosts it no longer admits fail
-    /// (iSCSI sessions already logged in stay until they end).
+    /// Replaces the host access list; NVMe/TCP controllers and iSCSI sessions of hosts it no
+    /// longer admits end.
     pub fn set_acl(&mut self, p: &NodeParts, acl: HostAcl, iscsi_hosts: IscsiHosts) {
         self.subsystem.set_acl(acl.clone());
         if self.acl != acl {
