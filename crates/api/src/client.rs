@@ -234,10 +234,17 @@ impl Client {
     }
 
     /// `DELETE /api/v1/volumes/{id}/attachments/{host}`.
-    pub fn detach(&self, id: &str, host: &str) -> Result<v1::Detached> {
+    /// With `force`, the host's persistent reservations are removed too (fencing it); the
+    /// answer says whether the volume's primary confirmed it.
+    pub fn detach(&self, id: &str, host: &str, force: bool) -> Result<v1::Detached> {
+        let query = if force { "?force=true" } else { "" };
         self.call(
             "DELETE",
-            &format!("/api/v1/volumes/{}/attachments/{}", seg(id), seg(host)),
+            &format!(
+                "/api/v1/volumes/{}/attachments/{}{query}",
+                seg(id),
+                seg(host)
+            ),
             None::<&()>,
         )
     }

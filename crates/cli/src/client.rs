@@ -188,13 +188,22 @@ pub enum VolumeCmd {
         /// The host's iSCSI initiator IQN.
         #[arg(long)]
         iqn: Option<String>,
+        /// The host's NVMe Host Identifier (a UUID, Linux's /etc/nvme/hostid): a force detach
+        /// finds its NVMe reservations by it.
+        #[arg(long)]
+        nvme_hostid: Option<String>,
     },
-    /// Detaches a host: it leaves the volume's access list (the last one leaving leaves nobody).
+    /// Detaches a host: it leaves the volume's access list (the last one leaving leaves nobody)
+    /// and its connections to the volume end.
     Detach {
         /// Name or id.
         volume: String,
         /// Host name.
         host: String,
+        /// Also remove the host's persistent reservations (fence a failed host so that
+        /// another can take over); waits for the volume's primary to confirm.
+        #[arg(long)]
+        force: bool,
     },
     /// How hosts reach a volume: every replica node's portals with their states.
     Connection {
@@ -436,8 +445,13 @@ pub fn volume(a: &ApiArgs, c: VolumeCmd, json: bool) -> anyhow::Result<()> {
             host,
             nqn,
             iqn,
+            nvme_hostid,
         } => {
-            let r = alcubierre_api::v1::AttachRequest { nqn, iqn };
+            let r = alcubierre_api::v1::AttachRequest {
+                nqn,
+                iqn,
+                nvme_hostid,
+            };
             let att = a.client()?.attach(&volume, &host, &r)?;
             if !json {
                 say!("attached host {} to volume {}", att.host, att.volume_name);
@@ -446,12 +460,26 @@ pub fn volume(a: &ApiArgs, c: VolumeCmd, json: bool) -> anyhow::Result<()> {
             }
             serde_json::to_value(att)?
         }
-        VolumeCmd::Detach { volume, host } => {
-            let d = a.client()?.detach(&volume, &host)?;
+        VolumeCmd::Detach {
+            volume,
+            host,
+            force,
+        } => {
+            let d = a.client()?.detach(&volume, &host, force)?;
             if !json {
                 match d.was_attached {
                     true => say!("detached host {host} from volume {volume}"),
                     false => say!("host {host} was not attached to volume {volume}"),
+                }
+                match d.fence {
+                    Some(alcubierre_api::v1::FenceState::Done) => {
+                        say!("fenced: its persistent reservations are removed")
+                    }
+                    Some(alcubierre_api::v1::FenceState::Pending) => say!(
+                        "fencing pending: the volume's primary removes its reservations \
+                         when it serves the volume again"
+                    ),
+                    None => {}
                 }
                 return Ok(());
             }

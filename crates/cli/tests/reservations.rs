@@ -219,3 +219,174 @@ async fn reservations_hold_on_every_path_and_survive_failover() {
         .unwrap()
         .is_none());
 }
+
+/// `[n; 16]` as a UUID.
+fn uuid_of(n: u8) -> String {
+    let h: String = std::iter::repeat_n(format!("{n:02x}"), 16).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// A force detach fences a failed host: its paths end and the volume's primary removes its
+/// registrations (saved in the store), so another host takes the reservation without it. A plain
+/// detach leaves them. Host A gives its Host Identifier when it attaches; host B's is found
+/// from its `uuid:` NQN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_detach_fences_the_host_off_its_reservations() {
+    let etcd = EtcdServer::start().unwrap();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (_procs, ready, apis, store, v) =
+        three_nodes_and_a_volume(dir.path(), &etcd, "fence").await;
+    let id = v["id"].as_str().unwrap().to_string();
+    let nqn = alcubierre_nvmf::volume_nqn(alcubierre_types::VolumeId(id.parse().unwrap()));
+    let primary = v["primary"].as_str().unwrap().to_string();
+    let other = (1..=3)
+        .map(|i| format!("node-{i}"))
+        .find(|n| *n != primary)
+        .unwrap();
+    let api = &apis[0];
+    let a_host = host(0xa);
+    let b_host = HostConfig {
+        hostnqn: format!("nqn.2014-08.org.nvmexpress:uuid:{}", uuid_of(0xb)),
+        ..host(0xb)
+    };
+    let attach = |name: &str, body: String| {
+        let path = format!("/api/v1/volumes/{id}/attachments/{name}");
+        async move { json_call(api, "PUT", &path, &body).await }
+    };
+    attach(
+        "host-a",
+        format!(
+            r#"{{"nqn":"{}","nvme_hostid":"{}"}}"#,
+            a_host.hostnqn,
+            uuid_of(0xa).to_uppercase()
+        ),
+    )
+    .await;
+    attach("host-b", format!(r#"{{"nqn":"{}"}}"#, b_host.hostnqn)).await;
+    let connect = |name: &str, h: HostConfig| {
+        let addr: std::net::SocketAddr = ready[node_index(name)]["listening"][0]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let nqn = nqn.clone();
+        async move {
+            eventually(10, "the volume exported to the host", || async {
+                let mut c = HostController::connect(addr, &nqn, &h, 1).await.ok()?;
+                c.read(0, 0, 1, 4096).await.ok()?;
+                Some(c)
+            })
+            .await
+        }
+    };
+    let mut a = connect(&primary, a_host.clone()).await;
+    let mut b = connect(&other, b_host.clone()).await;
+    register(&mut a, A_KEY).await.unwrap();
+    register(&mut b, B_KEY).await.unwrap();
+    acquire(&mut a, 0, A_KEY, 0).await.unwrap();
+    assert_eq!(
+        status(b.write(0, 8, block(2), 4096).await),
+        Err(Status::RESERVATION_CONFLICT)
+    );
+
+    // A plain detach ends A's paths but leaves its reservation.
+    let d = json_call(
+        api,
+        "DELETE",
+        &format!("/api/v1/volumes/{id}/attachments/host-a"),
+        "",
+    )
+    .await;
+    assert_eq!(d["was_attached"], true, "{d}");
+    assert!(d.get("fence").is_none(), "{d}");
+    let start = Instant::now();
+    while a.read(0, 0, 1, 4096).await.is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "A's path goes on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, rtype, regs) = report(&mut b).await;
+    assert_eq!(rtype, WRITE_EXCLUSIVE as u8);
+    assert_eq!(regs, vec![(0xa, A_KEY, true), (0xb, B_KEY, false)]);
+    assert_eq!(
+        acquire(&mut b, 0, B_KEY, 0).await.map(|_| ()),
+        Err(Status::RESERVATION_CONFLICT)
+    );
+
+    // The force detach (A is no longer attached: it fences all the same) removes A's
+    // registration and the reservation it held, confirmed by the primary.
+    let d = json_call(
+        api,
+        "DELETE",
+        &format!("/api/v1/volumes/{id}/attachments/host-a?force=true"),
+        "",
+    )
+    .await;
+    assert_eq!(d["was_attached"], false, "{d}");
+    assert_eq!(d["fence"], "done", "{d}");
+    assert!(store
+        .get(&format!("fences/{id}/host-a"))
+        .await
+        .unwrap()
+        .is_none());
+    let (_, rtype, regs) = report(&mut b).await;
+    assert_eq!(rtype, 0, "the reservation A held is released");
+    assert_eq!(regs, vec![(0xb, B_KEY, false)]);
+    acquire(&mut b, 0, B_KEY, 0).await.unwrap();
+    b.write(0, 8, block(2), 4096).await.unwrap();
+
+    // B, found by the UUID of its NQN, is fenced in turn.
+    let d = json_call(
+        api,
+        "DELETE",
+        &format!("/api/v1/volumes/{id}/attachments/host-b?force=true"),
+        "",
+    )
+    .await;
+    assert_eq!(
+        (&d["was_attached"], &d["fence"]),
+        (&true.into(), &"done".into()),
+        "{d}"
+    );
+    // A fenced host comes back by attaching again.
+    attach("host-a", "{}".into()).await;
+    let mut a = connect(&other, a_host).await;
+    let (generation, rtype, regs) = report(&mut a).await;
+    assert_eq!((rtype, regs), (0, vec![]), "generation {generation}");
+
+    // Bad requests name what is wrong.
+    let (code, body) = call(
+        api,
+        "DELETE",
+        &format!("/api/v1/volumes/{id}/attachments/nobody?force=true"),
+        "",
+    )
+    .await;
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = call(
+        api,
+        "DELETE",
+        &format!("/api/v1/volumes/{id}/attachments/host-a?force=maybe"),
+        "",
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    let (code, body) = call(
+        api,
+        "PUT",
+        &format!("/api/v1/volumes/{id}/attachments/host-c"),
+        r#"{"nqn":"nqn.2014-08.org.example:c","nvme_hostid":"not-a-uuid"}"#,
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("nvme_hostid"), "{body}");
+}

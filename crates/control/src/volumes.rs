@@ -5,7 +5,8 @@
 //! `hosts/<name>`, `reservations/<uuid>` (the volume's persistent reservations, written by its
 //! primary: [`save_reservations`]), `deletions/<uuid>` (a [`Deletion`]: the explicit request
 //! that alone makes nodes drop a volume's data), `failures/<uuid>/<node>` (a
-//! [`ReplicaFailure`]: a node that fails to serve its replica, and why). A volume's replicas are placed on distinct eligible nodes
+//! [`ReplicaFailure`]: a node that fails to serve its replica, and why), `fences/<uuid>/<host>`
+//! (a [`crate::attachments::Fence`]: remove a force-detached host's reservations). A volume's replicas are placed on distinct eligible nodes
 //! ([`crate::placement`]) when it is created; the leader's reconcilers (next) make the nodes
 //! export it.
 
@@ -311,6 +312,10 @@ pub struct Host {
     pub nqn: Option<String>,
     /// iSCSI initiator IQN.
     pub iqn: Option<String>,
+    /// NVMe Host Identifier (a UUID, lowercase): a force detach finds the host's NVMe
+    /// reservations by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nvme_hostid: Option<String>,
     /// CHAP user and secret (iSCSI).
     pub chap: Option<(String, String)>,
     /// Mutual CHAP (iSCSI): the user and secret the target proves to this host when the host
@@ -814,6 +819,13 @@ pub async fn delete(store: &dyn Store, id_or_name: &str) -> Result<Volume, Volum
     for kv in store.list(&format!("{}{}/", SNAPSHOTS, v.id)).await? {
         then.push(TxnOp::Delete { key: kv.key });
     }
+    // Its reservations are gone, so are requests to fence hosts off them.
+    for kv in store
+        .list(&format!("{}{}/", crate::attachments::FENCES, v.id))
+        .await?
+    {
+        then.push(TxnOp::Delete { key: kv.key });
+    }
     let r = store
         .txn(Txn {
             when: vec![Compare::ModRevision(key, rev)],
@@ -881,6 +893,21 @@ async fn in_use(
     })
 }
 
+/// `s` as a UUID in its lowercase hyphenated form, if it is one.
+pub fn canonical_uuid(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let hyphens = [8, 13, 18, 23];
+    let ok = b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| {
+            if hyphens.contains(&i) {
+                *c == b'-'
+            } else {
+                c.is_ascii_hexdigit()
+            }
+        });
+    ok.then(|| s.to_ascii_lowercase())
+}
+
 /// Creates or replaces a host.
 pub async fn put_host(store: &dyn Store, h: &Host) -> Result<(), VolumeError> {
     if !valid_name(&h.name) {
@@ -894,6 +921,14 @@ pub async fn put_host(store: &dyn Store, h: &Host) -> Result<(), VolumeError> {
             return Err(invalid(
                 "nqn",
                 format!("{n:?} is not an NQN (nqn.yyyy-mm.domain:...)"),
+            ));
+        }
+    }
+    if let Some(id) = &h.nvme_hostid {
+        if canonical_uuid(id).as_deref() != Some(id.as_str()) {
+            return Err(invalid(
+                "nvme_hostid",
+                format!("{id:?} is not a UUID in lowercase (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)"),
             ));
         }
     }

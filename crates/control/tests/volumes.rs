@@ -133,6 +133,7 @@ async fn validation_names_the_field() {
         name: "h1".into(),
         nqn: nqn.map(str::to_string),
         iqn: None,
+        nvme_hostid: None,
         chap: chap.map(|(u, p)| (u.to_string(), p.to_string())),
         target_chap: None,
     };
@@ -140,6 +141,21 @@ async fn validation_names_the_field() {
         field(put_host(s, &host(None, None)).await.unwrap_err()),
         "nqn"
     );
+    for bad in [
+        "not-a-uuid",
+        "0A0A0A0A-0A0A-0A0A-0A0A-0A0A0A0A0A0A",
+        "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a",
+    ] {
+        let h = Host {
+            nvme_hostid: Some(bad.into()),
+            ..host(Some("nqn.2014-08.org.example:h1"), None)
+        };
+        assert_eq!(
+            field(put_host(s, &h).await.unwrap_err()),
+            "nvme_hostid",
+            "{bad}"
+        );
+    }
     assert_eq!(
         field(put_host(s, &host(Some("host1"), None)).await.unwrap_err()),
         "nqn"
@@ -281,4 +297,41 @@ async fn only_the_current_primary_saves_reservations_over_what_it_read() {
     assert_eq!(reservations(s, &v.id).await.unwrap().0, Some(vec![4]));
     delete(s, "pr").await.unwrap();
     assert_eq!(reservations(s, &v.id).await.unwrap(), (None, None));
+}
+
+#[test]
+fn a_fence_names_the_hosts_identities() {
+    use alcubierre_control::attachments::Fence;
+    let h = Host {
+        name: "h".into(),
+        nqn: Some("nqn.2014-08.org.nvmexpress:uuid:0B0B0B0B-0B0B-0B0B-0B0B-0B0B0B0B0B0B".into()),
+        iqn: Some("iqn.2024-01.org.example:h".into()),
+        nvme_hostid: Some("0a0a0a0a-0a0a-0a0a-0a0a-0a0a0a0a0a0a".into()),
+        chap: None,
+        target_chap: None,
+    };
+    let f = Fence::of("vol", &h);
+    assert_eq!(f.key(), "fences/vol/h");
+    assert_eq!(f.host_ids(), vec![[0x0a; 16], [0x0b; 16]]);
+    assert_eq!(f.iqn.as_deref(), Some("iqn.2024-01.org.example:h"));
+    // The same identifier twice is named once; an NQN of another form names none.
+    let f = Fence::of(
+        "vol",
+        &Host {
+            nqn: Some(
+                "nqn.2014-08.org.nvmexpress:uuid:0a0a0a0a-0a0a-0a0a-0a0a-0a0a0a0a0a0a".into(),
+            ),
+            ..h.clone()
+        },
+    );
+    assert_eq!(f.host_ids(), vec![[0x0a; 16]]);
+    let f = Fence::of(
+        "vol",
+        &Host {
+            nqn: Some("nqn.2014-08.org.example:h".into()),
+            nvme_hostid: None,
+            ..h
+        },
+    );
+    assert!(f.host_ids().is_empty());
 }

@@ -347,6 +347,7 @@ mod tests {
             name: "h".into(),
             nqn: None,
             iqn: iqn.map(str::to_string),
+            nvme_hostid: None,
             chap: None,
             target_chap: None,
         }

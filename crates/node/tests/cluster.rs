@@ -111,6 +111,7 @@ async fn three_nodes_started_in_process_serve_a_replicated_volume() {
             name: "h1".into(),
             nqn: Some("nqn.2014-08.org.example:h1".into()),
             iqn: None,
+            nvme_hostid: None,
             chap: None,
             target_chap: None,
         },

@@ -111,6 +111,11 @@ pub struct AttachRequest {
     /// The host's iSCSI initiator IQN.
     #[serde(default)]
     pub iqn: Option<String>,
+    /// The host's NVMe Host Identifier (a UUID; Linux's `/etc/nvme/hostid`, os-brick's
+    /// `nvme_hostid`): a force detach finds the host's NVMe reservations by it (and by the
+    /// UUID of an `nqn.2014-08.org.nvmexpress:uuid:` host NQN).
+    #[serde(default)]
+    pub nvme_hostid: Option<String>,
 }
 
 /// A host's attachment to a volume.
@@ -150,4 +155,20 @@ pub struct Detached {
     pub host: String,
     /// Whether the host was attached (detaching twice changes nothing).
     pub was_attached: bool,
+    /// With `force`: whether the host's persistent reservations were removed (`done`), or the
+    /// request waits for the volume's primary (`pending`: applied when a primary serves the
+    /// volume). Absent without `force`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fence: Option<FenceState>,
+}
+
+/// Where a force detach's fencing stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FenceState {
+    /// The volume's primary removed the host's registrations (saved in the store).
+    Done,
+    /// Not confirmed within the wait: the request stays in the store, and the volume's primary
+    /// applies it before it serves again.
+    Pending,
 }

@@ -355,10 +355,11 @@ fn attach() {}
     delete,
     path = "/api/v1/volumes/{id}/attachments/{host}",
     operation_id = "detach",
-    summary = "Detach a host (idempotent): it leaves the volume's access list, and its connections lose access",
+    summary = "Detach a host (idempotent): it leaves the volume's access list, and its connections lose access; with force=true its persistent reservations are removed too (fencing a failed host), and the answer waits for the volume's primary to confirm it",
     params(
         ("id" = String, Path, description = "The volume's id or name"),
-        ("host" = String, Path, description = "The host's name")
+        ("host" = String, Path, description = "The host's name"),
+        ("force" = Option<bool>, Query, description = "Also remove the host's persistent reservations (fence it)")
     ),
     responses(
         (status = 200, description = "Detached", body = Detached),

@@ -449,6 +449,9 @@ pub struct Host {
     /// iSCSI initiator IQN.
     #[serde(default)]
     pub iqn: Option<String>,
+    /// NVMe Host Identifier (a UUID): a force detach finds the host's NVMe reservations by it.
+    #[serde(default)]
+    pub nvme_hostid: Option<String>,
     /// `[user, secret]`: the CHAP credentials the host logs in with (iSCSI; secret 12-16
     /// characters).
     #[serde(default)]
@@ -468,6 +471,9 @@ pub struct HostView {
     pub nqn: Option<String>,
     /// iSCSI initiator IQN.
     pub iqn: Option<String>,
+    /// NVMe Host Identifier.
+    #[serde(default)]
+    pub nvme_hostid: Option<String>,
     /// The CHAP user it logs in with.
     pub chap_user: Option<String>,
     /// The mutual CHAP user the target proves itself with.

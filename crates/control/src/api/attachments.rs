@@ -9,7 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 
-use super::{authorize, err, ApiError, ApiResult, ApiState, Body};
+use super::{authorize, err, ApiError, ApiResult, ApiState, Body, Params};
+use crate::attachments::Fence;
 use crate::cluster;
 use crate::model::{Activation, Node, Service};
 use crate::registry;
@@ -144,12 +145,18 @@ async fn register(s: &ApiState, name: &str, r: &api::AttachRequest) -> Result<Ho
             name: name.to_string(),
             nqn: r.nqn.clone(),
             iqn: r.iqn.clone(),
+            nvme_hostid: r.nvme_hostid.as_ref().map(|id| id.to_ascii_lowercase()),
             chap: None,
             target_chap: None,
         },
         Some(mut h) => {
             h.nqn = r.nqn.clone().or(h.nqn);
             h.iqn = r.iqn.clone().or(h.iqn);
+            h.nvme_hostid = r
+                .nvme_hostid
+                .as_ref()
+                .map(|id| id.to_ascii_lowercase())
+                .or(h.nvme_hostid);
             h
         }
     };
@@ -184,21 +191,59 @@ pub(super) async fn attach(
     }))
 }
 
-/// `DELETE /api/v1/volumes/{id}/attachments/{host}`.
+/// The query of a detach.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DetachQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+/// How long a force detach waits for the volume's primary to remove the host's registrations.
+const FENCE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `DELETE /api/v1/volumes/{id}/attachments/{host}[?force=true]`.
 pub(super) async fn detach(
     State(s): State<ApiState>,
     h: HeaderMap,
     Path((id, host)): Path<(String, String)>,
+    Params(q): Params<DetachQuery>,
 ) -> ApiResult<api::Detached> {
     authorize(&s, &h)?;
+    // A host to fence must be known: its record names what it registered with.
+    let record = match q.force {
+        true => Some(volumes::host(&*s.store, &host).await?.ok_or_else(|| {
+            err(
+                StatusCode::NOT_FOUND,
+                format!("no host named {host:?} to fence"),
+                Some("host"),
+            )
+        })?),
+        false => None,
+    };
     let (v, removed) = crate::attachments::detach_host(&*s.store, &id, &host).await?;
     if removed {
-        tracing::info!(volume = %v.name, host = %host, "detached");
+        tracing::info!(volume = %v.name, host = %host, force = q.force, "detached");
     }
+    let fence = match record {
+        None => None,
+        Some(record) => {
+            // After the access list: the host has no path left when its registrations go.
+            let f = Fence::of(&v.id, &record);
+            crate::attachments::request_fence(&*s.store, &f).await?;
+            let done = crate::attachments::await_fence(&*s.store, &f.key(), FENCE_WAIT).await?;
+            tracing::info!(volume = %v.name, host = %host, done, "fencing the host's reservations");
+            Some(match done {
+                true => api::FenceState::Done,
+                false => api::FenceState::Pending,
+            })
+        }
+    };
     Ok(Json(api::Detached {
         volume: v.id,
         host,
         was_attached: removed,
+        fence,
     }))
 }
 

@@ -180,6 +180,7 @@ impl From<&Host> for api::HostView {
             name: h.name.clone(),
             nqn: h.nqn.clone(),
             iqn: h.iqn.clone(),
+            nvme_hostid: h.nvme_hostid.clone(),
             chap_user: h.chap.as_ref().map(|c| c.0.clone()),
             target_chap_user: h.target_chap.as_ref().map(|c| c.0.clone()),
         }
@@ -192,6 +193,7 @@ impl From<api::Host> for Host {
             name: h.name,
             nqn: h.nqn,
             iqn: h.iqn,
+            nvme_hostid: h.nvme_hostid.map(|id| id.to_ascii_lowercase()),
             chap: h.chap,
             target_chap: h.target_chap,
         }

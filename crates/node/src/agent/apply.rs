@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use alcubierre_backend::BackendError;
 use alcubierre_block::{BlockDevice, Keeper, Limited, Reserved};
+use alcubierre_control::attachments::{fence_done, fences, PendingFence};
 use alcubierre_control::leader;
 use alcubierre_control::model::Node;
 use alcubierre_control::reconcile::ReplicaRequest;
 use alcubierre_control::registry;
 use alcubierre_control::volumes::{self, Deletion, Host, QosPolicy, Volume};
+use alcubierre_iscsi::driver::initiator_key;
 use alcubierre_nvmf::{volume_nqn, SubsystemEvent};
 use alcubierre_replica::node::FollowerVolume;
 use alcubierre_replica::primary::Config as ReplicaConfig;
@@ -41,6 +43,8 @@ struct Failing {
 struct Exported {
     name: String,
     primary: Arc<PrimaryVolume>,
+    /// Its persistent reservations.
+    reservations: Arc<Keeper>,
     epoch: u64,
     /// Its progress record in the store.
     progress: ProgressRecord,
@@ -324,10 +328,33 @@ fn unfollow(p: &NodeParts, id: &str, keep: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Removes the registrations of the host `f` names from `e`'s reservations (saved in the store
+/// first), then drops the request. Hosts' NVMe registrations are found by Host Identifier,
+/// iSCSI ones by the initiator part of their nexus identity.
+async fn fence(
+    store: &Arc<dyn Store>,
+    p: &NodeParts,
+    e: &Exported,
+    f: &PendingFence,
+) -> anyhow::Result<()> {
+    let ids = f.fence.host_ids();
+    let initiator = f.fence.iqn.as_deref().map(initiator_key);
+    let removed = e
+        .reservations
+        .fence(move |h| ids.contains(h) || initiator.is_some_and(|k| h[..8] == k))
+        .await
+        .map_err(|err| anyhow::anyhow!("fencing host {}: {err}", f.fence.host))?;
+    tracing::info!(node = %p.name, volume = %e.name, host = %f.fence.host, removed,
+        "fenced the host off the volume's reservations");
+    fence_done(&**store, f).await?;
+    Ok(())
+}
+
 /// What one round read from the store, beyond what the decisions take.
 struct Round<'a> {
     volumes: &'a BTreeMap<String, Volume>,
     deletions: &'a BTreeMap<String, Deletion>,
+    fences: &'a BTreeMap<String, Vec<PendingFence>>,
     nodes: &'a BTreeMap<String, Node>,
     control: Arc<dyn Control>,
 }
@@ -380,6 +407,8 @@ pub(super) async fn converge(
         .into_iter()
         .map(|(id, (d, _))| (id, d))
         .collect();
+    let fences = fences(&**store).await?;
+    let fenced: BTreeSet<String> = fences.keys().cloned().collect();
     local.report_left_alone(p, &all, &unreadable, &deletions);
     let held: BTreeMap<String, Have> = local
         .volumes
@@ -403,6 +432,7 @@ pub(super) async fn converge(
             deletions: &deletions,
             hosts: &hosts,
             policies: &policies,
+            fences: &fenced,
         },
         &plan::Node {
             held: &held,
@@ -416,6 +446,7 @@ pub(super) async fn converge(
     let round = Round {
         volumes: &all,
         deletions: &deletions,
+        fences: &fences,
         nodes: &nodes,
         control: Arc::new(AgentControl {
             store: store.clone(),
@@ -571,11 +602,14 @@ impl Local {
                 let v = record();
                 let held = self.volumes.get_mut(id).expect("held");
                 let exported = match load_reservations(store, id, &p.name).await {
-                    Ok(keeper) => export(p, v, &held.path, r.nodes, r.control.clone(), keeper),
+                    Ok(keeper) => {
+                        export(p, v, &held.path, r.nodes, r.control.clone(), keeper.clone())
+                            .map(|primary| (primary, keeper))
+                    }
                     Err(e) => Err(e),
                 };
                 match exported {
-                    Ok(primary) => {
+                    Ok((primary, reservations)) => {
                         tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch,
                             "serving as primary");
                         *held.path.role.primary.lock() = Some(primary.clone());
@@ -583,6 +617,7 @@ impl Local {
                         held.role = Role::Primary(Exported {
                             name: v.name.clone(),
                             primary,
+                            reservations,
                             epoch: v.epoch,
                             progress: ProgressRecord::default(),
                         });
@@ -610,6 +645,14 @@ impl Local {
                     None => e.primary.set_peers(peers(v, r.nodes)),
                 }
                 e.progress.publish(&**store, v, &e.primary).await?;
+            }
+            Action::Fence { .. } => {
+                let Role::Primary(e) = &self.volumes.get(id).expect("held").role else {
+                    unreachable!("the plan fences on primaries")
+                };
+                for f in r.fences.get(id).into_iter().flatten() {
+                    fence(store, p, e, f).await?;
+                }
             }
             Action::Forward { .. } => {
                 let v = record();

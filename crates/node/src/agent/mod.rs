@@ -23,6 +23,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use alcubierre_control::attachments::FENCES;
 use alcubierre_control::registry::{self, Heartbeat};
 use alcubierre_store::{Store, WatchEvent};
 
@@ -128,13 +129,14 @@ async fn volumes(store: Arc<dyn Store>, p: Arc<NodeParts>) {
     loop {
         // Watch first, then read: nothing written in between is missed.
         let rev = revision(&*store, &p.name).await;
-        let (mut w1, mut w2, mut w3, mut w4) = match (
+        let (mut w1, mut w2, mut w3, mut w4, mut w5) = match (
             store.watch("volumes/", Some(rev + 1)).await,
             store.watch("hosts/", Some(rev + 1)).await,
             store.watch("qos/", Some(rev + 1)).await,
             store.watch(registry::NODES, Some(rev + 1)).await,
+            store.watch(FENCES, Some(rev + 1)).await,
         ) {
-            (Ok(a), Ok(b), Ok(c), Ok(d)) => (a, b, c, d),
+            (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) => (a, b, c, d, e),
             _ => {
                 tracing::warn!(node = %p.name, "cannot watch volumes; retrying");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -151,6 +153,7 @@ async fn volumes(store: Arc<dyn Store>, p: Arc<NodeParts>) {
                 e = w2.next() => e,
                 e = w3.next() => e,
                 e = w4.next() => e,
+                e = w5.next() => e,
                 // Retry pending work (e.g. a restarted primary waiting for its new epoch).
                 _ = tokio::time::sleep(Duration::from_secs(2)) => Some(Ok(WatchEvent::Delete { key: String::new(), revision: 0 })),
             };

@@ -18,8 +18,8 @@
 //!    the cache, with its access lists and QoS limits) unless it is backing off after failures;
 //!    changed limits and access lists are applied; the replica set's portals are followed; a
 //!    grown volume grows (its backend image too, on the primary).
-//! 5. **Primary.** A volume this node serves as primary follows epoch changes and publishes its
-//!    progress. One it does not serve yet, that existed when the agent started or was fenced
+//! 5. **Primary.** A volume this node serves as primary follows epoch changes, publishes its
+//!    progress and carries out requests to fence hosts off its reservations. One it does not serve yet, that existed when the agent started or was fenced
 //!    here, waits for an epoch newer than the one it found (so no `(epoch, seq)` is assigned
 //!    twice across restarts); otherwise it starts serving.
 //! 6. **Follower.** Its path forwards to the primary; it follows the volume's epoch, or starts
@@ -51,6 +51,8 @@ pub struct Desired<'a> {
     pub hosts: &'a BTreeMap<String, Host>,
     /// QoS policies, by name.
     pub policies: &'a BTreeMap<String, QosPolicy>,
+    /// Volumes with requests to fence hosts off their reservations (force detaches).
+    pub fences: &'a BTreeSet<String>,
 }
 
 /// What this node holds of one volume.
@@ -200,6 +202,12 @@ pub enum Action {
         /// The new epoch, when it changed.
         epoch: Option<u64>,
     },
+    /// Remove the reservations of the hosts the volume's fence requests name, then drop the
+    /// requests.
+    Fence {
+        /// The volume.
+        id: String,
+    },
     /// Route the path's I/O to the primary.
     Forward {
         /// The volume.
@@ -244,6 +252,7 @@ impl Action {
             | Action::AwaitEpoch { id, .. }
             | Action::Serve { id }
             | Action::Refresh { id, .. }
+            | Action::Fence { id }
             | Action::Forward { id }
             | Action::Follow { id }
             | Action::FollowEpoch { id, .. }
@@ -407,6 +416,9 @@ pub fn plan(want: &Desired, node: &Node) -> Vec<Action> {
                     id: id.clone(),
                     epoch: (epoch != v.epoch).then_some(v.epoch),
                 });
+                if want.fences.contains(id) {
+                    out.push(Action::Fence { id: id.clone() });
+                }
                 continue;
             }
             // After a restart (or once fenced): serve only in a newer epoch than the one found.

@@ -41,6 +41,7 @@ struct World {
     deletions: BTreeMap<String, Deletion>,
     hosts: BTreeMap<String, Host>,
     policies: BTreeMap<String, QosPolicy>,
+    fences: BTreeSet<String>,
     held: BTreeMap<String, Have>,
     floors: BTreeMap<String, u64>,
     failing: BTreeSet<String>,
@@ -70,6 +71,7 @@ impl World {
                 deletions: &self.deletions,
                 hosts: &self.hosts,
                 policies: &self.policies,
+                fences: &self.fences,
             },
             &Node {
                 held: &self.held,
@@ -161,6 +163,51 @@ fn a_fenced_primary_retires_and_waits_for_a_newer_epoch() {
                 id: "a".into(),
                 why: Retirement::Fenced { epoch: 7 }
             },
+            portals("a"),
+            Action::AwaitEpoch {
+                id: "a".into(),
+                floor: 7
+            }
+        ]
+    );
+}
+
+#[test]
+fn fence_requests_are_carried_out_by_the_serving_primary_only() {
+    let mut w = World::default()
+        .with(volume("a", "n1", &["n1", "n2"], 7))
+        .with(volume("b", "n2", &["n1", "n2"], 7))
+        .holding(
+            "a",
+            have(Held::Primary {
+                epoch: 7,
+                fenced: false,
+            }),
+        )
+        .holding("b", have(Held::Follower { epoch: 7 }));
+    w.fences = ["a".to_string(), "b".to_string()].into();
+    assert_eq!(
+        w.plan(),
+        vec![
+            portals("a"),
+            Action::Refresh {
+                id: "a".into(),
+                epoch: None
+            },
+            Action::Fence { id: "a".into() },
+            portals("b"),
+            Action::Forward { id: "b".into() },
+        ]
+    );
+    // Not serving yet (waiting for a newer epoch after a restart): the request waits.
+    let mut w = World::default()
+        .with(volume("a", "n1", &["n1", "n2"], 7))
+        .holding("a", have(Held::Idle));
+    w.created.insert("a".into(), 5);
+    w.fences = ["a".to_string()].into();
+    assert_eq!(
+        w.plan(),
+        vec![
             portals("a"),
             Action::AwaitEpoch {
                 id: "a".into(),
@@ -325,6 +372,7 @@ fn limits_access_and_size_changes_are_applied() {
         name: "h1".into(),
         nqn: Some("nqn.2014-08.org.example:h1".into()),
         iqn: None,
+        nvme_hostid: None,
         chap: None,
         target_chap: None,
     };
