@@ -269,7 +269,31 @@ osd data = {d}/osd/$id
     /// Freezes the OSD (SIGSTOP): I/O then waits, and fails after the operation timeout. (A
     /// memstore OSD cannot be restarted: its data lives in its memory.)
     pub fn freeze_osd(&self) -> std::io::Result<()> {
-        self.signal_osd("-STOP")
+        self.signal_osd("-STOP")?;
+        // The signal is delivered asynchronously: wait until every thread of the OSD has
+        // stopped, so that no request is served after this returns.
+        let tasks = format!("/proc/{}/task", self.daemons[1].id());
+        let t0 = std::time::Instant::now();
+        loop {
+            let mut running = 0;
+            for t in std::fs::read_dir(&tasks)? {
+                let stat = std::fs::read_to_string(t?.path().join("stat")).unwrap_or_default();
+                // The state follows the command's closing parenthesis.
+                let state = stat.rsplit_once(") ").and_then(|(_, r)| r.chars().next());
+                if !matches!(state, Some('T') | Some('t') | None) {
+                    running += 1;
+                }
+            }
+            if running == 0 {
+                return Ok(());
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                return Err(std::io::Error::other(format!(
+                    "{running} OSD threads still run 10 s after SIGSTOP"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Lets the OSD run again after [`CephCluster::freeze_osd`].
