@@ -7,7 +7,8 @@ use alcubierre_types::{ByteOffset, VolumeId};
 use crate::error::CacheError;
 use crate::format::{Entry, EntryKind, BLOCK, FULL_MASK, MAX_ENTRIES, SECTORS_PER_BLOCK as SPB};
 use crate::index::Loc;
-use crate::partition::{Op, Partition, Tag, WriterState, SECTOR};
+use crate::partition::{Op, Partition, WriterState, SECTOR};
+use alcubierre_types::LogPos;
 
 /// The mask of sectors `[from, to)` of a block.
 pub(crate) fn sector_mask(from: u64, to: u64) -> u8 {
@@ -141,7 +142,7 @@ impl Partition {
         &self,
         w: &mut WriterState,
         op: &Op,
-        tag: Tag,
+        tag: LogPos,
         batch: &[Entry],
         data_at: u32,
     ) -> Result<Built, CacheError> {
@@ -227,7 +228,7 @@ impl Partition {
         sector: u64,
         data: &[u8],
         zero_sectors: Option<u64>,
-        tag: Tag,
+        tag: LogPos,
         batch: &[Entry],
         data_at: u32,
     ) -> Result<Entry, CacheError> {
@@ -309,7 +310,7 @@ impl Partition {
         volume: VolumeId,
         sector: u64,
         sectors: u64,
-        tag: Tag,
+        tag: LogPos,
         batch: &[Entry],
         data_at: u32,
     ) -> Result<Built, CacheError> {

@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 
 use alcubierre_backend::{Backend, BackendError};
 use alcubierre_io::AlignedBuf;
-use alcubierre_types::{ByteOffset, ByteSize, VolumeId};
+use alcubierre_types::{ByteOffset, ByteSize, SeqNo, VolumeId};
 
 use crate::batches::Batches;
 use crate::error::CacheError;
@@ -84,7 +84,7 @@ impl Partition {
         // log holds); otherwise read now.
         // Replicated writes: released ones are skipped; a follower's unreleased ones stop the
         // round before their batch (the primary destages them; see docs/design/replication.md).
-        let released: HashMap<VolumeId, u64> = self
+        let released: HashMap<VolumeId, SeqNo> = self
             .replog
             .lock()
             .iter()
@@ -99,7 +99,8 @@ impl Partition {
             .filter(|(_, fence)| fence.allows() && fence.claim_state() == ClaimState::Claimed)
             .map(|(v, _)| *v)
             .collect();
-        let released_of = |e: &crate::format::Entry| released.get(&e.volume).copied().unwrap_or(0);
+        let released_of =
+            |e: &crate::format::Entry| released.get(&e.volume).copied().unwrap_or_default();
         let held = |e: &crate::format::Entry| {
             e.replicated()
                 && dropped.get(&e.volume).is_none_or(|&d| e.seq >= d)
@@ -143,7 +144,7 @@ impl Partition {
             read.batches.truncate(cut);
         }
         let mut skipped: Vec<(VolumeId, crate::format::Entry, u64)> = Vec::new();
-        let mut destaged_tags: HashMap<VolumeId, u64> = HashMap::new();
+        let mut destaged_tags: HashMap<VolumeId, SeqNo> = HashMap::new();
         let mut entry_seq = cursor.entry_seq;
         for (i, (h, _, _)) in read.batches.iter().enumerate() {
             skipped.extend(

@@ -17,9 +17,9 @@ use crate::error::CacheError;
 use crate::format::{
     checkpoint_blocks, Checkpoint, PartitionExtent, Superblock, BLOCK, MAX_PARTITIONS,
 };
-use crate::partition::Tag;
 use crate::partition::{Op, Partition, SECTOR};
 use crate::recovery::PartitionReport;
+use alcubierre_types::{LogPos, SeqNo};
 
 /// Layout choices made when a device is formatted.
 #[derive(Clone, Debug)]
@@ -378,7 +378,7 @@ impl Engine {
     /// The release takes effect in memory first, so a journal full of held writes can still
     /// be destaged to make room for the release's own entry. A crash before that entry is
     /// durable loses only the release: the primary sends it again when it reconnects.
-    pub fn release(&self, volume: VolumeId, seq: u64) -> Result<(), CacheError> {
+    pub fn release(&self, volume: VolumeId, seq: SeqNo) -> Result<(), CacheError> {
         let p = self.partition_of(volume);
         {
             let mut logs = p.replog.lock();
@@ -474,7 +474,7 @@ impl Engine {
     pub fn drop_volume(&self, volume: VolumeId) -> Result<(), CacheError> {
         let _ = self.detach(volume);
         // A drop without a position: the volume's replication log goes too.
-        self.reset_replica(volume, Tag::default())
+        self.reset_replica(volume, LogPos::default())
     }
 
     /// A follower's rebuild starts: forgets every write of `volume` (as
@@ -482,7 +482,7 @@ impl Engine {
     /// the primary's destage point, as the volume's replication position: its log restarts
     /// after `base`, and everything up to it is released (in the backend). Recovery restores
     /// the same position.
-    pub fn reset_replica(&self, volume: VolumeId, base: Tag) -> Result<(), CacheError> {
+    pub fn reset_replica(&self, volume: VolumeId, base: LogPos) -> Result<(), CacheError> {
         let p = self.partition_of(volume);
         let r = p
             .commit_tagged(&[Op::Drop { volume }], &[base])

@@ -4,7 +4,7 @@
 //! decoder. Every integer is little-endian. Every 4 KiB metadata block ends with a CRC-32C of
 //! its first 4092 bytes. Decoders never panic on any input: they return [`FormatError`].
 
-use alcubierre_types::VolumeId;
+use alcubierre_types::{Epoch, SeqNo, VolumeId};
 
 /// The unit of the cache device: every metadata block and every cached data block.
 pub const BLOCK: usize = 4096;
@@ -360,14 +360,14 @@ pub struct Entry {
     /// First volume block (4 KiB units) covered.
     pub first_block: u64,
     /// The replica-set epoch the write was accepted in.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The entry's sequence number (increasing within the partition).
     pub seq: u64,
     /// For writes: the first data block, counted from the start of the batch's data area.
     pub data_offset: u32,
     /// The volume write's replication sequence number (0: not replicated). Every entry made
     /// from one write carries it.
-    pub rep_seq: u64,
+    pub rep_seq: SeqNo,
     /// CRC-32C over the descriptor's first 60 bytes followed by the entry's data.
     pub crc: u32,
 }
@@ -376,7 +376,7 @@ impl Entry {
     /// Whether it is (part of) a replicated write or zero range, which a follower holds until
     /// the primary releases it.
     pub fn replicated(&self) -> bool {
-        self.rep_seq > 0 && matches!(self.kind, EntryKind::Write | EntryKind::Zero)
+        self.rep_seq > SeqNo(0) && matches!(self.kind, EntryKind::Write | EntryKind::Zero)
     }
 
     /// The number of data blocks this entry carries in the batch.
@@ -407,10 +407,10 @@ impl Entry {
         b[19] = 0;
         put32(b, 20, self.nblocks);
         put64(b, 24, self.first_block);
-        put64(b, 32, self.epoch);
+        put64(b, 32, self.epoch.0);
         put64(b, 40, self.seq);
         put32(b, 48, self.data_offset);
-        put64(b, 52, self.rep_seq);
+        put64(b, 52, self.rep_seq.0);
         put32(b, 60, self.crc);
     }
 
@@ -511,10 +511,10 @@ impl BatchHeader {
                 tail_mask: e[18],
                 nblocks: u32_at(e, 20),
                 first_block: u64_at(e, 24),
-                epoch: u64_at(e, 32),
+                epoch: Epoch(u64_at(e, 32)),
                 seq: u64_at(e, 40),
                 data_offset: u32_at(e, 48),
-                rep_seq: u64_at(e, 52),
+                rep_seq: SeqNo(u64_at(e, 52)),
                 crc: u32_at(e, 60),
             };
             let data_end = u64::from(entry.data_offset) + u64::from(entry.data_blocks());
@@ -589,10 +589,10 @@ mod tests {
                     tail_mask: 0x0f,
                     nblocks: 3,
                     first_block: 10,
-                    epoch: 4,
+                    epoch: Epoch(4),
                     seq: 100,
                     data_offset: 0,
-                    rep_seq: 77,
+                    rep_seq: SeqNo(77),
                     crc: 5,
                 },
                 Entry {
@@ -602,10 +602,10 @@ mod tests {
                     tail_mask: FULL_MASK,
                     nblocks: 1 << 30,
                     first_block: 0,
-                    epoch: 4,
+                    epoch: Epoch(4),
                     seq: 101,
                     data_offset: 3,
-                    rep_seq: 0,
+                    rep_seq: SeqNo(0),
                     crc: 6,
                 },
             ],

@@ -40,10 +40,11 @@ mod service;
 
 pub use alcubierre_backend::Backend;
 pub use alcubierre_block::RateLimiter;
+pub use alcubierre_types::LogPos;
 pub use destage::RoundStats;
 pub use engine::{CacheStats, Engine, FormatOptions, RecoveryReport};
 pub use error::CacheError;
-pub use partition::{ClaimState, DestageFence, Op, Partition, RepLog, ReplicaRole, Tag};
+pub use partition::{ClaimState, DestageFence, Op, Partition, RepLog, ReplicaRole};
 pub use recovery::PartitionReport;
 pub use replay::{ReplayEnd, Replayed};
 pub use service::{CacheService, CacheVolume, ServiceConfig, VolumeOpener, WriteCallback};

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alcubierre_io::{AlignedBuf, Medium};
-use alcubierre_types::VolumeId;
+use alcubierre_types::{Epoch, LogPos, SeqNo, VolumeId};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 
@@ -62,18 +62,8 @@ pub enum Op {
         /// The volume.
         volume: VolumeId,
         /// The released sequence number.
-        seq: u64,
+        seq: SeqNo,
     },
-}
-
-/// Where a replicated write stands in its volume's replication log: the epoch its primary
-/// assigned it in and its sequence number (0: not replicated).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Tag {
-    /// The replica-set epoch.
-    pub epoch: u64,
-    /// The volume's replication sequence number.
-    pub seq: u64,
 }
 
 impl Op {
@@ -200,13 +190,13 @@ pub struct Partition {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RepLog {
     /// The newest tagged write.
-    pub last: Tag,
+    pub last: LogPos,
     /// Runs of sequence numbers by epoch.
-    pub runs: Vec<(u64, u64)>,
+    pub runs: Vec<(SeqNo, Epoch)>,
     /// Writes up to this sequence number are in the backend (released by the primary).
-    pub released: u64,
+    pub released: SeqNo,
     /// The highest sequence number this journal has destaged (as primary) since it opened.
-    pub destaged: u64,
+    pub destaged: SeqNo,
 }
 
 /// When a primary may destage a volume's replicated writes: only while `allowed` says so (its
@@ -292,8 +282,8 @@ pub enum ReplicaRole {
 }
 
 impl RepLog {
-    fn note(&mut self, t: Tag) {
-        if t.seq == 0 || t.seq < self.last.seq {
+    fn note(&mut self, t: LogPos) {
+        if t.seq == SeqNo(0) || t.seq < self.last.seq {
             return;
         }
         if self.runs.last().map(|r| r.1) != Some(t.epoch) {
@@ -509,13 +499,13 @@ impl Partition {
     /// an op's `Ok` means it is durable. Only one thread may commit at a time (the lock on the
     /// writer state enforces it).
     pub fn commit(&self, ops: &[Op], epoch: u64) -> Vec<Result<(), CacheError>> {
-        let tags = vec![Tag { epoch, seq: 0 }; ops.len()];
+        let tags = vec![LogPos::new(epoch, 0); ops.len()];
         self.commit_tagged(ops, &tags)
     }
 
     /// [`Partition::commit`] with a replication tag per op (`tags[i]` for `ops[i]`), kept in
     /// the op's journal entries and recovered with them.
-    pub fn commit_tagged(&self, ops: &[Op], tags: &[Tag]) -> Vec<Result<(), CacheError>> {
+    pub fn commit_tagged(&self, ops: &[Op], tags: &[LogPos]) -> Vec<Result<(), CacheError>> {
         assert_eq!(ops.len(), tags.len(), "one tag per op");
         let mut results: Vec<Option<Result<(), CacheError>>> =
             (0..ops.len()).map(|_| None).collect();
@@ -642,27 +632,27 @@ impl Partition {
             let corrupt = bad.is_some_and(|b| b[i]);
             if e.kind == EntryKind::DropVolume {
                 replog.remove(&e.volume);
-                if e.rep_seq > 0 {
+                if e.rep_seq > SeqNo(0) {
                     // A follower's reset: the log restarts after this position, everything up
                     // to which is in the backend.
                     replog.insert(
                         e.volume,
                         RepLog {
-                            last: Tag {
+                            last: LogPos {
                                 epoch: e.epoch,
                                 seq: e.rep_seq,
                             },
                             runs: vec![(e.rep_seq, e.epoch)],
                             released: e.rep_seq,
-                            destaged: 0,
+                            destaged: SeqNo(0),
                         },
                     );
                 }
             } else if e.kind == EntryKind::Release {
                 let r = replog.entry(e.volume).or_default();
                 r.released = r.released.max(e.rep_seq);
-            } else if e.rep_seq > 0 {
-                replog.entry(e.volume).or_default().note(Tag {
+            } else if e.rep_seq > SeqNo(0) {
+                replog.entry(e.volume).or_default().note(LogPos {
                     epoch: e.epoch,
                     seq: e.rep_seq,
                 });

@@ -14,8 +14,7 @@ use bytes::{Bytes, BytesMut};
 use crate::engine::Engine;
 use crate::error::CacheError;
 use crate::format::{EntryKind, BLOCK, FULL_MASK};
-use crate::partition::Tag;
-use alcubierre_types::VolumeId;
+use alcubierre_types::{ByteOffset, ByteSize, LogPos, SeqNo, VolumeId};
 
 /// A replicated write read back from the journal, as the primary received it: byte offset in
 /// the volume and data, or a range that reads as zeroes.
@@ -24,16 +23,16 @@ pub enum Replayed {
     /// `data` at byte `offset`.
     Write {
         /// Byte offset in the volume.
-        offset: u64,
+        offset: ByteOffset,
         /// The data (whole 4 KiB blocks).
         data: Bytes,
     },
     /// `len` bytes at `offset` read as zeroes (unmap, write zeroes).
     Zero {
         /// Byte offset in the volume.
-        offset: u64,
+        offset: ByteOffset,
         /// Length in bytes.
-        len: u64,
+        len: ByteSize,
     },
 }
 
@@ -47,7 +46,7 @@ pub enum ReplayEnd {
     /// sectors); the writes before it were passed on.
     Missing {
         /// The first write not passed on.
-        seq: u64,
+        seq: SeqNo,
     },
 }
 
@@ -57,7 +56,7 @@ const CHUNK: u64 = 8 << 20;
 /// One write's entries, gathered in journal order.
 #[derive(Default)]
 struct Parts {
-    tag: Tag,
+    tag: LogPos,
     kind: Option<EntryKind>,
     first: u64,
     blocks: u64,
@@ -80,11 +79,11 @@ impl Parts {
         self.data.extend_from_slice(data);
     }
 
-    fn finish(self) -> Option<(Tag, Replayed)> {
+    fn finish(self) -> Option<(LogPos, Replayed)> {
         if self.bad {
             return None;
         }
-        let offset = self.first * BLOCK as u64;
+        let offset = ByteOffset(self.first * BLOCK as u64);
         let r = match self.kind? {
             EntryKind::Write => Replayed::Write {
                 offset,
@@ -92,7 +91,7 @@ impl Parts {
             },
             EntryKind::Zero => Replayed::Zero {
                 offset,
-                len: self.blocks * BLOCK as u64,
+                len: ByteSize(self.blocks * BLOCK as u64),
             },
             _ => return None,
         };
@@ -117,9 +116,9 @@ impl Engine {
     pub fn replay_replicated(
         &self,
         volume: VolumeId,
-        after: u64,
-        upto: u64,
-        mut f: impl FnMut(Tag, Replayed) -> bool,
+        after: SeqNo,
+        upto: SeqNo,
+        mut f: impl FnMut(LogPos, Replayed) -> bool,
     ) -> Result<ReplayEnd, CacheError> {
         if after >= upto {
             return Ok(ReplayEnd::Complete);
@@ -134,7 +133,7 @@ impl Engine {
             (c.virt, c.seq)
         };
         let end = self.replay_from(p, cursor, volume, after, upto, &mut f)?;
-        if end != (ReplayEnd::Missing { seq: after + 1 }) {
+        if end != (ReplayEnd::Missing { seq: after.next() }) {
             return Ok(end);
         }
         let tail = {
@@ -153,15 +152,15 @@ impl Engine {
         p: &crate::partition::Partition,
         (mut virt, mut seq): (u64, u64),
         volume: VolumeId,
-        after: u64,
-        upto: u64,
-        f: &mut impl FnMut(Tag, Replayed) -> bool,
+        after: SeqNo,
+        upto: SeqNo,
+        f: &mut impl FnMut(LogPos, Replayed) -> bool,
     ) -> Result<ReplayEnd, CacheError> {
-        let mut next = after + 1;
+        let mut next = after.next();
         let dropped = p.index.read().dropped.get(&volume).copied().unwrap_or(0);
         let mut parts: Option<Parts> = None;
         // Hands on a gathered write: `Some(stop)` ends the replay (`stop`: how).
-        let mut emit = |w: Parts, next: &mut u64| -> Option<ReplayEnd> {
+        let mut emit = |w: Parts, next: &mut SeqNo| -> Option<ReplayEnd> {
             let seq = w.tag.seq;
             if seq != *next {
                 return Some(ReplayEnd::Missing { seq: *next });
@@ -169,7 +168,7 @@ impl Engine {
             let Some((tag, r)) = w.finish() else {
                 return Some(ReplayEnd::Missing { seq });
             };
-            *next = seq + 1;
+            *next = seq.next();
             if !f(tag, r) || seq == upto {
                 return Some(ReplayEnd::Complete);
             }
@@ -208,7 +207,7 @@ impl Engine {
                         } else {
                             &[]
                         };
-                        let tag = Tag {
+                        let tag = LogPos {
                             epoch: e.epoch,
                             seq: e.rep_seq,
                         };

@@ -26,8 +26,9 @@ use tokio::sync::oneshot;
 
 use crate::engine::Engine;
 use crate::error::CacheError;
-use crate::partition::{Op, Partition, Tag};
+use crate::partition::{Op, Partition};
 use alcubierre_block::RateLimiter;
+use alcubierre_types::LogPos;
 
 /// How the service runs.
 #[derive(Clone)]
@@ -66,7 +67,7 @@ impl Default for ServiceConfig {
 
 struct WriteReq {
     op: Op,
-    tag: Tag,
+    tag: LogPos,
     done: Done,
 }
 
@@ -385,12 +386,12 @@ impl CacheVolume {
     }
 
     /// A replicated write: durable with its replication tag (see [`Engine::replication_log`]).
-    pub fn write_tagged(&self, lba: Lba, data: Bytes, tag: Tag) -> IoFuture<()> {
+    pub fn write_tagged(&self, lba: Lba, data: Bytes, tag: LogPos) -> IoFuture<()> {
         self.submit_tagged(self.engine.write_op(self.volume, lba, data), tag)
     }
 
     /// Replicated write zeroes / unmap.
-    pub fn zero_tagged(&self, lba: Lba, count: BlockCount, tag: Tag) -> IoFuture<()> {
+    pub fn zero_tagged(&self, lba: Lba, count: BlockCount, tag: LogPos) -> IoFuture<()> {
         self.submit_tagged(self.engine.zero_op(self.volume, lba, count), tag)
     }
 
@@ -404,7 +405,7 @@ impl CacheVolume {
         lba: Lba,
         data: Option<Bytes>,
         count: BlockCount,
-        tag: Tag,
+        tag: LogPos,
         done: WriteCallback,
     ) -> Result<(), CacheError> {
         let op = match data {
@@ -432,10 +433,10 @@ impl CacheVolume {
     }
 
     fn submit(&self, op: Result<Op, CacheError>) -> IoFuture<()> {
-        self.submit_tagged(op, Tag::default())
+        self.submit_tagged(op, LogPos::default())
     }
 
-    fn submit_tagged(&self, op: Result<Op, CacheError>, tag: Tag) -> IoFuture<()> {
+    fn submit_tagged(&self, op: Result<Op, CacheError>, tag: LogPos) -> IoFuture<()> {
         let op = match op {
             Ok(op) => op,
             Err(e) => return self.failed(e),

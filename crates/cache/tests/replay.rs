@@ -8,14 +8,15 @@ mod common;
 use std::sync::Arc;
 
 use alcubierre_backend::{Backend, MemBackend};
-use alcubierre_cache::{Engine, ReplayEnd, Replayed, Tag};
+use alcubierre_cache::{Engine, LogPos, ReplayEnd, Replayed};
 use alcubierre_io::{Medium, MemMedium};
-use alcubierre_types::{BlockCount, Lba};
+use alcubierre_types::{BlockCount, Lba, SeqNo};
+use alcubierre_types::{ByteOffset, ByteSize};
 use bytes::Bytes;
 use common::{geometry, open, small_format, vol};
 
-fn tag(epoch: u64, seq: u64) -> Tag {
-    Tag { epoch, seq }
+fn tag(epoch: u64, seq: u64) -> LogPos {
+    LogPos::new(epoch, seq)
 }
 
 fn block(i: u8) -> Bytes {
@@ -27,10 +28,10 @@ fn replay(
     v: alcubierre_types::VolumeId,
     after: u64,
     upto: u64,
-) -> (Vec<(Tag, Replayed)>, ReplayEnd) {
+) -> (Vec<(LogPos, Replayed)>, ReplayEnd) {
     let mut got = Vec::new();
     let end = e
-        .replay_replicated(v, after, upto, |t, r| {
+        .replay_replicated(v, SeqNo(after), SeqNo(upto), |t, r| {
             got.push((t, r));
             true
         })
@@ -53,7 +54,7 @@ fn one_volume_on(
     Engine::format(&*medium, fmt).unwrap();
     let backend = Arc::new(MemBackend::new());
     let a = vol(1);
-    backend.create(a, alcubierre_types::ByteSize(size)).unwrap();
+    backend.create(a, ByteSize(size)).unwrap();
     (open(medium, backend, &[(a, geometry(size))]), a)
 }
 
@@ -65,9 +66,7 @@ fn replicated_writes_come_back_in_order_with_their_data() {
     let (a, b) = (vol(1), vol(2));
     let g = geometry(4 << 20);
     for v in [a, b] {
-        backend
-            .create(v, alcubierre_types::ByteSize(4 << 20))
-            .unwrap();
+        backend.create(v, ByteSize(4 << 20)).unwrap();
     }
     let e = open(medium.clone(), backend.clone(), &[(a, g), (b, g)]);
     let p = e.partition_of(a).clone();
@@ -81,8 +80,8 @@ fn replicated_writes_come_back_in_order_with_their_data() {
             10 => (
                 e.zero_op(a, Lba(800), BlockCount(64)).unwrap(),
                 Replayed::Zero {
-                    offset: 800 * 512,
-                    len: 64 * 512,
+                    offset: ByteOffset(800 * 512),
+                    len: ByteSize(64 * 512),
                 },
             ),
             20 => {
@@ -90,7 +89,7 @@ fn replicated_writes_come_back_in_order_with_their_data() {
                 (
                     e.write_op(a, Lba(16), Bytes::from(d.clone())).unwrap(),
                     Replayed::Write {
-                        offset: 16 * 512,
+                        offset: ByteOffset(16 * 512),
                         data: Bytes::from(d),
                     },
                 )
@@ -98,13 +97,13 @@ fn replicated_writes_come_back_in_order_with_their_data() {
             _ => (
                 e.write_op(a, Lba(8 * s), block(s as u8)).unwrap(),
                 Replayed::Write {
-                    offset: 8 * s * 512,
+                    offset: ByteOffset(8 * s * 512),
                     data: block(s as u8),
                 },
             ),
         };
         let other = e.write_op(b, Lba(8 * s), block(200)).unwrap();
-        for r in p.commit_tagged(&[op, other], &[tag(epoch, s), Tag::default()]) {
+        for r in p.commit_tagged(&[op, other], &[tag(epoch, s), LogPos::default()]) {
             r.unwrap();
         }
         want.push((tag(epoch, s), r));
@@ -118,19 +117,19 @@ fn replicated_writes_come_back_in_order_with_their_data() {
     assert_eq!(got, want[12..17].to_vec());
     // Beyond what the journal holds: the run ends at the first missing write.
     let (got, end) = replay(&e, a, 35, 45);
-    assert_eq!(end, ReplayEnd::Missing { seq: 41 });
+    assert_eq!(end, ReplayEnd::Missing { seq: SeqNo(41) });
     assert_eq!(got, want[35..].to_vec());
     // The caller may stop early.
     let mut n = 0;
     let end = e
-        .replay_replicated(a, 0, 40, |_, _| {
+        .replay_replicated(a, SeqNo(0), SeqNo(40), |_, _| {
             n += 1;
             n < 3
         })
         .unwrap();
     assert_eq!((end, n), (ReplayEnd::Complete, 3));
     // Volume b's writes are untagged: nothing to replay.
-    assert_eq!(replay(&e, b, 0, 5).1, ReplayEnd::Missing { seq: 1 });
+    assert_eq!(replay(&e, b, 0, 5).1, ReplayEnd::Missing { seq: SeqNo(1) });
     // After a restart, from the journal alone.
     drop(e);
     let e = open(medium, backend, &[(a, g), (b, g)]);
@@ -143,7 +142,7 @@ fn replicated_writes_come_back_in_order_with_their_data() {
 fn partial_blocks_and_resets_end_or_void_the_replay() {
     let (e, a) = one_volume();
     let p = e.partition_of(a).clone();
-    let commit = |lba: u64, d: Bytes, t: Tag| {
+    let commit = |lba: u64, d: Bytes, t: LogPos| {
         let op = e.write_op(a, Lba(lba), d).unwrap();
         p.commit_tagged(&[op], &[t]).pop().unwrap().unwrap();
     };
@@ -153,7 +152,7 @@ fn partial_blocks_and_resets_end_or_void_the_replay() {
     commit(9, Bytes::from(vec![2u8; 512]), tag(1, 2));
     commit(16, block(3), tag(1, 3));
     let (got, end) = replay(&e, a, 0, 3);
-    assert_eq!(end, ReplayEnd::Missing { seq: 2 });
+    assert_eq!(end, ReplayEnd::Missing { seq: SeqNo(2) });
     assert_eq!(got.len(), 1);
     // A follower's reset voids the log before it: its writes start again from the base.
     e.reset_replica(a, tag(2, 10)).unwrap();
@@ -161,8 +160,11 @@ fn partial_blocks_and_resets_end_or_void_the_replay() {
     commit(8, block(5), tag(2, 12));
     let (got, end) = replay(&e, a, 10, 12);
     assert_eq!(end, ReplayEnd::Complete);
-    assert_eq!(got.iter().map(|(t, _)| t.seq).collect::<Vec<_>>(), [11, 12]);
-    assert_eq!(replay(&e, a, 0, 12).1, ReplayEnd::Missing { seq: 1 });
+    assert_eq!(
+        got.iter().map(|(t, _)| t.seq.0).collect::<Vec<_>>(),
+        [11, 12]
+    );
+    assert_eq!(replay(&e, a, 0, 12).1, ReplayEnd::Missing { seq: SeqNo(1) });
 }
 
 /// Writes the destager passed (in the backend, still cached between the tail and the destage
@@ -179,19 +181,19 @@ fn destaged_writes_still_cached_replay_from_the_tail() {
     e.destage_now(a, None).unwrap();
     assert_eq!(
         e.replication_log(a).destaged,
-        20,
+        SeqNo(20),
         "the destager passed them all"
     );
     let (got, end) = replay(&e, a, 4, 20);
     assert_eq!(end, ReplayEnd::Complete);
     assert_eq!(
-        got.iter().map(|(t, _)| t.seq).collect::<Vec<_>>(),
+        got.iter().map(|(t, _)| t.seq.0).collect::<Vec<_>>(),
         (5..=20).collect::<Vec<_>>()
     );
     assert_eq!(
         got[0].1,
         Replayed::Write {
-            offset: 8 * 5 * 512,
+            offset: ByteOffset(8 * 5 * 512),
             data: block(5)
         }
     );
@@ -255,13 +257,13 @@ fn a_long_replay_reads_each_batch_about_once() {
     let before = medium.read.load(std::sync::atomic::Ordering::Relaxed);
     let mut n = 0u64;
     let end = e
-        .replay_replicated(a, 0, writes, |t, r| {
+        .replay_replicated(a, SeqNo(0), SeqNo(writes), |t, r| {
             n += 1;
             assert_eq!(t, tag(1, n));
             let Replayed::Write { offset, data } = r else {
                 panic!("write {n} came back as {r:?}");
             };
-            assert_eq!(offset, (n - 1) * (64 << 10));
+            assert_eq!(offset, ByteOffset((n - 1) * (64 << 10)));
             assert!(data.iter().all(|&b| b == (n - 1) as u8));
             true
         })

@@ -7,14 +7,15 @@ mod common;
 use std::sync::Arc;
 
 use alcubierre_backend::{Backend, MemBackend};
-use alcubierre_cache::{Engine, RepLog, Tag};
+use alcubierre_cache::{Engine, LogPos, RepLog};
 use alcubierre_io::{Medium, MemMedium};
-use alcubierre_types::{BlockCount, Lba, VolumeGeometry, VolumeId};
+use alcubierre_types::{BlockCount, Epoch, Lba, SeqNo, VolumeGeometry, VolumeId};
+use alcubierre_types::{ByteOffset, ByteSize};
 use bytes::Bytes;
 use common::{geometry, open, small_format, vol};
 
-fn tag(epoch: u64, seq: u64) -> Tag {
-    Tag { epoch, seq }
+fn tag(epoch: u64, seq: u64) -> LogPos {
+    LogPos::new(epoch, seq)
 }
 
 /// A one-partition engine on a 4 MiB memory device, with 1 MiB volumes `vols` attached as
@@ -34,9 +35,7 @@ fn engine_on(
     Engine::format(&*medium, &small_format(1)).unwrap();
     let backend = Arc::new(MemBackend::new());
     for v in vols {
-        backend
-            .create(*v, alcubierre_types::ByteSize(1 << 20))
-            .unwrap();
+        backend.create(*v, ByteSize(1 << 20)).unwrap();
     }
     let attached: Vec<_> = vols.iter().map(|v| (*v, g)).collect();
     let e = open(medium, backend.clone(), &attached);
@@ -57,15 +56,15 @@ fn tags_are_journaled_and_recovered() {
         e.write_op(b, Lba(0), Bytes::from(vec![2u8; 4096])).unwrap(),
         e.write_op(a, Lba(8), Bytes::from(vec![3u8; 4096])).unwrap(),
     ];
-    let tags = [tag(4, 1), tag(4, 2), Tag::default(), tag(5, 3)];
+    let tags = [tag(4, 1), tag(4, 2), LogPos::default(), tag(5, 3)];
     for r in p.commit_tagged(&ops, &tags) {
         r.unwrap();
     }
     let want = RepLog {
         last: tag(5, 3),
-        runs: vec![(1, 4), (3, 5)],
-        released: 0,
-        destaged: 0,
+        runs: vec![(SeqNo(1), Epoch(4)), (SeqNo(3), Epoch(5))],
+        released: SeqNo(0),
+        destaged: SeqNo(0),
     };
     assert_eq!(e.replication_log(a), want);
     assert_eq!(e.replication_log(b), RepLog::default(), "untagged");
@@ -94,9 +93,9 @@ fn a_reset_keeps_the_primary_destage_point_as_the_volume_position() {
     e.reset_replica(a, tag(3, 40)).unwrap();
     let want = RepLog {
         last: tag(3, 40),
-        runs: vec![(40, 3)],
-        released: 40,
-        destaged: 0,
+        runs: vec![(SeqNo(40), Epoch(3))],
+        released: SeqNo(40),
+        destaged: SeqNo(0),
     };
     assert_eq!(e.replication_log(a), want);
     assert!(
@@ -113,8 +112,7 @@ fn a_reset_keeps_the_primary_destage_point_as_the_volume_position() {
 
 fn backend_block(b: &MemBackend, v: alcubierre_types::VolumeId, block: u64) -> u8 {
     let mut buf = vec![0u8; 4096];
-    b.read(v, alcubierre_types::ByteOffset(block * 4096), &mut buf)
-        .unwrap();
+    b.read(v, ByteOffset(block * 4096), &mut buf).unwrap();
     buf[0]
 }
 
@@ -125,20 +123,16 @@ fn backend_block(b: &MemBackend, v: alcubierre_types::VolumeId, block: u64) -> u
 fn a_follower_holds_replicated_writes_until_released() {
     use alcubierre_cache::ReplicaRole;
     let (a, b) = (vol(1), vol(2));
-    let g = VolumeGeometry::new(
-        alcubierre_types::BlockSize::B4096,
-        alcubierre_types::ByteSize(1 << 20),
-    )
-    .unwrap();
+    let g = VolumeGeometry::new(alcubierre_types::BlockSize::B4096, ByteSize(1 << 20)).unwrap();
     let (medium, backend, e) = engine_with(&[a, b], g);
     let p = e.partition_of(a).clone();
-    let write = |v, block: u64, byte: u8, t: Tag| {
+    let write = |v, block: u64, byte: u8, t: LogPos| {
         let op = e
             .write_op(v, Lba(block), Bytes::from(vec![byte; 4096]))
             .unwrap();
         p.commit_tagged(&[op], &[t]).pop().unwrap().unwrap();
     };
-    write(b, 0, 0xbb, Tag::default()); // batch 1: not replicated
+    write(b, 0, 0xbb, LogPos::default()); // batch 1: not replicated
     write(a, 0, 0x11, tag(3, 1)); // batch 2
     write(a, 1, 0x22, tag(3, 2)); // batch 3
     e.destage_all().unwrap();
@@ -154,7 +148,7 @@ fn a_follower_holds_replicated_writes_until_released() {
     );
     assert_eq!(&e.read(a, Lba(0), BlockCount(1)).unwrap()[..1], &[0x11]);
 
-    e.release(a, 1).unwrap();
+    e.release(a, SeqNo(1)).unwrap();
     e.destage_all().unwrap();
     assert_eq!(
         backend_block(&backend, a, 0),
@@ -167,11 +161,15 @@ fn a_follower_holds_replicated_writes_until_released() {
         "and it left the index: reads go to the backend"
     );
     assert_eq!(backend_block(&backend, a, 1), 0, "seq 2 still waits");
-    assert_eq!(e.replication_log(a).released, 1);
+    assert_eq!(e.replication_log(a).released, SeqNo(1));
 
     drop(e);
     let e = open(medium.clone(), backend.clone(), &[(a, g), (b, g)]);
-    assert_eq!(e.replication_log(a).released, 1, "the release is journaled");
+    assert_eq!(
+        e.replication_log(a).released,
+        SeqNo(1),
+        "the release is journaled"
+    );
     e.destage_all().unwrap();
     assert_eq!(
         backend_block(&backend, a, 1),
@@ -221,18 +219,14 @@ fn a_follower_evicts_released_writes_without_reading_them_back() {
     use alcubierre_cache::ReplicaRole;
     use std::sync::atomic::Ordering::SeqCst;
     let (a, b) = (vol(1), vol(2));
-    let g = VolumeGeometry::new(
-        alcubierre_types::BlockSize::B4096,
-        alcubierre_types::ByteSize(1 << 20),
-    )
-    .unwrap();
+    let g = VolumeGeometry::new(alcubierre_types::BlockSize::B4096, ByteSize(1 << 20)).unwrap();
     let medium = Arc::new(CountingReads {
         inner: MemMedium::new(4 << 20),
         reads: Default::default(),
     });
     let (backend, e) = engine_on(medium.clone(), &[a, b], g);
     let p = e.partition_of(a).clone();
-    let write = |v, block: u64, byte: u8, t: Tag| {
+    let write = |v, block: u64, byte: u8, t: LogPos| {
         let op = e
             .write_op(v, Lba(block), Bytes::from(vec![byte; 4096]))
             .unwrap();
@@ -241,7 +235,7 @@ fn a_follower_evicts_released_writes_without_reading_them_back() {
     for s in 1..=20 {
         write(a, s, 0x10 + s as u8, tag(2, s));
     }
-    e.release(a, 20).unwrap();
+    e.release(a, SeqNo(20)).unwrap();
     let before = medium.reads.load(SeqCst);
     e.destage_all().unwrap();
     assert_eq!(medium.reads.load(SeqCst), before, "no log read to evict");
@@ -262,9 +256,9 @@ fn a_follower_evicts_released_writes_without_reading_them_back() {
     // A write of another volume in between is read and destaged; released writes around it
     // are still evicted.
     write(a, 21, 0x21, tag(2, 21));
-    write(b, 0, 0xbb, Tag::default());
+    write(b, 0, 0xbb, LogPos::default());
     write(a, 22, 0x22, tag(2, 22));
-    e.release(a, 22).unwrap();
+    e.release(a, SeqNo(22)).unwrap();
     let before = medium.reads.load(SeqCst);
     e.destage_all().unwrap();
     assert!(
@@ -290,7 +284,7 @@ fn a_follower_evicts_released_writes_without_reading_them_back() {
     write(a, 24, 0x24, tag(3, 24));
     drop(e);
     let e = open(medium.clone(), backend.clone(), &[(a, g), (b, g)]);
-    e.release(a, 24).unwrap();
+    e.release(a, SeqNo(24)).unwrap();
     let before = medium.reads.load(SeqCst);
     e.destage_all().unwrap();
     assert!(medium.reads.load(SeqCst) > before);
@@ -325,7 +319,7 @@ fn a_primary_destages_only_while_its_fence_allows() {
         e.write_op(a, Lba(0), Bytes::from(vec![0x11; 4096]))
             .unwrap(),
     ];
-    for r in p.commit_tagged(&ops, &[Tag::default(), tag(1, 1)]) {
+    for r in p.commit_tagged(&ops, &[LogPos::default(), tag(1, 1)]) {
         r.unwrap();
     }
     e.destage_round(1 << 20).unwrap();

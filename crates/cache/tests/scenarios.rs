@@ -475,7 +475,7 @@ fn snapshot_destages_first_and_clones_see_the_snapshot_time_data() {
 /// would fence this node off).
 #[test]
 fn a_claim_is_given_up_at_once_when_nothing_is_dirty() {
-    use alcubierre_cache::{ReplicaRole, Tag};
+    use alcubierre_cache::{LogPos, ReplicaRole};
 
     let (_m, backend, e) = setup(8 << 20, small_format(1), 1 << 20);
     let e = Arc::new(e);
@@ -485,7 +485,7 @@ fn a_claim_is_given_up_at_once_when_nothing_is_dirty() {
     let op = e
         .write_op(vol(1), Lba(0), Bytes::from(vec![7u8; 4096]))
         .unwrap();
-    p.commit_tagged(&[op], &[Tag { epoch: 1, seq: 1 }])
+    p.commit_tagged(&[op], &[LogPos::new(1, 1)])
         .pop()
         .unwrap()
         .unwrap();

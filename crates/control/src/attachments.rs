@@ -13,8 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::volumes::{find, Host, Volume, VolumeError};
 
-/// Where fence requests live: `fences/<volume id>/<host>`.
-pub const FENCES: &str = "fences/";
+pub use crate::volumes::FENCES;
 
 /// The NVMe host NQNs whose last part is the host's UUID (`nvme-cli` uses it as the Host
 /// Identifier when `/etc/nvme/hostid` is missing).

@@ -286,7 +286,7 @@ impl Leader {
             let mut then = vec![delete];
             match apply_request(&mut v, &req, view) {
                 Ok(()) => {
-                    tracing::info!(volume = %v.name, ?req, epoch = v.epoch, "replica set changed at the primary's request");
+                    tracing::info!(volume = %v.name, ?req, epoch = v.epoch.0, "replica set changed at the primary's request");
                     then.push(TxnOp::Put {
                         key: key.clone(),
                         value: serde_json::to_vec(&v).expect("serialises"),
@@ -330,13 +330,13 @@ fn log_change(
 ) {
     match c {
         Change::OutOfSync { node } => {
-            tracing::warn!(volume = %v.name, node, epoch = v.epoch, "replica out of sync")
+            tracing::warn!(volume = %v.name, node, epoch = v.epoch.0, "replica out of sync")
         }
         Change::Failover { from, to } => {
-            tracing::warn!(volume = %v.name, from, to, epoch = v.epoch, "primary moved")
+            tracing::warn!(volume = %v.name, from, to, epoch = v.epoch.0, "primary moved")
         }
         Change::Migrated { from, to, reason } => {
-            tracing::info!(volume = %v.name, from, to, epoch = v.epoch, "replica moved: {reason}")
+            tracing::info!(volume = %v.name, from, to, epoch = v.epoch.0, "replica moved: {reason}")
         }
         Change::Stuck { node, reason } => {
             let k = (v.id.clone(), node.clone());

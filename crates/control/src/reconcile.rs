@@ -24,6 +24,7 @@ use crate::cluster::ClusterConfig;
 use crate::model::{Activation, CacheState, Node, Service};
 use crate::placement::{place, Candidate};
 use crate::volumes::Volume;
+use alcubierre_types::Epoch;
 
 /// What the rules know of the cluster.
 pub struct View<'a> {
@@ -115,7 +116,7 @@ pub enum ReplicaRequest {
         /// The follower.
         node: String,
         /// The epoch the primary saw.
-        epoch: u64,
+        epoch: Epoch,
         /// The requesting primary.
         from: String,
     },
@@ -124,7 +125,7 @@ pub enum ReplicaRequest {
         /// The follower.
         node: String,
         /// The epoch the primary saw.
-        epoch: u64,
+        epoch: Epoch,
         /// The requesting primary.
         from: String,
     },
@@ -132,7 +133,7 @@ pub enum ReplicaRequest {
     /// `(epoch, seq)` is ever assigned twice).
     Restarted {
         /// The epoch it found.
-        epoch: u64,
+        epoch: Epoch,
         /// The restarted primary.
         from: String,
     },
@@ -174,7 +175,7 @@ pub fn apply_request(
         }
         ReplicaRequest::Restarted { .. } => {}
     }
-    v.epoch += 1;
+    v.epoch = v.epoch.next();
     Ok(())
 }
 
@@ -277,7 +278,7 @@ pub fn reconcile(v: &mut Volume, view: &View, candidates: &mut [Candidate]) -> V
         }
     }
     if changes.iter().any(|c| !matches!(c, Change::Stuck { .. })) {
-        v.epoch += 1;
+        v.epoch = v.epoch.next();
     }
     changes
 }
@@ -364,7 +365,7 @@ mod tests {
             qos: None,
             hosts: vec![],
             closed: false,
-            epoch: 1,
+            epoch: Epoch(1),
             source: None,
             extra: Default::default(),
         }
@@ -375,7 +376,7 @@ mod tests {
         let c = Cluster::new(4);
         let mut v = volume(&["n0", "n1", "n2"]);
         assert!(c.run(&mut v).is_empty());
-        assert_eq!(v.epoch, 1);
+        assert_eq!(v.epoch, Epoch(1));
     }
 
     #[test]
@@ -387,10 +388,10 @@ mod tests {
         assert_eq!(ch, vec![Change::OutOfSync { node: "n1".into() }]);
         assert_eq!(v.in_sync, ["n0", "n2"]);
         assert_eq!(v.replicas, ["n0", "n1", "n2"], "not yet: delay not reached");
-        assert_eq!(v.epoch, 2);
+        assert_eq!(v.epoch, Epoch(2));
         // Running again changes nothing until the delay passes.
         assert!(c.run(&mut v).is_empty());
-        assert_eq!(v.epoch, 2);
+        assert_eq!(v.epoch, Epoch(2));
         c.down("n1", 60);
         let ch = c.run(&mut v);
         assert!(
@@ -399,7 +400,7 @@ mod tests {
         );
         assert_eq!(v.replicas, ["n0", "n3", "n2"]);
         assert_eq!(v.in_sync, ["n0", "n2"], "the new replica needs a rebuild");
-        assert_eq!(v.epoch, 3);
+        assert_eq!(v.epoch, Epoch(3));
     }
 
     #[test]
@@ -425,7 +426,7 @@ mod tests {
         }));
         assert_eq!(v.primary, "n2", "n1 is out of sync and must not serve");
         assert_eq!(v.in_sync, ["n2"]);
-        assert_eq!(v.epoch, 2);
+        assert_eq!(v.epoch, Epoch(2));
         // The old primary is now an ordinary lost replica: migrated after the delay.
         c.down("n0", 60);
         c.run(&mut v);
@@ -442,7 +443,7 @@ mod tests {
         assert!(ch.is_empty(), "{ch:?}");
         assert_eq!(v.primary, "n0");
         assert_eq!(v.in_sync, ["n0"]);
-        assert_eq!(v.epoch, 1);
+        assert_eq!(v.epoch, Epoch(1));
     }
 
     #[test]
@@ -460,7 +461,7 @@ mod tests {
         assert!(!v.has_replica("n0") && !v.has_replica("n1"), "{v:?}");
         assert_eq!(v.replicas.len(), 3);
         assert_eq!(v.in_sync, ["n2"]);
-        assert_eq!(v.epoch, 2, "one epoch step per round");
+        assert_eq!(v.epoch, Epoch(2), "one epoch step per round");
     }
 
     #[test]
@@ -473,12 +474,12 @@ mod tests {
             matches!(&ch[..], [Change::Stuck { node, reason }] if node == "n1" && reason.contains("deactivated")),
             "{ch:?}"
         );
-        assert_eq!(v.epoch, 1);
+        assert_eq!(v.epoch, Epoch(1));
         c.nodes.insert("n3".into(), node("n3", Activation::Active));
         c.services.insert("n3".into(), Service::Available);
         let ch = c.run(&mut v);
         assert!(matches!(&ch[..], [Change::Migrated { to, .. }] if to == "n3"));
-        assert_eq!(v.epoch, 2);
+        assert_eq!(v.epoch, Epoch(2));
     }
 
     #[test]
@@ -526,25 +527,25 @@ mod tests {
             from: from.into(),
         };
         assert_eq!(
-            apply_request(&mut v, &drop("n1", 1, "n2"), &view),
+            apply_request(&mut v, &drop("n1", Epoch(1), "n2"), &view),
             Err("only the primary may ask")
         );
         assert_eq!(
-            apply_request(&mut v, &drop("n1", 0, "n0"), &view),
+            apply_request(&mut v, &drop("n1", Epoch(0), "n0"), &view),
             Err("made in an older epoch")
         );
         assert_eq!(
-            apply_request(&mut v, &drop("n0", 1, "n0"), &view),
+            apply_request(&mut v, &drop("n0", Epoch(1), "n0"), &view),
             Err("not an in-sync follower")
         );
-        apply_request(&mut v, &drop("n1", 1, "n0"), &view).unwrap();
+        apply_request(&mut v, &drop("n1", Epoch(1), "n0"), &view).unwrap();
         assert_eq!(
             (v.in_sync.clone(), v.epoch),
-            (vec!["n0".to_string(), "n2".into()], 2)
+            (vec!["n0".to_string(), "n2".into()], Epoch(2))
         );
         let add = ReplicaRequest::Add {
             node: "n1".into(),
-            epoch: 2,
+            epoch: Epoch(2),
             from: "n0".into(),
         };
         apply_request(&mut v, &add, &view).unwrap();
@@ -555,10 +556,10 @@ mod tests {
             "a replayed request is stale"
         );
         let restarted = ReplicaRequest::Restarted {
-            epoch: 3,
+            epoch: Epoch(3),
             from: "n0".into(),
         };
         apply_request(&mut v, &restarted, &view).unwrap();
-        assert_eq!(v.epoch, 4);
+        assert_eq!(v.epoch, Epoch(4));
     }
 }

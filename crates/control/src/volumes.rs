@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use alcubierre_store::{put_if, Compare, Store, StoreError, Txn, TxnOp};
+use alcubierre_types::{Epoch, SeqNo};
 use serde::{Deserialize, Serialize};
 
 use crate::activation::Licence;
@@ -70,7 +71,7 @@ pub struct Volume {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub closed: bool,
     /// Replica-set epoch (raised by every membership, in-sync or primary change).
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The snapshot it was cloned from, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<VolumeSource>,
@@ -144,6 +145,9 @@ pub async fn scan(
     }
     Ok((read, unreadable))
 }
+
+/// Where fence requests live: `fences/<volume id>/<host>` ([`crate::attachments::Fence`]).
+pub const FENCES: &str = "fences/";
 
 /// Where deletion requests live: `deletions/<uuid>`.
 pub const DELETIONS: &str = "deletions/";
@@ -404,9 +408,9 @@ pub struct Progress {
     /// The primary publishing it.
     pub primary: String,
     /// The replica set's epoch.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The primary's newest write (sequence number).
-    pub head: u64,
+    pub head: SeqNo,
     /// Every follower.
     pub followers: Vec<FollowerProgress>,
 }
@@ -641,7 +645,7 @@ pub async fn place_and_write(
         qos: req.qos.clone(),
         hosts: req.hosts.clone(),
         closed: false,
-        epoch: 1,
+        epoch: Epoch(1),
         source: req.source.as_ref().map(|s| VolumeSource {
             volume: s.volume.clone(),
             snapshot: s.snapshot.clone(),
@@ -820,10 +824,7 @@ pub async fn delete(store: &dyn Store, id_or_name: &str) -> Result<Volume, Volum
         then.push(TxnOp::Delete { key: kv.key });
     }
     // Its reservations are gone, so are requests to fence hosts off them.
-    for kv in store
-        .list(&format!("{}{}/", crate::attachments::FENCES, v.id))
-        .await?
-    {
+    for kv in store.list(&format!("{FENCES}{}/", v.id)).await? {
         then.push(TxnOp::Delete { key: kv.key });
     }
     let r = store

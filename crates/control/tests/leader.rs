@@ -164,7 +164,7 @@ async fn a_deposed_leader_cannot_write() {
     assert!(Leader::default().round(&*store, &new).await.unwrap());
     let (moved, _) = volumes::find(&*store, "vol-1").await.unwrap();
     assert!(!moved.has_replica(&v.replicas[2]));
-    assert_eq!(moved.epoch, v.epoch + 1);
+    assert_eq!(moved.epoch, v.epoch.next());
 }
 
 #[tokio::test]
@@ -201,7 +201,7 @@ async fn the_leader_handles_primaries_requests() {
     assert!(Leader::default().round(&*store, &l).await.unwrap());
     let (dropped, _) = volumes::find(&*store, "vol-1").await.unwrap();
     assert_eq!(dropped.in_sync, [v.primary.clone(), other.clone()]);
-    assert_eq!(dropped.epoch, v.epoch + 1);
+    assert_eq!(dropped.epoch, v.epoch.next());
     assert!(
         store.list(leader::REQUESTS).await.unwrap().is_empty(),
         "handled and refused requests are gone"
@@ -217,7 +217,7 @@ async fn the_leader_handles_primaries_requests() {
     assert!(Leader::default().round(&*store, &l).await.unwrap());
     let (after, _) = volumes::find(&*store, "vol-1").await.unwrap();
     assert_eq!(after.in_sync, [v.primary.clone(), other, follower.clone()]);
-    assert_eq!(after.epoch, v.epoch + 2);
+    assert_eq!(after.epoch, v.epoch.next().next());
     // The same request again is stale (older epoch): nothing changes.
     leader::request(&*store, &v.id, &follower, &add)
         .await

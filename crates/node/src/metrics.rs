@@ -159,7 +159,7 @@ fn render(r: &mut Registry, src: &NodeSources) {
             (
                 "alcubierre_replica_behind_writes",
                 "Writes a follower has yet to make durable (reported by the primary).",
-                (|f: &alcubierre_replica::primary::FollowerProgress| f.head.saturating_sub(f.acked))
+                (|f: &alcubierre_replica::primary::FollowerProgress| f.head.since(f.acked))
                     as fn(&alcubierre_replica::primary::FollowerProgress) -> u64,
             ),
             (

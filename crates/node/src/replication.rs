@@ -12,7 +12,7 @@ use alcubierre_control::reconcile::ReplicaRequest;
 use alcubierre_control::volumes::{self, FollowerProgress, Progress, Volume, PROGRESS};
 use alcubierre_replica::volume::{Ask, Control, PrimaryVolume, ReplicaEvents};
 use alcubierre_store::{put_if, Compare, Store};
-use alcubierre_types::{ByteOffset, ByteSize, VolumeId};
+use alcubierre_types::{ByteOffset, ByteSize, SeqNo, VolumeId};
 
 /// A volume's replication role on this node, for metrics.
 #[derive(Default)]
@@ -104,11 +104,11 @@ impl ProgressRecord {
         primary: &PrimaryVolume,
     ) -> anyhow::Result<()> {
         let all = primary.followers();
-        let head = all.first().map_or(0, |f| f.head);
+        let head = all.first().map_or(SeqNo(0), |f| f.head);
         let followers: Vec<FollowerProgress> = all
             .into_iter()
             .map(|f| FollowerProgress {
-                behind_writes: f.head.saturating_sub(f.acked),
+                behind_writes: f.head.since(f.acked),
                 node: f.node,
                 in_sync: f.in_sync,
                 connected: f.streaming,

@@ -28,6 +28,7 @@ use alcubierre_replica::primary::Config;
 use alcubierre_replica::volume::{Ask, Control, Lease, PrimaryVolume};
 use alcubierre_replica::Membership;
 use alcubierre_types::{BlockSize, ByteSize, Lba, VolumeGeometry, VolumeId};
+use alcubierre_types::{ByteOffset, Epoch};
 use bytes::Bytes;
 
 // The allocator the `alcubierre` binary uses.
@@ -221,9 +222,7 @@ async fn main() {
     let zeros = vec![0u8; 16 << 20];
     for v in [vol, solo] {
         for at in (0..vol_mib << 20).step_by(zeros.len()) {
-            backend
-                .write(v, alcubierre_types::ByteOffset(at), &zeros)
-                .unwrap();
+            backend.write(v, ByteOffset(at), &zeros).unwrap();
         }
         backend.flush(v).unwrap();
     }
@@ -318,7 +317,8 @@ async fn main() {
     // Three replicas.
     let mut peers = HashMap::new();
     for i in 1..3 {
-        let f = FollowerVolume::new(engines[i].clone(), &services[i].volumes(), vol, 1).unwrap();
+        let f =
+            FollowerVolume::new(engines[i].clone(), &services[i].volumes(), vol, Epoch(1)).unwrap();
         servers[i].add(f);
         peers.insert(format!("n{i}"), servers[i].local_addr());
     }
@@ -329,7 +329,7 @@ async fn main() {
         services[0].volume(vol).unwrap(),
         "n0",
         Membership {
-            epoch: 1,
+            epoch: Epoch(1),
             primary: "n0".into(),
             replicas: vec!["n0".into(), "n1".into(), "n2".into()],
             in_sync: vec!["n0".into(), "n1".into(), "n2".into()],
@@ -362,7 +362,7 @@ async fn main() {
     let peers: HashMap<String, std::net::SocketAddr> = (1..3)
         .map(|i| (format!("n{i}"), servers[i].local_addr()))
         .collect();
-    p.membership(m2(2, &["n0", "n1"]), peers.clone());
+    p.membership(m2(Epoch(2), &["n0", "n1"]), peers.clone());
     let chunk = Bytes::from(vec![0x3c; 64 << 10]);
     let mut tasks = Vec::new();
     for q in 0..8u64 {
@@ -379,9 +379,9 @@ async fn main() {
         t.await.unwrap();
     }
     engines[2]
-        .reset_replica(vol, alcubierre_cache::Tag::default())
+        .reset_replica(vol, alcubierre_cache::LogPos::default())
         .unwrap();
-    let f = FollowerVolume::new(engines[2].clone(), &services[2].volumes(), vol, 2).unwrap();
+    let f = FollowerVolume::new(engines[2].clone(), &services[2].volumes(), vol, Epoch(2)).unwrap();
     let dirty_now = engines[0].stats().dirty_bytes;
     let logged = engines[2].stats().log_bytes_written;
     let c0 = cpu();
@@ -389,7 +389,7 @@ async fn main() {
     eprintln!("rebuild: starting");
     let t0 = Instant::now();
     servers[2].add(f);
-    p.membership(m2(2, &["n0", "n1"]), peers);
+    p.membership(m2(Epoch(2), &["n0", "n1"]), peers);
     let mut streaming = None;
     loop {
         let fs = p.followers();

@@ -1,7 +1,8 @@
 //! A follower's side of a volume (rules 1, 3, 7 and 8 of the design).
 
 use crate::wire::{Msg, Payload, VERSION};
-use crate::Pos;
+use crate::{Epoch, LogPos, SeqNo};
+use alcubierre_types::VolumeId;
 
 /// What the driver must do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,7 +17,7 @@ pub enum Action {
     /// Persist a write in the local journal, then call [`Follower::local_durable`] (in order).
     Persist {
         /// Its position.
-        pos: Pos,
+        pos: LogPos,
         /// What it does.
         payload: Payload,
     },
@@ -25,24 +26,24 @@ pub enum Action {
     /// position (and as released).
     Discard {
         /// The primary's destage point.
-        base: Pos,
+        base: LogPos,
     },
     /// Evict writes up to `seq`: they are in the backend.
     Release {
         /// The released sequence number.
-        seq: u64,
+        seq: SeqNo,
     },
 }
 
 /// A follower of one volume.
 pub struct Follower {
-    volume: [u8; 16],
-    epoch: u64,
+    volume: VolumeId,
+    epoch: Epoch,
     /// Newest write appended (durable or on its way).
-    last: Pos,
+    last: LogPos,
     /// Highest durable sequence number.
-    durable: u64,
-    released: u64,
+    durable: SeqNo,
+    released: SeqNo,
     /// Whether a primary's Open was accepted on the current connection.
     open: bool,
 }
@@ -50,29 +51,29 @@ pub struct Follower {
 impl Follower {
     /// A follower whose local log ends at `last` (everything up to `durable` is durable; after a
     /// restart they are equal), knowing epoch `epoch` from the store.
-    pub fn new(volume: [u8; 16], epoch: u64, last: Pos) -> Self {
+    pub fn new(volume: VolumeId, epoch: Epoch, last: LogPos) -> Self {
         Self {
             volume,
             epoch,
             last,
             durable: last.seq,
-            released: 0,
+            released: SeqNo(0),
             open: false,
         }
     }
 
     /// The newest write appended.
-    pub fn last(&self) -> Pos {
+    pub fn last(&self) -> LogPos {
         self.last
     }
 
     /// The newest epoch known.
-    pub fn epoch(&self) -> u64 {
+    pub fn epoch(&self) -> Epoch {
         self.epoch
     }
 
     /// The store shows epoch `e`: writes of older epochs are refused from now on.
-    pub fn store_epoch(&mut self, e: u64) -> Vec<Action> {
+    pub fn store_epoch(&mut self, e: Epoch) -> Vec<Action> {
         if e > self.epoch {
             self.epoch = e;
             if self.open {
@@ -152,7 +153,7 @@ impl Follower {
                     // A replayed write it already has (same position: checked at Open).
                     return Vec::new();
                 }
-                if pos.seq != self.last.seq + 1 || pos.epoch > self.epoch {
+                if pos.seq != self.last.seq.next() || pos.epoch > self.epoch {
                     self.open = false;
                     return vec![Action::Close];
                 }
@@ -196,7 +197,7 @@ impl Follower {
     }
 
     /// The local journal made everything up to `seq` durable.
-    pub fn local_durable(&mut self, seq: u64) -> Vec<Action> {
+    pub fn local_durable(&mut self, seq: SeqNo) -> Vec<Action> {
         let seq = seq.min(self.last.seq);
         if seq <= self.durable {
             return Vec::new();
@@ -218,14 +219,15 @@ impl Follower {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alcubierre_types::ByteOffset;
     use bytes::Bytes;
 
     fn w(epoch: u64, seq: u64) -> Msg {
         Msg::Write {
-            epoch,
-            pos: Pos { epoch, seq },
+            epoch: Epoch(epoch),
+            pos: LogPos::new(epoch, seq),
             payload: Payload::Write {
-                offset: 0,
+                offset: ByteOffset(0),
                 data: Bytes::from(vec![0u8; 512]),
             },
         }
@@ -234,19 +236,22 @@ mod tests {
     fn open(epoch: u64) -> Msg {
         Msg::Open {
             version: VERSION,
-            volume: [1; 16],
-            epoch,
+            volume: VolumeId::from_bytes([1; 16]),
+            epoch: Epoch(epoch),
         }
     }
 
     #[test]
     fn appends_in_order_and_acks_durable_writes() {
-        let mut f = Follower::new([1; 16], 2, Pos::default());
+        let mut f = Follower::new(VolumeId::from_bytes([1; 16]), Epoch(2), LogPos::default());
         let a = f.on_msg(open(2));
         assert!(matches!(
             &a[0],
             Action::Send {
-                msg: Msg::Opened { epoch: 2, .. }
+                msg: Msg::Opened {
+                    epoch: Epoch(2),
+                    ..
+                }
             }
         ));
         assert!(matches!(f.on_msg(w(2, 1))[0], Action::Persist { .. }));
@@ -254,7 +259,7 @@ mod tests {
         assert!(f.on_msg(w(2, 2)).is_empty(), "a duplicate is ignored");
         assert_eq!(f.on_msg(w(2, 4)), vec![Action::Close], "a gap closes");
         assert_eq!(
-            f.local_durable(2),
+            f.local_durable(SeqNo(2)),
             Vec::<Action>::new(),
             "closed: acks wait for the next Open"
         );
@@ -262,12 +267,15 @@ mod tests {
 
     #[test]
     fn older_epochs_are_refused() {
-        let mut f = Follower::new([1; 16], 5, Pos::default());
+        let mut f = Follower::new(VolumeId::from_bytes([1; 16]), Epoch(5), LogPos::default());
         let a = f.on_msg(open(4));
         assert!(matches!(
             &a[0],
             Action::Send {
-                msg: Msg::Refused { epoch: 5, .. }
+                msg: Msg::Refused {
+                    epoch: Epoch(5),
+                    ..
+                }
             }
         ));
         f.on_msg(open(5));
@@ -277,7 +285,13 @@ mod tests {
         );
         assert!(f.refusal(&open(7)).is_none());
         assert!(
-            matches!(f.refusal(&open(4)), Some(Msg::Refused { epoch: 5, .. })),
+            matches!(
+                f.refusal(&open(4)),
+                Some(Msg::Refused {
+                    epoch: Epoch(5),
+                    ..
+                })
+            ),
             "a stale primary's connection is refused on its own"
         );
         assert!(
@@ -288,12 +302,15 @@ mod tests {
             matches!(f.on_msg(w(5, 1))[0], Action::Persist { .. }),
             "the connection in use stays open"
         );
-        assert_eq!(f.store_epoch(6), vec![Action::Close]);
+        assert_eq!(f.store_epoch(Epoch(6)), vec![Action::Close]);
         let a = f.on_msg(w(5, 2));
         assert!(matches!(
             &a[0],
             Action::Send {
-                msg: Msg::Refused { epoch: 6, .. }
+                msg: Msg::Refused {
+                    epoch: Epoch(6),
+                    ..
+                }
             }
         ));
     }

@@ -30,20 +30,20 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Finds the device a node serves forwarded I/O of a volume on.
-pub(crate) type Lookup = Arc<dyn Fn(&[u8; 16]) -> Option<Arc<dyn BlockDevice>> + Send + Sync>;
+pub(crate) type Lookup = Arc<dyn Fn(&VolumeId) -> Option<Arc<dyn BlockDevice>> + Send + Sync>;
 
 /// Takes a unit attention `(asc, ascq)` for the I_T nexuses of `hosts` (empty: every nexus) of
 /// a volume's LU on this node.
 pub type AttentionSink = Arc<dyn Fn(u8, u8, &[HostId]) + Send + Sync>;
 
 /// Finds where a node takes a volume's unit attentions.
-pub(crate) type Attentions = Arc<dyn Fn(&[u8; 16]) -> Option<AttentionSink> + Send + Sync>;
+pub(crate) type Attentions = Arc<dyn Fn(&VolumeId) -> Option<AttentionSink> + Send + Sync>;
 
 /// Serves a forwarding connection: every I/O request runs on `lookup(volume)`'s device (this
 /// node is the primary), concurrently, and replies go back as they complete; a unit attention
 /// from another node goes to `attentions(volume)` (any replica node) and is answered at once.
 pub(crate) fn serve(
-    volume: [u8; 16],
+    volume: VolumeId,
     lookup: Lookup,
     attentions: Attentions,
     tx: link::Sender,
@@ -148,7 +148,7 @@ impl Forwarder {
         let (tx, rx) = link::spawn(stream);
         let open = Msg::ForwardOpen {
             version: VERSION,
-            volume: *self.volume.0.as_bytes(),
+            volume: self.volume,
         };
         tx.send(open)
             .map_err(|_| unavailable(format!("the primary at {addr} closed the connection")))?;

@@ -3,30 +3,30 @@
 //! the same code in both.
 
 use alcubierre_block::{Op, Reservations};
-use alcubierre_types::{BlockCount, Lba};
+use alcubierre_types::{BlockCount, Lba, VolumeId};
 
 use crate::follower::Follower;
 use crate::primary::{Config, Primary};
 use crate::wire::{Msg, Request};
-use crate::{Membership, Pos};
+use crate::{Epoch, LogPos, Membership, SeqNo};
 
 /// Decodes frames from `data` until it runs out or a frame is bad; every message goes to a
 /// follower and to a primary (as if from one of its followers).
 pub fn run(data: &[u8]) {
     let m = Membership {
-        epoch: 3,
+        epoch: Epoch(3),
         primary: "p".into(),
         replicas: vec!["p".into(), "f".into()],
         in_sync: vec!["p".into(), "f".into()],
     };
-    let mut f = Follower::new([1; 16], 3, Pos { epoch: 2, seq: 5 });
+    let mut f = Follower::new(VolumeId::from_bytes([1; 16]), Epoch(3), LogPos::new(2, 5));
     let (mut p, _) = Primary::new(
-        [1; 16],
+        VolumeId::from_bytes([1; 16]),
         "p",
         m,
-        Pos { epoch: 3, seq: 9 },
-        &[(1, 2), (7, 3)],
-        Pos { epoch: 2, seq: 2 },
+        LogPos::new(3, 9),
+        &[(SeqNo(1), Epoch(2)), (SeqNo(7), Epoch(3))],
+        LogPos::new(2, 2),
         Config::default(),
         0,
     );
@@ -39,7 +39,7 @@ pub fn run(data: &[u8]) {
                 at += used;
                 reservations(&mut resv, &msg);
                 let _ = f.on_msg(msg.clone());
-                let _ = f.local_durable(at as u64);
+                let _ = f.local_durable(SeqNo(at as u64));
                 let _ = p.on_msg("f", msg);
                 let _ = p.tick(at as u64, at as u64 + 100);
             }

@@ -19,21 +19,13 @@ pub mod primary;
 pub mod volume;
 pub mod wire;
 
-/// A write's position: the epoch it was assigned in and its sequence number. Sequence numbers
-/// start at 1; `Pos::default()` (0, 0) is "before the first write".
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Pos {
-    /// The epoch of the primary that assigned it.
-    pub epoch: u64,
-    /// The sequence number.
-    pub seq: u64,
-}
+pub use alcubierre_types::{Epoch, LogPos, SeqNo};
 
 /// A replica set as the store holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Membership {
     /// The epoch.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// The primary.
     pub primary: String,
     /// Every member.

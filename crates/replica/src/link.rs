@@ -541,7 +541,10 @@ mod tests {
     }
 
     fn release(seq: u64) -> Msg {
-        Msg::Release { epoch: 1, seq }
+        Msg::Release {
+            epoch: crate::Epoch(1),
+            seq: crate::SeqNo(seq),
+        }
     }
 
     #[tokio::test]
@@ -564,10 +567,13 @@ mod tests {
     async fn receive_chunks_are_reused_once_their_frames_are_gone() {
         let ((tx, _ra), (_tb, mut rb)) = pair().await;
         let write = |seq: u64, byte: u8| Msg::Write {
-            epoch: 1,
-            pos: crate::Pos { epoch: 1, seq },
+            epoch: crate::Epoch(1),
+            pos: crate::LogPos {
+                epoch: crate::Epoch(1),
+                seq: crate::SeqNo(seq),
+            },
             payload: crate::wire::Payload::Write {
-                offset: seq * 4096,
+                offset: alcubierre_types::ByteOffset(seq * 4096),
                 data: bytes::Bytes::from(vec![byte; 64 << 10]),
             },
         };
@@ -605,10 +611,10 @@ mod tests {
         let ((tx, _ra), (_tb, mut rb)) = pair().await;
         // A large queue the socket cannot take at once, plus deferred frames never flushed.
         let big = Msg::Write {
-            epoch: 1,
-            pos: crate::Pos { epoch: 1, seq: 1 },
+            epoch: crate::Epoch(1),
+            pos: crate::LogPos::new(1, 1),
             payload: crate::wire::Payload::Write {
-                offset: 0,
+                offset: alcubierre_types::ByteOffset(0),
                 data: bytes::Bytes::from(vec![7u8; 1 << 20]),
             },
         };
@@ -654,10 +660,13 @@ mod tests {
     #[test]
     fn a_queue_holds_frames_in_order_with_bulk_data_by_reference() {
         let write = |seq: u64, len: usize| Msg::Write {
-            epoch: 1,
-            pos: crate::Pos { epoch: 1, seq },
+            epoch: crate::Epoch(1),
+            pos: crate::LogPos {
+                epoch: crate::Epoch(1),
+                seq: crate::SeqNo(seq),
+            },
             payload: crate::wire::Payload::Write {
-                offset: 0,
+                offset: alcubierre_types::ByteOffset(0),
                 data: bytes::Bytes::from(vec![seq as u8; len]),
             },
         };

@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use crate::follower::{Action, Follower};
 use crate::link;
 use crate::wire::{Msg, VERSION};
-use crate::Pos;
+use crate::{Epoch, LogPos};
 
 /// One volume this node follows.
 pub struct FollowerVolume {
@@ -45,10 +45,10 @@ impl FollowerVolume {
         engine: Arc<Engine>,
         opener: &VolumeOpener,
         volume: VolumeId,
-        epoch: u64,
+        epoch: Epoch,
     ) -> Result<Arc<Self>, alcubierre_cache::CacheError> {
         let log = engine.replication_log(volume);
-        let last = Pos {
+        let last = LogPos {
             epoch: log.last.epoch,
             seq: log.last.seq.max(log.released),
         };
@@ -58,7 +58,7 @@ impl FollowerVolume {
             geometry: engine.geometry(volume)?,
             dev: opener.volume(volume)?,
             engine,
-            core: Mutex::new(Follower::new(*volume.0.as_bytes(), epoch, last)),
+            core: Mutex::new(Follower::new(volume, epoch, last)),
             conn: Mutex::new(None),
             next_conn: AtomicU64::new(1),
             rt: tokio::runtime::Handle::current(),
@@ -71,7 +71,7 @@ impl FollowerVolume {
     }
 
     /// The newest write it holds.
-    pub fn last(&self) -> Pos {
+    pub fn last(&self) -> LogPos {
         self.core.lock().last()
     }
 
@@ -81,7 +81,7 @@ impl FollowerVolume {
     }
 
     /// The store shows epoch `e`.
-    pub fn store_epoch(self: &Arc<Self>, e: u64) {
+    pub fn store_epoch(self: &Arc<Self>, e: Epoch) {
         let acts = self.core.lock().store_epoch(e);
         let id = self.conn.lock().as_ref().map_or(0, |c| c.0);
         self.run(id, acts);
@@ -115,7 +115,7 @@ impl FollowerVolume {
                                 me.run(conn, acts);
                             }
                             Err(e) => {
-                                tracing::error!(volume = %me.volume, seq = pos.seq,
+                                tracing::error!(volume = %me.volume, seq = pos.seq.0,
                                     "a replicated write failed here: {e}");
                                 me.conn.lock().take();
                             }
@@ -132,7 +132,7 @@ impl FollowerVolume {
                         Box::new(done),
                     );
                     if let Err(e) = r {
-                        tracing::error!(volume = %self.volume, seq = pos.seq,
+                        tracing::error!(volume = %self.volume, seq = pos.seq.0,
                             "a replicated write failed here: {e}");
                         let mut c = self.conn.lock();
                         if c.as_ref().is_some_and(|(id, _)| *id == conn) {
@@ -143,7 +143,7 @@ impl FollowerVolume {
                 Action::Discard { base } => {
                     // A rebuild starts: the journal forgets the volume's writes but keeps
                     // `base` as its position (the volume stays attached).
-                    let base = alcubierre_cache::Tag {
+                    let base = alcubierre_cache::LogPos {
                         epoch: base.epoch,
                         seq: base.seq,
                     };
@@ -156,7 +156,7 @@ impl FollowerVolume {
                     let (engine, volume) = (self.engine.clone(), self.volume);
                     self.rt.spawn_blocking(move || {
                         if let Err(e) = engine.release(volume, seq) {
-                            tracing::warn!(%volume, seq, "journaling a release failed: {e}");
+                            tracing::warn!(%volume, seq = seq.0, "journaling a release failed: {e}");
                         }
                     });
                 }
@@ -178,9 +178,9 @@ impl FollowerVolume {
         if let Some(r) = refusal {
             let offered = match first {
                 Msg::Open { epoch, .. } => epoch,
-                _ => 0,
+                _ => Epoch(0),
             };
-            tracing::info!(volume = %self.volume, offered, "refused a replication connection (older epoch, other version or volume)");
+            tracing::info!(volume = %self.volume, offered = offered.0, "refused a replication connection (older epoch, other version or volume)");
             let _ = tx.send(r);
             return;
         }
@@ -217,15 +217,15 @@ impl FollowerVolume {
 const WAIT_FOR_VOLUME: Duration = Duration::from_secs(2);
 
 /// Devices a node serves forwarded I/O on, by volume.
-type Serving = Mutex<HashMap<[u8; 16], Arc<dyn BlockDevice>>>;
+type Serving = Mutex<HashMap<VolumeId, Arc<dyn BlockDevice>>>;
 
 /// Where a node takes the unit attentions other nodes pass on, by volume.
-type AttentionSinks = Mutex<HashMap<[u8; 16], crate::forward::AttentionSink>>;
+type AttentionSinks = Mutex<HashMap<VolumeId, crate::forward::AttentionSink>>;
 
 /// The node's replica listener: replication connections from primaries, and forwarded I/O
 /// from the volume's other paths.
 pub struct ReplicaServer {
-    followers: Mutex<HashMap<[u8; 16], Arc<FollowerVolume>>>,
+    followers: Mutex<HashMap<VolumeId, Arc<FollowerVolume>>>,
     /// Signalled when a volume is added.
     added: tokio::sync::Notify,
     serving: Arc<Serving>,
@@ -276,13 +276,13 @@ impl ReplicaServer {
 
     /// Starts following a volume.
     pub fn add(&self, f: Arc<FollowerVolume>) {
-        self.followers.lock().insert(*f.volume.0.as_bytes(), f);
+        self.followers.lock().insert(f.volume, f);
         self.added.notify_waiters();
     }
 
     /// Stops following a volume (its connection closes).
     pub fn remove(&self, volume: VolumeId) -> Option<Arc<FollowerVolume>> {
-        let f = self.followers.lock().remove(volume.0.as_bytes());
+        let f = self.followers.lock().remove(&volume);
         if let Some(f) = &f {
             f.stop();
         }
@@ -291,22 +291,22 @@ impl ReplicaServer {
 
     /// Serves forwarded I/O of `volume` (of which this node is the primary) on `dev`.
     pub fn serve_forwarded(&self, volume: VolumeId, dev: Arc<dyn BlockDevice>) {
-        self.serving.lock().insert(*volume.0.as_bytes(), dev);
+        self.serving.lock().insert(volume, dev);
     }
 
     /// Stops serving forwarded I/O of `volume`: requests fail as unavailable.
     pub fn stop_forwarded(&self, volume: VolumeId) {
-        self.serving.lock().remove(volume.0.as_bytes());
+        self.serving.lock().remove(&volume);
     }
 
     /// Unit attentions other nodes pass on for `volume` go to `sink` (its LU on this node).
     pub fn take_attentions(&self, volume: VolumeId, sink: crate::forward::AttentionSink) {
-        self.attentions.lock().insert(*volume.0.as_bytes(), sink);
+        self.attentions.lock().insert(volume, sink);
     }
 
     /// `volume` has no LU here any more.
     pub fn drop_attentions(&self, volume: VolumeId) {
-        self.attentions.lock().remove(volume.0.as_bytes());
+        self.attentions.lock().remove(&volume);
     }
 
     async fn accept(self: Arc<Self>, s: tokio::net::TcpStream, peer: SocketAddr) {
@@ -318,15 +318,15 @@ impl ReplicaServer {
         if let Msg::ForwardOpen { version, volume } = first {
             if version != VERSION {
                 let _ = tx.send(Msg::Refused {
-                    epoch: 0,
+                    epoch: Epoch(0),
                     version: VERSION,
                 });
                 return;
             }
             let serving = self.serving.clone();
-            let lookup = Arc::new(move |v: &[u8; 16]| serving.lock().get(v).cloned());
+            let lookup = Arc::new(move |v: &VolumeId| serving.lock().get(v).cloned());
             let sinks = self.attentions.clone();
-            let attentions = Arc::new(move |v: &[u8; 16]| sinks.lock().get(v).cloned());
+            let attentions = Arc::new(move |v: &VolumeId| sinks.lock().get(v).cloned());
             crate::forward::serve(volume, lookup, attentions, tx, rx);
             return;
         }
@@ -348,7 +348,7 @@ impl ReplicaServer {
             }
             if tokio::time::timeout_at(deadline, added).await.is_err() {
                 let _ = tx.send(Msg::Refused {
-                    epoch: 0,
+                    epoch: Epoch(0),
                     version: VERSION,
                 });
                 return;

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use crate::wire::{Msg, Payload, VERSION};
-use crate::{Membership, Pos};
+use crate::{Epoch, LogPos, Membership, SeqNo};
+use alcubierre_types::VolumeId;
 
 /// Settings.
 #[derive(Clone, Debug)]
@@ -42,21 +43,21 @@ pub enum Action {
         /// The follower.
         to: String,
         /// Last write it has.
-        after: u64,
+        after: SeqNo,
         /// Last write to send.
-        upto: u64,
+        upto: SeqNo,
     },
     /// Persist a write in the local journal, then call [`Primary::local_durable`] (in order).
     Persist {
         /// Its position.
-        pos: Pos,
+        pos: LogPos,
         /// What it does.
         payload: Payload,
     },
     /// Every host write up to `upto` may be acknowledged.
     Acked {
         /// The highest acknowledged sequence number.
-        upto: u64,
+        upto: SeqNo,
     },
     /// Open a connection to `to` and call [`Primary::connected`] (or
     /// [`Primary::disconnected`] on failure).
@@ -74,7 +75,7 @@ pub enum Action {
         /// The follower.
         node: String,
         /// The epoch the request is based on.
-        epoch: u64,
+        epoch: Epoch,
     },
     /// Ask the leader to add `node` to the in-sync set of epoch `epoch` (it has every
     /// acknowledged write).
@@ -82,13 +83,13 @@ pub enum Action {
         /// The follower.
         node: String,
         /// The epoch the request is based on.
-        epoch: u64,
+        epoch: Epoch,
     },
     /// The store named another primary in a newer epoch: stop serving the volume; pending
     /// writes are not acknowledged here.
     Demoted {
         /// The newer epoch.
-        epoch: u64,
+        epoch: Epoch,
     },
 }
 
@@ -107,7 +108,7 @@ struct Peer {
     link: Link,
     /// Highest sequence number durable on it (kept across reconnections: it does not go back
     /// except by a reset).
-    acked: u64,
+    acked: SeqNo,
     /// Since when it has owed an acknowledgement, or been disconnected while needed.
     owing_since: Option<u64>,
     asked_drop: bool,
@@ -132,9 +133,9 @@ pub struct FollowerProgress {
     /// Writes flow to it (otherwise it is disconnected or connecting).
     pub streaming: bool,
     /// The highest sequence number durable on it.
-    pub acked: u64,
+    pub acked: SeqNo,
     /// The primary's newest sequence number.
-    pub head: u64,
+    pub head: SeqNo,
 }
 
 /// Why a host write was not taken.
@@ -142,34 +143,34 @@ pub struct FollowerProgress {
 pub enum WriteError {
     /// This node is no longer the primary.
     #[error("not the primary (epoch {0} is newer)")]
-    NotPrimary(u64),
+    NotPrimary(Epoch),
 }
 
 /// The primary of one volume.
 pub struct Primary {
-    volume: [u8; 16],
+    volume: VolumeId,
     me: String,
     cfg: Config,
     m: Membership,
     /// Last assigned sequence number.
-    head: u64,
+    head: SeqNo,
     /// Highest locally durable sequence number.
-    durable: u64,
+    durable: SeqNo,
     /// Highest sequence number acknowledged to hosts.
-    acked: u64,
+    acked: SeqNo,
     /// The destage point: everything up to it is in the backend.
-    destaged: Pos,
+    destaged: LogPos,
     /// Runs of sequence numbers by epoch: `(first seq, epoch)`, ascending.
-    epochs: Vec<(u64, u64)>,
+    epochs: Vec<(SeqNo, Epoch)>,
     peers: BTreeMap<String, Peer>,
     now: u64,
     lease_until: u64,
-    demoted: Option<u64>,
+    demoted: Option<Epoch>,
     /// A follower named this newer epoch before the store's membership for it reached here:
     /// nothing is acknowledged or read until [`Primary::membership`] says whether this node is
     /// still the primary in it (the followers' and the primary's nodes learn a new epoch from
     /// the store independently, in either order).
-    stale: Option<u64>,
+    stale: Option<Epoch>,
 }
 
 impl Primary {
@@ -181,12 +182,12 @@ impl Primary {
     /// assigned twice.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        volume: [u8; 16],
+        volume: VolumeId,
         me: &str,
         m: Membership,
-        last: Pos,
-        log_epochs: &[(u64, u64)],
-        destaged: Pos,
+        last: LogPos,
+        log_epochs: &[(SeqNo, Epoch)],
+        destaged: LogPos,
         cfg: Config,
         now: u64,
     ) -> (Self, Vec<Action>) {
@@ -198,7 +199,7 @@ impl Primary {
             durable: last.seq,
             acked: last.seq,
             destaged,
-            epochs: std::iter::once((0, 0))
+            epochs: std::iter::once((SeqNo(0), Epoch(0)))
                 .chain(log_epochs.iter().copied())
                 .collect(),
             peers: BTreeMap::new(),
@@ -214,17 +215,17 @@ impl Primary {
     }
 
     /// The current epoch.
-    pub fn epoch(&self) -> u64 {
+    pub fn epoch(&self) -> Epoch {
         self.m.epoch
     }
 
     /// The last assigned sequence number.
-    pub fn head(&self) -> u64 {
+    pub fn head(&self) -> SeqNo {
         self.head
     }
 
     /// The highest sequence number acknowledged to hosts.
-    pub fn acked(&self) -> u64 {
+    pub fn acked(&self) -> SeqNo {
         self.acked
     }
 
@@ -269,15 +270,15 @@ impl Primary {
     }
 
     /// Whether a follower named a newer epoch that the store's membership has not yet brought.
-    pub fn stale(&self) -> Option<u64> {
+    pub fn stale(&self) -> Option<Epoch> {
         self.stale
     }
 
     /// The epoch a sequence number was assigned in (0: unknown / before the log).
-    fn epoch_of(&self, seq: u64) -> u64 {
+    fn epoch_of(&self, seq: SeqNo) -> Epoch {
         match self.epochs.iter().rev().find(|(first, _)| *first <= seq) {
             Some((_, e)) => *e,
-            None => 0,
+            None => Epoch(0),
         }
     }
 
@@ -286,12 +287,12 @@ impl Primary {
     }
 
     /// A host write: its sequence number, or why not.
-    pub fn write(&mut self, payload: Payload) -> Result<(u64, Vec<Action>), WriteError> {
+    pub fn write(&mut self, payload: Payload) -> Result<(SeqNo, Vec<Action>), WriteError> {
         if let Some(e) = self.demoted {
             return Err(WriteError::NotPrimary(e));
         }
-        self.head += 1;
-        let pos = Pos {
+        self.head = self.head.next();
+        let pos = LogPos {
             epoch: self.m.epoch,
             seq: self.head,
         };
@@ -322,7 +323,7 @@ impl Primary {
     }
 
     /// The local journal made everything up to `seq` durable.
-    pub fn local_durable(&mut self, seq: u64) -> Vec<Action> {
+    pub fn local_durable(&mut self, seq: SeqNo) -> Vec<Action> {
         self.durable = self.durable.max(seq.min(self.head));
         let mut out = Vec::new();
         self.commit(&mut out);
@@ -330,7 +331,7 @@ impl Primary {
     }
 
     /// The destage point advanced: everything up to `pos` is in the backend (flushed).
-    pub fn destaged(&mut self, pos: Pos) -> Vec<Action> {
+    pub fn destaged(&mut self, pos: LogPos) -> Vec<Action> {
         let mut out = Vec::new();
         if pos.seq <= self.destaged.seq {
             return out;
@@ -504,10 +505,10 @@ impl Primary {
         out
     }
 
-    fn opened(&mut self, from: &str, last: Pos, out: &mut Vec<Action>) {
+    fn opened(&mut self, from: &str, last: LogPos, out: &mut Vec<Action>) {
         // Its log is a prefix of this one (log matching on the entry at `last`).
-        let prefix =
-            last.seq <= self.head && (last.seq == 0 || self.epoch_of(last.seq) == last.epoch);
+        let prefix = last.seq <= self.head
+            && (last.seq == SeqNo(0) || self.epoch_of(last.seq) == last.epoch);
         let matches = prefix && last.seq >= self.destaged.seq;
         let in_sync = self.m.in_sync.iter().any(|n| n == from);
         let (head, destaged, epoch) = (self.head, self.destaged, self.m.epoch);
@@ -554,9 +555,9 @@ impl Primary {
     fn rebuild(
         to: &str,
         p: &mut Peer,
-        destaged: Pos,
-        head: u64,
-        epoch: u64,
+        destaged: LogPos,
+        head: SeqNo,
+        epoch: Epoch,
         out: &mut Vec<Action>,
     ) {
         p.link = Link::Streaming;
@@ -581,7 +582,7 @@ impl Primary {
     /// acknowledges and serves nothing, holding its writes, and keeps retrying the follower.
     /// Waiting is bounded: the node's own agent brings the membership from the same store, or
     /// the node loses its lease.
-    fn heard_newer(&mut self, from: &str, epoch: u64, out: &mut Vec<Action>) {
+    fn heard_newer(&mut self, from: &str, epoch: Epoch, out: &mut Vec<Action>) {
         if self.demoted.is_some() {
             return;
         }
@@ -592,7 +593,7 @@ impl Primary {
         out.extend(self.disconnected(from));
     }
 
-    fn demote(&mut self, epoch: u64, out: &mut Vec<Action>) {
+    fn demote(&mut self, epoch: Epoch, out: &mut Vec<Action>) {
         if self.demoted.is_none() {
             self.demoted = Some(epoch);
             out.push(Action::Demoted { epoch });
@@ -647,7 +648,7 @@ impl Primary {
                 n.clone(),
                 Peer {
                     link: Link::Opening,
-                    acked: 0,
+                    acked: SeqNo(0),
                     owing_since: Some(self.now),
                     asked_drop: false,
                     asked_add: false,
@@ -693,7 +694,7 @@ impl Primary {
             if *n == self.me {
                 continue;
             }
-            c = c.min(self.peers.get(n).map_or(0, |p| p.acked));
+            c = c.min(self.peers.get(n).map_or(SeqNo(0), |p| p.acked));
         }
         let me_in = self.m.in_sync.contains(&self.me);
         if me_in && members >= self.cfg.min_insync && self.now < self.lease_until && c > self.acked

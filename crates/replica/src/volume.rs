@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use alcubierre_block::{BlockDevice, BlockError, IoFuture};
 use alcubierre_cache::{
-    CacheVolume, ClaimState, DestageFence, Engine, ReplayEnd, Replayed, Tag, WriteCallback,
+    CacheVolume, ClaimState, DestageFence, Engine, LogPos, ReplayEnd, Replayed, WriteCallback,
 };
-use alcubierre_types::{BlockCount, ByteSize, Lba, VolumeGeometry, VolumeId};
+use alcubierre_types::{BlockCount, ByteOffset, ByteSize, Lba, VolumeGeometry, VolumeId};
 use bytes::Bytes;
 use futures::FutureExt;
 use parking_lot::Mutex;
@@ -28,7 +28,7 @@ use tracing::Instrument;
 use crate::link;
 use crate::primary::{Action, Config, Primary};
 use crate::wire::{Msg, Payload};
-use crate::{Membership, Pos};
+use crate::{Epoch, Membership, SeqNo};
 
 /// What the primary asks of the control plane.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,14 +38,14 @@ pub enum Ask {
         /// The follower.
         node: String,
         /// The epoch.
-        epoch: u64,
+        epoch: Epoch,
     },
     /// Add `node` to the in-sync set of `epoch`.
     Add {
         /// The follower.
         node: String,
         /// The epoch.
-        epoch: u64,
+        epoch: Epoch,
     },
 }
 
@@ -116,18 +116,18 @@ const WINDOW_BYTES: usize = 256 << 20;
 const REPLAY_QUEUE: usize = 64 << 20;
 
 struct Window {
-    entries: VecDeque<(Pos, Payload)>,
+    entries: VecDeque<(LogPos, Payload)>,
     bytes: usize,
     /// Writes up to here are not in the window.
-    floor: u64,
+    floor: SeqNo,
 }
 
 struct Inner {
     core: Primary,
-    pending: BTreeMap<u64, oneshot::Sender<Result<(), BlockError>>>,
+    pending: BTreeMap<SeqNo, oneshot::Sender<Result<(), BlockError>>>,
     links: HashMap<String, (u64, link::Sender)>,
     window: Window,
-    destaged: u64,
+    destaged: SeqNo,
 }
 
 /// A volume this node is primary of.
@@ -218,19 +218,16 @@ impl PrimaryVolume {
         let epoch = m.epoch;
         let geometry = engine.geometry(volume)?;
         let log = engine.replication_log(volume);
-        let last = Pos {
+        let last = LogPos {
             epoch: log.last.epoch,
             seq: log.last.seq.max(log.released),
         };
         // In the backend: what this journal holds as released, and every write before the
         // oldest one it still holds (the journal keeps a volume's writes after its destage
         // point, in order; older ones were destaged here or released by a primary).
-        let before_kept = log
-            .runs
-            .first()
-            .map_or(last.seq, |(first, _)| first.saturating_sub(1));
+        let before_kept = log.runs.first().map_or(last.seq, |(first, _)| first.prev());
         let destaged_seq = before_kept.max(log.released).max(log.destaged);
-        let destaged = Pos {
+        let destaged = LogPos {
             epoch: epoch_in(&log.runs, destaged_seq),
             seq: destaged_seq,
         };
@@ -243,7 +240,7 @@ impl PrimaryVolume {
         );
         engine.set_primary_fenced(volume, fence.clone());
         let (core, acts) = Primary::new(
-            *volume.0.as_bytes(),
+            volume,
             me,
             m,
             last,
@@ -278,7 +275,7 @@ impl PrimaryVolume {
             rt: tokio::runtime::Handle::current(),
             destaging: std::sync::atomic::AtomicBool::new(false),
             events: Default::default(),
-            span: tracing::info_span!("primary", volume = %volume, node = %me, epoch),
+            span: tracing::info_span!("primary", volume = %volume, node = %me, epoch = epoch.0),
         });
         {
             let mut inner = v.inner.lock();
@@ -301,7 +298,7 @@ impl PrimaryVolume {
 
     /// The store's replica set changed; `peers` are the members' replica addresses.
     pub fn membership(self: &Arc<Self>, m: Membership, peers: HashMap<String, SocketAddr>) {
-        self.span.record("epoch", m.epoch);
+        self.span.record("epoch", m.epoch.0);
         *self.peers.lock() = peers;
         let _ = self.step(|inner| Ok::<_, ()>(inner.core.membership(m)));
     }
@@ -346,7 +343,7 @@ impl PrimaryVolume {
         let _ = self.step(|inner| Ok::<_, ()>(self.tick_locked(inner, destaged)));
     }
 
-    fn tick_locked(&self, inner: &mut Inner, destaged: u64) -> Vec<Action> {
+    fn tick_locked(&self, inner: &mut Inner, destaged: SeqNo) -> Vec<Action> {
         if self.fence.claim_state() == ClaimState::Lost && self.failed.lock().is_none() {
             // Another node claimed the backend image (docs/design/replication.md, "Backend
             // fencing"): this node cannot destage the volume, so it stops serving it. The
@@ -380,8 +377,8 @@ impl PrimaryVolume {
                 .entries
                 .iter()
                 .find(|(p, _)| p.seq == destaged)
-                .map_or(0, |(p, _)| p.epoch);
-            acts.extend(inner.core.destaged(Pos {
+                .map_or(Epoch(0), |(p, _)| p.epoch);
+            acts.extend(inner.core.destaged(LogPos {
                 epoch,
                 seq: destaged,
             }));
@@ -425,8 +422,8 @@ impl PrimaryVolume {
                     if let Some((_, tx)) = inner.links.get(&to) {
                         if let Msg::Reset { base, .. } = &msg {
                             EventCounters::bump(&self.events.rebuilds);
-                            tracing::info!(volume = %self.volume, follower = %to, from = base.seq,
-                                head = inner.core.head(), "rebuilding a follower from the destage point");
+                            tracing::info!(volume = %self.volume, follower = %to, from = base.seq.0,
+                                head = inner.core.head().0, "rebuilding a follower from the destage point");
                             reset = Some(to.clone());
                         }
                         let _ = tx.send(msg);
@@ -439,7 +436,7 @@ impl PrimaryVolume {
                     };
                     if reset.as_deref() != Some(to.as_str()) && after < upto {
                         EventCounters::bump(&self.events.resyncs);
-                        tracing::info!(volume = %self.volume, follower = %to, after, upto,
+                        tracing::info!(volume = %self.volume, follower = %to, after = after.0, upto = upto.0,
                             "resyncing a follower from its last write");
                     }
                     let epoch = inner.core.epoch();
@@ -499,7 +496,7 @@ impl PrimaryVolume {
                     }
                 }
                 Action::Acked { upto } => {
-                    let rest = inner.pending.split_off(&(upto + 1));
+                    let rest = inner.pending.split_off(&upto.next());
                     for (_, tx) in std::mem::replace(&mut inner.pending, rest) {
                         let _ = tx.send(Ok(()));
                     }
@@ -515,7 +512,7 @@ impl PrimaryVolume {
                     self.control.ask(self.volume, Ask::Add { node, epoch })
                 }
                 Action::Demoted { epoch } => {
-                    tracing::warn!(volume = %self.volume, epoch, "demoted: another node is the primary in a newer epoch");
+                    tracing::warn!(volume = %self.volume, epoch = epoch.0, "demoted: another node is the primary in a newer epoch");
                     let e = BlockError::Unavailable(format!(
                         "this node is no longer the volume's primary (epoch {epoch})"
                     ));
@@ -538,9 +535,9 @@ impl PrimaryVolume {
         to: String,
         conn: u64,
         tx: link::Sender,
-        epoch: u64,
-        after: u64,
-        floor: u64,
+        epoch: Epoch,
+        after: SeqNo,
+        floor: SeqNo,
     ) {
         let me = self.clone();
         self.rt.spawn_blocking(move || {
@@ -551,7 +548,7 @@ impl PrimaryVolume {
                     Replayed::Write { offset, data } => Payload::Write { offset, data },
                     Replayed::Zero { offset, len } => Payload::Zero { offset, len },
                 };
-                let pos = Pos {
+                let pos = LogPos {
                     epoch: tag.epoch,
                     seq: tag.seq,
                 };
@@ -572,12 +569,12 @@ impl PrimaryVolume {
             match r {
                 Ok(ReplayEnd::Complete) => {
                     EventCounters::bump(&me.events.journal_replays);
-                    tracing::info!(volume = %me.volume, follower = %to, after, floor, writes = sent,
+                    tracing::info!(volume = %me.volume, follower = %to, after = after.0, floor = floor.0, writes = sent,
                         took_ms = t0.elapsed().as_millis() as u64, "replayed writes from the journal");
                     let _ = tx.release();
                 }
                 other => {
-                    tracing::warn!(volume = %me.volume, follower = %to, after, floor, ?other,
+                    tracing::warn!(volume = %me.volume, follower = %to, after = after.0, floor = floor.0, ?other,
                         "the journal no longer holds the writes a follower needs: destaging them, then rebuilding the follower");
                     let _rt = me.rt.enter();
                     link::deferring(|| {
@@ -759,14 +756,20 @@ impl BlockDevice for PrimaryVolume {
             Err(e) => return futures::future::ready(Err(e)).boxed(),
         };
         match self.range(&g, lba, n) {
-            Ok((offset, _)) => self.submit(Payload::Write { offset, data }),
+            Ok((offset, _)) => self.submit(Payload::Write {
+                offset: ByteOffset(offset),
+                data,
+            }),
             Err(e) => futures::future::ready(Err(e)).boxed(),
         }
     }
 
     fn write_zeroes(&self, lba: Lba, count: BlockCount) -> IoFuture<()> {
         match self.range(&self.geometry(), lba, count) {
-            Ok((offset, len)) => self.submit(Payload::Zero { offset, len }),
+            Ok((offset, len)) => self.submit(Payload::Zero {
+                offset: ByteOffset(offset),
+                len: ByteSize(len),
+            }),
             Err(e) => futures::future::ready(Err(e)).boxed(),
         }
     }
@@ -791,21 +794,21 @@ impl BlockDevice for PrimaryVolume {
 pub(crate) fn persist(
     dev: &CacheVolume,
     geometry: &VolumeGeometry,
-    pos: Pos,
+    pos: LogPos,
     payload: Payload,
     done: WriteCallback,
 ) -> Result<(), alcubierre_cache::CacheError> {
-    let tag = Tag {
+    let tag = LogPos {
         epoch: pos.epoch,
         seq: pos.seq,
     };
     let bs = geometry.block_size().bytes();
     match payload {
         Payload::Write { offset, data } => {
-            dev.submit_with(Lba(offset / bs), Some(data), BlockCount(0), tag, done)
+            dev.submit_with(Lba(offset.0 / bs), Some(data), BlockCount(0), tag, done)
         }
         Payload::Zero { offset, len } => {
-            dev.submit_with(Lba(offset / bs), None, BlockCount(len / bs), tag, done)
+            dev.submit_with(Lba(offset.0 / bs), None, BlockCount(len.0 / bs), tag, done)
         }
     }
 }
@@ -817,9 +820,9 @@ fn payload_bytes(p: &Payload) -> usize {
     }
 }
 
-fn epoch_in(runs: &[(u64, u64)], seq: u64) -> u64 {
+fn epoch_in(runs: &[(SeqNo, Epoch)], seq: SeqNo) -> Epoch {
     runs.iter()
         .rev()
         .find(|(first, _)| *first <= seq)
-        .map_or(0, |(_, e)| *e)
+        .map_or(Epoch(0), |(_, e)| *e)
 }

@@ -17,7 +17,7 @@ use alcubierre_replica::node::{FollowerVolume, ReplicaServer};
 use alcubierre_replica::primary::Config;
 use alcubierre_replica::volume::{Ask, Control, Lease, PrimaryVolume};
 use alcubierre_replica::wire::{Msg, VERSION};
-use alcubierre_replica::Membership;
+use alcubierre_replica::{Epoch, Membership, SeqNo};
 use alcubierre_types::{BlockCount, BlockSize, ByteSize, Lba, VolumeGeometry, VolumeId};
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -100,7 +100,7 @@ async fn three_nodes_with(
     }
     let mut followers = Vec::new();
     for n in &nodes[1..] {
-        let f = FollowerVolume::new(n.engine.clone(), &n.svc.volumes(), vol, 1).unwrap();
+        let f = FollowerVolume::new(n.engine.clone(), &n.svc.volumes(), vol, Epoch(1)).unwrap();
         n.server.add(f.clone());
         followers.push(f);
     }
@@ -167,7 +167,7 @@ async fn next_add(asks: &mut mpsc::UnboundedReceiver<Ask>, p: &PrimaryVolume) ->
 
 fn set(epoch: u64, primary: &str, in_sync: &[&str]) -> Membership {
     Membership {
-        epoch,
+        epoch: Epoch(epoch),
         primary: primary.into(),
         replicas: vec!["n0".into(), "n1".into(), "n2".into()],
         in_sync: in_sync.iter().map(|s| s.to_string()).collect(),
@@ -199,7 +199,7 @@ async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
                 block(i, 1)
             );
         }
-        assert_eq!(n.engine.replication_log(vol).last.seq, 64);
+        assert_eq!(n.engine.replication_log(vol).last.seq, SeqNo(64));
     }
 
     // 2. n2 is lost: a write waits for it until the leader drops it from the in-sync set.
@@ -219,12 +219,12 @@ async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
         ask,
         Ask::Drop {
             node: "n2".into(),
-            epoch: 1
+            epoch: Epoch(1)
         }
     );
     assert!(!w.is_finished(), "not acknowledged without n2 or a new set");
     p.membership(set(2, "n0", &["n0", "n1"]), addrs(&nodes));
-    followers[0].store_epoch(2);
+    followers[0].store_epoch(Epoch(2));
     tokio::time::timeout(Duration::from_secs(5), w)
         .await
         .expect("acknowledged in the new epoch")
@@ -237,7 +237,13 @@ async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
     }
 
     // 3. n2 comes back (same journal, new listener): it resyncs, the primary asks to add it.
-    let f2 = FollowerVolume::new(nodes[2].engine.clone(), &nodes[2].svc.volumes(), vol, 2).unwrap();
+    let f2 = FollowerVolume::new(
+        nodes[2].engine.clone(),
+        &nodes[2].svc.volumes(),
+        vol,
+        Epoch(2),
+    )
+    .unwrap();
     nodes[2].server.add(f2.clone());
     p.membership(set(2, "n0", &["n0", "n1"]), addrs(&nodes));
     let ask = loop {
@@ -253,12 +259,12 @@ async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
         ask,
         Ask::Add {
             node: "n2".into(),
-            epoch: 2
+            epoch: Epoch(2)
         }
     );
     p.membership(set(3, "n0", &["n0", "n1", "n2"]), addrs(&nodes));
-    followers[0].store_epoch(3);
-    f2.store_epoch(3);
+    followers[0].store_epoch(Epoch(3));
+    f2.store_epoch(Epoch(3));
     if let Err(e) =
         tokio::time::timeout(Duration::from_secs(10), p.write(Lba(300), block(300, 4))).await
     {
@@ -294,7 +300,7 @@ async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
     drop(p);
     nodes[1].server.remove(vol);
     let (p1, _lease1, _asks1) = start_primary(&nodes, 1, vol, set(4, "n1", &["n1", "n2"]), cfg);
-    f2.store_epoch(4);
+    f2.store_epoch(Epoch(4));
     // Give the timer a tick to see the lease.
     tokio::time::sleep(Duration::from_millis(120)).await;
     for (i, d) in &acked {
@@ -316,7 +322,7 @@ async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
         block(400, 5),
         "the new primary replicates to n2"
     );
-    assert_eq!(nodes[2].engine.replication_log(vol).last.epoch, 4);
+    assert_eq!(nodes[2].engine.replication_log(vol).last.epoch, Epoch(4));
     drop(p1);
     for n in nodes {
         n.svc.shutdown();
@@ -331,7 +337,7 @@ async fn writes_replicate_survive_a_lost_follower_and_a_failover() {
 async fn a_stale_primary_does_not_cut_the_current_primarys_stream() {
     let (vol, nodes, followers) = three_nodes().await;
     for f in &followers {
-        f.store_epoch(2);
+        f.store_epoch(Epoch(2));
     }
     let (p, _lease, _asks) =
         start_primary(&nodes, 0, vol, set(2, "n0", &["n0", "n1", "n2"]), fast());
@@ -361,12 +367,14 @@ async fn a_stale_primary_does_not_cut_the_current_primarys_stream() {
         let (tx, mut rx) = alcubierre_replica::link::spawn(stream);
         tx.send(Msg::Open {
             version: VERSION,
-            volume: *vol.0.as_bytes(),
-            epoch: 1,
+            volume: vol,
+            epoch: Epoch(1),
         })
         .unwrap();
         match within("refusal", rx.next()).await {
-            Some(Msg::Refused { epoch: 2, .. }) => {}
+            Some(Msg::Refused {
+                epoch: Epoch(2), ..
+            }) => {}
             other => panic!("the stale Open got {other:?}"),
         }
     }
@@ -425,7 +433,7 @@ async fn a_new_primary_resyncs_a_follower_from_its_journal() {
     let w = tokio::spawn(async move { pw.write(Lba(16), block(16, 2)).await });
     let _ = tokio::time::timeout(Duration::from_secs(5), asks.recv()).await;
     p.membership(set(2, "n0", &["n0", "n1"]), addrs(&nodes));
-    followers[0].store_epoch(2);
+    followers[0].store_epoch(Epoch(2));
     within("write 2", w).await.unwrap().unwrap();
     for i in 17..80 {
         within("write 2", p.write(Lba(i), block(i, 2)))
@@ -433,7 +441,7 @@ async fn a_new_primary_resyncs_a_follower_from_its_journal() {
             .unwrap();
     }
     let head = nodes[1].engine.replication_log(vol).last.seq;
-    assert_eq!(head, 96);
+    assert_eq!(head, SeqNo(96));
     // n0 goes; n1 takes over in epoch 3 with nothing of the volume in memory; n2 returns with
     // its journal (32 writes).
     lease.revoke();
@@ -441,7 +449,13 @@ async fn a_new_primary_resyncs_a_follower_from_its_journal() {
     nodes[1].server.remove(vol);
     let (p1, _lease1, mut asks1) =
         start_primary(&nodes, 1, vol, set(3, "n1", &["n1"]), cfg.clone());
-    let f2 = FollowerVolume::new(nodes[2].engine.clone(), &nodes[2].svc.volumes(), vol, 3).unwrap();
+    let f2 = FollowerVolume::new(
+        nodes[2].engine.clone(),
+        &nodes[2].svc.volumes(),
+        vol,
+        Epoch(3),
+    )
+    .unwrap();
     nodes[2].server.add(f2.clone());
     p1.membership(set(3, "n1", &["n1"]), addrs(&nodes));
     let ask = next_add(&mut asks1, &p1).await;
@@ -449,10 +463,10 @@ async fn a_new_primary_resyncs_a_follower_from_its_journal() {
         ask,
         Ask::Add {
             node: "n2".into(),
-            epoch: 3
+            epoch: Epoch(3)
         }
     );
-    assert_eq!(nodes[2].engine.replication_log(vol).last.seq, 96);
+    assert_eq!(nodes[2].engine.replication_log(vol).last.seq, SeqNo(96));
     for i in 0..80 {
         let want = if i < 16 { block(i, 1) } else { block(i, 2) };
         assert_eq!(
@@ -473,7 +487,7 @@ async fn a_new_primary_resyncs_a_follower_from_its_journal() {
     );
     // Back in the in-sync set, n2 takes new writes after the replayed ones.
     p1.membership(set(4, "n1", &["n1", "n2"]), addrs(&nodes));
-    f2.store_epoch(4);
+    f2.store_epoch(Epoch(4));
     within("write 3", p1.write(Lba(5), block(5, 3)))
         .await
         .unwrap();
@@ -511,14 +525,20 @@ async fn a_replica_registered_after_the_primary_connects_catches_up_at_once() {
         "n2 streams before it follows the volume: {}",
         p.describe()
     );
-    let f2 = FollowerVolume::new(nodes[2].engine.clone(), &nodes[2].svc.volumes(), vol, 1).unwrap();
+    let f2 = FollowerVolume::new(
+        nodes[2].engine.clone(),
+        &nodes[2].svc.volumes(),
+        vol,
+        Epoch(1),
+    )
+    .unwrap();
     nodes[2].server.add(f2);
     let ask = next_add(&mut asks, &p).await;
     assert_eq!(
         ask,
         Ask::Add {
             node: "n2".into(),
-            epoch: 1
+            epoch: Epoch(1)
         }
     );
     for i in 0..8 {
@@ -624,7 +644,7 @@ async fn follower_paths_forward_to_the_primary_and_follow_a_failover() {
         set(2, "n1", &["n1", "n2"]),
         Config::default(),
     );
-    followers[1].store_epoch(2);
+    followers[1].store_epoch(Epoch(2));
     nodes[1].server.serve_forwarded(vol, p1.clone());
     path1.set_route(Route::Local(p1.clone()));
     fwd2.set_primary(Some(addrs["n1"]));

@@ -122,17 +122,78 @@ pub struct Lba(pub u64);
 )]
 pub struct BlockCount(pub u64);
 
-/// A replica-set epoch: raised on every change of primary or membership (SPEC §3).
+/// A replica-set epoch: raised on every change of primary or membership (SPEC §3). 0 is
+/// "none yet".
 #[derive(
     Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
 )]
+#[serde(transparent)]
 pub struct Epoch(pub u64);
 
-/// A journal sequence number: strictly increasing within one journal.
+impl Epoch {
+    /// The next epoch.
+    pub fn next(self) -> Self {
+        Self(self.0 + 1)
+    }
+}
+
+impl fmt::Display for Epoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A replicated volume's write sequence number: its primary numbers writes 1, 2, 3, ...; 0 is
+/// "before the first write".
 #[derive(
     Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
 )]
+#[serde(transparent)]
 pub struct SeqNo(pub u64);
+
+impl SeqNo {
+    /// The next sequence number.
+    pub fn next(self) -> Self {
+        Self(self.0 + 1)
+    }
+
+    /// The one before (0 stays 0).
+    pub fn prev(self) -> Self {
+        Self(self.0.saturating_sub(1))
+    }
+
+    /// How many sequence numbers follow `earlier` up to this one (0 when it is not later).
+    pub fn since(self, earlier: SeqNo) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl fmt::Display for SeqNo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A replicated write's place in its volume's log: the epoch in which its primary assigned it
+/// and its sequence number. `LogPos::default()` (0, 0) is "before the first write". Ordered by
+/// epoch, then sequence number.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LogPos {
+    /// The epoch of the primary that assigned it.
+    pub epoch: Epoch,
+    /// The sequence number.
+    pub seq: SeqNo,
+}
+
+impl LogPos {
+    /// Position `seq` assigned in `epoch`.
+    pub fn new(epoch: u64, seq: u64) -> Self {
+        Self {
+            epoch: Epoch(epoch),
+            seq: SeqNo(seq),
+        }
+    }
+}
 
 /// A volume's logical block size: 512 (reporting 4096-byte physical blocks) or 4096.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]

@@ -21,7 +21,7 @@ impl From<&Volume> for api::Volume {
             qos: v.qos.clone(),
             hosts: v.hosts.clone(),
             any_host: v.any_host(),
-            epoch: v.epoch,
+            epoch: v.epoch.0,
             source: v.source.as_ref().map(|s| api::VolumeSource {
                 volume: s.volume.clone(),
                 snapshot: s.snapshot.clone(),
@@ -145,8 +145,8 @@ impl From<&Progress> for api::Progress {
             volume: p.volume.clone(),
             name: p.name.clone(),
             primary: p.primary.clone(),
-            epoch: p.epoch,
-            head: p.head,
+            epoch: p.epoch.0,
+            head: p.head.0,
             followers: p.followers.iter().map(Into::into).collect(),
         }
     }

@@ -22,7 +22,7 @@ use alcubierre_replica::primary::Config as ReplicaConfig;
 use alcubierre_replica::volume::{Control, PrimaryVolume};
 use alcubierre_replica::Membership;
 use alcubierre_store::Store;
-use alcubierre_types::{ByteSize, VolumeId};
+use alcubierre_types::{ByteSize, Epoch, VolumeId};
 use tracing::Instrument;
 
 use super::plan::{self, Action, Desired, Have, Held as HeldRole, Retirement};
@@ -45,7 +45,7 @@ struct Exported {
     primary: Arc<PrimaryVolume>,
     /// Its persistent reservations.
     reservations: Arc<Keeper>,
-    epoch: u64,
+    epoch: Epoch,
     /// Its progress record in the store.
     progress: ProgressRecord,
 }
@@ -53,7 +53,7 @@ struct Exported {
 /// A volume this node follows.
 struct Following {
     follower: Arc<FollowerVolume>,
-    epoch: u64,
+    epoch: Epoch,
 }
 
 /// A volume held here: its exports (every volume whose replica set names this node is
@@ -100,7 +100,7 @@ pub(super) struct Local {
     volumes: BTreeMap<String, Held>,
     /// Volumes this node was primary of when it started, or was fenced off: it serves them
     /// again only in a newer epoch (so no `(epoch, seq)` is assigned twice).
-    floors: BTreeMap<String, u64>,
+    floors: BTreeMap<String, Epoch>,
     /// The store revision when the agent started: volumes created later have no floor.
     start_rev: i64,
     /// Volumes held here whose record is missing without a deletion request, or cannot be
@@ -466,7 +466,7 @@ pub(super) async fn converge(
             volume = record.map_or(id, |v| v.name.as_str()),
             id,
             node = %p.name,
-            epoch = record.map_or(0, |v| v.epoch),
+            epoch = record.map_or(0, |v| v.epoch.0),
         );
         if !local.apply(store, p, &round, a).instrument(span).await? {
             stopped.insert(id.to_string());
@@ -514,7 +514,7 @@ impl Local {
                 e.progress.withdraw(&**store, id).await?;
                 match why {
                     Retirement::Fenced { epoch } => tracing::error!(node = %p.name,
-                        volume = %e.name, epoch,
+                        volume = %e.name, epoch = epoch.0,
                         "fenced off the backend image by another node: stopped serving; asking \
                          for a new epoch"),
                     Retirement::Deleted if unexported => {
@@ -595,7 +595,7 @@ impl Local {
                     from: p.name.clone(),
                 };
                 leader::request(&**store, id, &p.name, &req).await?;
-                tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch,
+                tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch.0,
                     "restarted primary: waiting for a new epoch");
             }
             Action::Serve { .. } => {
@@ -610,7 +610,7 @@ impl Local {
                 };
                 match exported {
                     Ok((primary, reservations)) => {
-                        tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch,
+                        tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch.0,
                             "serving as primary");
                         *held.path.role.primary.lock() = Some(primary.clone());
                         held.path.role.promotions.fetch_add(1, Ordering::Relaxed);
@@ -682,7 +682,7 @@ impl Local {
                     }
                 };
                 server.add(f.clone());
-                tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch,
+                tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch.0,
                     last = ?f.last(), "following");
                 held.role = Role::Follower(Following {
                     follower: f,

@@ -32,6 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use alcubierre_block::QosLimits;
 use alcubierre_control::volumes::{Deletion, Host, QosPolicy, Volume};
 use alcubierre_nvmf::HostAcl;
+use alcubierre_types::Epoch;
 
 use crate::paths::IscsiHosts;
 
@@ -78,14 +79,14 @@ pub enum Held {
     /// Served as its primary in `epoch`; `fenced` when another node claimed its backend image.
     Primary {
         /// The epoch it serves in.
-        epoch: u64,
+        epoch: Epoch,
         /// Whether it was fenced off its backend image.
         fenced: bool,
     },
     /// Followed in `epoch`.
     Follower {
         /// The epoch it follows in.
-        epoch: u64,
+        epoch: Epoch,
     },
 }
 
@@ -94,7 +95,7 @@ pub struct Node<'a> {
     /// The volumes it holds, by id.
     pub held: &'a BTreeMap<String, Have>,
     /// Volumes it serves again as primary only in an epoch newer than this one.
-    pub floors: &'a BTreeMap<String, u64>,
+    pub floors: &'a BTreeMap<String, Epoch>,
     /// The store's revision when the agent started: volumes created after it have no floor.
     pub start_rev: i64,
     /// Volumes with a failure record here.
@@ -117,7 +118,7 @@ pub enum Retirement {
     /// Another node claimed its backend image: it waits for a newer epoch than `epoch`.
     Fenced {
         /// The epoch it served in.
-        epoch: u64,
+        epoch: Epoch,
     },
 }
 
@@ -187,7 +188,7 @@ pub enum Action {
         /// The volume.
         id: String,
         /// The newest epoch it may not serve in.
-        floor: u64,
+        floor: Epoch,
     },
     /// Start serving as primary.
     Serve {
@@ -200,7 +201,7 @@ pub enum Action {
         /// The volume.
         id: String,
         /// The new epoch, when it changed.
-        epoch: Option<u64>,
+        epoch: Option<Epoch>,
     },
     /// Remove the reservations of the hosts the volume's fence requests name, then drop the
     /// requests.
@@ -223,7 +224,7 @@ pub enum Action {
         /// The volume.
         id: String,
         /// The epoch.
-        epoch: u64,
+        epoch: Epoch,
     },
     /// Clear the failure record of a volume that left this node.
     Forget {

@@ -4,11 +4,13 @@ use bytes::Bytes;
 
 use super::{Action, Config, Primary};
 use crate::wire::{Msg, Payload};
-use crate::{Membership, Pos};
+use crate::{Epoch, LogPos, Membership, SeqNo};
+use alcubierre_types::VolumeId;
+use alcubierre_types::{ByteOffset, ByteSize};
 
 fn members(epoch: u64, primary: &str) -> Membership {
     Membership {
-        epoch,
+        epoch: Epoch(epoch),
         primary: primary.into(),
         replicas: vec!["a".into(), "b".into(), "c".into()],
         in_sync: vec!["a".into(), "b".into(), "c".into()],
@@ -20,12 +22,12 @@ const LEASE: u64 = 1_000_000;
 /// Primary `a` in `epoch` with followers `b` and `c` streaming.
 fn streaming(epoch: u64) -> Primary {
     let (mut p, _) = Primary::new(
-        [7; 16],
+        VolumeId::from_bytes([7; 16]),
         "a",
         members(epoch, "a"),
-        Pos::default(),
+        LogPos::default(),
         &[],
-        Pos::default(),
+        LogPos::default(),
         Config::default(),
         0,
     );
@@ -35,8 +37,8 @@ fn streaming(epoch: u64) -> Primary {
         p.on_msg(
             f,
             Msg::Opened {
-                epoch,
-                last: Pos::default(),
+                epoch: Epoch(epoch),
+                last: LogPos::default(),
             },
         );
     }
@@ -44,10 +46,10 @@ fn streaming(epoch: u64) -> Primary {
     p
 }
 
-fn write(p: &mut Primary) -> u64 {
+fn write(p: &mut Primary) -> SeqNo {
     let (seq, _) = p
         .write(Payload::Write {
-            offset: 0,
+            offset: ByteOffset(0),
             data: Bytes::from_static(&[1; 512]),
         })
         .unwrap();
@@ -55,7 +57,7 @@ fn write(p: &mut Primary) -> u64 {
     seq
 }
 
-fn acked(acts: &[Action]) -> Option<u64> {
+fn acked(acts: &[Action]) -> Option<SeqNo> {
     acts.iter().find_map(|a| match a {
         Action::Acked { upto } => Some(*upto),
         _ => None,
@@ -66,12 +68,21 @@ fn acked(acts: &[Action]) -> Option<u64> {
 fn a_follower_ahead_by_an_epoch_holds_writes_until_the_store_says_who_leads() {
     let mut p = streaming(2);
     let seq = write(&mut p);
-    assert_eq!(acked(&p.on_msg("b", Msg::Ack { epoch: 2, seq })), None);
+    assert_eq!(
+        acked(&p.on_msg(
+            "b",
+            Msg::Ack {
+                epoch: Epoch(2),
+                seq
+            }
+        )),
+        None
+    );
     // `c` learned epoch 3 from the store before this node did.
     let acts = p.on_msg(
         "c",
         Msg::Refused {
-            epoch: 3,
+            epoch: Epoch(3),
             version: crate::wire::VERSION,
         },
     );
@@ -84,10 +95,19 @@ fn a_follower_ahead_by_an_epoch_holds_writes_until_the_store_says_who_leads() {
         !p.serving(),
         "nothing is read while the newer epoch is unknown"
     );
-    assert_eq!(p.stale(), Some(3));
+    assert_eq!(p.stale(), Some(Epoch(3)));
     // Even once every member acknowledged, nothing is acknowledged to the host.
-    assert_eq!(acked(&p.on_msg("c", Msg::Ack { epoch: 2, seq })), None);
-    assert_eq!(p.acked(), 0);
+    assert_eq!(
+        acked(&p.on_msg(
+            "c",
+            Msg::Ack {
+                epoch: Epoch(2),
+                seq
+            }
+        )),
+        None
+    );
+    assert_eq!(p.acked(), SeqNo(0));
 
     // The store's epoch 3 keeps this node the primary: it reopens its followers and goes on.
     let acts = p.membership(members(3, "a"));
@@ -102,18 +122,30 @@ fn a_follower_ahead_by_an_epoch_holds_writes_until_the_store_says_who_leads() {
         p.on_msg(
             f,
             Msg::Opened {
-                epoch: 3,
-                last: Pos { epoch: 2, seq },
+                epoch: Epoch(3),
+                last: LogPos {
+                    epoch: Epoch(2),
+                    seq,
+                },
             },
         );
     }
     // The write held through the change is acknowledged once every in-sync member has it.
-    assert_eq!(acked(&p.on_msg("c", Msg::Ack { epoch: 3, seq })), Some(seq));
+    assert_eq!(
+        acked(&p.on_msg(
+            "c",
+            Msg::Ack {
+                epoch: Epoch(3),
+                seq
+            }
+        )),
+        Some(seq)
+    );
     let next = write(&mut p);
     p.on_msg(
         "b",
         Msg::Ack {
-            epoch: 3,
+            epoch: Epoch(3),
             seq: next,
         },
     );
@@ -121,7 +153,7 @@ fn a_follower_ahead_by_an_epoch_holds_writes_until_the_store_says_who_leads() {
         acked(&p.on_msg(
             "c",
             Msg::Ack {
-                epoch: 3,
+                epoch: Epoch(3),
                 seq: next
             }
         )),
@@ -136,18 +168,30 @@ fn a_newer_epoch_naming_another_primary_demotes_and_acknowledges_nothing() {
     p.on_msg(
         "b",
         Msg::Refused {
-            epoch: 3,
+            epoch: Epoch(3),
             version: crate::wire::VERSION,
         },
     );
     let acts = p.membership(members(3, "b"));
-    assert!(acts.contains(&Action::Demoted { epoch: 3 }), "{acts:?}");
-    assert_eq!(acked(&p.on_msg("c", Msg::Ack { epoch: 2, seq })), None);
+    assert!(
+        acts.contains(&Action::Demoted { epoch: Epoch(3) }),
+        "{acts:?}"
+    );
+    assert_eq!(
+        acked(&p.on_msg(
+            "c",
+            Msg::Ack {
+                epoch: Epoch(2),
+                seq
+            }
+        )),
+        None
+    );
     assert!(!p.serving());
     assert!(p
         .write(Payload::Zero {
-            offset: 0,
-            len: 512
+            offset: ByteOffset(0),
+            len: ByteSize(512)
         })
         .is_err());
 }
@@ -155,9 +199,15 @@ fn a_newer_epoch_naming_another_primary_demotes_and_acknowledges_nothing() {
 #[test]
 fn an_epoch_between_the_current_and_the_one_heard_leaves_it_waiting() {
     let mut p = streaming(2);
-    p.on_msg("b", Msg::Ack { epoch: 4, seq: 0 });
+    p.on_msg(
+        "b",
+        Msg::Ack {
+            epoch: Epoch(4),
+            seq: SeqNo(0),
+        },
+    );
     p.membership(members(3, "a"));
-    assert_eq!(p.stale(), Some(4));
+    assert_eq!(p.stale(), Some(Epoch(4)));
     assert!(!p.serving());
     p.membership(members(4, "a"));
     assert!(p.serving());

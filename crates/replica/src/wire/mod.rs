@@ -10,10 +10,10 @@
 //! [`MAX_FRAME`] or with trailing bytes is an error, never a panic.
 
 use alcubierre_block::{BlockError, HostId, Op, ResvCommand};
-use alcubierre_types::{BlockCount, Lba};
+use alcubierre_types::{BlockCount, ByteOffset, ByteSize, Epoch, Lba, SeqNo, VolumeId};
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::Pos;
+use crate::LogPos;
 
 mod errors;
 
@@ -30,16 +30,16 @@ pub enum Payload {
     /// Data at a byte offset of the volume (a whole number of 512-byte sectors).
     Write {
         /// Byte offset.
-        offset: u64,
+        offset: ByteOffset,
         /// The data.
         data: Bytes,
     },
     /// Zeroes over a range (write zeroes, unmap).
     Zero {
         /// Byte offset.
-        offset: u64,
+        offset: ByteOffset,
         /// Length in bytes.
-        len: u64,
+        len: ByteSize,
     },
 }
 
@@ -77,53 +77,53 @@ pub enum Msg {
         /// Protocol version.
         version: u16,
         /// The volume.
-        volume: [u8; 16],
+        volume: VolumeId,
         /// The primary's epoch.
-        epoch: u64,
+        epoch: Epoch,
     },
     /// Follower -> primary: accepted; the newest write in its log.
     Opened {
         /// The follower's epoch (now the primary's).
-        epoch: u64,
+        epoch: Epoch,
         /// Its newest write.
-        last: Pos,
+        last: LogPos,
     },
     /// Follower -> primary: refused: the follower knows a newer epoch, or speaks another version.
     Refused {
         /// The follower's epoch.
-        epoch: u64,
+        epoch: Epoch,
         /// The follower's protocol version.
         version: u16,
     },
     /// Primary -> follower: forget the volume's writes; everything up to `base` is in the backend.
     Reset {
         /// The sender's epoch.
-        epoch: u64,
+        epoch: Epoch,
         /// The destage point: the follower's log restarts after it.
-        base: Pos,
+        base: LogPos,
     },
     /// Primary -> follower: a write to append.
     Write {
         /// The sender's epoch.
-        epoch: u64,
+        epoch: Epoch,
         /// The write's position (the epoch it was assigned in, and its sequence number).
-        pos: Pos,
+        pos: LogPos,
         /// What it does.
         payload: Payload,
     },
     /// Follower -> primary: every write up to `seq` is durable here.
     Ack {
         /// The follower's epoch.
-        epoch: u64,
+        epoch: Epoch,
         /// The highest durable sequence number.
-        seq: u64,
+        seq: SeqNo,
     },
     /// Primary -> follower: every write up to `seq` is in the backend; release it.
     Release {
         /// The sender's epoch.
-        epoch: u64,
+        epoch: Epoch,
         /// The destaged sequence number.
-        seq: u64,
+        seq: SeqNo,
     },
     /// A node with a path to `volume`, first on a forwarding connection to the node it believes
     /// is the primary. Refused (with [`Msg::Refused`]) by a node that speaks another version;
@@ -132,7 +132,7 @@ pub enum Msg {
         /// Protocol version.
         version: u16,
         /// The volume.
-        volume: [u8; 16],
+        volume: VolumeId,
     },
     /// A forwarded host I/O; `id` matches its reply.
     Request {
@@ -192,9 +192,9 @@ const REPLY: u8 = 15;
 const FWD_RESERVE: u8 = 16;
 const FWD_ATTENTION: u8 = 17;
 
-fn pos(b: &mut BytesMut, p: Pos) {
-    b.put_u64_le(p.epoch);
-    b.put_u64_le(p.seq);
+fn pos(b: &mut BytesMut, p: LogPos) {
+    b.put_u64_le(p.epoch.0);
+    b.put_u64_le(p.seq.0);
 }
 
 impl Msg {
@@ -230,22 +230,22 @@ impl Msg {
             } => {
                 out.put_u8(OPEN);
                 out.put_u16_le(*version);
-                out.put_slice(volume);
-                out.put_u64_le(*epoch);
+                out.put_slice(volume.0.as_bytes());
+                out.put_u64_le(epoch.0);
             }
             Msg::Opened { epoch, last } => {
                 out.put_u8(OPENED);
-                out.put_u64_le(*epoch);
+                out.put_u64_le(epoch.0);
                 pos(out, *last);
             }
             Msg::Refused { epoch, version } => {
                 out.put_u8(REFUSED);
-                out.put_u64_le(*epoch);
+                out.put_u64_le(epoch.0);
                 out.put_u16_le(*version);
             }
             Msg::Reset { epoch, base } => {
                 out.put_u8(RESET);
-                out.put_u64_le(*epoch);
+                out.put_u64_le(epoch.0);
                 pos(out, *base);
             }
             Msg::Write {
@@ -255,33 +255,33 @@ impl Msg {
             } => match payload {
                 Payload::Write { offset, data } => {
                     out.put_u8(WRITE);
-                    out.put_u64_le(*epoch);
+                    out.put_u64_le(epoch.0);
                     pos(out, *p);
-                    out.put_u64_le(*offset);
+                    out.put_u64_le(offset.0);
                     data_at_end(out, data);
                 }
                 Payload::Zero { offset, len } => {
                     out.put_u8(ZERO);
-                    out.put_u64_le(*epoch);
+                    out.put_u64_le(epoch.0);
                     pos(out, *p);
-                    out.put_u64_le(*offset);
-                    out.put_u64_le(*len);
+                    out.put_u64_le(offset.0);
+                    out.put_u64_le(len.0);
                 }
             },
             Msg::Ack { epoch, seq } => {
                 out.put_u8(ACK);
-                out.put_u64_le(*epoch);
-                out.put_u64_le(*seq);
+                out.put_u64_le(epoch.0);
+                out.put_u64_le(seq.0);
             }
             Msg::Release { epoch, seq } => {
                 out.put_u8(RELEASE);
-                out.put_u64_le(*epoch);
-                out.put_u64_le(*seq);
+                out.put_u64_le(epoch.0);
+                out.put_u64_le(seq.0);
             }
             Msg::ForwardOpen { version, volume } => {
                 out.put_u8(FORWARD_OPEN);
                 out.put_u16_le(*version);
-                out.put_slice(volume);
+                out.put_slice(volume.0.as_bytes());
             }
             Msg::Request { id, host, req } => {
                 out.put_u8(match req {
@@ -399,10 +399,9 @@ impl Msg {
             .ok_or(WireError::BadLength { kind: 0, len })?;
         let bad = WireError::BadLength { kind, len };
         let u64_at = |i: usize| u64::from_le_bytes(f[i..i + 8].try_into().expect("8 bytes"));
-        let pos_at = |i: usize| Pos {
-            epoch: u64_at(i),
-            seq: u64_at(i + 8),
-        };
+        let epoch_at = |i: usize| Epoch(u64_at(i));
+        let pos_at = |i: usize| LogPos::new(u64_at(i), u64_at(i + 8));
+        let volume_at = |i: usize| VolumeId::from_bytes(f[i..i + 16].try_into().expect("16 bytes"));
         let need = |n: usize| {
             if f.len() == n {
                 Ok(())
@@ -415,28 +414,28 @@ impl Msg {
                 need(26)?;
                 Msg::Open {
                     version: u16::from_le_bytes([f[0], f[1]]),
-                    volume: f[2..18].try_into().expect("16 bytes"),
-                    epoch: u64_at(18),
+                    volume: volume_at(2),
+                    epoch: epoch_at(18),
                 }
             }
             OPENED => {
                 need(24)?;
                 Msg::Opened {
-                    epoch: u64_at(0),
+                    epoch: epoch_at(0),
                     last: pos_at(8),
                 }
             }
             REFUSED => {
                 need(10)?;
                 Msg::Refused {
-                    epoch: u64_at(0),
+                    epoch: epoch_at(0),
                     version: u16::from_le_bytes([f[8], f[9]]),
                 }
             }
             RESET => {
                 need(24)?;
                 Msg::Reset {
-                    epoch: u64_at(0),
+                    epoch: epoch_at(0),
                     base: pos_at(8),
                 }
             }
@@ -455,10 +454,10 @@ impl Msg {
                     return Err(WireError::Invalid("write offset must be sector aligned"));
                 }
                 Msg::Write {
-                    epoch: u64_at(0),
+                    epoch: epoch_at(0),
                     pos: pos_at(8),
                     payload: Payload::Write {
-                        offset,
+                        offset: ByteOffset(offset),
                         data: slice(32, f.len()),
                     },
                 }
@@ -472,30 +471,33 @@ impl Msg {
                     ));
                 }
                 Msg::Write {
-                    epoch: u64_at(0),
+                    epoch: epoch_at(0),
                     pos: pos_at(8),
-                    payload: Payload::Zero { offset, len },
+                    payload: Payload::Zero {
+                        offset: ByteOffset(offset),
+                        len: ByteSize(len),
+                    },
                 }
             }
             ACK => {
                 need(16)?;
                 Msg::Ack {
-                    epoch: u64_at(0),
-                    seq: u64_at(8),
+                    epoch: epoch_at(0),
+                    seq: SeqNo(u64_at(8)),
                 }
             }
             RELEASE => {
                 need(16)?;
                 Msg::Release {
-                    epoch: u64_at(0),
-                    seq: u64_at(8),
+                    epoch: epoch_at(0),
+                    seq: SeqNo(u64_at(8)),
                 }
             }
             FORWARD_OPEN => {
                 need(18)?;
                 Msg::ForwardOpen {
                     version: u16::from_le_bytes([f[0], f[1]]),
-                    volume: f[2..18].try_into().expect("16 bytes"),
+                    volume: volume_at(2),
                 }
             }
             FWD_READ | FWD_ZEROES | FWD_UNMAP | FWD_WRITE | FWD_FLUSH | FWD_RESERVE

@@ -1,42 +1,55 @@
 //! Round trips and bad frames of the wire format.
 
 use super::*;
+use alcubierre_types::{ByteOffset, ByteSize};
 
 fn all() -> Vec<Msg> {
-    let p = Pos { epoch: 3, seq: 99 };
+    let p = LogPos::new(3, 99);
     vec![
         Msg::Open {
             version: VERSION,
-            volume: [7; 16],
-            epoch: 4,
+            volume: VolumeId::from_bytes([7; 16]),
+            epoch: Epoch(4),
         },
-        Msg::Opened { epoch: 4, last: p },
+        Msg::Opened {
+            epoch: Epoch(4),
+            last: p,
+        },
         Msg::Refused {
-            epoch: 5,
+            epoch: Epoch(5),
             version: 1,
         },
-        Msg::Reset { epoch: 4, base: p },
+        Msg::Reset {
+            epoch: Epoch(4),
+            base: p,
+        },
         Msg::Write {
-            epoch: 4,
+            epoch: Epoch(4),
             pos: p,
             payload: Payload::Write {
-                offset: 4096,
+                offset: ByteOffset(4096),
                 data: Bytes::from(vec![9u8; 1024]),
             },
         },
         Msg::Write {
-            epoch: 4,
+            epoch: Epoch(4),
             pos: p,
             payload: Payload::Zero {
-                offset: 512,
-                len: 1 << 20,
+                offset: ByteOffset(512),
+                len: ByteSize(1 << 20),
             },
         },
-        Msg::Ack { epoch: 4, seq: 98 },
-        Msg::Release { epoch: 4, seq: 50 },
+        Msg::Ack {
+            epoch: Epoch(4),
+            seq: SeqNo(98),
+        },
+        Msg::Release {
+            epoch: Epoch(4),
+            seq: SeqNo(50),
+        },
         Msg::ForwardOpen {
             version: VERSION,
-            volume: [8; 16],
+            volume: VolumeId::from_bytes([8; 16]),
         },
         Msg::Request {
             id: 1,
@@ -246,7 +259,11 @@ fn bad_frames_are_errors() {
     ));
     // An ack with a trailing byte.
     let mut b = BytesMut::new();
-    Msg::Ack { epoch: 1, seq: 2 }.encode(&mut b);
+    Msg::Ack {
+        epoch: Epoch(1),
+        seq: SeqNo(2),
+    }
+    .encode(&mut b);
     b.put_u8(0);
     b[0] += 1;
     assert!(matches!(

@@ -57,7 +57,7 @@ fn run(seed: u64, totals: &mut Totals) {
     assert!(acks_before > 0, "seed {seed}: nothing acknowledged");
     totals.acks += s.client.acks;
     totals.reads += s.client.reads;
-    totals.epochs += s.m.epoch;
+    totals.epochs += s.m.epoch.0;
     totals.failovers += s.failovers;
     totals.rebuilds += s.rebuilds;
     // Progress: once healed, writes kept completing to the end.

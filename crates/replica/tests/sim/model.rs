@@ -6,14 +6,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use alcubierre_replica::follower::Follower;
 use alcubierre_replica::primary::Primary;
 use alcubierre_replica::wire::{Msg, Payload};
-use alcubierre_replica::{Membership, Pos};
+use alcubierre_replica::{Epoch, LogPos, Membership, SeqNo};
+use alcubierre_types::ByteOffset;
 use bytes::Bytes;
 
 pub const N: usize = 3;
 pub const BLOCKS: u64 = 8;
 pub const HB_TIMEOUT: u64 = 1000;
 pub const LEASE: u64 = 450;
-pub const VOL: [u8; 16] = [7; 16];
+pub const VOL: alcubierre_types::VolumeId =
+    alcubierre_types::VolumeId(uuid::Uuid::from_bytes([7; 16]));
 pub const RUN: u64 = 20_000;
 pub const SETTLE: u64 = 8_000;
 
@@ -30,7 +32,7 @@ pub fn payload(block: u64, value: u64) -> Payload {
     let mut d = vec![0u8; 512];
     d[..8].copy_from_slice(&value.to_le_bytes());
     Payload::Write {
-        offset: block * 512,
+        offset: ByteOffset(block * 512),
         data: Bytes::from(d),
     }
 }
@@ -38,7 +40,7 @@ pub fn payload(block: u64, value: u64) -> Payload {
 pub fn unpack(p: &Payload) -> (u64, u64) {
     match p {
         Payload::Write { offset, data } => (
-            offset / 512,
+            offset.0 / 512,
             u64::from_le_bytes(data[..8].try_into().unwrap()),
         ),
         Payload::Zero { .. } => unreachable!("the model writes only"),
@@ -47,22 +49,22 @@ pub fn unpack(p: &Payload) -> (u64, u64) {
 
 #[derive(Default)]
 pub struct Journal {
-    pub entries: Vec<(Pos, Payload)>,
+    pub entries: Vec<(LogPos, Payload)>,
     pub durable: usize,
     /// Everything up to it is in the backend (after a reset, or released).
-    pub base: Pos,
+    pub base: LogPos,
     /// Entries up to this seq are not used for reads (released to the backend).
-    pub evicted: u64,
+    pub evicted: SeqNo,
     pub gen: u64,
 }
 
 impl Journal {
-    pub fn last(&self) -> Pos {
+    pub fn last(&self) -> LogPos {
         self.entries.last().map_or(self.base, |e| e.0)
     }
 
-    pub fn epochs(&self) -> Vec<(u64, u64)> {
-        let mut out: Vec<(u64, u64)> = Vec::new();
+    pub fn epochs(&self) -> Vec<(SeqNo, Epoch)> {
+        let mut out: Vec<(SeqNo, Epoch)> = Vec::new();
         for (p, _) in &self.entries {
             if out.last().map(|x| x.1) != Some(p.epoch) {
                 out.push((p.seq, p.epoch));
@@ -81,11 +83,14 @@ impl Journal {
             .map_or(backend[block as usize], |(_, v)| v)
     }
 
-    pub fn pos_of(&self, seq: u64) -> Pos {
-        self.entries
-            .iter()
-            .find(|(p, _)| p.seq == seq)
-            .map_or(Pos { epoch: 0, seq }, |e| e.0)
+    pub fn pos_of(&self, seq: SeqNo) -> LogPos {
+        self.entries.iter().find(|(p, _)| p.seq == seq).map_or(
+            LogPos {
+                epoch: Epoch(0),
+                seq,
+            },
+            |e| e.0,
+        )
     }
 }
 
@@ -102,13 +107,13 @@ pub struct Node {
     pub role: Role,
     pub known: Option<Membership>,
     /// After a restart: act as primary only in a newer epoch than this.
-    pub floor: Option<u64>,
+    pub floor: Option<Epoch>,
     pub store_contact: u64,
     /// The connection this node, as a follower, listens on.
     pub primary_conn: Option<u64>,
     /// As primary: connection per follower.
     pub conns: BTreeMap<String, u64>,
-    pub destaged: Pos,
+    pub destaged: LogPos,
 }
 
 #[derive(Debug)]
@@ -153,15 +158,15 @@ pub enum Ev {
 
 #[derive(Debug)]
 pub enum Req {
-    Drop(String, u64),
-    Add(String, u64),
+    Drop(String, Epoch),
+    Add(String, Epoch),
     Restarted,
 }
 
 pub struct Client {
     pub next: u64,
     /// (node, epoch, seq) -> (block, value)
-    pub outstanding: BTreeMap<(usize, u64, u64), (u64, u64)>,
+    pub outstanding: BTreeMap<(usize, Epoch, SeqNo), (u64, u64)>,
     /// Per block: the newest acknowledged value.
     pub acked: Vec<u64>,
     pub writes: BTreeSet<(u64, u64)>,

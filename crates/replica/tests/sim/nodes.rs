@@ -6,7 +6,7 @@ use std::cmp::Reverse;
 use alcubierre_replica::follower::{self, Follower};
 use alcubierre_replica::primary::{self, Config, Primary};
 use alcubierre_replica::wire::{Msg, Payload};
-use alcubierre_replica::{Membership, Pos};
+use alcubierre_replica::{Epoch, LogPos, Membership, SeqNo};
 use rand::Rng;
 
 use crate::model::*;
@@ -19,7 +19,7 @@ impl Sim {
         self.nodes[n].store_contact + LEASE
     }
 
-    pub fn persist(&mut self, n: usize, pos: Pos, payload: Payload) {
+    pub fn persist(&mut self, n: usize, pos: LogPos, payload: Payload) {
         let j = &mut self.nodes[n].journal;
         j.entries.push((pos, payload));
         let (gen, upto) = (j.gen, j.entries.len());
@@ -70,7 +70,7 @@ impl Sim {
                     let done: Vec<_> = self
                         .client
                         .outstanding
-                        .range((n, e, 0)..=(n, e, upto))
+                        .range((n, e, SeqNo(0))..=(n, e, upto))
                         .map(|(k, v)| (*k, *v))
                         .collect();
                     for (k, (b, v)) in done {
@@ -131,7 +131,7 @@ impl Sim {
         }
     }
 
-    pub fn become_follower(&mut self, n: usize, epoch: u64) {
+    pub fn become_follower(&mut self, n: usize, epoch: Epoch) {
         let node = &mut self.nodes[n];
         for (_, c) in std::mem::take(&mut node.conns) {
             self.conns.remove(&c);
@@ -184,14 +184,14 @@ impl Sim {
             }
         }
         let me = name(n);
-        let floor = self.nodes[n].floor.unwrap_or(0);
+        let floor = self.nodes[n].floor.unwrap_or(Epoch(0));
         if m.primary == me {
             match &mut self.nodes[n].role {
                 Role::P(p) => {
                     let acts = p.membership(m);
                     self.run_primary(n, acts);
                 }
-                _ if m.epoch > floor || (floor == 0 && m.epoch == 1) => {
+                _ if m.epoch > floor || (floor == Epoch(0) && m.epoch == Epoch(1)) => {
                     let node = &mut self.nodes[n];
                     for (_, c) in std::mem::take(&mut node.conns) {
                         self.conns.remove(&c);
@@ -300,7 +300,7 @@ impl Sim {
         }
         let epoch = p.epoch();
         let j = &node.journal;
-        let durable_seq = j.entries[..j.durable].last().map_or(0, |e| e.0.seq);
+        let durable_seq = j.entries[..j.durable].last().map_or(SeqNo(0), |e| e.0.seq);
         let upto = durable_seq.min(p.acked());
         if upto <= node.destaged.seq || epoch < self.fence {
             return;
@@ -365,7 +365,7 @@ impl Sim {
         let outstanding = self
             .client
             .outstanding
-            .range((n, e, 0)..=(n, e, u64::MAX))
+            .range((n, e, SeqNo(0))..=(n, e, SeqNo(u64::MAX)))
             .count();
         for _ in outstanding..8 {
             let b = self.rng.gen_range(0..BLOCKS);
@@ -551,7 +551,7 @@ impl Sim {
                     return true;
                 }
                 j.durable = upto.min(j.entries.len());
-                let seq = j.entries[..j.durable].last().map_or(0, |e| e.0.seq);
+                let seq = j.entries[..j.durable].last().map_or(SeqNo(0), |e| e.0.seq);
                 match &mut self.nodes[node].role {
                     Role::P(p) => {
                         let acts = p.local_durable(seq);

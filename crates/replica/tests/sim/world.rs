@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use alcubierre_replica::wire::Msg;
-use alcubierre_replica::{Membership, Pos};
+use alcubierre_replica::{Epoch, LogPos, Membership};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -19,7 +19,7 @@ pub struct Sim {
     pub m: Membership,
     pub alive_until: Vec<u64>,
     pub backend: Vec<u64>,
-    pub fence: u64,
+    pub fence: Epoch,
     pub conns: BTreeMap<u64, (usize, usize, u64)>,
     pub next_conn: u64,
     /// Blocked pairs (a, b) with a < b, and nodes cut from the store.
@@ -36,7 +36,7 @@ impl Sim {
     pub fn new(seed: u64) -> Self {
         let members: Vec<String> = (0..N).map(name).collect();
         let m = Membership {
-            epoch: 1,
+            epoch: Epoch(1),
             primary: name(0),
             replicas: members.clone(),
             in_sync: members,
@@ -53,17 +53,17 @@ impl Sim {
                     journal: Journal::default(),
                     role: Role::None,
                     known: None,
-                    floor: Some(0),
+                    floor: Some(Epoch(0)),
                     store_contact: 0,
                     primary_conn: None,
                     conns: BTreeMap::new(),
-                    destaged: Pos::default(),
+                    destaged: LogPos::default(),
                 })
                 .collect(),
             m,
             alive_until: vec![HB_TIMEOUT; N],
             backend: vec![0; BLOCKS as usize],
-            fence: 0,
+            fence: Epoch(0),
             conns: BTreeMap::new(),
             next_conn: 1,
             cut: BTreeSet::new(),
@@ -172,7 +172,7 @@ impl Sim {
             }
         }
         if changed {
-            self.m.epoch += 1;
+            self.m.epoch = self.m.epoch.next();
             self.log(format!("leader: {:?}", self.m));
             self.publish();
         } else if self.trace && self.now.is_multiple_of(1000) {
@@ -222,7 +222,7 @@ impl Sim {
             Req::Add(n, _) => self.m.in_sync.push(n),
             Req::Restarted => {}
         }
-        self.m.epoch += 1;
+        self.m.epoch = self.m.epoch.next();
         self.log(format!("leader ({node}): {:?}", self.m));
         self.publish();
     }

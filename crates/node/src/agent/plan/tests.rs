@@ -2,6 +2,7 @@
 
 use super::*;
 use alcubierre_control::volumes::Extra;
+use alcubierre_types::Epoch;
 
 fn volume(id: &str, primary: &str, replicas: &[&str], epoch: u64) -> Volume {
     Volume {
@@ -16,7 +17,7 @@ fn volume(id: &str, primary: &str, replicas: &[&str], epoch: u64) -> Volume {
         qos: None,
         hosts: vec![],
         closed: false,
-        epoch,
+        epoch: Epoch(epoch),
         source: None,
         extra: Extra::default(),
     }
@@ -43,7 +44,7 @@ struct World {
     policies: BTreeMap<String, QosPolicy>,
     fences: BTreeSet<String>,
     held: BTreeMap<String, Have>,
-    floors: BTreeMap<String, u64>,
+    floors: BTreeMap<String, Epoch>,
     failing: BTreeSet<String>,
     backing_off: BTreeSet<String>,
 }
@@ -131,13 +132,13 @@ fn a_volume_that_existed_at_start_waits_for_a_newer_epoch() {
             portals("a"),
             Action::AwaitEpoch {
                 id: "a".into(),
-                floor: 4
+                floor: Epoch(4)
             }
         ]
     );
     // The leader raised the epoch past the floor: it serves.
-    w.floors.insert("a".into(), 4);
-    w.volumes.get_mut("a").unwrap().epoch = 5;
+    w.floors.insert("a".into(), Epoch(4));
+    w.volumes.get_mut("a").unwrap().epoch = Epoch(5);
     let w = w.holding("a", have(Held::Idle));
     assert_eq!(
         w.plan(),
@@ -152,7 +153,7 @@ fn a_fenced_primary_retires_and_waits_for_a_newer_epoch() {
         .holding(
             "a",
             have(Held::Primary {
-                epoch: 7,
+                epoch: Epoch(7),
                 fenced: true,
             }),
         );
@@ -161,12 +162,12 @@ fn a_fenced_primary_retires_and_waits_for_a_newer_epoch() {
         vec![
             Action::Retire {
                 id: "a".into(),
-                why: Retirement::Fenced { epoch: 7 }
+                why: Retirement::Fenced { epoch: Epoch(7) }
             },
             portals("a"),
             Action::AwaitEpoch {
                 id: "a".into(),
-                floor: 7
+                floor: Epoch(7)
             }
         ]
     );
@@ -180,11 +181,11 @@ fn fence_requests_are_carried_out_by_the_serving_primary_only() {
         .holding(
             "a",
             have(Held::Primary {
-                epoch: 7,
+                epoch: Epoch(7),
                 fenced: false,
             }),
         )
-        .holding("b", have(Held::Follower { epoch: 7 }));
+        .holding("b", have(Held::Follower { epoch: Epoch(7) }));
     w.fences = ["a".to_string(), "b".to_string()].into();
     assert_eq!(
         w.plan(),
@@ -211,7 +212,7 @@ fn fence_requests_are_carried_out_by_the_serving_primary_only() {
             portals("a"),
             Action::AwaitEpoch {
                 id: "a".into(),
-                floor: 7
+                floor: Epoch(7)
             }
         ]
     );
@@ -222,7 +223,7 @@ fn failover_promotes_a_follower_and_demotes_the_old_primary() {
     // Promoted here.
     let w = World::default()
         .with(volume("a", "n1", &["n1", "n2"], 3))
-        .holding("a", have(Held::Follower { epoch: 2 }));
+        .holding("a", have(Held::Follower { epoch: Epoch(2) }));
     assert_eq!(
         w.plan(),
         vec![
@@ -240,7 +241,7 @@ fn failover_promotes_a_follower_and_demotes_the_old_primary() {
         .holding(
             "a",
             have(Held::Primary {
-                epoch: 2,
+                epoch: Epoch(2),
                 fenced: false,
             }),
         );
@@ -266,24 +267,24 @@ fn epochs_are_followed_in_place() {
         .holding(
             "a",
             have(Held::Primary {
-                epoch: 2,
+                epoch: Epoch(2),
                 fenced: false,
             }),
         )
-        .holding("b", have(Held::Follower { epoch: 8 }));
+        .holding("b", have(Held::Follower { epoch: Epoch(8) }));
     assert_eq!(
         w.plan(),
         vec![
             portals("a"),
             Action::Refresh {
                 id: "a".into(),
-                epoch: Some(3)
+                epoch: Some(Epoch(3))
             },
             portals("b"),
             Action::Forward { id: "b".into() },
             Action::FollowEpoch {
                 id: "b".into(),
-                epoch: 9
+                epoch: Epoch(9)
             }
         ]
     );
@@ -295,7 +296,7 @@ fn only_a_deletion_request_removes_data() {
         World::default().holding(
             "a",
             have(Held::Primary {
-                epoch: 1,
+                epoch: Epoch(1),
                 fenced: false,
             }),
         )
@@ -335,7 +336,7 @@ fn only_a_deletion_request_removes_data() {
 fn a_replica_that_moved_away_drops_its_journal_entries() {
     let w = World::default()
         .with(volume("a", "n2", &["n2", "n3"], 4))
-        .holding("a", have(Held::Follower { epoch: 3 }));
+        .holding("a", have(Held::Follower { epoch: Epoch(3) }));
     assert_eq!(
         w.plan(),
         vec![
@@ -357,7 +358,7 @@ fn limits_access_and_size_changes_are_applied() {
     let mut w = World::default().with(v).holding(
         "a",
         have(Held::Primary {
-            epoch: 1,
+            epoch: Epoch(1),
             fenced: false,
         }),
     );
