@@ -188,7 +188,7 @@ pub fn run(dir: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
             volume: v.name.clone(),
             volume_id: id.clone(),
             nqn: nqn.clone(),
-            primary: primary.clone(),
+            primary: primary.to_string(),
             primary_addr: paddr.to_string(),
             iscsi_url: iscsi_url(pnode.iscsi_addr().expect("serves iSCSI")),
             iscsi_urls: std::iter::once(pnode)

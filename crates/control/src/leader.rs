@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use alcubierre_store::election::{self, Leadership};
 use alcubierre_store::{put_if, Compare, Store, StoreError, Txn, TxnOp};
+use alcubierre_types::NodeId;
 
 use crate::cluster;
 use crate::model::Service;
@@ -170,7 +171,7 @@ async fn lead(
 #[derive(Default)]
 pub struct Leader {
     down_since: BTreeMap<String, Instant>,
-    stuck: BTreeSet<(String, String)>,
+    stuck: BTreeSet<(String, NodeId)>,
 }
 
 impl Leader {
@@ -325,23 +326,23 @@ async fn still_leader(store: &dyn Store, l: &Leadership) -> Result<bool, StoreEr
 fn log_change(
     v: &volumes::Volume,
     c: &Change,
-    stuck: &mut BTreeSet<(String, String)>,
-    before: &BTreeSet<(String, String)>,
+    stuck: &mut BTreeSet<(String, NodeId)>,
+    before: &BTreeSet<(String, NodeId)>,
 ) {
     match c {
         Change::OutOfSync { node } => {
-            tracing::warn!(volume = %v.name, node, epoch = v.epoch.0, "replica out of sync")
+            tracing::warn!(volume = %v.name, %node, epoch = v.epoch.0, "replica out of sync")
         }
         Change::Failover { from, to } => {
-            tracing::warn!(volume = %v.name, from, to, epoch = v.epoch.0, "primary moved")
+            tracing::warn!(volume = %v.name, %from, %to, epoch = v.epoch.0, "primary moved")
         }
         Change::Migrated { from, to, reason } => {
-            tracing::info!(volume = %v.name, from, to, epoch = v.epoch.0, "replica moved: {reason}")
+            tracing::info!(volume = %v.name, %from, %to, epoch = v.epoch.0, "replica moved: {reason}")
         }
         Change::Stuck { node, reason } => {
             let k = (v.id.clone(), node.clone());
             if !before.contains(&k) {
-                tracing::warn!(volume = %v.name, node, "replica cannot move: {reason}");
+                tracing::warn!(volume = %v.name, %node, "replica cannot move: {reason}");
             }
             stuck.insert(k);
         }

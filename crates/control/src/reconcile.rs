@@ -24,7 +24,7 @@ use crate::cluster::ClusterConfig;
 use crate::model::{Activation, CacheState, Node, Service};
 use crate::placement::{place, Candidate};
 use crate::volumes::Volume;
-use alcubierre_types::Epoch;
+use alcubierre_types::{Epoch, NodeId};
 
 /// What the rules know of the cluster.
 pub struct View<'a> {
@@ -114,20 +114,20 @@ pub enum ReplicaRequest {
     /// `node` stopped acknowledging: drop it from the in-sync set.
     Drop {
         /// The follower.
-        node: String,
+        node: NodeId,
         /// The epoch the primary saw.
         epoch: Epoch,
         /// The requesting primary.
-        from: String,
+        from: NodeId,
     },
     /// `node` holds every acknowledged write: add it to the in-sync set.
     Add {
         /// The follower.
-        node: String,
+        node: NodeId,
         /// The epoch the primary saw.
         epoch: Epoch,
         /// The requesting primary.
-        from: String,
+        from: NodeId,
     },
     /// The primary's node restarted: it needs a new epoch before it serves again (so that no
     /// `(epoch, seq)` is ever assigned twice).
@@ -135,7 +135,7 @@ pub enum ReplicaRequest {
         /// The epoch it found.
         epoch: Epoch,
         /// The restarted primary.
-        from: String,
+        from: NodeId,
     },
 }
 
@@ -185,28 +185,28 @@ pub enum Change {
     /// A replica left the in-sync set.
     OutOfSync {
         /// Its node.
-        node: String,
+        node: NodeId,
     },
     /// The primary moved.
     Failover {
         /// The old primary.
-        from: String,
+        from: NodeId,
         /// The new primary.
-        to: String,
+        to: NodeId,
     },
     /// A replica moved to another node.
     Migrated {
         /// The old node.
-        from: String,
+        from: NodeId,
         /// The new node.
-        to: String,
+        to: NodeId,
         /// Why.
         reason: String,
     },
     /// A replica should move but no node can take it.
     Stuck {
         /// The node it is on.
-        node: String,
+        node: NodeId,
         /// Why it should move, and why it cannot.
         reason: String,
     },
@@ -252,7 +252,7 @@ pub fn reconcile(v: &mut Volume, view: &View, candidates: &mut [Candidate]) -> V
         let Some(reason) = view.must_move(&node) else {
             continue;
         };
-        let exclude: Vec<&str> = v.replicas.iter().map(String::as_str).collect();
+        let exclude: Vec<&str> = v.replicas.iter().map(NodeId::as_str).collect();
         match place(candidates, 1, &exclude) {
             Ok(mut to) => {
                 let to = to.remove(0);
@@ -263,11 +263,11 @@ pub fn reconcile(v: &mut Volume, view: &View, candidates: &mut [Candidate]) -> V
                         c.replicas = c.replicas.saturating_sub(1);
                     }
                 }
-                v.replicas[i] = to.clone();
+                v.replicas[i] = NodeId::from(&to);
                 v.in_sync.retain(|r| *r != node);
                 changes.push(Change::Migrated {
                     from: node,
-                    to,
+                    to: NodeId::from(to),
                     reason,
                 });
             }
@@ -361,7 +361,7 @@ mod tests {
             block_size: 4096,
             replicas: vec!["n0".into(), "n1".into(), "n2".into()],
             primary: "n0".into(),
-            in_sync: in_sync.iter().map(|s| s.to_string()).collect(),
+            in_sync: in_sync.iter().map(|s| (*s).into()).collect(),
             qos: None,
             hosts: vec![],
             closed: false,
@@ -541,7 +541,7 @@ mod tests {
         apply_request(&mut v, &drop("n1", Epoch(1), "n0"), &view).unwrap();
         assert_eq!(
             (v.in_sync.clone(), v.epoch),
-            (vec!["n0".to_string(), "n2".into()], Epoch(2))
+            (vec!["n0".into(), "n2".into()], Epoch(2))
         );
         let add = ReplicaRequest::Add {
             node: "n1".into(),

@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use alcubierre_store::{put_if, Compare, Store, StoreError, Txn, TxnOp};
-use alcubierre_types::{Epoch, SeqNo};
+use alcubierre_types::{Epoch, NodeId, SeqNo};
 use serde::{Deserialize, Serialize};
 
 use crate::activation::Licence;
@@ -56,11 +56,11 @@ pub struct Volume {
     /// 512 or 4096.
     pub block_size: u64,
     /// Nodes holding its replicas (the replica set); the first is the preferred primary.
-    pub replicas: Vec<String>,
+    pub replicas: Vec<NodeId>,
     /// The replica that serves I/O: the only node that exports the volume.
-    pub primary: String,
+    pub primary: NodeId,
     /// Replicas known to hold every acknowledged write; the primary is always one.
-    pub in_sync: Vec<String>,
+    pub in_sync: Vec<NodeId>,
     /// QoS policy name.
     pub qos: Option<String>,
     /// Host names allowed to attach.
@@ -163,9 +163,9 @@ pub struct Deletion {
     /// Its name.
     pub name: String,
     /// Nodes still to drop their replica's data.
-    pub nodes: Vec<String>,
+    pub nodes: Vec<NodeId>,
     /// The node that deletes the backend image: the volume's primary when it was deleted.
-    pub primary: String,
+    pub primary: NodeId,
 }
 
 /// Every pending deletion request, by volume id (with its revision). A request that does not
@@ -406,7 +406,7 @@ pub struct Progress {
     /// Its name.
     pub name: String,
     /// The primary publishing it.
-    pub primary: String,
+    pub primary: NodeId,
     /// The replica set's epoch.
     pub epoch: Epoch,
     /// The primary's newest write (sequence number).
@@ -419,7 +419,7 @@ pub struct Progress {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FollowerProgress {
     /// Its node.
-    pub node: String,
+    pub node: NodeId,
     /// In the in-sync set.
     pub in_sync: bool,
     /// Connected and receiving writes.
@@ -638,10 +638,10 @@ pub async fn place_and_write(
         name: req.name.clone(),
         size: req.size,
         block_size: req.block_size(),
-        primary: replicas[0].clone(),
+        primary: NodeId::from(&replicas[0]),
         // A new volume holds no write yet: every replica has all of them.
-        in_sync: replicas.clone(),
-        replicas,
+        in_sync: replicas.iter().map(NodeId::from).collect(),
+        replicas: replicas.iter().map(NodeId::from).collect(),
         qos: req.qos.clone(),
         hosts: req.hosts.clone(),
         closed: false,

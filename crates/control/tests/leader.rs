@@ -92,7 +92,8 @@ async fn leader_migrates_a_lost_replica_and_hands_over() {
     assert_eq!(moved.primary, v.primary);
     assert!(moved.has_replica(&spare), "{moved:?}");
     assert_eq!(moved.replicas.len(), 3);
-    let kept: Vec<String> = v.in_sync.iter().filter(|n| **n != lost).cloned().collect();
+    let kept: Vec<alcubierre_types::NodeId> =
+        v.in_sync.iter().filter(|n| **n != lost).cloned().collect();
     assert_eq!(
         moved.in_sync, kept,
         "the lost one left, the new one needs a rebuild"

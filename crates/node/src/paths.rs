@@ -280,7 +280,7 @@ impl Path {
         use alcubierre_iscsi::scsi::alua;
         let replica_nodes: Vec<&Node> = std::iter::once(&v.primary)
             .chain(v.replicas.iter().filter(|r| **r != v.primary))
-            .filter_map(|r| nodes.get(r))
+            .filter_map(|r| nodes.get(r.as_str()))
             .collect();
         if self.subsystem.set_portals(nvme_portals(&replica_nodes)) {
             p.target.discovery_changed();
@@ -305,7 +305,12 @@ impl Path {
             .iter()
             .filter(|r| **r != p.name)
             .filter_map(|r| {
-                let tag = nodes.get(r)?.iscsi_portals.first()?.rsplit_once(',')?.1;
+                let tag = nodes
+                    .get(r.as_str())?
+                    .iscsi_portals
+                    .first()?
+                    .rsplit_once(',')?
+                    .1;
                 let state = if *r == v.primary {
                     alua::OPTIMIZED
                 } else {

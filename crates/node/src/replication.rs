@@ -61,21 +61,22 @@ impl Control for AgentControl {
                 Ask::Drop { node, epoch } => (
                     node.clone(),
                     ReplicaRequest::Drop {
-                        node,
+                        node: node.clone(),
                         epoch,
-                        from: me,
+                        from: me.into(),
                     },
                 ),
                 Ask::Add { node, epoch } => (
                     node.clone(),
                     ReplicaRequest::Add {
-                        node,
+                        node: node.clone(),
                         epoch,
-                        from: me,
+                        from: me.into(),
                     },
                 ),
             };
-            if let Err(e) = leader::request(&*store, &volume.to_string(), &node, &req).await {
+            if let Err(e) = leader::request(&*store, &volume.to_string(), node.as_str(), &req).await
+            {
                 tracing::warn!(%volume, ?req, "sending a request to the leader failed: {e}");
             }
         });

@@ -26,7 +26,7 @@ use alcubierre_io::{DirectFile, Medium};
 use alcubierre_replica::node::{FollowerVolume, ReplicaServer};
 use alcubierre_replica::primary::Config;
 use alcubierre_replica::volume::{Ask, Control, Lease, PrimaryVolume};
-use alcubierre_replica::Membership;
+use alcubierre_replica::{Membership, NodeId};
 use alcubierre_types::{BlockSize, ByteSize, Lba, VolumeGeometry, VolumeId};
 use alcubierre_types::{ByteOffset, Epoch};
 use bytes::Bytes;
@@ -315,19 +315,19 @@ async fn main() {
     }
     settle(&engines).await;
     // Three replicas.
-    let mut peers = HashMap::new();
+    let mut peers: HashMap<NodeId, _> = HashMap::new();
     for i in 1..3 {
         let f =
             FollowerVolume::new(engines[i].clone(), &services[i].volumes(), vol, Epoch(1)).unwrap();
         servers[i].add(f);
-        peers.insert(format!("n{i}"), servers[i].local_addr());
+        peers.insert(format!("n{i}").into(), servers[i].local_addr());
     }
     let lease = Lease::default();
     lease.renew(Duration::from_secs(3600));
     let p = PrimaryVolume::start(
         engines[0].clone(),
         services[0].volume(vol).unwrap(),
-        "n0",
+        &"n0".into(),
         Membership {
             epoch: Epoch(1),
             primary: "n0".into(),
@@ -357,10 +357,10 @@ async fn main() {
         epoch,
         primary: "n0".into(),
         replicas: vec!["n0".into(), "n1".into(), "n2".into()],
-        in_sync: in_sync.iter().map(|s| s.to_string()).collect(),
+        in_sync: in_sync.iter().map(|s| (*s).into()).collect(),
     };
-    let peers: HashMap<String, std::net::SocketAddr> = (1..3)
-        .map(|i| (format!("n{i}"), servers[i].local_addr()))
+    let peers: HashMap<NodeId, std::net::SocketAddr> = (1..3)
+        .map(|i| (format!("n{i}").into(), servers[i].local_addr()))
         .collect();
     p.membership(m2(Epoch(2), &["n0", "n1"]), peers.clone());
     let chunk = Bytes::from(vec![0x3c; 64 << 10]);

@@ -22,7 +22,7 @@ pub fn run(data: &[u8]) {
     let mut f = Follower::new(VolumeId::from_bytes([1; 16]), Epoch(3), LogPos::new(2, 5));
     let (mut p, _) = Primary::new(
         VolumeId::from_bytes([1; 16]),
-        "p",
+        &"p".into(),
         m,
         LogPos::new(3, 9),
         &[(SeqNo(1), Epoch(2)), (SeqNo(7), Epoch(3))],
@@ -30,7 +30,8 @@ pub fn run(data: &[u8]) {
         Config::default(),
         0,
     );
-    let _ = p.connected("f");
+    let f_node: crate::NodeId = "f".into();
+    let _ = p.connected(&f_node);
     let mut resv = Reservations::default();
     let mut at = 0;
     while at < data.len() {
@@ -40,7 +41,7 @@ pub fn run(data: &[u8]) {
                 reservations(&mut resv, &msg);
                 let _ = f.on_msg(msg.clone());
                 let _ = f.local_durable(SeqNo(at as u64));
-                let _ = p.on_msg("f", msg);
+                let _ = p.on_msg(&f_node, msg);
                 let _ = p.tick(at as u64, at as u64 + 100);
             }
             Ok(None) | Err(_) => return,

@@ -19,7 +19,7 @@ pub mod primary;
 pub mod volume;
 pub mod wire;
 
-pub use alcubierre_types::{Epoch, LogPos, SeqNo};
+pub use alcubierre_types::{Epoch, LogPos, NodeId, SeqNo};
 
 /// A replica set as the store holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,9 +27,9 @@ pub struct Membership {
     /// The epoch.
     pub epoch: Epoch,
     /// The primary.
-    pub primary: String,
+    pub primary: NodeId,
     /// Every member.
-    pub replicas: Vec<String>,
+    pub replicas: Vec<NodeId>,
     /// Members holding every acknowledged write (the primary is one).
-    pub in_sync: Vec<String>,
+    pub in_sync: Vec<NodeId>,
 }

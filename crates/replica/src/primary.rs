@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::wire::{Msg, Payload, VERSION};
-use crate::{Epoch, LogPos, Membership, SeqNo};
+use crate::{Epoch, LogPos, Membership, NodeId, SeqNo};
 use alcubierre_types::VolumeId;
 
 /// Settings.
@@ -33,7 +33,7 @@ pub enum Action {
     /// Send on the connection to `to`, after everything sent or replayed to it before.
     Send {
         /// The follower.
-        to: String,
+        to: NodeId,
         /// The message.
         msg: Msg,
     },
@@ -41,7 +41,7 @@ pub enum Action {
     /// [`Msg::Write`]s of the current epoch, before any later `Send` to it.
     Replay {
         /// The follower.
-        to: String,
+        to: NodeId,
         /// Last write it has.
         after: SeqNo,
         /// Last write to send.
@@ -63,17 +63,17 @@ pub enum Action {
     /// [`Primary::disconnected`] on failure).
     Connect {
         /// The follower.
-        to: String,
+        to: NodeId,
     },
     /// Close the connection to `to`.
     Close {
         /// The follower.
-        to: String,
+        to: NodeId,
     },
     /// Ask the leader to drop `node` from the in-sync set of epoch `epoch`.
     AskDrop {
         /// The follower.
-        node: String,
+        node: NodeId,
         /// The epoch the request is based on.
         epoch: Epoch,
     },
@@ -81,7 +81,7 @@ pub enum Action {
     /// acknowledged write).
     AskAdd {
         /// The follower.
-        node: String,
+        node: NodeId,
         /// The epoch the request is based on.
         epoch: Epoch,
     },
@@ -127,7 +127,7 @@ struct Peer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FollowerProgress {
     /// The follower's node.
-    pub node: String,
+    pub node: NodeId,
     /// Whether it is in the in-sync set.
     pub in_sync: bool,
     /// Writes flow to it (otherwise it is disconnected or connecting).
@@ -149,7 +149,7 @@ pub enum WriteError {
 /// The primary of one volume.
 pub struct Primary {
     volume: VolumeId,
-    me: String,
+    me: NodeId,
     cfg: Config,
     m: Membership,
     /// Last assigned sequence number.
@@ -162,7 +162,7 @@ pub struct Primary {
     destaged: LogPos,
     /// Runs of sequence numbers by epoch: `(first seq, epoch)`, ascending.
     epochs: Vec<(SeqNo, Epoch)>,
-    peers: BTreeMap<String, Peer>,
+    peers: BTreeMap<NodeId, Peer>,
     now: u64,
     lease_until: u64,
     demoted: Option<Epoch>,
@@ -183,7 +183,7 @@ impl Primary {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         volume: VolumeId,
-        me: &str,
+        me: &NodeId,
         m: Membership,
         last: LogPos,
         log_epochs: &[(SeqNo, Epoch)],
@@ -193,7 +193,7 @@ impl Primary {
     ) -> (Self, Vec<Action>) {
         let mut p = Primary {
             volume,
-            me: me.to_string(),
+            me: me.clone(),
             cfg,
             head: last.seq,
             durable: last.seq,
@@ -282,7 +282,7 @@ impl Primary {
         }
     }
 
-    fn peer(&mut self, n: &str) -> Option<&mut Peer> {
+    fn peer(&mut self, n: &NodeId) -> Option<&mut Peer> {
         self.peers.get_mut(n)
     }
 
@@ -405,13 +405,13 @@ impl Primary {
     }
 
     /// The driver connected to `to`.
-    pub fn connected(&mut self, to: &str) -> Vec<Action> {
+    pub fn connected(&mut self, to: &NodeId) -> Vec<Action> {
         let (volume, epoch) = (self.volume, self.m.epoch);
         match self.peer(to) {
             Some(p) => {
                 p.link = Link::Opening;
                 vec![Action::Send {
-                    to: to.to_string(),
+                    to: to.clone(),
                     msg: Msg::Open {
                         version: VERSION,
                         volume,
@@ -419,12 +419,12 @@ impl Primary {
                     },
                 }]
             }
-            None => vec![Action::Close { to: to.to_string() }],
+            None => vec![Action::Close { to: to.clone() }],
         }
     }
 
     /// The connection to `to` failed or closed.
-    pub fn disconnected(&mut self, to: &str) -> Vec<Action> {
+    pub fn disconnected(&mut self, to: &NodeId) -> Vec<Action> {
         let (now, retry) = (self.now, self.cfg.retry_ms);
         if let Some(p) = self.peer(to) {
             // At once if the attempt took `retry_ms` or more.
@@ -439,12 +439,10 @@ impl Primary {
     }
 
     /// A message from follower `from`.
-    pub fn on_msg(&mut self, from: &str, msg: Msg) -> Vec<Action> {
+    pub fn on_msg(&mut self, from: &NodeId, msg: Msg) -> Vec<Action> {
         let mut out = Vec::new();
         if !self.peers.contains_key(from) {
-            out.push(Action::Close {
-                to: from.to_string(),
-            });
+            out.push(Action::Close { to: from.clone() });
             return out;
         }
         match msg {
@@ -452,17 +450,13 @@ impl Primary {
                 if epoch > self.m.epoch {
                     self.heard_newer(from, epoch, &mut out);
                 } else {
-                    out.push(Action::Close {
-                        to: from.to_string(),
-                    });
+                    out.push(Action::Close { to: from.clone() });
                     self.disconnected(from);
                 }
             }
             Msg::Opened { epoch, last } => {
                 if epoch != self.m.epoch {
-                    out.push(Action::Close {
-                        to: from.to_string(),
-                    });
+                    out.push(Action::Close { to: from.clone() });
                     self.disconnected(from);
                     return out;
                 }
@@ -496,16 +490,14 @@ impl Primary {
             | Msg::ForwardOpen { .. }
             | Msg::Request { .. }
             | Msg::Reply { .. } => {
-                out.push(Action::Close {
-                    to: from.to_string(),
-                });
+                out.push(Action::Close { to: from.clone() });
                 self.disconnected(from);
             }
         }
         out
     }
 
-    fn opened(&mut self, from: &str, last: LogPos, out: &mut Vec<Action>) {
+    fn opened(&mut self, from: &NodeId, last: LogPos, out: &mut Vec<Action>) {
         // Its log is a prefix of this one (log matching on the entry at `last`).
         let prefix = last.seq <= self.head
             && (last.seq == SeqNo(0) || self.epoch_of(last.seq) == last.epoch);
@@ -518,12 +510,12 @@ impl Primary {
             p.needs_rebuild = false;
             p.acked = p.acked.min(last.seq);
             out.push(Action::Replay {
-                to: from.to_string(),
+                to: from.clone(),
                 after: last.seq,
                 upto: head,
             });
             out.push(Action::Send {
-                to: from.to_string(),
+                to: from.clone(),
                 msg: Msg::Release {
                     epoch,
                     seq: destaged.seq,
@@ -543,7 +535,7 @@ impl Primary {
                 p.asked_drop = true;
                 p.asked_at = self.now;
                 out.push(Action::AskDrop {
-                    node: from.to_string(),
+                    node: from.clone(),
                     epoch,
                 });
             }
@@ -553,7 +545,7 @@ impl Primary {
     }
 
     fn rebuild(
-        to: &str,
+        to: &NodeId,
         p: &mut Peer,
         destaged: LogPos,
         head: SeqNo,
@@ -564,14 +556,14 @@ impl Primary {
         p.needs_rebuild = false;
         p.acked = destaged.seq;
         out.push(Action::Send {
-            to: to.to_string(),
+            to: to.clone(),
             msg: Msg::Reset {
                 epoch,
                 base: destaged,
             },
         });
         out.push(Action::Replay {
-            to: to.to_string(),
+            to: to.clone(),
             after: destaged.seq,
             upto: head,
         });
@@ -582,14 +574,12 @@ impl Primary {
     /// acknowledges and serves nothing, holding its writes, and keeps retrying the follower.
     /// Waiting is bounded: the node's own agent brings the membership from the same store, or
     /// the node loses its lease.
-    fn heard_newer(&mut self, from: &str, epoch: Epoch, out: &mut Vec<Action>) {
+    fn heard_newer(&mut self, from: &NodeId, epoch: Epoch, out: &mut Vec<Action>) {
         if self.demoted.is_some() {
             return;
         }
         self.stale = self.stale.max(Some(epoch));
-        out.push(Action::Close {
-            to: from.to_string(),
-        });
+        out.push(Action::Close { to: from.clone() });
         out.extend(self.disconnected(from));
     }
 
@@ -630,7 +620,7 @@ impl Primary {
     }
 
     fn apply_membership(&mut self, m: Membership, out: &mut Vec<Action>) {
-        let gone: Vec<String> = self
+        let gone: Vec<NodeId> = self
             .peers
             .keys()
             .filter(|n| !m.replicas.contains(n))

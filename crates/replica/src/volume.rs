@@ -28,7 +28,7 @@ use tracing::Instrument;
 use crate::link;
 use crate::primary::{Action, Config, Primary};
 use crate::wire::{Msg, Payload};
-use crate::{Epoch, Membership, SeqNo};
+use crate::{Epoch, Membership, NodeId, SeqNo};
 
 /// What the primary asks of the control plane.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,14 +36,14 @@ pub enum Ask {
     /// Drop `node` from the in-sync set of `epoch`.
     Drop {
         /// The follower.
-        node: String,
+        node: NodeId,
         /// The epoch.
         epoch: Epoch,
     },
     /// Add `node` to the in-sync set of `epoch`.
     Add {
         /// The follower.
-        node: String,
+        node: NodeId,
         /// The epoch.
         epoch: Epoch,
     },
@@ -125,7 +125,7 @@ struct Window {
 struct Inner {
     core: Primary,
     pending: BTreeMap<SeqNo, oneshot::Sender<Result<(), BlockError>>>,
-    links: HashMap<String, (u64, link::Sender)>,
+    links: HashMap<NodeId, (u64, link::Sender)>,
     window: Window,
     destaged: SeqNo,
 }
@@ -136,7 +136,7 @@ pub struct PrimaryVolume {
     dev: CacheVolume,
     engine: Arc<Engine>,
     geometry: VolumeGeometry,
-    peers: Mutex<HashMap<String, SocketAddr>>,
+    peers: Mutex<HashMap<NodeId, SocketAddr>>,
     control: Arc<dyn Control>,
     lease: Lease,
     inner: Mutex<Inner>,
@@ -207,9 +207,9 @@ impl PrimaryVolume {
     pub fn start(
         engine: Arc<Engine>,
         dev: CacheVolume,
-        me: &str,
+        me: &NodeId,
         m: Membership,
-        peers: HashMap<String, SocketAddr>,
+        peers: HashMap<NodeId, SocketAddr>,
         control: Arc<dyn Control>,
         lease: Lease,
         cfg: Config,
@@ -297,7 +297,7 @@ impl PrimaryVolume {
     }
 
     /// The store's replica set changed; `peers` are the members' replica addresses.
-    pub fn membership(self: &Arc<Self>, m: Membership, peers: HashMap<String, SocketAddr>) {
+    pub fn membership(self: &Arc<Self>, m: Membership, peers: HashMap<NodeId, SocketAddr>) {
         self.span.record("epoch", m.epoch.0);
         *self.peers.lock() = peers;
         let _ = self.step(|inner| Ok::<_, ()>(inner.core.membership(m)));
@@ -305,7 +305,7 @@ impl PrimaryVolume {
 
     /// The members' replica addresses changed (e.g. a node restarted on another port): later
     /// connections use them.
-    pub fn set_peers(&self, peers: HashMap<String, SocketAddr>) {
+    pub fn set_peers(&self, peers: HashMap<NodeId, SocketAddr>) {
         *self.peers.lock() = peers;
     }
 
@@ -424,7 +424,7 @@ impl PrimaryVolume {
                             EventCounters::bump(&self.events.rebuilds);
                             tracing::info!(volume = %self.volume, follower = %to, from = base.seq.0,
                                 head = inner.core.head().0, "rebuilding a follower from the destage point");
-                            reset = Some(to.clone());
+                            reset = Some(to.to_string());
                         }
                         let _ = tx.send(msg);
                     }
@@ -532,7 +532,7 @@ impl PrimaryVolume {
     /// the new destage point when it reconnects.
     fn replay_from_journal(
         self: &Arc<Self>,
-        to: String,
+        to: NodeId,
         conn: u64,
         tx: link::Sender,
         epoch: Epoch,
@@ -629,7 +629,7 @@ impl PrimaryVolume {
         self.fence.claim_state() == ClaimState::Lost
     }
 
-    fn connect(self: &Arc<Self>, to: String) {
+    fn connect(self: &Arc<Self>, to: NodeId) {
         let addr = self.peers.lock().get(&to).copied();
         let me = self.clone();
         let span = tracing::info_span!(parent: &self.span, "link", follower = %to);

@@ -17,7 +17,7 @@ use alcubierre_replica::node::{FollowerVolume, ReplicaServer};
 use alcubierre_replica::primary::Config;
 use alcubierre_replica::volume::{Ask, Control, Lease, PrimaryVolume};
 use alcubierre_replica::wire::{Msg, VERSION};
-use alcubierre_replica::{Epoch, Membership, SeqNo};
+use alcubierre_replica::{Epoch, Membership, NodeId, SeqNo};
 use alcubierre_types::{BlockCount, BlockSize, ByteSize, Lba, VolumeGeometry, VolumeId};
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -117,11 +117,11 @@ fn fast() -> Config {
 }
 
 /// The nodes' replica addresses, by name (n0, n1, n2).
-fn addrs(nodes: &[Node]) -> HashMap<String, SocketAddr> {
+fn addrs(nodes: &[Node]) -> HashMap<NodeId, SocketAddr> {
     nodes
         .iter()
         .enumerate()
-        .map(|(i, n)| (format!("n{i}"), n.server.local_addr()))
+        .map(|(i, n)| (format!("n{i}").into(), n.server.local_addr()))
         .collect()
 }
 
@@ -140,7 +140,7 @@ fn start_primary(
     let p = PrimaryVolume::start(
         nodes[i].engine.clone(),
         nodes[i].svc.volume(vol).unwrap(),
-        &format!("n{i}"),
+        &format!("n{i}").into(),
         m,
         addrs(nodes),
         Arc::new(Asks(tx)),
@@ -170,7 +170,7 @@ fn set(epoch: u64, primary: &str, in_sync: &[&str]) -> Membership {
         epoch: Epoch(epoch),
         primary: primary.into(),
         replicas: vec!["n0".into(), "n1".into(), "n2".into()],
-        in_sync: in_sync.iter().map(|s| s.to_string()).collect(),
+        in_sync: in_sync.iter().map(|s| (*s).into()).collect(),
     }
 }
 

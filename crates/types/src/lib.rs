@@ -122,6 +122,92 @@ pub struct Lba(pub u64);
 )]
 pub struct BlockCount(pub u64);
 
+/// A storage node's name, unique in its cluster (its configuration's `[node] name`): how the
+/// store's replica sets, the replication protocol and the control plane name a node.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(pub String);
+
+impl NodeId {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for NodeId {
+    fn from(s: &str) -> Self {
+        Self(s.to_string())
+    }
+}
+
+impl From<String> for NodeId {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl From<&String> for NodeId {
+    fn from(s: &String) -> Self {
+        Self(s.clone())
+    }
+}
+
+impl std::ops::Deref for NodeId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for NodeId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for NodeId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for NodeId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for NodeId {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl PartialEq<NodeId> for String {
+    fn eq(&self, other: &NodeId) -> bool {
+        *self == other.0
+    }
+}
+
+impl PartialEq<NodeId> for str {
+    fn eq(&self, other: &NodeId) -> bool {
+        self == other.0
+    }
+}
+
+impl PartialEq<NodeId> for &str {
+    fn eq(&self, other: &NodeId) -> bool {
+        *self == other.0
+    }
+}
+
 /// A replica-set epoch: raised on every change of primary or membership (SPEC §3). 0 is
 /// "none yet".
 #[derive(

@@ -59,10 +59,10 @@ pub(super) async fn connection(
     let order = std::iter::once(&v.primary).chain(v.replicas.iter().filter(|r| **r != v.primary));
     let (mut nvme, mut iscsi) = (Vec::new(), Vec::new());
     for name in order {
-        let Some((n, _)) = nodes.get(name) else {
+        let Some((n, _)) = nodes.get(name.as_str()) else {
             continue;
         };
-        let state = path_state(v, n, services.get(name).copied());
+        let state = path_state(v, n, services.get(name.as_str()).copied());
         for p in &n.portals {
             let Some((address, port)) = address(p) else {
                 continue;

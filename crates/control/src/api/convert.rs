@@ -2,6 +2,7 @@
 //! without the API changing, and the reverse.
 
 use alcubierre_api::v1 as api;
+use alcubierre_types::NodeId;
 
 use crate::cluster::{BackendAddress, ClusterConfig, Multipath, NodeGroup, Transport};
 use crate::model::{Activation, CacheDevice, CacheState, Node, NvmeIdentity, Service};
@@ -15,9 +16,9 @@ impl From<&Volume> for api::Volume {
             name: v.name.clone(),
             size: v.size,
             block_size: v.block_size,
-            replicas: v.replicas.clone(),
-            primary: v.primary.clone(),
-            in_sync: v.in_sync.clone(),
+            replicas: v.replicas.iter().map(NodeId::to_string).collect(),
+            primary: v.primary.to_string(),
+            in_sync: v.in_sync.iter().map(NodeId::to_string).collect(),
             qos: v.qos.clone(),
             hosts: v.hosts.clone(),
             any_host: v.any_host(),
@@ -131,7 +132,7 @@ impl From<&volumes::ReplicaFailure> for api::ReplicaFailure {
 impl From<&FollowerProgress> for api::FollowerProgress {
     fn from(f: &FollowerProgress) -> Self {
         Self {
-            node: f.node.clone(),
+            node: f.node.to_string(),
             in_sync: f.in_sync,
             connected: f.connected,
             behind_writes: f.behind_writes,
@@ -144,7 +145,7 @@ impl From<&Progress> for api::Progress {
         Self {
             volume: p.volume.clone(),
             name: p.name.clone(),
-            primary: p.primary.clone(),
+            primary: p.primary.to_string(),
             epoch: p.epoch.0,
             head: p.head.0,
             followers: p.followers.iter().map(Into::into).collect(),

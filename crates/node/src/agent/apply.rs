@@ -22,7 +22,7 @@ use alcubierre_replica::primary::Config as ReplicaConfig;
 use alcubierre_replica::volume::{Control, PrimaryVolume};
 use alcubierre_replica::Membership;
 use alcubierre_store::Store;
-use alcubierre_types::{ByteSize, Epoch, VolumeId};
+use alcubierre_types::{ByteSize, Epoch, NodeId, VolumeId};
 use tracing::Instrument;
 
 use super::plan::{self, Action, Desired, Have, Held as HeldRole, Retirement};
@@ -232,11 +232,11 @@ fn attach(p: &NodeParts, v: &Volume) -> anyhow::Result<VolumeId> {
 }
 
 /// The replica addresses of `v`'s members, from their node records.
-fn peers(v: &Volume, nodes: &BTreeMap<String, Node>) -> HashMap<String, SocketAddr> {
+fn peers(v: &Volume, nodes: &BTreeMap<String, Node>) -> HashMap<NodeId, SocketAddr> {
     v.replicas
         .iter()
         .filter_map(|r| {
-            let a = nodes.get(r)?.replica.parse().ok()?;
+            let a = nodes.get(r.as_str())?.replica.parse().ok()?;
             Some((r.clone(), a))
         })
         .collect()
@@ -256,7 +256,7 @@ fn export(
     let primary = PrimaryVolume::start(
         p.engine.clone(),
         p.volumes.volume(id)?,
-        &p.name,
+        &NodeId::from(&p.name),
         membership(v),
         peers(v, nodes),
         control,
@@ -592,7 +592,7 @@ impl Local {
                 path.down("the node restarted and waits for a new epoch");
                 let req = ReplicaRequest::Restarted {
                     epoch: v.epoch,
-                    from: p.name.clone(),
+                    from: NodeId::from(&p.name),
                 };
                 leader::request(&**store, id, &p.name, &req).await?;
                 tracing::info!(node = %p.name, volume = %v.name, epoch = v.epoch.0,
@@ -658,7 +658,7 @@ impl Local {
                 let v = record();
                 let primary = r
                     .nodes
-                    .get(&v.primary)
+                    .get(v.primary.as_str())
                     .and_then(|n| n.replica.parse::<SocketAddr>().ok());
                 self.volumes.get(id).expect("held").path.forward(primary);
             }

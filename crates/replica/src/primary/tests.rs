@@ -4,9 +4,13 @@ use bytes::Bytes;
 
 use super::{Action, Config, Primary};
 use crate::wire::{Msg, Payload};
-use crate::{Epoch, LogPos, Membership, SeqNo};
+use crate::{Epoch, LogPos, Membership, NodeId, SeqNo};
 use alcubierre_types::VolumeId;
 use alcubierre_types::{ByteOffset, ByteSize};
+
+fn n(s: &str) -> NodeId {
+    s.into()
+}
 
 fn members(epoch: u64, primary: &str) -> Membership {
     Membership {
@@ -23,7 +27,7 @@ const LEASE: u64 = 1_000_000;
 fn streaming(epoch: u64) -> Primary {
     let (mut p, _) = Primary::new(
         VolumeId::from_bytes([7; 16]),
-        "a",
+        &n("a"),
         members(epoch, "a"),
         LogPos::default(),
         &[],
@@ -33,9 +37,9 @@ fn streaming(epoch: u64) -> Primary {
     );
     p.tick(1, LEASE);
     for f in ["b", "c"] {
-        p.connected(f);
+        p.connected(&n(f));
         p.on_msg(
-            f,
+            &n(f),
             Msg::Opened {
                 epoch: Epoch(epoch),
                 last: LogPos::default(),
@@ -70,7 +74,7 @@ fn a_follower_ahead_by_an_epoch_holds_writes_until_the_store_says_who_leads() {
     let seq = write(&mut p);
     assert_eq!(
         acked(&p.on_msg(
-            "b",
+            &n("b"),
             Msg::Ack {
                 epoch: Epoch(2),
                 seq
@@ -80,7 +84,7 @@ fn a_follower_ahead_by_an_epoch_holds_writes_until_the_store_says_who_leads() {
     );
     // `c` learned epoch 3 from the store before this node did.
     let acts = p.on_msg(
-        "c",
+        &n("c"),
         Msg::Refused {
             epoch: Epoch(3),
             version: crate::wire::VERSION,
@@ -90,7 +94,7 @@ fn a_follower_ahead_by_an_epoch_holds_writes_until_the_store_says_who_leads() {
         !acts.iter().any(|a| matches!(a, Action::Demoted { .. })),
         "{acts:?}"
     );
-    assert!(acts.contains(&Action::Close { to: "c".into() }), "{acts:?}");
+    assert!(acts.contains(&Action::Close { to: n("c") }), "{acts:?}");
     assert!(
         !p.serving(),
         "nothing is read while the newer epoch is unknown"
@@ -99,7 +103,7 @@ fn a_follower_ahead_by_an_epoch_holds_writes_until_the_store_says_who_leads() {
     // Even once every member acknowledged, nothing is acknowledged to the host.
     assert_eq!(
         acked(&p.on_msg(
-            "c",
+            &n("c"),
             Msg::Ack {
                 epoch: Epoch(2),
                 seq
@@ -118,9 +122,9 @@ fn a_follower_ahead_by_an_epoch_holds_writes_until_the_store_says_who_leads() {
     assert_eq!(p.stale(), None);
     assert!(p.serving());
     for f in ["b", "c"] {
-        p.connected(f);
+        p.connected(&n(f));
         p.on_msg(
-            f,
+            &n(f),
             Msg::Opened {
                 epoch: Epoch(3),
                 last: LogPos {
@@ -133,7 +137,7 @@ fn a_follower_ahead_by_an_epoch_holds_writes_until_the_store_says_who_leads() {
     // The write held through the change is acknowledged once every in-sync member has it.
     assert_eq!(
         acked(&p.on_msg(
-            "c",
+            &n("c"),
             Msg::Ack {
                 epoch: Epoch(3),
                 seq
@@ -143,7 +147,7 @@ fn a_follower_ahead_by_an_epoch_holds_writes_until_the_store_says_who_leads() {
     );
     let next = write(&mut p);
     p.on_msg(
-        "b",
+        &n("b"),
         Msg::Ack {
             epoch: Epoch(3),
             seq: next,
@@ -151,7 +155,7 @@ fn a_follower_ahead_by_an_epoch_holds_writes_until_the_store_says_who_leads() {
     );
     assert_eq!(
         acked(&p.on_msg(
-            "c",
+            &n("c"),
             Msg::Ack {
                 epoch: Epoch(3),
                 seq: next
@@ -166,7 +170,7 @@ fn a_newer_epoch_naming_another_primary_demotes_and_acknowledges_nothing() {
     let mut p = streaming(2);
     let seq = write(&mut p);
     p.on_msg(
-        "b",
+        &n("b"),
         Msg::Refused {
             epoch: Epoch(3),
             version: crate::wire::VERSION,
@@ -179,7 +183,7 @@ fn a_newer_epoch_naming_another_primary_demotes_and_acknowledges_nothing() {
     );
     assert_eq!(
         acked(&p.on_msg(
-            "c",
+            &n("c"),
             Msg::Ack {
                 epoch: Epoch(2),
                 seq
@@ -200,7 +204,7 @@ fn a_newer_epoch_naming_another_primary_demotes_and_acknowledges_nothing() {
 fn an_epoch_between_the_current_and_the_one_heard_leaves_it_waiting() {
     let mut p = streaming(2);
     p.on_msg(
-        "b",
+        &n("b"),
         Msg::Ack {
             epoch: Epoch(4),
             seq: SeqNo(0),

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use alcubierre_replica::follower::Follower;
 use alcubierre_replica::primary::Primary;
 use alcubierre_replica::wire::{Msg, Payload};
-use alcubierre_replica::{Epoch, LogPos, Membership, SeqNo};
+use alcubierre_replica::{Epoch, LogPos, Membership, NodeId, SeqNo};
 use alcubierre_types::ByteOffset;
 use bytes::Bytes;
 
@@ -19,12 +19,12 @@ pub const VOL: alcubierre_types::VolumeId =
 pub const RUN: u64 = 20_000;
 pub const SETTLE: u64 = 8_000;
 
-pub fn name(i: usize) -> String {
-    format!("n{i}")
+pub fn name(i: usize) -> NodeId {
+    format!("n{i}").into()
 }
 
-pub fn idx(n: &str) -> usize {
-    n[1..].parse().unwrap()
+pub fn idx(n: &NodeId) -> usize {
+    n.as_str()[1..].parse().unwrap()
 }
 
 /// A write as the model journals it: one block gets a value.
@@ -112,7 +112,7 @@ pub struct Node {
     /// The connection this node, as a follower, listens on.
     pub primary_conn: Option<u64>,
     /// As primary: connection per follower.
-    pub conns: BTreeMap<String, u64>,
+    pub conns: BTreeMap<NodeId, u64>,
     pub destaged: LogPos,
 }
 
@@ -158,8 +158,8 @@ pub enum Ev {
 
 #[derive(Debug)]
 pub enum Req {
-    Drop(String, Epoch),
-    Add(String, Epoch),
+    Drop(NodeId, Epoch),
+    Add(NodeId, Epoch),
     Restarted,
 }
 

@@ -110,10 +110,10 @@ impl Sim {
                     }
                 }
                 primary::Action::AskDrop { node, epoch } => {
-                    self.send_to_store(n, Req::Drop(node, epoch))
+                    self.send_to_store(n, Req::Drop(node.clone(), epoch))
                 }
                 primary::Action::AskAdd { node, epoch } => {
-                    self.send_to_store(n, Req::Add(node, epoch))
+                    self.send_to_store(n, Req::Add(node.clone(), epoch))
                 }
                 primary::Action::Demoted { epoch } => {
                     self.log(format!("n{n} demoted by epoch {epoch}"));

@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
 use alcubierre_replica::wire::Msg;
-use alcubierre_replica::{Epoch, LogPos, Membership};
+use alcubierre_replica::{Epoch, LogPos, Membership, NodeId};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -34,10 +34,10 @@ pub struct Sim {
 
 impl Sim {
     pub fn new(seed: u64) -> Self {
-        let members: Vec<String> = (0..N).map(name).collect();
+        let members: Vec<NodeId> = (0..N).map(name).collect();
         let m = Membership {
             epoch: Epoch(1),
-            primary: name(0),
+            primary: alcubierre_replica::NodeId(name(0).to_string()),
             replicas: members.clone(),
             in_sync: members,
         };
