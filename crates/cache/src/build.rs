@@ -2,7 +2,7 @@
 //! with their current contents. Runs in the writer (the caller of [`Partition::commit`]).
 
 use alcubierre_io::AlignedBuf;
-use alcubierre_types::{ByteOffset, VolumeId};
+use alcubierre_types::{CacheBlock, Sector, VolumeId};
 
 use crate::error::CacheError;
 use crate::format::{Entry, EntryKind, BLOCK, FULL_MASK, MAX_ENTRIES, SECTORS_PER_BLOCK as SPB};
@@ -65,7 +65,7 @@ impl Partition {
         match op {
             Op::Write { sector, data, .. } => {
                 let n = data.len() as u64 / SECTOR;
-                let blocks = (sector + n).div_ceil(SPB) - sector / SPB;
+                let blocks = (sector.0 + n).div_ceil(SPB) - sector.block().0;
                 (1, blocks as u32)
             }
             Op::Zero { sectors, .. } => {
@@ -82,7 +82,7 @@ impl Partition {
         &self,
         w: &WriterState,
         volume: VolumeId,
-        block: u64,
+        block: CacheBlock,
         batch: &[Entry],
         out: &mut [u8],
     ) -> Result<u8, CacheError> {
@@ -93,13 +93,13 @@ impl Partition {
             match e.kind {
                 EntryKind::DropVolume => return Ok(0),
                 EntryKind::Release => {}
-                _ if block < e.first_block || block >= e.first_block + u64::from(e.nblocks) => {}
+                _ if !e.covers(block) => {}
                 EntryKind::Zero => {
                     out.fill(0);
                     return Ok(FULL_MASK);
                 }
                 EntryKind::Write => {
-                    let i = (block - e.first_block) as u32;
+                    let i = (block.0 - e.first_block.0) as u32;
                     let at = (1 + e.data_offset as usize + i as usize) * BLOCK;
                     out.copy_from_slice(&w.buf[at..at + BLOCK]);
                     return Ok(e.mask_of(i));
@@ -131,7 +131,7 @@ impl Partition {
             }
             Loc::Poisoned => Err(CacheError::Medium {
                 volume,
-                offset: ByteOffset(block * BLOCK as u64),
+                offset: block.offset(),
             }),
         }
     }
@@ -172,7 +172,7 @@ impl Partition {
                         head_mask: FULL_MASK,
                         tail_mask: FULL_MASK,
                         nblocks: 0,
-                        first_block: 0,
+                        first_block: CacheBlock(0),
                         epoch: tag.epoch,
                         seq: 0,
                         data_offset: data_at,
@@ -194,7 +194,7 @@ impl Partition {
                         head_mask: FULL_MASK,
                         tail_mask: FULL_MASK,
                         nblocks: 0,
-                        first_block: 0,
+                        first_block: CacheBlock(0),
                         epoch: tag.epoch,
                         rep_seq: tag.seq,
                         seq: 0,
@@ -225,13 +225,14 @@ impl Partition {
         &self,
         w: &mut WriterState,
         volume: VolumeId,
-        sector: u64,
+        sector: Sector,
         data: &[u8],
         zero_sectors: Option<u64>,
         tag: LogPos,
         batch: &[Entry],
         data_at: u32,
     ) -> Result<Entry, CacheError> {
+        let sector = sector.0;
         let n = zero_sectors.unwrap_or(data.len() as u64 / SECTOR);
         let end = sector + n;
         let first = sector / SPB;
@@ -258,14 +259,14 @@ impl Partition {
             if mask == FULL_MASK {
                 continue;
             }
-            let block = first + u64::from(i);
+            let block = CacheBlock(first + u64::from(i));
             let old = self
                 .base_block(w, volume, block, batch, &mut scratch)
                 .map_err(|e| match e {
                     // The LBA named is the command's own: its first sector in the block.
                     CacheError::Medium { volume, .. } => CacheError::Medium {
                         volume,
-                        offset: ByteOffset((block * SPB).max(sector) * SECTOR),
+                        offset: block.first_sector().max(Sector(sector)).offset(),
                     },
                     e => e,
                 })?;
@@ -293,7 +294,7 @@ impl Partition {
                 head_mask,
                 tail_mask,
                 nblocks,
-                first_block: first,
+                first_block: CacheBlock(first),
                 epoch: tag.epoch,
                 rep_seq: tag.seq,
                 seq: 0,
@@ -308,12 +309,13 @@ impl Partition {
         &self,
         w: &mut WriterState,
         volume: VolumeId,
-        sector: u64,
+        sector: Sector,
         sectors: u64,
         tag: LogPos,
         batch: &[Entry],
         data_at: u32,
     ) -> Result<Built, CacheError> {
+        let (start, sector) = (sector, sector.0);
         let end = sector + sectors;
         let full_from = sector.div_ceil(SPB);
         let full_to = end / SPB;
@@ -321,7 +323,7 @@ impl Partition {
         let mut data_blocks = 0;
         if full_from >= full_to {
             // No whole block: zero the sectors as a (merged) write of one or two blocks.
-            let e = self.build_write(w, volume, sector, &[], Some(sectors), tag, batch, data_at)?;
+            let e = self.build_write(w, volume, start, &[], Some(sectors), tag, batch, data_at)?;
             data_blocks += e.nblocks;
             entries.push(e);
             return Ok(Built {
@@ -331,7 +333,7 @@ impl Partition {
         }
         if !sector.is_multiple_of(SPB) {
             let n = full_from * SPB - sector;
-            let e = self.build_write(w, volume, sector, &[], Some(n), tag, batch, data_at)?;
+            let e = self.build_write(w, volume, start, &[], Some(n), tag, batch, data_at)?;
             data_blocks += e.nblocks;
             entries.push(e);
         }
@@ -346,7 +348,7 @@ impl Partition {
                     head_mask: FULL_MASK,
                     tail_mask: FULL_MASK,
                     nblocks: n as u32,
-                    first_block: b,
+                    first_block: CacheBlock(b),
                     epoch: tag.epoch,
                     rep_seq: tag.seq,
                     seq: 0,
@@ -362,7 +364,7 @@ impl Partition {
             let e = self.build_write(
                 w,
                 volume,
-                full_to * SPB,
+                CacheBlock(full_to).first_sector(),
                 &[],
                 Some(end - full_to * SPB),
                 tag,

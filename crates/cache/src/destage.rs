@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 
 use alcubierre_backend::{Backend, BackendError};
 use alcubierre_io::AlignedBuf;
-use alcubierre_types::{ByteOffset, ByteSize, SeqNo, VolumeId};
+use alcubierre_types::{ByteOffset, ByteSize, CacheBlock, SeqNo, VolumeId};
 
 use crate::batches::Batches;
 use crate::error::CacheError;
@@ -76,7 +76,7 @@ impl Partition {
         let dropped = self.index.read().dropped.clone();
         let mut rounds: HashMap<VolumeId, VolRound> = HashMap::new();
         let mut drops_seen: Vec<(VolumeId, u64)> = Vec::new();
-        let mut poison: Vec<(VolumeId, u64, u32)> = Vec::new();
+        let mut poison: Vec<(VolumeId, CacheBlock, u32)> = Vec::new();
         let window = budget.div_ceil(BLOCK as u64).clamp(64, 4096);
         let t0 = std::time::Instant::now();
         // The batches read ahead during the previous round, if they start here (the log after
@@ -232,7 +232,7 @@ impl Partition {
             }
             for (vol, block, phys) in &poison {
                 if let Some(v) = idx.volumes.get_mut(vol) {
-                    if v.blocks.get(*block) == Some(*phys) {
+                    if v.blocks.get(block.0) == Some(*phys) {
                         v.poison(*block);
                     }
                 }
@@ -254,11 +254,10 @@ impl Partition {
                             v.evict(block, phys);
                         }
                     }
-                    EntryKind::Zero => v.zeroes.remove_destaged(
-                        e.first_block,
-                        e.first_block + u64::from(e.nblocks),
-                        e.seq,
-                    ),
+                    EntryKind::Zero => {
+                        v.zeroes
+                            .remove_destaged(e.first_block.0, e.end_block().0, e.seq)
+                    }
                     _ => {}
                 }
             }
@@ -374,7 +373,7 @@ impl Partition {
         released: &dyn Fn(&crate::format::Entry) -> bool,
         rounds: &mut HashMap<VolumeId, VolRound>,
         drops_seen: &mut Vec<(VolumeId, u64)>,
-        poison: &mut Vec<(VolumeId, u64, u32)>,
+        poison: &mut Vec<(VolumeId, CacheBlock, u32)>,
     ) {
         for e in &h.entries {
             if dropped.get(&e.volume).is_some_and(|&d| e.seq < d) || released(e) {
@@ -388,7 +387,7 @@ impl Partition {
                 }
                 EntryKind::Zero => {
                     let r = rounds.entry(e.volume).or_default();
-                    let (s, end) = (e.first_block, e.first_block + u64::from(e.nblocks));
+                    let (s, end) = (e.first_block.0, e.end_block().0);
                     let doomed: Vec<u64> = r.blocks.range(s..end).map(|(b, _)| *b).collect();
                     for b in doomed {
                         r.blocks.remove(&b);
@@ -400,14 +399,14 @@ impl Partition {
                     let len = e.nblocks as usize * BLOCK;
                     if e.compute_crc(&data[at..at + len]) != e.crc {
                         tracing::error!(partition = self.id, volume = %e.volume,
-                            block = e.first_block, "journal entry corrupt at destage");
+                            block = e.first_block.0, "journal entry corrupt at destage");
                         poison.extend(self.entry_blocks(h.virt, e).map(|(b, p)| (e.volume, b, p)));
                         continue;
                     }
                     let r = rounds.entry(e.volume).or_default();
                     for k in 0..e.nblocks {
                         r.blocks.insert(
-                            e.first_block + u64::from(k),
+                            e.first_block.0 + u64::from(k),
                             (bi, e.data_offset + k, e.mask_of(k)),
                         );
                     }

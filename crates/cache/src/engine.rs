@@ -17,7 +17,7 @@ use crate::error::CacheError;
 use crate::format::{
     checkpoint_blocks, Checkpoint, PartitionExtent, Superblock, BLOCK, MAX_PARTITIONS,
 };
-use crate::partition::{Op, Partition, SECTOR};
+use crate::partition::{Op, Partition};
 use crate::recovery::PartitionReport;
 use alcubierre_types::{LogPos, SeqNo};
 
@@ -410,7 +410,7 @@ impl Engine {
         check_range(&g, self.max_transfer(), lba, count)?;
         Ok(Op::Write {
             volume,
-            sector: g.offset_of(lba).0 / SECTOR,
+            sector: g.sector_of(lba),
             data,
         })
     }
@@ -429,8 +429,8 @@ impl Engine {
         }
         Ok(Op::Zero {
             volume,
-            sector: g.offset_of(lba).0 / SECTOR,
-            sectors: g.len_of(count).0 / SECTOR,
+            sector: g.sector_of(lba),
+            sectors: g.sectors_in(count),
         })
     }
 
@@ -460,12 +460,8 @@ impl Engine {
             return Ok(Bytes::new());
         }
         let mut out = vec![0u8; g.len_of(count).0 as usize];
-        self.partition_of(volume).read(
-            volume,
-            g.offset_of(lba).0 / SECTOR,
-            &mut out,
-            &*self.backend,
-        )?;
+        self.partition_of(volume)
+            .read(volume, g.sector_of(lba), &mut out, &*self.backend)?;
         Ok(Bytes::from(out))
     }
 

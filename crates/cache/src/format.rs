@@ -4,12 +4,12 @@
 //! decoder. Every integer is little-endian. Every 4 KiB metadata block ends with a CRC-32C of
 //! its first 4092 bytes. Decoders never panic on any input: they return [`FormatError`].
 
-use alcubierre_types::{Epoch, SeqNo, VolumeId};
+use alcubierre_types::{CacheBlock, Epoch, SeqNo, VolumeId};
 
 /// The unit of the cache device: every metadata block and every cached data block.
-pub const BLOCK: usize = 4096;
+pub const BLOCK: usize = CacheBlock::BYTES as usize;
 /// Sectors (512 bytes) per block.
-pub const SECTORS_PER_BLOCK: u64 = 8;
+pub const SECTORS_PER_BLOCK: u64 = CacheBlock::SECTORS;
 /// A block mask with every sector valid.
 pub const FULL_MASK: u8 = 0xff;
 /// The format version this build writes and reads.
@@ -357,8 +357,8 @@ pub struct Entry {
     pub tail_mask: u8,
     /// Number of 4 KiB blocks covered.
     pub nblocks: u32,
-    /// First volume block (4 KiB units) covered.
-    pub first_block: u64,
+    /// First volume block covered.
+    pub first_block: CacheBlock,
     /// The replica-set epoch the write was accepted in.
     pub epoch: Epoch,
     /// The entry's sequence number (increasing within the partition).
@@ -373,6 +373,16 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The block after the last one the entry covers.
+    pub fn end_block(&self) -> CacheBlock {
+        self.first_block.plus(u64::from(self.nblocks))
+    }
+
+    /// Whether the entry covers `block`.
+    pub fn covers(&self, block: CacheBlock) -> bool {
+        self.first_block <= block && block < self.end_block()
+    }
+
     /// Whether it is (part of) a replicated write or zero range, which a follower holds until
     /// the primary releases it.
     pub fn replicated(&self) -> bool {
@@ -406,7 +416,7 @@ impl Entry {
         b[18] = self.tail_mask;
         b[19] = 0;
         put32(b, 20, self.nblocks);
-        put64(b, 24, self.first_block);
+        put64(b, 24, self.first_block.0);
         put64(b, 32, self.epoch.0);
         put64(b, 40, self.seq);
         put32(b, 48, self.data_offset);
@@ -510,7 +520,7 @@ impl BatchHeader {
                 head_mask: e[17],
                 tail_mask: e[18],
                 nblocks: u32_at(e, 20),
-                first_block: u64_at(e, 24),
+                first_block: CacheBlock(u64_at(e, 24)),
                 epoch: Epoch(u64_at(e, 32)),
                 seq: u64_at(e, 40),
                 data_offset: u32_at(e, 48),
@@ -523,6 +533,7 @@ impl BatchHeader {
                     && entry.nblocks == 0)
                 || entry
                     .first_block
+                    .0
                     .checked_add(entry.nblocks.into())
                     .is_none()
                 || entry.head_mask == 0
@@ -588,7 +599,7 @@ mod tests {
                     head_mask: 0xf0,
                     tail_mask: 0x0f,
                     nblocks: 3,
-                    first_block: 10,
+                    first_block: CacheBlock(10),
                     epoch: Epoch(4),
                     seq: 100,
                     data_offset: 0,
@@ -601,7 +612,7 @@ mod tests {
                     head_mask: FULL_MASK,
                     tail_mask: FULL_MASK,
                     nblocks: 1 << 30,
-                    first_block: 0,
+                    first_block: CacheBlock(0),
                     epoch: Epoch(4),
                     seq: 101,
                     data_offset: 3,
@@ -685,7 +696,7 @@ mod tests {
         let data = vec![1u8; 3 * BLOCK];
         let crc = e.compute_crc(&data);
         let mut moved = e;
-        moved.first_block += 1;
+        moved.first_block = moved.first_block.plus(1);
         assert_ne!(crc, moved.compute_crc(&data));
         let mut other = data.clone();
         other[5000] ^= 1;

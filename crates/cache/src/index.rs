@@ -13,6 +13,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use alcubierre_types::CacheBlock;
+
 use crate::blockmap::BlockMap;
 use crate::format::FULL_MASK;
 
@@ -126,7 +128,8 @@ pub struct VolumeIndex {
 
 impl VolumeIndex {
     /// Where `block` is.
-    pub fn lookup(&self, block: u64) -> Loc {
+    pub fn lookup(&self, block: CacheBlock) -> Loc {
+        let block = block.0;
         if !self.poisoned.is_empty() && self.poisoned.contains(&block) {
             return Loc::Poisoned;
         }
@@ -145,7 +148,8 @@ impl VolumeIndex {
     }
 
     /// Records that `block` now lives at `phys` with valid sectors `mask`.
-    pub fn put(&mut self, block: u64, phys: u32, mask: u8) {
+    pub fn put(&mut self, block: CacheBlock, phys: u32, mask: u8) {
+        let block = block.0;
         self.blocks.insert(block, phys);
         if mask == FULL_MASK {
             if !self.partial.is_empty() {
@@ -160,7 +164,8 @@ impl VolumeIndex {
     }
 
     /// Records that `[start, end)` reads as zeroes from entry `seq` on.
-    pub fn zero(&mut self, start: u64, end: u64, seq: u64) {
+    pub fn zero(&mut self, start: CacheBlock, end: CacheBlock, seq: u64) {
+        let (start, end) = (start.0, end.0);
         self.blocks.remove_range(start, end);
         if !self.partial.is_empty() {
             self.partial.retain(|b, _| *b < start || *b >= end);
@@ -175,14 +180,16 @@ impl VolumeIndex {
     }
 
     /// Marks `block` corrupt: its cached copy is dropped and reads fail until it is rewritten.
-    pub fn poison(&mut self, block: u64) {
+    pub fn poison(&mut self, block: CacheBlock) {
+        let block = block.0;
         self.blocks.remove(block);
         self.partial.remove(&block);
         self.poisoned.insert(block);
     }
 
     /// Forgets `block` if it still lives at `phys` (its log space is being reused).
-    pub fn evict(&mut self, block: u64, phys: u32) {
+    pub fn evict(&mut self, block: CacheBlock, phys: u32) {
+        let block = block.0;
         if self.blocks.remove_if(block, phys) && !self.partial.is_empty() {
             self.partial.remove(&block);
         }
@@ -209,40 +216,40 @@ mod tests {
     #[test]
     fn lookup_order() {
         let mut v = VolumeIndex::default();
-        v.zero(0, 10, 1);
-        assert_eq!(v.lookup(3), Loc::Zero);
-        v.put(3, 77, 0x0f);
+        v.zero(CacheBlock(0), CacheBlock(10), 1);
+        assert_eq!(v.lookup(CacheBlock(3)), Loc::Zero);
+        v.put(CacheBlock(3), 77, 0x0f);
         assert_eq!(
-            v.lookup(3),
+            v.lookup(CacheBlock(3)),
             Loc::Cached {
                 phys: 77,
                 mask: 0x0f
             }
         );
-        v.put(3, 78, FULL_MASK);
+        v.put(CacheBlock(3), 78, FULL_MASK);
         assert_eq!(
-            v.lookup(3),
+            v.lookup(CacheBlock(3)),
             Loc::Cached {
                 phys: 78,
                 mask: FULL_MASK
             }
         );
-        v.poison(4);
-        assert_eq!(v.lookup(4), Loc::Poisoned);
-        v.zero(0, 10, 2);
-        assert_eq!(v.lookup(3), Loc::Zero);
-        assert_eq!(v.lookup(4), Loc::Zero);
-        assert_eq!(v.lookup(11), Loc::Backend);
-        v.put(5, 1, FULL_MASK);
-        v.evict(5, 2);
+        v.poison(CacheBlock(4));
+        assert_eq!(v.lookup(CacheBlock(4)), Loc::Poisoned);
+        v.zero(CacheBlock(0), CacheBlock(10), 2);
+        assert_eq!(v.lookup(CacheBlock(3)), Loc::Zero);
+        assert_eq!(v.lookup(CacheBlock(4)), Loc::Zero);
+        assert_eq!(v.lookup(CacheBlock(11)), Loc::Backend);
+        v.put(CacheBlock(5), 1, FULL_MASK);
+        v.evict(CacheBlock(5), 2);
         assert_eq!(
-            v.lookup(5),
+            v.lookup(CacheBlock(5)),
             Loc::Cached {
                 phys: 1,
                 mask: FULL_MASK
             }
         );
-        v.evict(5, 1);
-        assert_eq!(v.lookup(5), Loc::Zero);
+        v.evict(CacheBlock(5), 1);
+        assert_eq!(v.lookup(CacheBlock(5)), Loc::Zero);
     }
 }

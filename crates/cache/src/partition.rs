@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use alcubierre_io::{AlignedBuf, Medium};
-use alcubierre_types::{Epoch, LogPos, SeqNo, VolumeId};
+use alcubierre_types::{CacheBlock, Epoch, LogPos, Sector, SeqNo, VolumeId};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 
@@ -39,7 +39,7 @@ pub enum Op {
         /// The volume.
         volume: VolumeId,
         /// First sector.
-        sector: u64,
+        sector: Sector,
         /// The payload.
         data: Bytes,
     },
@@ -48,7 +48,7 @@ pub enum Op {
         /// The volume.
         volume: VolumeId,
         /// First sector.
-        sector: u64,
+        sector: Sector,
         /// Number of sectors.
         sectors: u64,
     },
@@ -78,7 +78,7 @@ impl Op {
     }
 }
 
-pub(crate) const SECTOR: u64 = 512;
+pub(crate) const SECTOR: u64 = Sector::BYTES;
 
 /// The writer's private state.
 pub(crate) struct WriterState {
@@ -617,10 +617,10 @@ impl Partition {
         &self,
         batch_virt: u64,
         e: &Entry,
-    ) -> impl Iterator<Item = (u64, u32)> {
+    ) -> impl Iterator<Item = (CacheBlock, u32)> {
         let data = self.phys(batch_virt) + 1 + u64::from(e.data_offset);
         let first = e.first_block;
-        (0..u64::from(e.data_blocks())).map(move |k| (first + k, (data + k) as u32))
+        (0..u64::from(e.data_blocks())).map(move |k| (first.plus(k), (data + k) as u32))
     }
 
     /// Applies a durable batch at `virt` to the index. `bad` lists entries whose data failed
@@ -665,7 +665,7 @@ impl Partition {
                 }
                 EntryKind::Zero => {
                     let v = idx.volumes.entry(e.volume).or_default();
-                    v.zero(e.first_block, e.first_block + u64::from(e.nblocks), e.seq);
+                    v.zero(e.first_block, e.end_block(), e.seq);
                 }
                 EntryKind::Write => {
                     let v = idx.volumes.entry(e.volume).or_default();
@@ -714,7 +714,7 @@ impl Partition {
     /// Moves the tail forward over whole batches until it reaches at least `target` (which
     /// is at most the destage point), forgetting the index entries that point into them.
     fn evict_until(&self, w: &mut WriterState, target: u64) -> Result<(), CacheError> {
-        let mut doomed: Vec<(VolumeId, u64, u32)> = Vec::new();
+        let mut doomed: Vec<(VolumeId, CacheBlock, u32)> = Vec::new();
         let limit = self.destaged_virt.load(Ordering::Acquire);
         let read = self.read_batches(w.tail, w.tail_seq, target.min(limit), u64::MAX, 64)?;
         for (h, _, _) in &read.batches {

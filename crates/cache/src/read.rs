@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use alcubierre_backend::Backend;
 use alcubierre_io::AlignedBuf;
-use alcubierre_types::{ByteOffset, VolumeId};
+use alcubierre_types::{ByteOffset, CacheBlock, Sector, VolumeId};
 
 use crate::error::CacheError;
 use crate::format::{BLOCK, FULL_MASK, SECTORS_PER_BLOCK as SPB};
@@ -19,10 +19,11 @@ impl Partition {
     pub fn read(
         &self,
         volume: VolumeId,
-        sector: u64,
+        sector: Sector,
         out: &mut [u8],
         backend: &dyn Backend,
     ) -> Result<(), CacheError> {
+        let sector = sector.0;
         let sectors = out.len() as u64 / SECTOR;
         let end = sector + sectors;
         let first = sector / SPB;
@@ -42,7 +43,7 @@ impl Partition {
             let plan: Vec<Loc> = {
                 let idx = self.index.read();
                 match idx.volumes.get(&volume) {
-                    Some(v) => (first..=last).map(|b| v.lookup(b)).collect(),
+                    Some(v) => (first..=last).map(|b| v.lookup(CacheBlock(b))).collect(),
                     None => vec![Loc::Backend; (last - first + 1) as usize],
                 }
             };

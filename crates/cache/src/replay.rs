@@ -229,7 +229,7 @@ impl Engine {
                             ..Parts::default()
                         });
                         let full = e.head_mask == FULL_MASK && e.tail_mask == FULL_MASK;
-                        w.add(e.kind, e.first_block, u64::from(e.nblocks), full, d);
+                        w.add(e.kind, e.first_block.0, u64::from(e.nblocks), full, d);
                     }
                 }
                 Chunk::ReadOn

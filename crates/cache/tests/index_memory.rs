@@ -36,7 +36,7 @@ fn fill(volume_blocks: u64, seed: u64) -> (f64, u64) {
         let ops: Vec<Op> = (0..32)
             .map(|_| Op::Write {
                 volume: v,
-                sector: rng.gen_range(0..volume_blocks) * 8,
+                sector: alcubierre_types::Sector(rng.gen_range(0..volume_blocks) * 8),
                 data: data.clone(),
             })
             .collect();

@@ -402,27 +402,27 @@ fn malformed_ops_given_to_a_partition_fail_alone() {
     let ops = [
         alcubierre_cache::Op::Write {
             volume: vol(1),
-            sector: 0,
+            sector: alcubierre_types::Sector(0),
             data: Bytes::new(),
         },
         alcubierre_cache::Op::Write {
             volume: vol(1),
-            sector: 0,
+            sector: alcubierre_types::Sector(0),
             data: Bytes::from(vec![1; 700]),
         },
         alcubierre_cache::Op::Zero {
             volume: vol(1),
-            sector: 0,
+            sector: alcubierre_types::Sector(0),
             sectors: 0,
         },
         alcubierre_cache::Op::Write {
             volume: vol(1),
-            sector: 0,
+            sector: alcubierre_types::Sector(0),
             data: Bytes::from(vec![9; 17 * 4096]), // more than a batch holds
         },
         alcubierre_cache::Op::Write {
             volume: vol(1),
-            sector: 8,
+            sector: alcubierre_types::Sector(8),
             data: Bytes::from(vec![2; 512]),
         },
     ];

@@ -122,6 +122,71 @@ pub struct Lba(pub u64);
 )]
 pub struct BlockCount(pub u64);
 
+/// A 512-byte sector of a volume, counted from the volume's start: the unit in which the cache
+/// journal records which part of a 4 KiB [`CacheBlock`] a write covers. Not an [`Lba`]: a
+/// volume of 4096-byte logical blocks still has eight sectors per cache block.
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
+)]
+pub struct Sector(pub u64);
+
+impl Sector {
+    /// Bytes in a sector.
+    pub const BYTES: u64 = 512;
+
+    /// The sector that starts at `offset`, or `None` when `offset` is not on a sector boundary.
+    pub fn at(offset: ByteOffset) -> Option<Self> {
+        offset
+            .0
+            .is_multiple_of(Self::BYTES)
+            .then_some(Self(offset.0 / Self::BYTES))
+    }
+
+    /// Where the sector starts.
+    pub fn offset(self) -> ByteOffset {
+        ByteOffset(self.0 * Self::BYTES)
+    }
+
+    /// The cache block that holds the sector.
+    pub fn block(self) -> CacheBlock {
+        CacheBlock(self.0 / CacheBlock::SECTORS)
+    }
+
+    /// The sector's place inside its cache block (0 to 7).
+    pub fn within_block(self) -> u64 {
+        self.0 % CacheBlock::SECTORS
+    }
+}
+
+/// A 4 KiB block of a volume, counted from the volume's start: the unit the cache indexes,
+/// stores and destages, whatever the volume's logical block size.
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize,
+)]
+pub struct CacheBlock(pub u64);
+
+impl CacheBlock {
+    /// Bytes in a cache block.
+    pub const BYTES: u64 = 4096;
+    /// Sectors in a cache block.
+    pub const SECTORS: u64 = Self::BYTES / Sector::BYTES;
+
+    /// The block's first sector.
+    pub fn first_sector(self) -> Sector {
+        Sector(self.0 * Self::SECTORS)
+    }
+
+    /// Where the block starts.
+    pub fn offset(self) -> ByteOffset {
+        ByteOffset(self.0 * Self::BYTES)
+    }
+
+    /// The block `n` blocks further on.
+    pub fn plus(self, n: u64) -> Self {
+        Self(self.0 + n)
+    }
+}
+
 /// A storage node's name, unique in its cluster (its configuration's `[node] name`): how the
 /// store's replica sets, the replication protocol and the control plane name a node.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Default, Serialize, Deserialize)]
@@ -361,6 +426,14 @@ impl VolumeGeometry {
     /// The byte length of `count` blocks.
     pub fn len_of(&self, count: BlockCount) -> ByteSize {
         ByteSize(count.0 * self.block_size.bytes())
+    }
+    /// The first sector of block `lba` (every block size is a whole number of sectors).
+    pub fn sector_of(&self, lba: Lba) -> Sector {
+        Sector(self.offset_of(lba).0 / Sector::BYTES)
+    }
+    /// The sectors in `count` blocks.
+    pub fn sectors_in(&self, count: BlockCount) -> u64 {
+        self.len_of(count).0 / Sector::BYTES
     }
     /// True when `[lba, lba + count)` lies inside the volume (and does not overflow).
     pub fn contains(&self, lba: Lba, count: BlockCount) -> bool {
