@@ -31,7 +31,7 @@ pub mod resv;
 
 pub use mem::MemBlockDevice;
 pub use metered::{IoStats, Metered};
-pub use qos::{Limited, Qos, QosLimits};
+pub use qos::{Limited, Qos, QosLimits, Rate as QosRate, DEFAULT_BURST as DEFAULT_QOS_BURST};
 pub use rate::RateLimiter;
 pub use resv::{HostId, Keeper, Reservations, Reserved, ResvCommand, ResvStore};
 

@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 /// rate is exact whatever the round sizes.
 pub struct RateLimiter {
     rate: AtomicU64,
-    burst: u64,
+    burst: AtomicU64,
     state: Mutex<(f64, Instant)>,
 }
 
@@ -19,7 +19,7 @@ impl RateLimiter {
     pub fn new(rate: u64, burst: u64) -> Self {
         Self {
             rate: AtomicU64::new(rate.max(1)),
-            burst,
+            burst: AtomicU64::new(burst),
             state: Mutex::new((burst as f64, Instant::now())),
         }
     }
@@ -36,9 +36,24 @@ impl RateLimiter {
         self.rate.store(rate.max(1), Ordering::Relaxed);
     }
 
+    /// Changes the rate and the credit a full bucket holds from now on (credit above the new
+    /// bound is dropped; debt stays).
+    pub fn set(&self, rate: u64, burst: u64) {
+        let mut s = self.state.lock();
+        self.refill(&mut s, Instant::now());
+        self.rate.store(rate.max(1), Ordering::Relaxed);
+        self.burst.store(burst, Ordering::Relaxed);
+        s.0 = s.0.min(burst as f64);
+    }
+
+    /// The most credit the bucket holds.
+    pub fn burst(&self) -> u64 {
+        self.burst.load(Ordering::Relaxed)
+    }
+
     fn refill(&self, s: &mut (f64, Instant), now: Instant) {
         let dt = now.saturating_duration_since(s.1).as_secs_f64();
-        s.0 = (s.0 + dt * self.rate() as f64).min(self.burst as f64);
+        s.0 = (s.0 + dt * self.rate() as f64).min(self.burst() as f64);
         s.1 = now;
     }
 

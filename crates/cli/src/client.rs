@@ -254,12 +254,25 @@ pub enum QosCmd {
         /// Write IOPS limit.
         #[arg(long)]
         write_iops: Option<u64>,
+        /// IOPS limit of reads and writes together.
+        #[arg(long)]
+        total_iops: Option<u64>,
         /// Read bandwidth (e.g. 100MiB).
         #[arg(long)]
         read_bw: Option<String>,
         /// Write bandwidth.
         #[arg(long)]
         write_bw: Option<String>,
+        /// Bandwidth of reads and writes together.
+        #[arg(long)]
+        total_bw: Option<String>,
+        /// Burst rates, each above its limit: read-iops=N, write-iops=N, total-iops=N,
+        /// read-bw=SIZE, write-bw=SIZE or total-bw=SIZE (repeat the option for several).
+        #[arg(long, value_name = "LIMIT=RATE")]
+        burst: Vec<String>,
+        /// How long a burst lasts, in seconds (default 1).
+        #[arg(long)]
+        burst_seconds: Option<u64>,
     },
     /// Lists policies.
     List,
@@ -582,14 +595,41 @@ pub fn qos(a: &ApiArgs, c: QosCmd, json: bool) -> anyhow::Result<()> {
             name,
             read_iops,
             write_iops,
+            total_iops,
             read_bw,
             write_bw,
+            total_bw,
+            burst,
+            burst_seconds,
         } => {
             let bw = |f: &str, v: Option<String>| v.map(|v| size(f, &v)).transpose();
-            let body = json!({
-                "read_iops": read_iops, "write_iops": write_iops,
+            let mut body = json!({
+                "read_iops": read_iops, "write_iops": write_iops, "total_iops": total_iops,
                 "read_bps": bw("read-bw", read_bw)?, "write_bps": bw("write-bw", write_bw)?,
+                "total_bps": bw("total-bw", total_bw)?, "burst_seconds": burst_seconds,
             });
+            for b in &burst {
+                let (limit, rate) = b
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("--burst: {b:?} is not LIMIT=RATE"))?;
+                let field = match limit {
+                    "read-iops" | "write-iops" | "total-iops" => {
+                        let n: u64 = rate.parse().map_err(|_| {
+                            anyhow::anyhow!("--burst {limit}: {rate:?} is not a whole number")
+                        })?;
+                        body[format!("{}_max", limit.replace('-', "_"))] = json!(n);
+                        continue;
+                    }
+                    "read-bw" => "read_bps_max",
+                    "write-bw" => "write_bps_max",
+                    "total-bw" => "total_bps_max",
+                    _ => anyhow::bail!(
+                        "--burst: unknown limit {limit:?} (read-iops, write-iops, total-iops, \
+                         read-bw, write-bw or total-bw)"
+                    ),
+                };
+                body[field] = json!(size(&format!("burst {limit}"), rate)?);
+            }
             let v = request(a, "PUT", &format!("/api/v1/qos/{name}"), Some(&body))?;
             out(&v, json, |_| say!("QoS policy {name} saved"));
         }
@@ -605,19 +645,37 @@ pub fn qos(a: &ApiArgs, c: QosCmd, json: bool) -> anyhow::Result<()> {
                 .map(|m| {
                     m.iter()
                         .map(|(k, q)| {
-                            vec![
-                                k.clone(),
-                                s(&q["read_iops"]),
-                                s(&q["write_iops"]),
-                                s(&q["read_bps"]),
-                                s(&q["write_bps"]),
-                            ]
+                            let mut row = vec![k.clone()];
+                            for f in [
+                                "read_iops",
+                                "write_iops",
+                                "total_iops",
+                                "read_bps",
+                                "write_bps",
+                                "total_bps",
+                            ] {
+                                row.push(match q[format!("{f}_max")].as_u64() {
+                                    Some(m) => format!("{} (burst {m})", s(&q[f])),
+                                    None => s(&q[f]),
+                                });
+                            }
+                            row.push(s(&q["burst_seconds"]));
+                            row
                         })
                         .collect()
                 })
                 .unwrap_or_default();
             print_table(
-                &["NAME", "READ IOPS", "WRITE IOPS", "READ B/S", "WRITE B/S"],
+                &[
+                    "NAME",
+                    "READ IOPS",
+                    "WRITE IOPS",
+                    "TOTAL IOPS",
+                    "READ B/S",
+                    "WRITE B/S",
+                    "TOTAL B/S",
+                    "BURST S",
+                ],
                 rows,
             );
         }),

@@ -160,6 +160,42 @@ fn operator_commands_over_the_api() {
         ok && out.contains("gold") && out.contains("104857600"),
         "{out}"
     );
+    let (ok, out, err) = cli(
+        api,
+        token,
+        &[
+            "qos",
+            "set",
+            "burst",
+            "--total-iops",
+            "100",
+            "--burst",
+            "total-iops=1000",
+            "--burst-seconds",
+            "10",
+        ],
+    );
+    assert!(ok, "{err}: {out}");
+    let (ok, out, _) = cli(api, token, &["qos", "list"]);
+    assert!(ok && out.contains("100 (burst 1000)"), "{out}");
+    // A burst below its limit is the API's error, naming the field.
+    let (ok, _, err) = cli(
+        api,
+        token,
+        &[
+            "qos",
+            "set",
+            "burst",
+            "--total-iops",
+            "100",
+            "--burst",
+            "total-iops=10",
+        ],
+    );
+    assert!(!ok && err.contains("total_iops_max"), "{err}");
+    let (ok, _, err) = cli(api, token, &["qos", "set", "x", "--burst", "fast=1"]);
+    assert!(!ok && err.contains("unknown limit"), "{err}");
+    assert!(cli(api, token, &["qos", "delete", "burst"]).0);
     let (ok, out, _) = cli(api, token, &["status"]);
     assert!(
         ok && out.contains("NODE") && out.contains("REPLICAS"),

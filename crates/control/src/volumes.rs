@@ -294,14 +294,32 @@ impl Volume {
 /// A stored policy tolerates fields this release does not know; the API refuses them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QosPolicy {
-    /// Read IOPS limit.
+    /// Read operations per second.
     pub read_iops: Option<u64>,
-    /// Write IOPS limit.
+    /// Write operations per second (write zeroes and unmaps count as writes).
     pub write_iops: Option<u64>,
-    /// Read bytes per second.
+    /// Operations per second, reads and writes together.
+    pub total_iops: Option<u64>,
+    /// Bytes read per second.
     pub read_bps: Option<u64>,
-    /// Write bytes per second.
+    /// Bytes written per second.
     pub write_bps: Option<u64>,
+    /// Bytes per second, read and written together.
+    pub total_bps: Option<u64>,
+    /// Burst rate of `read_iops`.
+    pub read_iops_max: Option<u64>,
+    /// Burst rate of `write_iops`.
+    pub write_iops_max: Option<u64>,
+    /// Burst rate of `total_iops`.
+    pub total_iops_max: Option<u64>,
+    /// Burst rate of `read_bps`.
+    pub read_bps_max: Option<u64>,
+    /// Burst rate of `write_bps`.
+    pub write_bps_max: Option<u64>,
+    /// Burst rate of `total_bps`.
+    pub total_bps_max: Option<u64>,
+    /// How long a burst lasts, seconds.
+    pub burst_seconds: Option<u64>,
 }
 
 /// A host (initiator) and its credentials.
@@ -840,17 +858,87 @@ pub async fn delete(store: &dyn Store, id_or_name: &str) -> Result<Volume, Volum
     Ok(v)
 }
 
+/// A QoS limit's fields: its name, its burst's name, its rate and its burst rate.
+pub type QosLimitFields = (&'static str, &'static str, Option<u64>, Option<u64>);
+
+impl QosPolicy {
+    /// Each limit: its name, its burst's name, the rate and the burst rate.
+    pub fn limits(&self) -> [QosLimitFields; 6] {
+        [
+            (
+                "read_iops",
+                "read_iops_max",
+                self.read_iops,
+                self.read_iops_max,
+            ),
+            (
+                "write_iops",
+                "write_iops_max",
+                self.write_iops,
+                self.write_iops_max,
+            ),
+            (
+                "total_iops",
+                "total_iops_max",
+                self.total_iops,
+                self.total_iops_max,
+            ),
+            ("read_bps", "read_bps_max", self.read_bps, self.read_bps_max),
+            (
+                "write_bps",
+                "write_bps_max",
+                self.write_bps,
+                self.write_bps_max,
+            ),
+            (
+                "total_bps",
+                "total_bps_max",
+                self.total_bps,
+                self.total_bps_max,
+            ),
+        ]
+    }
+
+    /// Refuses limits that would stop I/O or bursts that cannot apply, naming the field.
+    pub fn check(&self) -> Result<(), VolumeError> {
+        for (name, max_name, rate, max) in self.limits() {
+            if rate == Some(0) {
+                return Err(invalid(
+                    name,
+                    "a limit of 0 would stop I/O; omit it for no limit",
+                ));
+            }
+            match (rate, max) {
+                (None, Some(_)) => {
+                    return Err(invalid(
+                        max_name,
+                        format!("a burst rate needs the sustained limit {name}"),
+                    ))
+                }
+                (Some(r), Some(m)) if m < r => {
+                    return Err(invalid(
+                        max_name,
+                        format!("a burst rate must be at least {name} ({r})"),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        if let Some(b) = self.burst_seconds {
+            if !(1..=3600).contains(&b) {
+                return Err(invalid("burst_seconds", "from 1 to 3600"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Creates or replaces a QoS policy.
 pub async fn put_qos(store: &dyn Store, name: &str, q: &QosPolicy) -> Result<(), VolumeError> {
     if !valid_name(name) {
         return Err(invalid("name", "1-64 characters from A-Z a-z 0-9 - _ ."));
     }
-    if [q.read_iops, q.write_iops, q.read_bps, q.write_bps].contains(&Some(0)) {
-        return Err(invalid(
-            "limits",
-            "a limit of 0 would stop I/O; omit it for no limit",
-        ));
-    }
+    q.check()?;
     store
         .put(
             &format!("qos/{name}"),

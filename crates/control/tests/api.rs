@@ -271,6 +271,35 @@ async fn bad_bodies_get_json_errors_naming_the_field() {
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
     assert_eq!(v["field"], "write_MiB_sec", "{v}");
+    // Bursts need their sustained limit and must reach above it; a burst lasts 1-3600 s.
+    for (body, field) in [
+        (json!({"total_iops_max": 900}), "total_iops_max"),
+        (
+            json!({"read_bps": 1000, "read_bps_max": 999}),
+            "read_bps_max",
+        ),
+        (json!({"total_bps": 0}), "total_bps"),
+        (
+            json!({"write_iops": 9, "burst_seconds": 0}),
+            "burst_seconds",
+        ),
+    ] {
+        let (s, v) = call(&app, "PUT", "/api/v1/qos/gold", Some(body), T).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["field"], field, "{v}");
+    }
+    let burst = json!({"total_iops": 100, "total_iops_max": 1000, "write_bps": 1 << 20,
+        "write_bps_max": 4 << 20, "burst_seconds": 10});
+    let (s, v) = call(&app, "PUT", "/api/v1/qos/burst", Some(burst.clone()), T).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, all) = call(&app, "GET", "/api/v1/qos", None, T).await;
+    for (k, want) in burst.as_object().unwrap() {
+        assert_eq!(&all["burst"][k], want, "{k}: {all}");
+    }
+    assert_eq!(
+        call(&app, "DELETE", "/api/v1/qos/burst", None, T).await.0,
+        StatusCode::NO_CONTENT
+    );
     // A stored record's type names the field of a wrong value too.
     let (s, v) = call(
         &app,

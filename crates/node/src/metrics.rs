@@ -68,17 +68,20 @@ fn render(r: &mut Registry, src: &NodeSources) {
             "QoS limits in force on the exporting node (IOPS or bytes per second).",
         );
         for (id, m) in src.volumes.read().iter() {
-            for (kind, v) in m.qos.limits().named() {
-                if let Some(v) = v {
-                    f.sample(
-                        &[
-                            ("node", node),
-                            ("volume", id),
-                            ("name", &m.name),
-                            ("limit", kind),
-                        ],
-                        v,
-                    );
+            for (kind, rate) in m.qos.limits().named() {
+                let Some(rate) = rate else { continue };
+                let labels: [(&str, &str); 4] = [
+                    ("node", node),
+                    ("volume", id),
+                    ("name", &m.name),
+                    ("limit", kind),
+                ];
+                f.sample(&labels, rate.per_sec);
+                if let Some(peak) = rate.peak {
+                    let burst = format!("{kind}_max");
+                    let mut labels = labels;
+                    labels[3] = ("limit", &burst);
+                    f.sample(&labels, peak);
                 }
             }
         }

@@ -415,22 +415,52 @@ pub struct Progress {
 
 // ---- QoS policies and hosts ----
 
-/// A QoS policy: limits enforced at the target on every path of the volumes that name it.
+/// A QoS policy: limits enforced at the target on every path of the volumes that name it. A
+/// limit without `*_max` may let 100 ms of its allowance go at once; with one, an idle volume
+/// saves credit for a burst at up to that rate for `burst_seconds`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QosPolicy {
     /// Read operations per second.
     #[serde(default)]
     pub read_iops: Option<u64>,
-    /// Write operations per second.
+    /// Write operations per second (write zeroes and unmaps count as writes).
     #[serde(default)]
     pub write_iops: Option<u64>,
+    /// Operations per second, reads and writes together.
+    #[serde(default)]
+    pub total_iops: Option<u64>,
     /// Bytes read per second.
     #[serde(default)]
     pub read_bps: Option<u64>,
     /// Bytes written per second.
     #[serde(default)]
     pub write_bps: Option<u64>,
+    /// Bytes per second, read and written together.
+    #[serde(default)]
+    pub total_bps: Option<u64>,
+    /// The rate a burst of `read_iops` may reach (at least `read_iops`, which it needs).
+    #[serde(default)]
+    pub read_iops_max: Option<u64>,
+    /// The rate a burst of `write_iops` may reach (at least `write_iops`, which it needs).
+    #[serde(default)]
+    pub write_iops_max: Option<u64>,
+    /// The rate a burst of `total_iops` may reach (at least `total_iops`, which it needs).
+    #[serde(default)]
+    pub total_iops_max: Option<u64>,
+    /// The rate a burst of `read_bps` may reach (at least `read_bps`, which it needs).
+    #[serde(default)]
+    pub read_bps_max: Option<u64>,
+    /// The rate a burst of `write_bps` may reach (at least `write_bps`, which it needs).
+    #[serde(default)]
+    pub write_bps_max: Option<u64>,
+    /// The rate a burst of `total_bps` may reach (at least `total_bps`, which it needs).
+    #[serde(default)]
+    pub total_bps_max: Option<u64>,
+    /// How long a burst at a `*_max` rate lasts, from credit saved while the volume ran below
+    /// its limits, in seconds (1-3600; default 1).
+    #[serde(default)]
+    pub burst_seconds: Option<u64>,
 }
 
 /// QoS policies by name.

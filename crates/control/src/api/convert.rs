@@ -158,8 +158,17 @@ impl From<&QosPolicy> for api::QosPolicy {
         Self {
             read_iops: q.read_iops,
             write_iops: q.write_iops,
+            total_iops: q.total_iops,
             read_bps: q.read_bps,
             write_bps: q.write_bps,
+            total_bps: q.total_bps,
+            read_iops_max: q.read_iops_max,
+            write_iops_max: q.write_iops_max,
+            total_iops_max: q.total_iops_max,
+            read_bps_max: q.read_bps_max,
+            write_bps_max: q.write_bps_max,
+            total_bps_max: q.total_bps_max,
+            burst_seconds: q.burst_seconds,
         }
     }
 }
@@ -169,8 +178,17 @@ impl From<&api::QosPolicy> for QosPolicy {
         Self {
             read_iops: q.read_iops,
             write_iops: q.write_iops,
+            total_iops: q.total_iops,
             read_bps: q.read_bps,
             write_bps: q.write_bps,
+            total_bps: q.total_bps,
+            read_iops_max: q.read_iops_max,
+            write_iops_max: q.write_iops_max,
+            total_iops_max: q.total_iops_max,
+            read_bps_max: q.read_bps_max,
+            write_bps_max: q.write_bps_max,
+            total_bps_max: q.total_bps_max,
+            burst_seconds: q.burst_seconds,
         }
     }
 }

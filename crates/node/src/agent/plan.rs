@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use alcubierre_block::QosLimits;
+use alcubierre_block::{QosLimits, QosRate, DEFAULT_QOS_BURST};
 use alcubierre_control::volumes::{Deletion, Host, QosPolicy, Volume};
 use alcubierre_nvmf::HostAcl;
 use alcubierre_types::Epoch;
@@ -266,12 +266,22 @@ impl Action {
 /// The limits of QoS policy `p` (`None`: the volume names no policy, or one that is not
 /// there).
 pub fn qos_limits(p: Option<&QosPolicy>) -> QosLimits {
-    p.map_or_else(QosLimits::default, |p| QosLimits {
-        read_iops: p.read_iops,
-        write_iops: p.write_iops,
-        read_bps: p.read_bps,
-        write_bps: p.write_bps,
-    })
+    let Some(p) = p else {
+        return QosLimits::default();
+    };
+    let rate =
+        |per_sec: Option<u64>, peak: Option<u64>| per_sec.map(|per_sec| QosRate { per_sec, peak });
+    QosLimits {
+        read_iops: rate(p.read_iops, p.read_iops_max),
+        write_iops: rate(p.write_iops, p.write_iops_max),
+        total_iops: rate(p.total_iops, p.total_iops_max),
+        read_bps: rate(p.read_bps, p.read_bps_max),
+        write_bps: rate(p.write_bps, p.write_bps_max),
+        total_bps: rate(p.total_bps, p.total_bps_max),
+        burst: p
+            .burst_seconds
+            .map_or(DEFAULT_QOS_BURST, std::time::Duration::from_secs),
+    }
 }
 
 /// The NVMe access list of `v`: its hosts' NQNs, or any host when it names none and was never

@@ -385,7 +385,7 @@ fn limits_access_and_size_changes_are_applied() {
             Action::Limit {
                 id: "a".into(),
                 limits: QosLimits {
-                    write_iops: Some(5000),
+                    write_iops: Some(alcubierre_block::QosRate::per_sec(5000)),
                     ..QosLimits::default()
                 }
             },
@@ -433,4 +433,22 @@ fn a_failing_volume_backs_off_and_its_record_goes_when_it_leaves() {
     w3.volumes.clear();
     w3.unreadable.insert("a".into(), "bad json".into());
     assert_eq!(w3.plan(), vec![]);
+}
+
+#[test]
+fn a_policy_becomes_limits_with_its_bursts() {
+    let p = alcubierre_control::volumes::QosPolicy {
+        total_iops: Some(100),
+        total_iops_max: Some(1000),
+        write_bps: Some(1 << 20),
+        burst_seconds: Some(10),
+        ..Default::default()
+    };
+    let l = super::qos_limits(Some(&p));
+    let rate = |per_sec, peak| Some(alcubierre_block::QosRate { per_sec, peak });
+    assert_eq!(l.total_iops, rate(100, Some(1000)));
+    assert_eq!(l.write_bps, rate(1 << 20, None));
+    assert_eq!((l.read_iops, l.read_bps, l.total_bps), (None, None, None));
+    assert_eq!(l.burst, std::time::Duration::from_secs(10));
+    assert_eq!(super::qos_limits(None), QosLimits::default());
 }
