@@ -9,7 +9,7 @@ use std::sync::Arc;
 use alcubierre_types::{ByteOffset, ByteSize, VolumeId};
 use parking_lot::RwLock;
 
-use crate::{check_io, check_size, Backend, BackendError};
+use crate::{check_io, check_size, Backend, BackendError, Capacity};
 
 /// One sparse file per volume in a directory. Writes go through the page cache; `flush` is
 /// `fdatasync` of the volume's file. Discard punches holes.
@@ -291,6 +291,14 @@ impl Backend for FileBackend {
             });
         }
         copy_durably(&snap, &dest)
+    }
+
+    fn capacity(&self) -> Result<Option<Capacity>, BackendError> {
+        let (total, free) = alcubierre_io::fs_space(&self.dir).map_err(|e| io_err(&self.dir, e))?;
+        Ok(Some(Capacity {
+            total: ByteSize(total),
+            free: ByteSize(free),
+        }))
     }
 
     fn describe(&self) -> String {

@@ -29,6 +29,15 @@ pub use mem::MemBackend;
 
 use alcubierre_types::{ByteOffset, ByteSize, VolumeId};
 
+/// The capacity tier's size and free space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// What it can hold in all.
+    pub total: ByteSize,
+    /// What it can still store.
+    pub free: ByteSize,
+}
+
 /// Why a backend operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -153,6 +162,12 @@ pub trait Backend: Send + Sync {
     ) -> Result<(), BackendError>;
     /// A human description ("files in /var/lib/...", "rbd pool volumes").
     fn describe(&self) -> String;
+
+    /// The capacity tier's size and the bytes it can still store, when the backend can tell
+    /// (a Ceph pool's stored and available bytes, a file backend's file system).
+    fn capacity(&self) -> Result<Option<Capacity>, BackendError> {
+        Ok(None)
+    }
     /// The longest a write may stay in flight before it fails: a node that becomes a volume's
     /// primary waits this long before destaging it, so that no write of the old primary's lands
     /// over newer data (zero where writes complete synchronously).

@@ -414,6 +414,7 @@ async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<api::Statu
             .iter()
             .any(|f| f.volume == v.id && (f.node == v.primary) == primary)
     };
+    let backend = backend_capacity(&s).await;
     let up = |n: &str| {
         nodes
             .get(n)
@@ -453,9 +454,28 @@ async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<api::Statu
             .map(|(n, _)| n.cache_bytes())
             .sum(),
         provisioned_bytes: vols.values().map(|v| v.size).sum(),
+        backend_capacity_bytes: backend.map(|c| c.total.0),
+        backend_free_bytes: backend.map(|c| c.free.0),
         unreadable: unreadable.iter().map(Into::into).collect(),
         failures: failures.iter().map(Into::into).collect(),
     }))
+}
+
+/// The backend's capacity, if this server has a backend that can tell (a failure is logged and
+/// leaves the figures out: the rest of the status still answers).
+async fn backend_capacity(s: &ApiState) -> Option<alcubierre_backend::Capacity> {
+    let b = s.backend.clone()?;
+    match tokio::task::spawn_blocking(move || b.capacity()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "the backend's capacity is unknown");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the backend's capacity is unknown");
+            None
+        }
+    }
 }
 
 async fn console() -> axum::response::Html<&'static str> {

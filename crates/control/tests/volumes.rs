@@ -211,7 +211,7 @@ async fn validation_names_the_field() {
             .await
             .unwrap_err()
         ),
-        "limits"
+        "read_iops"
     );
 }
 

@@ -18,12 +18,14 @@ mod dsync;
 pub mod fault;
 mod mem;
 mod punch;
+mod space;
 
 pub use buf::{AlignedBuf, ALIGN};
 pub use counting::CountingAlloc;
 pub use direct::DirectFile;
 pub use mem::MemMedium;
 pub use punch::punch_hole;
+pub use space::fs_space;
 
 /// A cache device: positional I/O in multiples of [`ALIGN`] at offsets aligned to [`ALIGN`].
 ///

@@ -62,6 +62,18 @@ struct Api {
     rados_ioctx_create: unsafe extern "C" fn(RadosT, *const c_char, *mut IoCtxT) -> c_int,
     rados_ioctx_destroy: unsafe extern "C" fn(IoCtxT),
     rados_application_list: unsafe extern "C" fn(IoCtxT, *mut c_char, *mut usize) -> c_int,
+    rados_mon_command: unsafe extern "C" fn(
+        RadosT,
+        *const *const c_char,
+        usize,
+        *const c_char,
+        usize,
+        *mut *mut c_char,
+        *mut usize,
+        *mut *mut c_char,
+        *mut usize,
+    ) -> c_int,
+    rados_buffer_free: unsafe extern "C" fn(*mut c_char),
     rbd_create2: unsafe extern "C" fn(IoCtxT, *const c_char, u64, u64, *mut c_int) -> c_int,
     rbd_remove: unsafe extern "C" fn(IoCtxT, *const c_char) -> c_int,
     rbd_clone2: unsafe extern "C" fn(
@@ -147,6 +159,8 @@ fn load() -> Result<Api, String> {
         rados_ioctx_create: sym!(rados, rados_ioctx_create),
         rados_ioctx_destroy: sym!(rados, rados_ioctx_destroy),
         rados_application_list: sym!(rados, rados_application_list),
+        rados_mon_command: sym!(rados, rados_mon_command),
+        rados_buffer_free: sym!(rados, rados_buffer_free),
         rbd_create2: sym!(rbd, rbd_create2),
         rbd_remove: sym!(rbd, rbd_remove),
         rbd_clone2: sym!(rbd, rbd_clone2),
@@ -250,6 +264,51 @@ impl Cluster {
         format!("client.{}", unsafe {
             (self.api.rados_get_instance_id)(self.handle)
         })
+    }
+
+    /// Runs monitor command `cmd` (JSON, for example `{"prefix": "df", "format": "json"}`);
+    /// its output. A refusal carries the monitor's status text.
+    pub fn mon_command(&self, cmd: &str) -> Result<Vec<u8>, CephError> {
+        let c = cstr(cmd, "monitor command")?;
+        let cmds = [c.as_ptr()];
+        let (mut out, mut out_len) = (std::ptr::null_mut::<c_char>(), 0usize);
+        let (mut status, mut status_len) = (std::ptr::null_mut::<c_char>(), 0usize);
+        // SAFETY: the handle is connected; `cmds` holds one NUL-terminated string that outlives
+        // the call; the input buffer is empty; the four out-pointers are valid and librados
+        // sets them to buffers it allocates (or leaves them null).
+        let r = unsafe {
+            (self.api.rados_mon_command)(
+                self.handle,
+                cmds.as_ptr(),
+                1,
+                std::ptr::null(),
+                0,
+                &mut out,
+                &mut out_len,
+                &mut status,
+                &mut status_len,
+            )
+        };
+        let take = |p: *mut c_char, len: usize| -> Vec<u8> {
+            if p.is_null() {
+                return Vec::new();
+            }
+            // SAFETY: librados allocated `len` bytes at `p`; they are copied before the buffer
+            // is freed with librados's own free, once.
+            let v = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len) }.to_vec();
+            // SAFETY: as above: `p` came from librados and is freed once.
+            unsafe { (self.api.rados_buffer_free)(p) };
+            v
+        };
+        let out = take(out, out_len);
+        let status = take(status, status_len);
+        check(r, || {
+            format!(
+                "monitor command {cmd}: {}",
+                String::from_utf8_lossy(&status).trim()
+            )
+        })?;
+        Ok(out)
     }
 
     /// Waits until this client has the cluster's latest OSD map (its flags, its blocklist).

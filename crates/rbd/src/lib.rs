@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alcubierre_backend::{check_io, check_size, Backend, BackendError};
+use alcubierre_backend::{check_io, check_size, Backend, BackendError, Capacity};
 use alcubierre_types::{ByteOffset, ByteSize, VolumeId};
 use parking_lot::Mutex;
 
@@ -640,7 +640,65 @@ impl Backend for RbdBackend {
         }
     }
 
+    fn capacity(&self) -> Result<Option<Capacity>, BackendError> {
+        let pool = self.pool();
+        let out = pool
+            .cluster()
+            .mon_command(r#"{"prefix": "df", "format": "json"}"#)
+            .map_err(|e| BackendError::Unavailable(format!("the pool's free space: {e}")))?;
+        pool_space(&out, &self.name).map(Some)
+    }
+
     fn describe(&self) -> String {
         format!("Ceph RBD images alcubierre-<volume> in pool {}", self.name)
+    }
+}
+
+/// Pool `name`'s capacity from the monitors' `df` (JSON): what it stores plus what it can
+/// still take (`max_avail`, which counts its replication and the cluster's full ratio). The
+/// figures come from the managers' digest: a cluster without a running ceph-mgr has none.
+fn pool_space(df: &[u8], name: &str) -> Result<Capacity, BackendError> {
+    let bad = |why: String| BackendError::Unavailable(format!("the monitors' df answer: {why}"));
+    let doc: serde_json::Value =
+        serde_json::from_slice(df).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let pool = doc["pools"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+        .ok_or_else(|| {
+            bad(format!(
+                "no usage of pool {name} (the managers report it: is a ceph-mgr running?)"
+            ))
+        })?;
+    let field = |f: &str| {
+        pool["stats"][f]
+            .as_u64()
+            .ok_or_else(|| bad(format!("pool {name} has no stats.{f}")))
+    };
+    let (stored, free) = (field("stored")?, field("max_avail")?);
+    Ok(Capacity {
+        total: ByteSize(stored.saturating_add(free)),
+        free: ByteSize(free),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pools_space_comes_from_the_monitors_df() {
+        let df = br#"{"stats": {"total_bytes": 9},
+            "pools": [{"name": "other", "stats": {"stored": 1, "max_avail": 2}},
+                      {"name": "rbd", "stats": {"stored": 1000, "max_avail": 5000}}]}"#;
+        let c = pool_space(df, "rbd").unwrap();
+        assert_eq!((c.total, c.free), (ByteSize(6000), ByteSize(5000)));
+        let e = pool_space(df, "gone").unwrap_err().to_string();
+        assert!(e.contains("no usage of pool gone"), "{e}");
+        let e = pool_space(b"{}", "rbd").unwrap_err().to_string();
+        assert!(e.contains("ceph-mgr"), "{e}");
+        let e = pool_space(br#"{"pools": [{"name": "rbd", "stats": {}}]}"#, "rbd")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stats.stored"), "{e}");
     }
 }

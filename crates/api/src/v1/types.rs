@@ -277,6 +277,13 @@ pub struct Status {
     pub capacity_bytes: u64,
     /// Provisioned volume capacity, bytes.
     pub provisioned_bytes: u64,
+    /// The capacity tier's size (a Ceph pool's stored plus available bytes, a file backend's
+    /// file system), when the serving node's backend can tell.
+    #[serde(default)]
+    pub backend_capacity_bytes: Option<u64>,
+    /// What the capacity tier can still store, bytes.
+    #[serde(default)]
+    pub backend_free_bytes: Option<u64>,
     /// Volume records that cannot be read.
     pub unreadable: Vec<UnreadableRecord>,
     /// Replicas their nodes fail to serve, with why.
