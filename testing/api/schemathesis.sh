@@ -20,21 +20,14 @@ command -v node >/dev/null || {
 	exit 1
 }
 WORK=$(mktemp -d /var/tmp/alcubierre-st-run.XXXXXX)
-PID=
+# shellcheck source=../lib/demo.sh
+source "$ROOT/testing/lib/demo.sh"
 cleanup() {
-	[[ -n $PID ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+	stop_demo
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
-"$BIN" --json demo --dir "$WORK/demo" >"$WORK/ready.json" 2>"$WORK/demo.err" &
-PID=$!
-for _ in $(seq 200); do
-	[[ -s $WORK/ready.json ]] && break
-	kill -0 "$PID" 2>/dev/null || { cat "$WORK/demo.err" >&2; exit 1; }
-	sleep 0.1
-done
-API=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["api"])' <"$WORK/ready.json")
-TOKEN=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' <"$WORK/ready.json")
+start_demo "$BIN" "$WORK"
 # The web console's script against the live demo, before schemathesis changes it (Node.js; CI installs it).
 node "$ROOT/testing/console/smoke.js" "$ROOT/crates/control/src/console.html" "$API" "$TOKEN"
 # From the run's own directory, so schemathesis's cache stays out of the repository.

@@ -16,39 +16,21 @@ VENV=${ALCUBIERRE_CINDER_VENV:-/var/tmp/alcubierre-cinder}
 	exit 1
 }
 WORK=$(mktemp -d /var/tmp/alcubierre-cinder-run.XXXXXX)
-PID=
+# shellcheck source=../lib/demo.sh
+source "$ROOT/testing/lib/demo.sh"
 cleanup() {
-	if [[ -n $PID ]]; then
-		kill "$PID" 2>/dev/null || true
-		wait "$PID" 2>/dev/null || true
-	fi
+	stop_demo
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
-"$BIN" --json demo --dir "$WORK/demo" >"$WORK/ready.json" 2>"$WORK/demo.err" &
-PID=$!
-for _ in $(seq 300); do
-	[[ -s $WORK/ready.json ]] && break
-	kill -0 "$PID" 2>/dev/null || {
-		cat "$WORK/demo.err" >&2
-		exit 1
-	}
-	sleep 0.1
-done
-[[ -s $WORK/ready.json ]] || {
-	echo "cinder/run.sh: the demo did not get ready in 30 s" >&2
-	cat "$WORK/demo.err" >&2
-	exit 1
-}
-export ALCUBIERRE_API_URL ALCUBIERRE_API_TOKEN
-ALCUBIERRE_API_URL=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["api"])' <"$WORK/ready.json")
-ALCUBIERRE_API_TOKEN=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])' <"$WORK/ready.json")
-# Cinder's state (its sqlite database, locks) stays in the run's directory.
-export ALCUBIERRE_CINDER_STATE=$WORK/cinder
-mkdir -p "$ALCUBIERRE_CINDER_STATE"
+start_demo "$BIN" "$WORK"
+export ALCUBIERRE_API_URL=$API ALCUBIERRE_API_TOKEN=$TOKEN
+# Cinder's TestCase keeps its database in memory and its locks in temporary directories.
 cd "$ROOT/integrations/cinder"
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider -p no:warnings -rs tests 2>&1 | tee "$WORK/pytest.out"
-status=${PIPESTATUS[0]}
+status=0
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider -p no:warnings -rs tests >"$WORK/pytest.out" 2>&1 ||
+	status=$?
+cat "$WORK/pytest.out"
 if [[ $status != 0 ]]; then
 	echo "cinder/run.sh: the tests failed (pytest exit $status); the demo said:" >&2
 	tail -40 "$WORK/demo.err" >&2
