@@ -18,7 +18,7 @@
 #      editing an init script does not redo stage 1.
 set -euo pipefail
 
-VM_BUILD_VERSION="alcubierre-vm-1"
+VM_BUILD_VERSION="alcubierre-vm-2"
 
 SUITE=bookworm
 # Guest packages (installed without recommends on top of --variant=minbase).
@@ -27,6 +27,8 @@ GUEST_PACKAGES=(
 	nvme-cli fio open-iscsi multipath-tools
 	iproute2 util-linux procps
 	busybox-static # only its static binary is used, for the initrd
+	python3-os-brick # os-brick, as a compute host's Nova uses it (the Cinder driver's attach test)
+	dmidecode sg3-utils python3-psutil # what os-brick runs and imports besides the above
 )
 # Modules that must resolve (with all their dependencies) after pruning.
 CHECK_MODULES=(
