@@ -49,7 +49,9 @@ class Client:
         self.timeout = timeout
         self.session = requests.Session()
         self.session.headers["Authorization"] = f"Bearer {token}"
-        self.session.verify = ca_file if ca_file else True
+        # Passed with every request: requests lets REQUESTS_CA_BUNDLE in the environment
+        # override a session's own setting.
+        self.verify = ca_file if ca_file else True
 
     def call(self, method, path, body=None, params=None):
         """One call; the decoded JSON answer (``None`` for an empty one)."""
@@ -60,6 +62,7 @@ class Client:
                 json=body,
                 params=params,
                 timeout=self.timeout,
+                verify=self.verify,
             )
         except requests.RequestException as e:
             raise ApiError(method, path, 0, f"cannot reach {self.url}: {e}") from e
