@@ -32,24 +32,7 @@ wait_for() {
 /lib/systemd/systemd-udevd --daemon
 udevadm trigger --action=add
 udevadm settle -t 30
-cat >/etc/multipath.conf <<'EOF'
-defaults {
-	user_friendly_names no
-	find_multipaths no
-}
-devices {
-	device {
-		vendor "ALCUBIER"
-		product "Alcubierre vol"
-		path_grouping_policy group_by_prio
-		prio alua
-		hardware_handler "1 alua"
-		path_checker tur
-		failback immediate
-		no_path_retry 60
-	}
-}
-EOF
+alua_multipath_conf no
 multipathd
 # A dead iSCSI path fails its I/O after 5 s, so dm-multipath retries it on another path.
 sed -i 's/^node.session.timeo.replacement_timeout = .*/node.session.timeo.replacement_timeout = 5/' \

@@ -17,24 +17,7 @@ set -euxo pipefail
 udevadm trigger --action=add
 udevadm settle -t 30
 
-cat >/etc/multipath.conf <<'EOF'
-defaults {
-	user_friendly_names yes
-	find_multipaths off
-}
-devices {
-	device {
-		vendor "ALCUBIER"
-		product "Alcubierre vol"
-		path_grouping_policy group_by_prio
-		prio alua
-		hardware_handler "1 alua"
-		path_checker tur
-		failback immediate
-		no_path_retry 60
-	}
-}
-EOF
+alua_multipath_conf yes
 
 iscsiadm -m discovery -t sendtargets -p "$FIRST" | tee disc.txt
 # Every node's portal, each with its node's portal group tag.

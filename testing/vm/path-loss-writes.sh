@@ -1,5 +1,29 @@
-# Sourced by the multipath guest scripts (testing/vm/*-multipath-guest.sh), which run with
-# set -e in the share directory.
+# Sourced by the multipath guest scripts (testing/vm/*-multipath-guest.sh and
+# cinder-attach-guest.sh), which run with set -e in the share directory.
+#
+# alua_multipath_conf NAMES: writes /etc/multipath.conf for Alcubierre's LUs: ALUA priorities,
+# path groups by priority, immediate failback, queueing for 60 checks without a path;
+# user_friendly_names NAMES (yes: mpathN maps, no: WWID maps).
+alua_multipath_conf() {
+	cat >/etc/multipath.conf <<MPCONF
+defaults {
+	user_friendly_names $1
+	find_multipaths off
+}
+devices {
+	device {
+		vendor "ALCUBIER"
+		product "Alcubierre vol"
+		path_grouping_policy group_by_prio
+		prio alua
+		hardware_handler "1 alua"
+		path_checker tur
+		failback immediate
+		no_path_retry 60
+	}
+}
+MPCONF
+}
 #
 # writes_through_a_path_loss DEV: 32 MiB of 4K random writes at 400 IOPS with crc32c
 # verification through DEV. It touches ./io-started when they start; the host kills the node

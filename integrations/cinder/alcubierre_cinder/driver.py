@@ -48,7 +48,8 @@ alcubierre_opts = [
     cfg.StrOpt(
         "alcubierre_api_token",
         secret=True,
-        help="The API's bearer token ([api] token of the nodes' configuration).",
+        help="The API's bearer token (api_token in the [cluster] section of the nodes' "
+        "configuration).",
     ),
     cfg.StrOpt(
         "alcubierre_ca_file",
