@@ -47,7 +47,7 @@ impl RateLimiter {
     }
 
     /// The most credit the bucket holds.
-    pub fn burst(&self) -> u64 {
+    fn burst(&self) -> u64 {
         self.burst.load(Ordering::Relaxed)
     }
 

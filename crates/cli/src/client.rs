@@ -612,23 +612,25 @@ pub fn qos(a: &ApiArgs, c: QosCmd, json: bool) -> anyhow::Result<()> {
                 let (limit, rate) = b
                     .split_once('=')
                     .ok_or_else(|| anyhow::anyhow!("--burst: {b:?} is not LIMIT=RATE"))?;
-                let field = match limit {
-                    "read-iops" | "write-iops" | "total-iops" => {
-                        let n: u64 = rate.parse().map_err(|_| {
-                            anyhow::anyhow!("--burst {limit}: {rate:?} is not a whole number")
-                        })?;
-                        body[format!("{}_max", limit.replace('-', "_"))] = json!(n);
-                        continue;
-                    }
-                    "read-bw" => "read_bps_max",
-                    "write-bw" => "write_bps_max",
-                    "total-bw" => "total_bps_max",
+                let whole = || {
+                    rate.parse::<u64>().map_err(|_| {
+                        anyhow::anyhow!("--burst {limit}: {rate:?} is not a whole number")
+                    })
+                };
+                let bw = || size(&format!("burst {limit}"), rate);
+                let (field, value) = match limit {
+                    "read-iops" => ("read_iops_max", whole()?),
+                    "write-iops" => ("write_iops_max", whole()?),
+                    "total-iops" => ("total_iops_max", whole()?),
+                    "read-bw" => ("read_bps_max", bw()?),
+                    "write-bw" => ("write_bps_max", bw()?),
+                    "total-bw" => ("total_bps_max", bw()?),
                     _ => anyhow::bail!(
                         "--burst: unknown limit {limit:?} (read-iops, write-iops, total-iops, \
                          read-bw, write-bw or total-bw)"
                     ),
                 };
-                body[field] = json!(size(&format!("burst {limit}"), rate)?);
+                body[field] = json!(value);
             }
             let v = request(a, "PUT", &format!("/api/v1/qos/{name}"), Some(&body))?;
             out(&v, json, |_| say!("QoS policy {name} saved"));

@@ -26,8 +26,19 @@ fn venv() -> String {
     std::env::var("ALCUBIERRE_CINDER_VENV").unwrap_or("/var/tmp/alcubierre-cinder".into())
 }
 
-/// Runs the driver's step `args` (`vm_host.py`) against the API at `api`.
-fn driver(api: &str, protocol: &str, args: &[&str]) {
+/// Runs the driver's step `args` (`vm_host.py`) against the API at `api`, off the runtime.
+async fn driver(api: &str, protocol: &str, args: &[&str]) {
+    let (api, protocol) = (api.to_string(), protocol.to_string());
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_driver(&api, &protocol, &args)
+    })
+    .await
+    .unwrap();
+}
+
+fn run_driver(api: &str, protocol: &str, args: &[&str]) {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let out = Command::new(format!("{}/bin/python", venv()))
         .arg(format!("{root}/testing/cinder/vm_host.py"))
@@ -79,38 +90,26 @@ async fn os_brick_attaches_the_drivers_volumes_and_survives_the_primary_killed()
     );
     let vm = guest(&share, "cinder-attach-guest.sh", 900);
     let connector = path(&share, "connector.json");
-    let step = |protocol: &'static str, args: Vec<String>| {
-        let api = api.clone();
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            driver(&api, protocol, &args)
-        })
-    };
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
 
     if !wait_file(&share.join("connector.json"), 300, &vm) {
         let (rc, console) = vm.join().unwrap();
         panic!("the guest wrote no connector properties (exit {rc}):\n{console}");
     }
     // NVMe/TCP: create, connect (the guest's NQN joins the access list), extend.
-    step("nvme-tcp", s(&["create", "nvme", "1"])).await.unwrap();
+    driver(&api, "nvme-tcp", &["create", "nvme", "1"]).await;
     // Let every node export the volume before the guest connects.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let conn = path(&share, "nvme.json.tmp");
-    step("nvme-tcp", s(&["connect", "nvme", &connector, &conn]))
-        .await
-        .unwrap();
+    driver(&api, "nvme-tcp", &["connect", "nvme", &connector, &conn]).await;
     std::fs::rename(&conn, share.join("nvme.json")).unwrap();
     let written = wait_file(&share.join("nvme-written"), 300, &vm);
     if written {
-        step("nvme-tcp", s(&["extend", "nvme", "2"])).await.unwrap();
+        driver(&api, "nvme-tcp", &["extend", "nvme", "2"]).await;
         std::fs::write(share.join("nvme-extended"), "").unwrap();
     }
     let nvme_done = written && wait_file(&share.join("nvme-done"), 300, &vm);
     if nvme_done {
-        step("nvme-tcp", s(&["disconnect", "nvme", &connector]))
-            .await
-            .unwrap();
+        driver(&api, "nvme-tcp", &["disconnect", "nvme", &connector]).await;
         // The guest's host left the volume's access list.
         let vols = json_call(&api, "GET", "/api/v1/volumes", "").await;
         let vols = vols.as_array().unwrap();
@@ -121,12 +120,10 @@ async fn os_brick_attaches_the_drivers_volumes_and_survives_the_primary_killed()
     // iSCSI with dm-multipath, the primary killed during the writes.
     let mut started = false;
     if nvme_done {
-        step("iscsi", s(&["create", "iscsi", "1"])).await.unwrap();
+        driver(&api, "iscsi", &["create", "iscsi", "1"]).await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let conn = path(&share, "iscsi.json.tmp");
-        step("iscsi", s(&["connect", "iscsi", &connector, &conn]))
-            .await
-            .unwrap();
+        driver(&api, "iscsi", &["connect", "iscsi", &connector, &conn]).await;
         let info: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&conn).unwrap()).unwrap();
         let id = info["data"]["target_iqn"]
@@ -163,18 +160,9 @@ async fn os_brick_attaches_the_drivers_volumes_and_survives_the_primary_killed()
         .position(Option::is_some)
         .expect("two nodes live");
     let api = c.apis[alive].clone();
-    let d = |protocol: &'static str, args: Vec<String>| {
-        let api = api.clone();
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            driver(&api, protocol, &args)
-        })
-    };
-    d("iscsi", s(&["disconnect", "iscsi", &connector]))
-        .await
-        .unwrap();
+    driver(&api, "iscsi", &["disconnect", "iscsi", &connector]).await;
     for (protocol, name) in [("iscsi", "iscsi"), ("nvme-tcp", "nvme")] {
-        d(protocol, s(&["delete", name])).await.unwrap();
+        driver(&api, protocol, &["delete", name]).await;
     }
     let vols = json_call(&api, "GET", "/api/v1/volumes", "").await;
     assert_eq!(vols.as_array().map(Vec::len), Some(0), "{vols}");

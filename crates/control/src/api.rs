@@ -465,17 +465,14 @@ async fn status(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<api::Statu
 /// leaves the figures out: the rest of the status still answers).
 async fn backend_capacity(s: &ApiState) -> Option<alcubierre_backend::Capacity> {
     let b = s.backend.clone()?;
-    match tokio::task::spawn_blocking(move || b.capacity()).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "the backend's capacity is unknown");
-            None
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "the backend's capacity is unknown");
-            None
-        }
-    }
+    let answer = tokio::task::spawn_blocking(move || b.capacity())
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    answer
+        .inspect_err(|e| tracing::warn!(error = %e, "the backend's capacity is unknown"))
+        .ok()
+        .flatten()
 }
 
 async fn console() -> axum::response::Html<&'static str> {

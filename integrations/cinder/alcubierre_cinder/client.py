@@ -78,6 +78,21 @@ class Client:
             return None
         return r.json()
 
+    def _found(self, path):
+        """GET ``path``; ``None`` when there is no such object."""
+        try:
+            return self.call("GET", path)
+        except NotFound:
+            return None
+
+    def _delete(self, path):
+        """DELETE ``path``; whether it existed (deleting twice succeeds)."""
+        try:
+            self.call("DELETE", path)
+            return True
+        except NotFound:
+            return False
+
     # ---- cluster ----
 
     def status(self):
@@ -90,10 +105,7 @@ class Client:
 
     def volume(self, name):
         """The volume named (or with id) ``name``, or ``None``."""
-        try:
-            return self.call("GET", f"/api/v1/volumes/{_quote(name)}")
-        except NotFound:
-            return None
+        return self._found(f"/api/v1/volumes/{_quote(name)}")
 
     def volumes(self):
         return self.call("GET", "/api/v1/volumes")
@@ -108,11 +120,7 @@ class Client:
 
     def delete_volume(self, name):
         """Deletes the volume; whether it existed."""
-        try:
-            self.call("DELETE", f"/api/v1/volumes/{_quote(name)}")
-            return True
-        except NotFound:
-            return False
+        return self._delete(f"/api/v1/volumes/{_quote(name)}")
 
     def resize(self, name, size):
         return self.call("POST", f"/api/v1/volumes/{_quote(name)}/resize", {"size": size})
@@ -123,12 +131,7 @@ class Client:
     # ---- snapshots ----
 
     def snapshot(self, volume, name):
-        try:
-            return self.call(
-                "GET", f"/api/v1/volumes/{_quote(volume)}/snapshots/{_quote(name)}"
-            )
-        except NotFound:
-            return None
+        return self._found(f"/api/v1/volumes/{_quote(volume)}/snapshots/{_quote(name)}")
 
     def create_snapshot(self, volume, name, timeout=600, poll=0.5):
         """Requests a snapshot and waits until it is ready; its record."""
@@ -165,13 +168,7 @@ class Client:
 
     def delete_snapshot(self, volume, name):
         """Deletes the snapshot; whether it existed."""
-        try:
-            self.call(
-                "DELETE", f"/api/v1/volumes/{_quote(volume)}/snapshots/{_quote(name)}"
-            )
-            return True
-        except NotFound:
-            return False
+        return self._delete(f"/api/v1/volumes/{_quote(volume)}/snapshots/{_quote(name)}")
 
     # ---- QoS policies ----
 
@@ -182,11 +179,7 @@ class Client:
         return self.call("PUT", f"/api/v1/qos/{_quote(name)}", policy)
 
     def delete_qos(self, name):
-        try:
-            self.call("DELETE", f"/api/v1/qos/{_quote(name)}")
-            return True
-        except NotFound:
-            return False
+        return self._delete(f"/api/v1/qos/{_quote(name)}")
 
     # ---- hosts and attachments ----
 

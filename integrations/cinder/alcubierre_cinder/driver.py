@@ -161,10 +161,7 @@ class AlcubierreDriver(driver.VolumeDriver):
         try:
             return fn(*args, **kwargs)
         except api.ApiError as e:
-            LOG.error("Alcubierre: cannot %(what)s: %(err)s", {"what": what, "err": e})
-            raise exception.VolumeBackendAPIException(
-                data=_("cannot %(what)s: %(err)s") % {"what": what, "err": e}
-            ) from e
+            raise _backend_error(what, e) from e
 
     # ---- names ----
 
@@ -224,10 +221,10 @@ class AlcubierreDriver(driver.VolumeDriver):
         except api.Conflict as e:
             # A retry after a lost answer finds its volume; another one is the API's refusal.
             if not _same_volume(self.client.volume(name), size, source):
-                self._call(f"create volume {name}", _raise, e)
+                raise _backend_error(f"create volume {name}", e) from e
         except api.ApiError as e:
             self._drop_policy(volume)
-            self._call(f"create volume {name}", _raise, e)
+            raise _backend_error(f"create volume {name}", e) from e
         return None
 
     def create_volume(self, volume):
@@ -259,12 +256,8 @@ class AlcubierreDriver(driver.VolumeDriver):
     def delete_snapshot(self, snapshot):
         volume = self._volume_name(snapshot.volume)
         name = self._snapshot_name(snapshot)
-        try:
-            self.client.delete_snapshot(volume, name)
-        except api.NotFound:
-            pass
-        except api.ApiError as e:
-            self._call(f"delete snapshot {volume}/{name}", _raise, e)
+        # A missing snapshot is a success (the client says whether it existed).
+        self._call(f"delete snapshot {volume}/{name}", self.client.delete_snapshot, volume, name)
 
     def create_volume_from_snapshot(self, volume, snapshot):
         if volume.size < snapshot.volume_size:
@@ -464,8 +457,12 @@ class AlcubierreDriver(driver.VolumeDriver):
         }
 
 
-def _raise(e):
-    raise e
+def _backend_error(what, e):
+    """Cinder's exception for the API's refusal ``e`` of ``what``, logged."""
+    LOG.error("Alcubierre: cannot %(what)s: %(err)s", {"what": what, "err": e})
+    return exception.VolumeBackendAPIException(
+        data=_("cannot %(what)s: %(err)s") % {"what": what, "err": e}
+    )
 
 
 def _same_volume(found, size, source):

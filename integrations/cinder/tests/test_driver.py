@@ -120,6 +120,15 @@ class DriverTestCase(base.TestCase):
         c.update(extra)
         return c
 
+    def assert_attach_needs(self, key):
+        """Attaching with a connector that lacks ``key`` is Cinder's error naming it."""
+        v = self.made_volume()
+        c = self.connector()
+        del c[key]
+        with self.assertRaises(exception.InvalidConnectorException) as e:
+            self.driver.initialize_connection(v, c)
+        self.assertIn(key, str(e.exception))
+
     def qos_type(self, name, specs, consumer="back-end"):
         """A volume type with QoS specs ``specs``: its id."""
         t = volume_types.create(self.ctxt, name, {"volume_backend_name": "alcubierre"})
@@ -245,12 +254,7 @@ class NvmeConnectionTest(DriverTestCase):
         self.assertEqual(info["data"]["portals"][0][0], conn["portals"][0]["address"])
 
     def test_a_connector_without_an_nqn_is_a_clear_error(self):
-        v = self.made_volume()
-        c = self.connector()
-        del c["nqn"]
-        with self.assertRaises(exception.InvalidConnectorException) as e:
-            self.driver.initialize_connection(v, c)
-        self.assertIn("nqn", str(e.exception))
+        self.assert_attach_needs("nqn")
 
     def test_detach_and_multiattach(self):
         v = self.made_volume(multiattach=True)
@@ -320,12 +324,7 @@ class IscsiConnectionTest(DriverTestCase):
         self.assertEqual(self.driver.get_volume_stats(True)["storage_protocol"], "iSCSI")
 
     def test_a_connector_without_an_iqn_is_a_clear_error(self):
-        v = self.made_volume()
-        c = self.connector()
-        del c["initiator"]
-        with self.assertRaises(exception.InvalidConnectorException) as e:
-            self.driver.initialize_connection(v, c)
-        self.assertIn("initiator", str(e.exception))
+        self.assert_attach_needs("initiator")
 
 
 class QosTest(DriverTestCase):

@@ -153,43 +153,37 @@ impl From<&Progress> for api::Progress {
     }
 }
 
+/// A QoS policy has the same fields in the store and in the API: `$to { field: $q.field, .. }`
+/// for each of them.
+macro_rules! qos_policy {
+    ($to:ident, $q:ident) => {
+        $to {
+            read_iops: $q.read_iops,
+            write_iops: $q.write_iops,
+            total_iops: $q.total_iops,
+            read_bps: $q.read_bps,
+            write_bps: $q.write_bps,
+            total_bps: $q.total_bps,
+            read_iops_max: $q.read_iops_max,
+            write_iops_max: $q.write_iops_max,
+            total_iops_max: $q.total_iops_max,
+            read_bps_max: $q.read_bps_max,
+            write_bps_max: $q.write_bps_max,
+            total_bps_max: $q.total_bps_max,
+            burst_seconds: $q.burst_seconds,
+        }
+    };
+}
+
 impl From<&QosPolicy> for api::QosPolicy {
     fn from(q: &QosPolicy) -> Self {
-        Self {
-            read_iops: q.read_iops,
-            write_iops: q.write_iops,
-            total_iops: q.total_iops,
-            read_bps: q.read_bps,
-            write_bps: q.write_bps,
-            total_bps: q.total_bps,
-            read_iops_max: q.read_iops_max,
-            write_iops_max: q.write_iops_max,
-            total_iops_max: q.total_iops_max,
-            read_bps_max: q.read_bps_max,
-            write_bps_max: q.write_bps_max,
-            total_bps_max: q.total_bps_max,
-            burst_seconds: q.burst_seconds,
-        }
+        qos_policy!(Self, q)
     }
 }
 
 impl From<&api::QosPolicy> for QosPolicy {
     fn from(q: &api::QosPolicy) -> Self {
-        Self {
-            read_iops: q.read_iops,
-            write_iops: q.write_iops,
-            total_iops: q.total_iops,
-            read_bps: q.read_bps,
-            write_bps: q.write_bps,
-            total_bps: q.total_bps,
-            read_iops_max: q.read_iops_max,
-            write_iops_max: q.write_iops_max,
-            total_iops_max: q.total_iops_max,
-            read_bps_max: q.read_bps_max,
-            write_bps_max: q.write_bps_max,
-            total_bps_max: q.total_bps_max,
-            burst_seconds: q.burst_seconds,
-        }
+        qos_policy!(Self, q)
     }
 }
 
