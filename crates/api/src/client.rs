@@ -259,6 +259,31 @@ impl Client {
         self.get(&format!("/api/v1/hosts/{}/attachments", seg(host)))
     }
 
+    /// `GET /api/v1/hosts/{name}`.
+    pub fn host(&self, name: &str) -> Result<v1::HostView> {
+        self.get(&format!("/api/v1/hosts/{}", seg(name)))
+    }
+
+    /// `PUT /api/v1/hosts/{name}/heartbeat`.
+    pub fn heartbeat(&self, host: &str, r: &v1::Heartbeat) -> Result<v1::HostLiveness> {
+        self.call(
+            "PUT",
+            &format!("/api/v1/hosts/{}/heartbeat", seg(host)),
+            Some(r),
+        )
+    }
+
+    /// `POST /api/v1/hosts/{name}/fence`: every attachment of the host force-detached; `force`
+    /// even while its agent reports.
+    pub fn fence_host(&self, host: &str, force: bool) -> Result<v1::Fenced> {
+        let query = if force { "?force=true" } else { "" };
+        self.call(
+            "POST",
+            &format!("/api/v1/hosts/{}/fence{query}", seg(host)),
+            None::<&()>,
+        )
+    }
+
     /// `GET /api/v1/nodes`.
     pub fn nodes(&self) -> Result<Vec<v1::Node>> {
         self.get("/api/v1/nodes")

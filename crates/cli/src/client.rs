@@ -317,6 +317,16 @@ pub enum HostCmd {
         /// Name.
         name: String,
     },
+    /// Fences a failed host: force-detaches it from every volume (access removed, its
+    /// reservations preempted) so its instances can attach elsewhere. Refused while its agent
+    /// reports it alive, unless --even-if-alive.
+    Fence {
+        /// Name.
+        name: String,
+        /// Fences a host whose agent still reports (it loses its volumes at once).
+        #[arg(long)]
+        even_if_alive: bool,
+    },
 }
 
 /// `alcubierre cluster ...`.
@@ -715,6 +725,23 @@ pub fn host(a: &ApiArgs, c: HostCmd, json: bool) -> anyhow::Result<()> {
                 say!("deleted host {name}");
             }
         }
+        HostCmd::Fence {
+            name,
+            even_if_alive,
+        } => {
+            let q = if even_if_alive { "?force=true" } else { "" };
+            let v = request(a, "POST", &format!("/api/v1/hosts/{name}/fence{q}"), None)?;
+            out(&v, json, |v| {
+                for d in v["detached"].as_array().into_iter().flatten() {
+                    say!(
+                        "volume {}: detached, fence {}",
+                        s(&d["volume"]),
+                        s(&d["fence"])
+                    );
+                }
+                say!("fenced host {name}");
+            });
+        }
         HostCmd::List => out(&request(a, "GET", "/api/v1/hosts", None)?, json, |v| {
             let rows = v
                 .as_array()
@@ -726,12 +753,17 @@ pub fn host(a: &ApiArgs, c: HostCmd, json: bool) -> anyhow::Result<()> {
                                 s(&h["nqn"]),
                                 s(&h["iqn"]),
                                 s(&h["chap_user"]),
+                                match h["liveness"]["alive"].as_bool() {
+                                    Some(true) => "alive".into(),
+                                    Some(false) => "lost".into(),
+                                    None => "-".into(),
+                                },
                             ]
                         })
                         .collect()
                 })
                 .unwrap_or_default();
-            print_table(&["NAME", "NQN", "IQN", "CHAP USER"], rows);
+            print_table(&["NAME", "NQN", "IQN", "CHAP USER", "AGENT"], rows);
         }),
     }
     Ok(())

@@ -23,6 +23,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("nvmf", &["block", "types"][..]),
         ("iscsi", &["block", "types"][..]),
         ("control", &["api", "store", "backend", "rbd", "types"][..]),
+        ("host", &["api"][..]),
         (
             "node",
             &[

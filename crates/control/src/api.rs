@@ -26,6 +26,7 @@ use crate::volumes::{self, CreateVolume, Host, QosPolicy, VolumeError};
 
 mod attachments;
 mod convert;
+mod hosts;
 mod snapshots;
 
 use alcubierre_api::v1 as api;
@@ -64,6 +65,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/v1/hosts/{name}"),
     ("DELETE", "/api/v1/hosts/{name}"),
     ("GET", "/api/v1/hosts/{name}/attachments"),
+    ("GET", "/api/v1/hosts/{name}"),
+    ("PUT", "/api/v1/hosts/{name}/heartbeat"),
+    ("POST", "/api/v1/hosts/{name}/fence"),
     ("GET", "/api/v1/plan"),
     ("GET", "/api/v1/plan/check"),
     ("GET", "/api/v1/openapi.json"),
@@ -680,9 +684,18 @@ async fn openapi() -> ([(axum::http::HeaderName, &'static str); 1], &'static str
 
 async fn list_hosts(State(s): State<ApiState>, h: HeaderMap) -> ApiResult<Vec<api::HostView>> {
     authorize(&s, &h)?;
-    let hosts: Vec<Host> = list_prefix(&s, "hosts/").await?;
+    let list: Vec<Host> = list_prefix(&s, "hosts/").await?;
+    let seen = hosts::liveness_all(&s).await?;
     // CHAP secrets are write-only.
-    Ok(Json(hosts.iter().map(Into::into).collect()))
+    Ok(Json(
+        list.iter()
+            .map(|h| {
+                let mut v = api::HostView::from(h);
+                v.liveness = seen.get(&h.name).cloned();
+                v
+            })
+            .collect(),
+    ))
 }
 
 async fn put_host(
@@ -973,7 +986,12 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/qos", get(list_qos))
         .route("/api/v1/qos/{name}", put(put_qos).delete(delete_qos))
         .route("/api/v1/hosts", get(list_hosts))
-        .route("/api/v1/hosts/{name}", put(put_host).delete(delete_host))
+        .route(
+            "/api/v1/hosts/{name}",
+            get(hosts::get).put(put_host).delete(delete_host),
+        )
+        .route("/api/v1/hosts/{name}/heartbeat", put(hosts::heartbeat))
+        .route("/api/v1/hosts/{name}/fence", post(hosts::fence))
         .route(
             "/api/v1/hosts/{name}/attachments",
             get(attachments::list_for_host),

@@ -575,6 +575,65 @@ fn delete_host() {}
 
 #[utoipa::path(
     get,
+    path = "/api/v1/hosts/{name}",
+    operation_id = "get_host",
+    summary = "A host, with its agent's liveness",
+    params(
+        ("name" = String, Path, description = "The host's name")
+    ),
+    responses(
+        (status = 200, description = "The host", body = HostView),
+        (status = 400, description = "A request field is wrong (the message names it)", body = Error),
+        (status = 401, description = "No token, or a wrong one", body = Error),
+        (status = 404, description = "No such object", body = Error),
+        (status = 409, description = "It conflicts with the cluster's state (the message says how)", body = Error),
+        (status = 503, description = "The metadata store is unreachable", body = Error)
+    )
+)]
+fn get_host() {}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/hosts/{name}/heartbeat",
+    operation_id = "host_heartbeat",
+    summary = "A host agent's liveness report (the host need not be known yet)",
+    params(
+        ("name" = String, Path, description = "The host's name")
+    ),
+    request_body = Heartbeat,
+    responses(
+        (status = 200, description = "Recorded", body = HostLiveness),
+        (status = 400, description = "A request field is wrong (the message names it)", body = Error),
+        (status = 401, description = "No token, or a wrong one", body = Error),
+        (status = 404, description = "No such object", body = Error),
+        (status = 409, description = "It conflicts with the cluster's state (the message says how)", body = Error),
+        (status = 503, description = "The metadata store is unreachable", body = Error)
+    )
+)]
+fn host_heartbeat() {}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/hosts/{name}/fence",
+    operation_id = "fence_host",
+    summary = "Fence a failed host: force-detach it from every volume (its access removed, its reservations preempted); refused (409) while its agent reports, unless force",
+    params(
+        ("name" = String, Path, description = "The host's name"),
+        ("force" = Option<bool>, Query, description = "Fence even though its agent reports it alive")
+    ),
+    responses(
+        (status = 200, description = "Fenced", body = Fenced),
+        (status = 400, description = "A request field is wrong (the message names it)", body = Error),
+        (status = 401, description = "No token, or a wrong one", body = Error),
+        (status = 404, description = "No such object", body = Error),
+        (status = 409, description = "It conflicts with the cluster's state (the message says how)", body = Error),
+        (status = 503, description = "The metadata store is unreachable", body = Error)
+    )
+)]
+fn fence_host() {}
+
+#[utoipa::path(
+    get,
     path = "/api/v1/hosts/{name}/attachments",
     operation_id = "list_host_attachments",
     summary = "The volumes a host is attached to",
@@ -703,6 +762,9 @@ fn console() {}
     put_host,
     delete_host,
     list_host_attachments,
+    get_host,
+    host_heartbeat,
+    fence_host,
     get_plan,
     check_plan,
     openapi,

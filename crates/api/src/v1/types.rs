@@ -515,6 +515,45 @@ pub struct HostView {
     pub chap_user: Option<String>,
     /// The mutual CHAP user the target proves itself with.
     pub target_chap_user: Option<String>,
+    /// What its host agent last reported, when one runs there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<HostLiveness>,
+}
+
+/// A host agent's report that its host is alive (`alcubierre-node`'s daemon sends one each
+/// round, to the API on the storage nodes' addresses).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The agent and its version.
+    pub agent: String,
+}
+
+/// Whether a host's agent is reporting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostLiveness {
+    /// The host's name.
+    pub host: String,
+    /// The agent and its version, as last reported.
+    pub agent: String,
+    /// When it last reported (Unix milliseconds, the receiving node's clock).
+    pub last_seen_ms: u64,
+    /// Whether that was within the liveness timeout (`timeout_ms`): a host that stopped
+    /// reporting may be fenced (`POST /api/v1/hosts/{name}/fence`).
+    pub alive: bool,
+    /// The liveness timeout.
+    pub timeout_ms: u64,
+}
+
+/// What fencing a host did: each of its attachments force-detached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Fenced {
+    /// The host's name.
+    pub host: String,
+    /// Its liveness when it was fenced.
+    pub liveness: Option<HostLiveness>,
+    /// Each volume it was attached to, detached and fenced.
+    pub detached: Vec<super::Detached>,
 }
 
 // ---- snapshots ----

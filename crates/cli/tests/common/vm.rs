@@ -21,8 +21,10 @@ pub struct Cluster {
     /// Shared with the guest (mounted on /host there).
     pub share: PathBuf,
     _dir: tempfile::TempDir,
-    _store: alcubierre_store::EtcdStore,
-    _etcd: EtcdServer,
+    /// The cluster's store.
+    pub store: alcubierre_store::EtcdStore,
+    /// Its etcd.
+    pub etcd: EtcdServer,
 }
 
 /// Starts node-1..3 with NVMe/TCP on 127.0.0.1:`nvme_port(i)` plus the [nvmf] keys `nvmf(i)`
@@ -62,8 +64,8 @@ pub async fn three_nodes(
         apis,
         share,
         _dir: dir,
-        _store: store,
-        _etcd: etcd,
+        store,
+        etcd,
     }
 }
 

@@ -221,15 +221,28 @@ pub(super) async fn detach(
         })?),
         false => None,
     };
-    let (v, removed) = crate::attachments::detach_host(&*s.store, &id, &host).await?;
+    Ok(Json(
+        detach_and_fence(&s, &id, &host, record.as_ref()).await?,
+    ))
+}
+
+/// Takes `host` off volume `id`'s access list and, with its `record`, fences it: asks the
+/// volume's primary to remove its registrations and waits [`FENCE_WAIT`] for it.
+pub(super) async fn detach_and_fence(
+    s: &ApiState,
+    id: &str,
+    host: &str,
+    record: Option<&Host>,
+) -> Result<api::Detached, ApiError> {
+    let (v, removed) = crate::attachments::detach_host(&*s.store, id, host).await?;
     if removed {
-        tracing::info!(volume = %v.name, host = %host, force = q.force, "detached");
+        tracing::info!(volume = %v.name, host = %host, force = record.is_some(), "detached");
     }
     let fence = match record {
         None => None,
         Some(record) => {
             // After the access list: the host has no path left when its registrations go.
-            let f = Fence::of(&v.id, &record);
+            let f = Fence::of(&v.id, record);
             crate::attachments::request_fence(&*s.store, &f).await?;
             let done = crate::attachments::await_fence(&*s.store, &f.key(), FENCE_WAIT).await?;
             tracing::info!(volume = %v.name, host = %host, done, "fencing the host's reservations");
@@ -239,12 +252,12 @@ pub(super) async fn detach(
             })
         }
     };
-    Ok(Json(api::Detached {
+    Ok(api::Detached {
         volume: v.id,
-        host,
+        host: host.to_string(),
         was_attached: removed,
         fence,
-    }))
+    })
 }
 
 /// `GET /api/v1/volumes/{id}/attachments`.

@@ -196,6 +196,7 @@ impl From<&Host> for api::HostView {
             nvme_hostid: h.nvme_hostid.clone(),
             chap_user: h.chap.as_ref().map(|c| c.0.clone()),
             target_chap_user: h.target_chap.as_ref().map(|c| c.0.clone()),
+            liveness: None,
         }
     }
 }

@@ -1,0 +1,791 @@
+//! The agent: attach, detach, the daemon's round, the host's liveness. Each call takes the
+//! state directory's lock, so a command and the daemon never change the host at once.
+//!
+//! Attach: the API's attachment (the host's NQN, Host Identifier and IQN join the volume's
+//! access list), then a path to every portal of the connection info ([`crate::plan`]), retried
+//! while the nodes apply the access list; the volume's device (the NVMe namespace head, or the
+//! dm-multipath map); the desired state saved. When no path comes up, or the device does not
+//! appear, what was made is undone (paths, and the attachment when this call made it).
+//!
+//! Detach: refuses while the device is in use unless forced; removes the volume from the
+//! desired state, drops every path (and the map, the disks, the iSCSI node records), then the
+//! API's attachment.
+//!
+//! A round of the daemon: the host's heartbeat, then for each desired volume its connection
+//! info and one pass of the plan: lost paths connected again, new replica nodes' portals
+//! connected, departed nodes' paths dropped. A round never tears a volume down: when the API
+//! does not answer, or says the volume is gone, the paths stay and the round says so.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use alcubierre_api::client::{Client, ClientError};
+use alcubierre_api::v1;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::identity::Identity;
+use crate::iscsi::{self, Chap, Iscsi};
+use crate::nvme::{self, HostId, Nvme, Settings};
+use crate::plan::{plan, Path, Portal, Step};
+use crate::state::{StateDir, Wanted};
+use crate::sysfs::Root;
+use crate::{device, Error, Protocol, Result};
+
+/// How long attach keeps connecting paths that do not come up (the nodes apply a new access
+/// list within a heartbeat or two).
+const CONNECT_WINDOW: Duration = Duration::from_secs(15);
+/// How long a TCP probe of a portal may take before the kernel is asked to connect.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long attach waits for the device once a path is up.
+const DEVICE_WAIT: Duration = Duration::from_secs(20);
+
+/// The cluster's API at several endpoints: a call goes to the one that answered last, and to
+/// the next when it does not answer.
+pub struct Api {
+    clients: Vec<Client>,
+    at: AtomicUsize,
+}
+
+impl Api {
+    /// Clients of every URL in `cfg.api`.
+    pub fn new(cfg: &Config) -> Result<Self> {
+        let clients = cfg
+            .api
+            .iter()
+            .map(|u| Client::new(u, &cfg.token, cfg.ca_cert.as_deref()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Self {
+            clients,
+            at: AtomicUsize::new(0),
+        })
+    }
+
+    /// `f` on the endpoint that answered last, then on the others in turn while none answers.
+    pub fn call<T>(&self, f: impl Fn(&Client) -> std::result::Result<T, ClientError>) -> Result<T> {
+        let start = self.at.load(Ordering::Relaxed);
+        let mut last = None;
+        for k in 0..self.clients.len() {
+            let i = (start + k) % self.clients.len();
+            match f(&self.clients[i]) {
+                Err(e) if e.status.is_none() => last = Some(e),
+                r => {
+                    self.at.store(i, Ordering::Relaxed);
+                    return r.map_err(Error::Api);
+                }
+            }
+        }
+        let e = last.expect("at least one endpoint");
+        Err(Error::Api(ClientError {
+            message: format!(
+                "no API endpoint answered ({}); last: {}",
+                self.clients
+                    .iter()
+                    .map(Client::base)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                e.message
+            ),
+            ..e
+        }))
+    }
+}
+
+/// One path of an attached volume, as the host sees it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PathView {
+    /// Where it goes.
+    pub portal: String,
+    /// The host's name of it (`nvme3`, `session7`).
+    pub handle: String,
+    /// Its state (`live`, `connecting`; `LOGGED_IN`, `FAILED`) and, over NVMe, its ANA state.
+    pub state: String,
+}
+
+/// An attached volume.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Attached {
+    /// The volume's id.
+    pub volume: String,
+    /// Its name.
+    pub name: String,
+    /// How it is reached.
+    pub protocol: Protocol,
+    /// The device to use (`/dev/disk/by-id/...` when udev made the link).
+    pub device: String,
+    /// The kernel's block device (`nvme1n1`, `dm-0`).
+    pub block: String,
+    /// Its paths.
+    pub paths: Vec<PathView>,
+}
+
+/// What a daemon round did to one volume.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    /// Paths connected (`volume: portal`).
+    pub connected: Vec<String>,
+    /// Paths dropped.
+    pub dropped: Vec<String>,
+    /// What failed (it is retried next round).
+    pub errors: Vec<String>,
+}
+
+/// The agent of this host.
+pub struct Agent {
+    /// Its configuration.
+    pub cfg: Config,
+    /// Who the host is.
+    pub id: Identity,
+    api: Api,
+    root: Root,
+    nvme: Nvme,
+    iscsi: Iscsi,
+    state: StateDir,
+}
+
+impl Agent {
+    /// The agent with `cfg`, the host's files under `root`.
+    pub fn new(cfg: Config, root: Root) -> Result<Self> {
+        let id = Identity::read(&root, cfg.host.as_deref());
+        if id.name.is_empty() {
+            return Err(Error::Invalid(
+                "host: no host name (no hostname file); set host in the configuration".into(),
+            ));
+        }
+        Ok(Self {
+            api: Api::new(&cfg)?,
+            nvme: Nvme::new(root.clone()),
+            iscsi: Iscsi::new(root.clone()),
+            state: StateDir::new(&cfg.state_dir),
+            root,
+            id,
+            cfg,
+        })
+    }
+
+    /// The API.
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    fn host_id(&self) -> Result<HostId> {
+        match (&self.id.nqn, &self.id.hostid) {
+            (Some(nqn), Some(hostid)) => Ok(HostId {
+                nqn: nqn.clone(),
+                hostid: hostid.clone(),
+            }),
+            (None, _) => Err(Error::Host(
+                "no NVMe host NQN: /etc/nvme/hostnqn is missing or empty (nvme gen-hostnqn > /etc/nvme/hostnqn)"
+                    .into(),
+            )),
+            (_, None) => Err(Error::Host(
+                "no NVMe Host Identifier: /etc/nvme/hostid is missing (uuidgen > /etc/nvme/hostid)".into(),
+            )),
+        }
+    }
+
+    /// Checks that the host can attach over `protocol`.
+    fn ready_for(&self, protocol: Protocol) -> Result<()> {
+        match protocol {
+            Protocol::NvmeTcp => {
+                self.host_id()?;
+                if !self.nvme.fabrics_present() {
+                    return Err(Error::Host(
+                        "the NVMe/TCP initiator is not loaded (no /dev/nvme-fabrics): modprobe nvme-tcp".into(),
+                    ));
+                }
+                if self.nvme.native_multipath() == Some(false) {
+                    return Err(Error::Host(
+                        "native NVMe multipath is off (nvme_core.multipath=N): boot with nvme_core.multipath=Y, or attach over iSCSI".into(),
+                    ));
+                }
+            }
+            Protocol::Iscsi => {
+                if self.id.iqn.is_none() {
+                    return Err(Error::Host(
+                        "no iSCSI initiator name: /etc/iscsi/initiatorname.iscsi is missing (install open-iscsi)".into(),
+                    ));
+                }
+                if !self.root.path("sys/module/iscsi_tcp").exists() {
+                    return Err(Error::Host(
+                        "the iSCSI initiator is not loaded (no iscsi_tcp module): modprobe iscsi_tcp".into(),
+                    ));
+                }
+                if !self.root.path("sys/module/dm_multipath").exists() {
+                    return Err(Error::Host(
+                        "dm-multipath is not loaded: modprobe dm-multipath".into(),
+                    ));
+                }
+                if !iscsi::multipathd_running() {
+                    return Err(Error::Host(
+                        "multipathd is not running: systemctl enable --now multipathd".into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches `volume` (id or name) over `protocol`; idempotent.
+    pub fn attach(&self, volume: &str, protocol: Protocol) -> Result<Attached> {
+        let _lock = self.state.lock()?;
+        self.ready_for(protocol)?;
+        let host = self.id.name.clone();
+        let was = self
+            .api
+            .call(|c| c.volume_attachments(volume))?
+            .iter()
+            .any(|a| a.host == host);
+        let req = v1::AttachRequest {
+            nqn: self.id.nqn.clone(),
+            iqn: self.id.iqn.clone(),
+            nvme_hostid: self.id.hostid.clone(),
+        };
+        let att = self.api.call(|c| c.attach(volume, &host, &req))?;
+        let conn = &att.connection;
+        let wanted = wanted_of(conn, protocol)?;
+        match self.bring_up(conn, &wanted) {
+            Ok(a) => {
+                let mut d = self.state.load()?;
+                d.put(wanted);
+                self.state.save(&d)?;
+                Ok(a)
+            }
+            Err(e) => {
+                // Nothing half-attached: this call's paths, and its attachment, go.
+                if let Err(u) = self.tear_down(&wanted) {
+                    warn!(volume = %conn.volume, "undoing a failed attach: {u}");
+                }
+                if !was {
+                    if let Err(u) = self.api.call(|c| c.detach(&conn.volume, &host, false)) {
+                        warn!(volume = %conn.volume, "undoing a failed attach's attachment: {u}");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Connects every portal (for up to [`CONNECT_WINDOW`]: the nodes apply the access list
+    /// meanwhile) and waits for the device.
+    fn bring_up(&self, conn: &v1::ConnectionInfo, w: &Wanted) -> Result<Attached> {
+        let t0 = Instant::now();
+        loop {
+            let errors = self.step_paths(conn, w).errors;
+            let wanted = portals_of(conn, w.protocol);
+            let missing = self.missing(conn, w, &wanted);
+            if missing == 0 {
+                break;
+            }
+            let some = missing < wanted.len();
+            if t0.elapsed() > CONNECT_WINDOW {
+                if some {
+                    // Multipath with the paths that came up; the daemon retries the others.
+                    warn!(volume = %conn.volume, "attached with {} of {} paths: {}",
+                        wanted.len() - missing, wanted.len(),
+                        errors.join("; "));
+                    break;
+                }
+                return Err(Error::NoPath {
+                    volume: conn.name.clone(),
+                    reasons: if errors.is_empty() {
+                        "no portal".into()
+                    } else {
+                        errors.join("; ")
+                    },
+                });
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let t0 = Instant::now();
+        loop {
+            if w.protocol == Protocol::Iscsi {
+                self.iscsi_add_to_map(conn);
+            }
+            if let Some(a) = self.attached(w) {
+                let settling = Duration::from_secs(5);
+                // Every path in the map, and udev's stable link, unless they take too long.
+                let more_paths =
+                    a.protocol == Protocol::Iscsi && a.paths.len() > self.iscsi_map_paths(&a.block);
+                let no_link = !a.device.starts_with("/dev/disk/by-id/")
+                    && self.root.path("run/udev/control").exists();
+                if (more_paths || no_link) && t0.elapsed() < settling {
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+                return Ok(a);
+            }
+            if t0.elapsed() > DEVICE_WAIT {
+                return Err(Error::Timeout {
+                    what: format!(
+                        "volume {}'s device ({})",
+                        conn.name,
+                        match w.protocol {
+                            Protocol::NvmeTcp => "the NVMe namespace",
+                            Protocol::Iscsi => "the dm-multipath map: is multipathd running with the agent's section?",
+                        }
+                    ),
+                    secs: DEVICE_WAIT.as_secs(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// How many of `wanted` have no path.
+    fn missing(&self, conn: &v1::ConnectionInfo, w: &Wanted, wanted: &[Portal]) -> usize {
+        let present: Vec<Portal> = match w.protocol {
+            Protocol::NvmeTcp => self
+                .nvme_paths(&conn.nvme.subsystem_nqn)
+                .into_iter()
+                .map(|p| p.portal)
+                .collect(),
+            Protocol::Iscsi => self
+                .iscsi_paths(&w.target)
+                .into_iter()
+                .map(|p| p.portal)
+                .collect(),
+        };
+        wanted.iter().filter(|p| !present.contains(p)).count()
+    }
+
+    fn nvme_paths(&self, nqn: &str) -> Vec<Path<String>> {
+        self.nvme
+            .controllers_of(nqn)
+            .into_iter()
+            .filter_map(|c| {
+                c.portal.map(|portal| Path {
+                    portal,
+                    handle: c.name,
+                })
+            })
+            .collect()
+    }
+
+    fn iscsi_paths(&self, iqn: &str) -> Vec<Path<iscsi::Session>> {
+        self.iscsi
+            .sessions_of(iqn)
+            .into_iter()
+            .filter_map(|s| s.portal.clone().map(|portal| Path { portal, handle: s }))
+            .collect()
+    }
+
+    /// One pass of the plan for volume `conn`: connects missing portals, drops others.
+    fn step_paths(&self, conn: &v1::ConnectionInfo, w: &Wanted) -> RoundReport {
+        let mut r = RoundReport::default();
+        let wanted = portals_of(conn, w.protocol);
+        let name = &conn.name;
+        match w.protocol {
+            Protocol::NvmeTcp => {
+                let nqn = &conn.nvme.subsystem_nqn;
+                for step in plan(&wanted, &self.nvme_paths(nqn)) {
+                    match step {
+                        Step::Connect(p) => match self.nvme_connect(nqn, &p) {
+                            Ok(c) => {
+                                info!(volume = %name, "connected {p} ({c})");
+                                r.connected.push(format!("{name}: {p}"));
+                            }
+                            Err(e) => r.errors.push(format!("{p}: {e}")),
+                        },
+                        Step::Drop(path) => match self.nvme.disconnect(&path.handle) {
+                            Ok(()) => {
+                                info!(volume = %name, "dropped {} ({})", path.portal, path.handle);
+                                r.dropped.push(format!("{name}: {}", path.portal));
+                            }
+                            Err(e) => r.errors.push(format!("{}: {e}", path.portal)),
+                        },
+                    }
+                }
+            }
+            Protocol::Iscsi => {
+                let Some(ic) = &conn.iscsi else {
+                    r.errors
+                        .push(format!("{name}: its nodes do not serve iSCSI"));
+                    return r;
+                };
+                let chap = match self.chap(ic) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        r.errors.push(e.to_string());
+                        return r;
+                    }
+                };
+                for step in plan(&wanted, &self.iscsi_paths(&ic.target_iqn)) {
+                    match step {
+                        Step::Connect(p) => {
+                            match probe(&p)
+                                .and_then(|()| iscsi::login(&ic.target_iqn, &p, chap.as_ref()))
+                            {
+                                Ok(()) => {
+                                    info!(volume = %name, "logged in to {p}");
+                                    r.connected.push(format!("{name}: {p}"));
+                                }
+                                Err(e) => {
+                                    // A failed login leaves no record behind.
+                                    let _ = iscsi::logout(&ic.target_iqn, &p);
+                                    r.errors.push(format!("{p}: {e}"));
+                                }
+                            }
+                        }
+                        Step::Drop(path) => match self.drop_session(&path.handle, ic.lun) {
+                            Ok(()) => {
+                                info!(volume = %name, "logged out of {}", path.portal);
+                                r.dropped.push(format!("{name}: {}", path.portal));
+                            }
+                            Err(e) => r.errors.push(format!("{}: {e}", path.portal)),
+                        },
+                    }
+                }
+                self.iscsi_add_to_map(conn);
+            }
+        }
+        r
+    }
+
+    fn nvme_connect(&self, nqn: &str, p: &Portal) -> Result<String> {
+        probe(p)?;
+        let host = self.host_id()?;
+        let line = nvme::connect_options(&host, nqn, p, Settings::recommended());
+        let c = self.nvme.connect(&line)?;
+        if let Err(e) = self.nvme.set_iopolicy(&c, nvme::IOPOLICY) {
+            warn!("{e}");
+        }
+        Ok(c)
+    }
+
+    fn chap(&self, ic: &v1::IscsiConnection) -> Result<Option<Chap>> {
+        let Some(user) = &ic.chap_user else {
+            return Ok(None);
+        };
+        let Some(f) = &self.cfg.chap_secret_file else {
+            return Err(Error::Invalid(format!(
+                "chap_secret_file: the cluster has CHAP user {user:?} for this host; put its secret in a file and name it in the configuration"
+            )));
+        };
+        let secret = std::fs::read_to_string(f)
+            .map_err(|e| Error::io("chap_secret_file: reading the CHAP secret", f, e))?
+            .trim()
+            .to_string();
+        Ok(Some(Chap {
+            user: user.clone(),
+            secret,
+        }))
+    }
+
+    /// Hands each iSCSI disk of the volume without a map to multipathd.
+    fn iscsi_add_to_map(&self, conn: &v1::ConnectionInfo) {
+        let Some(ic) = &conn.iscsi else { return };
+        if let Ok(true) = self.iscsi.write_multipath_section() {
+            if let Err(e) = iscsi::run("multipathd", &["reconfigure"]) {
+                warn!("{e}");
+            }
+        }
+        for s in self.iscsi.sessions_of(&ic.target_iqn) {
+            let Some(sd) = self.iscsi.disk(s.sid, ic.lun) else {
+                continue;
+            };
+            if self.iscsi.map_of(&sd).is_none() {
+                // find_multipaths may want the WWID known first.
+                let dev = format!("/dev/{sd}");
+                let _ = iscsi::run("multipath", &["-a", &dev]);
+                // udev may be adding it at the same moment; the next round looks again.
+                if let Err(e) = iscsi::run("multipathd", &["add", "path", &sd]) {
+                    debug!(volume = %conn.name, "{e}");
+                }
+            }
+        }
+    }
+
+    fn iscsi_map_paths(&self, dm: &str) -> usize {
+        self.iscsi.map_disks(dm).len()
+    }
+
+    /// Removes session `s`'s disk from its map and the kernel, and logs out.
+    fn drop_session(&self, s: &iscsi::Session, lun: u32) -> Result<()> {
+        if let Some(sd) = self.iscsi.disk(s.sid, lun) {
+            let _ = iscsi::run("multipathd", &["del", "path", &sd]);
+            self.iscsi.delete_disk(&sd)?;
+        }
+        match &s.portal {
+            Some(p) => iscsi::logout(&s.target, p),
+            None => Ok(()),
+        }
+    }
+
+    /// The attached volume `w` as the host sees it, once its device exists.
+    pub fn attached(&self, w: &Wanted) -> Option<Attached> {
+        let (block, prefer, paths) = match w.protocol {
+            Protocol::NvmeTcp => {
+                let block = self.nvme.namespace_by_uuid(&w.uuid)?;
+                let paths = self
+                    .nvme
+                    .controllers_of(&w.target)
+                    .into_iter()
+                    .map(|c| PathView {
+                        portal: c.portal.map(|p| p.to_string()).unwrap_or_default(),
+                        state: match self.nvme.ana_state(&c.name) {
+                            Some(ana) => format!("{} {ana}", c.state),
+                            None => c.state.clone(),
+                        },
+                        handle: c.name,
+                    })
+                    .collect();
+                (block, "nvme-uuid.", paths)
+            }
+            Protocol::Iscsi => {
+                let sessions = self.iscsi.sessions_of(&w.target);
+                let block = sessions
+                    .iter()
+                    .filter_map(|s| self.iscsi.disk(s.sid, w.lun))
+                    .find_map(|sd| self.iscsi.map_of(&sd))
+                    .map(|(dm, _)| dm)?;
+                let paths = sessions
+                    .into_iter()
+                    .map(|s| PathView {
+                        portal: s.portal.map(|p| p.to_string()).unwrap_or_default(),
+                        handle: format!("session{}", s.sid),
+                        state: s.state,
+                    })
+                    .collect();
+                (block, "dm-uuid-mpath-", paths)
+            }
+        };
+        let device = device::by_id(&self.root, &block, prefer).unwrap_or_else(|| {
+            match w.protocol {
+                Protocol::Iscsi => self
+                    .root
+                    .attr(&format!("sys/block/{block}/dm/name"))
+                    .map(|n| format!("/dev/mapper/{n}")),
+                Protocol::NvmeTcp => None,
+            }
+            .unwrap_or_else(|| format!("/dev/{block}"))
+        });
+        Some(Attached {
+            volume: w.volume.clone(),
+            name: w.name.clone(),
+            protocol: w.protocol,
+            device,
+            block,
+            paths,
+        })
+    }
+
+    /// Detaches `volume` (id or name): refuses while its device is in use unless `force`;
+    /// idempotent.
+    pub fn detach(&self, volume: &str, force: bool) -> Result<bool> {
+        let _lock = self.state.lock()?;
+        let mut d = self.state.load()?;
+        let w = match d
+            .attachments
+            .iter()
+            .find(|w| w.volume == volume || w.name == volume)
+        {
+            Some(w) => w.clone(),
+            None => {
+                // Not in this host's state: the cluster's attachment still goes.
+                let v = self.api.call(|c| c.volume(volume))?;
+                let conn = self.api.call(|c| c.connection(&v.id))?;
+                let w = wanted_of(&conn, Protocol::NvmeTcp)?;
+                let mut any = self.attached(&w).is_some();
+                if let Ok(wi) = wanted_of(&conn, Protocol::Iscsi) {
+                    any |= !self.iscsi.sessions_of(&wi.target).is_empty();
+                    self.check_unused(&wi, force)?;
+                    self.tear_down(&wi)?;
+                }
+                self.check_unused(&w, force)?;
+                self.tear_down(&w)?;
+                let r = self.api.call(|c| c.detach(&v.id, &self.id.name, false))?;
+                return Ok(any || r.was_attached);
+            }
+        };
+        self.check_unused(&w, force)?;
+        d.remove(&w.volume);
+        self.state.save(&d)?;
+        self.tear_down(&w)?;
+        match self.api.call(|c| c.detach(&w.volume, &self.id.name, false)) {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(&e, Error::Api(a) if a.is_not_found()) => Ok(true),
+            Err(e) => Err(Error::Invalid(format!(
+                "volume {} is detached from this host, but the cluster still lists the host on it: {e}; run detach again to remove it there",
+                w.name
+            ))),
+        }
+    }
+
+    fn check_unused(&self, w: &Wanted, force: bool) -> Result<()> {
+        if force {
+            return Ok(());
+        }
+        if let Some(a) = self.attached(w) {
+            let by = device::users(&self.root, &a.block);
+            if !by.is_empty() {
+                return Err(Error::InUse {
+                    device: a.device,
+                    by: by.join(", "),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops every path of `w` (its map and disks, over iSCSI).
+    fn tear_down(&self, w: &Wanted) -> Result<()> {
+        match w.protocol {
+            Protocol::NvmeTcp => {
+                for c in self.nvme.controllers_of(&w.target) {
+                    self.nvme.disconnect(&c.name)?;
+                }
+            }
+            Protocol::Iscsi => {
+                let sessions = self.iscsi.sessions_of(&w.target);
+                let maps: Vec<String> = sessions
+                    .iter()
+                    .filter_map(|s| self.iscsi.disk(s.sid, w.lun))
+                    .filter_map(|sd| self.iscsi.map_of(&sd))
+                    .map(|(_, name)| name)
+                    .collect();
+                for m in maps.iter().take(1) {
+                    // Queueing off, so a flush cannot hang on a path that is gone.
+                    let _ = iscsi::run("multipathd", &["disablequeueing", "map", m]);
+                    let mut last = Ok(String::new());
+                    for _ in 0..10 {
+                        last = iscsi::run("multipath", &["-f", m]);
+                        if last.is_ok() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                    last?;
+                }
+                for s in sessions {
+                    self.drop_session(&s, w.lun)?;
+                }
+                // Records of portals whose sessions went some other way.
+                iscsi::delete_records(&w.target)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The desired volumes and how each stands.
+    pub fn status(&self) -> Result<Vec<(Wanted, Option<Attached>)>> {
+        let d = self.state.load()?;
+        Ok(d.attachments
+            .into_iter()
+            .map(|w| {
+                let a = self.attached(&w);
+                (w, a)
+            })
+            .collect())
+    }
+
+    /// Reports the host's liveness to the cluster.
+    pub fn heartbeat(&self) -> Result<v1::HostLiveness> {
+        let body = v1::Heartbeat {
+            agent: format!("alcubierre-node {}", env!("CARGO_PKG_VERSION")),
+        };
+        self.api.call(|c| c.heartbeat(&self.id.name, &body))
+    }
+
+    /// One round of the daemon.
+    pub fn round(&self) -> Result<RoundReport> {
+        let mut all = RoundReport::default();
+        if let Err(e) = self.heartbeat() {
+            all.errors.push(format!("heartbeat: {e}"));
+        }
+        let _lock = self.state.lock()?;
+        let d = self.state.load()?;
+        for w in &d.attachments {
+            match self.api.call(|c| c.connection(&w.volume)) {
+                Ok(conn) => {
+                    let r = self.step_paths(&conn, w);
+                    all.connected.extend(r.connected);
+                    all.dropped.extend(r.dropped);
+                    all.errors.extend(r.errors);
+                }
+                Err(e) => all
+                    .errors
+                    .push(format!("{}: the paths stay as they are: {e}", w.name)),
+            }
+        }
+        Ok(all)
+    }
+
+    /// The daemon: rounds every `interval_ms` until `stop`.
+    pub fn run(&self, stop: &AtomicBool) {
+        info!(host = %self.id.name, "alcubierre-node daemon started");
+        while !stop.load(Ordering::Relaxed) {
+            match self.round() {
+                Ok(r) => {
+                    for e in &r.errors {
+                        warn!("{e}");
+                    }
+                }
+                Err(e) => warn!("round: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(self.cfg.interval_ms));
+        }
+    }
+}
+
+/// The portals of `conn` over `protocol`, the primary's first.
+fn portals_of(conn: &v1::ConnectionInfo, protocol: Protocol) -> Vec<Portal> {
+    match protocol {
+        Protocol::NvmeTcp => conn
+            .nvme
+            .portals
+            .iter()
+            .map(|p| Portal::new(&p.address, p.port))
+            .collect(),
+        Protocol::Iscsi => conn
+            .iscsi
+            .iter()
+            .flat_map(|i| &i.portals)
+            .map(|p| Portal::new(&p.address, p.port))
+            .collect(),
+    }
+}
+
+/// The desired-state entry of `conn` over `protocol`.
+fn wanted_of(conn: &v1::ConnectionInfo, protocol: Protocol) -> Result<Wanted> {
+    let (target, lun) = match protocol {
+        Protocol::NvmeTcp => (conn.nvme.subsystem_nqn.clone(), conn.nvme.namespace_id),
+        Protocol::Iscsi => match &conn.iscsi {
+            Some(i) => (i.target_iqn.clone(), i.lun),
+            None => return Err(Error::Invalid(format!(
+                "volume {}: its nodes do not serve iSCSI (no [iscsi] listen); attach over nvme-tcp",
+                conn.name
+            ))),
+        },
+    };
+    Ok(Wanted {
+        volume: conn.volume.clone(),
+        name: conn.name.clone(),
+        protocol,
+        target,
+        uuid: conn.nvme.uuid.clone(),
+        lun,
+    })
+}
+
+/// Whether `p` accepts a TCP connection (so the kernel is not asked to connect to an address
+/// that does not answer, which can block for minutes).
+fn probe(p: &Portal) -> Result<()> {
+    let addrs: Vec<_> = (p.address.as_str(), p.port)
+        .to_socket_addrs()
+        .map_err(|e| Error::Host(format!("portal {p}: cannot resolve it: {e}")))?
+        .collect();
+    let mut last = None;
+    for a in addrs {
+        match TcpStream::connect_timeout(&a, PROBE_TIMEOUT) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(Error::Host(format!(
+        "portal {p} is unreachable: {}",
+        last.map(|e| e.to_string())
+            .unwrap_or_else(|| "no address".into())
+    )))
+}
