@@ -16,7 +16,10 @@
 #  5. the paths torn down and the daemon restarted (a reboot): it attaches both again;
 #  6. detach refuses while the device is open, then leaves nothing (no controller, session,
 #     map, node record, state entry); again is a no-op;
-#  7. without the nvme-tcp module: attach and doctor name it.
+#  6b. both attached again, the daemon stopped (./host-down): the host fences this host
+#     (./fenced): its paths are refused and stay down; detach --force cleans up;
+#  7. every NVMe/TCP portal dropped by a tc filter: attach fails naming each portal and leaves
+#     nothing; without the nvme-tcp module: attach and doctor name it.
 set -euxo pipefail
 . ./params.sh
 export ALCUBIERRE_API=$API ALCUBIERRE_TOKEN=$TOKEN
@@ -181,6 +184,14 @@ echo "REATTACH iscsi: $(until_true 60 paths_live iscsi) s"
 $AN status
 
 # 6. Detach.
+nothing_left() {
+	[ -z "$(ls /sys/class/nvme/ 2>/dev/null)" ]
+	[ ! -e "$DEV" ] && [ ! -e "$IDEV" ]
+	[ -z "$(ls /sys/class/iscsi_session/ 2>/dev/null)" ]
+	[ -z "$(multipath -ll 2>/dev/null)" ]
+	[ -z "$(iscsiadm -m node 2>/dev/null || true)" ]
+	grep -q '"attachments": \[\]' /var/lib/alcubierre-node/state.json
+}
 exec 3<"$DEV"
 fails "in use" $AN detach hn
 exec 3<&-
@@ -188,16 +199,42 @@ $AN detach hn
 $AN detach hn 2>&1 | tee again.txt
 grep -q "was not attached" again.txt
 $AN detach hi
-[ -z "$(ls /sys/class/nvme/ 2>/dev/null)" ]
-[ ! -e "$DEV" ] && [ ! -e "$IDEV" ]
-[ -z "$(ls /sys/class/iscsi_session/ 2>/dev/null)" ]
-[ -z "$(multipath -ll 2>/dev/null)" ]
-[ -z "$(iscsiadm -m node 2>/dev/null || true)" ]
-grep -q '"attachments": \[\]' /var/lib/alcubierre-node/state.json
+nothing_left
 kill $DAEMON
 wait $DAEMON || true
 
-# 7. Without the NVMe/TCP initiator.
+# 6b. Host HA: this host fails (its agent stops reporting); the cluster fences it.
+DEV=$($AN attach hn --protocol nvme-tcp)
+IDEV=$($AN attach hi --protocol iscsi)
+RUST_LOG=info $AN daemon >>daemon.log 2>&1 &
+DAEMON=$!
+sleep 3
+kill $DAEMON
+wait $DAEMON || true
+touch host-down
+wait_for fenced
+no_live_path() {
+	! grep -qx live /sys/class/nvme/nvme*/state && ! grep -qx LOGGED_IN /sys/class/iscsi_session/session*/state
+}
+echo "FENCED: no live path $(until_true 30 no_live_path) s after the fence"
+sleep 5
+no_live_path
+cat /sys/class/nvme/nvme*/state /sys/class/iscsi_session/session*/state
+# The fenced host lets its volumes go.
+$AN detach hn --force
+$AN detach hi --force
+nothing_left
+
+# 7. A path that never comes up: every NVMe/TCP portal's packets dropped.
+tc qdisc add dev eth0 root handle 1: prio
+for p in $NVME_PORTS 4454; do
+	tc filter add dev eth0 parent 1: protocol ip u32 match ip dport "$p" 0xffff action drop
+done
+fails "no path to volume hn came up" $AN attach hn --protocol nvme-tcp
+grep -q "10.0.2.2:4454 is unreachable" err.txt
+nothing_left
+tc qdisc del dev eth0 root
+# Without the NVMe/TCP initiator.
 modprobe -r nvme_tcp nvme_fabrics
 fails "modprobe nvme-tcp" $AN attach hn
 ! $AN doctor >doctor2.txt

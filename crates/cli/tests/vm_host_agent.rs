@@ -233,23 +233,45 @@ async fn the_host_agent_attaches_with_multipath_follows_failovers_and_new_nodes(
         }
     }
 
+    // Host HA: the guest's agent stops; once the host shows lost, it is fenced, and another
+    // host attaches its volume and writes.
+    if steps.len() == 3 && wait("host-down", 900) {
+        let api = apis[3].clone();
+        let t0 = Instant::now();
+        loop {
+            let h = json_call(&api, "GET", "/api/v1/hosts/vm-guest", "").await;
+            if h["liveness"]["alive"] == false {
+                eprintln!(
+                    "vm-guest shown lost {:.1} s after its agent stopped",
+                    t0.elapsed().as_secs_f64()
+                );
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "never lost: {h}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let f = json_call(&api, "POST", "/api/v1/hosts/vm-guest/fence", "").await;
+        eprintln!("fence: {f}");
+        let detached = f["detached"].as_array().unwrap();
+        assert_eq!(detached.len(), 2, "{f}");
+        assert!(detached.iter().all(|d| d["fence"] == "done"), "{f}");
+        std::fs::write(share.join("fenced"), "").unwrap();
+        other_host_writes(&api, "hn").await;
+        steps.push("fence");
+    }
+
     let (rc, console) = vm.join().unwrap();
     eprintln!("{console}");
     assert!(
-        steps.len() == 3 && rc == 0 && console.contains("HOST-AGENT-OK"),
+        steps.len() == 4 && rc == 0 && console.contains("HOST-AGENT-OK"),
         "guest failed (exit {rc}, steps done: {steps:?}):\n{console}"
     );
-    // The guest detached both: the cluster lists no host on them.
-    let api = apis
-        .iter()
-        .zip(&c.procs)
-        .find(|(_, p)| p.is_some())
-        .unwrap()
-        .0
-        .clone();
-    for name in ["hn", "hi"] {
+    // The guest is on no volume's access list (its failed attach left nothing either); the
+    // other host has hn.
+    let api = apis[3].clone();
+    for (name, hosts) in [("hn", vec!["compute-2"]), ("hi", vec![])] {
         let v = volume(&api, name).await;
-        assert_eq!(v["hosts"], serde_json::json!([]), "{v}");
+        assert_eq!(v["hosts"], serde_json::json!(hosts), "{v}");
     }
     // The guest's agent reported the host's liveness.
     let h = json_call(&api, "GET", "/api/v1/hosts/vm-guest", "").await;
@@ -260,4 +282,36 @@ async fn the_host_agent_attaches_with_multipath_follows_failovers_and_new_nodes(
         Some(true),
         "{h}"
     );
+}
+
+/// Another host attaches volume `name` through the API and writes and reads a block through
+/// its primary's portal (the test's own NVMe/TCP initiator).
+async fn other_host_writes(api: &str, name: &str) {
+    use alcubierre_nvmf::initiator::{HostConfig, HostController};
+    let nqn = "nqn.2014-08.org.nvmexpress:uuid:a1c0b1e2-0000-4000-8000-000000000002";
+    let att = json_call(
+        api,
+        "PUT",
+        &format!("/api/v1/volumes/{name}/attachments/compute-2"),
+        &format!(r#"{{"nqn":"{nqn}"}}"#),
+    )
+    .await;
+    let conn = &att["connection"]["nvme"];
+    let p = &conn["portals"][0];
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", p["port"]).parse().unwrap();
+    let host = HostConfig {
+        hostnqn: nqn.into(),
+        ..HostConfig::default()
+    };
+    let subnqn = conn["subsystem_nqn"].as_str().unwrap().to_string();
+    let mut c = common::cluster::eventually(20, "compute-2 connected", || {
+        let (host, subnqn) = (host.clone(), subnqn.clone());
+        async move { HostController::connect(addr, &subnqn, &host, 1).await.ok() }
+    })
+    .await;
+    let (_, bs) = c.namespace().await.unwrap();
+    let data = bytes::Bytes::from(vec![0x5a; 4096]);
+    c.write(0, 8, data.clone(), bs).await.unwrap();
+    assert_eq!(c.read(0, 8, 4096 / bs, bs).await.unwrap(), data);
+    eprintln!("compute-2 attached {name} after the fence and wrote through {addr}");
 }

@@ -386,7 +386,7 @@ impl Agent {
                                 info!(volume = %name, "connected {p} ({c})");
                                 r.connected.push(format!("{name}: {p}"));
                             }
-                            Err(e) => r.errors.push(format!("{p}: {e}")),
+                            Err(e) => r.errors.push(path_error(&p, &e)),
                         },
                         Step::Drop(path) => match self.nvme.disconnect(&path.handle) {
                             Ok(()) => {
@@ -424,7 +424,7 @@ impl Agent {
                                 Err(e) => {
                                     // A failed login leaves no record behind.
                                     let _ = iscsi::logout(&ic.target_iqn, &p);
-                                    r.errors.push(format!("{p}: {e}"));
+                                    r.errors.push(path_error(&p, &e));
                                 }
                             }
                         }
@@ -729,6 +729,14 @@ impl Agent {
     }
 }
 
+/// A portal's failure, naming the portal once.
+fn path_error(p: &Portal, e: &Error) -> String {
+    match e {
+        Error::Unreachable { .. } => e.to_string(),
+        e => format!("{p}: {e}"),
+    }
+}
+
 /// The portals of `conn` over `protocol`, the primary's first.
 fn portals_of(conn: &v1::ConnectionInfo, protocol: Protocol) -> Vec<Portal> {
     match protocol {
@@ -753,10 +761,12 @@ fn wanted_of(conn: &v1::ConnectionInfo, protocol: Protocol) -> Result<Wanted> {
         Protocol::NvmeTcp => (conn.nvme.subsystem_nqn.clone(), conn.nvme.namespace_id),
         Protocol::Iscsi => match &conn.iscsi {
             Some(i) => (i.target_iqn.clone(), i.lun),
-            None => return Err(Error::Invalid(format!(
+            None => {
+                return Err(Error::Invalid(format!(
                 "volume {}: its nodes do not serve iSCSI (no [iscsi] listen); attach over nvme-tcp",
                 conn.name
-            ))),
+            )))
+            }
         },
     };
     Ok(Wanted {
@@ -772,9 +782,13 @@ fn wanted_of(conn: &v1::ConnectionInfo, protocol: Protocol) -> Result<Wanted> {
 /// Whether `p` accepts a TCP connection (so the kernel is not asked to connect to an address
 /// that does not answer, which can block for minutes).
 fn probe(p: &Portal) -> Result<()> {
+    let unreachable = |reason: String| Error::Unreachable {
+        portal: p.to_string(),
+        reason,
+    };
     let addrs: Vec<_> = (p.address.as_str(), p.port)
         .to_socket_addrs()
-        .map_err(|e| Error::Host(format!("portal {p}: cannot resolve it: {e}")))?
+        .map_err(|e| unreachable(format!("cannot resolve it: {e}")))?
         .collect();
     let mut last = None;
     for a in addrs {
@@ -783,9 +797,8 @@ fn probe(p: &Portal) -> Result<()> {
             Err(e) => last = Some(e),
         }
     }
-    Err(Error::Host(format!(
-        "portal {p} is unreachable: {}",
+    Err(unreachable(
         last.map(|e| e.to_string())
-            .unwrap_or_else(|| "no address".into())
-    )))
+            .unwrap_or_else(|| "no address".into()),
+    ))
 }

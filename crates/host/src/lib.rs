@@ -63,6 +63,14 @@ pub enum Error {
     /// The host lacks something attaching needs (a kernel module, a daemon, an identity).
     #[error("this host is not ready: {0}")]
     Host(String),
+    /// A portal does not accept connections.
+    #[error("portal {portal} is unreachable: {reason}")]
+    Unreachable {
+        /// The portal.
+        portal: String,
+        /// Why.
+        reason: String,
+    },
     /// The device is mounted or open and the request did not say `--force`.
     #[error("{device} is in use ({by}); stop using it first, or detach with --force")]
     InUse {
