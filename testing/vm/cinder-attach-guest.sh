@@ -15,19 +15,6 @@
 set -euxo pipefail
 . ./path-loss-writes.sh
 
-wait_for() {
-	{ set +x; } 2>/dev/null
-	for _ in $(seq 1200); do
-		if [ -e "$1" ]; then
-			set -x
-			return 0
-		fi
-		sleep 0.25
-	done
-	echo "gave up waiting for $1" >&2
-	return 1
-}
-
 # udev finds the paths and their WWIDs; multipathd makes the maps os-brick asks for.
 /lib/systemd/systemd-udevd --daemon
 udevadm trigger --action=add

@@ -22,23 +22,11 @@
 #     nothing; without the nvme-tcp module: attach and doctor name it.
 set -euxo pipefail
 . ./params.sh
+. ./path-loss-writes.sh
 export ALCUBIERRE_API=$API ALCUBIERRE_TOKEN=$TOKEN
 AN=/host/alcubierre-node
 mkdir -p /etc/alcubierre
 printf 'host = "vm-guest"\ninterval_ms = 1000\n' >/etc/alcubierre/node.toml
-
-wait_for() {
-	{ set +x; } 2>/dev/null
-	for _ in $(seq 2400); do
-		if [ -e "$1" ]; then
-			set -x
-			return 0
-		fi
-		sleep 0.25
-	done
-	echo "gave up waiting for $1" >&2
-	return 1
-}
 
 # until_true SECS CMD...: CMD succeeds within SECS; prints how long it took.
 until_true() {

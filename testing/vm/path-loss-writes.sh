@@ -1,4 +1,4 @@
-# Sourced by the multipath guest scripts (testing/vm/*-multipath-guest.sh and
+# Sourced by the guest scripts (testing/vm/*-multipath-guest.sh, host-agent-guest.sh and
 # cinder-attach-guest.sh), which run with set -e in the share directory.
 #
 # alua_multipath_conf NAMES: writes /etc/multipath.conf for Alcubierre's LUs: ALUA priorities,
@@ -42,4 +42,18 @@ writes_through_a_path_loss() {
 		--iodepth=8 --direct=1 --verify=crc32c --verify_only=1 --verify_fatal=1 \
 		--randrepeat=1 --output=fio-verify.txt
 	cat fio-verify.txt
+}
+#
+# wait_for FILE: waits up to 10 minutes for FILE (the host's half touches it).
+wait_for() {
+	{ set +x; } 2>/dev/null
+	for _ in $(seq 2400); do
+		if [ -e "$1" ]; then
+			set -x
+			return 0
+		fi
+		sleep 0.25
+	done
+	echo "gave up waiting for $1" >&2
+	return 1
 }

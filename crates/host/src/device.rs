@@ -115,11 +115,7 @@ mod tests {
     fn holders_and_mounts_make_a_device_in_use() {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
-        let w = |rel: &str, s: &str| {
-            let p = r.join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, s).unwrap();
-        };
+        let w = |rel: &str, s: &str| crate::sysfs::write_file(r, rel, s);
         w("sys/block/nvme1n1/dev", "259:3\n");
         w("sys/block/nvme1n1/nvme1n1p1/dev", "259:4\n");
         std::fs::create_dir_all(r.join("sys/block/nvme1n1/holders")).unwrap();

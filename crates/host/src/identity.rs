@@ -52,11 +52,7 @@ mod tests {
     #[test]
     fn names_come_from_the_initiators_files() {
         let d = tempfile::tempdir().unwrap();
-        let w = |rel: &str, s: &str| {
-            let p = d.path().join(rel);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, s).unwrap();
-        };
+        let w = |rel: &str, s: &str| crate::sysfs::write_file(d.path(), rel, s);
         w(
             "etc/nvme/hostnqn",
             "nqn.2014-08.org.nvmexpress:uuid:a1c0b1e2-0000-4000-8000-000000000001\n",

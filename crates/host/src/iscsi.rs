@@ -300,11 +300,7 @@ pub fn initiator_name(path: &Path) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn write(root: &std::path::Path, rel: &str, s: &str) {
-        let p = root.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, s).unwrap();
-    }
+    use crate::sysfs::write_file as write;
 
     #[test]
     fn sessions_disks_and_maps_are_read_from_sysfs() {

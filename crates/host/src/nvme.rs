@@ -257,11 +257,7 @@ fn is_head(name: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn write(root: &std::path::Path, rel: &str, s: &str) {
-        let p = root.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, s).unwrap();
-    }
+    use crate::sysfs::write_file as write;
 
     #[test]
     fn connect_line_has_every_setting() {

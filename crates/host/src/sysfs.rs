@@ -60,3 +60,11 @@ pub fn numbered(name: &str, prefix: &str) -> bool {
     name.strip_prefix(prefix)
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
+
+/// Writes `s` to `rel` under `root`, making its directories (tests' fake trees).
+#[cfg(test)]
+pub fn write_file(root: &Path, rel: &str, s: &str) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, s).unwrap();
+}
