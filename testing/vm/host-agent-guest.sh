@@ -17,7 +17,8 @@
 #  6. detach refuses while the device is open, then leaves nothing (no controller, session,
 #     map, node record, state entry); again is a no-op;
 #  6b. both attached again, the daemon stopped (./host-down): the host fences this host
-#     (./fenced): its paths are refused and stay down; detach --force cleans up;
+#     (./fenced): its paths are refused and stay down; attaching again is refused while they
+#     hold queued writes; the daemon, started again, drops them and its state's entries;
 #  7. every NVMe/TCP portal dropped by a tc filter: attach fails naming each portal and leaves
 #     nothing; without the nvme-tcp module: attach and doctor name it.
 set -euxo pipefail
@@ -208,10 +209,14 @@ echo "FENCED: no live path $(until_true 30 no_live_path) s after the fence"
 sleep 5
 no_live_path
 cat /sys/class/nvme/nvme*/state /sys/class/iscsi_session/session*/state
-# The fenced host lets its volumes go.
-$AN detach hn --force
-$AN detach hi --force
-nothing_left
+# Attaching again is refused while the paths from before the fence hold queued writes.
+fails "from before it lost access" $AN attach hn --protocol nvme-tcp
+# The daemon, back, finds the host off both volumes and drops their paths (queued I/O fails).
+RUST_LOG=info $AN daemon >>daemon.log 2>&1 &
+DAEMON=$!
+echo "FENCED CLEANUP: the daemon dropped the fenced paths in $(until_true 30 nothing_left) s"
+kill $DAEMON
+wait $DAEMON || true
 
 # 7. A path that never comes up: every NVMe/TCP portal's packets dropped.
 tc qdisc add dev eth0 root handle 1: prio

@@ -71,6 +71,17 @@ impl Client {
     /// `token`; an `https://` API is verified against the CAs in `ca` (PEM; default
     /// [`SYSTEM_CA`]).
     pub fn new(base: &str, token: &str, ca: Option<&Path>) -> Result<Self> {
+        Self::with_timeout(base, token, ca, Duration::from_secs(60))
+    }
+
+    /// [`Client::new`] whose calls give up after `timeout` (a liveness report must not wait
+    /// a minute on an endpoint that does not answer).
+    pub fn with_timeout(
+        base: &str,
+        token: &str,
+        ca: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<Self> {
         let base = base.trim_end_matches('/').to_string();
         if !base.starts_with("http://") && !base.starts_with("https://") {
             return Err(ClientError::local(format!(
@@ -81,7 +92,7 @@ impl Client {
         let mut config = ureq::Agent::config_builder()
             .proxy(None)
             .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(60)));
+            .timeout_global(Some(timeout));
         if base.starts_with("https://") {
             let path = ca.unwrap_or(Path::new(SYSTEM_CA));
             let pem = std::fs::read(path).map_err(|e| {

@@ -1,5 +1,6 @@
 //! Host HA against the demo's API: a host agent's heartbeats make its host alive; fencing an
-//! alive host is refused (it would cut off what runs there) unless forced; a host whose
+//! alive host, or one without an agent, is refused (it would cut off what runs there) unless
+//! forced; a host whose
 //! heartbeats stopped for the liveness timeout is shown lost and fenced: force-detached from
 //! every volume, its reservations' removal confirmed by the volume's primary. Bad requests name
 //! the field.
@@ -29,10 +30,13 @@ fn a_lost_host_is_fenced_and_a_live_one_only_when_forced() {
         );
         assert_eq!(st, 200, "{b}");
     }
-    // A host whose agent never reported has no liveness.
+    // A host whose agent never reported has no liveness, and cannot be told failed: fencing
+    // it needs force.
     let (st, b) = call("GET", "/api/v1/hosts/h2", "");
     assert_eq!(st, 200, "{b}");
     assert!(!b.contains("liveness"), "{b}");
+    let (ok, _, err) = cli(&url, token, &["host", "fence", "h2"]);
+    assert!(!ok && err.contains("no agent reporting"), "{err}");
 
     let (st, b) = call(
         "PUT",

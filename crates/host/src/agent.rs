@@ -40,6 +40,12 @@ const CONNECT_WINDOW: Duration = Duration::from_secs(15);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long attach waits for the device once a path is up.
 const DEVICE_WAIT: Duration = Duration::from_secs(20);
+/// How long an API call may take.
+const API_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a liveness report may take per endpoint.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the daemon reports the host's liveness (the cluster's timeout is 10 s).
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 
 /// The cluster's API at several endpoints: a call goes to the one that answered last, and to
 /// the next when it does not answer.
@@ -49,12 +55,12 @@ pub struct Api {
 }
 
 impl Api {
-    /// Clients of every URL in `cfg.api`.
-    pub fn new(cfg: &Config) -> Result<Self> {
+    /// Clients of every URL in `cfg.api`, each call giving up after `timeout`.
+    pub fn new(cfg: &Config, timeout: Duration) -> Result<Self> {
         let clients = cfg
             .api
             .iter()
-            .map(|u| Client::new(u, &cfg.token, cfg.ca_cert.as_deref()))
+            .map(|u| Client::with_timeout(u, &cfg.token, cfg.ca_cert.as_deref(), timeout))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Self {
             clients,
@@ -69,7 +75,9 @@ impl Api {
         for k in 0..self.clients.len() {
             let i = (start + k) % self.clients.len();
             match f(&self.clients[i]) {
-                Err(e) if e.status.is_none() => last = Some(e),
+                // No answer, or a node that cannot serve (no quorum, its store unreachable):
+                // the next endpoint may.
+                Err(e) if e.status.is_none_or(|s| s >= 500) => last = Some(e),
                 r => {
                     self.at.store(i, Ordering::Relaxed);
                     return r.map_err(Error::Api);
@@ -77,6 +85,9 @@ impl Api {
             }
         }
         let e = last.expect("at least one endpoint");
+        if e.status.is_some() {
+            return Err(Error::Api(e));
+        }
         Err(Error::Api(ClientError {
             message: format!(
                 "no API endpoint answered ({}); last: {}",
@@ -138,6 +149,8 @@ pub struct Agent {
     /// Who the host is.
     pub id: Identity,
     api: Api,
+    /// The liveness reports' client: short timeouts, so a dead endpoint delays no report.
+    beat: Api,
     root: Root,
     nvme: Nvme,
     iscsi: Iscsi,
@@ -154,7 +167,8 @@ impl Agent {
             ));
         }
         Ok(Self {
-            api: Api::new(&cfg)?,
+            api: Api::new(&cfg, API_TIMEOUT)?,
+            beat: Api::new(&cfg, HEARTBEAT_TIMEOUT)?,
             nvme: Nvme::new(root.clone()),
             iscsi: Iscsi::new(root.clone()),
             state: StateDir::new(&cfg.state_dir),
@@ -232,17 +246,34 @@ impl Agent {
         let _lock = self.state.lock()?;
         self.ready_for(protocol)?;
         let host = self.id.name.clone();
-        let was = self
-            .api
-            .call(|c| c.volume_attachments(volume))?
-            .iter()
-            .any(|a| a.host == host);
+        let v = self.api.call(|c| c.volume(volume))?;
+        let desired = self.state.load()?;
+        let known = desired.get(&v.id).cloned();
+        if let Some(k) = known.as_ref().filter(|k| k.protocol != protocol) {
+            return Err(Error::Invalid(format!(
+                "volume {} is attached over {}; detach it first to attach it over {protocol}",
+                k.name, k.protocol
+            )));
+        }
+        let was = v.hosts.contains(&host);
+        let conn = self.api.call(|c| c.connection(&v.id))?;
+        let before = wanted_of(&conn, protocol)?;
+        let had_paths = self.has_paths(&before);
+        if !was && !v.any_host && had_paths {
+            // Paths from before the host lost its access (a fence): writes queued on them must
+            // never reach the volume, which another host may use now.
+            return Err(Error::Invalid(format!(
+                "this host still has paths to volume {} from before it lost access (fenced?); \
+                 their queued writes must not reach it: run `alcubierre-node detach {} --force` first",
+                v.name, v.name
+            )));
+        }
         let req = v1::AttachRequest {
             nqn: self.id.nqn.clone(),
             iqn: self.id.iqn.clone(),
             nvme_hostid: self.id.hostid.clone(),
         };
-        let att = self.api.call(|c| c.attach(volume, &host, &req))?;
+        let att = self.api.call(|c| c.attach(&v.id, &host, &req))?;
         let conn = &att.connection;
         let wanted = wanted_of(conn, protocol)?;
         match self.bring_up(conn, &wanted) {
@@ -253,9 +284,12 @@ impl Agent {
                 Ok(a)
             }
             Err(e) => {
-                // Nothing half-attached: this call's paths, and its attachment, go.
-                if let Err(u) = self.tear_down(&wanted) {
-                    warn!(volume = %conn.volume, "undoing a failed attach: {u}");
+                // Nothing half-attached: this call's paths, and its attachment, go. A volume
+                // that was attached before keeps what it had.
+                if known.is_none() && !had_paths {
+                    if let Err(u) = self.tear_down(&wanted, true) {
+                        warn!(volume = %conn.volume, "undoing a failed attach: {u}");
+                    }
                 }
                 if !was {
                     if let Err(u) = self.api.call(|c| c.detach(&conn.volume, &host, false)) {
@@ -333,6 +367,14 @@ impl Agent {
         }
     }
 
+    /// Whether the host has any path to `w`'s target.
+    fn has_paths(&self, w: &Wanted) -> bool {
+        match w.protocol {
+            Protocol::NvmeTcp => !self.nvme.controllers_of(&w.target).is_empty(),
+            Protocol::Iscsi => !self.iscsi.sessions_of(&w.target).is_empty(),
+        }
+    }
+
     /// How many of `wanted` have no path.
     fn missing(&self, conn: &v1::ConnectionInfo, w: &Wanted, wanted: &[Portal]) -> usize {
         let present: Vec<Portal> = match w.protocol {
@@ -357,6 +399,7 @@ impl Agent {
             .filter_map(|c| {
                 c.portal.map(|portal| Path {
                     portal,
+                    live: c.state == "live",
                     handle: c.name,
                 })
             })
@@ -367,7 +410,13 @@ impl Agent {
         self.iscsi
             .sessions_of(iqn)
             .into_iter()
-            .filter_map(|s| s.portal.clone().map(|portal| Path { portal, handle: s }))
+            .filter_map(|s| {
+                s.portal.clone().map(|portal| Path {
+                    portal,
+                    live: s.state == "LOGGED_IN",
+                    handle: s,
+                })
+            })
             .collect()
     }
 
@@ -404,7 +453,7 @@ impl Agent {
                         .push(format!("{name}: its nodes do not serve iSCSI"));
                     return r;
                 };
-                let chap = match self.chap(ic) {
+                let chap = match self.chap(ic.chap_user.as_ref().or(w.chap_user.as_ref())) {
                     Ok(c) => c,
                     Err(e) => {
                         r.errors.push(e.to_string());
@@ -454,8 +503,8 @@ impl Agent {
         Ok(c)
     }
 
-    fn chap(&self, ic: &v1::IscsiConnection) -> Result<Option<Chap>> {
-        let Some(user) = &ic.chap_user else {
+    fn chap(&self, user: Option<&String>) -> Result<Option<Chap>> {
+        let Some(user) = user else {
             return Ok(None);
         };
         let Some(f) = &self.cfg.chap_secret_file else {
@@ -583,26 +632,34 @@ impl Agent {
         {
             Some(w) => w.clone(),
             None => {
-                // Not in this host's state: the cluster's attachment still goes.
+                // Not in this host's state: paths made by hand go, and the cluster's
+                // attachment. Both protocols are checked before either is torn down.
                 let v = self.api.call(|c| c.volume(volume))?;
                 let conn = self.api.call(|c| c.connection(&v.id))?;
-                let w = wanted_of(&conn, Protocol::NvmeTcp)?;
-                let mut any = self.attached(&w).is_some();
-                if let Ok(wi) = wanted_of(&conn, Protocol::Iscsi) {
-                    any |= !self.iscsi.sessions_of(&wi.target).is_empty();
-                    self.check_unused(&wi, force)?;
-                    self.tear_down(&wi)?;
+                let mut ws = vec![wanted_of(&conn, Protocol::NvmeTcp)?];
+                ws.extend(wanted_of(&conn, Protocol::Iscsi).ok());
+                for w in &ws {
+                    self.check_unused(w, force)?;
                 }
-                self.check_unused(&w, force)?;
-                self.tear_down(&w)?;
+                let mut any = false;
+                for w in &ws {
+                    any |= self.has_paths(w);
+                    self.tear_down(w, force)?;
+                }
                 let r = self.api.call(|c| c.detach(&v.id, &self.id.name, false))?;
                 return Ok(any || r.was_attached);
             }
         };
         self.check_unused(&w, force)?;
+        // Out of the desired state first, so no round connects it again meanwhile (the lock
+        // keeps rounds out anyway); back in when the paths could not all go.
         d.remove(&w.volume);
         self.state.save(&d)?;
-        self.tear_down(&w)?;
+        if let Err(e) = self.tear_down(&w, force) {
+            d.put(w.clone());
+            self.state.save(&d)?;
+            return Err(e);
+        }
         match self.api.call(|c| c.detach(&w.volume, &self.id.name, false)) {
             Ok(_) => Ok(true),
             Err(e) if matches!(&e, Error::Api(a) if a.is_not_found()) => Ok(true),
@@ -617,11 +674,25 @@ impl Agent {
         if force {
             return Ok(());
         }
-        if let Some(a) = self.attached(w) {
-            let by = device::users(&self.root, &a.block);
+        let block = match self.attached(w) {
+            Some(a) => Some((a.block, a.device)),
+            // No map or namespace: its disks may still be in use.
+            None => match w.protocol {
+                Protocol::Iscsi => self
+                    .iscsi
+                    .sessions_of(&w.target)
+                    .iter()
+                    .filter_map(|s| self.iscsi.disk(s.sid, w.lun))
+                    .map(|sd| (sd.clone(), format!("/dev/{sd}")))
+                    .find(|(sd, _)| !device::users(&self.root, sd).is_empty()),
+                Protocol::NvmeTcp => None,
+            },
+        };
+        if let Some((block, dev)) = block {
+            let by = device::users(&self.root, &block);
             if !by.is_empty() {
                 return Err(Error::InUse {
-                    device: a.device,
+                    device: dev,
                     by: by.join(", "),
                 });
             }
@@ -629,8 +700,10 @@ impl Agent {
         Ok(())
     }
 
-    /// Drops every path of `w` (its map and disks, over iSCSI).
-    fn tear_down(&self, w: &Wanted) -> Result<()> {
+    /// Drops every path of `w` (over iSCSI its maps and disks too). Without `force` a map that
+    /// cannot be flushed (it was opened meanwhile) stops it, with queueing unchanged; with
+    /// `force` queueing is turned off first, so what is queued fails instead of waiting.
+    fn tear_down(&self, w: &Wanted, force: bool) -> Result<()> {
         match w.protocol {
             Protocol::NvmeTcp => {
                 for c in self.nvme.controllers_of(&w.target) {
@@ -639,15 +712,18 @@ impl Agent {
             }
             Protocol::Iscsi => {
                 let sessions = self.iscsi.sessions_of(&w.target);
-                let maps: Vec<String> = sessions
+                let mut maps: Vec<String> = sessions
                     .iter()
                     .filter_map(|s| self.iscsi.disk(s.sid, w.lun))
                     .filter_map(|sd| self.iscsi.map_of(&sd))
                     .map(|(_, name)| name)
                     .collect();
-                for m in maps.iter().take(1) {
-                    // Queueing off, so a flush cannot hang on a path that is gone.
-                    let _ = iscsi::run("multipathd", &["disablequeueing", "map", m]);
+                maps.sort();
+                maps.dedup();
+                for m in &maps {
+                    if force {
+                        let _ = iscsi::run("multipathd", &["disablequeueing", "map", m]);
+                    }
                     let mut last = Ok(String::new());
                     for _ in 0..10 {
                         last = iscsi::run("multipath", &["-f", m]);
@@ -656,7 +732,12 @@ impl Agent {
                         }
                         std::thread::sleep(Duration::from_millis(300));
                     }
-                    last?;
+                    if let Err(e) = last {
+                        if force {
+                            let _ = iscsi::run("multipathd", &["restorequeueing", "map", m]);
+                        }
+                        return Err(e);
+                    }
                 }
                 for s in sessions {
                     self.drop_session(&s, w.lun)?;
@@ -680,23 +761,41 @@ impl Agent {
             .collect())
     }
 
-    /// Reports the host's liveness to the cluster.
+    /// Reports the host's liveness to the cluster (short timeouts per endpoint).
     pub fn heartbeat(&self) -> Result<v1::HostLiveness> {
         let body = v1::Heartbeat {
             agent: format!("alcubierre-node {}", env!("CARGO_PKG_VERSION")),
         };
-        self.api.call(|c| c.heartbeat(&self.id.name, &body))
+        self.beat.call(|c| c.heartbeat(&self.id.name, &body))
     }
 
-    /// One round of the daemon.
+    /// One round of the daemon (the liveness reports go on beside it, see [`Agent::run`]).
     pub fn round(&self) -> Result<RoundReport> {
         let mut all = RoundReport::default();
-        if let Err(e) = self.heartbeat() {
-            all.errors.push(format!("heartbeat: {e}"));
-        }
         let _lock = self.state.lock()?;
-        let d = self.state.load()?;
+        let mut d = self.state.load()?;
+        let mut revoked = Vec::new();
         for w in &d.attachments {
+            // The cluster took this host off the volume (a fence, a detach elsewhere): what is
+            // queued on its paths must fail now, never reach the volume later.
+            match self.api.call(|c| c.volume(&w.volume)) {
+                Ok(v) if !v.any_host && !v.hosts.contains(&self.id.name) => {
+                    warn!(volume = %w.name, "this host lost its access to the volume (fenced or detached by the cluster): dropping its paths; queued I/O fails");
+                    match self.tear_down(w, true) {
+                        Ok(()) => revoked.push(w.volume.clone()),
+                        Err(e) => all
+                            .errors
+                            .push(format!("{}: dropping its paths: {e}", w.name)),
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    all.errors
+                        .push(format!("{}: the paths stay as they are: {e}", w.name));
+                    continue;
+                }
+            }
             match self.api.call(|c| c.connection(&w.volume)) {
                 Ok(conn) => {
                     let r = self.step_paths(&conn, w);
@@ -709,23 +808,39 @@ impl Agent {
                     .push(format!("{}: the paths stay as they are: {e}", w.name)),
             }
         }
+        if !revoked.is_empty() {
+            d.attachments.retain(|w| !revoked.contains(&w.volume));
+            self.state.save(&d)?;
+        }
         Ok(all)
     }
 
-    /// The daemon: rounds every `interval_ms` until `stop`.
+    /// The daemon: liveness reports every [`HEARTBEAT_EVERY`] from their own thread (no round,
+    /// lock or slow portal delays them), rounds every `interval_ms`, until `stop`.
     pub fn run(&self, stop: &AtomicBool) {
         info!(host = %self.id.name, "alcubierre-node daemon started");
-        while !stop.load(Ordering::Relaxed) {
-            match self.round() {
-                Ok(r) => {
-                    for e in &r.errors {
-                        warn!("{e}");
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let t0 = Instant::now();
+                    if let Err(e) = self.heartbeat() {
+                        warn!("liveness report: {e}");
                     }
+                    std::thread::sleep(HEARTBEAT_EVERY.saturating_sub(t0.elapsed()));
                 }
-                Err(e) => warn!("round: {e}"),
+            });
+            while !stop.load(Ordering::Relaxed) {
+                match self.round() {
+                    Ok(r) => {
+                        for e in &r.errors {
+                            warn!("{e}");
+                        }
+                    }
+                    Err(e) => warn!("round: {e}"),
+                }
+                std::thread::sleep(Duration::from_millis(self.cfg.interval_ms));
             }
-            std::thread::sleep(Duration::from_millis(self.cfg.interval_ms));
-        }
+        });
     }
 }
 
@@ -776,6 +891,7 @@ fn wanted_of(conn: &v1::ConnectionInfo, protocol: Protocol) -> Result<Wanted> {
         target,
         uuid: conn.nvme.uuid.clone(),
         lun,
+        chap_user: conn.iscsi.as_ref().and_then(|i| i.chap_user.clone()),
     })
 }
 

@@ -7,7 +7,7 @@
 //! host = "compute-7"                      # the host's name in the cluster (default: hostname)
 //! protocol = "nvme-tcp"                   # or "iscsi": what attach uses without --protocol
 //! state_dir = "/var/lib/alcubierre-node"
-//! interval_ms = 2000                      # the daemon's round
+//! interval_ms = 2000                      # the daemon's round (100 to 5000)
 //! chap_secret_file = "/etc/alcubierre/chap"  # iSCSI: the secret of the host's CHAP user
 //! ```
 
@@ -62,7 +62,7 @@ pub struct Config {
     pub protocol: Protocol,
     /// The state directory.
     pub state_dir: PathBuf,
-    /// The daemon's round in milliseconds (100 to 60000).
+    /// The daemon's round in milliseconds (100 to 5000).
     pub interval_ms: u64,
     /// The iSCSI CHAP secret's file.
     pub chap_secret_file: Option<PathBuf>,
@@ -135,9 +135,10 @@ impl Config {
                 .map_err(|e: Error| Error::Invalid(format!("protocol: {e}")))?,
         };
         let interval_ms = file.interval_ms.unwrap_or(2000);
-        if !(100..=60_000).contains(&interval_ms) {
+        if !(100..=5_000).contains(&interval_ms) {
             return Err(Error::Invalid(format!(
-                "interval_ms: {interval_ms} is out of range (100 to 60000)"
+                "interval_ms: {interval_ms} is out of range (100 to 5000: a lost path must be \
+                 connected again well within the cluster's 10 s host liveness timeout)"
             )));
         }
         Ok(Self {

@@ -70,7 +70,25 @@ pub fn users(root: &Root, name: &str) -> Vec<String> {
         }
     }
     by.dedup();
+    if by.is_empty() && exclusively_held(root, name) {
+        by.push("held by the kernel: mounted (perhaps in another mount namespace: a container, a CSI pod), swap, or under another device".into());
+    }
     by
+}
+
+/// Whether opening `/dev/<name>` exclusively (`O_EXCL`) is refused as busy: the kernel holds the
+/// device for a mount in any namespace, swap, or a device on top.
+fn exclusively_held(root: &Root, name: &str) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    /// Linux's O_EXCL: on a block device, an exclusive open.
+    const O_EXCL: i32 = 0o200;
+    /// EBUSY.
+    const BUSY: i32 = 16;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_EXCL)
+        .open(root.path(&format!("dev/{name}")))
+        .is_err_and(|e| e.raw_os_error() == Some(BUSY))
 }
 
 /// `major:minor` as the kernel's `dev_t` (glibc's encoding).

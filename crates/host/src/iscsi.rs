@@ -242,7 +242,16 @@ pub fn login(iqn: &str, portal: &Portal, chap: Option<&Chap>) -> Result<()> {
         run(
             "iscsiadm",
             &[&node[..], &["-o", "update", "-n", k, "-v", v]].concat(),
-        )?;
+        )
+        .map_err(|e| match (e, k.starts_with("node.session.auth.")) {
+            // Never the secret in a message or a log.
+            (Error::Command { status, stderr, .. }, true) => Error::Command {
+                command: format!("iscsiadm -m node -T {iqn} -p {p} -o update -n {k} -v <hidden>"),
+                status,
+                stderr: stderr.replace(v, "<hidden>"),
+            },
+            (e, _) => e,
+        })?;
     }
     match run("iscsiadm", &[&node[..], &["--login"]].concat()) {
         Ok(_) => Ok(()),
@@ -259,9 +268,8 @@ pub fn logout(iqn: &str, portal: &Portal) -> Result<()> {
     for op in [&["--logout"][..], &["-o", "delete"][..]] {
         match run("iscsiadm", &[&node[..], op].concat()) {
             Ok(_) => {}
-            // 21: no session (ISCSI_ERR_NO_OBJS_FOUND); 3: no record.
-            Err(Error::Command { status, .. })
-                if status.ends_with("status: 21") || status.ends_with("status: 3") => {}
+            // 21: no session or record (ISCSI_ERR_NO_OBJS_FOUND).
+            Err(Error::Command { status, .. }) if status.ends_with("status: 21") => {}
             Err(e) => return Err(e),
         }
     }
@@ -272,11 +280,8 @@ pub fn logout(iqn: &str, portal: &Portal) -> Result<()> {
 pub fn delete_records(iqn: &str) -> Result<()> {
     match run("iscsiadm", &["-m", "node", "-T", iqn, "-o", "delete"]) {
         Ok(_) => Ok(()),
-        Err(Error::Command { status, .. })
-            if status.ends_with("status: 21") || status.ends_with("status: 3") =>
-        {
-            Ok(())
-        }
+        // 21: no record (ISCSI_ERR_NO_OBJS_FOUND).
+        Err(Error::Command { status, .. }) if status.ends_with("status: 21") => Ok(()),
         Err(e) => Err(e),
     }
 }

@@ -2,6 +2,11 @@
 //! replica node's) against the paths the host has to it. A portal without a path is connected;
 //! a path to a portal no longer listed (its node left the replica set) is dropped; a path that
 //! is reconnecting is left to the kernel (or iscsid), which retries it. No I/O here.
+//!
+//! A round never takes a volume's I/O away: paths are dropped only while a live path to a
+//! listed portal is kept (dropping the last NVMe controller would remove the namespace, and its
+//! users would get I/O errors), and an empty portal list (a registry that lost its nodes, a
+//! misconfigured portal) changes nothing.
 
 use std::net::IpAddr;
 
@@ -44,6 +49,8 @@ pub struct Path<H> {
     pub portal: Portal,
     /// The host's handle of it.
     pub handle: H,
+    /// Whether it carries I/O now (`live`, `LOGGED_IN`).
+    pub live: bool,
 }
 
 /// One change of a round.
@@ -57,9 +64,13 @@ pub enum Step<H> {
 }
 
 /// The steps that make the host's `present` paths the `wanted` portals: connects first, in the
-/// order the portals are listed (the primary's first), then drops.
+/// order the portals are listed (the primary's first), then drops, only while a live path to a
+/// wanted portal stays (of two paths to one portal, a live one is kept).
 pub fn plan<H: Clone>(wanted: &[Portal], present: &[Path<H>]) -> Vec<Step<H>> {
     let mut steps = Vec::new();
+    if wanted.is_empty() {
+        return steps;
+    }
     let mut connect: Vec<&Portal> = Vec::new();
     for p in wanted {
         if !present.iter().any(|x| &x.portal == p) && !connect.contains(&p) {
@@ -67,12 +78,26 @@ pub fn plan<H: Clone>(wanted: &[Portal], present: &[Path<H>]) -> Vec<Step<H>> {
             steps.push(Step::Connect(p.clone()));
         }
     }
+    // Live paths first, so that of two paths to one portal the live one is kept.
+    let mut order: Vec<&Path<H>> = present.iter().collect();
+    order.sort_by_key(|x| !x.live);
     let mut kept: Vec<&Portal> = Vec::new();
-    for x in present {
+    let mut kept_live = false;
+    let mut drops = Vec::new();
+    for x in order {
         if wanted.contains(&x.portal) && !kept.contains(&&x.portal) {
             kept.push(&x.portal);
+            kept_live |= x.live;
         } else {
-            steps.push(Step::Drop(x.clone()));
+            drops.push(x);
+        }
+    }
+    if kept_live {
+        // In the order the host lists them.
+        for x in present {
+            if drops.iter().any(|d| std::ptr::eq(*d, x)) {
+                steps.push(Step::Drop(x.clone()));
+            }
         }
     }
     steps
@@ -90,6 +115,8 @@ mod tests {
         Path {
             portal: p(port),
             handle: h.to_string(),
+            // A handle ending in `-` is a path that is not live.
+            live: !h.ends_with('-'),
         }
     }
 
@@ -139,12 +166,28 @@ mod tests {
             ),
             // A portal listed twice is connected once.
             (vec![1, 1], vec![], vec![Step::Connect(p(1))]),
-            // No portal wanted (every node left): every path dropped.
+            // No portal listed: nothing changes (never every path dropped).
+            (vec![], vec![(1, "a"), (2, "b")], vec![]),
+            // The only live path goes to a portal no longer listed, the listed one's path is
+            // reconnecting: nothing is dropped until a listed path is live.
             (
-                vec![],
-                vec![(1, "a"), (2, "b")],
-                vec![Step::Drop(path(1, "a")), Step::Drop(path(2, "b"))],
+                vec![1, 4],
+                vec![(1, "a-"), (2, "b")],
+                vec![Step::Connect(p(4))],
             ),
+            (
+                vec![1, 4],
+                vec![(1, "a"), (2, "b"), (4, "d-")],
+                vec![Step::Drop(path(2, "b"))],
+            ),
+            // Of two paths to one portal the live one is kept, whatever the order.
+            (
+                vec![1],
+                vec![(1, "a-"), (1, "a2")],
+                vec![Step::Drop(path(1, "a-"))],
+            ),
+            // A path that is not live to a listed portal is left to the kernel.
+            (vec![1, 2], vec![(1, "a"), (2, "b-")], vec![]),
         ];
         for (wanted, present, expected) in cases {
             let wanted: Vec<Portal> = wanted.into_iter().map(p).collect();

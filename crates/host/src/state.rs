@@ -31,6 +31,9 @@ pub struct Wanted {
     pub uuid: String,
     /// The NVMe namespace id or the iSCSI LUN.
     pub lun: u32,
+    /// The host's iSCSI CHAP user when it attached (the daemon logs in with it again).
+    #[serde(default)]
+    pub chap_user: Option<String>,
 }
 
 /// The state file's contents.
@@ -175,6 +178,7 @@ mod tests {
             target: "t".into(),
             uuid: "u".into(),
             lun: 1,
+            chap_user: None,
         });
         want.put(Wanted {
             volume: "b".into(),
@@ -183,6 +187,7 @@ mod tests {
             target: "t".into(),
             uuid: "u".into(),
             lun: 1,
+            chap_user: None,
         });
         want.put(Wanted {
             volume: "a".into(),
@@ -191,6 +196,7 @@ mod tests {
             target: "t".into(),
             uuid: "u".into(),
             lun: 1,
+            chap_user: None,
         });
         s.save(&want).unwrap();
         let got = s.load().unwrap();

@@ -3,8 +3,8 @@
 //! addresses); a host whose reports stopped for [`HOST_TIMEOUT_MS`] is shown not alive, and
 //! `POST /api/v1/hosts/{name}/fence` force-detaches it from every volume (its access removed,
 //! its persistent reservations preempted), so its instances can be attached on another host.
-//! Fencing a host that still reports is refused unless forced: it would cut off running
-//! instances.
+//! Fencing a host that still reports, or one with no agent reporting (it cannot be told
+//! failed), is refused unless forced: it would cut off running instances.
 //!
 //! A report is one small record per host, `host-liveness/<name>`, with the receiving node's
 //! wall clock.
@@ -149,24 +149,66 @@ pub(super) async fn fence(
         )
     })?;
     let live = liveness(&s, &name).await?;
-    if let Some(l) = live.as_ref().filter(|l| l.alive && !q.force) {
-        return Err(err(
-            StatusCode::CONFLICT,
-            format!(
-                "host {name:?} is alive: its agent ({}) reported {} ms ago; fencing it would cut \
-                 off what runs there. Fence a host that failed, or pass force=true",
-                l.agent,
-                now_ms().saturating_sub(l.last_seen_ms)
-            ),
-            Some("host"),
-        ));
-    }
-    let mut detached = Vec::new();
-    for v in volumes::list(&*s.store).await?.into_values() {
-        if v.hosts.contains(&name) {
-            detached.push(detach_and_fence(&s, &v.id, &name, Some(&record)).await?);
+    if !q.force {
+        match &live {
+            Some(l) if l.alive => {
+                return Err(err(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "host {name:?} is alive: its agent ({}) reported {} ms ago; fencing it \
+                         would cut off what runs there. Fence a host that failed, or pass force=true",
+                        l.agent,
+                        now_ms().saturating_sub(l.last_seen_ms)
+                    ),
+                    Some("host"),
+                ))
+            }
+            Some(_) => {}
+            None => {
+                return Err(err(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "host {name:?} has no agent reporting its liveness, so it cannot be told \
+                         failed; once you know it is down (powered off, cut off), pass force=true"
+                    ),
+                    Some("host"),
+                ))
+            }
         }
     }
+    // Every volume at once: each waits for its primary's confirmation.
+    let mut tasks = tokio::task::JoinSet::new();
+    for v in volumes::list(&*s.store).await?.into_values() {
+        if v.hosts.contains(&name) {
+            let (s, name, record) = (s.clone(), name.clone(), record.clone());
+            tasks.spawn(async move {
+                let r = detach_and_fence(&s, &v.id, &name, Some(&record)).await;
+                (v.name, r)
+            });
+        }
+    }
+    let mut detached = Vec::new();
+    let mut failed = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok((_, Ok(d))) => detached.push(d),
+            Ok((v, Err(e))) => failed.push(format!("{v}: {}", e.message)),
+            Err(e) => failed.push(e.to_string()),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(err(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "fencing host {name:?} failed on {} volume(s) ({}); {} done; fence it again",
+                failed.len(),
+                failed.join("; "),
+                detached.len()
+            ),
+            None,
+        ));
+    }
+    detached.sort_by(|a, b| a.volume.cmp(&b.volume));
     tracing::warn!(host = %name, volumes = detached.len(), "fenced the host");
     Ok(Json(api::Fenced {
         host: name,

@@ -1,0 +1,76 @@
+//! The Identity service: the driver's name and version, its capabilities, and a probe that
+//! asks the cluster's API.
+
+use std::sync::Arc;
+
+use alcubierre_api::client::Client;
+use tonic::{Request, Response, Status};
+
+use crate::proto::identity_server::Identity;
+use crate::proto::plugin_capability::{self, service, volume_expansion};
+use crate::proto::{
+    GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse, GetPluginInfoRequest,
+    GetPluginInfoResponse, PluginCapability, ProbeRequest, ProbeResponse,
+};
+use crate::status::api;
+
+/// The Identity service.
+pub struct IdentityService {
+    client: Arc<Client>,
+    controller: bool,
+}
+
+impl IdentityService {
+    /// The service of a driver that asks `client`; `controller`: it serves the controller.
+    pub fn new(client: Arc<Client>, controller: bool) -> Self {
+        Self { client, controller }
+    }
+}
+
+fn service(t: service::Type) -> PluginCapability {
+    PluginCapability {
+        r#type: Some(plugin_capability::Type::Service(
+            plugin_capability::Service { r#type: t as i32 },
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl Identity for IdentityService {
+    async fn get_plugin_info(
+        &self,
+        _: Request<GetPluginInfoRequest>,
+    ) -> Result<Response<GetPluginInfoResponse>, Status> {
+        Ok(Response::new(GetPluginInfoResponse {
+            name: crate::DRIVER_NAME.into(),
+            vendor_version: env!("CARGO_PKG_VERSION").into(),
+            manifest: Default::default(),
+        }))
+    }
+
+    async fn get_plugin_capabilities(
+        &self,
+        _: Request<GetPluginCapabilitiesRequest>,
+    ) -> Result<Response<GetPluginCapabilitiesResponse>, Status> {
+        let mut capabilities = vec![service(service::Type::VolumeAccessibilityConstraints)];
+        if self.controller {
+            capabilities.push(service(service::Type::ControllerService));
+        }
+        capabilities.push(PluginCapability {
+            r#type: Some(plugin_capability::Type::VolumeExpansion(
+                plugin_capability::VolumeExpansion {
+                    r#type: volume_expansion::Type::Online as i32,
+                },
+            )),
+        });
+        Ok(Response::new(GetPluginCapabilitiesResponse {
+            capabilities,
+        }))
+    }
+
+    async fn probe(&self, _: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
+        // Ready when the cluster's API answers.
+        api(&self.client, "probing the cluster's API", |c| c.status()).await?;
+        Ok(Response::new(ProbeResponse { ready: Some(true) }))
+    }
+}
