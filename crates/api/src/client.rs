@@ -270,6 +270,51 @@ impl Client {
         self.get(&format!("/api/v1/hosts/{}/attachments", seg(host)))
     }
 
+    /// `PUT /api/v1/volumes/{id}/qos` (`None` clears it).
+    pub fn set_volume_qos(&self, id: &str, qos: Option<&str>) -> Result<v1::Volume> {
+        self.call(
+            "PUT",
+            &format!("/api/v1/volumes/{}/qos", seg(id)),
+            Some(&v1::VolumeQos {
+                qos: qos.map(str::to_string),
+            }),
+        )
+    }
+
+    /// `GET /api/v1/volumes/{id}/snapshots`.
+    pub fn snapshots(&self, id: &str) -> Result<Vec<v1::Snapshot>> {
+        self.get(&format!("/api/v1/volumes/{}/snapshots", seg(id)))
+    }
+
+    /// `GET /api/v1/volumes/{id}/snapshots/{snapshot}`.
+    pub fn snapshot(&self, id: &str, name: &str) -> Result<v1::Snapshot> {
+        self.get(&format!(
+            "/api/v1/volumes/{}/snapshots/{}",
+            seg(id),
+            seg(name)
+        ))
+    }
+
+    /// `POST /api/v1/volumes/{id}/snapshots`.
+    pub fn create_snapshot(&self, id: &str, name: &str) -> Result<v1::Snapshot> {
+        self.call(
+            "POST",
+            &format!("/api/v1/volumes/{}/snapshots", seg(id)),
+            Some(&v1::SnapshotRequest {
+                name: name.to_string(),
+            }),
+        )
+    }
+
+    /// `DELETE /api/v1/volumes/{id}/snapshots/{snapshot}`: what it was.
+    pub fn delete_snapshot(&self, id: &str, name: &str) -> Result<v1::Snapshot> {
+        self.call(
+            "DELETE",
+            &format!("/api/v1/volumes/{}/snapshots/{}", seg(id), seg(name)),
+            None::<&()>,
+        )
+    }
+
     /// `GET /api/v1/hosts/{name}`.
     pub fn host(&self, name: &str) -> Result<v1::HostView> {
         self.get(&format!("/api/v1/hosts/{}", seg(name)))

@@ -24,6 +24,7 @@ fn allowed() -> BTreeMap<&'static str, &'static [&'static str]> {
         ("iscsi", &["block", "types"][..]),
         ("control", &["api", "store", "backend", "rbd", "types"][..]),
         ("host", &["api"][..]),
+        ("csi", &["api", "host"][..]),
         (
             "node",
             &[

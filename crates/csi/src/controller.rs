@@ -1,1 +1,866 @@
-//! The Controller service.
+//! The Controller service over the cluster's REST API.
+//!
+//! - CreateVolume: idempotent by name (the same name and a compatible size return the volume;
+//!   another size is ALREADY_EXISTS); the size is the request's, rounded up to 1 MiB (1 GiB
+//!   when none is asked for); parameters `qos` (a QoS policy's name) and `protocol` (`nvme-tcp`
+//!   or `iscsi`, handed to the node in the volume context); from a snapshot (a clone) or from a
+//!   volume (a snapshot of it is taken, then cloned).
+//! - ControllerPublish/Unpublish: the attachment of the node's host (the node plugin registers
+//!   the host with its NQN and IQN); unpublishing a node whose agent is lost fences it (its
+//!   access and its reservations go at once), so a stale attachment never blocks the volume.
+//! - Snapshots: a CSI snapshot id is `<volume id>@<snapshot name>`.
+//! - ControllerModifyVolume: the mutable parameter `qos` (a VolumeAttributesClass).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use alcubierre_api::client::Client;
+use alcubierre_api::v1;
+use tonic::{Code, Request, Response, Status};
+
+use crate::names::{cluster_name, parse_snapshot_id, snapshot_id};
+use crate::proto::controller_server::Controller;
+use crate::proto::controller_service_capability::rpc::Type as Rpc;
+use crate::proto::volume_capability::access_mode::Mode;
+use crate::proto::volume_capability::AccessType;
+use crate::proto::*;
+use crate::status::{api, invalid};
+
+/// Sizes are rounded up to this.
+const SIZE_UNIT: u64 = 1 << 20;
+/// The size of a volume asked for without one.
+const DEFAULT_SIZE: u64 = 1 << 30;
+
+/// The Controller service.
+pub struct ControllerService {
+    client: Arc<Client>,
+}
+
+impl ControllerService {
+    /// The service asking `client`.
+    pub fn new(client: Arc<Client>) -> Self {
+        Self { client }
+    }
+}
+
+/// Why `caps` cannot be served, or `None` when every one can: block or mount access, one node
+/// at a time, or several nodes for raw block (a file system on several hosts would corrupt).
+pub fn unsupported(caps: &[VolumeCapability]) -> Option<String> {
+    if caps.is_empty() {
+        return Some("volume_capabilities: none given".into());
+    }
+    for c in caps {
+        let mode = c
+            .access_mode
+            .as_ref()
+            .and_then(|m| Mode::try_from(m.mode).ok())
+            .unwrap_or(Mode::Unknown);
+        let block = match &c.access_type {
+            Some(AccessType::Block(_)) => true,
+            Some(AccessType::Mount(m)) => {
+                if !["", "ext4", "xfs"].contains(&m.fs_type.as_str()) {
+                    return Some(format!("fs_type {:?}: use ext4 or xfs", m.fs_type));
+                }
+                false
+            }
+            None => return Some("access_type: neither block nor mount".into()),
+        };
+        match mode {
+            Mode::Unknown => return Some("access_mode: none or unknown".into()),
+            Mode::SingleNodeWriter
+            | Mode::SingleNodeReaderOnly
+            | Mode::SingleNodeSingleWriter
+            | Mode::SingleNodeMultiWriter => {}
+            Mode::MultiNodeReaderOnly | Mode::MultiNodeSingleWriter | Mode::MultiNodeMultiWriter
+                if block => {}
+            m => {
+                return Some(format!(
+                    "access_mode {}: a file system on several nodes at once is not supported (use raw block)",
+                    m.as_str_name()
+                ))
+            }
+        }
+    }
+    None
+}
+
+/// The size to create for `range`: at least `required_bytes` (1 GiB when 0), rounded up to
+/// 1 MiB, within `limit_bytes`.
+pub fn size_for(range: Option<&CapacityRange>) -> Result<u64, Status> {
+    let (req, lim) = range.map_or((0, 0), |r| (r.required_bytes, r.limit_bytes));
+    if req < 0 || lim < 0 {
+        return Err(invalid("capacity_range", "negative bytes"));
+    }
+    let (req, lim) = (req as u64, lim as u64);
+    let want = if req == 0 {
+        DEFAULT_SIZE.min(if lim == 0 { u64::MAX } else { lim })
+    } else {
+        req
+    };
+    let size = want.div_ceil(SIZE_UNIT) * SIZE_UNIT;
+    if lim != 0 && size > lim {
+        return Err(Status::out_of_range(format!(
+            "capacity_range: {req} bytes rounded up to whole MiB is {size}, above the limit {lim}"
+        )));
+    }
+    if size == 0 {
+        return Err(Status::out_of_range(format!(
+            "capacity_range: the limit {lim} is below 1 MiB, the smallest volume"
+        )));
+    }
+    Ok(size)
+}
+
+fn fits(size: u64, range: Option<&CapacityRange>) -> bool {
+    range.is_none_or(|r| {
+        size >= r.required_bytes.max(0) as u64
+            && (r.limit_bytes <= 0 || size <= r.limit_bytes as u64)
+    })
+}
+
+fn csi_volume(v: &v1::Volume, context: HashMap<String, String>) -> Volume {
+    Volume {
+        capacity_bytes: v.size as i64,
+        volume_id: v.id.clone(),
+        volume_context: context,
+        content_source: None,
+        accessible_topology: vec![Topology {
+            segments: HashMap::from([(crate::TOPOLOGY_KEY.to_string(), "cluster".to_string())]),
+        }],
+    }
+}
+
+fn csi_snapshot(s: &v1::Snapshot) -> Snapshot {
+    Snapshot {
+        size_bytes: s.size as i64,
+        snapshot_id: snapshot_id(&s.volume, &s.name),
+        source_volume_id: s.volume.clone(),
+        creation_time: Some(prost_types::Timestamp {
+            seconds: s.created as i64,
+            nanos: 0,
+        }),
+        ready_to_use: s.state == v1::SnapshotState::Ready,
+        group_snapshot_id: String::new(),
+    }
+}
+
+/// The volume context handed to the node: how to attach it.
+fn context(
+    params: &HashMap<String, String>,
+) -> Result<(HashMap<String, String>, Option<String>), Status> {
+    let mut ctx = HashMap::new();
+    let mut qos = None;
+    for (k, v) in params {
+        match k.as_str() {
+            "protocol" => {
+                if v != "nvme-tcp" && v != "iscsi" {
+                    return Err(invalid(
+                        "parameters.protocol",
+                        format!("{v:?}: use nvme-tcp or iscsi"),
+                    ));
+                }
+                ctx.insert("protocol".into(), v.clone());
+            }
+            "qos" => qos = Some(v.clone()),
+            // Kubernetes' own (the provisioner's), passed through.
+            k if k.starts_with("csi.storage.k8s.io/") => {}
+            other => {
+                return Err(invalid(
+                    &format!("parameters.{other}"),
+                    "unknown; the StorageClass takes protocol and qos",
+                ))
+            }
+        }
+    }
+    ctx.entry("protocol".into())
+        .or_insert_with(|| "nvme-tcp".into());
+    Ok((ctx, qos))
+}
+
+/// The QoS policy a VolumeAttributesClass's parameters name (`qos`; empty clears it).
+fn mutable_qos(params: &HashMap<String, String>) -> Result<Option<String>, Status> {
+    let mut qos = None;
+    for (k, v) in params {
+        match k.as_str() {
+            "qos" => qos = Some(v.clone()),
+            other => {
+                return Err(invalid(
+                    &format!("mutable_parameters.{other}"),
+                    "unknown; a VolumeAttributesClass takes qos",
+                ))
+            }
+        }
+    }
+    Ok(qos)
+}
+
+/// Parses a paging token.
+fn start_at(token: &str) -> Result<usize, Status> {
+    if token.is_empty() {
+        return Ok(0);
+    }
+    token.parse().map_err(|_| {
+        Status::aborted(format!(
+            "starting_token {token:?} is not one this driver gave; list again from the start"
+        ))
+    })
+}
+
+fn page<T>(all: Vec<T>, start: usize, max: i32) -> Result<(Vec<T>, String), Status> {
+    if max < 0 {
+        return Err(invalid("max_entries", "negative"));
+    }
+    if start > all.len() {
+        return Err(Status::aborted(format!(
+            "starting_token {start} is past the end ({} entries); list again from the start",
+            all.len()
+        )));
+    }
+    let n = if max == 0 { all.len() } else { max as usize };
+    let end = (start + n).min(all.len());
+    let next = if end < all.len() {
+        end.to_string()
+    } else {
+        String::new()
+    };
+    Ok((all.into_iter().skip(start).take(n).collect(), next))
+}
+
+fn caps(types: &[Rpc]) -> Vec<ControllerServiceCapability> {
+    types
+        .iter()
+        .map(|t| ControllerServiceCapability {
+            r#type: Some(controller_service_capability::Type::Rpc(
+                controller_service_capability::Rpc { r#type: *t as i32 },
+            )),
+        })
+        .collect()
+}
+
+fn required(field: &str, v: &str) -> Result<(), Status> {
+    if v.is_empty() {
+        Err(invalid(field, "required"))
+    } else {
+        Ok(())
+    }
+}
+
+impl ControllerService {
+    async fn volume(&self, id: &str) -> Result<v1::Volume, Status> {
+        let id2 = id.to_string();
+        api(&self.client, &format!("volume {id}"), move |c| {
+            c.volume(&id2)
+        })
+        .await
+    }
+
+    /// Waits for snapshot `name` of volume `id` to be ready (a clone needs it ready).
+    async fn ready_snapshot(&self, id: &str, name: &str) -> Result<v1::Snapshot, Status> {
+        for _ in 0..600 {
+            let (i, n) = (id.to_string(), name.to_string());
+            let s = api(&self.client, &format!("snapshot {name}"), move |c| {
+                c.snapshot(&i, &n)
+            })
+            .await?;
+            match s.state {
+                v1::SnapshotState::Ready => return Ok(s),
+                v1::SnapshotState::Failed => {
+                    return Err(Status::internal(format!(
+                        "snapshot {name} of volume {id} failed: {}",
+                        s.error.unwrap_or_default()
+                    )))
+                }
+                v1::SnapshotState::Creating => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        Err(Status::deadline_exceeded(format!(
+            "snapshot {name} of volume {id} is not ready after 60 s; the request will be retried"
+        )))
+    }
+
+    /// The source of a new volume: a snapshot (`<volume>@<name>`), or a volume (snapshot it).
+    async fn source(
+        &self,
+        name: &str,
+        src: Option<&VolumeContentSource>,
+    ) -> Result<Option<v1::VolumeSource>, Status> {
+        use volume_content_source::Type;
+        match src.and_then(|s| s.r#type.as_ref()) {
+            None => Ok(None),
+            Some(Type::Snapshot(s)) => {
+                let (vol, snap) = parse_snapshot_id(&s.snapshot_id).ok_or_else(|| {
+                    Status::not_found(format!(
+                        "snapshot {:?} does not exist (not an id this driver gave)",
+                        s.snapshot_id
+                    ))
+                })?;
+                let s = self.ready_snapshot(vol, snap).await?;
+                Ok(Some(v1::VolumeSource {
+                    volume: s.volume,
+                    snapshot: s.name,
+                }))
+            }
+            Some(Type::Volume(v)) => {
+                let src = self.volume(&v.volume_id).await?;
+                // The clone's own snapshot of its source, named after the clone.
+                let snap = cluster_name(&format!("clone-{name}"));
+                let (id, s2) = (src.id.clone(), snap.clone());
+                let made = api(
+                    &self.client,
+                    "snapshotting the source volume",
+                    move |c| match c.create_snapshot(&id, &s2) {
+                        Err(e) if e.status == Some(409) => c.snapshot(&id, &s2),
+                        r => r,
+                    },
+                )
+                .await?;
+                let s = self.ready_snapshot(&made.volume, &made.name).await?;
+                Ok(Some(v1::VolumeSource {
+                    volume: s.volume,
+                    snapshot: s.name,
+                }))
+            }
+        }
+    }
+
+    /// Every snapshot of the cluster.
+    async fn all_snapshots(&self) -> Result<Vec<v1::Snapshot>, Status> {
+        api(&self.client, "listing snapshots", |c| {
+            let mut out = Vec::new();
+            for v in c.volumes()? {
+                match c.snapshots(&v.id) {
+                    Ok(s) => out.extend(s),
+                    // Deleted meanwhile.
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+}
+
+#[tonic::async_trait]
+impl Controller for ControllerService {
+    async fn create_volume(
+        &self,
+        r: Request<CreateVolumeRequest>,
+    ) -> Result<Response<CreateVolumeResponse>, Status> {
+        let r = r.into_inner();
+        required("name", &r.name)?;
+        if let Some(why) = unsupported(&r.volume_capabilities) {
+            return Err(invalid("volume_capabilities", why));
+        }
+        let size = size_for(r.capacity_range.as_ref())?;
+        let (ctx, mut qos) = context(&r.parameters)?;
+        if let Some(q) = mutable_qos(&r.mutable_parameters)? {
+            qos = Some(q);
+        }
+        let name = cluster_name(&r.name);
+        // Idempotent: the volume of this name, when its size fits.
+        let n2 = name.clone();
+        let existing = api(&self.client, "looking the volume up", move |c| {
+            match c.volume(&n2) {
+                Ok(v) => Ok(Some(v)),
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+        if let Some(v) = existing {
+            if !fits(v.size, r.capacity_range.as_ref()) {
+                return Err(Status::already_exists(format!(
+                    "volume {:?} exists with {} bytes, outside the capacity range asked for; \
+                     use another name or the same range",
+                    r.name, v.size
+                )));
+            }
+            return Ok(Response::new(CreateVolumeResponse {
+                volume: Some(csi_volume(&v, ctx)),
+            }));
+        }
+        let source = self.source(&name, r.volume_content_source.as_ref()).await?;
+        let req = v1::CreateVolume {
+            name: name.clone(),
+            size,
+            block_size: None,
+            qos,
+            hosts: Vec::new(),
+            source,
+        };
+        let v = api(&self.client, &format!("creating volume {name}"), move |c| {
+            c.create_volume(&req)
+        })
+        .await
+        .map_err(|e| match e.code() {
+            // The licence's capacity or the nodes' space.
+            Code::FailedPrecondition if e.message().contains("capacity") => {
+                Status::resource_exhausted(e.message().to_string())
+            }
+            _ => e,
+        })?;
+        let mut vol = csi_volume(&v, ctx);
+        vol.content_source = r.volume_content_source;
+        Ok(Response::new(CreateVolumeResponse { volume: Some(vol) }))
+    }
+
+    async fn delete_volume(
+        &self,
+        r: Request<DeleteVolumeRequest>,
+    ) -> Result<Response<DeleteVolumeResponse>, Status> {
+        let id = r.into_inner().volume_id;
+        required("volume_id", &id)?;
+        api(
+            &self.client,
+            &format!("deleting volume {id}"),
+            move |c| match c.delete_volume(&id) {
+                Err(e) if e.is_not_found() => Ok(()),
+                r => r.map(|_| ()),
+            },
+        )
+        .await?;
+        Ok(Response::new(DeleteVolumeResponse {}))
+    }
+
+    async fn controller_publish_volume(
+        &self,
+        r: Request<ControllerPublishVolumeRequest>,
+    ) -> Result<Response<ControllerPublishVolumeResponse>, Status> {
+        let r = r.into_inner();
+        required("volume_id", &r.volume_id)?;
+        required("node_id", &r.node_id)?;
+        let cap = r
+            .volume_capability
+            .ok_or_else(|| invalid("volume_capability", "required"))?;
+        if let Some(why) = unsupported(std::slice::from_ref(&cap)) {
+            return Err(invalid("volume_capability", why));
+        }
+        let v = self.volume(&r.volume_id).await?;
+        let (id, node) = (v.id.clone(), r.node_id.clone());
+        // The node plugin registered its host (NQN, IQN) when it started.
+        api(
+            &self.client,
+            &format!("publishing volume {} to node {}", v.name, r.node_id),
+            move |c| {
+                c.host(&node)?;
+                c.attach(&id, &node, &v1::AttachRequest::default())
+            },
+        )
+        .await?;
+        let ctx = HashMap::from([("volume_name".to_string(), v.name)]);
+        Ok(Response::new(ControllerPublishVolumeResponse {
+            publish_context: ctx,
+        }))
+    }
+
+    async fn controller_unpublish_volume(
+        &self,
+        r: Request<ControllerUnpublishVolumeRequest>,
+    ) -> Result<Response<ControllerUnpublishVolumeResponse>, Status> {
+        let r = r.into_inner();
+        required("volume_id", &r.volume_id)?;
+        let (id, node) = (r.volume_id.clone(), r.node_id.clone());
+        api(
+            &self.client,
+            &format!("unpublishing volume {id}"),
+            move |c| {
+                let nodes: Vec<String> = if node.is_empty() {
+                    match c.volume(&id) {
+                        Ok(v) => v.hosts,
+                        Err(e) if e.is_not_found() => return Ok(()),
+                        Err(e) => return Err(e),
+                    }
+                } else {
+                    vec![node]
+                };
+                for n in nodes {
+                    // A node whose agent stopped reporting is fenced: its access and its
+                    // reservations go now, so the volume can be staged elsewhere at once.
+                    let lost = match c.host(&n) {
+                        Ok(h) => h.liveness.is_some_and(|l| !l.alive),
+                        Err(e) if e.is_not_found() => continue,
+                        Err(e) => return Err(e),
+                    };
+                    match c.detach(&id, &n, lost) {
+                        Ok(_) => {}
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        Ok(Response::new(ControllerUnpublishVolumeResponse {}))
+    }
+
+    async fn validate_volume_capabilities(
+        &self,
+        r: Request<ValidateVolumeCapabilitiesRequest>,
+    ) -> Result<Response<ValidateVolumeCapabilitiesResponse>, Status> {
+        let r = r.into_inner();
+        required("volume_id", &r.volume_id)?;
+        if r.volume_capabilities.is_empty() {
+            return Err(invalid("volume_capabilities", "none given"));
+        }
+        self.volume(&r.volume_id).await?;
+        Ok(Response::new(match unsupported(&r.volume_capabilities) {
+            Some(why) => ValidateVolumeCapabilitiesResponse {
+                confirmed: None,
+                message: why,
+            },
+            None => ValidateVolumeCapabilitiesResponse {
+                confirmed: Some(validate_volume_capabilities_response::Confirmed {
+                    volume_context: r.volume_context,
+                    volume_capabilities: r.volume_capabilities,
+                    parameters: r.parameters,
+                    mutable_parameters: r.mutable_parameters,
+                }),
+                message: String::new(),
+            },
+        }))
+    }
+
+    async fn list_volumes(
+        &self,
+        r: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        let r = r.into_inner();
+        let start = start_at(&r.starting_token)?;
+        let mut all = api(&self.client, "listing volumes", |c| c.volumes()).await?;
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        let (items, next_token) = page(all, start, r.max_entries)?;
+        let entries = items
+            .into_iter()
+            .map(|v| list_volumes_response::Entry {
+                status: Some(list_volumes_response::VolumeStatus {
+                    published_node_ids: v.hosts.clone(),
+                    volume_condition: None,
+                }),
+                volume: Some(csi_volume(&v, HashMap::new())),
+            })
+            .collect();
+        Ok(Response::new(ListVolumesResponse {
+            entries,
+            next_token,
+        }))
+    }
+
+    async fn get_capacity(
+        &self,
+        r: Request<GetCapacityRequest>,
+    ) -> Result<Response<GetCapacityResponse>, Status> {
+        let r = r.into_inner();
+        if !r.volume_capabilities.is_empty() && unsupported(&r.volume_capabilities).is_some() {
+            return Ok(Response::new(GetCapacityResponse::default()));
+        }
+        let s = api(&self.client, "reading the cluster's capacity", |c| {
+            c.status()
+        })
+        .await?;
+        let left = s.capacity_bytes.saturating_sub(s.provisioned_bytes);
+        let free = s.backend_free_bytes.map_or(left, |b| b.min(left));
+        Ok(Response::new(GetCapacityResponse {
+            available_capacity: free.min(i64::MAX as u64) as i64,
+            maximum_volume_size: Some(free.min(i64::MAX as u64) as i64),
+            minimum_volume_size: Some(SIZE_UNIT as i64),
+        }))
+    }
+
+    async fn controller_get_capabilities(
+        &self,
+        _: Request<ControllerGetCapabilitiesRequest>,
+    ) -> Result<Response<ControllerGetCapabilitiesResponse>, Status> {
+        Ok(Response::new(ControllerGetCapabilitiesResponse {
+            capabilities: caps(&[
+                Rpc::CreateDeleteVolume,
+                Rpc::PublishUnpublishVolume,
+                Rpc::ListVolumes,
+                Rpc::GetCapacity,
+                Rpc::CreateDeleteSnapshot,
+                Rpc::ListSnapshots,
+                Rpc::CloneVolume,
+                Rpc::ExpandVolume,
+                Rpc::ListVolumesPublishedNodes,
+                Rpc::GetVolume,
+                Rpc::SingleNodeMultiWriter,
+                Rpc::ModifyVolume,
+            ]),
+        }))
+    }
+
+    async fn create_snapshot(
+        &self,
+        r: Request<CreateSnapshotRequest>,
+    ) -> Result<Response<CreateSnapshotResponse>, Status> {
+        let r = r.into_inner();
+        required("name", &r.name)?;
+        required("source_volume_id", &r.source_volume_id)?;
+        let name = cluster_name(&r.name);
+        // A snapshot name is unique across the cluster's volumes for CSI.
+        if let Some(s) = self
+            .all_snapshots()
+            .await?
+            .into_iter()
+            .find(|s| s.name == name)
+        {
+            if s.volume != r.source_volume_id {
+                return Err(Status::already_exists(format!(
+                    "snapshot {:?} exists of another volume ({}); use another name",
+                    r.name, s.volume
+                )));
+            }
+            return Ok(Response::new(CreateSnapshotResponse {
+                snapshot: Some(csi_snapshot(&s)),
+            }));
+        }
+        let (id, n) = (r.source_volume_id.clone(), name.clone());
+        let s = api(
+            &self.client,
+            &format!("snapshotting volume {}", r.source_volume_id),
+            move |c| c.create_snapshot(&id, &n),
+        )
+        .await?;
+        Ok(Response::new(CreateSnapshotResponse {
+            snapshot: Some(csi_snapshot(&s)),
+        }))
+    }
+
+    async fn delete_snapshot(
+        &self,
+        r: Request<DeleteSnapshotRequest>,
+    ) -> Result<Response<DeleteSnapshotResponse>, Status> {
+        let id = r.into_inner().snapshot_id;
+        required("snapshot_id", &id)?;
+        // An id this driver never gave names no snapshot: deleting it is done.
+        if let Some((vol, snap)) = parse_snapshot_id(&id) {
+            let (vol, snap) = (vol.to_string(), snap.to_string());
+            api(&self.client, &format!("deleting snapshot {id}"), move |c| {
+                // A snapshot still being taken is deleted once it is taken (or failed).
+                for _ in 0..600 {
+                    match c.delete_snapshot(&vol, &snap) {
+                        Err(e) if e.is_not_found() => return Ok(()),
+                        Err(e) if e.status == Some(409) && e.message.contains("being taken") => {
+                            std::thread::sleep(Duration::from_millis(100))
+                        }
+                        r => return r.map(|_| ()),
+                    }
+                }
+                c.delete_snapshot(&vol, &snap).map(|_| ())
+            })
+            .await?;
+        }
+        Ok(Response::new(DeleteSnapshotResponse {}))
+    }
+
+    async fn list_snapshots(
+        &self,
+        r: Request<ListSnapshotsRequest>,
+    ) -> Result<Response<ListSnapshotsResponse>, Status> {
+        let r = r.into_inner();
+        let start = start_at(&r.starting_token)?;
+        let mut all = self.all_snapshots().await?;
+        if !r.snapshot_id.is_empty() {
+            all.retain(|s| snapshot_id(&s.volume, &s.name) == r.snapshot_id);
+        }
+        if !r.source_volume_id.is_empty() {
+            all.retain(|s| s.volume == r.source_volume_id);
+        }
+        all.sort_by(|a, b| (&a.volume, &a.name).cmp(&(&b.volume, &b.name)));
+        let (items, next_token) = page(all, start, r.max_entries)?;
+        Ok(Response::new(ListSnapshotsResponse {
+            entries: items
+                .iter()
+                .map(|s| list_snapshots_response::Entry {
+                    snapshot: Some(csi_snapshot(s)),
+                })
+                .collect(),
+            next_token,
+        }))
+    }
+
+    async fn get_snapshot(
+        &self,
+        r: Request<GetSnapshotRequest>,
+    ) -> Result<Response<GetSnapshotResponse>, Status> {
+        let id = r.into_inner().snapshot_id;
+        required("snapshot_id", &id)?;
+        let (vol, snap) = parse_snapshot_id(&id)
+            .ok_or_else(|| Status::not_found(format!("snapshot {id:?} does not exist")))?;
+        let (vol, snap) = (vol.to_string(), snap.to_string());
+        let s = api(&self.client, &format!("snapshot {id}"), move |c| {
+            c.snapshot(&vol, &snap)
+        })
+        .await?;
+        Ok(Response::new(GetSnapshotResponse {
+            snapshot: Some(csi_snapshot(&s)),
+        }))
+    }
+
+    async fn controller_expand_volume(
+        &self,
+        r: Request<ControllerExpandVolumeRequest>,
+    ) -> Result<Response<ControllerExpandVolumeResponse>, Status> {
+        let r = r.into_inner();
+        required("volume_id", &r.volume_id)?;
+        let range = r
+            .capacity_range
+            .as_ref()
+            .ok_or_else(|| invalid("capacity_range", "required"))?;
+        let size = size_for(Some(range))?;
+        let v = self.volume(&r.volume_id).await?;
+        let block = matches!(
+            r.volume_capability
+                .as_ref()
+                .and_then(|c| c.access_type.as_ref()),
+            Some(AccessType::Block(_))
+        );
+        let v = if v.size >= size {
+            v
+        } else {
+            let id = v.id.clone();
+            api(
+                &self.client,
+                &format!("growing volume {}", v.name),
+                move |c| c.resize_volume(&id, size),
+            )
+            .await?
+        };
+        Ok(Response::new(ControllerExpandVolumeResponse {
+            capacity_bytes: v.size as i64,
+            // A file system grows on the node (NodeExpandVolume); a raw block device is done.
+            node_expansion_required: !block,
+        }))
+    }
+
+    async fn controller_get_volume(
+        &self,
+        r: Request<ControllerGetVolumeRequest>,
+    ) -> Result<Response<ControllerGetVolumeResponse>, Status> {
+        let id = r.into_inner().volume_id;
+        required("volume_id", &id)?;
+        let v = self.volume(&id).await?;
+        let degraded = v.in_sync.len() < v.replicas.len();
+        Ok(Response::new(ControllerGetVolumeResponse {
+            status: Some(controller_get_volume_response::VolumeStatus {
+                published_node_ids: v.hosts.clone(),
+                volume_condition: Some(VolumeCondition {
+                    abnormal: degraded,
+                    message: if degraded {
+                        format!(
+                            "{} of {} replicas in sync (a rebuild is under way or a node is down)",
+                            v.in_sync.len(),
+                            v.replicas.len()
+                        )
+                    } else {
+                        "every replica in sync".into()
+                    },
+                }),
+            }),
+            volume: Some(csi_volume(&v, HashMap::new())),
+        }))
+    }
+
+    async fn controller_modify_volume(
+        &self,
+        r: Request<ControllerModifyVolumeRequest>,
+    ) -> Result<Response<ControllerModifyVolumeResponse>, Status> {
+        let r = r.into_inner();
+        required("volume_id", &r.volume_id)?;
+        let qos = mutable_qos(&r.mutable_parameters)?;
+        let v = self.volume(&r.volume_id).await?;
+        if let Some(q) = qos {
+            let id = v.id.clone();
+            api(
+                &self.client,
+                &format!("setting volume {}'s QoS", v.name),
+                move |c| c.set_volume_qos(&id, (!q.is_empty()).then_some(q.as_str())),
+            )
+            .await?;
+        }
+        Ok(Response::new(ControllerModifyVolumeResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap(block: bool, mode: Mode) -> VolumeCapability {
+        VolumeCapability {
+            access_mode: Some(volume_capability::AccessMode { mode: mode as i32 }),
+            access_type: Some(if block {
+                AccessType::Block(volume_capability::BlockVolume {})
+            } else {
+                AccessType::Mount(volume_capability::MountVolume::default())
+            }),
+        }
+    }
+
+    #[test]
+    fn capabilities_sizes_and_pages() {
+        assert_eq!(unsupported(&[cap(false, Mode::SingleNodeWriter)]), None);
+        assert_eq!(unsupported(&[cap(true, Mode::MultiNodeMultiWriter)]), None);
+        assert!(unsupported(&[cap(false, Mode::MultiNodeMultiWriter)])
+            .unwrap()
+            .contains("raw block"));
+        assert!(unsupported(&[]).is_some());
+        let mut xfs = cap(false, Mode::SingleNodeWriter);
+        xfs.access_type = Some(AccessType::Mount(volume_capability::MountVolume {
+            fs_type: "btrfs".into(),
+            ..Default::default()
+        }));
+        assert!(unsupported(&[xfs]).unwrap().contains("btrfs"));
+
+        let r = |req, lim| CapacityRange {
+            required_bytes: req,
+            limit_bytes: lim,
+        };
+        assert_eq!(size_for(None).unwrap(), 1 << 30);
+        assert_eq!(size_for(Some(&r(1, 0))).unwrap(), 1 << 20);
+        assert_eq!(size_for(Some(&r(0, 10 << 20))).unwrap(), 10 << 20);
+        assert_eq!(size_for(Some(&r(3 << 20, 3 << 20))).unwrap(), 3 << 20);
+        assert_eq!(
+            size_for(Some(&r(1, 100))).unwrap_err().code(),
+            Code::OutOfRange
+        );
+        assert_eq!(
+            size_for(Some(&r(-1, 0))).unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        assert!(fits(2 << 30, Some(&r(1 << 30, 0))));
+        assert!(!fits(2 << 30, Some(&r(1 << 30, 1 << 30))));
+
+        let (p, next) = page(vec![1, 2, 3, 4, 5], 0, 2).unwrap();
+        assert_eq!((p, next.as_str()), (vec![1, 2], "2"));
+        let (p, next) = page(vec![1, 2, 3, 4, 5], start_at("4").unwrap(), 2).unwrap();
+        assert_eq!((p, next.as_str()), (vec![5], ""));
+        assert_eq!(start_at("x").unwrap_err().code(), Code::Aborted);
+        assert_eq!(page(vec![1], 5, 0).unwrap_err().code(), Code::Aborted);
+    }
+
+    #[test]
+    fn storage_class_parameters_are_checked() {
+        let p = |kv: &[(&str, &str)]| {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>()
+        };
+        let (ctx, qos) =
+            context(&p(&[("qos", "gold"), ("csi.storage.k8s.io/pvc/name", "x")])).unwrap();
+        assert_eq!(
+            (ctx["protocol"].as_str(), qos.as_deref()),
+            ("nvme-tcp", Some("gold"))
+        );
+        assert_eq!(
+            context(&p(&[("protocol", "iscsi")])).unwrap().0["protocol"],
+            "iscsi"
+        );
+        let e = context(&p(&[("protocol", "fc")])).unwrap_err();
+        assert!(e.message().starts_with("parameters.protocol"), "{e:?}");
+        let e = context(&p(&[("replicas", "2")])).unwrap_err();
+        assert!(e.message().starts_with("parameters.replicas"), "{e:?}");
+    }
+}

@@ -1,1 +1,128 @@
-fn main() {}
+//! `alcubierre-csi`: the CSI driver's gRPC server on a Unix socket (see the library).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use alcubierre_api::client::Client;
+use alcubierre_csi::controller::ControllerService;
+use alcubierre_csi::identity::IdentityService;
+use alcubierre_csi::node::NodeService;
+use alcubierre_csi::proto::controller_server::ControllerServer;
+use alcubierre_csi::proto::identity_server::IdentityServer;
+use alcubierre_csi::proto::node_server::NodeServer;
+use anyhow::Context;
+use clap::Parser;
+
+/// The Alcubierre CSI driver.
+#[derive(Parser)]
+#[command(name = "alcubierre-csi", version)]
+struct Cli {
+    /// Where to serve: `unix:///path/csi.sock` (or a path).
+    #[arg(long, env = "CSI_ENDPOINT")]
+    endpoint: String,
+    /// The cluster's API.
+    #[arg(long, env = "ALCUBIERRE_API")]
+    api: String,
+    /// The API token.
+    #[arg(long, env = "ALCUBIERRE_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The CA bundle an https:// API is verified with.
+    #[arg(long, env = "ALCUBIERRE_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// This node's id: the host's name in the cluster (default: the hostname).
+    #[arg(long, env = "CSI_NODE_ID")]
+    node_id: Option<String>,
+    /// The node's NVMe host NQN (default: /etc/nvme/hostnqn).
+    #[arg(long, env = "CSI_NODE_NQN")]
+    node_nqn: Option<String>,
+    /// The node's iSCSI initiator IQN (default: /etc/iscsi/initiatorname.iscsi).
+    #[arg(long, env = "CSI_NODE_IQN")]
+    node_iqn: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let node_id = match cli.node_id {
+        Some(n) => n,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .context("--node-id: none given and the hostname cannot be read")?
+            .trim()
+            .to_string(),
+    };
+    let client = Arc::new(Client::new(&cli.api, &cli.token, cli.ca_cert.as_deref())?);
+    register(&client, &node_id, cli.node_nqn, cli.node_iqn).await;
+    let path = PathBuf::from(
+        cli.endpoint
+            .strip_prefix("unix://")
+            .unwrap_or(&cli.endpoint),
+    );
+    // A socket left by a previous run.
+    if path.exists() {
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(&path)
+        .with_context(|| format!("--endpoint: listening on {}", path.display()))?;
+    tracing::info!(endpoint = %path.display(), "serving the CSI identity, controller and node services");
+    tonic::transport::Server::builder()
+        .add_service(IdentityServer::new(IdentityService::new(
+            client.clone(),
+            true,
+        )))
+        .add_service(ControllerServer::new(ControllerService::new(client)))
+        .add_service(NodeServer::new(NodeService::new(node_id)))
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            async {
+                let _ = tokio::signal::ctrl_c().await;
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+/// Registers this node's host in the cluster (its NVMe host NQN, Host Identifier and IQN), so
+/// that ControllerPublishVolume can attach volumes to it; an existing host is kept (its CHAP
+/// credentials with it).
+async fn register(client: &Arc<Client>, node: &str, nqn: Option<String>, iqn: Option<String>) {
+    let id = alcubierre_host::identity::Identity::read(&Default::default(), Some(node));
+    let host = alcubierre_api::v1::Host {
+        name: node.to_string(),
+        nqn: nqn.or(id.nqn),
+        iqn: iqn.or(id.iqn),
+        nvme_hostid: id.hostid,
+        chap: None,
+        target_chap: None,
+    };
+    if host.nqn.is_none() && host.iqn.is_none() {
+        tracing::error!(node, "no NVMe host NQN and no iSCSI IQN on this node (/etc/nvme/hostnqn, /etc/iscsi/initiatorname.iscsi): volumes cannot be published to it");
+        return;
+    }
+    let c = client.clone();
+    let node = node.to_string();
+    let r = tokio::task::spawn_blocking(move || match c.host(&node) {
+        Ok(_) => Ok(false),
+        Err(e) if e.is_not_found() => c
+            .call::<alcubierre_api::v1::HostView>(
+                "PUT",
+                &format!("/api/v1/hosts/{node}"),
+                Some(&host),
+            )
+            .map(|_| true),
+        Err(e) => Err(e),
+    })
+    .await;
+    match r {
+        Ok(Ok(true)) => tracing::info!("registered this node's host in the cluster"),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => tracing::error!("registering this node's host: {e}"),
+        Err(e) => tracing::error!("registering this node's host: {e}"),
+    }
+}

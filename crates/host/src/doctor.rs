@@ -141,23 +141,24 @@ pub fn host_checks(root: &Root, agent: Option<&Agent>) -> Vec<Check> {
     match nvme.fabrics_options() {
         Ok(opts) => {
             let has = |o: &str| opts.split(',').any(|kv| kv.split('=').next() == Some(o));
+            // The options table lists some options whatever the kernel was built with; the
+            // module that implements them is loaded with nvme-core when it was built in.
+            let support = |option: &str, module: &str| {
+                match (has(option), root.path(&format!("sys/module/{module}")).exists()) {
+                (true, true) => "supported by this kernel".to_string(),
+                (true, false) => format!("not supported: the fabrics options list {option}, but {module} is not loaded (a kernel without it)"),
+                (false, _) => format!("not supported by this kernel (no {option} option)"),
+            }
+            };
             out.push(Check {
                 verdict: Verdict::Info,
                 what: "NVMe in-band authentication (DH-HMAC-CHAP)".into(),
-                detail: if has("dhchap_secret") {
-                    "supported by this kernel".into()
-                } else {
-                    "not supported by this kernel (no dhchap_secret option)".into()
-                },
+                detail: support("dhchap_secret", "nvme_auth"),
             });
             out.push(Check {
                 verdict: Verdict::Info,
                 what: "NVMe/TCP TLS".into(),
-                detail: if has("tls") {
-                    "supported by this kernel".into()
-                } else {
-                    "not supported by this kernel (no tls option)".into()
-                },
+                detail: support("tls", "nvme_keyring"),
             });
         }
         Err(e) => out.push(check(
