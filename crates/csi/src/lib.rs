@@ -18,6 +18,7 @@ pub mod controller;
 pub mod identity;
 pub mod names;
 pub mod node;
+pub mod requests;
 pub mod status;
 
 /// The CSI protocol's generated types and services.

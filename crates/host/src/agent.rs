@@ -16,15 +16,15 @@
 //! connected, departed nodes' paths dropped. A round never tears a volume down: when the API
 //! does not answer, or says the volume is gone, the paths stay and the round says so.
 
-use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use alcubierre_api::client::{Client, ClientError};
 use alcubierre_api::v1;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::connection::{path_error, portals_of, probe, wanted_of};
+use crate::endpoints::Api;
 use crate::identity::Identity;
 use crate::iscsi::{self, Chap, Iscsi};
 use crate::nvme::{self, HostId, Nvme, Settings};
@@ -36,8 +36,6 @@ use crate::{device, Error, Protocol, Result};
 /// How long attach keeps connecting paths that do not come up (the nodes apply a new access
 /// list within a heartbeat or two).
 const CONNECT_WINDOW: Duration = Duration::from_secs(15);
-/// How long a TCP probe of a portal may take before the kernel is asked to connect.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long attach waits for the device once a path is up.
 const DEVICE_WAIT: Duration = Duration::from_secs(20);
 /// How long an API call may take.
@@ -46,62 +44,6 @@ const API_TIMEOUT: Duration = Duration::from_secs(30);
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the daemon reports the host's liveness (the cluster's timeout is 10 s).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
-
-/// The cluster's API at several endpoints: a call goes to the one that answered last, and to
-/// the next when it does not answer.
-pub struct Api {
-    clients: Vec<Client>,
-    at: AtomicUsize,
-}
-
-impl Api {
-    /// Clients of every URL in `cfg.api`, each call giving up after `timeout`.
-    pub fn new(cfg: &Config, timeout: Duration) -> Result<Self> {
-        let clients = cfg
-            .api
-            .iter()
-            .map(|u| Client::with_timeout(u, &cfg.token, cfg.ca_cert.as_deref(), timeout))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(Self {
-            clients,
-            at: AtomicUsize::new(0),
-        })
-    }
-
-    /// `f` on the endpoint that answered last, then on the others in turn while none answers.
-    pub fn call<T>(&self, f: impl Fn(&Client) -> std::result::Result<T, ClientError>) -> Result<T> {
-        let start = self.at.load(Ordering::Relaxed);
-        let mut last = None;
-        for k in 0..self.clients.len() {
-            let i = (start + k) % self.clients.len();
-            match f(&self.clients[i]) {
-                // No answer, or a node that cannot serve (no quorum, its store unreachable):
-                // the next endpoint may.
-                Err(e) if e.status.is_none_or(|s| s >= 500) => last = Some(e),
-                r => {
-                    self.at.store(i, Ordering::Relaxed);
-                    return r.map_err(Error::Api);
-                }
-            }
-        }
-        let e = last.expect("at least one endpoint");
-        if e.status.is_some() {
-            return Err(Error::Api(e));
-        }
-        Err(Error::Api(ClientError {
-            message: format!(
-                "no API endpoint answered ({}); last: {}",
-                self.clients
-                    .iter()
-                    .map(Client::base)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                e.message
-            ),
-            ..e
-        }))
-    }
-}
 
 /// One path of an attached volume, as the host sees it.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -842,79 +784,4 @@ impl Agent {
             }
         });
     }
-}
-
-/// A portal's failure, naming the portal once.
-fn path_error(p: &Portal, e: &Error) -> String {
-    match e {
-        Error::Unreachable { .. } => e.to_string(),
-        e => format!("{p}: {e}"),
-    }
-}
-
-/// The portals of `conn` over `protocol`, the primary's first.
-fn portals_of(conn: &v1::ConnectionInfo, protocol: Protocol) -> Vec<Portal> {
-    match protocol {
-        Protocol::NvmeTcp => conn
-            .nvme
-            .portals
-            .iter()
-            .map(|p| Portal::new(&p.address, p.port))
-            .collect(),
-        Protocol::Iscsi => conn
-            .iscsi
-            .iter()
-            .flat_map(|i| &i.portals)
-            .map(|p| Portal::new(&p.address, p.port))
-            .collect(),
-    }
-}
-
-/// The desired-state entry of `conn` over `protocol`.
-fn wanted_of(conn: &v1::ConnectionInfo, protocol: Protocol) -> Result<Wanted> {
-    let (target, lun) = match protocol {
-        Protocol::NvmeTcp => (conn.nvme.subsystem_nqn.clone(), conn.nvme.namespace_id),
-        Protocol::Iscsi => match &conn.iscsi {
-            Some(i) => (i.target_iqn.clone(), i.lun),
-            None => {
-                return Err(Error::Invalid(format!(
-                "volume {}: its nodes do not serve iSCSI (no [iscsi] listen); attach over nvme-tcp",
-                conn.name
-            )))
-            }
-        },
-    };
-    Ok(Wanted {
-        volume: conn.volume.clone(),
-        name: conn.name.clone(),
-        protocol,
-        target,
-        uuid: conn.nvme.uuid.clone(),
-        lun,
-        chap_user: conn.iscsi.as_ref().and_then(|i| i.chap_user.clone()),
-    })
-}
-
-/// Whether `p` accepts a TCP connection (so the kernel is not asked to connect to an address
-/// that does not answer, which can block for minutes).
-fn probe(p: &Portal) -> Result<()> {
-    let unreachable = |reason: String| Error::Unreachable {
-        portal: p.to_string(),
-        reason,
-    };
-    let addrs: Vec<_> = (p.address.as_str(), p.port)
-        .to_socket_addrs()
-        .map_err(|e| unreachable(format!("cannot resolve it: {e}")))?
-        .collect();
-    let mut last = None;
-    for a in addrs {
-        match TcpStream::connect_timeout(&a, PROBE_TIMEOUT) {
-            Ok(_) => return Ok(()),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(unreachable(
-        last.map(|e| e.to_string())
-            .unwrap_or_else(|| "no address".into()),
-    ))
 }

@@ -16,15 +16,18 @@
 //! host has: which to connect, which to drop), with table tests; [`nvme`] and [`iscsi`] read the
 //! kernel's state (sysfs, under a root that tests point at a fake tree) and change it (the
 //! fabrics device, `iscsiadm`, `multipathd`); [`device`] finds whether a block device is in use;
-//! [`state`] is the desired-state file; [`agent`] puts them together; [`doctor`] checks the
-//! host. Nothing here runs in the storage nodes.
+//! [`state`] is the desired-state file; [`connection`] reads a volume's connection info for
+//! this host; [`endpoints`] is the API at every node's address; [`agent`] puts them together;
+//! [`doctor`] checks the host. Nothing here runs in the storage nodes.
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
 pub mod config;
+pub mod connection;
 pub mod device;
 pub mod doctor;
+pub mod endpoints;
 pub mod identity;
 pub mod iscsi;
 pub mod nvme;
