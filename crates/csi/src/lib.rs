@@ -1,7 +1,7 @@
 //! The Kubernetes CSI driver (CSI specification v1.12): the Identity and Controller services
 //! over the cluster's REST API (volumes, attachments, snapshots, expansion, QoS), served on a
-//! Unix socket, and the Node service's identity and capabilities (staging through the host
-//! agent's library is not built yet).
+//! Unix socket, and the Node service (staging through the host agent's library; not yet run
+//! against Linux's initiators).
 //!
 //! Names: a CSI volume's name becomes the volume's name when it is a valid one (1-64 of
 //! `A-Z a-z 0-9 - _ .`), else `csi-` and a UUID derived from it ([`names`]), so a retried
@@ -16,6 +16,7 @@
 
 pub mod controller;
 pub mod identity;
+pub mod mounts;
 pub mod names;
 pub mod node;
 pub mod requests;

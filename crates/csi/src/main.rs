@@ -38,6 +38,13 @@ struct Cli {
     /// The node's iSCSI initiator IQN (default: /etc/iscsi/initiatorname.iscsi).
     #[arg(long, env = "CSI_NODE_IQN")]
     node_iqn: Option<String>,
+    /// Which services: `controller` (the Deployment), `node` (the DaemonSet: it also keeps its
+    /// volumes' paths and reports the node's liveness, as the host agent's daemon does) or `all`.
+    #[arg(long, default_value = "all", value_parser = ["all", "controller", "node"])]
+    mode: String,
+    /// Where the node keeps the volumes it staged (so a restarted plugin adopts them).
+    #[arg(long, default_value = "/var/lib/alcubierre-csi")]
+    state_dir: PathBuf,
 }
 
 #[tokio::main]
@@ -58,7 +65,36 @@ async fn main() -> anyhow::Result<()> {
             .to_string(),
     };
     let client = Arc::new(Client::new(&cli.api, &cli.token, cli.ca_cert.as_deref())?);
-    register(&client, &node_id, cli.node_nqn, cli.node_iqn).await;
+    let controller = cli.mode != "node";
+    let node = cli.mode != "controller";
+    let agent = if node {
+        register(&client, &node_id, cli.node_nqn, cli.node_iqn).await;
+        let cfg = alcubierre_host::config::Config {
+            api: vec![cli.api.clone()],
+            token: cli.token.clone(),
+            ca_cert: cli.ca_cert.clone(),
+            host: Some(node_id.clone()),
+            protocol: alcubierre_host::Protocol::NvmeTcp,
+            state_dir: cli.state_dir.clone(),
+            interval_ms: 2000,
+            chap_secret_file: None,
+        };
+        match alcubierre_host::agent::Agent::new(cfg, Default::default()) {
+            Ok(a) => {
+                let a = Arc::new(a);
+                // The staged volumes' paths kept, and the node's liveness reported.
+                let daemon = a.clone();
+                std::thread::spawn(move || daemon.run(&std::sync::atomic::AtomicBool::new(false)));
+                Some(a)
+            }
+            Err(e) => {
+                tracing::error!("this node cannot attach volumes: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let path = PathBuf::from(
         cli.endpoint
             .strip_prefix("unix://")
@@ -70,14 +106,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let listener = tokio::net::UnixListener::bind(&path)
         .with_context(|| format!("--endpoint: listening on {}", path.display()))?;
-    tracing::info!(endpoint = %path.display(), "serving the CSI identity, controller and node services");
+    tracing::info!(endpoint = %path.display(), mode = %cli.mode, "serving the CSI services");
     tonic::transport::Server::builder()
         .add_service(IdentityServer::new(IdentityService::new(
             client.clone(),
-            true,
+            controller,
         )))
-        .add_service(ControllerServer::new(ControllerService::new(client)))
-        .add_service(NodeServer::new(NodeService::new(node_id)))
+        .add_optional_service(
+            controller.then(|| ControllerServer::new(ControllerService::new(client))),
+        )
+        .add_optional_service(node.then(|| NodeServer::new(NodeService::new(node_id, agent))))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             async {

@@ -566,13 +566,8 @@ impl Agent {
     /// idempotent.
     pub fn detach(&self, volume: &str, force: bool) -> Result<bool> {
         let _lock = self.state.lock()?;
-        let mut d = self.state.load()?;
-        let w = match d
-            .attachments
-            .iter()
-            .find(|w| w.volume == volume || w.name == volume)
-        {
-            Some(w) => w.clone(),
+        let w = match self.detach_known(volume, force)? {
+            Some(w) => w,
             None => {
                 // Not in this host's state: paths made by hand go, and the cluster's
                 // attachment. Both protocols are checked before either is torn down.
@@ -592,6 +587,35 @@ impl Agent {
                 return Ok(any || r.was_attached);
             }
         };
+        match self.api.call(|c| c.detach(&w.volume, &self.id.name, false)) {
+            Ok(_) => Ok(true),
+            Err(e) if matches!(&e, Error::Api(a) if a.is_not_found()) => Ok(true),
+            Err(e) => Err(Error::Invalid(format!(
+                "volume {} is detached from this host, but the cluster still lists the host on it: {e}; run detach again to remove it there",
+                w.name
+            ))),
+        }
+    }
+
+    /// Detaches `volume` on this host only (its paths and its desired-state entry), leaving
+    /// the cluster's attachment (the CSI node plugin's unstage: unpublishing is the
+    /// controller's); whether it was attached here.
+    pub fn detach_local(&self, volume: &str, force: bool) -> Result<bool> {
+        let _lock = self.state.lock()?;
+        Ok(self.detach_known(volume, force)?.is_some())
+    }
+
+    /// With the lock held: detaches `volume` here when the desired state has it; its entry.
+    fn detach_known(&self, volume: &str, force: bool) -> Result<Option<Wanted>> {
+        let mut d = self.state.load()?;
+        let Some(w) = d
+            .attachments
+            .iter()
+            .find(|w| w.volume == volume || w.name == volume)
+            .cloned()
+        else {
+            return Ok(None);
+        };
         self.check_unused(&w, force)?;
         // Out of the desired state first, so no round connects it again meanwhile (the lock
         // keeps rounds out anyway); back in when the paths could not all go.
@@ -602,14 +626,7 @@ impl Agent {
             self.state.save(&d)?;
             return Err(e);
         }
-        match self.api.call(|c| c.detach(&w.volume, &self.id.name, false)) {
-            Ok(_) => Ok(true),
-            Err(e) if matches!(&e, Error::Api(a) if a.is_not_found()) => Ok(true),
-            Err(e) => Err(Error::Invalid(format!(
-                "volume {} is detached from this host, but the cluster still lists the host on it: {e}; run detach again to remove it there",
-                w.name
-            ))),
-        }
+        Ok(Some(w))
     }
 
     fn check_unused(&self, w: &Wanted, force: bool) -> Result<()> {
