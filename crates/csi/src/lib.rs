@@ -1,7 +1,6 @@
 //! The Kubernetes CSI driver (CSI specification v1.12): the Identity and Controller services
 //! over the cluster's REST API (volumes, attachments, snapshots, expansion, QoS), served on a
-//! Unix socket, and the Node service (staging through the host agent's library; not yet run
-//! against Linux's initiators).
+//! Unix socket, and the Node service (staging through the host agent's library).
 //!
 //! Names: a CSI volume's name becomes the volume's name when it is a valid one (1-64 of
 //! `A-Z a-z 0-9 - _ .`), else `csi-` and a UUID derived from it ([`names`]), so a retried

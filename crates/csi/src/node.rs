@@ -5,9 +5,7 @@
 //! expansion grows the file system. One operation per volume at a time: another one for the
 //! same volume is ABORTED (the CO retries it).
 //!
-//! Not yet run against Linux's initiators (csi-sanity's node specs in the VM are the next
-//! step); the node's identity, capabilities and unpublish/unstage are covered by csi-sanity's
-//! controller run.
+//! csi-sanity's node specs pass with it in the QEMU VM (crates/cli/tests/vm_csi.rs).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -361,17 +359,51 @@ impl Node for NodeService {
             ))
             .unwrap_or_default();
             run("multipathd", &["resize", "map", name.trim()]).await?;
+        } else {
+            // The controllers read the namespace's new size again.
+            for c in std::fs::read_dir("/sys/class/nvme")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let _ = std::fs::write(c.path().join("rescan_controller"), "1");
+            }
         }
+        // The kernel learns the new size within moments.
+        let want = r
+            .capacity_range
+            .as_ref()
+            .map_or(0, |c| c.required_bytes.max(0));
+        let mut size = 0i64;
+        for _ in 0..100 {
+            size = run("blockdev", &["--getsize64", &device])
+                .await?
+                .trim()
+                .parse()
+                .map_err(|e| Status::internal(format!("blockdev --getsize64: {e}")))?;
+            if size >= want {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        if size < want {
+            return Err(Status::unavailable(format!(
+                "{device} is {size} bytes after a rescan, not the {want} asked for; retry"
+            )));
+        }
+        // A file system to grow: mount access (a directory; a raw block target is a file).
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        if mount_of(&info, &r.volume_path).is_some() {
+        let block = matches!(
+            r.volume_capability
+                .as_ref()
+                .and_then(|c| c.access_type.as_ref()),
+            Some(AccessType::Block(_))
+        );
+        let dir = std::fs::metadata(&r.volume_path).is_ok_and(|m| m.is_dir());
+        if !block && dir && mount_of(&info, &r.volume_path).is_some() {
             let fs = fs_type(&device).await?.unwrap_or_default();
             grow(&fs, &device, &r.volume_path).await?;
         }
-        let size: i64 = run("blockdev", &["--getsize64", &device])
-            .await?
-            .trim()
-            .parse()
-            .map_err(|e| Status::internal(format!("blockdev --getsize64: {e}")))?;
         Ok(Response::new(NodeExpandVolumeResponse {
             capacity_bytes: size,
         }))

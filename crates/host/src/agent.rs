@@ -648,7 +648,16 @@ impl Agent {
             },
         };
         if let Some((block, dev)) = block {
-            let by = device::users(&self.root, &block);
+            // udev probes a device for a moment after it changes (an unmount, a new map):
+            // that is not a user.
+            let mut by = device::users(&self.root, &block);
+            for _ in 0..20 {
+                if by.is_empty() || !by.iter().all(|b| b.contains("udev")) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(150));
+                by = device::users(&self.root, &block);
+            }
             if !by.is_empty() {
                 return Err(Error::InUse {
                     device: dev,
@@ -749,6 +758,18 @@ impl Agent {
                     continue;
                 }
                 Ok(_) => {}
+                // The volume is gone: its paths can never carry I/O again, and nothing queued
+                // on them has a volume to reach.
+                Err(Error::Api(a)) if a.is_not_found() => {
+                    warn!(volume = %w.name, "the volume was deleted: dropping its paths");
+                    match self.tear_down(w, true) {
+                        Ok(()) => revoked.push(w.volume.clone()),
+                        Err(e) => all
+                            .errors
+                            .push(format!("{}: dropping its paths: {e}", w.name)),
+                    }
+                    continue;
+                }
                 Err(e) => {
                     all.errors
                         .push(format!("{}: the paths stay as they are: {e}", w.name));
