@@ -11,20 +11,6 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A binary of the workspace, built beside `alcubierre` (`cargo test --workspace` builds it).
-fn workspace_binary(name: &str) -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_alcubierre"))
-        .parent()
-        .unwrap()
-        .join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: build the workspace (cargo build --workspace; cargo test --workspace does)",
-        bin.display()
-    );
-    bin
-}
-
 fn csi_sanity() -> PathBuf {
     let dir = std::env::var("ALCUBIERRE_GO_BIN").unwrap_or("/var/tmp/alcubierre-go/bin".into());
     let bin = Path::new(&dir).join("csi-sanity");
@@ -60,7 +46,7 @@ fn csi_sanity_passes_the_controller_specs() {
     ]);
     let sock = dir.path().join("csi.sock");
     let driver = common::Proc(
-        Command::new(workspace_binary("alcubierre-csi"))
+        Command::new(common::workspace_binary("alcubierre-csi"))
             .arg("--endpoint")
             .arg(format!("unix://{}", sock.display()))
             .args(["--api", ready["api"].as_str().unwrap()])

@@ -13,19 +13,6 @@ use common::vm::{guest, three_nodes};
 
 const NVME_BASE: u16 = 4460;
 
-fn workspace_binary(name: &str) -> std::path::PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_alcubierre"))
-        .parent()
-        .unwrap()
-        .join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo build --workspace",
-        bin.display()
-    );
-    bin
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csi_sanity_passes_with_the_node_service_in_the_vm() {
     let port = |i: usize| NVME_BASE + i as u16;
@@ -42,7 +29,7 @@ async fn csi_sanity_passes_with_the_node_service_in_the_vm() {
     )
     .unwrap();
     std::fs::copy(
-        workspace_binary("alcubierre-csi"),
+        common::workspace_binary("alcubierre-csi"),
         c.share.join("alcubierre-csi"),
     )
     .unwrap();

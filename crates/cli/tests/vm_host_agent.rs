@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::cluster::{json_call, node_config_nvmf, node_index};
@@ -33,20 +33,6 @@ fn nvmf(i: usize) -> String {
 fn iscsi(i: usize) -> String {
     let port = ISCSI_BASE + i as u16;
     format!("[iscsi]\nlisten = [\"127.0.0.1:{port}\"]\nadvertise = \"10.0.2.2:{port}\"")
-}
-
-/// The agent's binary, built beside `alcubierre`.
-fn agent_binary() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_alcubierre"))
-        .parent()
-        .unwrap();
-    let bin = dir.join("alcubierre-node");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p alcubierre-host` (cargo test --workspace does)",
-        bin.display()
-    );
-    bin
 }
 
 /// Starts node-`i` of the cluster in `dir` again (its configuration is kept); its API address.
@@ -107,7 +93,11 @@ async fn the_host_agent_attaches_with_multipath_follows_failovers_and_new_nodes(
     }
     // Let every node export the volumes before the guest attaches.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    std::fs::copy(agent_binary(), c.share.join("alcubierre-node")).unwrap();
+    std::fs::copy(
+        common::workspace_binary("alcubierre-node"),
+        c.share.join("alcubierre-node"),
+    )
+    .unwrap();
     let guest_apis: Vec<String> = apis
         .iter()
         .map(|a| format!("http://10.0.2.2:{}", a.rsplit(':').next().unwrap()))

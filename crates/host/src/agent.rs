@@ -744,37 +744,32 @@ impl Agent {
         let mut d = self.state.load()?;
         let mut revoked = Vec::new();
         for w in &d.attachments {
-            // The cluster took this host off the volume (a fence, a detach elsewhere): what is
-            // queued on its paths must fail now, never reach the volume later.
-            match self.api.call(|c| c.volume(&w.volume)) {
-                Ok(v) if !v.any_host && !v.hosts.contains(&self.id.name) => {
-                    warn!(volume = %w.name, "this host lost its access to the volume (fenced or detached by the cluster): dropping its paths; queued I/O fails");
-                    match self.tear_down(w, true) {
-                        Ok(()) => revoked.push(w.volume.clone()),
-                        Err(e) => all
-                            .errors
-                            .push(format!("{}: dropping its paths: {e}", w.name)),
-                    }
-                    continue;
-                }
-                Ok(_) => {}
-                // The volume is gone: its paths can never carry I/O again, and nothing queued
-                // on them has a volume to reach.
+            // Paths that can never carry I/O for this host again go now, with queueing off:
+            // the cluster took the host off the volume (a fence, a detach elsewhere), so what
+            // is queued must fail, never reach the volume later; or the volume is gone.
+            let gone = match self.api.call(|c| c.volume(&w.volume)) {
+                Ok(v) if !v.any_host && !v.hosts.contains(&self.id.name) => Some(
+                    "this host lost its access to the volume (fenced or detached by the cluster): dropping its paths; queued I/O fails",
+                ),
+                Ok(_) => None,
                 Err(Error::Api(a)) if a.is_not_found() => {
-                    warn!(volume = %w.name, "the volume was deleted: dropping its paths");
-                    match self.tear_down(w, true) {
-                        Ok(()) => revoked.push(w.volume.clone()),
-                        Err(e) => all
-                            .errors
-                            .push(format!("{}: dropping its paths: {e}", w.name)),
-                    }
-                    continue;
+                    Some("the volume was deleted: dropping its paths")
                 }
                 Err(e) => {
                     all.errors
                         .push(format!("{}: the paths stay as they are: {e}", w.name));
                     continue;
                 }
+            };
+            if let Some(why) = gone {
+                warn!(volume = %w.name, "{why}");
+                match self.tear_down(w, true) {
+                    Ok(()) => revoked.push(w.volume.clone()),
+                    Err(e) => all
+                        .errors
+                        .push(format!("{}: dropping its paths: {e}", w.name)),
+                }
+                continue;
             }
             match self.api.call(|c| c.connection(&w.volume)) {
                 Ok(conn) => {

@@ -91,3 +91,18 @@ pub fn http(addr: &str, method: &str, path: &str, token: &str, body: &str) -> (u
             .unwrap_or_default(),
     )
 }
+
+/// A binary of the workspace built beside `alcubierre` (scripts/check builds every binary
+/// first; by hand: cargo build --workspace).
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_alcubierre"))
+        .parent()
+        .unwrap()
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build the workspace first (cargo build --workspace)",
+        bin.display()
+    );
+    bin
+}
