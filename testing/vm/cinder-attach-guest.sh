@@ -21,6 +21,10 @@ udevadm trigger --action=add
 udevadm settle -t 30
 alua_multipath_conf no
 multipathd
+# open-iscsi's lock directory made before os-brick logs in to the portals in parallel: two
+# iscsiadm runs creating it at once make one fail ("Could not open /run/lock/iscsi: 17 File
+# exists"), and that portal's session is lost.
+mkdir -p /run/lock/iscsi
 # A dead iSCSI path fails its I/O after 5 s, so dm-multipath retries it on another path.
 sed -i 's/^node.session.timeo.replacement_timeout = .*/node.session.timeo.replacement_timeout = 5/' \
 	/etc/iscsi/iscsid.conf
