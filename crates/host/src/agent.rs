@@ -31,6 +31,7 @@ use crate::nvme::{self, HostId, Nvme, Settings};
 use crate::plan::{plan, Path, Portal, Step};
 use crate::state::{StateDir, Wanted};
 use crate::sysfs::Root;
+pub use crate::view::{Attached, PathView, RoundReport};
 use crate::{device, Error, Protocol, Result};
 
 /// How long attach keeps connecting paths that do not come up (the nodes apply a new access
@@ -44,45 +45,6 @@ const API_TIMEOUT: Duration = Duration::from_secs(30);
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the daemon reports the host's liveness (the cluster's timeout is 10 s).
 const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
-
-/// One path of an attached volume, as the host sees it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct PathView {
-    /// Where it goes.
-    pub portal: String,
-    /// The host's name of it (`nvme3`, `session7`).
-    pub handle: String,
-    /// Its state (`live`, `connecting`; `LOGGED_IN`, `FAILED`) and, over NVMe, its ANA state.
-    pub state: String,
-}
-
-/// An attached volume.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct Attached {
-    /// The volume's id.
-    pub volume: String,
-    /// Its name.
-    pub name: String,
-    /// How it is reached.
-    pub protocol: Protocol,
-    /// The device to use (`/dev/disk/by-id/...` when udev made the link).
-    pub device: String,
-    /// The kernel's block device (`nvme1n1`, `dm-0`).
-    pub block: String,
-    /// Its paths.
-    pub paths: Vec<PathView>,
-}
-
-/// What a daemon round did to one volume.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RoundReport {
-    /// Paths connected (`volume: portal`).
-    pub connected: Vec<String>,
-    /// Paths dropped.
-    pub dropped: Vec<String>,
-    /// What failed (it is retried next round).
-    pub errors: Vec<String>,
-}
 
 /// The agent of this host.
 pub struct Agent {

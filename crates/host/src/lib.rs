@@ -16,7 +16,7 @@
 //! host has: which to connect, which to drop), with table tests; [`nvme`] and [`iscsi`] read the
 //! kernel's state (sysfs, under a root that tests point at a fake tree) and change it (the
 //! fabrics device, `iscsiadm`, `multipathd`); [`device`] finds whether a block device is in use;
-//! [`state`] is the desired-state file; [`connection`] reads a volume's connection info for
+//! [`state`] is the desired-state file; [`view`] is what the agent reports; [`connection`] reads a volume's connection info for
 //! this host; [`endpoints`] is the API at every node's address; [`agent`] puts them together;
 //! [`doctor`] checks the host. Nothing here runs in the storage nodes.
 
@@ -34,6 +34,7 @@ pub mod nvme;
 pub mod plan;
 pub mod state;
 pub mod sysfs;
+pub mod view;
 
 use std::path::PathBuf;
 
