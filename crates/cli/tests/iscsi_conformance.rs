@@ -88,6 +88,7 @@ fn libiscsi_conformance_does_not_regress() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let (_demo, ready) =
         common::spawn_ready(&["demo".as_ref(), "--dir".as_ref(), dir.path().as_os_str()]);
+    patient_lease(&ready);
     let url = ready["iscsi_url"].as_str().unwrap();
     let out = Command::new("iscsi-test-cu")
         .args(["--dataloss", "-v", url])
@@ -186,6 +187,7 @@ fn multipath_io_passes_through_every_pair_of_nodes() {
         .map(|u| u.as_str().unwrap())
         .collect();
     assert_eq!(urls.len(), 3, "{ready}");
+    patient_lease(&ready);
     for (a, b) in [(0, 1), (1, 2), (2, 0)] {
         zero_block_256(&ready);
         let out = Command::new("iscsi-test-cu")
@@ -216,6 +218,28 @@ fn multipath_io_passes_through_every_pair_of_nodes() {
 
 /// libiscsi's CompareAndWrite writes zeroes over blocks 0..256 but then compares blocks 0..=256:
 /// block 256 must read as zeroes before each run (it does on a new volume, not after a run).
+/// These tests judge SCSI semantics, not failover timing: libiscsi's tests do not retry a
+/// command that meets NOT READY / ASYMMETRIC ACCESS STATE TRANSITION, which a primary answers
+/// while its store lease (half the heartbeat timeout) has run out. On a 2-core CI machine with
+/// two demos, libiscsi and the build at once, a heartbeat round trip can stall past the
+/// default 2.5 s lease; a 30 s timeout (15 s lease) keeps such a stall from failing a test.
+/// The lease's own behaviour is tested by the partition and failover tests.
+fn patient_lease(ready: &serde_json::Value) {
+    let api = ready["api"].as_str().unwrap().trim_start_matches("http://");
+    let token = ready["token"].as_str().unwrap();
+    let (status, body) = common::http(
+        api,
+        "PATCH",
+        "/api/v1/cluster/config",
+        token,
+        r#"{"heartbeat_timeout_ms":30000}"#,
+    );
+    assert_eq!(status, 200, "setting the heartbeat timeout: {body}");
+    let (status, body) = common::http(api, "GET", "/api/v1/cluster/config", token, "");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"heartbeat_timeout_ms\":30000"), "{body}");
+}
+
 fn zero_block_256(ready: &serde_json::Value) {
     use alcubierre_nvmf::initiator::{cmd, HostConfig, HostController};
     let addr = ready["primary_addr"].as_str().unwrap().parse().unwrap();
