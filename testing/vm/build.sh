@@ -18,7 +18,7 @@
 #      editing an init script does not redo stage 1.
 set -euo pipefail
 
-VM_BUILD_VERSION="alcubierre-vm-2"
+VM_BUILD_VERSION="alcubierre-vm-3"
 
 SUITE=bookworm
 # Guest packages (installed without recommends on top of --variant=minbase).
@@ -26,13 +26,14 @@ GUEST_PACKAGES=(
 	linux-image-amd64 kmod
 	nvme-cli fio open-iscsi multipath-tools
 	iproute2 util-linux procps
+	xfsprogs # the CSI node plugin's xfs volumes (mkfs.xfs, xfs_growfs)
 	busybox-static # only its static binary is used, for the initrd
 	python3-os-brick # os-brick, as a compute host's Nova uses it (the Cinder driver's attach test)
 	dmidecode sg3-utils python3-psutil # what os-brick runs and imports besides the above
 )
 # Modules that must resolve (with all their dependencies) after pruning.
 CHECK_MODULES=(
-	virtio_pci virtio_blk virtio_net ext4 crc32c_generic 9p 9pnet_virtio
+	virtio_pci virtio_blk virtio_net ext4 xfs crc32c_generic 9p 9pnet_virtio
 	nvme-tcp nvme-fabrics nvmet nvmet-tcp null_blk loop
 	iscsi_tcp sd_mod sg dm-multipath dm-round-robin dm-service-time
 	target_core_mod target_core_iblock iscsi_target_mod configfs

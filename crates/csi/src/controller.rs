@@ -25,8 +25,8 @@ use crate::proto::controller_service_capability::rpc::Type as Rpc;
 use crate::proto::volume_capability::AccessType;
 use crate::proto::*;
 use crate::requests::{
-    caps, context, csi_snapshot, csi_volume, fits, mutable_qos, page, required, size_for, start_at,
-    unsupported, SIZE_UNIT,
+    caps, context, csi_snapshot, csi_volume, fits, mutable_qos, page, published_elsewhere,
+    required, single_node, size_for, start_at, unsupported, SIZE_UNIT,
 };
 use crate::status::{api, invalid};
 
@@ -235,16 +235,24 @@ impl Controller for ControllerService {
         }
         let v = self.volume(&r.volume_id).await?;
         let (id, node) = (v.id.clone(), r.node_id.clone());
+        let others: Vec<String> = v.hosts.iter().filter(|h| **h != node).cloned().collect();
+        let single = single_node(&cap);
+        let name = v.name.clone();
         // The node plugin registered its host (NQN, IQN) when it started.
         api(
             &self.client,
             &format!("publishing volume {} to node {}", v.name, r.node_id),
             move |c| {
                 c.host(&node)?;
-                c.attach(&id, &node, &v1::AttachRequest::default())
+                if single {
+                    if let Some(other) = others.first() {
+                        return Ok(Err(published_elsewhere(&name, other, c.host(other).ok())));
+                    }
+                }
+                c.attach(&id, &node, &v1::AttachRequest::default()).map(Ok)
             },
         )
-        .await?;
+        .await??;
         let ctx = HashMap::from([("volume_name".to_string(), v.name)]);
         Ok(Response::new(ControllerPublishVolumeResponse {
             publish_context: ctx,

@@ -120,8 +120,10 @@ pub(crate) fn csi_snapshot(s: &v1::Snapshot) -> Snapshot {
     }
 }
 
-/// The volume context handed to the node: how to attach it.
-pub(crate) fn context(
+/// A StorageClass's `parameters` as the driver reads them: the volume context handed to the
+/// node (how to attach it: `protocol`, `nvme-tcp` by default) and the QoS policy (`qos`);
+/// INVALID_ARGUMENT naming an unknown or bad parameter.
+pub fn context(
     params: &HashMap<String, String>,
 ) -> Result<(HashMap<String, String>, Option<String>), Status> {
     let mut ctx = HashMap::new();
@@ -154,7 +156,7 @@ pub(crate) fn context(
 }
 
 /// The QoS policy a VolumeAttributesClass's parameters name (`qos`; empty clears it).
-pub(crate) fn mutable_qos(params: &HashMap<String, String>) -> Result<Option<String>, Status> {
+pub fn mutable_qos(params: &HashMap<String, String>) -> Result<Option<String>, Status> {
     let mut qos = None;
     for (k, v) in params {
         match k.as_str() {
@@ -221,10 +223,78 @@ pub(crate) fn required(field: &str, v: &str) -> Result<(), Status> {
     }
 }
 
+/// Whether `cap` lets one node at a time have the volume (every mode but the MULTI_NODE ones).
+pub(crate) fn single_node(cap: &VolumeCapability) -> bool {
+    let mode = cap
+        .access_mode
+        .as_ref()
+        .and_then(|m| Mode::try_from(m.mode).ok())
+        .unwrap_or(Mode::Unknown);
+    !matches!(
+        mode,
+        Mode::MultiNodeReaderOnly | Mode::MultiNodeSingleWriter | Mode::MultiNodeMultiWriter
+    )
+}
+
+/// FAILED_PRECONDITION for publishing single-node `volume` while node `other` has it, saying
+/// how it comes free: unpublished there, or, when that node died, fenced (ControllerUnpublish
+/// of a node whose agent stopped reporting fences it; Kubernetes calls it once the node is
+/// marked out of service).
+pub(crate) fn published_elsewhere(volume: &str, other: &str, host: Option<v1::HostView>) -> Status {
+    let liveness = match host.and_then(|h| h.liveness) {
+        Some(l) if l.alive => "its agent is reporting".to_string(),
+        Some(l) => format!(
+            "its agent stopped reporting (last at {} ms since the epoch)",
+            l.last_seen_ms
+        ),
+        None => "no agent reports from it".to_string(),
+    };
+    Status::failed_precondition(format!(
+        "volume {volume} is published to node {other} ({liveness}) and its access mode allows one \
+         node: unpublish it there first; if that node died, mark it out of service \
+         (taint node.kubernetes.io/out-of-service) so Kubernetes force-detaches it, or fence it \
+         with `alcubierre host fence {other}`"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tonic::Code;
+
+    #[test]
+    fn one_node_at_a_time_unless_a_multi_node_mode() {
+        assert!(single_node(&cap(false, Mode::SingleNodeWriter)));
+        assert!(single_node(&cap(true, Mode::SingleNodeMultiWriter)));
+        assert!(!single_node(&cap(true, Mode::MultiNodeMultiWriter)));
+        assert!(!single_node(&cap(true, Mode::MultiNodeReaderOnly)));
+        let lost = v1::HostLiveness {
+            host: "a".into(),
+            agent: "alcubierre-csi".into(),
+            last_seen_ms: 7,
+            alive: false,
+            timeout_ms: 10_000,
+        };
+        let host = v1::HostView {
+            name: "a".into(),
+            nqn: None,
+            iqn: None,
+            nvme_hostid: None,
+            chap_user: None,
+            target_chap_user: None,
+            liveness: Some(lost),
+        };
+        let e = published_elsewhere("pv1", "a", Some(host));
+        assert_eq!(e.code(), Code::FailedPrecondition);
+        assert!(e.message().contains("stopped reporting"), "{}", e.message());
+        assert!(
+            e.message().contains("alcubierre host fence a"),
+            "{}",
+            e.message()
+        );
+        let e = published_elsewhere("pv1", "a", None);
+        assert!(e.message().contains("no agent reports"), "{}", e.message());
+    }
 
     fn cap(block: bool, mode: Mode) -> VolumeCapability {
         VolumeCapability {

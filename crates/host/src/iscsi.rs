@@ -215,6 +215,9 @@ fn portal_arg(p: &Portal) -> String {
     p.to_string()
 }
 
+/// open-iscsi's lock directory.
+const LOCK_DIR: &str = "/run/lock/iscsi";
+
 /// The CHAP credentials the host logs in with.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Chap {
@@ -229,6 +232,9 @@ pub struct Chap {
 pub fn login(iqn: &str, portal: &Portal, chap: Option<&Chap>) -> Result<()> {
     let p = portal_arg(portal);
     let node = ["-m", "node", "-T", iqn, "-p", p.as_str()];
+    // open-iscsi makes its lock directory on first use, and two iscsiadm runs making it at
+    // once fail ("File exists"): it is made here first.
+    let _ = std::fs::create_dir_all(LOCK_DIR);
     run("iscsiadm", &[&node[..], &["-o", "new"]].concat())?;
     let mut settings: Vec<(&str, &str)> = NODE_SETTINGS.to_vec();
     if let Some(c) = chap {

@@ -106,3 +106,19 @@ pub fn workspace_binary(name: &str) -> std::path::PathBuf {
     );
     bin
 }
+
+/// An example program of the workspace (`cargo build --workspace --examples`; scripts/check
+/// builds them first).
+pub fn workspace_example(name: &str) -> std::path::PathBuf {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_alcubierre"))
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build the examples first (cargo build --workspace --examples)",
+        bin.display()
+    );
+    bin
+}
