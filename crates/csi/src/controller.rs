@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use alcubierre_api::client::Client;
 use alcubierre_api::v1;
+use alcubierre_host::endpoints::Api;
 use tonic::{Code, Request, Response, Status};
 
 use crate::names::{cluster_name, parse_snapshot_id, snapshot_id};
@@ -32,12 +32,12 @@ use crate::status::{api, invalid};
 
 /// The Controller service.
 pub struct ControllerService {
-    client: Arc<Client>,
+    client: Arc<Api>,
 }
 
 impl ControllerService {
     /// The service asking `client`.
-    pub fn new(client: Arc<Client>) -> Self {
+    pub fn new(client: Arc<Api>) -> Self {
         Self { client }
     }
 }
@@ -277,7 +277,7 @@ impl Controller for ControllerService {
                         Err(e) => return Err(e),
                     }
                 } else {
-                    vec![node]
+                    vec![node.clone()]
                 };
                 for n in nodes {
                     // A node whose agent stopped reporting is fenced: its access and its

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use alcubierre_api::client::Client;
+use alcubierre_host::endpoints::Api;
 use tonic::{Request, Response, Status};
 
 use crate::proto::identity_server::Identity;
@@ -16,13 +16,13 @@ use crate::status::api;
 
 /// The Identity service.
 pub struct IdentityService {
-    client: Arc<Client>,
+    client: Arc<Api>,
     controller: bool,
 }
 
 impl IdentityService {
     /// The service of a driver that asks `client`; `controller`: it serves the controller.
-    pub fn new(client: Arc<Client>, controller: bool) -> Self {
+    pub fn new(client: Arc<Api>, controller: bool) -> Self {
         Self { client, controller }
     }
 }

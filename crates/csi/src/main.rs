@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use alcubierre_api::client::Client;
 use alcubierre_csi::controller::ControllerService;
 use alcubierre_csi::identity::IdentityService;
 use alcubierre_csi::node::NodeService;
 use alcubierre_csi::proto::controller_server::ControllerServer;
 use alcubierre_csi::proto::identity_server::IdentityServer;
 use alcubierre_csi::proto::node_server::NodeServer;
+use alcubierre_host::endpoints::Api;
 use anyhow::Context;
 use clap::Parser;
 
@@ -20,9 +20,10 @@ struct Cli {
     /// Where to serve: `unix:///path/csi.sock` (or a path).
     #[arg(long, env = "CSI_ENDPOINT")]
     endpoint: String,
-    /// The cluster's API.
-    #[arg(long, env = "ALCUBIERRE_API")]
-    api: String,
+    /// The cluster's API: one URL or several, comma-separated (every storage node's, say); a
+    /// call goes to the one that answered last, and on to the next when it does not answer.
+    #[arg(long, env = "ALCUBIERRE_API", value_delimiter = ',', required = true)]
+    api: Vec<String>,
     /// The API token.
     #[arg(long, env = "ALCUBIERRE_TOKEN", hide_env_values = true)]
     token: String,
@@ -47,6 +48,9 @@ struct Cli {
     state_dir: PathBuf,
 }
 
+/// How long a call to the cluster's API may take on one endpoint.
+const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -64,21 +68,21 @@ async fn main() -> anyhow::Result<()> {
             .trim()
             .to_string(),
     };
-    let client = Arc::new(Client::new(&cli.api, &cli.token, cli.ca_cert.as_deref())?);
+    let cfg = alcubierre_host::config::Config {
+        api: cli.api.clone(),
+        token: cli.token.clone(),
+        ca_cert: cli.ca_cert.clone(),
+        host: Some(node_id.clone()),
+        protocol: alcubierre_host::Protocol::NvmeTcp,
+        state_dir: cli.state_dir.clone(),
+        interval_ms: 2000,
+        chap_secret_file: None,
+    };
+    let client = Arc::new(Api::new(&cfg, API_TIMEOUT).context("--api")?);
     let controller = cli.mode != "node";
     let node = cli.mode != "controller";
     let agent = if node {
         register(&client, &node_id, cli.node_nqn, cli.node_iqn).await;
-        let cfg = alcubierre_host::config::Config {
-            api: vec![cli.api.clone()],
-            token: cli.token.clone(),
-            ca_cert: cli.ca_cert.clone(),
-            host: Some(node_id.clone()),
-            protocol: alcubierre_host::Protocol::NvmeTcp,
-            state_dir: cli.state_dir.clone(),
-            interval_ms: 2000,
-            chap_secret_file: None,
-        };
         match alcubierre_host::agent::Agent::new(cfg, Default::default()) {
             Ok(a) => {
                 let a = Arc::new(a);
@@ -129,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
 /// Registers this node's host in the cluster (its NVMe host NQN, Host Identifier and IQN), so
 /// that ControllerPublishVolume can attach volumes to it; an existing host is kept (its CHAP
 /// credentials with it).
-async fn register(client: &Arc<Client>, node: &str, nqn: Option<String>, iqn: Option<String>) {
+async fn register(client: &Arc<Api>, node: &str, nqn: Option<String>, iqn: Option<String>) {
     let id = alcubierre_host::identity::Identity::read(&Default::default(), Some(node));
     let host = alcubierre_api::v1::Host {
         name: node.to_string(),
@@ -145,16 +149,18 @@ async fn register(client: &Arc<Client>, node: &str, nqn: Option<String>, iqn: Op
     }
     let c = client.clone();
     let node = node.to_string();
-    let r = tokio::task::spawn_blocking(move || match c.host(&node) {
-        Ok(_) => Ok(false),
-        Err(e) if e.is_not_found() => c
-            .call::<alcubierre_api::v1::HostView>(
-                "PUT",
-                &format!("/api/v1/hosts/{node}"),
-                Some(&host),
-            )
-            .map(|_| true),
-        Err(e) => Err(e),
+    let r = tokio::task::spawn_blocking(move || {
+        c.call(|c| match c.host(&node) {
+            Ok(_) => Ok(false),
+            Err(e) if e.is_not_found() => c
+                .call::<alcubierre_api::v1::HostView>(
+                    "PUT",
+                    &format!("/api/v1/hosts/{node}"),
+                    Some(&host),
+                )
+                .map(|_| true),
+            Err(e) => Err(e),
+        })
     })
     .await;
     match r {

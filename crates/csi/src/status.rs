@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use alcubierre_api::client::{Client, ClientError};
+use alcubierre_host::endpoints::Api;
 use tonic::{Code, Status};
 
 /// The API's error as the status the CSI specification expects; `what` says what the call was
@@ -34,17 +35,21 @@ pub fn invalid(field: &str, why: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {why}"))
 }
 
-/// Runs `f` on the API client off the async workers.
+/// Runs `f` on the cluster's API off the async workers: on the endpoint that answered last,
+/// then on the next ones while none answers or one cannot serve (5xx).
 pub async fn api<T: Send + 'static>(
-    client: &Arc<Client>,
+    client: &Arc<Api>,
     what: &str,
-    f: impl FnOnce(&Client) -> Result<T, ClientError> + Send + 'static,
+    f: impl Fn(&Client) -> Result<T, ClientError> + Send + 'static,
 ) -> Result<T, Status> {
     let c = client.clone();
-    tokio::task::spawn_blocking(move || f(&c))
+    tokio::task::spawn_blocking(move || c.call(f))
         .await
         .map_err(|e| Status::internal(format!("{what}: {e}")))?
-        .map_err(|e| from_api(what, &e))
+        .map_err(|e| match e {
+            alcubierre_host::Error::Api(a) => from_api(what, &a),
+            other => Status::internal(format!("{what}: {other}")),
+        })
 }
 
 #[cfg(test)]
