@@ -53,6 +53,13 @@ start_node_plugin() {
 	PLUGIN=$!
 	wait_socket /run/csi-node.sock
 }
+# teardown VOL: what the kubelet and the sidecars do when the pod and its claim go.
+teardown() {
+	call --endpoint $SOCK node-unpublish "$1" $TARGET
+	call --endpoint $SOCK unstage "$1" $STAGE
+	call --endpoint $CTL unpublish "$1" $NODE
+	call --endpoint $CTL delete "$1"
+}
 # timed LABEL CMD...: runs CMD and prints how long it took.
 timed() {
 	local label=$1 t0
@@ -156,10 +163,7 @@ grep -qx "abnormal=false" stats.txt
 [ "$(sha256sum <$TARGET/data.bin | cut -d' ' -f1)" = "$(cat data.sha)" ]
 echo "EXPANDED-ONLINE $size"
 
-call --endpoint $SOCK node-unpublish "$VOL" $TARGET
-call --endpoint $SOCK unstage "$VOL" $STAGE
-call --endpoint $CTL unpublish "$VOL" node-b
-call --endpoint $CTL delete "$VOL"
+teardown "$VOL"
 [ -z "$(ls /sys/class/nvme/ 2>/dev/null)" ]
 echo "NVME-CYCLE-DONE"
 
@@ -182,10 +186,7 @@ size=$(df -B1 --output=size $TARGET | tail -1 | tr -d ' ')
 echo 3 >/proc/sys/vm/drop_caches
 [ "$(sha256sum <$TARGET/data.bin | cut -d' ' -f1)" = "$sha" ]
 echo "ISCSI-XFS-EXPANDED $size"
-call --endpoint $SOCK node-unpublish "$VOL" $TARGET
-call --endpoint $SOCK unstage "$VOL" $STAGE
-call --endpoint $CTL unpublish "$VOL" node-b
-call --endpoint $CTL delete "$VOL"
+teardown "$VOL"
 if iscsiadm -m session 2>/dev/null; then
 	echo "iSCSI sessions left behind" >&2
 	exit 1
