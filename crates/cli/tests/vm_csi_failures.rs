@@ -77,6 +77,8 @@ async fn a_dead_nodes_volume_is_staged_elsewhere_after_a_fenced_unpublish() {
         died.elapsed().as_secs_f64(),
         host["liveness"]
     );
+    let agent = host["liveness"]["agent"].as_str().unwrap_or("");
+    assert!(agent.starts_with("alcubierre-csi "), "{host}");
     let id = std::fs::read_to_string(c.share.join("vol-id")).unwrap();
     let v = json_call(
         &c.apis[0],

@@ -85,7 +85,9 @@ async fn main() -> anyhow::Result<()> {
         register(&client, &node_id, cli.node_nqn, cli.node_iqn).await;
         match alcubierre_host::agent::Agent::new(cfg, Default::default()) {
             Ok(a) => {
-                let a = Arc::new(a);
+                let a = Arc::new(
+                    a.reported_as(format!("alcubierre-csi {}", env!("CARGO_PKG_VERSION"))),
+                );
                 // The staged volumes' paths kept, and the node's liveness reported.
                 let daemon = a.clone();
                 std::thread::spawn(move || daemon.run(&std::sync::atomic::AtomicBool::new(false)));

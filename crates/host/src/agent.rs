@@ -59,6 +59,8 @@ pub struct Agent {
     nvme: Nvme,
     iscsi: Iscsi,
     state: StateDir,
+    /// What the liveness reports name as the agent.
+    reporter: String,
 }
 
 impl Agent {
@@ -76,10 +78,18 @@ impl Agent {
             nvme: Nvme::new(root.clone()),
             iscsi: Iscsi::new(root.clone()),
             state: StateDir::new(&cfg.state_dir),
+            reporter: format!("alcubierre-node {}", env!("CARGO_PKG_VERSION")),
             root,
             id,
             cfg,
         })
+    }
+
+    /// The agent whose liveness reports name `reporter` as the agent (the CSI node plugin's
+    /// name theirs).
+    pub fn reported_as(mut self, reporter: String) -> Self {
+        self.reporter = reporter;
+        self
     }
 
     /// The API.
@@ -694,7 +704,7 @@ impl Agent {
     /// Reports the host's liveness to the cluster (short timeouts per endpoint).
     pub fn heartbeat(&self) -> Result<v1::HostLiveness> {
         let body = v1::Heartbeat {
-            agent: format!("alcubierre-node {}", env!("CARGO_PKG_VERSION")),
+            agent: self.reporter.clone(),
         };
         self.beat.call(|c| c.heartbeat(&self.id.name, &body))
     }
