@@ -149,6 +149,8 @@ timed stage call --endpoint $SOCK stage "$VOL" $STAGE
 timed node-publish call --endpoint $SOCK node-publish "$VOL" $STAGE $TARGET
 t1=$(date +%s%N)
 echo "TAKEOVER-MS $(((t1 - t0) / 1000000))"
+# The unpublish fenced node-a (a force detach: access and reservations gone), not a plain detach.
+grep "fenced node node-a off volume $VOL" ctl-$NODE.log
 [ "$(sha256sum <$TARGET/data.bin | cut -d' ' -f1)" = "$(cat data.sha)" ]
 echo "DATA-VERIFIED-ON-B"
 

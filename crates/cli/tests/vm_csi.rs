@@ -54,6 +54,14 @@ async fn csi_sanity_passes_with_the_node_service_in_the_vm() {
             .find(|l| l.starts_with(&format!("SANITY {mode}:")))
             .unwrap_or_else(|| panic!("no {mode} summary"));
         assert!(line.contains(" 0 Failed"), "{line}");
+        // Every spec that applies ran: not a run that skipped them.
+        let passed: u32 = line
+            .split(" Passed")
+            .next()
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(passed >= 80, "{mode}: {passed} passed: {line}");
     }
     drop(c);
 }

@@ -22,7 +22,6 @@ use tonic::{Code, Request, Response, Status};
 use crate::names::{cluster_name, parse_snapshot_id, snapshot_id};
 use crate::proto::controller_server::Controller;
 use crate::proto::controller_service_capability::rpc::Type as Rpc;
-use crate::proto::volume_capability::AccessType;
 use crate::proto::*;
 use crate::requests::{
     caps, context, csi_snapshot, csi_volume, fits, mutable_qos, page, published_elsewhere,
@@ -100,7 +99,7 @@ impl ControllerService {
             Some(Type::Volume(v)) => {
                 let src = self.volume(&v.volume_id).await?;
                 // The clone's own snapshot of its source, named after the clone.
-                let snap = cluster_name(&format!("clone-{name}"));
+                let snap = clone_snapshot(name);
                 let (id, s2) = (src.id.clone(), snap.clone());
                 let made = api(
                     &self.client,
@@ -117,6 +116,28 @@ impl ControllerService {
                     snapshot: s.name,
                 }))
             }
+        }
+    }
+
+    /// Deletes the snapshot a clone of a volume was made from, once the clone exists (a clone
+    /// is an independent image; the snapshot would only hold space and keep its source from
+    /// being deleted). A failure is logged: the snapshot is listed, and deleted by hand.
+    async fn forget_clone_snapshot(&self, name: &str, src: Option<&VolumeContentSource>) {
+        let Some(volume_content_source::Type::Volume(v)) = src.and_then(|s| s.r#type.as_ref())
+        else {
+            return;
+        };
+        let (id, snap) = (v.volume_id.clone(), clone_snapshot(name));
+        let what = format!("deleting the clone's snapshot {snap} of volume {id}");
+        let r = api(&self.client, &what, move |c| {
+            match c.delete_snapshot(&id, &snap) {
+                Err(e) if e.is_not_found() => Ok(()),
+                r => r.map(|_| ()),
+            }
+        })
+        .await;
+        if let Err(e) = r {
+            tracing::warn!("{}", e.message());
         }
     }
 
@@ -173,9 +194,18 @@ impl Controller for ControllerService {
                     r.name, v.size
                 )));
             }
-            return Ok(Response::new(CreateVolumeResponse {
-                volume: Some(csi_volume(&v, ctx)),
-            }));
+            if !same_source(v.source.as_ref(), r.volume_content_source.as_ref()) {
+                return Err(Status::already_exists(format!(
+                    "volume {:?} exists made from {:?}, not from the content source asked for; \
+                     use another name",
+                    r.name, v.source
+                )));
+            }
+            self.forget_clone_snapshot(&name, r.volume_content_source.as_ref())
+                .await;
+            let mut vol = csi_volume(&v, ctx);
+            vol.content_source = r.volume_content_source;
+            return Ok(Response::new(CreateVolumeResponse { volume: Some(vol) }));
         }
         let source = self.source(&name, r.volume_content_source.as_ref()).await?;
         let req = v1::CreateVolume {
@@ -197,6 +227,8 @@ impl Controller for ControllerService {
             }
             _ => e,
         })?;
+        self.forget_clone_snapshot(&name, r.volume_content_source.as_ref())
+            .await;
         let mut vol = csi_volume(&v, ctx);
         vol.content_source = r.volume_content_source;
         Ok(Response::new(CreateVolumeResponse { volume: Some(vol) }))
@@ -208,15 +240,29 @@ impl Controller for ControllerService {
     ) -> Result<Response<DeleteVolumeResponse>, Status> {
         let id = r.into_inner().volume_id;
         required("volume_id", &id)?;
-        api(
-            &self.client,
-            &format!("deleting volume {id}"),
-            move |c| match c.delete_volume(&id) {
-                Err(e) if e.is_not_found() => Ok(()),
-                r => r.map(|_| ()),
-            },
-        )
-        .await?;
+        api(&self.client, &format!("deleting volume {id}"), move |c| {
+            // The backend image goes with its snapshots: a volume with VolumeSnapshots is kept
+            // until they are deleted (the specification's FAILED_PRECONDITION).
+            match c.snapshots(&id) {
+                Ok(snaps) if !snaps.is_empty() => {
+                    let names: Vec<&str> = snaps.iter().map(|s| s.name.as_str()).collect();
+                    return Ok(Err(Status::failed_precondition(format!(
+                        "volume {id} has {} snapshot(s) ({}), which go with it: delete its \
+                         VolumeSnapshots first",
+                        names.len(),
+                        names.join(", ")
+                    ))));
+                }
+                Err(e) if e.is_not_found() => return Ok(Ok(())),
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
+            match c.delete_volume(&id) {
+                Err(e) if e.is_not_found() => Ok(Ok(())),
+                r => r.map(|_| Ok(())),
+            }
+        })
+        .await??;
         Ok(Response::new(DeleteVolumeResponse {}))
     }
 
@@ -273,7 +319,7 @@ impl Controller for ControllerService {
                 let nodes: Vec<String> = if node.is_empty() {
                     match c.volume(&id) {
                         Ok(v) => v.hosts,
-                        Err(e) if e.is_not_found() => return Ok(()),
+                        Err(e) if e.is_not_found() => return Ok(Ok(())),
                         Err(e) => return Err(e),
                     }
                 } else {
@@ -288,15 +334,27 @@ impl Controller for ControllerService {
                         Err(e) => return Err(e),
                     };
                     match c.detach(&id, &n, lost) {
+                        // The fence waits for the volume's primary: not done until it is, so
+                        // the attacher retries and no other node is published meanwhile.
+                        Ok(d) if d.fence == Some(v1::FenceState::Pending) => {
+                            return Ok(Err(Status::unavailable(format!(
+                                "node {n} is fenced off volume {id} once its primary serves it \
+                                 again (pending); retrying"
+                            ))))
+                        }
+                        Ok(d) if d.fence == Some(v1::FenceState::Done) => tracing::info!(
+                            "fenced node {n} off volume {id}: its agent stopped reporting; its \
+                             access and reservations are gone"
+                        ),
                         Ok(_) => {}
                         Err(e) if e.is_not_found() => {}
                         Err(e) => return Err(e),
                     }
                 }
-                Ok(())
+                Ok(Ok(()))
             },
         )
-        .await?;
+        .await??;
         Ok(Response::new(ControllerUnpublishVolumeResponse {}))
     }
 
@@ -515,12 +573,6 @@ impl Controller for ControllerService {
             .ok_or_else(|| invalid("capacity_range", "required"))?;
         let size = size_for(Some(range))?;
         let v = self.volume(&r.volume_id).await?;
-        let block = matches!(
-            r.volume_capability
-                .as_ref()
-                .and_then(|c| c.access_type.as_ref()),
-            Some(AccessType::Block(_))
-        );
         let v = if v.size >= size {
             v
         } else {
@@ -534,8 +586,9 @@ impl Controller for ControllerService {
         };
         Ok(Response::new(ControllerExpandVolumeResponse {
             capacity_bytes: v.size as i64,
-            // A file system grows on the node (NodeExpandVolume); a raw block device is done.
-            node_expansion_required: !block,
+            // The node rescans its paths (iSCSI) and controllers (NVMe) so the device shows the
+            // new size, raw block too, and grows a file system.
+            node_expansion_required: true,
         }))
     }
 
@@ -585,5 +638,54 @@ impl Controller for ControllerService {
             .await?;
         }
         Ok(Response::new(ControllerModifyVolumeResponse {}))
+    }
+}
+
+/// The name of the snapshot volume `name` is cloned through when made from a volume.
+fn clone_snapshot(name: &str) -> String {
+    cluster_name(&format!("clone-{name}"))
+}
+
+/// Whether existing volume's `have` source is the content source `want` asks for.
+fn same_source(have: Option<&v1::VolumeSource>, want: Option<&VolumeContentSource>) -> bool {
+    use volume_content_source::Type;
+    match (have, want.and_then(|w| w.r#type.as_ref())) {
+        (_, None) => have.is_none(),
+        (Some(h), Some(Type::Snapshot(s))) => {
+            parse_snapshot_id(&s.snapshot_id) == Some((h.volume.as_str(), h.snapshot.as_str()))
+        }
+        (Some(h), Some(Type::Volume(v))) => h.volume == v.volume_id,
+        (None, Some(_)) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retried_create_matches_the_content_source_it_was_made_from() {
+        use volume_content_source::{SnapshotSource, Type, VolumeSource};
+        let snap = |id: &str| VolumeContentSource {
+            r#type: Some(Type::Snapshot(SnapshotSource {
+                snapshot_id: id.into(),
+            })),
+        };
+        let vol = |id: &str| VolumeContentSource {
+            r#type: Some(Type::Volume(VolumeSource {
+                volume_id: id.into(),
+            })),
+        };
+        let made = v1::VolumeSource {
+            volume: "v1".into(),
+            snapshot: "s1".into(),
+        };
+        assert!(same_source(None, None));
+        assert!(!same_source(Some(&made), None));
+        assert!(!same_source(None, Some(&snap("v1@s1"))));
+        assert!(same_source(Some(&made), Some(&snap("v1@s1"))));
+        assert!(!same_source(Some(&made), Some(&snap("v1@s2"))));
+        assert!(same_source(Some(&made), Some(&vol("v1"))));
+        assert!(!same_source(Some(&made), Some(&vol("v2"))));
     }
 }

@@ -1,9 +1,6 @@
-//! The Identity service: the driver's name and version, its capabilities, and a probe that
-//! asks the cluster's API.
+//! The Identity service: the driver's name and version, its capabilities, and a probe of the
+//! plugin itself.
 
-use std::sync::Arc;
-
-use alcubierre_host::endpoints::Api;
 use tonic::{Request, Response, Status};
 
 use crate::proto::identity_server::Identity;
@@ -12,18 +9,16 @@ use crate::proto::{
     GetPluginCapabilitiesRequest, GetPluginCapabilitiesResponse, GetPluginInfoRequest,
     GetPluginInfoResponse, PluginCapability, ProbeRequest, ProbeResponse,
 };
-use crate::status::api;
 
 /// The Identity service.
 pub struct IdentityService {
-    client: Arc<Api>,
     controller: bool,
 }
 
 impl IdentityService {
-    /// The service of a driver that asks `client`; `controller`: it serves the controller.
-    pub fn new(client: Arc<Api>, controller: bool) -> Self {
-        Self { client, controller }
+    /// The service of a driver; `controller`: it serves the controller.
+    pub fn new(controller: bool) -> Self {
+        Self { controller }
     }
 }
 
@@ -69,8 +64,9 @@ impl Identity for IdentityService {
     }
 
     async fn probe(&self, _: Request<ProbeRequest>) -> Result<Response<ProbeResponse>, Status> {
-        // Ready when the cluster's API answers.
-        api(&self.client, "probing the cluster's API", |c| c.status()).await?;
+        // Ready when it answers: the kubelet's liveness probe asks this, and restarting the
+        // plugin cannot mend the cluster's API (each call that needs it says when it does not
+        // answer), while the node's unpublish and unstage need no API at all.
         Ok(Response::new(ProbeResponse { ready: Some(true) }))
     }
 }

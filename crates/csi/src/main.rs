@@ -48,6 +48,9 @@ struct Cli {
     state_dir: PathBuf,
 }
 
+/// How often an unregistered node plugin tries to register its host again.
+const REGISTER_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long a call to the cluster's API may take on one endpoint.
 const API_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -82,11 +85,24 @@ async fn main() -> anyhow::Result<()> {
     let controller = cli.mode != "node";
     let node = cli.mode != "controller";
     let agent = if node {
-        register(&client, &node_id, cli.node_nqn, cli.node_iqn).await;
+        // Until it is registered: the API may not answer yet, or the node's NQN or IQN may
+        // appear later (nvme-cli or open-iscsi installed after the plugin started).
+        let (c, n, nqn, iqn) = (client.clone(), node_id.clone(), cli.node_nqn, cli.node_iqn);
+        if !register(&c, &n, nqn.clone(), iqn.clone()).await {
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(REGISTER_RETRY).await;
+                    if register(&c, &n, nqn.clone(), iqn.clone()).await {
+                        break;
+                    }
+                }
+            });
+        }
         match alcubierre_host::agent::Agent::new(cfg, Default::default()) {
             Ok(a) => {
                 let a = Arc::new(
-                    a.reported_as(format!("alcubierre-csi {}", env!("CARGO_PKG_VERSION"))),
+                    a.reported_as(format!("alcubierre-csi {}", env!("CARGO_PKG_VERSION")))
+                        .published_only(),
                 );
                 // The staged volumes' paths kept, and the node's liveness reported.
                 let daemon = a.clone();
@@ -114,10 +130,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("--endpoint: listening on {}", path.display()))?;
     tracing::info!(endpoint = %path.display(), mode = %cli.mode, "serving the CSI services");
     tonic::transport::Server::builder()
-        .add_service(IdentityServer::new(IdentityService::new(
-            client.clone(),
-            controller,
-        )))
+        .add_service(IdentityServer::new(IdentityService::new(controller)))
         .add_optional_service(
             controller.then(|| ControllerServer::new(ControllerService::new(client))),
         )
@@ -134,8 +147,8 @@ async fn main() -> anyhow::Result<()> {
 
 /// Registers this node's host in the cluster (its NVMe host NQN, Host Identifier and IQN), so
 /// that ControllerPublishVolume can attach volumes to it; an existing host is kept (its CHAP
-/// credentials with it).
-async fn register(client: &Arc<Api>, node: &str, nqn: Option<String>, iqn: Option<String>) {
+/// credentials with it). Whether the host is registered.
+async fn register(client: &Arc<Api>, node: &str, nqn: Option<String>, iqn: Option<String>) -> bool {
     let id = alcubierre_host::identity::Identity::read(&Default::default(), Some(node));
     let host = alcubierre_api::v1::Host {
         name: node.to_string(),
@@ -146,8 +159,8 @@ async fn register(client: &Arc<Api>, node: &str, nqn: Option<String>, iqn: Optio
         target_chap: None,
     };
     if host.nqn.is_none() && host.iqn.is_none() {
-        tracing::error!(node, "no NVMe host NQN and no iSCSI IQN on this node (/etc/nvme/hostnqn, /etc/iscsi/initiatorname.iscsi): volumes cannot be published to it");
-        return;
+        tracing::error!(node, "no NVMe host NQN and no iSCSI IQN on this node (/etc/nvme/hostnqn, /etc/iscsi/initiatorname.iscsi): volumes cannot be published to it until one is there");
+        return false;
     }
     let c = client.clone();
     let node = node.to_string();
@@ -166,9 +179,19 @@ async fn register(client: &Arc<Api>, node: &str, nqn: Option<String>, iqn: Optio
     })
     .await;
     match r {
-        Ok(Ok(true)) => tracing::info!("registered this node's host in the cluster"),
-        Ok(Ok(false)) => {}
-        Ok(Err(e)) => tracing::error!("registering this node's host: {e}"),
-        Err(e) => tracing::error!("registering this node's host: {e}"),
+        Ok(Ok(made)) => {
+            if made {
+                tracing::info!("registered this node's host in the cluster");
+            }
+            true
+        }
+        Ok(Err(e)) => {
+            tracing::error!("registering this node's host (retried every 10 s): {e}");
+            false
+        }
+        Err(e) => {
+            tracing::error!("registering this node's host (retried every 10 s): {e}");
+            false
+        }
     }
 }

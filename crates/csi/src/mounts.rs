@@ -59,23 +59,41 @@ pub async fn unmount(path: &str) -> Result<(), Status> {
     Ok(())
 }
 
-/// The file system on `device` (`blkid`), `None` when it has none.
+/// The file system on `device` (`blkid`), `None` when it is blank. A device with a partition
+/// table and no file system is not blank: FAILED_PRECONDITION rather than a mkfs over it.
 pub async fn fs_type(device: &str) -> Result<Option<String>, Status> {
     let out = tokio::process::Command::new("blkid")
-        .args(["-p", "-o", "value", "-s", "TYPE", device])
+        .args(["-p", "-o", "export", "-s", "TYPE", "-s", "PTTYPE", device])
         .output()
         .await
         .map_err(|e| Status::internal(format!("running blkid: {e} (is util-linux installed?)")))?;
     match out.status.code() {
-        Some(0) => Ok(
-            Some(String::from_utf8_lossy(&out.stdout).trim().to_string()).filter(|t| !t.is_empty()),
-        ),
+        Some(0) => probed(device, &String::from_utf8_lossy(&out.stdout)),
         // 2: nothing found (a blank device).
         Some(2) => Ok(None),
         _ => Err(Status::internal(format!(
             "blkid {device}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ))),
+    }
+}
+
+/// What `blkid -o export -s TYPE -s PTTYPE` found on `device`.
+fn probed(device: &str, export: &str) -> Result<Option<String>, Status> {
+    let value = |key: &str| {
+        export
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    match (value("TYPE"), value("PTTYPE")) {
+        (Some(t), _) => Ok(Some(t.to_string())),
+        (None, Some(pt)) => Err(Status::failed_precondition(format!(
+            "{device} holds a {pt} partition table and no file system: not formatting it; \
+             use a blank volume, or wipe it (wipefs -a) if its data is not wanted"
+        ))),
+        (None, None) => Ok(None),
     }
 }
 
@@ -127,6 +145,22 @@ pub fn parse_statfs(out: &str) -> Option<([i64; 3], [i64; 3])> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_table_is_not_a_blank_device() {
+        assert_eq!(
+            probed("/dev/x", "TYPE=xfs\n").unwrap().as_deref(),
+            Some("xfs")
+        );
+        assert_eq!(probed("/dev/x", "").unwrap(), None);
+        let e = probed("/dev/x", "PTTYPE=gpt\n").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            e.message().contains("gpt partition table"),
+            "{}",
+            e.message()
+        );
+    }
 
     #[test]
     fn mount_points_and_usage_are_read() {

@@ -194,12 +194,22 @@ impl Node for NodeService {
         std::fs::create_dir_all(staging)
             .map_err(|e| Status::internal(format!("creating {staging}: {e}")))?;
         let mut args = vec!["-t", fs];
-        let opts = flags.join(",");
+        let mut opts = flags.to_vec();
+        if fs == "xfs" && !opts.iter().any(|o| o == "nouuid") {
+            // A clone or a restored snapshot has its source's UUID: mountable beside it.
+            opts.push("nouuid".into());
+        }
+        let opts = opts.join(",");
         if !opts.is_empty() {
             args.extend(["-o", &opts]);
         }
         args.extend([device.as_str(), staging.as_str()]);
         run("mount", &args).await?;
+        // A volume restored from a snapshot or cloned into a larger size has its source's
+        // smaller file system: grown to the device (nothing to do otherwise).
+        if !flags.iter().any(|f| f == "ro") {
+            grow(fs, &device, staging).await?;
+        }
         Ok(Response::new(NodeStageVolumeResponse {}))
     }
 

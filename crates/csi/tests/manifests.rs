@@ -311,6 +311,11 @@ fn the_node_plugin_reaches_the_hosts_devices_and_registers_with_the_kubelet() {
         Value::Bool(true),
         "{what}: iscsid's abstract socket"
     );
+    assert_eq!(
+        spec["hostIPC"],
+        Value::Bool(true),
+        "{what}: device-mapper's udev cookies"
+    );
     let host_path = |name: &str| {
         seq(spec, "volumes")
             .iter()
@@ -424,8 +429,10 @@ fn the_driver_accepts_every_flag_the_manifests_give_it() {
     }
 }
 
-/// `(apiGroup, resource, verb)` each sidecar needs, by image name, as kubernetes-csi's
-/// sidecars document them (leader election's leases in the namespace for all of them).
+/// `(apiGroup, resource, verb)` each sidecar needs, by image name, from kubernetes-csi's
+/// sidecars' own RBAC and code at the pinned versions (leader election's leases in the
+/// namespace for all of them). A hand-kept table: a new sidecar version's needs are added here
+/// when it is pinned.
 fn needs(image: &str) -> Vec<(&'static str, &'static str, &'static str)> {
     let mut n: Vec<(&str, &str, &str)> = match image {
         "csi-provisioner" => vec![
@@ -441,6 +448,7 @@ fn needs(image: &str) -> Vec<(&'static str, &'static str, &'static str)> {
             ("snapshot.storage.k8s.io", "volumesnapshots", "get"),
             ("snapshot.storage.k8s.io", "volumesnapshotcontents", "get"),
             ("storage.k8s.io", "volumeattachments", "list"),
+            ("storage.k8s.io", "volumeattributesclasses", "get"),
         ],
         "csi-attacher" => vec![
             ("", "persistentvolumes", "patch"),
@@ -470,6 +478,21 @@ fn needs(image: &str) -> Vec<(&'static str, &'static str, &'static str)> {
                 "update",
             ),
             ("", "events", "create"),
+            (
+                "groupsnapshot.storage.k8s.io",
+                "volumegroupsnapshotclasses",
+                "watch",
+            ),
+            (
+                "groupsnapshot.storage.k8s.io",
+                "volumegroupsnapshotcontents",
+                "watch",
+            ),
+            (
+                "groupsnapshot.storage.k8s.io",
+                "volumegroupsnapshotcontents",
+                "update",
+            ),
         ],
         _ => return vec![],
     };

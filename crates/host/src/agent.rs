@@ -61,6 +61,8 @@ pub struct Agent {
     state: StateDir,
     /// What the liveness reports name as the agent.
     reporter: String,
+    /// Whether attaching needs the host's attachment made already (by the CSI controller).
+    published_only: bool,
 }
 
 impl Agent {
@@ -79,6 +81,7 @@ impl Agent {
             iscsi: Iscsi::new(root.clone()),
             state: StateDir::new(&cfg.state_dir),
             reporter: format!("alcubierre-node {}", env!("CARGO_PKG_VERSION")),
+            published_only: false,
             root,
             id,
             cfg,
@@ -89,6 +92,14 @@ impl Agent {
     /// name theirs).
     pub fn reported_as(mut self, reporter: String) -> Self {
         self.reporter = reporter;
+        self
+    }
+
+    /// The agent that attaches only volumes the host is attached to already (the CSI node
+    /// plugin: ControllerPublishVolume makes the attachment, and a node must never make one
+    /// itself, which could undo a fence or give a single-node volume a second node).
+    pub fn published_only(mut self) -> Self {
+        self.published_only = true;
         self
     }
 
@@ -170,6 +181,13 @@ impl Agent {
             )));
         }
         let was = v.hosts.contains(&host);
+        if self.published_only && !was {
+            return Err(Error::Invalid(format!(
+                "volume {} is not published to this node ({host}): ControllerPublishVolume \
+                 attaches it first (a fenced node's attachment is gone until it is published again)",
+                v.name
+            )));
+        }
         let conn = self.api.call(|c| c.connection(&v.id))?;
         let before = wanted_of(&conn, protocol)?;
         let had_paths = self.has_paths(&before);
