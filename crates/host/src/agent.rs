@@ -1,4 +1,4 @@
-//! The agent: attach, detach, the daemon's round, the host's liveness. Each call takes the
+//! The agent: attach, detach, status. Each call takes the
 //! state directory's lock, so a command and the daemon never change the host at once.
 //!
 //! Attach: the API's attachment (the host's NQN, Host Identifier and IQN join the volume's
@@ -11,12 +11,8 @@
 //! desired state, drops every path (and the map, the disks, the iSCSI node records), then the
 //! API's attachment.
 //!
-//! A round of the daemon: the host's heartbeat, then for each desired volume its connection
-//! info and one pass of the plan: lost paths connected again, new replica nodes' portals
-//! connected, departed nodes' paths dropped. A round never tears a volume down: when the API
-//! does not answer, or says the volume is gone, the paths stay and the round says so.
+//! The daemon's rounds and liveness reports are [`crate::daemon`]'s.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use alcubierre_api::v1;
@@ -43,8 +39,6 @@ const DEVICE_WAIT: Duration = Duration::from_secs(20);
 const API_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a liveness report may take per endpoint.
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
-/// How often the daemon reports the host's liveness (the cluster's timeout is 10 s).
-const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 
 /// The agent of this host.
 pub struct Agent {
@@ -52,15 +46,15 @@ pub struct Agent {
     pub cfg: Config,
     /// Who the host is.
     pub id: Identity,
-    api: Api,
+    pub(crate) api: Api,
     /// The liveness reports' client: short timeouts, so a dead endpoint delays no report.
-    beat: Api,
+    pub(crate) beat: Api,
     root: Root,
     nvme: Nvme,
     iscsi: Iscsi,
-    state: StateDir,
+    pub(crate) state: StateDir,
     /// What the liveness reports name as the agent.
-    reporter: String,
+    pub(crate) reporter: String,
     /// Whether attaching needs the host's attachment made already (by the CSI controller).
     published_only: bool,
 }
@@ -353,7 +347,7 @@ impl Agent {
     }
 
     /// One pass of the plan for volume `conn`: connects missing portals, drops others.
-    fn step_paths(&self, conn: &v1::ConnectionInfo, w: &Wanted) -> RoundReport {
+    pub(crate) fn step_paths(&self, conn: &v1::ConnectionInfo, w: &Wanted) -> RoundReport {
         let mut r = RoundReport::default();
         let wanted = portals_of(conn, w.protocol);
         let name = &conn.name;
@@ -661,7 +655,7 @@ impl Agent {
     /// Drops every path of `w` (over iSCSI its maps and disks too). Without `force` a map that
     /// cannot be flushed (it was opened meanwhile) stops it, with queueing unchanged; with
     /// `force` queueing is turned off first, so what is queued fails instead of waiting.
-    fn tear_down(&self, w: &Wanted, force: bool) -> Result<()> {
+    pub(crate) fn tear_down(&self, w: &Wanted, force: bool) -> Result<()> {
         match w.protocol {
             Protocol::NvmeTcp => {
                 for c in self.nvme.controllers_of(&w.target) {
@@ -717,94 +711,5 @@ impl Agent {
                 (w, a)
             })
             .collect())
-    }
-
-    /// Reports the host's liveness to the cluster (short timeouts per endpoint).
-    pub fn heartbeat(&self) -> Result<v1::HostLiveness> {
-        let body = v1::Heartbeat {
-            agent: self.reporter.clone(),
-        };
-        self.beat.call(|c| c.heartbeat(&self.id.name, &body))
-    }
-
-    /// One round of the daemon (the liveness reports go on beside it, see [`Agent::run`]).
-    pub fn round(&self) -> Result<RoundReport> {
-        let mut all = RoundReport::default();
-        let _lock = self.state.lock()?;
-        let mut d = self.state.load()?;
-        let mut revoked = Vec::new();
-        for w in &d.attachments {
-            // Paths that can never carry I/O for this host again go now, with queueing off:
-            // the cluster took the host off the volume (a fence, a detach elsewhere), so what
-            // is queued must fail, never reach the volume later; or the volume is gone.
-            let gone = match self.api.call(|c| c.volume(&w.volume)) {
-                Ok(v) if !v.any_host && !v.hosts.contains(&self.id.name) => Some(
-                    "this host lost its access to the volume (fenced or detached by the cluster): dropping its paths; queued I/O fails",
-                ),
-                Ok(_) => None,
-                Err(Error::Api(a)) if a.is_not_found() => {
-                    Some("the volume was deleted: dropping its paths")
-                }
-                Err(e) => {
-                    all.errors
-                        .push(format!("{}: the paths stay as they are: {e}", w.name));
-                    continue;
-                }
-            };
-            if let Some(why) = gone {
-                warn!(volume = %w.name, "{why}");
-                match self.tear_down(w, true) {
-                    Ok(()) => revoked.push(w.volume.clone()),
-                    Err(e) => all
-                        .errors
-                        .push(format!("{}: dropping its paths: {e}", w.name)),
-                }
-                continue;
-            }
-            match self.api.call(|c| c.connection(&w.volume)) {
-                Ok(conn) => {
-                    let r = self.step_paths(&conn, w);
-                    all.connected.extend(r.connected);
-                    all.dropped.extend(r.dropped);
-                    all.errors.extend(r.errors);
-                }
-                Err(e) => all
-                    .errors
-                    .push(format!("{}: the paths stay as they are: {e}", w.name)),
-            }
-        }
-        if !revoked.is_empty() {
-            d.attachments.retain(|w| !revoked.contains(&w.volume));
-            self.state.save(&d)?;
-        }
-        Ok(all)
-    }
-
-    /// The daemon: liveness reports every [`HEARTBEAT_EVERY`] from their own thread (no round,
-    /// lock or slow portal delays them), rounds every `interval_ms`, until `stop`.
-    pub fn run(&self, stop: &AtomicBool) {
-        info!(host = %self.id.name, "alcubierre-node daemon started");
-        std::thread::scope(|scope| {
-            scope.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    let t0 = Instant::now();
-                    if let Err(e) = self.heartbeat() {
-                        warn!("liveness report: {e}");
-                    }
-                    std::thread::sleep(HEARTBEAT_EVERY.saturating_sub(t0.elapsed()));
-                }
-            });
-            while !stop.load(Ordering::Relaxed) {
-                match self.round() {
-                    Ok(r) => {
-                        for e in &r.errors {
-                            warn!("{e}");
-                        }
-                    }
-                    Err(e) => warn!("round: {e}"),
-                }
-                std::thread::sleep(Duration::from_millis(self.cfg.interval_ms));
-            }
-        });
     }
 }

@@ -25,6 +25,7 @@
 pub mod agent;
 pub mod config;
 pub mod connection;
+pub mod daemon;
 pub mod device;
 pub mod doctor;
 pub mod endpoints;
