@@ -154,6 +154,26 @@ grep "fenced node node-a off volume $VOL" ctl-$NODE.log
 [ "$(sha256sum <$TARGET/data.bin | cut -d' ' -f1)" = "$(cat data.sha)" ]
 echo "DATA-VERIFIED-ON-B"
 
+# A path lost (the first node's portal dropped by a filter): NodeGetVolumeStats reports the
+# volume abnormal, naming the portal; healthy again once the path is back.
+tc qdisc add dev eth0 root handle 1: prio
+tc filter add dev eth0 parent 1: protocol ip u32 match ip dport 4471 0xffff action drop
+stats_until() {
+	for _ in $(seq 120); do
+		call --endpoint $SOCK stats "$VOL" $TARGET >stats.txt
+		grep -qx "abnormal=$1" stats.txt && return 0
+		sleep 0.5
+	done
+	cat stats.txt
+	return 1
+}
+stats_until true
+cat stats.txt
+grep -q "condition=1 of 3 paths down: .*:4471" stats.txt
+tc qdisc del dev eth0 root
+stats_until false
+echo "PATH-LOSS-REPORTED"
+
 # Online expansion with the pod's data kept.
 call --endpoint $CTL expand "$VOL" 134217728 | tee expand.txt
 grep -qx "node_expansion_required=true" expand.txt

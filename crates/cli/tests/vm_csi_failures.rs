@@ -8,7 +8,9 @@
 //! * node-b: publishing the volume is refused (FAILED_PRECONDITION naming node-a) while the dead
 //!   node has it; the force-unpublish from node-a that Kubernetes makes once the node is out of
 //!   service fences it; the volume is then published, staged and its data verified on node-b
-//!   (the takeover's time printed), expanded online (file system grown, data kept), and torn
+//!   (the takeover's time printed); with one node's portal dropped by a filter the volume's
+//!   stats say it is abnormal, naming the portal, and healthy once it is back; it is expanded
+//!   online (file system grown, data kept), and torn
 //!   down; an iSCSI volume with xfs goes through the same cycle; nothing is left attached.
 //!
 //! Guest half: `testing/vm/csi-failures-guest.sh`; its client is the csi crate's `csi_call`
@@ -97,6 +99,7 @@ async fn a_dead_nodes_volume_is_staged_elsewhere_after_a_fenced_unpublish() {
         "PUBLISH-REFUSED-WHILE-ON-DEAD-NODE",
         "TAKEOVER-MS",
         "DATA-VERIFIED-ON-B",
+        "PATH-LOSS-REPORTED",
         "EXPANDED-ONLINE",
         "NVME-CYCLE-DONE",
         "ISCSI-XFS-EXPANDED",
