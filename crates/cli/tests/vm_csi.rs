@@ -33,12 +33,7 @@ async fn csi_sanity_passes_with_the_node_service_in_the_vm() {
         c.share.join("alcubierre-csi"),
     )
     .unwrap();
-    let api = format!("http://10.0.2.2:{}", c.apis[0].rsplit(':').next().unwrap());
-    std::fs::write(
-        c.share.join("params.sh"),
-        format!("API={api}\nTOKEN=t0ken-for-tests\n"),
-    )
-    .unwrap();
+    c.write_guest_params();
     let vm = guest(&c.share, "csi-node-guest.sh", 1500);
     let (rc, console) = tokio::task::spawn_blocking(move || vm.join().unwrap())
         .await

@@ -45,12 +45,7 @@ async fn a_dead_nodes_volume_is_staged_elsewhere_after_a_fenced_unpublish() {
     ] {
         std::fs::copy(from, c.share.join(name)).unwrap();
     }
-    let api = format!("http://10.0.2.2:{}", c.apis[0].rsplit(':').next().unwrap());
-    std::fs::write(
-        c.share.join("params.sh"),
-        format!("API={api}\nTOKEN=t0ken-for-tests\n"),
-    )
-    .unwrap();
+    c.write_guest_params();
 
     // Boot 1: node-a, until its power is cut.
     std::fs::write(c.share.join("phase"), "a").unwrap();

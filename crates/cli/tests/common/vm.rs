@@ -69,6 +69,19 @@ pub async fn three_nodes(
     }
 }
 
+impl Cluster {
+    /// Writes the guest's `params.sh`: the first node's API as the guest reaches it (`API`)
+    /// and the token (`TOKEN`).
+    pub fn write_guest_params(&self) {
+        let port = self.apis[0].rsplit(':').next().unwrap();
+        std::fs::write(
+            self.share.join("params.sh"),
+            format!("API=http://10.0.2.2:{port}\nTOKEN=t0ken-for-tests\n"),
+        )
+        .unwrap();
+    }
+}
+
 /// Boots the VM on `share` running `testing/vm/<script>` (copied there as guest.sh, with the
 /// shell functions it sources) for at most `secs`; joins to (exit code, console).
 pub fn guest(share: &Path, script: &str, secs: u32) -> JoinHandle<(i32, String)> {
