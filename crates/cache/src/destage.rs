@@ -1,15 +1,31 @@
 //! Destage: copying dirty data from the journal to the backend, then releasing its space.
 //!
 //! A *round* takes whole batches in journal order from the destage point, up to a byte budget.
-//! Within the round, each block's newest version wins and the writes are issued sorted by
-//! address and merged into extents; zeroed ranges are discarded first. Then every volume touched
-//! is flushed, and only then is the new destage point written to a checkpoint (with a device
-//! sync) and published, which lets the writer reuse the space.
+//! Only each block's newest version goes to the backend: a block whose index entry points to a
+//! newer place in the journal (or that a newer entry zeroed) is *superseded* and passed over, so
+//! a rewritten working set costs destage (and journal space) once per version that survives, not
+//! once per write. The writes are issued sorted by address and merged into extents; zeroed ranges
+//! are discarded first. Then every volume touched is flushed, and only then is the new destage
+//! point written to a checkpoint (with a device sync) and published, which lets the writer reuse
+//! the space.
 //!
-//! So at every checkpoint the backend image of each volume equals the state after a prefix of
-//! the journal (the batches destaged so far); between checkpoints it may hold part of the round
-//! in progress, like a disk's volatile write cache. A failed round is simply redone: rounds are
-//! idempotent because nothing before the checkpoint moves until the round succeeded.
+//! So at every checkpoint the backend image of each volume, overlaid with the journal after the
+//! destage point, is the volume's state: a block passed over has its newer version after the
+//! destage point, durable (it was in the index). Between checkpoints the image may hold part of
+//! the round in progress, like a disk's volatile write cache. A failed round is simply redone:
+//! rounds are idempotent because nothing before the checkpoint moves until the round succeeded.
+//!
+//! Two readers of the image need more than that overlay, and get it:
+//! * a snapshot destages up to a point (`Engine::destage_now`): while it does, every round (the
+//!   destager's too) passes a block over only for a version before that point, so the image
+//!   holds every write made before it;
+//! * a replicated volume's followers evict their copies of writes the primary reports destaged;
+//!   a passed-over write's newer version may not be on every follower yet, so the journal notes
+//!   the newest replicated write the round relied on ([`RepLog::destage_needs`]) and the primary
+//!   reports the destage point only once that write is acknowledged (durable on every in-sync
+//!   replica).
+//!
+//! [`RepLog::destage_needs`]: crate::partition::RepLog::destage_needs
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -24,6 +40,7 @@ use crate::format::{
     checkpoint_blocks, BatchHeader, Checkpoint, EntryKind, BLOCK, FULL_MASK,
     SECTORS_PER_BLOCK as SPB,
 };
+use crate::index::Loc;
 use crate::partition::{ClaimState, Partition, SECTOR};
 
 /// What one destage round did.
@@ -44,6 +61,8 @@ pub struct RoundStats {
     pub backend_time: std::time::Duration,
     /// Time spent writing the checkpoint (durably) to the cache device.
     pub checkpoint_time: std::time::Duration,
+    /// Blocks passed over because the journal holds a newer version of them.
+    pub superseded_blocks: u64,
 }
 
 #[derive(Default)]
@@ -52,6 +71,42 @@ struct VolRound {
     blocks: BTreeMap<u64, (usize, u32, u8)>,
     /// Zeroed block ranges, in journal order, with their entry seqs.
     zeroes: Vec<(u64, u64, u64)>,
+}
+
+/// Which newer versions let destage pass a block over: any in the journal, or (for a snapshot)
+/// only those before a log position.
+struct Newer {
+    /// The destage point: every version still dirty is at or after it (and within one lap).
+    base: u64,
+    /// Only versions starting before this virtual block count.
+    upto: u64,
+}
+
+impl Newer {
+    /// Whether the block whose version at partition-relative `phys` is being destaged has a
+    /// newer one, according to its index entry `loc`.
+    fn supersedes(&self, part: &Partition, loc: Loc, phys: u32) -> bool {
+        match loc {
+            Loc::Cached { phys: at, .. } if at != phys => {
+                let l = part.log_blocks();
+                let virt = self.base + (u64::from(at) + l - self.base % l) % l;
+                virt < self.upto
+            }
+            // A zeroing newer than the version (a write after it would be cached): its
+            // range is discarded in its own round. Its log position is not in the index, so
+            // a bounded round does not rely on it.
+            Loc::Zero => self.upto == u64::MAX,
+            _ => false,
+        }
+    }
+}
+
+/// What a round passed over.
+#[derive(Default)]
+struct Superseded {
+    blocks: u64,
+    /// Volumes with replicated writes passed over.
+    replicated: std::collections::HashSet<VolumeId>,
 }
 
 /// Largest extent merged into one backend write: a sixteenth of the round's budget, between
@@ -146,6 +201,8 @@ impl Partition {
         let mut skipped: Vec<(VolumeId, crate::format::Entry, u64)> = Vec::new();
         let mut destaged_tags: HashMap<VolumeId, SeqNo> = HashMap::new();
         let mut entry_seq = cursor.entry_seq;
+        let base = cursor.virt;
+        let mut superseded = Superseded::default();
         for (i, (h, _, _)) in read.batches.iter().enumerate() {
             skipped.extend(
                 h.entries
@@ -165,15 +222,27 @@ impl Partition {
                 i,
                 &dropped,
                 &is_released,
+                base,
                 &mut rounds,
                 &mut drops_seen,
                 &mut poison,
+                &mut superseded,
             );
             if let Some(last) = h.entries.last() {
                 entry_seq = last.seq + 1;
             }
         }
         stats.batches = read.batches.len() as u64;
+        // The newer versions the round relied on are in the index, so in the replication log
+        // too (both change under the index's lock): its newest write bounds them.
+        let needs: HashMap<VolumeId, SeqNo> = {
+            let logs = self.replog.lock();
+            superseded
+                .replicated
+                .iter()
+                .filter_map(|v| logs.get(v).map(|r| (*v, r.last.seq)))
+                .collect()
+        };
         let (virt, seq) = read.next;
         if stats.batches == 0 {
             self.recycle(read);
@@ -292,11 +361,20 @@ impl Partition {
                     r.destaged = r.destaged.max(seq);
                 }
             }
+            for (vol, seq) in needs {
+                if let Some(r) = logs.get_mut(&vol) {
+                    r.destage_needs = r.destage_needs.max(seq);
+                }
+            }
         }
         self.notify_space();
         self.counters
             .destaged_bytes
             .fetch_add(stats.bytes, Ordering::Relaxed);
+        self.counters
+            .superseded_blocks
+            .fetch_add(superseded.blocks, Ordering::Relaxed);
+        stats.superseded_blocks = superseded.blocks;
         self.counters.destage_rounds.fetch_add(1, Ordering::Relaxed);
         let c = &self.counters;
         for (n, t) in [
@@ -371,10 +449,19 @@ impl Partition {
         bi: usize,
         dropped: &HashMap<VolumeId, u64>,
         released: &dyn Fn(&crate::format::Entry) -> bool,
+        base: u64,
         rounds: &mut HashMap<VolumeId, VolRound>,
         drops_seen: &mut Vec<(VolumeId, u64)>,
         poison: &mut Vec<(VolumeId, CacheBlock, u32)>,
+        superseded: &mut Superseded,
     ) {
+        let idx = self.index.read();
+        // A snapshot's bound set before a newer version was committed is seen here, as that
+        // version is in the index (see `Partition::hold_versions_before`).
+        let newer = Newer {
+            base,
+            upto: self.versions_before.load(Ordering::Acquire),
+        };
         for e in &h.entries {
             if dropped.get(&e.volume).is_some_and(|&d| e.seq < d) || released(e) {
                 continue;
@@ -404,11 +491,20 @@ impl Partition {
                         continue;
                     }
                     let r = rounds.entry(e.volume).or_default();
-                    for k in 0..e.nblocks {
-                        r.blocks.insert(
-                            e.first_block.0 + u64::from(k),
-                            (bi, e.data_offset + k, e.mask_of(k)),
-                        );
+                    let vi = idx.volumes.get(&e.volume);
+                    for (k, (block, phys)) in self.entry_blocks(h.virt, e).enumerate() {
+                        let k = k as u32;
+                        if vi.is_some_and(|v| newer.supersedes(self, v.lookup(block), phys)) {
+                            // Its newer version goes instead, in this round or a later one;
+                            // an older version of it earlier in this round is superseded too.
+                            superseded.blocks += 1;
+                            if e.replicated() {
+                                superseded.replicated.insert(e.volume);
+                            }
+                            continue;
+                        }
+                        r.blocks
+                            .insert(block.0, (bi, e.data_offset + k, e.mask_of(k)));
                     }
                 }
             }
@@ -482,5 +578,71 @@ impl Partition {
         }
         backend.flush(vol)?;
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use alcubierre_backend::{Backend, MemBackend};
+    use alcubierre_io::{Medium, MemMedium};
+    use alcubierre_types::{BlockSize, ByteOffset, ByteSize, Lba, VolumeGeometry, VolumeId};
+    use bytes::Bytes;
+
+    use crate::{Engine, FormatOptions};
+
+    /// Block 5 written with `a`, then with `b`, each in its own batch; returns the engine, the
+    /// backend and the volume.
+    fn rewritten(a: u8, b: u8, hold_between: bool) -> (Engine, Arc<MemBackend>, VolumeId, u8) {
+        let medium = Arc::new(MemMedium::new(8 << 20));
+        Engine::format(&*medium, &FormatOptions::default()).unwrap();
+        let backend = Arc::new(MemBackend::new());
+        let v = VolumeId(uuid::Uuid::from_u128(7));
+        backend.create(v, ByteSize(1 << 20)).unwrap();
+        let e = Engine::open(
+            medium as Arc<dyn Medium>,
+            backend.clone() as Arc<dyn Backend>,
+        )
+        .unwrap();
+        e.attach(
+            v,
+            VolumeGeometry::new(BlockSize::B4096, ByteSize(1 << 20)).unwrap(),
+        )
+        .unwrap();
+        let p = e.partition_of(v).clone();
+        let w = |x: u8| e.write_op(v, Lba(5), Bytes::from(vec![x; 4096])).unwrap();
+        p.commit(&[w(a)], 1).pop().unwrap().unwrap();
+        let hold = hold_between.then(|| p.hold_versions_before());
+        p.commit(&[w(b)], 1).pop().unwrap().unwrap();
+        // A round of one batch: the first write only.
+        let s = p.destage_round(&*backend, 1).unwrap();
+        assert_eq!(s.batches, 1);
+        drop(hold);
+        let mut got = [0u8; 4096];
+        backend.read(v, ByteOffset(5 * 4096), &mut got).unwrap();
+        assert!(got.iter().all(|&x| x == got[0]));
+        (e, backend, v, got[0])
+    }
+
+    #[test]
+    fn a_snapshot_bound_keeps_the_versions_written_before_it() {
+        // Without a bound, the first version is passed over: its newer one stands in for it.
+        let (e, _, _, image) = rewritten(1, 2, false);
+        assert_eq!(image, 0, "passed over");
+        assert_eq!(e.stats().superseded_blocks, 1);
+        // A snapshot taken between the writes must find the first one in the image once
+        // destage passed it, although the journal holds a newer version.
+        let (e, _, _, image) = rewritten(1, 2, true);
+        assert_eq!(image, 1, "the version before the bound is destaged");
+        assert_eq!(e.stats().superseded_blocks, 0);
+        // Either way the newest version reaches the image in the end.
+        for hold in [false, true] {
+            let (e, backend, v, _) = rewritten(1, 2, hold);
+            e.destage_all().unwrap();
+            let mut got = [0u8; 4096];
+            backend.read(v, ByteOffset(5 * 4096), &mut got).unwrap();
+            assert!(got.iter().all(|&x| x == 2));
+        }
     }
 }

@@ -81,6 +81,9 @@ pub struct CacheStats {
     pub log_bytes_written: u64,
     /// Bytes written to the backend by destage.
     pub destaged_bytes: u64,
+    /// Blocks destage passed over because the journal holds a newer version of them (or a
+    /// newer zeroing): only a block's newest version goes to the backend.
+    pub superseded_blocks: u64,
     /// Destage rounds completed.
     pub destage_rounds: u64,
     /// Destage rounds failed by the backend.
@@ -506,7 +509,11 @@ impl Engine {
         within: Option<std::time::Duration>,
     ) -> Result<(), CacheError> {
         let p = self.partition_of(volume);
-        let head = p.head_virt.load(Ordering::Acquire);
+        // Writes after `head` do not stand in for older ones, in these rounds or the
+        // destager's: the image must hold every write made before this call (a snapshot is
+        // taken of it next).
+        let hold = p.hold_versions_before();
+        let head = hold.at;
         let start = std::time::Instant::now();
         while p.destaged_virt.load(Ordering::Acquire) < head {
             if p.destage_round(&*self.backend, 64 << 20)?.batches == 0 {
@@ -528,6 +535,7 @@ impl Engine {
             total.batches += s.batches;
             total.bytes += s.bytes;
             total.corrupt_blocks += s.corrupt_blocks;
+            total.superseded_blocks += s.superseded_blocks;
         }
         Ok(total)
     }
@@ -559,6 +567,7 @@ impl Engine {
             s.syncs += get(&c.batches);
             s.log_bytes_written += get(&c.log_blocks_written) * BLOCK as u64;
             s.destaged_bytes += get(&c.destaged_bytes);
+            s.superseded_blocks += get(&c.superseded_blocks);
             s.destage_rounds += get(&c.destage_rounds);
             s.destage_read_ns += get(&c.destage_read_ns);
             s.destage_backend_ns += get(&c.destage_backend_ns);

@@ -113,6 +113,7 @@ pub(crate) struct Counters {
     pub(crate) batches: AtomicU64,
     pub(crate) log_blocks_written: AtomicU64,
     pub(crate) destaged_bytes: AtomicU64,
+    pub(crate) superseded_blocks: AtomicU64,
     pub(crate) destage_rounds: AtomicU64,
     /// Destage time by stage, nanoseconds: reading the cache, the backend, the checkpoint.
     pub(crate) destage_read_ns: AtomicU64,
@@ -183,6 +184,33 @@ pub struct Partition {
     /// Where destage gathers a volume's extents for the backend, kept between rounds so a
     /// round does not fault in fresh memory (only the destager uses it).
     pub(crate) staging: Mutex<Vec<u8>>,
+    /// Destage passes a block over only for a newer version starting before this virtual
+    /// block (`u64::MAX`: any newer version); the least of `versions_held`.
+    pub(crate) versions_before: AtomicU64,
+    /// The bounds of the copies of the image being made (snapshots), each with its count.
+    versions_held: Mutex<std::collections::BTreeMap<u64, usize>>,
+}
+
+/// While alive, destage passes no block over for a version at or after its log position
+/// ([`Partition::hold_versions_before`]).
+pub(crate) struct VersionHold<'a> {
+    part: &'a Partition,
+    /// The log position: the head when the hold was taken.
+    pub(crate) at: u64,
+}
+
+impl Drop for VersionHold<'_> {
+    fn drop(&mut self) {
+        let mut held = self.part.versions_held.lock();
+        if let Some(n) = held.get_mut(&self.at) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.at);
+            }
+        }
+        let least = held.keys().next().copied().unwrap_or(u64::MAX);
+        self.part.versions_before.store(least, Ordering::Release);
+    }
 }
 
 /// A volume's replication log in a journal: the newest tagged write and the epoch of each run
@@ -197,6 +225,11 @@ pub struct RepLog {
     pub released: SeqNo,
     /// The highest sequence number this journal has destaged (as primary) since it opened.
     pub destaged: SeqNo,
+    /// Destage passed over writes up to `destaged` whose newer versions are writes up to this
+    /// sequence number: followers may evict their copies of writes up to `destaged` only once
+    /// these are durable on every in-sync replica (the primary reports the destage point to
+    /// them only after it acknowledged this far). See `destage.rs`.
+    pub destage_needs: SeqNo,
 }
 
 /// When a primary may destage a volume's replicated writes: only while `allowed` says so (its
@@ -337,7 +370,25 @@ impl Partition {
             prefetched: Mutex::new(None),
             follower_headers: Mutex::new(std::collections::VecDeque::new()),
             staging: Mutex::new(Vec::new()),
+            versions_before: AtomicU64::new(u64::MAX),
+            versions_held: Mutex::new(std::collections::BTreeMap::new()),
         }
+    }
+
+    /// Bounds every destage round's passing over to versions before the current head until the
+    /// hold is dropped, so that a copy of the image (a snapshot) made once destage reached the
+    /// head holds every write committed before this call. Taken under the writer's lock, so a
+    /// version committed after it is in the index only after the bound is visible.
+    pub(crate) fn hold_versions_before(&self) -> VersionHold<'_> {
+        let w = self.writer.lock();
+        let at = w.head;
+        let mut held = self.versions_held.lock();
+        *held.entry(at).or_default() += 1;
+        let least = held.keys().next().copied().unwrap_or(u64::MAX);
+        self.versions_before.store(least, Ordering::Release);
+        drop(held);
+        drop(w);
+        VersionHold { part: self, at }
     }
 
     /// The partition's number on its device.
@@ -645,6 +696,7 @@ impl Partition {
                             runs: vec![(e.rep_seq, e.epoch)],
                             released: e.rep_seq,
                             destaged: SeqNo(0),
+                            destage_needs: SeqNo(0),
                         },
                     );
                 }

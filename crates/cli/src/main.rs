@@ -28,6 +28,7 @@ macro_rules! say {
 mod api_args;
 mod bench;
 mod bench_nvmf;
+mod bench_rewrite;
 mod client;
 mod cluster_demo;
 mod demo;
@@ -155,6 +156,9 @@ enum BenchCmd {
     /// 4K random read and write over NVMe/TCP on loopback, memory- and cache-backed volumes,
     /// with target and initiator CPU time per I/O.
     Nvmf(bench_nvmf::NvmfBenchArgs),
+    /// A small working set rewritten while destage is slow: the cache's dirty bytes and what
+    /// destage writes, against what the host wrote.
+    Rewrite(bench_rewrite::RewriteBenchArgs),
 }
 
 fn main() {
@@ -196,6 +200,9 @@ fn run() -> anyhow::Result<()> {
         Cmd::Bench {
             what: BenchCmd::Nvmf(args),
         } => bench_nvmf::run(&args, cli.json),
+        Cmd::Bench {
+            what: BenchCmd::Rewrite(args),
+        } => bench_rewrite::run(&args, cli.json),
     }
 }
 

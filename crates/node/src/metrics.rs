@@ -270,6 +270,12 @@ fn render(r: &mut Registry, src: &NodeSources) {
                 st.destaged_bytes,
             ),
             (
+                "alcubierre_cache_superseded_blocks_total",
+                "counter",
+                "Blocks destage passed over because the journal held a newer version of them.",
+                st.superseded_blocks,
+            ),
+            (
                 "alcubierre_cache_read_hit_blocks_total",
                 "counter",
                 "Blocks read from the cache.",

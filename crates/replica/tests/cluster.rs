@@ -679,3 +679,77 @@ async fn follower_paths_forward_to_the_primary_and_follow_a_failover() {
         n.svc.shutdown();
     }
 }
+
+/// Destage passes a block's older version over when the journal holds a newer one; followers
+/// evict writes the primary reports destaged. So the primary reports the destage point only once
+/// the newer version is acknowledged (durable on every in-sync replica): until then a follower
+/// promoted after the primary's loss would hold neither version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_keep_a_passed_over_write_until_its_newer_version_is_acknowledged() {
+    // The destager never runs on its own (a debt of a GiB at a byte per second): the test runs
+    // the primary's rounds.
+    let stalled = Arc::new(alcubierre_cache::RateLimiter::new(1, 0));
+    stalled.spend(1 << 30);
+    let (vol, mut nodes, followers) = three_nodes_with(Some(stalled)).await;
+    let (p, _lease, mut asks) =
+        start_primary(&nodes, 0, vol, set(1, "n0", &["n0", "n1", "n2"]), fast());
+    within("write 1", p.write(Lba(0), block(0, 1)))
+        .await
+        .unwrap();
+    // n2 is lost: the next write of block 0 is durable on n0 and n1 but not acknowledged.
+    nodes[2].server.remove(vol);
+    let replaced = ReplicaServer::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    drop(std::mem::replace(&mut nodes[2].server, replaced));
+    let pw = p.clone();
+    let w = tokio::spawn(async move { pw.write(Lba(0), block(0, 2)).await });
+    let n0 = nodes[0].engine.clone();
+    within("write 2 in n0's journal", async {
+        while n0.replication_log(vol).last.seq < SeqNo(2) || followers[0].last().seq < SeqNo(2) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    // Rounds of one batch up to write 1's, which is passed over for write 2 (batches before
+    // it hold no data of the volume).
+    let mut superseded = 0;
+    while n0.replication_log(vol).destaged < SeqNo(1) {
+        let s = n0.destage_round(1).unwrap();
+        assert_eq!((s.batches, s.bytes), (1, 0));
+        superseded += s.superseded_blocks;
+    }
+    assert_eq!(superseded, 1);
+    let log = n0.replication_log(vol);
+    assert_eq!((log.destaged, log.destage_needs), (SeqNo(1), SeqNo(2)));
+    // Several ticks later n1 still keeps write 1: write 2 is not acknowledged.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!w.is_finished());
+    let n1 = nodes[1].engine.clone();
+    assert_eq!(
+        n1.replication_log(vol).released,
+        SeqNo(0),
+        "released before the newer version was acknowledged: {}",
+        p.describe()
+    );
+    // The leader drops n2: write 2 is acknowledged, and then n1 may let write 1 go.
+    loop {
+        let a = within("the primary asks", asks.recv()).await.unwrap();
+        if matches!(a, Ask::Drop { .. }) {
+            break;
+        }
+    }
+    p.membership(set(2, "n0", &["n0", "n1"]), addrs(&nodes));
+    followers[0].store_epoch(Epoch(2));
+    within("write 2", w).await.unwrap().unwrap();
+    within("n1 releases write 1", async {
+        while n1.replication_log(vol).released < SeqNo(1) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    drop(p);
+    for n in nodes {
+        n.svc.shutdown();
+    }
+}
