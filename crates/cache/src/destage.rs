@@ -1,10 +1,10 @@
 //! Destage: copying dirty data from the journal to the backend, then releasing its space.
 //!
 //! A *round* takes whole batches in journal order from the destage point, up to a byte budget.
-//! Only each block's newest version goes to the backend: a block whose index entry points to a
-//! newer place in the journal (or that a newer entry zeroed) is *superseded* and passed over, so
-//! a rewritten working set costs destage (and journal space) once per version that survives, not
-//! once per write. The writes are issued sorted by address and merged into extents; zeroed ranges
+//! Within the round each block's newest version wins. Beyond that, a block of a write without a
+//! replication tag whose index entry points to a newer place in the journal (or that a newer
+//! entry zeroed) is *superseded* and passed over, so a rewritten working set costs destage (and
+//! journal space) once per version that survives, not once per write. The writes are issued sorted by address and merged into extents; zeroed ranges
 //! are discarded first. Then every volume touched is flushed, and only then is the new destage
 //! point written to a checkpoint (with a device sync) and published, which lets the writer reuse
 //! the space.
@@ -15,17 +15,15 @@
 //! the round in progress, like a disk's volatile write cache. A failed round is simply redone:
 //! rounds are idempotent because nothing before the checkpoint moves until the round succeeded.
 //!
-//! Two readers of the image need more than that overlay, and get it:
-//! * a snapshot destages up to a point (`Engine::destage_now`): while it does, every round (the
-//!   destager's too) passes a block over only for a version before that point, so the image
-//!   holds every write made before it;
-//! * a replicated volume's followers evict their copies of writes the primary reports destaged;
-//!   a passed-over write's newer version may not be on every follower yet, so the journal notes
-//!   the newest replicated write the round relied on ([`RepLog::destage_needs`]) and the primary
-//!   reports the destage point only once that write is acknowledged (durable on every in-sync
-//!   replica).
+//! A snapshot needs more than that overlay, and gets it: while it destages up to a point
+//! (`Engine::destage_now`), every round (the destager's too) passes a block over only for a
+//! version before that point, so the image holds every write made before it.
 //!
-//! [`RepLog::destage_needs`]: crate::partition::RepLog::destage_needs
+//! Replicated writes are never passed over across rounds: followers evict their copies of the
+//! writes the primary reports destaged, and a follower's copy of the newer version can be partial
+//! (the host's sectors only) where the primary's was merged with the older version, or missing on
+//! a follower a new primary has yet to bring up to date (docs/design/cache-format.md, "Destage
+//! protocol").
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -99,14 +97,6 @@ impl Newer {
             _ => false,
         }
     }
-}
-
-/// What a round passed over.
-#[derive(Default)]
-struct Superseded {
-    blocks: u64,
-    /// Volumes with replicated writes passed over.
-    replicated: std::collections::HashSet<VolumeId>,
 }
 
 /// Largest extent merged into one backend write: a sixteenth of the round's budget, between
@@ -202,7 +192,7 @@ impl Partition {
         let mut destaged_tags: HashMap<VolumeId, SeqNo> = HashMap::new();
         let mut entry_seq = cursor.entry_seq;
         let base = cursor.virt;
-        let mut superseded = Superseded::default();
+        let mut superseded = 0u64;
         for (i, (h, _, _)) in read.batches.iter().enumerate() {
             skipped.extend(
                 h.entries
@@ -233,16 +223,6 @@ impl Partition {
             }
         }
         stats.batches = read.batches.len() as u64;
-        // The newer versions the round relied on are in the index, so in the replication log
-        // too (both change under the index's lock): its newest write bounds them.
-        let needs: HashMap<VolumeId, SeqNo> = {
-            let logs = self.replog.lock();
-            superseded
-                .replicated
-                .iter()
-                .filter_map(|v| logs.get(v).map(|r| (*v, r.last.seq)))
-                .collect()
-        };
         let (virt, seq) = read.next;
         if stats.batches == 0 {
             self.recycle(read);
@@ -361,11 +341,6 @@ impl Partition {
                     r.destaged = r.destaged.max(seq);
                 }
             }
-            for (vol, seq) in needs {
-                if let Some(r) = logs.get_mut(&vol) {
-                    r.destage_needs = r.destage_needs.max(seq);
-                }
-            }
         }
         self.notify_space();
         self.counters
@@ -373,8 +348,8 @@ impl Partition {
             .fetch_add(stats.bytes, Ordering::Relaxed);
         self.counters
             .superseded_blocks
-            .fetch_add(superseded.blocks, Ordering::Relaxed);
-        stats.superseded_blocks = superseded.blocks;
+            .fetch_add(superseded, Ordering::Relaxed);
+        stats.superseded_blocks = superseded;
         self.counters.destage_rounds.fetch_add(1, Ordering::Relaxed);
         let c = &self.counters;
         for (n, t) in [
@@ -453,7 +428,7 @@ impl Partition {
         rounds: &mut HashMap<VolumeId, VolRound>,
         drops_seen: &mut Vec<(VolumeId, u64)>,
         poison: &mut Vec<(VolumeId, CacheBlock, u32)>,
-        superseded: &mut Superseded,
+        superseded: &mut u64,
     ) {
         let idx = self.index.read();
         // A snapshot's bound set before a newer version was committed is seen here, as that
@@ -491,16 +466,14 @@ impl Partition {
                         continue;
                     }
                     let r = rounds.entry(e.volume).or_default();
-                    let vi = idx.volumes.get(&e.volume);
+                    // Replicated writes: see the module documentation.
+                    let vi = idx.volumes.get(&e.volume).filter(|_| !e.replicated());
                     for (k, (block, phys)) in self.entry_blocks(h.virt, e).enumerate() {
                         let k = k as u32;
                         if vi.is_some_and(|v| newer.supersedes(self, v.lookup(block), phys)) {
                             // Its newer version goes instead, in this round or a later one;
                             // an older version of it earlier in this round is superseded too.
-                            superseded.blocks += 1;
-                            if e.replicated() {
-                                superseded.replicated.insert(e.volume);
-                            }
+                            *superseded += 1;
                             continue;
                         }
                         r.blocks

@@ -455,6 +455,24 @@ impl Engine {
         self.submit(self.zero_op(volume, lba, count)?)
     }
 
+    /// The cached run that serves a read of `count` blocks at `lba` whole, with its partition
+    /// (see [`Partition::cached_run`]); `None` for anything else, bad requests included.
+    pub(crate) fn cached_run(
+        &self,
+        volume: VolumeId,
+        lba: Lba,
+        count: BlockCount,
+    ) -> Option<(Arc<Partition>, crate::read::CachedRun)> {
+        let g = self.geometry(volume).ok()?;
+        check_range(&g, self.max_transfer(), lba, count).ok()?;
+        if count.0 == 0 {
+            return None;
+        }
+        let p = self.partition_of(volume);
+        let run = p.cached_run(volume, g.sector_of(lba), g.len_of(count).0 / 512)?;
+        Some((p.clone(), run))
+    }
+
     /// Reads `count` blocks at `lba`.
     pub fn read(&self, volume: VolumeId, lba: Lba, count: BlockCount) -> Result<Bytes, CacheError> {
         let g = self.geometry(volume)?;

@@ -225,11 +225,6 @@ pub struct RepLog {
     pub released: SeqNo,
     /// The highest sequence number this journal has destaged (as primary) since it opened.
     pub destaged: SeqNo,
-    /// Destage passed over writes up to `destaged` whose newer versions are writes up to this
-    /// sequence number: followers may evict their copies of writes up to `destaged` only once
-    /// these are durable on every in-sync replica (the primary reports the destage point to
-    /// them only after it acknowledged this far). See `destage.rs`.
-    pub destage_needs: SeqNo,
 }
 
 /// When a primary may destage a volume's replicated writes: only while `allowed` says so (its
@@ -696,7 +691,6 @@ impl Partition {
                             runs: vec![(e.rep_seq, e.epoch)],
                             released: e.rep_seq,
                             destaged: SeqNo(0),
-                            destage_needs: SeqNo(0),
                         },
                     );
                 }

@@ -11,7 +11,80 @@ use crate::format::{BLOCK, FULL_MASK, SECTORS_PER_BLOCK as SPB};
 use crate::index::Loc;
 use crate::partition::{Partition, SECTOR};
 
+/// A read served whole by one run of cached blocks that lie consecutively in the log (the
+/// common cache hit), which can go to the device without the engine's threads.
+pub(crate) struct CachedRun {
+    /// Where the run starts in the log (virtual block).
+    virt: u64,
+    /// Blocks in the run.
+    pub(crate) blocks: usize,
+    /// Byte offset of the run on the device.
+    pub(crate) dev_offset: u64,
+    /// The bytes asked for: from `skip` in the run, `len` of them.
+    pub(crate) skip: usize,
+    pub(crate) len: usize,
+}
+
 impl Partition {
+    /// The run of cached blocks that holds all of `sectors` sectors of `volume` at `sector`,
+    /// if one does (every block cached whole, consecutive in the log); `None` sends the read
+    /// the general way ([`Partition::read`]).
+    pub(crate) fn cached_run(
+        &self,
+        volume: VolumeId,
+        sector: Sector,
+        sectors: u64,
+    ) -> Option<CachedRun> {
+        let (sector, end) = (sector.0, sector.0 + sectors);
+        let (first, last) = (sector / SPB, (end - 1) / SPB);
+        let idx = self.index.read();
+        let v = idx.volumes.get(&volume)?;
+        let Loc::Cached {
+            phys,
+            mask: FULL_MASK,
+        } = v.lookup(CacheBlock(first))
+        else {
+            return None;
+        };
+        for (k, b) in (first + 1..=last).enumerate() {
+            match v.lookup(CacheBlock(b)) {
+                Loc::Cached {
+                    phys: p,
+                    mask: FULL_MASK,
+                } if u64::from(p) == u64::from(phys) + 1 + k as u64 => {}
+                _ => return None,
+            }
+        }
+        // The run is in the log's live region [tail, head), which is shorter than a lap: its
+        // virtual position follows from the tail (read under the index lock: eviction drops
+        // index entries before it publishes a new tail, so an entry found here is at or past
+        // either tail).
+        let tail = self.tail_virt.load(Ordering::Acquire);
+        let l = self.log_blocks();
+        let virt = tail + (u64::from(phys) + l - tail % l) % l;
+        Some(CachedRun {
+            virt,
+            blocks: (last - first + 1) as usize,
+            dev_offset: self.dev_offset(virt),
+            skip: ((sector - first * SPB) * SECTOR) as usize,
+            len: (sectors * SECTOR) as usize,
+        })
+    }
+
+    /// Whether a run read without the `reclaim` guard was read from log space not reused
+    /// meanwhile: the writer reuses space only after it moved the tail past it, so a tail still
+    /// at or before the run once the read completed means the read saw the run's data.
+    pub(crate) fn run_still_valid(&self, run: &CachedRun) -> bool {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let ok = self.tail_virt.load(Ordering::Acquire) <= run.virt;
+        if ok {
+            self.counters
+                .read_hit_blocks
+                .fetch_add(run.blocks as u64, Ordering::Relaxed);
+        }
+        ok
+    }
+
     /// Reads `out.len() / 512` sectors of `volume` at `sector` into `out`.
     ///
     /// Cached data is read under the `reclaim` guard (so its log space cannot be reused while it

@@ -10,8 +10,15 @@
 //!   A failed round is retried with exponential backoff (the backend may be down).
 //! * **Readers**: blocking reads (cache device and backend) run on a pool so that many can be
 //!   in flight at once.
+//! * **Cache hits without a thread**: where the cache device is a file or block device, the
+//!   kernel has io_uring and the service starts inside a tokio runtime, a read held whole by
+//!   consecutive cached blocks goes to the device through a [`Ring`] from the caller's task, and
+//!   its completion comes back through the runtime's reactor (the ring's eventfd), with no
+//!   hand-off to the reader pool. Whatever else a read needs (the backend, zeroes, partial
+//!   blocks) stays on the pool. Which path serves hits is logged at start.
 //!
-//! Nothing polls: idle threads block on a channel or a condition variable.
+//! Nothing polls: idle threads block on a channel or a condition variable, and the ring's
+//! reaper task waits on its eventfd.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -24,8 +31,11 @@ use crossbeam_channel::{Receiver, Sender};
 use futures::FutureExt;
 use tokio::sync::oneshot;
 
+use alcubierre_io::{AlignedBuf, Ring};
+
 use crate::engine::Engine;
 use crate::error::CacheError;
+use crate::format::BLOCK;
 use crate::partition::{Op, Partition};
 use alcubierre_block::RateLimiter;
 use alcubierre_types::LogPos;
@@ -48,6 +58,9 @@ pub struct ServiceConfig {
     pub read_threads: usize,
     /// Most requests committed as one group.
     pub max_group: usize,
+    /// Serve cache hits through io_uring where it can (see the module documentation); `false`
+    /// keeps every read on the reader pool.
+    pub ring_reads: bool,
 }
 
 impl Default for ServiceConfig {
@@ -61,6 +74,7 @@ impl Default for ServiceConfig {
             max_dirty_age: Duration::from_millis(200),
             read_threads: 16,
             max_group: 128,
+            ring_reads: true,
         }
     }
 }
@@ -120,6 +134,94 @@ pub struct CacheService {
     reads: Sender<Option<ReadReq>>,
     threads: Vec<JoinHandle<()>>,
     read_threads: usize,
+    ring: Option<RingReads>,
+    reaper: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Cache hits read through io_uring: the ring, the cache device's descriptor, and how many
+/// reads it served.
+#[derive(Clone)]
+struct RingReads {
+    ring: Arc<Ring>,
+    fd: std::os::fd::RawFd,
+    served: Arc<std::sync::atomic::AtomicU64>,
+    /// Set at shutdown: reads go to the (stopped) pool, which answers "shutting down", since
+    /// nothing reaps the ring any more. Held shared while a read is submitted, so that once
+    /// shutdown has set it no read enters the ring.
+    stopped: Arc<parking_lot::RwLock<bool>>,
+}
+
+/// A ring's eventfd, as the reactor watches it: its own duplicate of the descriptor, so it is
+/// open for as long as the registration lives.
+struct EventFd(std::os::fd::OwnedFd);
+
+impl std::os::fd::AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+/// Sets up cache hits through io_uring, if the medium, the kernel and the caller allow: the
+/// ring and its reaper task on the current tokio runtime. Says which way hits go.
+fn start_ring(engine: &Engine) -> Option<(RingReads, tokio::task::JoinHandle<()>)> {
+    let fd = engine.partitions().first()?.medium.raw_fd()?;
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        tracing::info!("no async runtime at start: cache hits are read by the reader threads");
+        return None;
+    };
+    let ring = match Ring::new(256) {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            tracing::warn!(error = %e,
+                "io_uring is not available: cache hits are read by the reader threads");
+            return None;
+        }
+    };
+    let watched = match ring.event_fd().try_clone_to_owned() {
+        Ok(fd) => EventFd(fd),
+        Err(e) => {
+            tracing::warn!(error = %e,
+                "cannot watch the io_uring eventfd: cache hits are read by the reader threads");
+            return None;
+        }
+    };
+    // Deprecated for descriptors the registration does not own (I/O safety); this one owns its
+    // descriptor, which stays open until the registration is dropped. (The replacement is an
+    // `unsafe` function, and this crate has no unsafe code.)
+    #[allow(deprecated)]
+    let afd = match tokio::io::unix::AsyncFd::with_interest(watched, tokio::io::Interest::READABLE)
+    {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(error = %e,
+                "cannot watch the io_uring eventfd: cache hits are read by the reader threads");
+            return None;
+        }
+    };
+    let reaper = ring.clone();
+    let task = rt.spawn(async move {
+        loop {
+            let Ok(mut ready) = afd.readable().await else {
+                return;
+            };
+            // Readiness is cleared only when the eventfd was not signalled; a completion posted
+            // after `take_event` signals it again.
+            if ready.try_io(|_| reaper.take_event()).is_ok() {
+                reaper.reap();
+            }
+        }
+    });
+    tracing::info!(device = %engine.partitions()[0].device(),
+        "cache hits are read through io_uring");
+    Some((
+        RingReads {
+            ring,
+            fd,
+            served: Default::default(),
+            stopped: Default::default(),
+        },
+        task,
+    ))
 }
 
 impl CacheService {
@@ -165,13 +267,26 @@ impl CacheService {
                     .expect("spawn reader"),
             );
         }
+        let (ring, reaper) = match cfg.ring_reads.then(|| start_ring(&engine)).flatten() {
+            Some((r, t)) => (Some(r), Some(t)),
+            None => (None, None),
+        };
         Self {
             engine,
             writers,
             reads: rtx,
             threads,
             read_threads: cfg.read_threads.max(1),
+            ring,
+            reaper,
         }
+    }
+
+    /// Reads served through io_uring so far; `None` when hits go to the reader threads.
+    pub fn ring_reads(&self) -> Option<u64> {
+        self.ring
+            .as_ref()
+            .map(|r| r.served.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// The engine.
@@ -191,6 +306,7 @@ impl CacheService {
             engine: self.engine.clone(),
             writers: self.writers.clone(),
             reads: self.reads.clone(),
+            ring: self.ring.clone(),
         }
     }
 
@@ -208,6 +324,21 @@ impl CacheService {
         }
         for t in self.threads {
             let _ = t.join();
+        }
+        if let Some(r) = &self.ring {
+            *r.stopped.write() = true;
+        }
+        if let Some(reaper) = self.reaper {
+            reaper.abort();
+        }
+        // Reads still in flight complete (their futures may still be awaited); a device that
+        // never answers is not waited for beyond a few seconds.
+        if let Some(r) = &self.ring {
+            let start = std::time::Instant::now();
+            while r.ring.in_flight() > 0 && start.elapsed() < Duration::from_secs(5) {
+                r.ring.reap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
     }
 }
@@ -352,6 +483,7 @@ pub struct VolumeOpener {
     engine: Arc<Engine>,
     writers: Vec<Sender<WriterMsg>>,
     reads: Sender<Option<ReadReq>>,
+    ring: Option<RingReads>,
 }
 
 impl VolumeOpener {
@@ -365,6 +497,7 @@ impl VolumeOpener {
             engine: self.engine.clone(),
             writer: self.writers[i].clone(),
             reads: self.reads.clone(),
+            ring: self.ring.clone(),
         })
     }
 }
@@ -377,6 +510,7 @@ pub struct CacheVolume {
     engine: Arc<Engine>,
     writer: Sender<WriterMsg>,
     reads: Sender<Option<ReadReq>>,
+    ring: Option<RingReads>,
 }
 
 impl CacheVolume {
@@ -460,6 +594,64 @@ impl CacheVolume {
         self.geometry.block_size()
     }
 
+    /// A cache hit read through io_uring (see the module documentation), or `None` when this
+    /// read goes to the reader pool.
+    fn read_by_ring(&self, lba: Lba, count: BlockCount) -> Option<IoFuture<Bytes>> {
+        let rr = self.ring.as_ref()?;
+        let (part, run) = self.engine.cached_run(self.volume, lba, count)?;
+        let read = {
+            let stopped = rr.stopped.read();
+            if *stopped {
+                return None;
+            }
+            rr.ring.read_at(
+                rr.fd,
+                AlignedBuf::zeroed(run.blocks * BLOCK),
+                run.dev_offset,
+            )
+        };
+        let (me, served) = (self.clone(), rr.served.clone());
+        Some(
+            async move {
+                match read.await {
+                    Ok(buf) if part.run_still_valid(&run) => {
+                        served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Ok(if run.skip == 0 && run.len == buf.len() {
+                            Bytes::from_owner(buf)
+                        } else {
+                            Bytes::copy_from_slice(&buf[run.skip..run.skip + run.len])
+                        })
+                    }
+                    // The writer reused the log space while it was read (the cache went
+                    // round meanwhile): read again the general way.
+                    Ok(_) => me.read_by_pool(lba, count).await,
+                    Err(e) => Err(CacheError::Io {
+                        device: part.device(),
+                        op: "reading cached data",
+                        source: e,
+                    }
+                    .into_block(me.block_size())),
+                }
+            }
+            .boxed(),
+        )
+    }
+
+    /// A read on the reader pool.
+    fn read_by_pool(&self, lba: Lba, count: BlockCount) -> IoFuture<Bytes> {
+        let (tx, rx) = oneshot::channel();
+        let req = ReadReq {
+            volume: self.volume,
+            lba,
+            count,
+            done: tx,
+        };
+        if self.reads.send(Some(req)).is_err() {
+            return self.failed(CacheError::ShuttingDown);
+        }
+        reply(rx, self.block_size())
+    }
+
     /// A request that failed before it was sent.
     fn failed<T: Send + 'static>(&self, e: CacheError) -> IoFuture<T> {
         futures::future::ready(Err(e.into_block(self.block_size()))).boxed()
@@ -476,17 +668,10 @@ impl BlockDevice for CacheVolume {
     }
 
     fn read(&self, lba: Lba, count: BlockCount) -> IoFuture<Bytes> {
-        let (tx, rx) = oneshot::channel();
-        let req = ReadReq {
-            volume: self.volume,
-            lba,
-            count,
-            done: tx,
-        };
-        if self.reads.send(Some(req)).is_err() {
-            return self.failed(CacheError::ShuttingDown);
+        match self.read_by_ring(lba, count) {
+            Some(f) => f,
+            None => self.read_by_pool(lba, count),
         }
-        reply(rx, self.block_size())
     }
 
     fn write(&self, lba: Lba, data: Bytes) -> IoFuture<()> {

@@ -65,7 +65,6 @@ fn tags_are_journaled_and_recovered() {
         runs: vec![(SeqNo(1), Epoch(4)), (SeqNo(3), Epoch(5))],
         released: SeqNo(0),
         destaged: SeqNo(0),
-        destage_needs: SeqNo(0),
     };
     assert_eq!(e.replication_log(a), want);
     assert_eq!(e.replication_log(b), RepLog::default(), "untagged");
@@ -97,7 +96,6 @@ fn a_reset_keeps_the_primary_destage_point_as_the_volume_position() {
         runs: vec![(SeqNo(40), Epoch(3))],
         released: SeqNo(40),
         destaged: SeqNo(0),
-        destage_needs: SeqNo(0),
     };
     assert_eq!(e.replication_log(a), want);
     assert!(

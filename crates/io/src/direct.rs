@@ -88,6 +88,11 @@ impl Medium for DirectFile {
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
+
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        Some(self.file.as_raw_fd())
+    }
 }
 
 #[cfg(test)]

@@ -3,10 +3,12 @@
 //! Owns: [`AlignedBuf`] (heap memory aligned to [`ALIGN`], as `O_DIRECT` requires), the
 //! [`Medium`] trait (positional read, write and sync of a cache device), [`DirectFile`] (a block
 //! device or regular file opened with `O_DIRECT`), [`MemMedium`] (memory, for tests and CPU
-//! benchmarks) and, behind the `fault-injection` feature, [`fault`]: a power-loss model that keeps
-//! durable bytes apart from written ones.
+//! benchmarks), [`Ring`]: completion-based reads through io_uring, and, behind the
+//! `fault-injection` feature, [`fault`]: a power-loss model that keeps durable bytes apart from
+//! written ones.
 //!
-//! Invariants: every `unsafe` block is in `buf`, `counting`, `dsync` or `punch`, with a `SAFETY:` comment; a [`Medium`]'s
+//! Invariants: every `unsafe` block is in `buf`, `counting`, `dsync`, `punch` or `uring`, with a
+//! `SAFETY:` comment; a [`Medium`]'s
 //! `sync` returns only after every write that completed before it is durable.
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -19,6 +21,7 @@ pub mod fault;
 mod mem;
 mod punch;
 mod space;
+mod uring;
 
 pub use buf::{AlignedBuf, ALIGN};
 pub use counting::CountingAlloc;
@@ -26,6 +29,7 @@ pub use direct::DirectFile;
 pub use mem::MemMedium;
 pub use punch::punch_hole;
 pub use space::fs_space;
+pub use uring::{ReadAt, Ring};
 
 /// A cache device: positional I/O in multiples of [`ALIGN`] at offsets aligned to [`ALIGN`].
 ///
@@ -54,4 +58,10 @@ pub trait Medium: Send + Sync {
     }
     /// A human name for logs and errors (a path, or "memory").
     fn describe(&self) -> String;
+    /// The file descriptor reads may go to directly (through a [`Ring`]), when the medium is a
+    /// file or device whose reads have no other effect; `None` (the default) keeps every read
+    /// on [`Medium::read_at`] (memory, and the fault models, which must see each read).
+    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
 }

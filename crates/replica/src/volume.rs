@@ -16,8 +16,7 @@ use std::time::{Duration, Instant};
 
 use alcubierre_block::{BlockDevice, BlockError, IoFuture};
 use alcubierre_cache::{
-    CacheVolume, ClaimState, DestageFence, Engine, LogPos, RepLog, ReplayEnd, Replayed,
-    WriteCallback,
+    CacheVolume, ClaimState, DestageFence, Engine, LogPos, ReplayEnd, Replayed, WriteCallback,
 };
 use alcubierre_types::{BlockCount, ByteOffset, ByteSize, Lba, VolumeGeometry, VolumeId};
 use bytes::Bytes;
@@ -340,11 +339,11 @@ impl PrimaryVolume {
     }
 
     fn tick(self: &Arc<Self>) {
-        let log = self.engine.replication_log(self.volume);
-        let _ = self.step(|inner| Ok::<_, ()>(self.tick_locked(inner, &log)));
+        let destaged = self.engine.replication_log(self.volume).destaged;
+        let _ = self.step(|inner| Ok::<_, ()>(self.tick_locked(inner, destaged)));
     }
 
-    fn tick_locked(&self, inner: &mut Inner, log: &RepLog) -> Vec<Action> {
+    fn tick_locked(&self, inner: &mut Inner, destaged: SeqNo) -> Vec<Action> {
         if self.fence.claim_state() == ClaimState::Lost && self.failed.lock().is_none() {
             // Another node claimed the backend image (docs/design/replication.md, "Backend
             // fencing"): this node cannot destage the volume, so it stops serving it. The
@@ -371,10 +370,7 @@ impl PrimaryVolume {
                 let _ = tx.send(Err(e.clone()));
             }
         }
-        // Followers evict what the destage point covers: not before the newer writes that
-        // destage relied on, passing older versions over, are on every in-sync replica.
-        let destaged = log.destaged;
-        if destaged > inner.destaged && log.destage_needs <= inner.core.acked() {
+        if destaged > inner.destaged {
             inner.destaged = destaged;
             let epoch = inner
                 .window
