@@ -86,27 +86,41 @@ struct Report {
     reads_through_io_uring: Option<u64>,
 }
 
-pub fn run(args: &EngineBenchArgs, json: bool) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.dir)?;
-    let cache_path = args.dir.join("cache.img");
-    let backend_dir = args.dir.join("backend");
+/// A formatted cache file `<name>-cache.img` of `cache_mib` MiB in `dir` (zero-filled, so its
+/// blocks are allocated) with a fresh `volume_mib` MiB volume (512-byte blocks) attached, whose
+/// backend is a sparse file under `<name>-backend`: the engine, the volume and the cache file.
+pub(crate) fn engine_on_files(
+    dir: &std::path::Path,
+    name: &str,
+    cache_mib: u64,
+    volume_mib: u64,
+) -> anyhow::Result<(Arc<Engine>, VolumeId, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let cache_path = dir.join(format!("{name}-cache.img"));
+    let backend_dir = dir.join(format!("{name}-backend"));
     let _ = std::fs::remove_dir_all(&backend_dir);
     eprintln!(
-        "creating {} MiB cache file {}",
-        args.cache_mib,
+        "creating {cache_mib} MiB cache file {}",
         cache_path.display()
     );
-    let medium = DirectFile::create_file(&cache_path, args.cache_mib << 20)
+    let medium = DirectFile::create_file(&cache_path, cache_mib << 20)
         .with_context(|| format!("creating {}", cache_path.display()))?;
     Engine::format(&medium, &FormatOptions::default())?;
     drop(medium);
     let medium: Arc<dyn Medium> = Arc::new(DirectFile::open(&cache_path)?);
     let backend = Arc::new(FileBackend::new(&backend_dir)?);
     let vol = VolumeId::random();
-    let size = ByteSize(args.volume_mib << 20);
+    let size = ByteSize(volume_mib << 20);
     backend.create(vol, size)?;
     let engine = Arc::new(Engine::open(medium, backend as Arc<dyn Backend>)?);
     engine.attach(vol, VolumeGeometry::new(BlockSize::B512, size)?)?;
+    Ok((engine, vol, cache_path))
+}
+
+pub fn run(args: &EngineBenchArgs, json: bool) -> anyhow::Result<()> {
+    let (engine, vol, cache_path) =
+        engine_on_files(&args.dir, "engine", args.cache_mib, args.volume_mib)?;
+    let size = ByteSize(args.volume_mib << 20);
     // The service starts inside the load's runtime, so that cache hits go through io_uring
     // with their completions on this runtime's reactor, as in a node.
     let rt = tokio::runtime::Builder::new_current_thread()

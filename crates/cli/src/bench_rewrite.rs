@@ -13,12 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alcubierre_backend::{Backend, FileBackend};
 use alcubierre_block::RateLimiter;
-use alcubierre_cache::{CacheService, Engine, FormatOptions, ServiceConfig};
-use alcubierre_io::{DirectFile, Medium};
-use alcubierre_types::{BlockSize, ByteSize, VolumeGeometry, VolumeId};
-use anyhow::Context;
+use alcubierre_cache::{CacheService, ServiceConfig};
 use serde::Serialize;
 
 use crate::load::{self, Pattern};
@@ -81,21 +77,8 @@ pub fn run(args: &RewriteBenchArgs, json: bool) -> anyhow::Result<()> {
         args.volume_mib
     );
     anyhow::ensure!(args.destage_mb_s >= 1, "--destage-mb-s must be at least 1");
-    std::fs::create_dir_all(&args.dir)?;
-    let cache_path = args.dir.join("rewrite-cache.img");
-    let backend_dir = args.dir.join("rewrite-backend");
-    let _ = std::fs::remove_dir_all(&backend_dir);
-    let medium = DirectFile::create_file(&cache_path, args.cache_mib << 20)
-        .with_context(|| format!("creating {}", cache_path.display()))?;
-    Engine::format(&medium, &FormatOptions::default())?;
-    drop(medium);
-    let medium: Arc<dyn Medium> = Arc::new(DirectFile::open(&cache_path)?);
-    let backend = Arc::new(FileBackend::new(&backend_dir)?);
-    let vol = VolumeId::random();
-    let size = ByteSize(args.volume_mib << 20);
-    backend.create(vol, size)?;
-    let engine = Arc::new(Engine::open(medium, backend as Arc<dyn Backend>)?);
-    engine.attach(vol, VolumeGeometry::new(BlockSize::B512, size)?)?;
+    let (engine, vol, _) =
+        crate::bench::engine_on_files(&args.dir, "rewrite", args.cache_mib, args.volume_mib)?;
     let cap = args.destage_mb_s * 1_000_000;
     let cfg = ServiceConfig {
         destage_limit: Some(Arc::new(RateLimiter::new(cap, 1 << 20))),
