@@ -14,8 +14,9 @@
 //!   needs space moves `tail` up to `destaged`, forgetting index entries that still point there;
 //! * the **destager** ([`Partition::destage_round`], in `destage.rs`) moves `destaged` towards
 //!   `head` after the backend has flushed, and records it in a checkpoint before publishing it;
-//! * **readers** hold `reclaim` shared while they use a cache location, so `tail` cannot pass
-//!   data a reader is about to read.
+//! * **readers** on the pool hold `reclaim` shared while they use a cache location, so `tail`
+//!   cannot pass data a reader is about to read; reads through io_uring hold no lock and check
+//!   afterwards that `tail` did not pass their data (`read.rs`, `run_still_valid`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -788,6 +789,9 @@ impl Partition {
         w.tail = tail;
         w.tail_seq = seq;
         self.tail_virt.store(tail, Ordering::Release);
+        // The new tail is visible before any write into the space it frees (the readers that
+        // hold no lock check the tail after their device read).
+        std::sync::atomic::fence(Ordering::SeqCst);
         Ok(())
     }
 }

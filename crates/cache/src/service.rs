@@ -143,12 +143,30 @@ pub struct CacheService {
 #[derive(Clone)]
 struct RingReads {
     ring: Arc<Ring>,
-    fd: std::os::fd::RawFd,
     served: Arc<std::sync::atomic::AtomicU64>,
     /// Set at shutdown: reads go to the (stopped) pool, which answers "shutting down", since
     /// nothing reaps the ring any more. Held shared while a read is submitted, so that once
     /// shutdown has set it no read enters the ring.
     stopped: Arc<parking_lot::RwLock<bool>>,
+}
+
+/// Ends the ring's use when its reaper task ends (aborted at shutdown, or its runtime shut
+/// down): later reads go to the pool, and reads still in flight are reaped here (their own polls
+/// reap as well), so none waits on a reaper that is gone.
+struct ReaperGone {
+    ring: Arc<Ring>,
+    stopped: Arc<parking_lot::RwLock<bool>>,
+}
+
+impl Drop for ReaperGone {
+    fn drop(&mut self) {
+        *self.stopped.write() = true;
+        let start = std::time::Instant::now();
+        while self.ring.in_flight() > 0 && start.elapsed() < Duration::from_secs(5) {
+            self.ring.reap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 /// A ring's eventfd, as the reactor watches it: its own duplicate of the descriptor, so it is
@@ -164,13 +182,14 @@ impl std::os::fd::AsRawFd for EventFd {
 /// Sets up cache hits through io_uring, if the medium, the kernel and the caller allow: the
 /// ring and its reaper task on the current tokio runtime. Says which way hits go.
 fn start_ring(engine: &Engine) -> Option<(RingReads, tokio::task::JoinHandle<()>)> {
-    let fd = engine.partitions().first()?.medium.raw_fd()?;
+    let medium = &engine.partitions().first()?.medium;
+    let file = medium.fd()?;
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         tracing::info!("no async runtime at start: cache hits are read by the reader threads");
         return None;
     };
-    let ring = match Ring::new(256) {
-        Ok(r) => Arc::new(r),
+    let ring = match Ring::new(256, file) {
+        Ok(r) => r,
         Err(e) => {
             tracing::warn!(error = %e,
                 "io_uring is not available: cache hits are read by the reader threads");
@@ -199,7 +218,13 @@ fn start_ring(engine: &Engine) -> Option<(RingReads, tokio::task::JoinHandle<()>
         }
     };
     let reaper = ring.clone();
+    let stopped: Arc<parking_lot::RwLock<bool>> = Default::default();
+    let guard = ReaperGone {
+        ring: ring.clone(),
+        stopped: stopped.clone(),
+    };
     let task = rt.spawn(async move {
+        let _gone = guard;
         loop {
             let Ok(mut ready) = afd.readable().await else {
                 return;
@@ -216,9 +241,8 @@ fn start_ring(engine: &Engine) -> Option<(RingReads, tokio::task::JoinHandle<()>
     Some((
         RingReads {
             ring,
-            fd,
             served: Default::default(),
-            stopped: Default::default(),
+            stopped,
         },
         task,
     ))
@@ -325,20 +349,13 @@ impl CacheService {
         for t in self.threads {
             let _ = t.join();
         }
+        // No read enters the ring from here on; those in flight complete (the reaper's guard
+        // reaps them when it ends, and their own polls reap).
         if let Some(r) = &self.ring {
             *r.stopped.write() = true;
         }
         if let Some(reaper) = self.reaper {
             reaper.abort();
-        }
-        // Reads still in flight complete (their futures may still be awaited); a device that
-        // never answers is not waited for beyond a few seconds.
-        if let Some(r) = &self.ring {
-            let start = std::time::Instant::now();
-            while r.ring.in_flight() > 0 && start.elapsed() < Duration::from_secs(5) {
-                r.ring.reap();
-                std::thread::sleep(Duration::from_millis(1));
-            }
         }
     }
 }
@@ -597,18 +614,16 @@ impl CacheVolume {
     /// A cache hit read through io_uring (see the module documentation), or `None` when this
     /// read goes to the reader pool.
     fn read_by_ring(&self, lba: Lba, count: BlockCount) -> Option<IoFuture<Bytes>> {
-        let rr = self.ring.as_ref()?;
+        // A ring with its completion queue half full sends reads to the pool meanwhile.
+        let rr = self.ring.as_ref().filter(|r| r.ring.has_room())?;
         let (part, run) = self.engine.cached_run(self.volume, lba, count)?;
         let read = {
             let stopped = rr.stopped.read();
             if *stopped {
                 return None;
             }
-            rr.ring.read_at(
-                rr.fd,
-                AlignedBuf::zeroed(run.blocks * BLOCK),
-                run.dev_offset,
-            )
+            rr.ring
+                .read_at(AlignedBuf::zeroed(run.blocks * BLOCK), run.dev_offset)
         };
         let (me, served) = (self.clone(), rr.served.clone());
         Some(
@@ -625,12 +640,13 @@ impl CacheVolume {
                     // The writer reused the log space while it was read (the cache went
                     // round meanwhile): read again the general way.
                     Ok(_) => me.read_by_pool(lba, count).await,
-                    Err(e) => Err(CacheError::Io {
-                        device: part.device(),
-                        op: "reading cached data",
-                        source: e,
+                    // The pool reads again and reports a device error as before (a ring's own
+                    // trouble, such as a short or interrupted read, is not the device's).
+                    Err(e) => {
+                        tracing::debug!(error = %e, device = %part.device(),
+                            "a read through io_uring failed; reading again on the pool");
+                        me.read_by_pool(lba, count).await
                     }
-                    .into_block(me.block_size())),
                 }
             }
             .boxed(),

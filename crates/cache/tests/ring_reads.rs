@@ -192,3 +192,52 @@ fn cache_hits_through_io_uring_stay_right_while_the_log_goes_round() {
     drop(rt);
     std::fs::remove_file(&path).unwrap();
 }
+
+/// A task that polls without letting its runtime run the reactor (the NVMe/TCP driver's busy
+/// poll) still sees its read complete: polling a read reaps the ring.
+#[test]
+fn a_busy_polled_read_completes_without_the_reactor() {
+    use futures::FutureExt;
+    if !io_uring_enabled() {
+        return;
+    }
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/tmp"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("ring-poll-{}.img", std::process::id()));
+    let m = DirectFile::create_file(&path, 8 << 20).unwrap();
+    Engine::format(&m, &FormatOptions::default()).unwrap();
+    drop(m);
+    let medium: Arc<dyn Medium> = Arc::new(DirectFile::open(&path).unwrap());
+    let backend = Arc::new(MemBackend::new());
+    let v = vol(1);
+    backend
+        .create(v, alcubierre_types::ByteSize(BLOCKS * 4096))
+        .unwrap();
+    let engine = Arc::new(Engine::open(medium, backend as Arc<dyn Backend>).unwrap());
+    engine.attach(v, geometry(BLOCKS * 4096)).unwrap();
+    // A current-thread runtime that nobody drives after the start: its reaper never runs.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let svc = {
+        let _in = rt.enter();
+        CacheService::start(engine.clone(), ServiceConfig::default())
+    };
+    let dev = svc.volume(v).unwrap();
+    futures::executor::block_on(dev.write(Lba(8), data(1, 7))).unwrap();
+    let mut read = dev.read(Lba(8), BlockCount(8));
+    let start = Instant::now();
+    let got = loop {
+        if let Some(r) = (&mut read).now_or_never() {
+            break r.unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "the read never completed");
+        std::thread::yield_now();
+    };
+    assert_eq!(parse(&got), (1, 7));
+    assert_eq!(svc.ring_reads(), Some(1), "served by the ring");
+    svc.shutdown();
+    drop(rt);
+    std::fs::remove_file(&path).unwrap();
+}

@@ -85,11 +85,15 @@ pub fn run(args: &RewriteBenchArgs, json: bool) -> anyhow::Result<()> {
         ..ServiceConfig::default()
     };
     let cache_bytes = engine.stats().capacity_bytes;
-    let svc = CacheService::start(engine.clone(), cfg);
-    let dev = svc.volume(vol)?;
+    // Started inside the load's runtime, as in a node (cache hits through io_uring).
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let svc = {
+        let _in = rt.enter();
+        CacheService::start(engine.clone(), cfg)
+    };
+    let dev = svc.volume(vol)?;
 
     let done = Arc::new(AtomicBool::new(false));
     let sampler = {

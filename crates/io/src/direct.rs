@@ -89,9 +89,9 @@ impl Medium for DirectFile {
         self.path.display().to_string()
     }
 
-    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
-        use std::os::fd::AsRawFd;
-        Some(self.file.as_raw_fd())
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        Some(self.file.as_fd())
     }
 }
 

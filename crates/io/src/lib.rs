@@ -61,7 +61,7 @@ pub trait Medium: Send + Sync {
     /// The file descriptor reads may go to directly (through a [`Ring`]), when the medium is a
     /// file or device whose reads have no other effect; `None` (the default) keeps every read
     /// on [`Medium::read_at`] (memory, and the fault models, which must see each read).
-    fn raw_fd(&self) -> Option<std::os::fd::RawFd> {
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         None
     }
 }

@@ -1,9 +1,12 @@
 //! Completion-based reads of a cache device through io_uring.
 //!
-//! A [`Ring`] takes reads ([`Ring::read_at`]) from any thread and completes them as events: the
-//! kernel posts each completion to the ring's completion queue and signals an eventfd
-//! ([`Ring::event_fd`]), which the caller's reactor watches and answers with [`Ring::reap`].
-//! A read is a future ([`ReadAt`]) that resolves to its buffer; no thread blocks on the device.
+//! A [`Ring`] reads one file (registered with the ring, so the kernel holds it open for as long as
+//! the ring lives) at offsets given to [`Ring::read_at`] from any thread, and completes the reads
+//! as events: the kernel posts each completion to the ring's completion queue and signals an
+//! eventfd ([`Ring::event_fd`]), which the caller's reactor watches and answers with
+//! [`Ring::reap`]. A read is a future ([`ReadAt`]) that resolves to its buffer; no thread blocks
+//! on the device. Polling a read also reaps, so a read completes for a caller that polls without
+//! the reactor (a busy-polling task, `now_or_never`).
 //!
 //! Safety of the buffers: a read's buffer belongs to its slot, whose reference is handed to the
 //! kernel with the request (as the entry's user data) and taken back only when the completion is
@@ -12,7 +15,7 @@
 //! the kernel may still fill.
 
 use std::future::Future;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -27,6 +30,8 @@ pub struct Ring {
     ring: Mutex<IoUring>,
     event: OwnedFd,
     in_flight: std::sync::atomic::AtomicUsize,
+    /// The completion queue's size: reads in flight beyond it wait in the kernel.
+    cq_entries: usize,
 }
 
 #[derive(Default)]
@@ -41,10 +46,14 @@ struct SlotState {
 struct Slot(Mutex<SlotState>);
 
 impl Ring {
-    /// A ring of `entries` submission slots, or why the kernel refused one (io_uring disabled
-    /// by `kernel.io_uring_disabled`, not built in, or refused by a seccomp filter).
-    pub fn new(entries: u32) -> std::io::Result<Self> {
+    /// A ring of `entries` submission slots that reads `file`, or why the kernel refused one
+    /// (io_uring disabled by `kernel.io_uring_disabled`, not built in, or refused by a seccomp
+    /// filter).
+    pub fn new(entries: u32, file: std::os::fd::BorrowedFd<'_>) -> std::io::Result<Arc<Self>> {
         let ring = IoUring::new(entries)?;
+        // The ring's own reference to the file: a read queued in the ring can never reach
+        // another file that took the descriptor's number after the caller closed it.
+        ring.submitter().register_files(&[file.as_raw_fd()])?;
         let mut probe = io_uring::Probe::new();
         ring.submitter().register_probe(&mut probe)?;
         if !probe.is_supported(opcode::Read::CODE) {
@@ -62,11 +71,13 @@ impl Ring {
         // SAFETY: `fd` was just returned by eventfd(2) and is owned by nothing else.
         let event = unsafe { OwnedFd::from_raw_fd(fd) };
         ring.submitter().register_eventfd(event.as_raw_fd())?;
-        Ok(Self {
+        let cq_entries = ring.params().cq_entries() as usize;
+        Ok(Arc::new(Self {
             ring: Mutex::new(ring),
             event,
             in_flight: Default::default(),
-        })
+            cq_entries,
+        }))
     }
 
     /// The eventfd signalled when completions are posted: watch it for readability and call
@@ -76,21 +87,26 @@ impl Ring {
         self.event.as_fd()
     }
 
-    /// Reads `buf.len()` bytes of `fd` at `offset` into `buf`; the future gives the buffer back
-    /// once the read completed (short reads are errors). `fd` must stay open until then; with
-    /// `O_DIRECT`, `buf` and `offset` must be aligned as the device requires.
-    pub fn read_at(&self, fd: RawFd, mut buf: AlignedBuf, offset: u64) -> ReadAt {
+    /// Whether the ring has room for another read without its completions overflowing.
+    pub fn has_room(&self) -> bool {
+        self.in_flight() < self.cq_entries / 2
+    }
+
+    /// Reads `buf.len()` bytes of the file at `offset` into `buf`; the future gives the buffer
+    /// back once the read completed (short reads are errors). With `O_DIRECT`, `buf` and
+    /// `offset` must be aligned as the device requires.
+    pub fn read_at(self: &Arc<Self>, mut buf: AlignedBuf, offset: u64) -> ReadAt {
         let slot = Arc::new(Slot::default());
         let (ptr, len) = (buf.as_mut_ptr(), buf.len());
         let Ok(len32) = u32::try_from(len) else {
-            return ReadAt::failed(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "a read of 4 GiB or more",
-            ));
+            return ReadAt::failed(
+                self,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "a read of 4 GiB or more"),
+            );
         };
         slot.0.lock().buf = Some(buf);
         let user = Arc::into_raw(slot.clone()) as u64;
-        let entry = opcode::Read::new(types::Fd(fd), ptr, len32)
+        let entry = opcode::Read::new(types::Fixed(0), ptr, len32)
             .offset(offset)
             .build()
             .user_data(user);
@@ -115,32 +131,38 @@ impl Ring {
                 }
             }
         }
-        loop {
+        // The entry is the kernel's from the push on (it owns the slot reference): it is
+        // never failed here. A submission the kernel refuses for now (EBUSY: completions to
+        // reap first; EAGAIN: memory) leaves it queued; every reap submits what is queued, and
+        // this read's own polls reap.
+        let refused = loop {
             match ring.submit() {
-                Ok(_) => break,
+                Ok(_) => break None,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                // EBUSY/EAGAIN: the completion queue is full; the entry stays queued and goes
-                // with the next submission (the reactor reaps meanwhile).
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => break,
-                Err(e) => {
-                    // The kernel took none of the queue. The entry stays queued (the kernel
-                    // owns its slot reference from the push on), so it is not failed here: the
-                    // next submission carries it.
-                    tracing::warn!(error = %e, "io_uring submission failed; the read stays queued");
-                    break;
-                }
+                Err(e) => break Some(e),
             }
+        };
+        drop(ring);
+        if let Some(e) = refused {
+            if !matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) {
+                tracing::warn!(error = %e, "io_uring submission failed; the read stays queued");
+            }
+            self.reap();
         }
-        ReadAt { slot, len }
+        ReadAt {
+            ring: Some(self.clone()),
+            slot,
+            len,
+        }
     }
 
     /// A read whose submission failed before the kernel took it: its slot reference comes back
     /// and the future fails.
-    fn failed_submit(&self, user: u64, e: std::io::Error) -> ReadAt {
+    fn failed_submit(self: &Arc<Self>, user: u64, e: std::io::Error) -> ReadAt {
         // SAFETY: `user` came from `Arc::into_raw` in `read_at` and the kernel never saw it
         // (the push failed), so this is the only place that takes it back.
         drop(unsafe { Arc::from_raw(user as *const Slot) });
-        ReadAt::failed(e)
+        ReadAt::failed(self, e)
     }
 
     /// Resets the eventfd: `Ok` when it was signalled (then [`Ring::reap`]: a completion posted
@@ -170,15 +192,25 @@ impl Ring {
                     done.push((cqe.user_data(), cqe.result()));
                 }
                 // Completions beyond the queue's room wait in the kernel until an enter
-                // flushes them (the submission does, seeing the overflow flag).
-                if !ring.submission().cq_overflow() {
+                // flushes them (the submission does, seeing the overflow flag); entries a
+                // refused submission left queued go now.
+                let mut sq = ring.submission();
+                let (overflow, queued) = (sq.cq_overflow(), !sq.is_empty());
+                sq.sync();
+                drop(sq);
+                if !overflow && !queued {
                     break;
                 }
                 if let Err(e) = ring.submit() {
                     if e.kind() != std::io::ErrorKind::Interrupted {
-                        tracing::warn!(error = %e, "io_uring: flushing overflowed completions failed");
+                        if !matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) {
+                            tracing::warn!(error = %e, "io_uring: submitting failed");
+                        }
                         break;
                     }
+                }
+                if !overflow {
+                    break;
                 }
             }
         }
@@ -212,17 +244,29 @@ impl Ring {
 
 /// A read through a [`Ring`]: resolves to the filled buffer.
 pub struct ReadAt {
+    /// The ring, to reap from when polled (`None` once failed before submission).
+    ring: Option<Arc<Ring>>,
     slot: Arc<Slot>,
     len: usize,
 }
 
 impl ReadAt {
-    fn failed(e: std::io::Error) -> Self {
+    fn failed(_ring: &Arc<Ring>, e: std::io::Error) -> Self {
         let slot = Slot::default();
         slot.0.lock().done = Some(Err(e));
         Self {
+            ring: None,
             slot: Arc::new(slot),
             len: 0,
+        }
+    }
+
+    /// The outcome, if the read is done.
+    fn take(&self) -> Option<std::io::Result<AlignedBuf>> {
+        let mut s = self.slot.0.lock();
+        match s.done.take()? {
+            Ok(()) => Some(Ok(s.buf.take().expect("a completed read has its buffer"))),
+            Err(e) => Some(Err(e)),
         }
     }
 
@@ -241,11 +285,20 @@ impl Future for ReadAt {
     type Output = std::io::Result<AlignedBuf>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(r) = self.take() {
+            return Poll::Ready(r);
+        }
+        // Reap here too (no system call unless something is queued or overflowed), so the
+        // read completes for a caller that polls without the reactor running.
+        if let Some(ring) = &self.ring {
+            ring.reap();
+        }
         let mut s = self.slot.0.lock();
         match s.done.take() {
             Some(Ok(())) => Poll::Ready(Ok(s.buf.take().expect("a completed read has its buffer"))),
             Some(Err(e)) => Poll::Ready(Err(e)),
             None => {
+                // Under the slot's lock: a completion reaped from now on finds this waker.
                 if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
                     s.waker = Some(cx.waker().clone());
                 }
@@ -260,29 +313,19 @@ mod tests {
     use super::*;
     use crate::{DirectFile, Medium};
 
-    /// Reaps until `fut` is done (no reactor here: the test polls the ring itself).
-    fn wait(ring: &Ring, mut fut: ReadAt) -> std::io::Result<AlignedBuf> {
-        let waker = futures_noop();
-        let mut cx = Context::from_waker(&waker);
+    /// Polls `fut` until it is done (no reactor here: its polls reap the ring).
+    fn wait(mut fut: ReadAt) -> std::io::Result<AlignedBuf> {
+        let mut cx = Context::from_waker(Waker::noop());
         loop {
             if let Poll::Ready(r) = Pin::new(&mut fut).poll(&mut cx) {
                 return r;
             }
-            ring.reap();
             std::thread::yield_now();
         }
     }
 
-    fn futures_noop() -> Waker {
-        Waker::noop().clone()
-    }
-
     #[test]
     fn reads_complete_through_the_ring() {
-        let Ok(ring) = Ring::new(8) else {
-            eprintln!("io_uring unavailable here: nothing to test");
-            return;
-        };
         let dir =
             std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/tmp"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -293,26 +336,37 @@ mod tests {
             *b = (i / 512) as u8 + 1;
         }
         f.write_at(&w, 16384).unwrap();
-        let fd = f.raw_fd().unwrap();
-        // Many at once, more than the queue holds.
-        let reads: Vec<ReadAt> = (0..32)
-            .map(|_| ring.read_at(fd, AlignedBuf::zeroed(8192), 16384))
+        let file = f.fd().unwrap();
+        if std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+            .is_ok_and(|s| s.trim() != "0")
+        {
+            assert!(Ring::new(8, file).is_err());
+            return;
+        }
+        let ring = Ring::new(8, file).unwrap();
+        // Many at once, more than the queues hold: completions overflow and are flushed.
+        let reads: Vec<ReadAt> = (0..64)
+            .map(|_| ring.read_at(AlignedBuf::zeroed(8192), 16384))
             .collect();
         for r in reads {
-            assert_eq!(&wait(&ring, r).unwrap()[..], &w[..]);
+            assert_eq!(&wait(r).unwrap()[..], &w[..]);
         }
+        assert_eq!(ring.in_flight(), 0);
         // Past the end: a short read is an error, not zeroes.
-        let r = ring.read_at(fd, AlignedBuf::zeroed(8192), (1 << 20) - 4096);
-        let e = wait(&ring, r).unwrap_err();
+        let r = ring.read_at(AlignedBuf::zeroed(8192), (1 << 20) - 4096);
+        let e = wait(r).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
         // Unaligned O_DIRECT: the kernel's error comes back.
-        let r = ring.read_at(fd, AlignedBuf::zeroed(4096), 100);
-        assert!(wait(&ring, r).is_err());
-        // A read dropped before its completion: the reap later takes its slot back.
-        drop(ring.read_at(fd, AlignedBuf::zeroed(4096), 0));
-        let mut reaped = 0;
-        while reaped == 0 {
-            reaped = ring.reap();
+        let r = ring.read_at(AlignedBuf::zeroed(4096), 100);
+        assert!(wait(r).is_err());
+        // The file closed by its owner: the ring's registered reference still reads it.
+        drop(f);
+        let r = ring.read_at(AlignedBuf::zeroed(8192), 16384);
+        assert_eq!(&wait(r).unwrap()[..], &w[..]);
+        // A read dropped before its completion: a reap later takes its slot back.
+        drop(ring.read_at(AlignedBuf::zeroed(4096), 0));
+        while ring.in_flight() > 0 {
+            ring.reap();
         }
         std::fs::remove_file(&path).unwrap();
     }
