@@ -15,7 +15,7 @@ use alcubierre_backend::{Backend, MemBackend};
 use alcubierre_block::BlockDevice;
 use alcubierre_cache::{CacheService, Engine, FormatOptions, ServiceConfig};
 use alcubierre_io::{DirectFile, Medium};
-use alcubierre_types::{BlockCount, Lba};
+use alcubierre_types::{BlockCount, Lba, VolumeId};
 use bytes::Bytes;
 use common::{geometry, vol};
 
@@ -44,22 +44,15 @@ fn io_uring_enabled() -> bool {
     std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").map_or(true, |s| s.trim() == "0")
 }
 
-#[test]
-fn cache_hits_through_io_uring_stay_right_while_the_log_goes_round() {
+/// An 8 MiB cache file `<name>-<pid>.img` under target/tmp (O_DIRECT needs a real file
+/// system), formatted with `fmt`, with a volume of `BLOCKS` blocks attached: the engine, the
+/// volume and the file.
+fn engine_on_file(name: &str, fmt: &FormatOptions) -> (Arc<Engine>, VolumeId, PathBuf) {
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/tmp"));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("ring-reads-{}.img", std::process::id()));
-    // 8 MiB of cache for a 1 MiB working set rewritten all the time: the log goes round
-    // every few hundred milliseconds and evicts under the readers.
+    let path = dir.join(format!("{name}-{}.img", std::process::id()));
     let m = DirectFile::create_file(&path, 8 << 20).unwrap();
-    Engine::format(
-        &m,
-        &FormatOptions {
-            partitions: 1,
-            max_batch_data_blocks: 16,
-        },
-    )
-    .unwrap();
+    Engine::format(&m, fmt).unwrap();
     drop(m);
     let medium: Arc<dyn Medium> = Arc::new(DirectFile::open(&path).unwrap());
     let backend = Arc::new(MemBackend::new());
@@ -69,6 +62,20 @@ fn cache_hits_through_io_uring_stay_right_while_the_log_goes_round() {
         .unwrap();
     let engine = Arc::new(Engine::open(medium, backend as Arc<dyn Backend>).unwrap());
     engine.attach(v, geometry(BLOCKS * 4096)).unwrap();
+    (engine, v, path)
+}
+
+#[test]
+fn cache_hits_through_io_uring_stay_right_while_the_log_goes_round() {
+    // 8 MiB of cache for a 1 MiB working set rewritten all the time: the log goes round
+    // every few hundred milliseconds and evicts under the readers.
+    let (engine, v, path) = engine_on_file(
+        "ring-reads",
+        &FormatOptions {
+            partitions: 1,
+            max_batch_data_blocks: 16,
+        },
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -201,20 +208,7 @@ fn a_busy_polled_read_completes_without_the_reactor() {
     if !io_uring_enabled() {
         return;
     }
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/tmp"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("ring-poll-{}.img", std::process::id()));
-    let m = DirectFile::create_file(&path, 8 << 20).unwrap();
-    Engine::format(&m, &FormatOptions::default()).unwrap();
-    drop(m);
-    let medium: Arc<dyn Medium> = Arc::new(DirectFile::open(&path).unwrap());
-    let backend = Arc::new(MemBackend::new());
-    let v = vol(1);
-    backend
-        .create(v, alcubierre_types::ByteSize(BLOCKS * 4096))
-        .unwrap();
-    let engine = Arc::new(Engine::open(medium, backend as Arc<dyn Backend>).unwrap());
-    engine.attach(v, geometry(BLOCKS * 4096)).unwrap();
+    let (engine, v, path) = engine_on_file("ring-poll", &FormatOptions::default());
     // A current-thread runtime that nobody drives after the start: its reaper never runs.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -232,7 +226,10 @@ fn a_busy_polled_read_completes_without_the_reactor() {
         if let Some(r) = (&mut read).now_or_never() {
             break r.unwrap();
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "the read never completed");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the read never completed"
+        );
         std::thread::yield_now();
     };
     assert_eq!(parse(&got), (1, 7));
