@@ -430,9 +430,15 @@ impl Partition {
         poison: &mut Vec<(VolumeId, CacheBlock, u32)>,
         superseded: &mut u64,
     ) {
-        let idx = self.index.read();
-        // A snapshot's bound set before a newer version was committed is seen here, as that
-        // version is in the index (see `Partition::hold_versions_before`).
+        // The index only for batches with writes that may be passed over (untagged ones):
+        // replicated batches, the usual case, do not take its lock. A snapshot's bound set
+        // before a newer version was committed is seen here, as that version is in the index
+        // (see `Partition::hold_versions_before`).
+        let idx = h
+            .entries
+            .iter()
+            .any(|e| e.kind == EntryKind::Write && !e.replicated())
+            .then(|| self.index.read());
         let newer = Newer {
             base,
             upto: self.versions_before.load(Ordering::Acquire),
@@ -467,7 +473,10 @@ impl Partition {
                     }
                     let r = rounds.entry(e.volume).or_default();
                     // Replicated writes: see the module documentation.
-                    let vi = idx.volumes.get(&e.volume).filter(|_| !e.replicated());
+                    let vi = idx
+                        .as_ref()
+                        .filter(|_| !e.replicated())
+                        .and_then(|idx| idx.volumes.get(&e.volume));
                     for (k, (block, phys)) in self.entry_blocks(h.virt, e).enumerate() {
                         let k = k as u32;
                         if vi.is_some_and(|v| newer.supersedes(self, v.lookup(block), phys)) {

@@ -97,12 +97,12 @@ impl Ring {
     /// `offset` must be aligned as the device requires.
     pub fn read_at(self: &Arc<Self>, mut buf: AlignedBuf, offset: u64) -> ReadAt {
         let slot = Arc::new(Slot::default());
-        let (ptr, len) = (buf.as_mut_ptr(), buf.len());
-        let Ok(len32) = u32::try_from(len) else {
-            return ReadAt::failed(
-                self,
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, "a read of 4 GiB or more"),
-            );
+        let ptr = buf.as_mut_ptr();
+        let Ok(len32) = u32::try_from(buf.len()) else {
+            return ReadAt::failed(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a read of 4 GiB or more",
+            ));
         };
         slot.0.lock().buf = Some(buf);
         let user = Arc::into_raw(slot.clone()) as u64;
@@ -116,7 +116,7 @@ impl Ring {
         loop {
             // SAFETY: the entry's buffer (`ptr`, `len`) is owned by the slot, which the user
             // data keeps alive until `reap` takes the completion back (see the module
-            // documentation); the descriptor is the caller's to keep open.
+            // documentation); the file is the ring's registered one, open while it lives.
             let pushed = unsafe { ring.submission().push(&entry) };
             if pushed.is_ok() {
                 break;
@@ -152,17 +152,16 @@ impl Ring {
         ReadAt {
             ring: Some(self.clone()),
             slot,
-            len,
         }
     }
 
     /// A read whose submission failed before the kernel took it: its slot reference comes back
     /// and the future fails.
-    fn failed_submit(self: &Arc<Self>, user: u64, e: std::io::Error) -> ReadAt {
+    fn failed_submit(&self, user: u64, e: std::io::Error) -> ReadAt {
         // SAFETY: `user` came from `Arc::into_raw` in `read_at` and the kernel never saw it
         // (the push failed), so this is the only place that takes it back.
         drop(unsafe { Arc::from_raw(user as *const Slot) });
-        ReadAt::failed(self, e)
+        ReadAt::failed(e)
     }
 
     /// Resets the eventfd: `Ok` when it was signalled (then [`Ring::reap`]: a completion posted
@@ -194,9 +193,8 @@ impl Ring {
                 // Completions beyond the queue's room wait in the kernel until an enter
                 // flushes them (the submission does, seeing the overflow flag); entries a
                 // refused submission left queued go now.
-                let mut sq = ring.submission();
+                let sq = ring.submission();
                 let (overflow, queued) = (sq.cq_overflow(), !sq.is_empty());
-                sq.sync();
                 drop(sq);
                 if !overflow && !queued {
                     break;
@@ -247,37 +245,29 @@ pub struct ReadAt {
     /// The ring, to reap from when polled (`None` once failed before submission).
     ring: Option<Arc<Ring>>,
     slot: Arc<Slot>,
-    len: usize,
 }
 
 impl ReadAt {
-    fn failed(_ring: &Arc<Ring>, e: std::io::Error) -> Self {
+    fn failed(e: std::io::Error) -> Self {
         let slot = Slot::default();
         slot.0.lock().done = Some(Err(e));
         Self {
             ring: None,
             slot: Arc::new(slot),
-            len: 0,
         }
     }
+}
 
+impl SlotState {
     /// The outcome, if the read is done.
-    fn take(&self) -> Option<std::io::Result<AlignedBuf>> {
-        let mut s = self.slot.0.lock();
-        match s.done.take()? {
-            Ok(()) => Some(Ok(s.buf.take().expect("a completed read has its buffer"))),
+    fn outcome(&mut self) -> Option<std::io::Result<AlignedBuf>> {
+        match self.done.take()? {
+            Ok(()) => Some(Ok(self
+                .buf
+                .take()
+                .expect("a completed read has its buffer"))),
             Err(e) => Some(Err(e)),
         }
-    }
-
-    /// The bytes asked for.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// True for an empty read.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 
@@ -285,7 +275,7 @@ impl Future for ReadAt {
     type Output = std::io::Result<AlignedBuf>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if let Some(r) = self.take() {
+        if let Some(r) = self.slot.0.lock().outcome() {
             return Poll::Ready(r);
         }
         // Reap here too (no system call unless something is queued or overflowed), so the
@@ -294,17 +284,14 @@ impl Future for ReadAt {
             ring.reap();
         }
         let mut s = self.slot.0.lock();
-        match s.done.take() {
-            Some(Ok(())) => Poll::Ready(Ok(s.buf.take().expect("a completed read has its buffer"))),
-            Some(Err(e)) => Poll::Ready(Err(e)),
-            None => {
-                // Under the slot's lock: a completion reaped from now on finds this waker.
-                if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    s.waker = Some(cx.waker().clone());
-                }
-                Poll::Pending
-            }
+        if let Some(r) = s.outcome() {
+            return Poll::Ready(r);
         }
+        // Under the slot's lock: a completion reaped from now on finds this waker.
+        if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            s.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }
 
