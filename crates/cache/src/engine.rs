@@ -77,6 +77,8 @@ pub struct CacheStats {
     pub batches: u64,
     /// Durable device writes on the write path (one per batch).
     pub syncs: u64,
+    /// Batches staged and written through io_uring (the others by the writer thread).
+    pub ring_batches: u64,
     /// Bytes written to the log (headers included).
     pub log_bytes_written: u64,
     /// Bytes written to the backend by destage.
@@ -583,6 +585,7 @@ impl Engine {
             s.batches += get(&c.batches);
             // Each batch is one durable write (a FUA write or a write and a flush).
             s.syncs += get(&c.batches);
+            s.ring_batches += get(&c.ring_batches);
             s.log_bytes_written += get(&c.log_blocks_written) * BLOCK as u64;
             s.destaged_bytes += get(&c.destaged_bytes);
             s.superseded_blocks += get(&c.superseded_blocks);

@@ -26,6 +26,7 @@
 mod batches;
 pub mod blockmap;
 mod build;
+mod commit;
 mod destage;
 mod engine;
 mod error;
@@ -36,6 +37,7 @@ mod partition;
 mod read;
 mod recovery;
 mod replay;
+mod ring_writer;
 mod service;
 
 pub use alcubierre_backend::Backend;

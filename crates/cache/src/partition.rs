@@ -89,6 +89,11 @@ pub(crate) struct WriterState {
     pub(crate) entry_seq: u64,
     pub(crate) tail: u64,
     pub(crate) tail_seq: u64,
+    /// A batch staged for the ring is being written at `head` (see `commit`): nothing else
+    /// commits until it is finished.
+    pub(crate) ring_batch: bool,
+    /// The buffer a staged batch gave back, for the next one.
+    pub(crate) spare: Option<AlignedBuf>,
 }
 
 /// The destager's private state: where destage has reached.
@@ -112,6 +117,7 @@ pub(crate) struct PartIndex {
 pub(crate) struct Counters {
     pub(crate) ops: AtomicU64,
     pub(crate) batches: AtomicU64,
+    pub(crate) ring_batches: AtomicU64,
     pub(crate) log_blocks_written: AtomicU64,
     pub(crate) destaged_bytes: AtomicU64,
     pub(crate) superseded_blocks: AtomicU64,
@@ -137,6 +143,10 @@ pub struct Partition {
     pub(crate) nonce: u64,
     pub(crate) max_batch_data: u32,
     pub(crate) writer: Mutex<WriterState>,
+    /// Signalled when a staged batch is finished (`WriterState::ring_batch` cleared).
+    pub(crate) writer_cv: Condvar,
+    /// The journal writer on the ring, while a service runs one: commits go through it.
+    pub(crate) committer: RwLock<Option<std::sync::Weak<crate::ring_writer::RingWriter>>>,
     pub(crate) cursor: Mutex<Cursor>,
     /// Published head (end of the last durable batch).
     pub(crate) head_virt: AtomicU64,
@@ -344,6 +354,8 @@ impl Partition {
             tail_virt: AtomicU64::new(writer.tail),
             destaged_virt: AtomicU64::new(cursor.virt),
             writer: Mutex::new(writer),
+            writer_cv: Condvar::new(),
+            committer: RwLock::new(None),
             cursor: Mutex::new(cursor),
             index: RwLock::new(index),
             reclaim: RwLock::new(()),
@@ -554,9 +566,42 @@ impl Partition {
     /// the op's journal entries and recovered with them.
     pub fn commit_tagged(&self, ops: &[Op], tags: &[LogPos]) -> Vec<Result<(), CacheError>> {
         assert_eq!(ops.len(), tags.len(), "one tag per op");
+        if !crate::ring_writer::on_writer_thread() {
+            if let Some(results) = self
+                .ring_writer()
+                .and_then(|r| r.commit_and_wait(ops, tags))
+            {
+                return results;
+            }
+        }
+        self.commit_now(ops, tags)
+    }
+
+    fn ring_writer(&self) -> Option<Arc<crate::ring_writer::RingWriter>> {
+        self.committer
+            .read()
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade)
+    }
+
+    /// [`Partition::commit_tagged`] on the calling thread, after a batch staged for the ring
+    /// (if any) is finished.
+    pub(crate) fn commit_now(&self, ops: &[Op], tags: &[LogPos]) -> Vec<Result<(), CacheError>> {
         let mut results: Vec<Option<Result<(), CacheError>>> =
             (0..ops.len()).map(|_| None).collect();
         let mut w = self.writer.lock();
+        while w.ring_batch {
+            // Finished by whoever reaps; this thread reaps too, so that it needs nobody else.
+            if self
+                .writer_cv
+                .wait_for(&mut w, Duration::from_millis(1))
+                .timed_out()
+            {
+                if let Some(rw) = self.ring_writer() {
+                    parking_lot::MutexGuard::unlocked(&mut w, || rw.finish_completed());
+                }
+            }
+        }
         if self.is_failed() {
             return ops.iter().map(|_| self.check_failed()).collect();
         }
@@ -603,59 +648,12 @@ impl Partition {
         results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
     }
 
-    fn clone_err(&self, e: &CacheError) -> CacheError {
+    pub(crate) fn clone_err(&self, e: &CacheError) -> CacheError {
         match e {
             CacheError::DeviceFailed { reason, .. } => self.failed_error(reason),
             CacheError::ShuttingDown => CacheError::ShuttingDown,
             other => self.failed_error(&other.to_string()),
         }
-    }
-
-    /// Writes and syncs the batch whose data is in `w.buf`, then applies it to the index.
-    fn write_batch(
-        &self,
-        w: &mut WriterState,
-        entries: &[Entry],
-        data_blocks: u32,
-    ) -> Result<(), CacheError> {
-        let need = 1 + u64::from(data_blocks);
-        let mut at = w.head;
-        if self.phys(at) + need > self.log_blocks() {
-            at = self.next_lap(at);
-        }
-        self.make_space(w, at + need)?;
-        let header = BatchHeader {
-            partition: self.id,
-            nonce: self.nonce,
-            seq: w.head_seq,
-            virt: at,
-            data_blocks,
-            entries: entries.to_vec(),
-        };
-        header.encode_into(&mut w.buf[..BLOCK]);
-        let len = need as usize * BLOCK;
-        // Everything written before is durable already (earlier batches, checkpoints), so a
-        // write durable on its own (FUA) is enough.
-        self.medium
-            .write_durable(&w.buf[..len], self.dev_offset(at))
-            .map_err(|e| self.fail(format!("journal write at block {at}: {e}")))?;
-        self.apply(at, &header, None);
-        self.keep_follower_header(header);
-        let was_clean = w.head == self.destaged_virt.load(Ordering::Acquire);
-        w.head = at + need;
-        w.head_seq += 1;
-        self.head_virt.store(w.head, Ordering::Release);
-        let c = &self.counters;
-        c.batches.fetch_add(1, Ordering::Relaxed);
-        c.log_blocks_written.fetch_add(need, Ordering::Relaxed);
-        // Wake the destager when dirty data appears, and when a round's worth has built up;
-        // in between it sleeps on its own timer, so small writes do not wake it each time.
-        if was_clean
-            || self.dirty_blocks() * BLOCK as u64 >= self.notify_bytes.load(Ordering::Relaxed)
-        {
-            self.notify_work();
-        }
-        Ok(())
     }
 
     /// The blocks a write entry of the batch at `batch_virt` covers: (volume block, partition-
@@ -730,7 +728,7 @@ impl Partition {
 
     /// Ensures the log can hold everything up to virtual block `end`: moves the tail over clean
     /// batches, and waits for destage while everything in the way is dirty (backpressure).
-    fn make_space(&self, w: &mut WriterState, end: u64) -> Result<(), CacheError> {
+    pub(crate) fn make_space(&self, w: &mut WriterState, end: u64) -> Result<(), CacheError> {
         let mut throttled = false;
         while end - w.tail > self.log_blocks() {
             let limit = self.destaged_virt.load(Ordering::Acquire);

@@ -67,6 +67,8 @@ impl Partition {
             entry_seq: cp.entry_seq,
             tail: cp.destage_virt,
             tail_seq: cp.destage_seq,
+            ring_batch: false,
+            spare: None,
         };
         let cursor = Cursor {
             virt: cp.destage_virt,

@@ -17,6 +17,11 @@
 //!   hand-off to the reader pool. Whatever else a read needs (the backend, zeroes, partial
 //!   blocks) stays on the pool. Which path serves hits is logged at start.
 //!
+//! * **Journal writes without a thread**: with the ring, and unless `ring_writes` is off, the
+//!   caller's task stages the next group itself and hands its durable write to the ring; the
+//!   reaper (or a waiting writer's poll) finishes it, answers the group and stages the next
+//!   (`ring_writer`). Groups that need blocking work go to the writer thread in turn.
+//!
 //! Nothing polls: idle threads block on a channel or a condition variable, and the ring's
 //! reaper task waits on its eventfd.
 
@@ -37,6 +42,7 @@ use crate::engine::Engine;
 use crate::error::CacheError;
 use crate::format::BLOCK;
 use crate::partition::{Op, Partition};
+use crate::ring_writer::RingWriter;
 use alcubierre_block::RateLimiter;
 use alcubierre_types::LogPos;
 
@@ -61,6 +67,9 @@ pub struct ServiceConfig {
     /// Serve cache hits through io_uring where it can (see the module documentation); `false`
     /// keeps every read on the reader pool.
     pub ring_reads: bool,
+    /// Write the journal through io_uring where it can (with `ring_reads`, which sets the ring
+    /// up); `false` keeps every commit on the writer thread.
+    pub ring_writes: bool,
 }
 
 impl Default for ServiceConfig {
@@ -75,14 +84,15 @@ impl Default for ServiceConfig {
             read_threads: 16,
             max_group: 128,
             ring_reads: true,
+            ring_writes: true,
         }
     }
 }
 
-struct WriteReq {
-    op: Op,
-    tag: LogPos,
-    done: Done,
+pub(crate) struct WriteReq {
+    pub(crate) op: Op,
+    pub(crate) tag: LogPos,
+    pub(crate) done: Done,
 }
 
 /// A completion run on the partition's writer thread once the write is durable (or failed).
@@ -91,16 +101,16 @@ struct WriteReq {
 /// and must not block: the writer thread commits nothing else while it runs.
 pub type WriteCallback = Box<dyn FnOnce(Result<(), CacheError>, bool) + Send>;
 
-enum Done {
+pub(crate) enum Done {
     Reply(oneshot::Sender<Result<(), CacheError>>),
     Call(Call),
 }
 
 /// A callback that is always called: with "shutting down" if the request is dropped unserved.
-struct Call(Option<WriteCallback>);
+pub(crate) struct Call(Option<WriteCallback>);
 
 impl Call {
-    fn call(mut self, r: Result<(), CacheError>, last: bool) {
+    pub(crate) fn call(mut self, r: Result<(), CacheError>, last: bool) {
         if let Some(f) = self.0.take() {
             f(r, last);
         }
@@ -115,8 +125,10 @@ impl Drop for Call {
     }
 }
 
-enum WriterMsg {
+pub(crate) enum WriterMsg {
     Req(WriteReq),
+    /// A group the ring's journal writer hands over for the blocking path (see `ring_writer`).
+    Group(Vec<Op>, Vec<LogPos>, Vec<Done>),
     Stop,
 }
 
@@ -136,6 +148,8 @@ pub struct CacheService {
     read_threads: usize,
     ring: Option<RingReads>,
     reaper: Option<tokio::task::JoinHandle<()>>,
+    /// Each partition's journal writer on the ring, where it runs there.
+    ring_writers: Vec<Option<Arc<RingWriter>>>,
 }
 
 /// Cache hits read through io_uring: the ring, the cache device's descriptor, and how many
@@ -156,11 +170,15 @@ struct RingReads {
 struct ReaperGone {
     ring: Arc<Ring>,
     stopped: Arc<parking_lot::RwLock<bool>>,
+    writers: Vec<Arc<RingWriter>>,
 }
 
 impl Drop for ReaperGone {
     fn drop(&mut self) {
         *self.stopped.write() = true;
+        for w in &self.writers {
+            w.ring_gone();
+        }
         let start = std::time::Instant::now();
         while self.ring.in_flight() > 0 && start.elapsed() < Duration::from_secs(5) {
             self.ring.reap();
@@ -179,9 +197,16 @@ impl std::os::fd::AsRawFd for EventFd {
     }
 }
 
-/// Sets up cache hits through io_uring, if the medium, the kernel and the caller allow: the
-/// ring and its reaper task on the current tokio runtime. Says which way hits go.
-fn start_ring(engine: &Engine) -> Option<(RingReads, tokio::task::JoinHandle<()>)> {
+/// A ring on the cache device, its eventfd as the current runtime watches it, and the runtime.
+struct OpenRing {
+    ring: Arc<Ring>,
+    afd: tokio::io::unix::AsyncFd<EventFd>,
+    rt: tokio::runtime::Handle,
+}
+
+/// Sets up io_uring, if the medium, the kernel and the caller allow: the ring, watched by the
+/// current tokio runtime. Says so when it cannot.
+fn open_ring(engine: &Engine) -> Option<OpenRing> {
     let medium = &engine.partitions().first()?.medium;
     let file = medium.fd()?;
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
@@ -217,11 +242,22 @@ fn start_ring(engine: &Engine) -> Option<(RingReads, tokio::task::JoinHandle<()>
             return None;
         }
     };
+    Some(OpenRing { ring, afd, rt })
+}
+
+/// Starts the ring's reaper task: it reaps completions when the eventfd signals them, then lets
+/// the journal `writers` finish what completed.
+fn start_reaper(
+    open: OpenRing,
+    writers: Vec<Arc<RingWriter>>,
+) -> (RingReads, tokio::task::JoinHandle<()>) {
+    let OpenRing { ring, afd, rt } = open;
     let reaper = ring.clone();
     let stopped: Arc<parking_lot::RwLock<bool>> = Default::default();
     let guard = ReaperGone {
         ring: ring.clone(),
         stopped: stopped.clone(),
+        writers: writers.clone(),
     };
     let task = rt.spawn(async move {
         let _gone = guard;
@@ -232,20 +268,23 @@ fn start_ring(engine: &Engine) -> Option<(RingReads, tokio::task::JoinHandle<()>
             // Readiness is cleared only when the eventfd was not signalled; a completion posted
             // after `take_event` signals it again.
             if ready.try_io(|_| reaper.take_event()).is_ok() {
-                reaper.reap();
+                reaper.reap_then_look();
+                for w in &writers {
+                    if w.advance() {
+                        w.deliver_calls();
+                    }
+                }
             }
         }
     });
-    tracing::info!(device = %engine.partitions()[0].device(),
-        "cache hits are read through io_uring");
-    Some((
+    (
         RingReads {
             ring,
             served: Default::default(),
             stopped,
         },
         task,
-    ))
+    )
 }
 
 impl CacheService {
@@ -253,17 +292,36 @@ impl CacheService {
     pub fn start(engine: Arc<Engine>, cfg: ServiceConfig) -> Self {
         let mut threads = Vec::new();
         let mut writers = Vec::new();
+        let mut ring_writers = Vec::new();
+        let open = cfg.ring_reads.then(|| open_ring(&engine)).flatten();
+        let write_ring = open
+            .as_ref()
+            .filter(|o| cfg.ring_writes && o.ring.writes())
+            .map(|o| o.ring.clone());
         for p in engine.partitions() {
             p.notify_bytes
                 .store(cfg.min_round_bytes, std::sync::atomic::Ordering::Relaxed);
             let (tx, rx) = crossbeam_channel::unbounded();
+            let rw = write_ring.as_ref().map(|ring| {
+                Arc::new(RingWriter::new(
+                    p.clone(),
+                    ring.clone(),
+                    tx.clone(),
+                    cfg.max_group,
+                ))
+            });
+            if let Some(rw) = &rw {
+                *p.committer.write() = Some(Arc::downgrade(rw));
+            }
             writers.push(tx);
             let part = p.clone();
             let max_group = cfg.max_group;
+            let thread_rw = rw.as_ref().map(Arc::downgrade);
+            ring_writers.push(rw);
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("cache-writer-{}", p.id))
-                    .spawn(move || writer_loop(&part, &rx, max_group))
+                    .spawn(move || writer_loop(&part, &rx, max_group, thread_rw))
                     .expect("spawn writer"),
             );
             let part = p.clone();
@@ -291,8 +349,16 @@ impl CacheService {
                     .expect("spawn reader"),
             );
         }
-        let (ring, reaper) = match cfg.ring_reads.then(|| start_ring(&engine)).flatten() {
-            Some((r, t)) => (Some(r), Some(t)),
+        let (ring, reaper) = match open {
+            Some(open) => {
+                let on_ring: Vec<Arc<RingWriter>> =
+                    ring_writers.iter().flatten().cloned().collect();
+                tracing::info!(device = %engine.partitions()[0].device(),
+                    journal_writes = if on_ring.is_empty() { "writer threads" } else { "io_uring" },
+                    "cache hits are read through io_uring");
+                let (r, t) = start_reaper(open, on_ring);
+                (Some(r), Some(t))
+            }
             None => (None, None),
         };
         Self {
@@ -303,7 +369,13 @@ impl CacheService {
             read_threads: cfg.read_threads.max(1),
             ring,
             reaper,
+            ring_writers,
         }
+    }
+
+    /// Whether journal writes go through io_uring.
+    pub fn ring_writes(&self) -> bool {
+        self.ring_writers.iter().any(Option::is_some)
     }
 
     /// Reads served through io_uring so far; `None` when hits go to the reader threads.
@@ -331,6 +403,7 @@ impl CacheService {
             writers: self.writers.clone(),
             reads: self.reads.clone(),
             ring: self.ring.clone(),
+            ring_writers: self.ring_writers.clone(),
         }
     }
 
@@ -339,6 +412,12 @@ impl CacheService {
     pub fn shutdown(self) {
         for p in self.engine.partitions() {
             p.stop();
+        }
+        // Requests queued on the ring are finished; later ones fail with "shutting down", and
+        // direct commits (`Partition::commit_tagged`) go back to the calling thread (which
+        // reaps the ring itself should a batch still be in flight).
+        for rw in self.ring_writers.iter().flatten() {
+            rw.stop();
         }
         for w in &self.writers {
             let _ = w.send(WriterMsg::Stop);
@@ -360,7 +439,13 @@ impl CacheService {
     }
 }
 
-fn writer_loop(part: &Partition, rx: &Receiver<WriterMsg>, max_group: usize) {
+fn writer_loop(
+    part: &Partition,
+    rx: &Receiver<WriterMsg>,
+    max_group: usize,
+    ring: Option<std::sync::Weak<RingWriter>>,
+) {
+    RingWriter::mark_writer_thread();
     let mut ops = Vec::with_capacity(max_group);
     let mut tags = Vec::with_capacity(max_group);
     let mut dones = Vec::with_capacity(max_group);
@@ -375,6 +460,16 @@ fn writer_loop(part: &Partition, rx: &Receiver<WriterMsg>, max_group: usize) {
                     tags.push(r.tag);
                     dones.push(r.done);
                 }
+                WriterMsg::Group(o, t, d) => {
+                    // The ring's writer waits for this group; it answers it in turn.
+                    let results = part.commit_now(&o, &t);
+                    let answers = d.into_iter().zip(results).collect();
+                    match ring.as_ref().and_then(std::sync::Weak::upgrade) {
+                        Some(rw) => rw.thread_done(answers),
+                        None => answer(answers),
+                    }
+                    continue;
+                }
                 WriterMsg::Stop => stop = true,
             }
             if ops.len() < max_group && !stop {
@@ -384,22 +479,27 @@ fn writer_loop(part: &Partition, rx: &Receiver<WriterMsg>, max_group: usize) {
         if ops.is_empty() {
             continue;
         }
-        let results = part.commit_tagged(&ops, &tags);
+        let results = part.commit_now(&ops, &tags);
         ops.clear();
         tags.clear();
-        let mut calls = Vec::new();
-        for (done, r) in dones.drain(..).zip(results) {
-            match done {
-                Done::Reply(tx) => {
-                    let _ = tx.send(r);
-                }
-                Done::Call(f) => calls.push((f, r)),
+        answer(dones.drain(..).zip(results).collect());
+    }
+}
+
+/// Answers a committed group: replies, then callbacks in order (the last one told so).
+fn answer(answers: Vec<(Done, Result<(), CacheError>)>) {
+    let mut calls = Vec::new();
+    for (done, r) in answers {
+        match done {
+            Done::Reply(tx) => {
+                let _ = tx.send(r);
             }
+            Done::Call(f) => calls.push((f, r)),
         }
-        let n = calls.len();
-        for (i, (f, r)) in calls.into_iter().enumerate() {
-            f.call(r, i + 1 == n);
-        }
+    }
+    let n = calls.len();
+    for (i, (f, r)) in calls.into_iter().enumerate() {
+        f.call(r, i + 1 == n);
     }
 }
 
@@ -494,6 +594,32 @@ fn reply<T: Send + 'static>(
     .boxed()
 }
 
+/// The future of a write queued on the ring's journal writer: its reply. Each poll that finds
+/// none yet reaps the ring and finishes what completed, so the write completes for a caller
+/// that polls without the reactor (a busy-polling task, a blocked thread).
+fn driven_reply(
+    mut rx: oneshot::Receiver<Result<(), CacheError>>,
+    rw: Arc<RingWriter>,
+    block_size: BlockSize,
+) -> IoFuture<()> {
+    async move {
+        let r = std::future::poll_fn(|cx| {
+            use std::future::Future;
+            if let std::task::Poll::Ready(r) = std::pin::Pin::new(&mut rx).poll(cx) {
+                return std::task::Poll::Ready(r);
+            }
+            rw.drive();
+            std::pin::Pin::new(&mut rx).poll(cx)
+        })
+        .await;
+        match r {
+            Ok(r) => r.map_err(|e| e.into_block(block_size)),
+            Err(_) => Err(CacheError::ShuttingDown.into_block(block_size)),
+        }
+    }
+    .boxed()
+}
+
 /// Opens [`CacheVolume`]s of a running [`CacheService`]; cheap to clone.
 #[derive(Clone)]
 pub struct VolumeOpener {
@@ -501,6 +627,7 @@ pub struct VolumeOpener {
     writers: Vec<Sender<WriterMsg>>,
     reads: Sender<Option<ReadReq>>,
     ring: Option<RingReads>,
+    ring_writers: Vec<Option<Arc<RingWriter>>>,
 }
 
 impl VolumeOpener {
@@ -513,6 +640,7 @@ impl VolumeOpener {
             geometry,
             engine: self.engine.clone(),
             writer: self.writers[i].clone(),
+            ring_writer: self.ring_writers[i].clone(),
             reads: self.reads.clone(),
             ring: self.ring.clone(),
         })
@@ -526,6 +654,8 @@ pub struct CacheVolume {
     geometry: VolumeGeometry,
     engine: Arc<Engine>,
     writer: Sender<WriterMsg>,
+    /// The partition's journal writer on the ring, when writes go there.
+    ring_writer: Option<Arc<RingWriter>>,
     reads: Sender<Option<ReadReq>>,
     ring: Option<RingReads>,
 }
@@ -568,18 +698,31 @@ impl CacheVolume {
             tag,
             done: Done::Call(Call(Some(done))),
         };
-        match self.writer.send(WriterMsg::Req(req)) {
+        match self.send(req) {
             Ok(()) => Ok(()),
-            Err(e) => {
-                if let WriterMsg::Req(WriteReq {
-                    done: Done::Call(mut c),
-                    ..
-                }) = e.0
-                {
-                    c.0.take(); // not called: the caller hears of it here
-                }
+            Err(WriteReq {
+                done: Done::Call(mut c),
+                ..
+            }) => {
+                c.0.take(); // not called: the caller hears of it here
                 Err(CacheError::ShuttingDown)
             }
+            Err(_) => Err(CacheError::ShuttingDown),
+        }
+    }
+
+    /// Queues `req` on the ring's journal writer or the writer thread; `Err` gives it back
+    /// when the service has stopped.
+    fn send(&self, req: WriteReq) -> Result<(), WriteReq> {
+        match &self.ring_writer {
+            Some(rw) => rw.submit(req),
+            None => self
+                .writer
+                .send(WriterMsg::Req(req))
+                .map_err(|e| match e.0 {
+                    WriterMsg::Req(r) => r,
+                    _ => unreachable!("a request was sent"),
+                }),
         }
     }
 
@@ -593,18 +736,18 @@ impl CacheVolume {
             Err(e) => return self.failed(e),
         };
         let (tx, rx) = oneshot::channel();
-        if self
-            .writer
-            .send(WriterMsg::Req(WriteReq {
-                op,
-                tag,
-                done: Done::Reply(tx),
-            }))
-            .is_err()
-        {
+        let req = WriteReq {
+            op,
+            tag,
+            done: Done::Reply(tx),
+        };
+        if self.send(req).is_err() {
             return self.failed(CacheError::ShuttingDown);
         }
-        reply(rx, self.block_size())
+        match &self.ring_writer {
+            Some(rw) => driven_reply(rx, rw.clone(), self.block_size()),
+            None => reply(rx, self.block_size()),
+        }
     }
 
     fn block_size(&self) -> BlockSize {

@@ -14,10 +14,9 @@ use std::time::{Duration, Instant};
 use alcubierre_backend::{Backend, MemBackend};
 use alcubierre_block::BlockDevice;
 use alcubierre_cache::{CacheService, Engine, FormatOptions, ServiceConfig};
-use alcubierre_io::{DirectFile, Medium};
 use alcubierre_types::{BlockCount, Lba, VolumeId};
 use bytes::Bytes;
-use common::{geometry, vol};
+use common::{cache_file, geometry, io_uring_enabled, vol};
 
 const BLOCKS: u64 = 256; // a 1 MiB working set of 4 KiB blocks
 
@@ -40,21 +39,10 @@ fn parse(d: &[u8]) -> (u64, u64) {
     (b, v)
 }
 
-fn io_uring_enabled() -> bool {
-    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").map_or(true, |s| s.trim() == "0")
-}
-
-/// An 8 MiB cache file `<name>-<pid>.img` under target/tmp (O_DIRECT needs a real file
-/// system), formatted with `fmt`, with a volume of `BLOCKS` blocks attached: the engine, the
-/// volume and the file.
+/// An 8 MiB cache file formatted with `fmt`, with a volume of `BLOCKS` blocks attached: the
+/// engine, the volume and the file.
 fn engine_on_file(name: &str, fmt: &FormatOptions) -> (Arc<Engine>, VolumeId, PathBuf) {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/tmp"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("{name}-{}.img", std::process::id()));
-    let m = DirectFile::create_file(&path, 8 << 20).unwrap();
-    Engine::format(&m, fmt).unwrap();
-    drop(m);
-    let medium: Arc<dyn Medium> = Arc::new(DirectFile::open(&path).unwrap());
+    let (medium, path) = cache_file(name, 8, fmt);
     let backend = Arc::new(MemBackend::new());
     let v = vol(1);
     backend
@@ -201,9 +189,9 @@ fn cache_hits_through_io_uring_stay_right_while_the_log_goes_round() {
 }
 
 /// A task that polls without letting its runtime run the reactor (the NVMe/TCP driver's busy
-/// poll) still sees its read complete: polling a read reaps the ring.
+/// poll) still sees its write and its read complete: polling either reaps the ring.
 #[test]
-fn a_busy_polled_read_completes_without_the_reactor() {
+fn a_busy_polled_write_and_read_complete_without_the_reactor() {
     use futures::FutureExt;
     if !io_uring_enabled() {
         return;
@@ -219,19 +207,23 @@ fn a_busy_polled_read_completes_without_the_reactor() {
         CacheService::start(engine.clone(), ServiceConfig::default())
     };
     let dev = svc.volume(v).unwrap();
-    futures::executor::block_on(dev.write(Lba(8), data(1, 7))).unwrap();
-    let mut read = dev.read(Lba(8), BlockCount(8));
-    let start = Instant::now();
-    let got = loop {
-        if let Some(r) = (&mut read).now_or_never() {
-            break r.unwrap();
+    // Polls until done, as a busy-polling task does, without ever letting the runtime run.
+    fn spin<T>(mut f: alcubierre_block::IoFuture<T>, what: &str) -> T {
+        let start = Instant::now();
+        loop {
+            if let Some(r) = (&mut f).now_or_never() {
+                break r.unwrap();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "the {what} never completed"
+            );
+            std::thread::yield_now();
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "the read never completed"
-        );
-        std::thread::yield_now();
-    };
+    }
+    assert!(svc.ring_writes(), "the journal is written through the ring");
+    spin(dev.write(Lba(8), data(1, 7)), "write");
+    let got = spin(dev.read(Lba(8), BlockCount(8)), "read");
     assert_eq!(parse(&got), (1, 7));
     assert_eq!(svc.ring_reads(), Some(1), "served by the ring");
     svc.shutdown();

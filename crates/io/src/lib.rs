@@ -29,7 +29,7 @@ pub use direct::DirectFile;
 pub use mem::MemMedium;
 pub use punch::punch_hole;
 pub use space::fs_space;
-pub use uring::{ReadAt, Ring};
+pub use uring::{ReadAt, Ring, WriteAt};
 
 /// A cache device: positional I/O in multiples of [`ALIGN`] at offsets aligned to [`ALIGN`].
 ///

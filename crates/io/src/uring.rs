@@ -1,18 +1,19 @@
-//! Completion-based reads of a cache device through io_uring.
+//! Completion-based reads and durable writes of a cache device through io_uring.
 //!
-//! A [`Ring`] reads one file (registered with the ring, so the kernel holds it open for as long as
-//! the ring lives) at offsets given to [`Ring::read_at`] from any thread, and completes the reads
-//! as events: the kernel posts each completion to the ring's completion queue and signals an
-//! eventfd ([`Ring::event_fd`]), which the caller's reactor watches and answers with
-//! [`Ring::reap`]. A read is a future ([`ReadAt`]) that resolves to its buffer; no thread blocks
-//! on the device. Polling a read also reaps, so a read completes for a caller that polls without
-//! the reactor (a busy-polling task, `now_or_never`).
+//! A [`Ring`] reads and writes one file (registered with the ring, so the kernel holds it open for
+//! as long as the ring lives) at offsets given to [`Ring::read_at`] and [`Ring::write_dsync_at`]
+//! from any thread, and completes them as events: the kernel posts each completion to the ring's
+//! completion queue and signals an eventfd ([`Ring::event_fd`]), which the caller's reactor
+//! watches and answers with [`Ring::reap`]. A read is a future ([`ReadAt`]) that resolves to its
+//! buffer; no thread blocks on the device. Polling a read also reaps, so a read completes for a
+//! caller that polls without the reactor (a busy-polling task, `now_or_never`). A write
+//! ([`WriteAt`]) is checked, not polled: its owner looks at it after reaping.
 //!
-//! Safety of the buffers: a read's buffer belongs to its slot, whose reference is handed to the
-//! kernel with the request (as the entry's user data) and taken back only when the completion is
-//! reaped, so the memory stays allocated while the device may write it, even when the future is
-//! dropped first. A ring dropped with reads in flight leaks their slots rather than free memory
-//! the kernel may still fill.
+//! Safety of the buffers: an operation's buffer belongs to its slot, whose reference is handed to
+//! the kernel with the request (as the entry's user data) and taken back only when the completion
+//! is reaped, so the memory stays allocated while the device may read or write it, even when the
+//! future is dropped first. A ring dropped with operations in flight leaks their slots rather than
+//! free memory the kernel may still use.
 
 use std::future::Future;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -25,13 +26,15 @@ use parking_lot::Mutex;
 
 use crate::AlignedBuf;
 
-/// An io_uring instance for reads, with the eventfd its completions signal.
+/// An io_uring instance for reads and durable writes, with the eventfd its completions signal.
 pub struct Ring {
     ring: Mutex<IoUring>,
     event: OwnedFd,
     in_flight: std::sync::atomic::AtomicUsize,
-    /// The completion queue's size: reads in flight beyond it wait in the kernel.
+    /// The completion queue's size: operations in flight beyond it wait in the kernel.
     cq_entries: usize,
+    /// Whether the kernel has the WRITE operation (Linux 5.6 or later).
+    writes: bool,
 }
 
 #[derive(Default)]
@@ -41,7 +44,7 @@ struct SlotState {
     buf: Option<AlignedBuf>,
 }
 
-/// One read in flight: its buffer, its outcome and who waits for it.
+/// One operation in flight: its buffer, its outcome and who waits for it.
 #[derive(Default)]
 struct Slot(Mutex<SlotState>);
 
@@ -77,7 +80,23 @@ impl Ring {
             event,
             in_flight: Default::default(),
             cq_entries,
+            writes: probe.is_supported(opcode::Write::CODE),
         }))
+    }
+
+    /// Whether [`Ring::write_dsync_at`] is available (the kernel has the WRITE operation).
+    pub fn writes(&self) -> bool {
+        self.writes
+    }
+
+    /// Signals the eventfd as a completion would, so its watcher runs [`Ring::reap`] and
+    /// whatever its owner does after reaping (e.g. to deliver results decided without the
+    /// device).
+    pub fn signal(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writing 8 bytes from a local array to a descriptor this ring owns. An eventfd
+        // write fails only when the counter would overflow, and then it is signalled already.
+        let _ = unsafe { libc::write(self.event.as_raw_fd(), one.as_ptr().cast(), 8) };
     }
 
     /// The eventfd signalled when completions are posted: watch it for readability and call
@@ -95,21 +114,48 @@ impl Ring {
     /// Reads `buf.len()` bytes of the file at `offset` into `buf`; the future gives the buffer
     /// back once the read completed (short reads are errors). With `O_DIRECT`, `buf` and
     /// `offset` must be aligned as the device requires.
-    pub fn read_at(self: &Arc<Self>, mut buf: AlignedBuf, offset: u64) -> ReadAt {
+    pub fn read_at(self: &Arc<Self>, buf: AlignedBuf, offset: u64) -> ReadAt {
+        let (ring, slot) = self.start(buf, |ptr, len| {
+            opcode::Read::new(types::Fixed(0), ptr, len)
+                .offset(offset)
+                .build()
+        });
+        ReadAt { ring, slot }
+    }
+
+    /// Writes all of `buf` at `offset` with per-write data integrity (`RWF_DSYNC`: a FUA write,
+    /// or the write followed by a cache flush), as `pwritev2(RWF_DSYNC)` does. Short writes are
+    /// errors. Only when [`Ring::writes`] says the kernel has the operation.
+    pub fn write_dsync_at(self: &Arc<Self>, buf: AlignedBuf, offset: u64) -> WriteAt {
+        let (_, slot) = self.start(buf, |ptr, len| {
+            opcode::Write::new(types::Fixed(0), ptr, len)
+                .offset(offset)
+                .rw_flags(libc::RWF_DSYNC)
+                .build()
+        });
+        WriteAt { slot }
+    }
+
+    /// Hands `buf` and the entry `build` makes for it to the kernel; the ring (to reap from
+    /// when polled; `None` when it failed before the kernel took it) and the operation's slot.
+    fn start(
+        self: &Arc<Self>,
+        mut buf: AlignedBuf,
+        build: impl FnOnce(*mut u8, u32) -> io_uring::squeue::Entry,
+    ) -> (Option<Arc<Self>>, Arc<Slot>) {
         let slot = Arc::new(Slot::default());
         let ptr = buf.as_mut_ptr();
         let Ok(len32) = u32::try_from(buf.len()) else {
-            return ReadAt::failed(std::io::Error::new(
+            let e = std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                "a read of 4 GiB or more",
-            ));
+                "an operation of 4 GiB or more",
+            );
+            self.signal();
+            return (None, Slot::failed(buf, e));
         };
         slot.0.lock().buf = Some(buf);
         let user = Arc::into_raw(slot.clone()) as u64;
-        let entry = opcode::Read::new(types::Fixed(0), ptr, len32)
-            .offset(offset)
-            .build()
-            .user_data(user);
+        let entry = build(ptr, len32).user_data(user);
         let mut ring = self.ring.lock();
         self.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -127,14 +173,15 @@ impl Ring {
                     drop(ring);
                     self.in_flight
                         .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-                    return self.failed_submit(user, e);
+                    self.failed_submit(user, e, &slot);
+                    return (None, slot);
                 }
             }
         }
         // The entry is the kernel's from the push on (it owns the slot reference): it is
         // never failed here. A submission the kernel refuses for now (EBUSY: completions to
         // reap first; EAGAIN: memory) leaves it queued; every reap submits what is queued, and
-        // this read's own polls reap.
+        // a read's own polls reap.
         let refused = loop {
             match ring.submit() {
                 Ok(_) => break None,
@@ -145,23 +192,28 @@ impl Ring {
         drop(ring);
         if let Some(e) = refused {
             if !matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) {
-                tracing::warn!(error = %e, "io_uring submission failed; the read stays queued");
+                tracing::warn!(error = %e, "io_uring submission failed; the operation stays queued");
             }
+            // Reaping submits what is queued, and signals the eventfd while the kernel still
+            // refuses, so its watcher tries again.
             self.reap();
         }
-        ReadAt {
-            ring: Some(self.clone()),
-            slot,
-        }
+        (Some(self.clone()), slot)
     }
 
-    /// A read whose submission failed before the kernel took it: its slot reference comes back
-    /// and the future fails.
-    fn failed_submit(&self, user: u64, e: std::io::Error) -> ReadAt {
-        // SAFETY: `user` came from `Arc::into_raw` in `read_at` and the kernel never saw it
+    /// An operation whose submission failed before the kernel took it: its slot reference
+    /// comes back and the operation fails (keeping its buffer). The eventfd is signalled as for
+    /// a completion, so an owner that looks after reaping (a [`WriteAt`]'s) sees it.
+    fn failed_submit(&self, user: u64, e: std::io::Error, slot: &Slot) {
+        // SAFETY: `user` came from `Arc::into_raw` in `start` and the kernel never saw it
         // (the push failed), so this is the only place that takes it back.
         drop(unsafe { Arc::from_raw(user as *const Slot) });
-        ReadAt::failed(e)
+        let e = std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            format!("io_uring refused the submission: {e}"),
+        );
+        slot.0.lock().done = Some(Err(e));
+        self.signal();
     }
 
     /// Resets the eventfd: `Ok` when it was signalled (then [`Ring::reap`]: a completion posted
@@ -176,14 +228,28 @@ impl Ring {
         Ok(())
     }
 
-    /// Reads in flight (submitted, not yet reaped).
+    /// Operations in flight (submitted, not yet reaped).
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Takes every posted completion and wakes its reader; returns how many.
+    /// Takes every posted completion and wakes its waiter; returns how many. A completion
+    /// nobody waits for (a [`WriteAt`]'s, whose owner looks after reaping) signals the eventfd
+    /// again, so the eventfd's watcher looks even when someone else reaped it; so do entries a
+    /// refused submission leaves queued, so they are submitted again.
     pub fn reap(&self) -> usize {
+        self.reap_inner(true)
+    }
+
+    /// [`Ring::reap`] for the eventfd's watcher, which looks at every [`WriteAt`] after it: no
+    /// signal for completions nobody waits for.
+    pub fn reap_then_look(&self) -> usize {
+        self.reap_inner(false)
+    }
+
+    fn reap_inner(&self, signal_unwatched: bool) -> usize {
         let mut done = Vec::new();
+        let mut refused = false;
         {
             let mut ring = self.ring.lock();
             loop {
@@ -204,6 +270,7 @@ impl Ring {
                         if !matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) {
                             tracing::warn!(error = %e, "io_uring: submitting failed");
                         }
+                        refused = !ring.submission().is_empty();
                         break;
                     }
                 }
@@ -212,12 +279,13 @@ impl Ring {
                 }
             }
         }
+        let mut unwatched = false;
         let n = done.len();
         self.in_flight
             .fetch_sub(n, std::sync::atomic::Ordering::AcqRel);
         for (user, res) in done {
             // SAFETY: every submitted entry's user data is a slot reference from
-            // `Arc::into_raw` in `read_at`, completed exactly once by the kernel.
+            // `Arc::into_raw` in `start`, completed exactly once by the kernel.
             let slot = unsafe { Arc::from_raw(user as *const Slot) };
             let waker = {
                 let mut s = slot.0.lock();
@@ -226,15 +294,19 @@ impl Ring {
                     r if r < 0 => Err(std::io::Error::from_raw_os_error(-r)),
                     r if r as usize != want => Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
-                        format!("short read: {r} of {want} bytes"),
+                        format!("short transfer: {r} of {want} bytes"),
                     )),
                     _ => Ok(()),
                 });
                 s.waker.take()
             };
-            if let Some(w) = waker {
-                w.wake();
+            match waker {
+                Some(w) => w.wake(),
+                None => unwatched = true,
             }
+        }
+        if refused || (unwatched && signal_unwatched) {
+            self.signal();
         }
         n
     }
@@ -247,14 +319,31 @@ pub struct ReadAt {
     slot: Arc<Slot>,
 }
 
-impl ReadAt {
-    fn failed(e: std::io::Error) -> Self {
+impl Slot {
+    fn failed(buf: AlignedBuf, e: std::io::Error) -> Arc<Self> {
         let slot = Slot::default();
-        slot.0.lock().done = Some(Err(e));
-        Self {
-            ring: None,
-            slot: Arc::new(slot),
+        {
+            let mut s = slot.0.lock();
+            s.done = Some(Err(e));
+            s.buf = Some(buf);
         }
+        Arc::new(slot)
+    }
+}
+
+/// A durable write through a [`Ring`]. Its owner checks it with [`WriteAt::try_take`] after
+/// reaping (nothing is woken when it completes); dropped early, its buffer stays with the
+/// kernel's reference until the completion is reaped.
+pub struct WriteAt {
+    slot: Arc<Slot>,
+}
+
+impl WriteAt {
+    /// The outcome and the buffer, once the write completed; `None` before. Does not reap.
+    pub fn try_take(&mut self) -> Option<(std::io::Result<()>, Option<AlignedBuf>)> {
+        let mut s = self.slot.0.lock();
+        let done = s.done.take()?;
+        Some((done, s.buf.take()))
     }
 }
 
@@ -350,6 +439,34 @@ mod tests {
         drop(f);
         let r = ring.read_at(AlignedBuf::zeroed(8192), 16384);
         assert_eq!(&wait(r).unwrap()[..], &w[..]);
+        // A durable write, then read back; an unaligned one fails and gives its buffer back.
+        let mut b = AlignedBuf::zeroed(4096);
+        b.fill(0xa5);
+        assert!(ring.writes(), "Linux 5.6 or later has WRITE");
+        let mut write = ring.write_dsync_at(b, 8192);
+        let (r, back) = loop {
+            ring.reap();
+            if let Some(done) = write.try_take() {
+                break done;
+            }
+            std::thread::yield_now();
+        };
+        r.unwrap();
+        assert_eq!(back.map(|b| b.len()), Some(4096), "the buffer comes back");
+        assert!(wait(ring.read_at(AlignedBuf::zeroed(4096), 8192))
+            .unwrap()
+            .iter()
+            .all(|&x| x == 0xa5));
+        let mut write = ring.write_dsync_at(AlignedBuf::zeroed(4096), 100);
+        let (r, back) = loop {
+            ring.reap();
+            if let Some(done) = write.try_take() {
+                break done;
+            }
+            std::thread::yield_now();
+        };
+        assert!(r.is_err(), "unaligned O_DIRECT write");
+        assert!(back.is_some(), "a failed write keeps its buffer");
         // A read dropped before its completion: a reap later takes its slot back.
         drop(ring.read_at(AlignedBuf::zeroed(4096), 0));
         while ring.in_flight() > 0 {

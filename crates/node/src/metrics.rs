@@ -270,6 +270,12 @@ fn render(r: &mut Registry, src: &NodeSources) {
                 st.destaged_bytes,
             ),
             (
+                "alcubierre_cache_ring_batches_total",
+                "counter",
+                "Journal batches written through io_uring (the rest by the writer thread).",
+                st.ring_batches,
+            ),
+            (
                 "alcubierre_cache_superseded_blocks_total",
                 "counter",
                 "Blocks destage passed over because the journal held a newer version of them.",

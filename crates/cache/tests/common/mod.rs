@@ -63,3 +63,25 @@ pub fn pattern(id: u64, sector: u64, out: &mut [u8]) {
     }
     out[..8].copy_from_slice(&id.to_le_bytes());
 }
+
+/// Whether the kernel allows io_uring (`kernel.io_uring_disabled`).
+pub fn io_uring_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").map_or(true, |s| s.trim() == "0")
+}
+
+/// A cache file `<name>-<pid>.img` of `mib` MiB under target/tmp (O_DIRECT needs a real file
+/// system), formatted with `fmt` and opened as an `O_DIRECT` medium.
+pub fn cache_file(
+    name: &str,
+    mib: u64,
+    fmt: &FormatOptions,
+) -> (Arc<dyn Medium>, std::path::PathBuf) {
+    let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/tmp"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}-{}.img", std::process::id()));
+    let m = alcubierre_io::DirectFile::create_file(&path, mib << 20).unwrap();
+    Engine::format(&m, fmt).unwrap();
+    drop(m);
+    let medium: Arc<dyn Medium> = Arc::new(alcubierre_io::DirectFile::open(&path).unwrap());
+    (medium, path)
+}
