@@ -1,7 +1,7 @@
 //! `alcubierre bench engine`: the cache engine's baseline (see docs/PERFORMANCE.md).
 //!
 //! 1. Creates a cache file (zero-filled so its blocks are allocated), formats it, and attaches a
-//!    volume whose backend is a sparse file in the same directory.
+//!    volume whose backend is a sparse file in the same directory (or in `--backend-dir`).
 //! 2. Through the threaded service, runs 4 KiB random writes then (after filling the volume so
 //!    reads hit the cache) 4 KiB random reads, at each queue depth, for a fixed time; reports
 //!    IOPS, p50/p99 latency, process CPU time per request, and RSS per GiB cached.
@@ -46,6 +46,11 @@ pub struct EngineBenchArgs {
     /// Skip the fio side of the comparison.
     #[arg(long)]
     no_fio: bool,
+    /// Directory for the backend's files (default: `--dir`). Elsewhere than the cache file
+    /// (e.g. /dev/shm), destage does not share the cache's disk, as with a backend on other
+    /// hosts (Ceph).
+    #[arg(long)]
+    backend_dir: Option<PathBuf>,
 }
 
 #[derive(Serialize, Clone)]
@@ -78,6 +83,7 @@ impl Row {
 struct Report {
     machine: String,
     cache_file: String,
+    backend_dir: String,
     engine: Vec<Row>,
     fio: Vec<Row>,
     rss_bytes_per_gib_cached: f64,
@@ -88,16 +94,18 @@ struct Report {
 
 /// A formatted cache file `<name>-cache.img` of `cache_mib` MiB in `dir` (zero-filled, so its
 /// blocks are allocated) with a fresh `volume_mib` MiB volume (512-byte blocks) attached, whose
-/// backend is a sparse file under `<name>-backend`: the engine, the volume and the cache file.
+/// backend is a sparse file under `<name>-backend` in `backend_in` (default `dir`): the
+/// engine, the volume, the cache file and the backend's directory.
 pub(crate) fn engine_on_files(
     dir: &std::path::Path,
+    backend_in: Option<&std::path::Path>,
     name: &str,
     cache_mib: u64,
     volume_mib: u64,
-) -> anyhow::Result<(Arc<Engine>, VolumeId, PathBuf)> {
+) -> anyhow::Result<(Arc<Engine>, VolumeId, PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir)?;
     let cache_path = dir.join(format!("{name}-cache.img"));
-    let backend_dir = dir.join(format!("{name}-backend"));
+    let backend_dir = backend_in.unwrap_or(dir).join(format!("{name}-backend"));
     let _ = std::fs::remove_dir_all(&backend_dir);
     eprintln!(
         "creating {cache_mib} MiB cache file {}",
@@ -114,12 +122,17 @@ pub(crate) fn engine_on_files(
     backend.create(vol, size)?;
     let engine = Arc::new(Engine::open(medium, backend as Arc<dyn Backend>)?);
     engine.attach(vol, VolumeGeometry::new(BlockSize::B512, size)?)?;
-    Ok((engine, vol, cache_path))
+    Ok((engine, vol, cache_path, backend_dir))
 }
 
 pub fn run(args: &EngineBenchArgs, json: bool) -> anyhow::Result<()> {
-    let (engine, vol, cache_path) =
-        engine_on_files(&args.dir, "engine", args.cache_mib, args.volume_mib)?;
+    let (engine, vol, cache_path, backend_dir) = engine_on_files(
+        &args.dir,
+        args.backend_dir.as_deref(),
+        "engine",
+        args.cache_mib,
+        args.volume_mib,
+    )?;
     let size = ByteSize(args.volume_mib << 20);
     // The service starts inside the load's runtime, so that cache hits go through io_uring
     // with their completions on this runtime's reactor, as in a node.
@@ -200,6 +213,7 @@ pub fn run(args: &EngineBenchArgs, json: bool) -> anyhow::Result<()> {
     let report = Report {
         machine: sysinfo::machine(),
         cache_file: cache_path.display().to_string(),
+        backend_dir: backend_dir.display().to_string(),
         engine: rows,
         fio,
         rss_bytes_per_gib_cached: rss_per_gib,

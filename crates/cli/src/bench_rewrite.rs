@@ -77,8 +77,8 @@ pub fn run(args: &RewriteBenchArgs, json: bool) -> anyhow::Result<()> {
         args.volume_mib
     );
     anyhow::ensure!(args.destage_mb_s >= 1, "--destage-mb-s must be at least 1");
-    let (engine, vol, _) =
-        crate::bench::engine_on_files(&args.dir, "rewrite", args.cache_mib, args.volume_mib)?;
+    let (engine, vol, _, _) =
+        crate::bench::engine_on_files(&args.dir, None, "rewrite", args.cache_mib, args.volume_mib)?;
     let cap = args.destage_mb_s * 1_000_000;
     let cfg = ServiceConfig {
         destage_limit: Some(Arc::new(RateLimiter::new(cap, 1 << 20))),
