@@ -18,6 +18,10 @@ use crate::error::CacheError;
 use crate::format::{BatchHeader, Entry, BLOCK, MAX_ENTRIES, SECTORS_PER_BLOCK as SPB};
 use crate::partition::{Op, Partition, WriterState, SECTOR};
 
+thread_local! {
+    static ON_WRITER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// A batch staged for a device write that its owner makes (through the ring).
 pub(crate) struct Staged {
     at: u64,
@@ -57,6 +61,19 @@ pub(crate) enum Staging {
 }
 
 impl Partition {
+    /// Marks the calling thread as a partition's writer thread (see
+    /// [`Partition::on_writer_thread`]).
+    pub(crate) fn mark_writer_thread() {
+        ON_WRITER_THREAD.with(|f| f.set(true));
+    }
+
+    /// Whether this is a partition's writer thread: a direct commit there (from a callback it
+    /// runs once the ring is gone) commits inline, as it always did, instead of waiting in the
+    /// ring writer's queue for this very thread.
+    pub(crate) fn on_writer_thread() -> bool {
+        ON_WRITER_THREAD.with(std::cell::Cell::get)
+    }
+
     /// Writes and syncs the batch whose data is in `w.buf`, then applies it to the index.
     pub(crate) fn write_batch(
         &self,

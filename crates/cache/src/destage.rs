@@ -41,6 +41,46 @@ use crate::format::{
 use crate::index::Loc;
 use crate::partition::{ClaimState, Partition, SECTOR};
 
+/// While alive, destage passes no block over for a version at or after its log position
+/// ([`Partition::hold_versions_before`]).
+pub(crate) struct VersionHold<'a> {
+    part: &'a Partition,
+    /// The log position: the head when the hold was taken.
+    pub(crate) at: u64,
+}
+
+impl Drop for VersionHold<'_> {
+    fn drop(&mut self) {
+        let mut held = self.part.versions_held.lock();
+        if let Some(n) = held.get_mut(&self.at) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.at);
+            }
+        }
+        let least = held.keys().next().copied().unwrap_or(u64::MAX);
+        self.part.versions_before.store(least, Ordering::Release);
+    }
+}
+
+impl Partition {
+    /// Bounds every destage round's passing over to versions before the current head until the
+    /// hold is dropped, so that a copy of the image (a snapshot) made once destage reached the
+    /// head holds every write committed before this call. Taken under the writer's lock, so a
+    /// version committed after it is in the index only after the bound is visible.
+    pub(crate) fn hold_versions_before(&self) -> VersionHold<'_> {
+        let w = self.writer.lock();
+        let at = w.head;
+        let mut held = self.versions_held.lock();
+        *held.entry(at).or_default() += 1;
+        let least = held.keys().next().copied().unwrap_or(u64::MAX);
+        self.versions_before.store(least, Ordering::Release);
+        drop(held);
+        drop(w);
+        VersionHold { part: self, at }
+    }
+}
+
 /// What one destage round did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RoundStats {

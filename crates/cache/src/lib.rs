@@ -35,8 +35,10 @@ pub mod index;
 mod logread;
 mod partition;
 mod read;
+mod reaper;
 mod recovery;
 mod replay;
+mod requests;
 mod ring_writer;
 mod service;
 

@@ -112,6 +112,14 @@ pub(crate) struct PartIndex {
     pub(crate) dropped: HashMap<VolumeId, u64>,
 }
 
+/// The journal writer a service runs on io_uring, as a partition's direct commits reach it.
+pub(crate) trait Committer: Send + Sync {
+    /// Commits `ops` through the writer's queue and waits for them; `None` once it stopped.
+    fn commit_and_wait(&self, ops: &[Op], tags: &[LogPos]) -> Option<Vec<Result<(), CacheError>>>;
+    /// Reaps and finishes what completed, running no callback.
+    fn finish_completed(&self);
+}
+
 /// Counters of a partition.
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -146,7 +154,7 @@ pub struct Partition {
     /// Signalled when a staged batch is finished (`WriterState::ring_batch` cleared).
     pub(crate) writer_cv: Condvar,
     /// The journal writer on the ring, while a service runs one: commits go through it.
-    pub(crate) committer: RwLock<Option<std::sync::Weak<crate::ring_writer::RingWriter>>>,
+    pub(crate) committer: RwLock<Option<std::sync::Weak<dyn Committer>>>,
     pub(crate) cursor: Mutex<Cursor>,
     /// Published head (end of the last durable batch).
     pub(crate) head_virt: AtomicU64,
@@ -199,29 +207,7 @@ pub struct Partition {
     /// block (`u64::MAX`: any newer version); the least of `versions_held`.
     pub(crate) versions_before: AtomicU64,
     /// The bounds of the copies of the image being made (snapshots), each with its count.
-    versions_held: Mutex<std::collections::BTreeMap<u64, usize>>,
-}
-
-/// While alive, destage passes no block over for a version at or after its log position
-/// ([`Partition::hold_versions_before`]).
-pub(crate) struct VersionHold<'a> {
-    part: &'a Partition,
-    /// The log position: the head when the hold was taken.
-    pub(crate) at: u64,
-}
-
-impl Drop for VersionHold<'_> {
-    fn drop(&mut self) {
-        let mut held = self.part.versions_held.lock();
-        if let Some(n) = held.get_mut(&self.at) {
-            *n -= 1;
-            if *n == 0 {
-                held.remove(&self.at);
-            }
-        }
-        let least = held.keys().next().copied().unwrap_or(u64::MAX);
-        self.part.versions_before.store(least, Ordering::Release);
-    }
+    pub(crate) versions_held: Mutex<std::collections::BTreeMap<u64, usize>>,
 }
 
 /// A volume's replication log in a journal: the newest tagged write and the epoch of each run
@@ -381,22 +367,6 @@ impl Partition {
             versions_before: AtomicU64::new(u64::MAX),
             versions_held: Mutex::new(std::collections::BTreeMap::new()),
         }
-    }
-
-    /// Bounds every destage round's passing over to versions before the current head until the
-    /// hold is dropped, so that a copy of the image (a snapshot) made once destage reached the
-    /// head holds every write committed before this call. Taken under the writer's lock, so a
-    /// version committed after it is in the index only after the bound is visible.
-    pub(crate) fn hold_versions_before(&self) -> VersionHold<'_> {
-        let w = self.writer.lock();
-        let at = w.head;
-        let mut held = self.versions_held.lock();
-        *held.entry(at).or_default() += 1;
-        let least = held.keys().next().copied().unwrap_or(u64::MAX);
-        self.versions_before.store(least, Ordering::Release);
-        drop(held);
-        drop(w);
-        VersionHold { part: self, at }
     }
 
     /// The partition's number on its device.
@@ -566,7 +536,7 @@ impl Partition {
     /// the op's journal entries and recovered with them.
     pub fn commit_tagged(&self, ops: &[Op], tags: &[LogPos]) -> Vec<Result<(), CacheError>> {
         assert_eq!(ops.len(), tags.len(), "one tag per op");
-        if !crate::ring_writer::on_writer_thread() {
+        if !Self::on_writer_thread() {
             if let Some(results) = self
                 .ring_writer()
                 .and_then(|r| r.commit_and_wait(ops, tags))
@@ -577,7 +547,7 @@ impl Partition {
         self.commit_now(ops, tags)
     }
 
-    fn ring_writer(&self) -> Option<Arc<crate::ring_writer::RingWriter>> {
+    fn ring_writer(&self) -> Option<Arc<dyn Committer>> {
         self.committer
             .read()
             .as_ref()

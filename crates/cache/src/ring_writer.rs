@@ -29,8 +29,8 @@ use parking_lot::Mutex;
 use crate::commit::{Staged, Staging};
 use crate::error::CacheError;
 use crate::format::MAX_ENTRIES;
-use crate::partition::{Op, Partition};
-use crate::service::{Call, Done, WriteReq, WriterMsg};
+use crate::partition::{Committer, Op, Partition};
+use crate::requests::{Call, Done, WriteReq, WriterMsg};
 
 /// One partition's journal writer on the ring.
 pub(crate) struct RingWriter {
@@ -293,30 +293,50 @@ impl RingWriter {
         }
     }
 
-    /// Reaps the ring and finishes what completed, leaving callbacks to the reaper: what a
-    /// thread that may hold the callbacks' locks does while it waits.
-    pub(crate) fn finish_completed(&self) {
-        self.ring.reap();
-        if self.advance() {
-            self.ring.signal();
-        }
-    }
-
     /// Whether nothing is queued or in flight.
     fn idle(&self) -> bool {
         let s = self.state.lock();
         matches!(s.busy, Busy::Idle) && s.queue.is_empty() && s.calls.is_empty()
     }
 
+    /// The reaper is gone: later groups go to the writer thread; the batch in flight is
+    /// finished here.
+    pub(crate) fn ring_gone(&self) {
+        self.state.lock().ring_gone = true;
+        self.settle(Duration::from_secs(5));
+    }
+
+    /// Stops taking requests and finishes those queued (bounded by `limit`).
+    pub(crate) fn stop(&self) {
+        self.state.lock().stopped = true;
+        self.settle(Duration::from_secs(30));
+    }
+
+    /// Drives the writer until nothing is queued or in flight, for at most `limit`.
+    fn settle(&self, limit: Duration) {
+        let start = Instant::now();
+        while !self.idle() && start.elapsed() < limit {
+            self.drive();
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+impl Committer for RingWriter {
+    /// Reaps the ring and finishes what completed, leaving callbacks to the reaper: what a
+    /// thread that may hold the callbacks' locks does while it waits.
+    fn finish_completed(&self) {
+        self.ring.reap();
+        if self.advance() {
+            self.ring.signal();
+        }
+    }
+
     /// Commits `ops` through the queue and waits for them, for a caller without a task
     /// ([`Partition::commit_tagged`]). Reaps and finishes batches itself while it waits, so it
     /// needs no reaper, but leaves callbacks to the reaper (its caller may hold their locks).
     /// `None` when the writer has stopped.
-    pub(crate) fn commit_and_wait(
-        &self,
-        ops: &[Op],
-        tags: &[LogPos],
-    ) -> Option<Vec<Result<(), CacheError>>> {
+    fn commit_and_wait(&self, ops: &[Op], tags: &[LogPos]) -> Option<Vec<Result<(), CacheError>>> {
         let mut rxs = Vec::with_capacity(ops.len());
         let mut reqs = Vec::with_capacity(ops.len());
         for (op, tag) in ops.iter().zip(tags) {
@@ -349,44 +369,6 @@ impl RingWriter {
         }
         Some(results)
     }
-
-    /// Marks the calling thread as a partition's writer thread (see [`on_writer_thread`]).
-    pub(crate) fn mark_writer_thread() {
-        ON_WRITER_THREAD.with(|f| f.set(true));
-    }
-
-    /// The reaper is gone: later groups go to the writer thread; the batch in flight is
-    /// finished here.
-    pub(crate) fn ring_gone(&self) {
-        self.state.lock().ring_gone = true;
-        self.settle(Duration::from_secs(5));
-    }
-
-    /// Stops taking requests and finishes those queued (bounded by `limit`).
-    pub(crate) fn stop(&self) {
-        self.state.lock().stopped = true;
-        self.settle(Duration::from_secs(30));
-    }
-
-    /// Drives the writer until nothing is queued or in flight, for at most `limit`.
-    fn settle(&self, limit: Duration) {
-        let start = Instant::now();
-        while !self.idle() && start.elapsed() < limit {
-            self.drive();
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-}
-
-thread_local! {
-    static ON_WRITER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Whether this is a partition's writer thread: a direct commit there (from a callback it runs
-/// once the ring is gone) commits inline, as it always did, instead of waiting in the queue for
-/// this very thread.
-pub(crate) fn on_writer_thread() -> bool {
-    ON_WRITER_THREAD.with(std::cell::Cell::get)
 }
 
 /// Sends the replies of `answers` to `replies` and queues their callbacks as one group.

@@ -36,12 +36,15 @@ use crossbeam_channel::{Receiver, Sender};
 use futures::FutureExt;
 use tokio::sync::oneshot;
 
-use alcubierre_io::{AlignedBuf, Ring};
+use alcubierre_io::AlignedBuf;
 
 use crate::engine::Engine;
 use crate::error::CacheError;
 use crate::format::BLOCK;
 use crate::partition::{Op, Partition};
+use crate::reaper::{open_ring, start_reaper, RingReads};
+pub use crate::requests::WriteCallback;
+use crate::requests::{Call, Done, WriteReq, WriterMsg};
 use crate::ring_writer::RingWriter;
 use alcubierre_block::RateLimiter;
 use alcubierre_types::LogPos;
@@ -89,49 +92,6 @@ impl Default for ServiceConfig {
     }
 }
 
-pub(crate) struct WriteReq {
-    pub(crate) op: Op,
-    pub(crate) tag: LogPos,
-    pub(crate) done: Done,
-}
-
-/// A completion run on the partition's writer thread once the write is durable (or failed).
-/// Its flag says whether it is the last callback of its commit group, so a caller can gather
-/// the group's effects (e.g. one acknowledgement frame for several writes). It must be quick
-/// and must not block: the writer thread commits nothing else while it runs.
-pub type WriteCallback = Box<dyn FnOnce(Result<(), CacheError>, bool) + Send>;
-
-pub(crate) enum Done {
-    Reply(oneshot::Sender<Result<(), CacheError>>),
-    Call(Call),
-}
-
-/// A callback that is always called: with "shutting down" if the request is dropped unserved.
-pub(crate) struct Call(Option<WriteCallback>);
-
-impl Call {
-    pub(crate) fn call(mut self, r: Result<(), CacheError>, last: bool) {
-        if let Some(f) = self.0.take() {
-            f(r, last);
-        }
-    }
-}
-
-impl Drop for Call {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f(Err(CacheError::ShuttingDown), true);
-        }
-    }
-}
-
-pub(crate) enum WriterMsg {
-    Req(WriteReq),
-    /// A group the ring's journal writer hands over for the blocking path (see `ring_writer`).
-    Group(Vec<Op>, Vec<LogPos>, Vec<Done>),
-    Stop,
-}
-
 struct ReadReq {
     volume: VolumeId,
     lba: Lba,
@@ -150,141 +110,6 @@ pub struct CacheService {
     reaper: Option<tokio::task::JoinHandle<()>>,
     /// Each partition's journal writer on the ring, where it runs there.
     ring_writers: Vec<Option<Arc<RingWriter>>>,
-}
-
-/// Cache hits read through io_uring: the ring, the cache device's descriptor, and how many
-/// reads it served.
-#[derive(Clone)]
-struct RingReads {
-    ring: Arc<Ring>,
-    served: Arc<std::sync::atomic::AtomicU64>,
-    /// Set at shutdown: reads go to the (stopped) pool, which answers "shutting down", since
-    /// nothing reaps the ring any more. Held shared while a read is submitted, so that once
-    /// shutdown has set it no read enters the ring.
-    stopped: Arc<parking_lot::RwLock<bool>>,
-}
-
-/// Ends the ring's use when its reaper task ends (aborted at shutdown, or its runtime shut
-/// down): later reads go to the pool, and reads still in flight are reaped here (their own polls
-/// reap as well), so none waits on a reaper that is gone.
-struct ReaperGone {
-    ring: Arc<Ring>,
-    stopped: Arc<parking_lot::RwLock<bool>>,
-    writers: Vec<Arc<RingWriter>>,
-}
-
-impl Drop for ReaperGone {
-    fn drop(&mut self) {
-        *self.stopped.write() = true;
-        for w in &self.writers {
-            w.ring_gone();
-        }
-        let start = std::time::Instant::now();
-        while self.ring.in_flight() > 0 && start.elapsed() < Duration::from_secs(5) {
-            self.ring.reap();
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-}
-
-/// A ring's eventfd, as the reactor watches it: its own duplicate of the descriptor, so it is
-/// open for as long as the registration lives.
-struct EventFd(std::os::fd::OwnedFd);
-
-impl std::os::fd::AsRawFd for EventFd {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0.as_raw_fd()
-    }
-}
-
-/// A ring on the cache device, its eventfd as the current runtime watches it, and the runtime.
-struct OpenRing {
-    ring: Arc<Ring>,
-    afd: tokio::io::unix::AsyncFd<EventFd>,
-    rt: tokio::runtime::Handle,
-}
-
-/// Sets up io_uring, if the medium, the kernel and the caller allow: the ring, watched by the
-/// current tokio runtime. Says so when it cannot.
-fn open_ring(engine: &Engine) -> Option<OpenRing> {
-    let medium = &engine.partitions().first()?.medium;
-    let file = medium.fd()?;
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        tracing::info!("no async runtime at start: cache hits are read by the reader threads");
-        return None;
-    };
-    let ring = match Ring::new(256, file) {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(error = %e,
-                "io_uring is not available: cache hits are read by the reader threads");
-            return None;
-        }
-    };
-    let watched = match ring.event_fd().try_clone_to_owned() {
-        Ok(fd) => EventFd(fd),
-        Err(e) => {
-            tracing::warn!(error = %e,
-                "cannot watch the io_uring eventfd: cache hits are read by the reader threads");
-            return None;
-        }
-    };
-    // Deprecated for descriptors the registration does not own (I/O safety); this one owns its
-    // descriptor, which stays open until the registration is dropped. (The replacement is an
-    // `unsafe` function, and this crate has no unsafe code.)
-    #[allow(deprecated)]
-    let afd = match tokio::io::unix::AsyncFd::with_interest(watched, tokio::io::Interest::READABLE)
-    {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::warn!(error = %e,
-                "cannot watch the io_uring eventfd: cache hits are read by the reader threads");
-            return None;
-        }
-    };
-    Some(OpenRing { ring, afd, rt })
-}
-
-/// Starts the ring's reaper task: it reaps completions when the eventfd signals them, then lets
-/// the journal `writers` finish what completed.
-fn start_reaper(
-    open: OpenRing,
-    writers: Vec<Arc<RingWriter>>,
-) -> (RingReads, tokio::task::JoinHandle<()>) {
-    let OpenRing { ring, afd, rt } = open;
-    let reaper = ring.clone();
-    let stopped: Arc<parking_lot::RwLock<bool>> = Default::default();
-    let guard = ReaperGone {
-        ring: ring.clone(),
-        stopped: stopped.clone(),
-        writers: writers.clone(),
-    };
-    let task = rt.spawn(async move {
-        let _gone = guard;
-        loop {
-            let Ok(mut ready) = afd.readable().await else {
-                return;
-            };
-            // Readiness is cleared only when the eventfd was not signalled; a completion posted
-            // after `take_event` signals it again.
-            if ready.try_io(|_| reaper.take_event()).is_ok() {
-                reaper.reap_then_look();
-                for w in &writers {
-                    if w.advance() {
-                        w.deliver_calls();
-                    }
-                }
-            }
-        }
-    });
-    (
-        RingReads {
-            ring,
-            served: Default::default(),
-            stopped,
-        },
-        task,
-    )
 }
 
 impl CacheService {
@@ -311,7 +136,8 @@ impl CacheService {
                 ))
             });
             if let Some(rw) = &rw {
-                *p.committer.write() = Some(Arc::downgrade(rw));
+                *p.committer.write() =
+                    Some(Arc::downgrade(rw) as std::sync::Weak<dyn crate::partition::Committer>);
             }
             writers.push(tx);
             let part = p.clone();
@@ -445,7 +271,7 @@ fn writer_loop(
     max_group: usize,
     ring: Option<std::sync::Weak<RingWriter>>,
 ) {
-    RingWriter::mark_writer_thread();
+    Partition::mark_writer_thread();
     let mut ops = Vec::with_capacity(max_group);
     let mut tags = Vec::with_capacity(max_group);
     let mut dones = Vec::with_capacity(max_group);

@@ -34,7 +34,7 @@ pub struct FollowerVolume {
     /// The connection in use (its number and sender).
     conn: Mutex<Option<(u64, link::Sender)>>,
     next_conn: AtomicU64,
-    /// The runtime it started in (journal completions run on the writer thread).
+    /// The runtime it started in (journal completions may run on the writer thread).
     rt: tokio::runtime::Handle,
 }
 
@@ -106,8 +106,8 @@ impl FollowerVolume {
                 Action::Persist { pos, payload } => {
                     let me = self.clone();
                     let done = move |r: Result<(), alcubierre_cache::CacheError>, last| {
-                        // On the journal's writer thread: the commit group's acknowledgements
-                        // leave in one socket write.
+                        // Where the journal completes (its reaper task or writer thread): the
+                        // commit group's acknowledgements leave in one socket write.
                         let _rt = me.rt.enter();
                         link::deferring(|| match r {
                             Ok(()) => {

@@ -146,7 +146,7 @@ pub struct PrimaryVolume {
     fence: DestageFence,
     /// Itself, for the tasks it starts from `&self` (block device calls).
     this: std::sync::Weak<PrimaryVolume>,
-    /// The runtime it started in (journal completions run on the writer thread).
+    /// The runtime it started in (journal completions may run on the writer thread).
     rt: tokio::runtime::Handle,
     /// A destage for a rebuild is under way.
     destaging: std::sync::atomic::AtomicBool,
@@ -472,8 +472,9 @@ impl PrimaryVolume {
                     }
                     let me = self.clone();
                     let done = move |r: Result<(), alcubierre_cache::CacheError>, last| {
-                        // On the journal's writer thread: in the runtime's context for what
-                        // the actions start, with sends gathered over the commit group.
+                        // Where the journal completes (its reaper task or writer thread): in
+                        // the runtime's context for what the actions start, with sends
+                        // gathered over the commit group.
                         let _rt = me.rt.enter();
                         link::deferring(|| {
                             let mut inner = me.inner.lock();
@@ -789,7 +790,7 @@ impl BlockDevice for PrimaryVolume {
 }
 
 /// Submits a replicated write to the local journal (in call order) with its tag; `done` runs
-/// on the journal's writer thread when it is durable (see [`WriteCallback`]), unless the
+/// where the journal completes when it is durable (see [`WriteCallback`]), unless the
 /// submission fails at once (returned here; `done` is then never called).
 pub(crate) fn persist(
     dev: &CacheVolume,
