@@ -11,12 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use alcubierre_backend::{Backend, MemBackend};
 use alcubierre_block::BlockDevice;
-use alcubierre_cache::{CacheService, Engine, FormatOptions, ServiceConfig};
+use alcubierre_cache::{Engine, FormatOptions, ServiceConfig};
 use alcubierre_types::{BlockCount, Lba, VolumeId};
 use bytes::Bytes;
-use common::{cache_file, geometry, io_uring_enabled, vol};
+use common::{engine_with_volume, io_uring_enabled, runtime, start_in, vol};
 
 const BLOCKS: u64 = 256; // a 1 MiB working set of 4 KiB blocks
 
@@ -42,15 +41,7 @@ fn parse(d: &[u8]) -> (u64, u64) {
 /// An 8 MiB cache file formatted with `fmt`, with a volume of `BLOCKS` blocks attached: the
 /// engine, the volume and the file.
 fn engine_on_file(name: &str, fmt: &FormatOptions) -> (Arc<Engine>, VolumeId, PathBuf) {
-    let (medium, path) = cache_file(name, 8, fmt);
-    let backend = Arc::new(MemBackend::new());
-    let v = vol(1);
-    backend
-        .create(v, alcubierre_types::ByteSize(BLOCKS * 4096))
-        .unwrap();
-    let engine = Arc::new(Engine::open(medium, backend as Arc<dyn Backend>).unwrap());
-    engine.attach(v, geometry(BLOCKS * 4096)).unwrap();
-    (engine, v, path)
+    engine_with_volume(name, fmt, vol(1), BLOCKS)
 }
 
 #[test]
@@ -64,21 +55,12 @@ fn cache_hits_through_io_uring_stay_right_while_the_log_goes_round() {
             max_batch_data_blocks: 16,
         },
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let svc = {
-        let _in = rt.enter();
-        CacheService::start(
-            engine.clone(),
-            ServiceConfig {
-                destage_limit: None,
-                ..ServiceConfig::default()
-            },
-        )
+    let rt = runtime(2);
+    let cfg = ServiceConfig {
+        destage_limit: None,
+        ..ServiceConfig::default()
     };
+    let svc = start_in(&rt, &engine, cfg);
     if !io_uring_enabled() {
         assert_eq!(svc.ring_reads(), None);
         eprintln!("io_uring is disabled on this kernel: the ring path is not tested here");
@@ -198,14 +180,8 @@ fn a_busy_polled_write_and_read_complete_without_the_reactor() {
     }
     let (engine, v, path) = engine_on_file("ring-poll", &FormatOptions::default());
     // A current-thread runtime that nobody drives after the start: its reaper never runs.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let svc = {
-        let _in = rt.enter();
-        CacheService::start(engine.clone(), ServiceConfig::default())
-    };
+    let rt = runtime(0);
+    let svc = start_in(&rt, &engine, ServiceConfig::default());
     let dev = svc.volume(v).unwrap();
     // Polls until done, as a busy-polling task does, without ever letting the runtime run.
     fn spin<T>(mut f: alcubierre_block::IoFuture<T>, what: &str) -> T {

@@ -12,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use alcubierre_backend::{Backend, MemBackend};
 use alcubierre_block::BlockDevice;
-use alcubierre_cache::{CacheService, Engine, FormatOptions, LogPos, ServiceConfig};
-use alcubierre_types::{BlockCount, ByteSize, Lba, VolumeId};
+use alcubierre_cache::{Engine, FormatOptions, LogPos, ServiceConfig};
+use alcubierre_types::{BlockCount, ByteSize, Lba};
 use bytes::Bytes;
-use common::{cache_file, geometry, io_uring_enabled, pattern, vol};
+use common::{
+    cache_file, engine_with_volume, geometry, io_uring_enabled, pattern, runtime, start_in, vol,
+};
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -73,21 +75,12 @@ fn journal_writes_through_io_uring_keep_every_acknowledged_write_in_order() {
         b,
         alcubierre_cache::DestageFence::new(Arc::new(|| true), Instant::now()),
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let svc = {
-        let _in = rt.enter();
-        CacheService::start(
-            engine.clone(),
-            ServiceConfig {
-                destage_limit: None,
-                ..ServiceConfig::default()
-            },
-        )
+    let rt = runtime(2);
+    let cfg = ServiceConfig {
+        destage_limit: None,
+        ..ServiceConfig::default()
     };
+    let svc = start_in(&rt, &engine, cfg);
     assert!(svc.ring_writes(), "the journal is written through the ring");
     let until = Instant::now() + Duration::from_secs(3);
 
@@ -265,20 +258,10 @@ fn a_direct_commit_completes_without_the_reaper() {
     if !io_uring_enabled() {
         return;
     }
-    let (medium, path) = cache_file("ring-direct", 8, &FormatOptions::default());
-    let backend = Arc::new(MemBackend::new());
-    let v: VolumeId = vol(7);
-    backend.create(v, ByteSize(BLOCKS * 4096)).unwrap();
-    let engine = Arc::new(Engine::open(medium, backend as Arc<dyn Backend>).unwrap());
-    engine.attach(v, geometry(BLOCKS * 4096)).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let svc = {
-        let _in = rt.enter();
-        CacheService::start(engine.clone(), ServiceConfig::default())
-    };
+    let (engine, v, path) =
+        engine_with_volume("ring-direct", &FormatOptions::default(), vol(7), BLOCKS);
+    let rt = runtime(0);
+    let svc = start_in(&rt, &engine, ServiceConfig::default());
     assert!(svc.ring_writes());
     let d = payload(1, 0, 8);
     engine.write(v, Lba(0), Bytes::from(d.clone())).unwrap();
@@ -297,21 +280,10 @@ fn writes_complete_while_a_reader_spins_on_the_ring() {
     if !io_uring_enabled() {
         return;
     }
-    let (medium, path) = cache_file("ring-spin", 8, &FormatOptions::default());
-    let backend = Arc::new(MemBackend::new());
-    let v: VolumeId = vol(8);
-    backend.create(v, ByteSize(BLOCKS * 4096)).unwrap();
-    let engine = Arc::new(Engine::open(medium, backend as Arc<dyn Backend>).unwrap());
-    engine.attach(v, geometry(BLOCKS * 4096)).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let svc = {
-        let _in = rt.enter();
-        CacheService::start(engine.clone(), ServiceConfig::default())
-    };
+    let (engine, v, path) =
+        engine_with_volume("ring-spin", &FormatOptions::default(), vol(8), BLOCKS);
+    let rt = runtime(2);
+    let svc = start_in(&rt, &engine, ServiceConfig::default());
     let dev = Arc::new(svc.volume(v).unwrap());
     let writes = rt.block_on(async {
         dev.write(Lba(0), Bytes::from(payload(1, 0, 8)))

@@ -85,3 +85,41 @@ pub fn cache_file(
     let medium: Arc<dyn Medium> = Arc::new(alcubierre_io::DirectFile::open(&path).unwrap());
     (medium, path)
 }
+
+/// A runtime like a node's (two workers), or one thread that nobody drives after the start.
+pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    let mut b = if workers == 0 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(workers);
+        b
+    };
+    b.enable_all().build().unwrap()
+}
+
+/// Starts a cache service inside `rt`, so that its ring completes on `rt`'s reactor.
+pub fn start_in(
+    rt: &tokio::runtime::Runtime,
+    engine: &Arc<Engine>,
+    cfg: alcubierre_cache::ServiceConfig,
+) -> alcubierre_cache::CacheService {
+    let _in = rt.enter();
+    alcubierre_cache::CacheService::start(engine.clone(), cfg)
+}
+
+/// An 8 MiB cache file with one volume of `blocks` 4 KiB blocks attached (its backend in
+/// memory): the engine, the volume and the file.
+pub fn engine_with_volume(
+    name: &str,
+    fmt: &FormatOptions,
+    v: VolumeId,
+    blocks: u64,
+) -> (Arc<Engine>, VolumeId, std::path::PathBuf) {
+    let (medium, path) = cache_file(name, 8, fmt);
+    let backend = Arc::new(MemBackend::new());
+    backend.create(v, ByteSize(blocks * 4096)).unwrap();
+    let engine = Arc::new(Engine::open(medium, backend as Arc<dyn Backend>).unwrap());
+    engine.attach(v, geometry(blocks * 4096)).unwrap();
+    (engine, v, path)
+}
