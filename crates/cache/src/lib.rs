@@ -10,8 +10,10 @@
 //!   [`Partition::commit`], [`Partition::read`] and [`Partition::destage_round`] are what the
 //!   deterministic crash and model tests drive directly.
 //! * [`Engine`]: a device's partitions, volumes and request validation.
-//! * [`CacheService`]: threads (a writer and a destager per partition, a read pool) and
-//!   [`CacheVolume`], the asynchronous [`alcubierre_block::BlockDevice`] front ends use.
+//! * [`CacheService`]: threads (a writer and a destager per partition, a read pool), with
+//!   io_uring a reaper task that completes cache hits and journal batches (whole-block writes
+//!   are staged by the writing task, see `ring_writer`), and [`CacheVolume`], the asynchronous
+//!   [`alcubierre_block::BlockDevice`] front ends use.
 //!
 //! Invariants:
 //! 1. A write is acknowledged only after the batch holding it is written *and* the device
