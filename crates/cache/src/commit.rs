@@ -293,9 +293,7 @@ impl Partition {
                 }
                 results
                     .into_iter()
-                    .map(|pre| {
-                        pre.unwrap_or_else(|| r.as_ref().map(|_| ()).map_err(|e| self.clone_err(e)))
-                    })
+                    .map(|pre| pre.unwrap_or_else(|| self.batch_result(&r)))
                     .collect()
             }
         }

@@ -590,7 +590,7 @@ impl Partition {
             {
                 let r = self.write_batch(&mut w, &batch, data_blocks);
                 for &j in &batch_ops {
-                    results[j] = Some(r.as_ref().map(|_| ()).map_err(|e| self.clone_err(e)));
+                    results[j] = Some(self.batch_result(&r));
                 }
                 batch.clear();
                 batch_ops.clear();
@@ -608,7 +608,7 @@ impl Partition {
         if !batch.is_empty() {
             let r = self.write_batch(&mut w, &batch, data_blocks);
             for &j in &batch_ops {
-                results[j] = Some(r.as_ref().map(|_| ()).map_err(|e| self.clone_err(e)));
+                results[j] = Some(self.batch_result(&r));
             }
         }
         drop(w);
@@ -618,7 +618,12 @@ impl Partition {
         results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
     }
 
-    pub(crate) fn clone_err(&self, e: &CacheError) -> CacheError {
+    /// A batch's outcome, as each op in it gets it.
+    pub(crate) fn batch_result(&self, r: &Result<(), CacheError>) -> Result<(), CacheError> {
+        r.as_ref().map(|_| ()).map_err(|e| self.clone_err(e))
+    }
+
+    fn clone_err(&self, e: &CacheError) -> CacheError {
         match e {
             CacheError::DeviceFailed { reason, .. } => self.failed_error(reason),
             CacheError::ShuttingDown => CacheError::ShuttingDown,

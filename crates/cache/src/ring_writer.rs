@@ -93,12 +93,13 @@ impl RingWriter {
     /// Queues `req`; stages it at once when no batch is in flight. `Err` gives it back when the
     /// writer has stopped. Runs no callback.
     pub(crate) fn submit(&self, req: WriteReq) -> Result<(), WriteReq> {
-        self.submit_all(vec![req])
-            .map_err(|mut r| r.pop().expect("the request back"))
+        self.submit_all(std::iter::once(req))
+            .map_err(|mut r| r.next().expect("the request back"))
     }
 
-    /// Queues `reqs` one after the other, nothing between them (see [`RingWriter::submit`]).
-    fn submit_all(&self, reqs: Vec<WriteReq>) -> Result<(), Vec<WriteReq>> {
+    /// Queues `reqs` one after the other, nothing between them (see [`RingWriter::submit`]);
+    /// `Err` gives them back untouched when the writer has stopped.
+    fn submit_all<I: IntoIterator<Item = WriteReq>>(&self, reqs: I) -> Result<(), I> {
         let mut replies = Vec::new();
         let calls = {
             let mut s = self.state.lock();
@@ -221,12 +222,7 @@ impl RingWriter {
                 }
                 let answers = group
                     .into_iter()
-                    .map(|(d, pre)| {
-                        let r = pre.unwrap_or_else(|| {
-                            r.as_ref().map(|_| ()).map_err(|e| self.part.clone_err(e))
-                        });
-                        (d, r)
-                    })
+                    .map(|(d, pre)| (d, pre.unwrap_or_else(|| self.part.batch_result(&r))))
                     .collect();
                 split(answers, &mut replies, &mut s);
                 self.start_next(&mut s, &mut replies);

@@ -407,35 +407,25 @@ fn run_round(
 /// The future of a request handed to a service thread: its reply, or "shutting down" if the
 /// thread stopped before answering.
 /// A cache error names its volume's block for a `block_size`-byte LBA.
+/// With `drive` (a write queued on the ring's journal writer), each poll that finds no reply yet
+/// reaps the ring and finishes what completed, so the write completes for a caller that polls
+/// without the reactor (a busy-polling task).
 fn reply<T: Send + 'static>(
-    rx: oneshot::Receiver<Result<T, CacheError>>,
+    mut rx: oneshot::Receiver<Result<T, CacheError>>,
     block_size: BlockSize,
+    drive: Option<Arc<RingWriter>>,
 ) -> IoFuture<T> {
-    async move {
-        match rx.await {
-            Ok(r) => r.map_err(|e| e.into_block(block_size)),
-            Err(_) => Err(CacheError::ShuttingDown.into_block(block_size)),
-        }
-    }
-    .boxed()
-}
-
-/// The future of a write queued on the ring's journal writer: its reply. Each poll that finds
-/// none yet reaps the ring and finishes what completed, so the write completes for a caller
-/// that polls without the reactor (a busy-polling task, a blocked thread).
-fn driven_reply(
-    mut rx: oneshot::Receiver<Result<(), CacheError>>,
-    rw: Arc<RingWriter>,
-    block_size: BlockSize,
-) -> IoFuture<()> {
     async move {
         let r = std::future::poll_fn(|cx| {
             use std::future::Future;
-            if let std::task::Poll::Ready(r) = std::pin::Pin::new(&mut rx).poll(cx) {
-                return std::task::Poll::Ready(r);
+            let polled = std::pin::Pin::new(&mut rx).poll(cx);
+            match &drive {
+                Some(rw) if polled.is_pending() => {
+                    rw.drive();
+                    std::pin::Pin::new(&mut rx).poll(cx)
+                }
+                _ => polled,
             }
-            rw.drive();
-            std::pin::Pin::new(&mut rx).poll(cx)
         })
         .await;
         match r {
@@ -570,10 +560,7 @@ impl CacheVolume {
         if self.send(req).is_err() {
             return self.failed(CacheError::ShuttingDown);
         }
-        match &self.ring_writer {
-            Some(rw) => driven_reply(rx, rw.clone(), self.block_size()),
-            None => reply(rx, self.block_size()),
-        }
+        reply(rx, self.block_size(), self.ring_writer.clone())
     }
 
     fn block_size(&self) -> BlockSize {
@@ -634,7 +621,7 @@ impl CacheVolume {
         if self.reads.send(Some(req)).is_err() {
             return self.failed(CacheError::ShuttingDown);
         }
-        reply(rx, self.block_size())
+        reply(rx, self.block_size(), None)
     }
 
     /// A request that failed before it was sent.
